@@ -1,0 +1,67 @@
+import type { ProviderId } from "./providers.js";
+
+/** Agent policy settings from `FERMILINK_AGENT_*` (null = not set in the env). */
+export interface AgentEnvPolicy {
+  provider: ProviderId | null;
+  sandboxPolicy: "enforce" | "bypass" | null;
+  sandboxMode: string | null;
+  model: string | null;
+  reasoningEffort: "low" | "medium" | "high" | "xhigh" | null;
+}
+
+/**
+ * Every setting of the runner, parsed and validated once at start-up from the
+ * `FERMILINK_*` environment (see `env-spec.ts` for names and defaults), then
+ * deep-frozen. No module reads `process.env` after start-up.
+ */
+export interface Config {
+  /** FERMILINK_HOME, absolute. */
+  home: string;
+  /** FERMILINK_WORKSPACES_ROOT, absolute. */
+  workspacesRoot: string;
+  /** FERMILINK_SCIPKG_ROOT (or FERMILINK_SCIENTIFIC_PACKAGES_ROOT), absolute. */
+  scipkgRoot: string;
+  /** FERMILINK_SCIPKG_ACTIVE. */
+  scipkgActive: string | null;
+  /** FERMILINK_SOFTWARE_ROOT, absolute, or null when it does not exist (built-in template used). */
+  softwareRoot: string | null;
+  /** `$FERMILINK_HOME/agent_runtime.json`. */
+  agentRuntimeFile: string;
+  server: {
+    host: string;
+    port: number;
+    metricsHost: string;
+    metricsPort: number;
+  };
+  run: {
+    /** Hard limit per run, counted from spawn. */
+    maxRuntimeMs: number;
+    /** Kill the run when the provider prints nothing for this long; 0 = off. */
+    idleTimeoutMs: number;
+    /** SIGTERM -> SIGKILL grace for the provider's process group. */
+    killGraceMs: number;
+    /** Longest output line kept; longer lines are cut and flagged `truncated`. */
+    maxLineBytes: number;
+    /** On SIGTERM/SIGINT, how long live runs may go on before they are ended. */
+    shutdownGraceMs: number;
+  };
+  admission: {
+    globalLimit: number;
+    perUserLimit: number;
+    /** 0 = unbounded. */
+    maxQueueSize: number;
+    /** 0 = unbounded. */
+    maxPendingPerUser: number;
+  };
+  /** FERMILINK_RUNNER_METRICS_TOKEN; null = ops endpoints are public. */
+  metricsToken: string | null;
+  agentEnv: AgentEnvPolicy;
+  /** FERMILINK_<PROVIDER>_BIN, null when unset. */
+  providerBins: Readonly<Record<ProviderId, string | null>>;
+  /** Extra variable names passed to the provider (FERMILINK_RUNNER_ENV_PASSTHROUGH). */
+  envPassthrough: readonly string[];
+  /** The process environment at start-up; providers pick an allowlist from it. */
+  hostEnv: Readonly<Record<string, string>>;
+  /** FERMILINK_RUNNER_LOG_LEVEL. */
+  logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+}

@@ -1,0 +1,44 @@
+/**
+ * The closed set of failures the runner reports to callers. Each code maps to
+ * exactly one Connect code and one HTTP status in `status-table.ts`; the README
+ * documents every code (a test keeps the two in sync).
+ */
+export const RUNNER_ERROR_CODES = [
+  /** The request body is not JSON, or a field has the wrong type (FastAPI's 422). */
+  "REQUEST_INVALID",
+  /** `user_prompt` is missing or empty. */
+  "PROMPT_EMPTY",
+  /** `user_prompt` has more than 10,000 Unicode code points (FermiLink's 413). */
+  "PROMPT_TOO_LONG",
+  /** `session_id` has characters outside the safe set, is too long, or escapes the root. */
+  "SESSION_ID_INVALID",
+  /** `sandbox` is not a known mode, or would widen the admin policy. */
+  "SANDBOX_INVALID",
+  /** `provider` names a known provider other than the one the admin configured. */
+  "PROVIDER_MISMATCH",
+  /** `provider` names a provider this runner does not implement (FermiLink's 501). */
+  "PROVIDER_UNSUPPORTED",
+  /** The provider CLI binary cannot be found or executed. */
+  "PROVIDER_BINARY_MISSING",
+  /** The requested scientific package is not installed (FermiLink's 400). */
+  "PACKAGE_NOT_FOUND",
+  /** The package's metadata or install path is invalid. */
+  "PACKAGE_INVALID",
+  /** The admission queue (global or the caller's) is full (FermiLink's 429). */
+  "QUEUE_FULL",
+  /** A guarded endpoint was called without its token. */
+  "UNAUTHENTICATED",
+  /** A guarded endpoint was called with a wrong token. */
+  "PERMISSION_DENIED",
+  /** The named run does not exist (or is not the caller's). */
+  "RUN_NOT_FOUND",
+  /** The server is shutting down and takes no new runs. */
+  "SHUTTING_DOWN",
+  /** The session workspace could not be prepared (git, disk, memory file). */
+  "WORKSPACE_SETUP_FAILED",
+  /** Anything else: a bug or an unexpected system failure. */
+  "INTERNAL",
+] as const;
+
+/** A stable, documented failure code. */
+export type RunnerErrorCode = (typeof RUNNER_ERROR_CODES)[number];
