@@ -6,7 +6,13 @@
  */
 
 /** Why a run ended (proto `ExitReason`). */
-export type ExitReason = "completed" | "timeout" | "cancelled" | "client_gone" | "shutdown" | "error";
+export type ExitReason =
+  | "completed"
+  | "timeout"
+  | "cancelled"
+  | "client_gone"
+  | "shutdown"
+  | "error";
 
 /** Lifecycle state of a command, tool call or file change (proto `ItemStatus`). */
 export type ItemStatus = "in_progress" | "completed" | "failed" | "declined";

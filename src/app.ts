@@ -1,0 +1,128 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { AdmissionController } from "./admission/admission-controller.js";
+import type { Config } from "./config/config.js";
+import { createLogger, type Logger } from "./log/logger.js";
+import { RunnerMetrics } from "./metrics/metrics.js";
+import { startSupervisedProcess } from "./process/supervised-process.js";
+import { getProviderAdapter, PROVIDER_ALIASES } from "./providers/registry.js";
+import { resolveProviderBinary } from "./providers/resolve-binary.js";
+import { mergeRuntimePolicy, parseAgentRuntimeFile } from "./providers/runtime-policy.js";
+import { RunPipeline } from "./run/run-pipeline.js";
+import { createDualProtocolServer } from "./transport/http-server.js";
+import { createMainHandler } from "./transport/main-handler.js";
+import { type MetricsServer, startMetricsServer } from "./transport/metrics-server.js";
+import { prepareWorkspace } from "./workspace/prepare-workspace.js";
+import { SessionLock } from "./workspace/session-lock.js";
+
+/** The project root: provider CLIs installed as its dependencies live in its node_modules/.bin. */
+const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+/** A running runner: its bound ports and an ordered shutdown. */
+export interface App {
+  readonly port: number;
+  readonly metricsPort: number;
+  readonly metrics: RunnerMetrics;
+  readonly pipeline: RunPipeline;
+  readonly admission: AdmissionController;
+  readonly logger: Logger;
+  /** Open TCP connections on the main port. */
+  readonly connectionCount: number;
+  /** Idempotent ordered shutdown (design §7). */
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root: the only module that knows every stage. It builds
+ * them from the frozen config, checks the provider CLI, and starts listening.
+ */
+export async function startApp(config: Config, opts: { logger?: Logger } = {}): Promise<App> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const projectBinDir = path.join(PROJECT_ROOT, "node_modules", ".bin");
+
+  // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
+  const fileText = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
+  const runtime = mergeRuntimePolicy(config.agentEnv, parseAgentRuntimeFile(fileText).policy);
+  const adapter = getProviderAdapter(runtime.provider);
+  const bin = await resolveProviderBinary(adapter, config.providerBins[adapter.id], {
+    projectBinDir,
+    pathEnv: config.hostEnv.PATH ?? "",
+  });
+  logger.info({ provider: adapter.id, bin }, "provider CLI found");
+
+  const metrics = new RunnerMetrics(() => ({
+    activeTotal: admission.activeTotal,
+    pendingTotal: admission.pendingTotal,
+    globalLimit: config.admission.globalLimit,
+    perUserLimit: config.admission.perUserLimit,
+    maxQueueSize: config.admission.maxQueueSize,
+  }));
+  const admission = new AdmissionController({
+    ...config.admission,
+    observer: {
+      onAdmitted: (waitedMs) => metrics.queueWait.observe(waitedMs / 1000),
+      onRejected: (scope) => metrics.admissionRejections.inc({ scope }),
+      onReleased: () => {},
+    },
+  });
+  const pipeline = new RunPipeline({
+    config,
+    logger,
+    admission,
+    sessionLocks: new SessionLock(),
+    prepareWorkspace: (input) => prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES }),
+    startProcess: startSupervisedProcess,
+    projectBinDir,
+    now: Date.now,
+    observer: metrics,
+  });
+  const server = createDualProtocolServer(
+    createMainHandler({
+      pipeline,
+      logger,
+      ops: { admission, metricsToken: config.metricsToken, now: Date.now },
+    }),
+  );
+  const port = await server.listen(config.server.host, config.server.port);
+  let metricsServer: MetricsServer;
+  try {
+    metricsServer = await startMetricsServer(metrics.registry, {
+      host: config.server.metricsHost,
+      port: config.server.metricsPort,
+      token: config.metricsToken,
+    });
+  } catch (err) {
+    await server.close(0);
+    throw err;
+  }
+  logger.info(
+    { host: config.server.host, port, metricsPort: metricsServer.port },
+    "runner listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    metricsPort: metricsServer.port,
+    metrics,
+    pipeline,
+    admission,
+    logger,
+    get connectionCount() {
+      return server.connectionCount;
+    },
+    close() {
+      closing ??= (async () => {
+        // 1. Refuse new runs and end live ones (after the grace) so every process group is reaped
+        //    before any connection is cut: the exit events still reach their callers.
+        await pipeline.shutdown(config.run.shutdownGraceMs);
+        // 2. Then stop listening and drop the now-idle connections.
+        await server.close(1000);
+        await metricsServer.close();
+        logger.info("runner stopped");
+      })();
+      return closing;
+    },
+  };
+}

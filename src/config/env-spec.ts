@@ -1,0 +1,168 @@
+/**
+ * The table of every `FERMILINK_*` variable the runner reads: name, default
+ * and a one-line description. `load-config.ts` parses them; the README's
+ * configuration table is written from this one (a test keeps them in sync).
+ */
+export interface EnvVarSpec {
+  name: string;
+  /** Default as the user would write it; null = unset. */
+  default: string | null;
+  description: string;
+}
+
+/** Every variable, in README order. */
+export const ENV_SPECS: readonly EnvVarSpec[] = [
+  {
+    name: "FERMILINK_HOME",
+    default: "~/.fermilink",
+    description: "Base directory for the default roots and agent_runtime.json.",
+  },
+  {
+    name: "FERMILINK_WORKSPACES_ROOT",
+    default: "$FERMILINK_HOME/workspaces",
+    description: "Session workspaces (one directory per session id).",
+  },
+  {
+    name: "FERMILINK_SCIPKG_ROOT",
+    default: "$FERMILINK_HOME/scientific_packages",
+    description:
+      "Scientific package registry root (FERMILINK_SCIENTIFIC_PACKAGES_ROOT is the fallback name).",
+  },
+  {
+    name: "FERMILINK_SCIPKG_ACTIVE",
+    default: null,
+    description: "Overrides the registry's active package.",
+  },
+  {
+    name: "FERMILINK_SOFTWARE_ROOT",
+    default: "/opt/software",
+    description:
+      "Template tree copied into a new session repo; the built-in template is used when it does not exist.",
+  },
+  {
+    name: "FERMILINK_RUNNER_HOST",
+    default: "127.0.0.1",
+    description: "Address of the main listener (Connect, gRPC, gRPC-Web, SSE, ops).",
+  },
+  {
+    name: "FERMILINK_RUNNER_PORT",
+    default: "8000",
+    description: "Port of the main listener (0 = any free port).",
+  },
+  {
+    name: "FERMILINK_RUNNER_METRICS_HOST",
+    default: "127.0.0.1",
+    description: "Address of the Prometheus metrics listener.",
+  },
+  {
+    name: "FERMILINK_RUNNER_METRICS_PORT",
+    default: "9464",
+    description: "Port of the metrics listener (0 = any free port).",
+  },
+  {
+    name: "FERMILINK_RUNNER_MAX_RUNTIME_SECONDS",
+    default: "600",
+    description: "Hard limit per run, counted from the provider's spawn (> 0).",
+  },
+  {
+    name: "FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS",
+    default: "0",
+    description: "End a run whose provider prints nothing for this long (0 = off).",
+  },
+  {
+    name: "FERMILINK_RUNNER_KILL_GRACE_SECONDS",
+    default: "5",
+    description: "Grace between SIGTERM and SIGKILL to the provider's process group.",
+  },
+  {
+    name: "FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS",
+    default: "10",
+    description:
+      "On SIGTERM/SIGINT, how long live runs may continue before they end with reason shutdown.",
+  },
+  {
+    name: "FERMILINK_RUNNER_MAX_LINE_BYTES",
+    default: "8388608",
+    description:
+      "Longest provider output line kept (>= 65536); longer lines are cut and flagged truncated.",
+  },
+  {
+    name: "FERMILINK_RUNNER_SUBPROCESS_STREAM_LIMIT",
+    default: "1048576",
+    description:
+      "Accepted for FermiLink compatibility (>= 65536); no effect, lines have no small limit here.",
+  },
+  {
+    name: "FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS",
+    default: "200",
+    description: "Active runs at once (>= 1).",
+  },
+  {
+    name: "FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS",
+    default: "10",
+    description: "Active runs per user key (>= 1).",
+  },
+  {
+    name: "FERMILINK_RUNNER_MAX_QUEUE_SIZE",
+    default: "2000",
+    description: "Waiting runs in all (0 = unbounded).",
+  },
+  {
+    name: "FERMILINK_RUNNER_MAX_PENDING_PER_USER",
+    default: "10",
+    description: "Waiting runs per user key (0 = unbounded).",
+  },
+  {
+    name: "FERMILINK_RUNNER_METRICS_TOKEN",
+    default: null,
+    description: "When set, /ops/* and OpsService require header X-Runner-Metrics-Token.",
+  },
+  {
+    name: "FERMILINK_RUNNER_ENV_PASSTHROUGH",
+    default: null,
+    description:
+      "Comma-separated extra variable names passed to the provider (never FERMILINK_RUNNER_*).",
+  },
+  {
+    name: "FERMILINK_RUNNER_LOG_LEVEL",
+    default: "info",
+    description: "trace, debug, info, warn, error, fatal or silent.",
+  },
+  {
+    name: "FERMILINK_AGENT_PROVIDER",
+    default: "codex",
+    description: "Provider: codex, claude, gemini or opencode (beats agent_runtime.json).",
+  },
+  { name: "FERMILINK_AGENT_SANDBOX_POLICY", default: "enforce", description: "enforce or bypass." },
+  {
+    name: "FERMILINK_AGENT_SANDBOX_MODE",
+    default: "workspace-write",
+    description: "Sandbox mode under enforce (read-only, workspace-write, ...).",
+  },
+  { name: "FERMILINK_AGENT_MODEL", default: null, description: "Model passed to the provider." },
+  {
+    name: "FERMILINK_AGENT_REASONING_EFFORT",
+    default: null,
+    description: "low, medium, high or xhigh.",
+  },
+  {
+    name: "FERMILINK_CODEX_BIN",
+    default: "codex",
+    description: "Codex binary (path or name); unset: the project's node_modules/.bin, then PATH.",
+  },
+  {
+    name: "FERMILINK_CLAUDE_BIN",
+    default: "claude",
+    description: "Claude Code binary; unset: node_modules/.bin, then PATH.",
+  },
+  {
+    name: "FERMILINK_GEMINI_BIN",
+    default: "gemini",
+    description: "Gemini CLI binary; unset: node_modules/.bin, then PATH.",
+  },
+  {
+    name: "FERMILINK_OPENCODE_BIN",
+    default: "opencode",
+    description: "opencode binary; unset: node_modules/.bin, then PATH.",
+  },
+];

@@ -1,0 +1,194 @@
+import { existsSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import path from "node:path";
+import type { AgentEnvPolicy, Config } from "./config.js";
+import { isProviderId, PROVIDER_IDS, type ProviderId, REASONING_EFFORTS } from "./providers.js";
+
+/** Thrown when the environment is invalid; the message lists every problem at once. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.problems = problems;
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
+/** Reads variables, collecting every problem instead of stopping at the first. */
+class EnvReader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  /** Trimmed value, or null when unset or blank (FermiLink treats blank as unset). */
+  str(name: string): string | null {
+    const raw = this.env[name];
+    if (raw === undefined) return null;
+    const trimmed = raw.trim();
+    return trimmed === "" ? null : trimmed;
+  }
+
+  int(name: string, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+    const raw = this.str(name);
+    if (raw === null) return def;
+    if (!/^[+-]?\d+$/.test(raw)) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} is not an integer.`);
+      return def;
+    }
+    const value = Number(raw);
+    if (value < min || value > max) {
+      this.problems.push(`${name}=${raw} must be between ${min} and ${max}.`);
+      return def;
+    }
+    return value;
+  }
+
+  /** Seconds as a decimal number (tests use fractions), returned in milliseconds. */
+  secondsMs(name: string, defSeconds: number, opts: { allowZero: boolean }): number {
+    const raw = this.str(name);
+    if (raw === null) return defSeconds * 1000;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0 || (!opts.allowZero && value === 0)) {
+      const rule = opts.allowZero ? "a number of seconds >= 0" : "a number of seconds > 0";
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be ${rule}.`);
+      return defSeconds * 1000;
+    }
+    return Math.round(value * 1000);
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[]): T | null {
+    const raw = this.str(name)?.toLowerCase() ?? null;
+    if (raw === null) return null;
+    if ((allowed as readonly string[]).includes(raw)) return raw as T;
+    this.problems.push(`${name}=${JSON.stringify(raw)} must be one of: ${allowed.join(", ")}.`);
+    return null;
+  }
+
+  host(name: string, def: string): string {
+    const raw = this.str(name) ?? def;
+    if (!/^[A-Za-z0-9.:_-]+$/.test(raw))
+      this.problems.push(`${name}=${JSON.stringify(raw)} is not a host name or address.`);
+    return raw;
+  }
+}
+
+function expandHome(p: string): string {
+  return p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p;
+}
+
+function readAgentEnv(r: EnvReader): AgentEnvPolicy {
+  const providerRaw = r.str("FERMILINK_AGENT_PROVIDER")?.toLowerCase() ?? null;
+  let provider: ProviderId | null = null;
+  if (providerRaw !== null) {
+    if (isProviderId(providerRaw)) provider = providerRaw;
+    else
+      r.problems.push(
+        `FERMILINK_AGENT_PROVIDER=${JSON.stringify(providerRaw)} must be one of: ${PROVIDER_IDS.join(", ")}.`,
+      );
+  }
+  return {
+    provider,
+    sandboxPolicy: r.oneOf("FERMILINK_AGENT_SANDBOX_POLICY", ["enforce", "bypass"] as const),
+    sandboxMode: r.str("FERMILINK_AGENT_SANDBOX_MODE")?.toLowerCase() ?? null,
+    model: r.str("FERMILINK_AGENT_MODEL"),
+    reasoningEffort: r.oneOf("FERMILINK_AGENT_REASONING_EFFORT", REASONING_EFFORTS),
+  };
+}
+
+function readPassthrough(r: EnvReader): string[] {
+  const raw = r.str("FERMILINK_RUNNER_ENV_PASSTHROUGH");
+  if (raw === null) return [];
+  const names = raw
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "");
+  for (const n of names) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(n))
+      r.problems.push(
+        `FERMILINK_RUNNER_ENV_PASSTHROUGH: ${JSON.stringify(n)} is not a variable name.`,
+      );
+    else if (n.startsWith("FERMILINK_RUNNER_"))
+      r.problems.push(
+        `FERMILINK_RUNNER_ENV_PASSTHROUGH: ${n} is a runner secret and is never passed to the provider.`,
+      );
+  }
+  return names;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/**
+ * Parse and validate the whole environment once. Throws `ConfigError` listing
+ * every invalid variable; on success returns a deep-frozen `Config`.
+ */
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const r = new EnvReader(env);
+  const abs = (p: string) => path.resolve(cwd, expandHome(p));
+  const home = abs(r.str("FERMILINK_HOME") ?? "~/.fermilink");
+  const softwareRootRaw = abs(r.str("FERMILINK_SOFTWARE_ROOT") ?? "/opt/software");
+  const softwareRoot =
+    existsSync(softwareRootRaw) && statSync(softwareRootRaw).isDirectory() ? softwareRootRaw : null;
+  const providerBins = Object.fromEntries(
+    PROVIDER_IDS.map((id) => [id, r.str(`FERMILINK_${id.toUpperCase()}_BIN`)]),
+  ) as Record<ProviderId, string | null>;
+  r.int("FERMILINK_RUNNER_SUBPROCESS_STREAM_LIMIT", 1_048_576, 65_536);
+
+  const hostEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) hostEnv[k] = v;
+
+  const config: Config = {
+    home,
+    workspacesRoot: abs(r.str("FERMILINK_WORKSPACES_ROOT") ?? path.join(home, "workspaces")),
+    scipkgRoot: abs(
+      r.str("FERMILINK_SCIPKG_ROOT") ??
+        r.str("FERMILINK_SCIENTIFIC_PACKAGES_ROOT") ??
+        path.join(home, "scientific_packages"),
+    ),
+    scipkgActive: r.str("FERMILINK_SCIPKG_ACTIVE"),
+    softwareRoot,
+    agentRuntimeFile: path.join(home, "agent_runtime.json"),
+    server: {
+      host: r.host("FERMILINK_RUNNER_HOST", "127.0.0.1"),
+      port: r.int("FERMILINK_RUNNER_PORT", 8000, 0, 65535),
+      metricsHost: r.host("FERMILINK_RUNNER_METRICS_HOST", "127.0.0.1"),
+      metricsPort: r.int("FERMILINK_RUNNER_METRICS_PORT", 9464, 0, 65535),
+    },
+    run: {
+      maxRuntimeMs: r.secondsMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, { allowZero: false }),
+      idleTimeoutMs: r.secondsMs("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS", 0, { allowZero: true }),
+      killGraceMs: r.secondsMs("FERMILINK_RUNNER_KILL_GRACE_SECONDS", 5, { allowZero: true }),
+      maxLineBytes: r.int(
+        "FERMILINK_RUNNER_MAX_LINE_BYTES",
+        8 * 1024 * 1024,
+        65_536,
+        256 * 1024 * 1024,
+      ),
+      shutdownGraceMs: r.secondsMs("FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS", 10, {
+        allowZero: true,
+      }),
+    },
+    admission: {
+      globalLimit: r.int("FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS", 200, 1),
+      perUserLimit: r.int("FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS", 10, 1),
+      maxQueueSize: r.int("FERMILINK_RUNNER_MAX_QUEUE_SIZE", 2000, 0),
+      maxPendingPerUser: r.int("FERMILINK_RUNNER_MAX_PENDING_PER_USER", 10, 0),
+    },
+    metricsToken: r.str("FERMILINK_RUNNER_METRICS_TOKEN"),
+    agentEnv: readAgentEnv(r),
+    providerBins,
+    envPassthrough: readPassthrough(r),
+    hostEnv,
+    logLevel: r.oneOf("FERMILINK_RUNNER_LOG_LEVEL", LOG_LEVELS) ?? "info",
+  };
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return deepFreeze(config);
+}

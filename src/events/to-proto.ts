@@ -1,0 +1,134 @@
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  AgentItemSchema,
+  type AgentItem as ProtoAgentItem,
+  ExitReason as ProtoExitReason,
+  ItemStatus as ProtoItemStatus,
+  type RunEvent as ProtoRunEvent,
+  RunEventSchema,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { AgentItem, ExitReason, ItemStatus, RunEvent } from "./run-event.js";
+
+const EXIT_REASONS: Record<ExitReason, ProtoExitReason> = {
+  completed: ProtoExitReason.COMPLETED,
+  timeout: ProtoExitReason.TIMEOUT,
+  cancelled: ProtoExitReason.CANCELLED,
+  client_gone: ProtoExitReason.CLIENT_GONE,
+  shutdown: ProtoExitReason.SHUTDOWN,
+  error: ProtoExitReason.ERROR,
+};
+
+function status(s: ItemStatus | null): ProtoItemStatus {
+  switch (s) {
+    case "in_progress":
+      return ProtoItemStatus.IN_PROGRESS;
+    case "completed":
+      return ProtoItemStatus.COMPLETED;
+    case "failed":
+      return ProtoItemStatus.FAILED;
+    case "declined":
+      return ProtoItemStatus.DECLINED;
+    case null:
+      return ProtoItemStatus.UNSPECIFIED;
+  }
+}
+
+function itemToProto(item: AgentItem): ProtoAgentItem {
+  switch (item.kind) {
+    case "message":
+      return create(AgentItemSchema, { kind: { case: "message", value: item } });
+    case "reasoning":
+      return create(AgentItemSchema, { kind: { case: "reasoning", value: item } });
+    case "command":
+      return create(AgentItemSchema, {
+        kind: {
+          case: "command",
+          value: { ...item, exitCode: item.exitCode ?? undefined, status: status(item.status) },
+        },
+      });
+    case "file_change":
+      return create(AgentItemSchema, {
+        kind: { case: "fileChange", value: { ...item, status: status(item.status) } },
+      });
+    case "tool_call":
+      return create(AgentItemSchema, {
+        kind: { case: "toolCall", value: { ...item, status: status(item.status) } },
+      });
+    case "usage":
+      return create(AgentItemSchema, {
+        kind: {
+          case: "usage",
+          value: {
+            inputTokens: BigInt(Math.max(0, Math.trunc(item.inputTokens))),
+            cachedInputTokens: BigInt(Math.max(0, Math.trunc(item.cachedInputTokens))),
+            outputTokens: BigInt(Math.max(0, Math.trunc(item.outputTokens))),
+            reasoningTokens: BigInt(Math.max(0, Math.trunc(item.reasoningTokens))),
+            costUsd: item.costUsd ?? undefined,
+          },
+        },
+      });
+    case "error":
+      return create(AgentItemSchema, { kind: { case: "error", value: item } });
+    case "result":
+      return create(AgentItemSchema, { kind: { case: "result", value: item } });
+  }
+}
+
+/** The Connect message for one journal entry (total over the internal union). */
+export function runEventToProto(event: RunEvent): ProtoRunEvent {
+  const base = { runId: event.runId, seq: BigInt(event.seq), time: timestampFromMs(event.timeMs) };
+  const b = event.body;
+  switch (b.type) {
+    case "queued":
+      return create(RunEventSchema, {
+        ...base,
+        event: { case: "queued", value: { position: b.position, queueSize: b.queueSize } },
+      });
+    case "meta":
+      return create(RunEventSchema, {
+        ...base,
+        event: {
+          case: "meta",
+          value: {
+            sessionId: b.sessionId,
+            workspacePath: b.workspacePath,
+            agent: {
+              provider: b.agent.provider,
+              sandboxPolicy: b.agent.sandboxPolicy,
+              sandboxMode: b.agent.sandboxMode ?? undefined,
+              model: b.agent.model ?? undefined,
+              reasoningEffort: b.agent.reasoningEffort ?? undefined,
+            },
+          },
+        },
+      });
+    case "agent":
+      return create(RunEventSchema, {
+        ...base,
+        event: {
+          case: "agent",
+          value: { raw: b.raw, truncated: b.truncated, items: b.items.map(itemToProto) },
+        },
+      });
+    case "log":
+      return create(RunEventSchema, {
+        ...base,
+        event: { case: "log", value: { text: b.text, truncated: b.truncated } },
+      });
+    case "exit":
+      return create(RunEventSchema, {
+        ...base,
+        event: {
+          case: "exit",
+          value: {
+            reason: EXIT_REASONS[b.reason],
+            returnCode: b.returnCode ?? undefined,
+            signal: b.signal ?? "",
+            duration: durationFromMs(b.durationMs),
+            message: b.message,
+          },
+        },
+      });
+  }
+}

@@ -1,0 +1,133 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { ExitReason } from "../events/run-event.js";
+
+/** What the metrics read from admission at scrape time. */
+export interface AdmissionGauges {
+  activeTotal: number;
+  pendingTotal: number;
+  globalLimit: number;
+  perUserLimit: number;
+  maxQueueSize: number;
+}
+
+/** Every metric name, help text and label set, in one place. */
+export class RunnerMetrics {
+  readonly registry = new Registry();
+  readonly runsStarted: Counter<"provider">;
+  readonly runsEnded: Counter<"provider" | "reason">;
+  readonly admissionRejections: Counter<"scope">;
+  readonly queueWait: Histogram;
+  readonly timeToFirstEvent: Histogram<"face">;
+  readonly runDuration: Histogram<"provider" | "reason">;
+  readonly eventsStreamed: Counter<"face" | "type">;
+  readonly bytesStreamed: Counter<"face">;
+
+  constructor(readAdmission: () => AdmissionGauges) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    // FermiLink's gauges under their names (spec §1.3), read at scrape time.
+    const gauge = (name: string, help: string, value: (a: AdmissionGauges) => number | null) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const v = value(readAdmission());
+          if (v === null) this.reset();
+          else this.set(v);
+        },
+      });
+    gauge("runner_active_runs", "Runs currently holding an admission slot.", (a) => a.activeTotal);
+    gauge(
+      "runner_global_run_limit",
+      "Configured global concurrent run limit.",
+      (a) => a.globalLimit,
+    );
+    gauge("runner_global_run_utilization", "Active runs divided by the global limit.", (a) =>
+      a.globalLimit > 0 ? a.activeTotal / a.globalLimit : 0,
+    );
+    gauge("runner_pending_runs", "Runs waiting for an admission slot.", (a) => a.pendingTotal);
+    gauge(
+      "runner_per_user_run_limit",
+      "Configured per-user concurrent run limit.",
+      (a) => a.perUserLimit,
+    );
+    gauge("runner_queue_bounded", "1 when the admission queue has a capacity, else 0.", (a) =>
+      a.maxQueueSize > 0 ? 1 : 0,
+    );
+    gauge("runner_queue_capacity", "Admission queue capacity (absent when unbounded).", (a) =>
+      a.maxQueueSize > 0 ? a.maxQueueSize : null,
+    );
+    gauge("runner_queue_utilization", "Pending runs divided by the queue capacity.", (a) =>
+      a.maxQueueSize > 0 ? a.pendingTotal / a.maxQueueSize : null,
+    );
+
+    this.runsStarted = new Counter({
+      name: "fermilink_runner_runs_started_total",
+      help: "Runs whose provider process was started.",
+      labelNames: ["provider"],
+      registers,
+    });
+    this.runsEnded = new Counter({
+      name: "fermilink_runner_runs_ended_total",
+      help: "Runs that ended, by provider and exit reason.",
+      labelNames: ["provider", "reason"],
+      registers,
+    });
+    this.admissionRejections = new Counter({
+      name: "fermilink_runner_admission_rejections_total",
+      help: "Runs refused because the admission queue was full, by scope (user or global).",
+      labelNames: ["scope"],
+      registers,
+    });
+    this.queueWait = new Histogram({
+      name: "fermilink_runner_queue_wait_seconds",
+      help: "Time from request to admission.",
+      buckets: [0.001, 0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800],
+      registers,
+    });
+    this.timeToFirstEvent = new Histogram({
+      name: "fermilink_runner_time_to_first_event_seconds",
+      help: "Time from request to the first event sent to the caller.",
+      labelNames: ["face"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
+      registers,
+    });
+    this.runDuration = new Histogram({
+      name: "fermilink_runner_run_duration_seconds",
+      help: "Time from request to the exit event, by provider and exit reason.",
+      labelNames: ["provider", "reason"],
+      buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 600, 1800, 3600],
+      registers,
+    });
+    this.eventsStreamed = new Counter({
+      name: "fermilink_runner_events_streamed_total",
+      help: "Events written to callers, by face (sse or connect) and event type.",
+      labelNames: ["face", "type"],
+      registers,
+    });
+    this.bytesStreamed = new Counter({
+      name: "fermilink_runner_streamed_bytes_total",
+      help: "Payload bytes written to callers, by face.",
+      labelNames: ["face"],
+      registers,
+    });
+  }
+
+  /** RunObserver: a provider process started. */
+  runStarted(provider: string): void {
+    this.runsStarted.inc({ provider });
+  }
+
+  /** RunObserver: a run ended (its exit event was produced). */
+  runEnded(provider: string, reason: ExitReason, durationMs: number): void {
+    this.runsEnded.inc({ provider, reason });
+    this.runDuration.observe({ provider, reason }, durationMs / 1000);
+  }
+
+  /** A transport wrote one event to a caller. */
+  eventStreamed(face: "sse" | "connect", type: string, bytes: number): void {
+    this.eventsStreamed.inc({ face, type });
+    this.bytesStreamed.inc({ face }, bytes);
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * `claude --print --output-format stream-json --verbose` lines → `AgentItem`s
+ * (real-clis.md §4, spec §6.3). Without `--include-partial-messages` Claude
+ * prints one `assistant` line per finished content block, so messages are
+ * never deltas. The normaliser sees one line at a time: a `tool_result` is
+ * reported under its `tool_use_id`, with the fields that line does not carry
+ * (command text, tool name) left empty for consumers to merge by id.
+ */
+import type { AgentItem } from "../../events/run-event.js";
+import {
+  asArray,
+  asCount,
+  asNumber,
+  asObject,
+  asString,
+  type JsonObject,
+  parseJsonObject,
+  toInputJson,
+  usageItem,
+} from "../json-line.js";
+
+/** Claude's shell tool. */
+const SHELL_TOOL = "Bash";
+
+function toolUseItem(block: JsonObject): AgentItem {
+  const id = asString(block.id);
+  const name = asString(block.name);
+  const input = asObject(block.input);
+  if (name === SHELL_TOOL) {
+    const command = asString(input?.command);
+    return { kind: "command", id, command, output: "", exitCode: null, status: "in_progress" };
+  }
+  return {
+    kind: "tool_call",
+    id,
+    name,
+    inputJson: toInputJson(block.input),
+    output: "",
+    status: "in_progress",
+  };
+}
+
+function assistantItems(event: JsonObject): AgentItem[] {
+  const blocks = asArray(asObject(event.message)?.content).flatMap((b): JsonObject[] => {
+    const block = asObject(b);
+    return block ? [block] : [];
+  });
+  // An API failure comes as a synthetic assistant message with a top-level `error` code.
+  const errorCode = asString(event.error);
+  if (errorCode !== "") {
+    const text = blocks.map((b) => asString(b.text)).join("");
+    return [{ kind: "error", message: text || errorCode, retryable: false, fatal: false }];
+  }
+  return blocks.flatMap((block): AgentItem[] => {
+    switch (asString(block.type)) {
+      case "text": {
+        const text = asString(block.text);
+        return text === "" ? [] : [{ kind: "message", text, delta: false }];
+      }
+      case "thinking": {
+        const text = asString(block.thinking);
+        return text === "" ? [] : [{ kind: "reasoning", text }];
+      }
+      case "tool_use":
+        return [toolUseItem(block)];
+      default:
+        return [];
+    }
+  });
+}
+
+function toolResultText(content: unknown): string {
+  if (typeof content === "string") return content;
+  return asArray(content)
+    .map((c) => asString(asObject(c)?.text))
+    .filter((t) => t !== "")
+    .join("\n");
+}
+
+/**
+ * A Bash result is recognised by the line's `tool_use_result.stdout`, or,
+ * when it failed (then `tool_use_result` is only an error string), by the
+ * "Exit code N" Claude writes first. Claude marks a non-zero exit `is_error`.
+ */
+function toolResultItem(block: JsonObject, toolUseResult: JsonObject | null): AgentItem {
+  const id = asString(block.tool_use_id);
+  const output = toolResultText(block.content);
+  const failed = block.is_error === true;
+  const status = failed ? "failed" : "completed";
+  const exitMatch = failed ? /^Exit code (\d+)/.exec(output) : null;
+  if (typeof toolUseResult?.stdout === "string" || exitMatch !== null) {
+    const exitCode = failed ? (exitMatch?.[1] === undefined ? null : Number(exitMatch[1])) : 0;
+    return { kind: "command", id, command: "", output, exitCode, status };
+  }
+  return { kind: "tool_call", id, name: "", inputJson: "", output, status };
+}
+
+function userItems(event: JsonObject): AgentItem[] {
+  const toolUseResult = asObject(event.tool_use_result);
+  return asArray(asObject(event.message)?.content).flatMap((b): AgentItem[] => {
+    const block = asObject(b);
+    return block && block.type === "tool_result" ? [toolResultItem(block, toolUseResult)] : [];
+  });
+}
+
+function resultItems(event: JsonObject): AgentItem[] {
+  const usage = asObject(event.usage);
+  const items: AgentItem[] = [];
+  if (usage) {
+    const cacheRead = asCount(usage.cache_read_input_tokens);
+    // Anthropic's input_tokens excludes cache reads and writes; add them back (json-line.ts convention).
+    const input =
+      asCount(usage.input_tokens) + cacheRead + asCount(usage.cache_creation_input_tokens);
+    items.push(
+      usageItem({
+        input,
+        cached: cacheRead,
+        output: usage.output_tokens,
+        costUsd: event.total_cost_usd,
+      }),
+    );
+  }
+  // API failures arrive as subtype "success" with is_error true (real-clis.md §4).
+  const success = event.is_error !== true && event.subtype === "success";
+  const text = asString(event.result);
+  if (!success) {
+    const message = text || `Claude run ended with ${asString(event.subtype, "an error")}.`;
+    items.push({ kind: "error", message, retryable: false, fatal: true });
+  }
+  items.push({ kind: "result", success, text });
+  return items;
+}
+
+function apiRetryItem(event: JsonObject): AgentItem {
+  const status = asNumber(event.error_status);
+  const attempt = asNumber(event.attempt);
+  const max = asNumber(event.max_retries);
+  const error = typeof event.error === "string" ? event.error : toInputJson(event.error ?? "");
+  const parts = [
+    "API error",
+    status === null ? "" : ` ${status}`,
+    error === "" ? "" : `: ${error}`,
+    attempt === null ? "" : `; retrying (attempt ${attempt}${max === null ? "" : `/${max}`})`,
+  ];
+  return { kind: "error", message: parts.join(""), retryable: true, fatal: false };
+}
+
+/** Normalise one stdout line of Claude's stream-json. Pure; never throws. */
+export function normalizeClaudeLine(line: string): AgentItem[] {
+  const event = parseJsonObject(line);
+  if (!event) return [];
+  switch (asString(event.type)) {
+    case "assistant":
+      return assistantItems(event);
+    case "user":
+      return userItems(event);
+    case "result":
+      return resultItems(event);
+    case "system":
+      return event.subtype === "api_retry" ? [apiRetryItem(event)] : [];
+    default:
+      return [];
+  }
+}

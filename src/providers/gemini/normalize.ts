@@ -1,0 +1,112 @@
+/**
+ * `gemini --output-format stream-json` lines → `AgentItem`s (real-clis.md §4,
+ * spec §6.3): `init`, `message {role, content, delta}` (real token deltas),
+ * `tool_use {tool_name, tool_id, parameters}`, `tool_result {tool_id, status,
+ * output | error}`, `error {severity, message}`, `result {status, error, stats}`.
+ */
+import type { AgentItem } from "../../events/run-event.js";
+import {
+  asItemStatus,
+  asObject,
+  asString,
+  type JsonObject,
+  parseJsonObject,
+  toInputJson,
+  usageItem,
+} from "../json-line.js";
+
+/** Gemini's shell tool. */
+const SHELL_TOOL = "run_shell_command";
+
+/**
+ * The tool name inside a call id. Gemini builds ids as
+ * `<tool>-<epoch ms>-<hex>`; a `tool_result` line carries only the id, so
+ * this is how it is paired with a shell command without keeping state.
+ */
+export function toolNameFromId(toolId: string): string {
+  const match = /^(.+)-\d{10,}-[0-9a-f]+$/i.exec(toolId);
+  return match?.[1] ?? "";
+}
+
+function toolUseItem(event: JsonObject): AgentItem {
+  const id = asString(event.tool_id);
+  const name = asString(event.tool_name);
+  const params = asObject(event.parameters);
+  if (name === SHELL_TOOL) {
+    const command = asString(params?.command);
+    return { kind: "command", id, command, output: "", exitCode: null, status: "in_progress" };
+  }
+  return {
+    kind: "tool_call",
+    id,
+    name,
+    inputJson: toInputJson(event.parameters),
+    output: "",
+    status: "in_progress",
+  };
+}
+
+function toolResultItem(event: JsonObject): AgentItem {
+  const id = asString(event.tool_id);
+  const status = asItemStatus(event.status);
+  const output = asString(event.output) || asString(asObject(event.error)?.message);
+  const name = toolNameFromId(id);
+  if (name === SHELL_TOOL) {
+    return { kind: "command", id, command: "", output, exitCode: null, status };
+  }
+  return { kind: "tool_call", id, name, inputJson: "", output, status };
+}
+
+function resultItems(event: JsonObject): AgentItem[] {
+  const items: AgentItem[] = [];
+  const stats = asObject(event.stats);
+  if (stats) {
+    items.push(
+      usageItem({ input: stats.input_tokens, cached: stats.cached, output: stats.output_tokens }),
+    );
+  }
+  const success = event.status === "success";
+  const text = asString(asObject(event.error)?.message);
+  if (!success) {
+    const message = text || "Gemini run ended with an error.";
+    items.push({ kind: "error", message, retryable: false, fatal: true });
+    items.push({ kind: "result", success, text: message });
+  } else {
+    items.push({ kind: "result", success, text: "" });
+  }
+  return items;
+}
+
+/** Normalise one stdout line of Gemini's stream-json. Pure; never throws. */
+export function normalizeGeminiLine(line: string): AgentItem[] {
+  const event = parseJsonObject(line);
+  if (!event) return [];
+  switch (asString(event.type)) {
+    case "message": {
+      const text = asString(event.content);
+      if (event.role !== "assistant" || text === "") return [];
+      return [{ kind: "message", text, delta: event.delta === true }];
+    }
+    case "thought": {
+      // Older builds (spec §6.3): {"type":"thought","value":{"subject","description"}}.
+      const value = asObject(event.value);
+      const text = [asString(value?.subject), asString(value?.description)]
+        .filter((s) => s !== "")
+        .join(": ");
+      return text === "" ? [] : [{ kind: "reasoning", text }];
+    }
+    case "tool_use":
+      return [toolUseItem(event)];
+    case "tool_result":
+      return [toolResultItem(event)];
+    case "error": {
+      // Mid-stream errors and warnings; the run's outcome comes with `result`.
+      const message = asString(event.message);
+      return message === "" ? [] : [{ kind: "error", message, retryable: false, fatal: false }];
+    }
+    case "result":
+      return resultItems(event);
+    default:
+      return [];
+  }
+}

@@ -1,0 +1,46 @@
+import type { ExitReason } from "../events/run-event.js";
+
+/** Reasons the runner itself ends a run (everything but `completed` and `error`). */
+export type AbortReason = Exclude<ExitReason, "completed" | "error">;
+
+/**
+ * The abort reason carried by a run's AbortSignal. Timeout, idle timeout,
+ * cancel, client disconnect and shutdown all abort one controller; the first
+ * reason wins and becomes the exit reason and message (style §8).
+ */
+export class RunAborted extends Error {
+  override readonly name = "RunAborted";
+  constructor(
+    readonly reason: AbortReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const KILLED = "the runner ended the provider's process group";
+
+/** Build the abort for a reason, with a message that says what happened and which knob applies. */
+export function runAborted(
+  reason: AbortReason | "idle",
+  limits: { maxRuntimeMs: number; idleTimeoutMs: number },
+): RunAborted {
+  switch (reason) {
+    case "timeout":
+      return new RunAborted(
+        "timeout",
+        `The run exceeded FERMILINK_RUNNER_MAX_RUNTIME_SECONDS=${limits.maxRuntimeMs / 1000}; ${KILLED}.`,
+      );
+    case "idle":
+      return new RunAborted(
+        "timeout",
+        `The provider printed nothing for FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS=${limits.idleTimeoutMs / 1000}; ${KILLED}.`,
+      );
+    case "cancelled":
+      return new RunAborted("cancelled", `The run was cancelled; ${KILLED}.`);
+    case "client_gone":
+      return new RunAborted("client_gone", `The caller went away; ${KILLED}.`);
+    case "shutdown":
+      return new RunAborted("shutdown", `The runner is shutting down; ${KILLED}.`);
+  }
+}

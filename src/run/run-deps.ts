@@ -1,0 +1,37 @@
+import type { AdmissionController } from "../admission/admission-controller.js";
+import type { Config } from "../config/config.js";
+import type { ExitReason } from "../events/run-event.js";
+import type { Logger } from "../log/logger.js";
+import type { startSupervisedProcess } from "../process/supervised-process.js";
+import type { SessionLock } from "../workspace/session-lock.js";
+
+/** What the workspace stage needs from a run. */
+export interface PrepareWorkspaceInput {
+  workspacesRoot: string;
+  sessionId: string;
+  softwareRoot: string | null;
+  providerAlias: string | null;
+  prompt: string;
+}
+
+/** What the pipeline reports about runs (implemented by `metrics/metrics.ts`). */
+export interface RunObserver {
+  runStarted(provider: string): void;
+  runEnded(provider: string, reason: ExitReason, durationMs: number): void;
+}
+
+/** The stages the pipeline drives, wired by the composition root (`app.ts`). */
+export interface RunPipelineDeps {
+  config: Config;
+  logger: Logger;
+  admission: AdmissionController;
+  sessionLocks: SessionLock;
+  prepareWorkspace: (
+    input: PrepareWorkspaceInput,
+  ) => Promise<{ repoDir: string; sessionDir: string }>;
+  startProcess: typeof startSupervisedProcess;
+  /** The project's own `node_modules/.bin`, searched for provider CLIs before PATH. */
+  projectBinDir: string;
+  now: () => number;
+  observer: RunObserver;
+}

@@ -1,0 +1,227 @@
+import { constants as osConstants } from "node:os";
+import type { Lease } from "../admission/lease.js";
+import { toRunnerError } from "../errors/runner-error.js";
+import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
+import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
+import type { ProviderAdapter } from "../providers/provider-adapter.js";
+import { RunAborted, runAborted } from "./run-abort.js";
+import type { RunPipelineDeps } from "./run-deps.js";
+import type { RunState } from "./run-state.js";
+
+/** Everything a run needs once the cheap checks passed. */
+export interface RunPlan {
+  userKey: string;
+  sessionId: string;
+  prompt: string;
+  policy: AgentPolicy;
+  adapter: ProviderAdapter;
+  bin: string;
+  startedAtMs: number;
+}
+
+/** How often a waiting run re-reports its queue position when it changed. */
+const QUEUE_REPORT_INTERVAL_MS = 1000;
+
+function throwIfAborted(state: RunState): void {
+  const reason = state.abortReason;
+  if (reason) throw reason;
+}
+
+function normalizeSafely(adapter: ProviderAdapter, line: string): AgentItem[] {
+  try {
+    return adapter.normalize(line);
+  } catch {
+    // A normaliser bug must never lose the raw line, which always travels.
+    return [];
+  }
+}
+
+/** FermiLink's return_code: the exit code, or minus the signal number (spec §2.2). */
+function returnCodeOf(exit: ProcessExit): number | null {
+  if (exit.code !== null) return exit.code;
+  if (exit.signal) return -(osConstants.signals[exit.signal] ?? 0);
+  return null;
+}
+
+/**
+ * Waits for an admission slot, reporting `queued` events while it waits.
+ * The controller's callback is synchronous, so the latest position is kept
+ * here and reported by a ticker that respects the subscriber's backpressure.
+ */
+async function admit(deps: RunPipelineDeps, state: RunState, plan: RunPlan): Promise<Lease> {
+  let latest: { position: number; size: number } | null = null;
+  let reported: { position: number; size: number } | null = null;
+  const leasePromise = deps.admission.acquire(plan.userKey, {
+    signal: state.signal,
+    onQueueUpdate: (position, size) => {
+      latest = { position, size };
+    },
+  });
+  let settled = false;
+  leasePromise.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  const report = async () => {
+    const current = latest;
+    if (settled || !current) return;
+    if (reported && reported.position === current.position && reported.size === current.size)
+      return;
+    reported = current;
+    await state.emit({ type: "queued", position: current.position, queueSize: current.size });
+  };
+  await report();
+  if (!settled && latest) {
+    const ticker = setInterval(() => void report(), QUEUE_REPORT_INTERVAL_MS);
+    try {
+      return await leasePromise;
+    } finally {
+      clearInterval(ticker);
+    }
+  }
+  return leasePromise;
+}
+
+/**
+ * The producer of one run, in the order the design states (design §6):
+ * admission -> session lock -> workspace -> spawn -> meta -> lines -> exit.
+ * It owns cleanup: whatever happens, the process group is gone, the session
+ * lock and the admission slot are released exactly once, and the channel ends.
+ * A failure before the first event rejects `state.firstEvent`; after it, the
+ * failure becomes an `exit` event of reason `error`.
+ */
+export async function executeRun(
+  deps: RunPipelineDeps,
+  state: RunState,
+  plan: RunPlan,
+): Promise<void> {
+  const { config } = deps;
+  const log = deps.logger.child({
+    runId: state.runId,
+    sessionId: plan.sessionId,
+    provider: plan.policy.provider,
+  });
+  let lease: Lease | undefined;
+  let unlock: (() => void) | undefined;
+  let proc: SupervisedProcess | undefined;
+  const timers: NodeJS.Timeout[] = [];
+  const exitBody = (
+    body: Omit<Extract<RunEventBody, { type: "exit" }>, "type" | "durationMs">,
+  ): RunEventBody => ({
+    type: "exit",
+    durationMs: deps.now() - plan.startedAtMs,
+    ...body,
+  });
+  try {
+    lease = await admit(deps, state, plan);
+    throwIfAborted(state);
+    state.phase = "preparing";
+    unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal);
+    const ws = await deps.prepareWorkspace({
+      workspacesRoot: config.workspacesRoot,
+      sessionId: plan.sessionId,
+      softwareRoot: config.softwareRoot,
+      providerAlias: plan.adapter.workspaceAlias,
+      prompt: plan.prompt,
+    });
+    throwIfAborted(state);
+    const spec = plan.adapter.buildCommand({
+      bin: plan.bin,
+      repoDir: ws.repoDir,
+      prompt: plan.prompt,
+      policy: plan.policy,
+      hostEnv: config.hostEnv,
+      envPassthrough: config.envPassthrough,
+    });
+    proc = await deps.startProcess({
+      bin: spec.bin,
+      args: spec.args,
+      env: spec.env,
+      cwd: ws.repoDir,
+      maxLineBytes: config.run.maxLineBytes,
+      killGraceMs: config.run.killGraceMs,
+    });
+    const running = proc;
+    state.phase = "running";
+    log.info({ pid: running.pid }, "provider started");
+    deps.observer.runStarted(plan.policy.provider);
+    const onAbort = () => void running.terminate();
+    state.signal.addEventListener("abort", onAbort, { once: true });
+    if (state.signal.aborted) onAbort();
+    // FermiLink counts the limit from the stream start (§10 item 11); we count from spawn.
+    timers.push(
+      setTimeout(() => state.abort(runAborted("timeout", config.run)), config.run.maxRuntimeMs),
+    );
+    let idle: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      if (config.run.idleTimeoutMs <= 0) return;
+      if (idle) clearTimeout(idle);
+      idle = setTimeout(
+        () => state.abort(runAborted("idle", config.run)),
+        config.run.idleTimeoutMs,
+      );
+      timers.push(idle);
+    };
+    armIdle();
+    await state.emit({
+      type: "meta",
+      sessionId: plan.sessionId,
+      agent: plan.policy,
+      workspacePath: ws.repoDir,
+      package: null,
+    });
+    // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
+    for await (const line of running.lines()) {
+      armIdle();
+      if (line.stream === "stdout") {
+        const items = normalizeSafely(plan.adapter, line.text);
+        await state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });
+      } else {
+        await state.emit({ type: "log", text: line.text, truncated: line.truncated });
+      }
+    }
+    const exit = await running.exited;
+    state.processExited = true;
+    state.signal.removeEventListener("abort", onAbort);
+    const aborted = state.abortReason;
+    await state.emit(
+      exitBody({
+        reason: aborted ? aborted.reason : "completed",
+        returnCode: returnCodeOf(exit),
+        signal: exit.signal,
+        message: aborted ? aborted.message : "",
+      }),
+    );
+    log.info(
+      { returnCode: returnCodeOf(exit), reason: aborted?.reason ?? "completed" },
+      "run ended",
+    );
+  } catch (err) {
+    if (!state.emittedAny) {
+      state.failBeforeFirstEvent(err);
+      return;
+    }
+    if (err instanceof RunAborted) {
+      await state.emit(
+        exitBody({ reason: err.reason, returnCode: null, signal: null, message: err.message }),
+      );
+    } else {
+      const re = toRunnerError(err);
+      log.error({ err, code: re.code }, "run failed after streaming began");
+      await state.emit(
+        exitBody({ reason: "error", returnCode: null, signal: null, message: re.message }),
+      );
+    }
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    if (proc) await proc.terminate();
+    unlock?.();
+    lease?.release();
+    state.phase = "finished";
+    state.channel.end();
+  }
+}

@@ -1,0 +1,83 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { AnyRequest, AnyResponse } from "./http-types.js";
+
+/** The first bytes of every HTTP/2 connection with prior knowledge (RFC 9113 §3.4). */
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** A listener that speaks HTTP/1.1 and cleartext HTTP/2 (h2c) on one port. */
+export interface DualProtocolServer {
+  /** Resolves with the bound port. */
+  listen(host: string, port: number): Promise<number>;
+  /** Stop accepting; close idle keep-alive connections; destroy the rest after `forceAfterMs`. */
+  close(forceAfterMs: number): Promise<void>;
+  /** Open TCP connections (tests assert 0 after teardown). */
+  readonly connectionCount: number;
+}
+
+/**
+ * gRPC clients use h2c with prior knowledge while browsers, curl and
+ * FermiLink's web app use HTTP/1.1; Node's http2 server falls back to HTTP/1
+ * only under TLS (ALPN), so a TCP front sniffs the preface and hands each
+ * connection to the matching Node server.
+ */
+export function createDualProtocolServer(
+  handler: (req: AnyRequest, res: AnyResponse) => void,
+): DualProtocolServer {
+  const h1 = http.createServer(handler);
+  // Long-lived streams are the point of this service: no per-request timeout.
+  h1.requestTimeout = 0;
+  const h2 = http2.createServer({}, handler);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onReadable = () => {
+      let chunk: Buffer | null;
+      // biome-ignore lint/suspicious/noAssignInExpressions: the standard read loop
+      while ((chunk = socket.read() as Buffer | null) !== null) head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.off("readable", onReadable);
+      socket.unshift(head);
+      (isH2 ? h2 : h1).emit("connection", socket);
+    };
+    socket.on("readable", onReadable);
+  });
+
+  return {
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(port, host, () => {
+          tcp.off("error", reject);
+          const addr = tcp.address();
+          resolve(typeof addr === "object" && addr ? addr.port : port);
+        });
+      });
+    },
+    async close(forceAfterMs) {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      h1.closeIdleConnections();
+      for (const s of sessions) s.close();
+      const force = setTimeout(() => {
+        for (const s of sockets) s.destroy();
+      }, forceAfterMs);
+      await closed;
+      clearTimeout(force);
+    },
+    get connectionCount() {
+      return sockets.size;
+    },
+  };
+}

@@ -1,0 +1,53 @@
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
+import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { Logger } from "../log/logger.js";
+import type { RunPipeline } from "../run/run-pipeline.js";
+import { createOpsService } from "./connect/ops-service.js";
+import { createRunService } from "./connect/run-service.js";
+import { type AnyRequest, type AnyResponse, sendJson } from "./http-types.js";
+import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
+import { handleRunRoute } from "./sse/run-route.js";
+
+/**
+ * The main port's request handler: Connect, gRPC and gRPC-Web for the
+ * services, and FermiLink's HTTP routes as the fallback for any other path.
+ */
+export function createMainHandler(deps: {
+  pipeline: RunPipeline;
+  logger: Logger;
+  ops: OpsRouteDeps;
+}) {
+  const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
+    const url = new URL(req.url ?? "/", "http://runner");
+    if (url.pathname === "/run") {
+      if (req.method !== "POST") {
+        res.setHeader("allow", "POST");
+        sendJson(res, 405, { detail: "Method Not Allowed" });
+        return;
+      }
+      handleRunRoute(req, res, deps.pipeline, deps.logger).catch((err: unknown) => {
+        deps.logger.error({ err }, "POST /run crashed");
+        if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
+        else res.destroy();
+      });
+      return;
+    }
+    if (OPS_PATHS.has(url.pathname)) {
+      handleOpsRoute(req, res, url, deps.ops);
+      return;
+    }
+    if (url.pathname === "/healthz") {
+      sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    sendJson(res, 404, { detail: "Not Found" });
+  };
+  return connectNodeAdapter({
+    routes: (router) => {
+      router.service(RunService, createRunService(deps.pipeline));
+      router.service(OpsService, createOpsService(deps.ops));
+    },
+    fallback: fermilinkRoutes,
+  });
+}

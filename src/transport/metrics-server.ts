@@ -1,0 +1,67 @@
+import http from "node:http";
+import type { Registry } from "prom-client";
+import { toRunnerError } from "../errors/runner-error.js";
+import { toHttpError } from "../errors/status-table.js";
+import { checkMetricsToken, METRICS_TOKEN_HEADER } from "./token-guard.js";
+
+/** The separate Prometheus listener (design §1): `GET /metrics` and nothing else. */
+export interface MetricsServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+function presentedToken(req: http.IncomingMessage): string | undefined {
+  const header = req.headers[METRICS_TOKEN_HEADER];
+  if (typeof header === "string") return header;
+  // Prometheus' scrape config speaks `authorization: Bearer <token>`.
+  const auth = req.headers.authorization;
+  return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;
+}
+
+/**
+ * Serve the registry on its own port, so scraping never competes with the
+ * run port's routing and can be firewalled separately. Guarded by
+ * FERMILINK_RUNNER_METRICS_TOKEN when it is set (header or bearer token).
+ */
+export async function startMetricsServer(
+  registry: Registry,
+  opts: { host: string; port: number; token: string | null },
+): Promise<MetricsServer> {
+  const server = http.createServer((req, res) => {
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
+      res.end(req.method === "HEAD" ? undefined : body);
+    };
+    const path = new URL(req.url ?? "/", "http://metrics").pathname;
+    if (path !== "/metrics") return send(404, "application/json", '{"detail":"Not Found"}');
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return send(405, "application/json", '{"detail":"Method Not Allowed"}');
+    }
+    try {
+      checkMetricsToken(opts.token, presentedToken(req));
+    } catch (err) {
+      const { status, body } = toHttpError(toRunnerError(err));
+      return send(status, "application/json", JSON.stringify(body));
+    }
+    registry.metrics().then(
+      (text) => send(200, registry.contentType, text),
+      (err: unknown) => send(500, "text/plain", `metrics failed: ${String(err)}`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  return {
+    port: typeof addr === "object" && addr ? addr.port : opts.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

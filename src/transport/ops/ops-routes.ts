@@ -1,0 +1,71 @@
+import type { AdmissionController } from "../../admission/admission-controller.js";
+import { toRunnerError } from "../../errors/runner-error.js";
+import { toHttpError } from "../../errors/status-table.js";
+import { type AnyRequest, type AnyResponse, sendJson } from "../http-types.js";
+import { checkMetricsToken, METRICS_TOKEN_HEADER } from "../token-guard.js";
+import {
+  admissionSnapshot,
+  concurrencyPrometheusText,
+  concurrencySnapshot,
+} from "./ops-snapshots.js";
+
+/** Dependencies of FermiLink's `/ops/*` routes. */
+export interface OpsRouteDeps {
+  admission: AdmissionController;
+  metricsToken: string | null;
+  now: () => number;
+}
+
+/** The paths this module answers. */
+export const OPS_PATHS = new Set(["/ops/concurrency", "/ops/concurrency.prom", "/ops/admission"]);
+
+/**
+ * FermiLink's `GET /ops/concurrency`, `/ops/concurrency.prom` and
+ * `/ops/admission` (spec §1.2–1.4), token-guarded (§7.3).
+ */
+export function handleOpsRoute(
+  req: AnyRequest,
+  res: AnyResponse,
+  url: URL,
+  deps: OpsRouteDeps,
+): void {
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.setHeader("allow", "GET");
+    sendJson(res, 405, { detail: "Method Not Allowed" });
+    return;
+  }
+  try {
+    const header = req.headers[METRICS_TOKEN_HEADER];
+    checkMetricsToken(deps.metricsToken, Array.isArray(header) ? header[0] : header);
+  } catch (err) {
+    const { status, body } = toHttpError(toRunnerError(err));
+    sendJson(res, status, body);
+    return;
+  }
+  const now = deps.now();
+  switch (url.pathname) {
+    case "/ops/concurrency":
+      sendJson(res, 200, concurrencySnapshot(deps.admission, now));
+      return;
+    case "/ops/admission":
+      sendJson(
+        res,
+        200,
+        admissionSnapshot(
+          deps.admission,
+          url.searchParams.get("user_id") ?? undefined,
+          url.searchParams.get("session_id") ?? undefined,
+          now,
+        ),
+      );
+      return;
+    default: {
+      const text = concurrencyPrometheusText(deps.admission, now);
+      res.writeHead(200, {
+        "content-type": "text/plain; charset=utf-8",
+        "content-length": Buffer.byteLength(text),
+      });
+      res.end(text);
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import { RunnerError, type ValidationDetail } from "../../errors/runner-error.js";
+import type { RunRequestInput } from "../../run/run-request.js";
+
+const OPTIONAL_STRING_FIELDS = [
+  "session_id",
+  "user_id",
+  "package_id",
+  "sandbox",
+  "provider",
+] as const;
+
+/**
+ * Parse `POST /run`'s JSON body the way FastAPI/pydantic does for FermiLink's
+ * `RunRequest` (spec §1.1): not JSON, not an object, `user_prompt` missing or
+ * not a string, or an optional field of the wrong type → 422 with a `detail`
+ * list; unknown fields are ignored. Every problem is reported at once.
+ */
+export function parseRunBody(raw: Buffer): RunRequestInput {
+  let body: unknown;
+  try {
+    body = JSON.parse(raw.toString("utf8"));
+  } catch (err) {
+    throw invalid([
+      {
+        type: "json_invalid",
+        loc: ["body"],
+        msg: `JSON decode error: ${err instanceof Error ? err.message : String(err)}`,
+      },
+    ]);
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw invalid([
+      {
+        type: "model_attributes_type",
+        loc: ["body"],
+        msg: "Input should be a valid dictionary or object",
+      },
+    ]);
+  }
+  const obj = body as Record<string, unknown>;
+  const details: ValidationDetail[] = [];
+  const prompt = obj.user_prompt;
+  if (prompt === undefined) {
+    details.push({ type: "missing", loc: ["body", "user_prompt"], msg: "Field required" });
+  } else if (typeof prompt !== "string") {
+    details.push({
+      type: "string_type",
+      loc: ["body", "user_prompt"],
+      msg: "Input should be a valid string",
+    });
+  }
+  const out: RunRequestInput = { user_prompt: typeof prompt === "string" ? prompt : "" };
+  for (const field of OPTIONAL_STRING_FIELDS) {
+    const v = obj[field];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "string") {
+      details.push({
+        type: "string_type",
+        loc: ["body", field],
+        msg: "Input should be a valid string",
+      });
+      continue;
+    }
+    out[field] = v;
+  }
+  if (details.length > 0) throw invalid(details);
+  return out;
+}
+
+function invalid(details: ValidationDetail[]): RunnerError {
+  const summary = details.map((d) => `${d.loc.join(".")}: ${d.msg}`).join("; ");
+  return new RunnerError("REQUEST_INVALID", `Invalid request body: ${summary}.`, { details });
+}

@@ -1,0 +1,65 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { type App, startApp } from "../../src/app.js";
+import { loadConfig } from "../../src/config/load-config.js";
+import { createLogger } from "../../src/log/logger.js";
+
+/** The scripted fake provider (prints codex-style JSONL). */
+export const FAKE_AGENT = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../fixtures/bin/fake-agent.mjs",
+);
+
+/** A runner started for a test on 127.0.0.1 with a random port and a throw-away FERMILINK_HOME. */
+export interface TestServer {
+  app: App;
+  home: string;
+  workspacesRoot: string;
+  baseUrl: string;
+  /** Stops the app and asserts nothing was left behind: no run, no slot, no connection. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Boot the real app (composition root) with a test environment. `env`
+ * overrides FERMILINK_* variables; the default provider binary is the fake agent.
+ */
+export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const home = await mkdtemp(path.join(tmpdir(), "flr-test-"));
+  const config = loadConfig({
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? home,
+    FERMILINK_HOME: home,
+    FERMILINK_SOFTWARE_ROOT: path.join(home, "no-software"),
+    FERMILINK_RUNNER_PORT: "0",
+    FERMILINK_RUNNER_METRICS_PORT: "0",
+    FERMILINK_CODEX_BIN: FAKE_AGENT,
+    FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+    FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
+    FERMILINK_RUNNER_LOG_LEVEL: "silent",
+    ...env,
+  });
+  const app = await startApp(config, { logger: createLogger(config.logLevel) });
+  return {
+    app,
+    home,
+    workspacesRoot: config.workspacesRoot,
+    baseUrl: `http://127.0.0.1:${app.port}`,
+    async stop() {
+      await app.close();
+      const leftovers = {
+        liveRuns: app.pipeline.liveRuns,
+        active: app.admission.activeTotal,
+        pending: app.admission.pendingTotal,
+        connections: app.connectionCount,
+      };
+      await rm(home, { recursive: true, force: true });
+      const clean = { liveRuns: 0, active: 0, pending: 0, connections: 0 };
+      if (JSON.stringify(leftovers) !== JSON.stringify(clean)) {
+        throw new Error(`Test server left things behind: ${JSON.stringify(leftovers)}`);
+      }
+    },
+  };
+}

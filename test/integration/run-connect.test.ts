@@ -1,0 +1,98 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import { ExitReason, type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+const transports = {
+  "Connect protocol over HTTP/1.1": (baseUrl: string) =>
+    createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+  "gRPC over HTTP/2 (h2c)": (baseUrl: string) => createGrpcTransport({ baseUrl }),
+};
+
+async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const ev of stream) out.push(ev);
+  return out;
+}
+
+describe.each(Object.entries(transports))("RunService.Run via %s", (_name, makeTransport) => {
+  it("streams typed events: meta first, agent lines with typed readings, exit last", async () => {
+    server = await startTestServer();
+    const client = createClient(RunService, makeTransport(server.baseUrl));
+    const events = await collect(
+      client.run({ sessionId: "c1", userPrompt: "hello typed", userId: "bob" }),
+    );
+    expect(events[0]?.event.case).toBe("meta");
+    expect(events.at(-1)?.event.case).toBe("exit");
+    expect(events.map((e) => Number(e.seq))).toEqual(events.map((_, i) => i + 1));
+    const runIds = new Set(events.map((e) => e.runId));
+    expect(runIds.size).toBe(1);
+    const meta = events[0]?.event.case === "meta" ? events[0].event.value : undefined;
+    expect(meta?.sessionId).toBe("c1");
+    expect(meta?.agent?.provider).toBe("codex");
+    const messages = events.flatMap((e) =>
+      e.event.case === "agent"
+        ? e.event.value.items.flatMap((i) => (i.kind.case === "message" ? [i.kind.value.text] : []))
+        : [],
+    );
+    expect(messages.some((t) => t.includes("hello typed"))).toBe(true);
+    const raw = events.flatMap((e) => (e.event.case === "agent" ? [e.event.value.raw] : []));
+    expect(raw.every((r) => JSON.parse(r) !== null)).toBe(true);
+    expect(events.some((e) => e.event.case === "log")).toBe(true);
+    const exit = events.at(-1)?.event;
+    expect(exit?.case === "exit" && exit.value.reason).toBe(ExitReason.COMPLETED);
+    expect(exit?.case === "exit" && exit.value.returnCode).toBe(0);
+  });
+
+  it("maps bad input to Connect codes before any event", async () => {
+    server = await startTestServer();
+    const client = createClient(RunService, makeTransport(server.baseUrl));
+    const cases: [Parameters<typeof client.run>[0], Code][] = [
+      [{ userPrompt: "" }, Code.InvalidArgument],
+      [{ userPrompt: "x".repeat(10_001) }, Code.InvalidArgument],
+      [{ userPrompt: "hi", sessionId: "../x" }, Code.InvalidArgument],
+      [{ userPrompt: "hi", sandbox: "nope" }, Code.InvalidArgument],
+      [{ userPrompt: "hi", provider: "gemini" }, Code.InvalidArgument],
+      [{ userPrompt: "hi", provider: "unknown-cli" }, Code.Unimplemented],
+    ];
+    for (const [req, code] of cases) {
+      const err = await collect(client.run(req)).then(
+        () => null,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect({ req, code: err?.code }).toEqual({ req, code });
+      expect(err?.rawMessage.length).toBeGreaterThan(5);
+    }
+  });
+
+  it("cancelling the call ends the run and frees its slot", async () => {
+    server = await startTestServer();
+    const client = createClient(RunService, makeTransport(server.baseUrl));
+    const ac = new AbortController();
+    const seen: RunEvent[] = [];
+    await expect(
+      (async () => {
+        for await (const ev of client.run(
+          { sessionId: "cx", userPrompt: "#scenario=slow" },
+          { signal: ac.signal },
+        )) {
+          seen.push(ev);
+          if (ev.event.case === "agent") ac.abort();
+        }
+      })(),
+    ).rejects.toThrow();
+    expect(seen[0]?.event.case).toBe("meta");
+    const deadline = Date.now() + 5000;
+    while (server.app.pipeline.liveRuns > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(server.app.pipeline.liveRuns).toBe(0);
+    expect(server.app.admission.activeTotal).toBe(0);
+  });
+});

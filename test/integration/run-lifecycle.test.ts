@@ -1,0 +1,134 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+async function readPid(file: string, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const pid = Number((await readFile(file, "utf8")).trim());
+      if (pid > 0) return pid;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`no pid in ${file}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Open a run, read frames until `until` matches, then hand back the live reader. */
+async function openRun(s: TestServer, body: unknown, until: (e: SseEvent) => boolean) {
+  const ac = new AbortController();
+  const res = await fetch(`${s.baseUrl}/run`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+    signal: ac.signal,
+  });
+  expect(res.status).toBe(200);
+  const events: SseEvent[] = [];
+  const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+  for (;;) {
+    const n = await it.next();
+    if (n.done) throw new Error("stream ended early");
+    events.push(n.value);
+    if (until(n.value)) break;
+  }
+  return { ac, events, it };
+}
+
+describe("run lifecycle", () => {
+  it("a client that disconnects kills the provider and its grandchild and frees the slot", async () => {
+    server = await startTestServer();
+    const { ac, events } = await openRun(
+      server,
+      { session_id: "gone", user_prompt: "#scenario=grandchild" },
+      (e) => e.event === "agent",
+    );
+    const meta = JSON.parse(events[0]?.data ?? "{}");
+    const repo = path.join(server.workspacesRoot, "gone", "repo");
+    const inv = JSON.parse(
+      await readFile(path.join(repo, ".fake-agent", "invocation.json"), "utf8"),
+    );
+    const grandchild = await readPid(path.join(repo, ".fake-agent", "grandchild.pid"));
+    expect(meta.session_id).toBe("gone");
+    expect(isAlive(inv.pid)).toBe(true);
+    expect(isAlive(grandchild)).toBe(true);
+    ac.abort();
+    await waitUntilGone([inv.pid, grandchild], 10_000);
+    expect(isAlive(inv.pid)).toBe(false);
+    expect(isAlive(grandchild)).toBe(false);
+    // The slot comes back: another run by the same session starts at once.
+    const deadline = Date.now() + 5000;
+    while (server.app.admission.activeTotal > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(server.app.admission.activeTotal).toBe(0);
+    const again = await postRun(server.baseUrl, { session_id: "gone", user_prompt: "again" });
+    expect(JSON.parse(again.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+  });
+
+  it("a run over FERMILINK_RUNNER_MAX_RUNTIME_SECONDS ends with reason timeout, keeping what was printed", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1" });
+    const res = await postRun(server.baseUrl, {
+      session_id: "slow",
+      user_prompt: "#scenario=slow",
+    });
+    const exit = JSON.parse(res.events.at(-1)?.data ?? "{}");
+    expect(exit.reason).toBe("timeout");
+    expect(exit.return_code).toBe(-15);
+    expect(exit.message).toContain("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS");
+    expect(res.events.filter((e) => e.event === "agent").length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("a provider that ignores SIGTERM is SIGKILLed after the grace period, grandchild included", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1" });
+    const res = await postRun(server.baseUrl, {
+      session_id: "stubborn",
+      user_prompt: "#scenario=ignore-sigterm",
+    });
+    const exit = JSON.parse(res.events.at(-1)?.data ?? "{}");
+    expect(exit).toMatchObject({ reason: "timeout", return_code: -9, signal: "SIGKILL" });
+    const inv = JSON.parse(
+      await readFile(
+        path.join(server.workspacesRoot, "stubborn", "repo", ".fake-agent", "invocation.json"),
+        "utf8",
+      ),
+    );
+    expect(isAlive(inv.pid)).toBe(false);
+  });
+
+  it("shutdown ends a live run with reason shutdown and leaves no process behind", async () => {
+    server = await startTestServer();
+    const { it: reader } = await openRun(
+      server,
+      { session_id: "shut", user_prompt: "#scenario=slow" },
+      (e) => e.event === "agent",
+    );
+    const inv = JSON.parse(
+      await readFile(
+        path.join(server.workspacesRoot, "shut", "repo", ".fake-agent", "invocation.json"),
+        "utf8",
+      ),
+    );
+    const closing = server.app.close();
+    let last: SseEvent | undefined;
+    for (;;) {
+      const n = await reader.next();
+      if (n.done) break;
+      last = n.value;
+    }
+    await closing;
+    expect(last?.event).toBe("runner.exit");
+    expect(JSON.parse(last?.data ?? "{}").reason).toBe("shutdown");
+    expect(isAlive(inv.pid)).toBe(false);
+    // New runs are refused while (and after) draining.
+    await expect(fetch(`${server.baseUrl}/run`, { method: "POST", body: "{}" })).rejects.toThrow();
+  });
+});

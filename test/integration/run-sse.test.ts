@@ -1,0 +1,189 @@
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { postRun } from "../helpers/sse-client.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+async function invocation(
+  s: TestServer,
+  sessionId: string,
+): Promise<{ argv: string[]; stdin: string; env: Record<string, string> }> {
+  const file = path.join(s.workspacesRoot, sessionId, "repo", ".fake-agent", "invocation.json");
+  return JSON.parse(await readFile(file, "utf8"));
+}
+
+describe("POST /run (FermiLink SSE face)", () => {
+  it("streams meta, agent, log and runner.exit in order with FermiLink's headers and shapes", async () => {
+    server = await startTestServer();
+    const res = await postRun(server.baseUrl, {
+      session_id: "s1",
+      user_prompt: "hello world",
+      user_id: "Alice",
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    expect(res.headers.get("cache-control")).toBe("no-cache");
+    expect(res.headers.get("x-accel-buffering")).toBe("no");
+
+    const names = res.events.map((e) => e.event);
+    expect(names[0]).toBe("meta");
+    expect(names.at(-1)).toBe("runner.exit");
+    expect(names.filter((n) => n === "runner.exit")).toHaveLength(1);
+    expect(names).toContain("agent");
+    expect(names).toContain("log");
+    // Every frame carries its journal position, 1..n without gaps.
+    expect(res.events.map((e) => e.id)).toEqual(res.events.map((_, i) => String(i + 1)));
+
+    const meta = JSON.parse(res.events[0]?.data ?? "{}");
+    expect(meta.session_id).toBe("s1");
+    expect(meta.agent).toEqual({
+      provider: "codex",
+      sandbox_policy: "enforce",
+      sandbox_mode: "workspace-write",
+      model: null,
+      reasoning_effort: null,
+    });
+    expect(meta).not.toHaveProperty("package");
+    expect(meta.run_id).toMatch(/^[0-9a-f-]{36}$/);
+
+    const agentLines = res.events.filter((e) => e.event === "agent").map((e) => JSON.parse(e.data));
+    expect(
+      agentLines.some(
+        (l) => l.item?.type === "agent_message" && l.item.text.includes("hello world"),
+      ),
+    ).toBe(true);
+    const log = res.events.find((e) => e.event === "log");
+    expect(Object.keys(JSON.parse(log?.data ?? "{}"))).toEqual(["text"]);
+    // Byte-compatible with Python's json.dumps (", " / ": " separators).
+    expect(log?.data.startsWith('{"text": ')).toBe(true);
+
+    const exit = JSON.parse(res.events.at(-1)?.data ?? "{}");
+    expect(exit.reason).toBe("completed");
+    expect(exit.return_code).toBe(0);
+
+    const repo = path.join(server.workspacesRoot, "s1", "repo");
+    expect(await readFile(path.join(repo, "projects", "memory.md"), "utf8")).toContain(
+      "hello world",
+    );
+    expect(existsSync(path.join(repo, "outputs"))).toBe(true);
+    expect(existsSync(path.join(repo, ".git", "HEAD"))).toBe(true);
+    expect(existsSync(path.join(repo, "AGENTS.md"))).toBe(true);
+
+    const inv = await invocation(server, "s1");
+    expect(inv.argv.at(-1)).toBe("hello world");
+    expect(inv.argv.slice(0, 4)).toEqual(["exec", "--json", "--cd", repo]);
+    expect(inv.stdin).toBe("devnull");
+  });
+
+  it("generates a session id when none is given", async () => {
+    server = await startTestServer();
+    const res = await postRun(server.baseUrl, { user_prompt: "hi" });
+    const meta = JSON.parse(res.events[0]?.data ?? "{}");
+    expect(meta.session_id).toMatch(/^[0-9a-f]{32}$/);
+    expect(existsSync(path.join(server.workspacesRoot, meta.session_id, "repo"))).toBe(true);
+  });
+
+  it("passes a non-zero return code through with reason completed", async () => {
+    server = await startTestServer();
+    const res = await postRun(server.baseUrl, { user_prompt: "#scenario=stderr-and-exit-3" });
+    const exit = JSON.parse(res.events.at(-1)?.data ?? "{}");
+    expect(exit).toMatchObject({ reason: "completed", return_code: 3 });
+  });
+
+  it("delivers a 70,000-character line intact, invalid UTF-8 as U+FFFD, and a bare CR without forging a frame", async () => {
+    server = await startTestServer();
+    const huge = await postRun(server.baseUrl, { user_prompt: "#scenario=huge-line" });
+    const big = huge.events.filter((e) => e.event === "agent").map((e) => JSON.parse(e.data));
+    expect(big.some((l) => l.item?.text?.length === 70_000)).toBe(true);
+
+    const bad = await postRun(server.baseUrl, { user_prompt: "#scenario=bad-utf8" });
+    expect(bad.events.some((e) => e.event === "agent" && e.data.includes("\uFFFD"))).toBe(true);
+
+    const cr = await postRun(server.baseUrl, { user_prompt: "#scenario=bare-cr" });
+    const names = cr.events.map((e) => e.event);
+    expect(
+      names.filter((n) => n !== "agent" && n !== "log" && n !== "meta" && n !== "runner.exit"),
+    ).toEqual([]);
+    expect(names.at(-1)).toBe("runner.exit");
+    expect(cr.events.some((e) => e.event === "agent" && e.data.includes("event: forged"))).toBe(
+      true,
+    );
+  });
+
+  it("answers every bad input with FermiLink's status and creates nothing outside the workspace root", async () => {
+    server = await startTestServer();
+    const base = server.baseUrl;
+    const cases: [unknown, number, string?][] = [
+      [{ user_prompt: "x".repeat(10_001) }, 413],
+      [{ user_prompt: "" }, 422],
+      [{}, 422],
+      [{ user_prompt: 5 }, 422],
+      [{ user_prompt: "hi", session_id: 7 }, 422],
+      [{ user_prompt: "hi", session_id: "../escape" }, 422],
+      [{ user_prompt: "hi", session_id: "/etc" }, 422],
+      [{ user_prompt: "hi", session_id: ".." }, 422],
+      [{ user_prompt: "hi", session_id: "a/b" }, 422],
+      [{ user_prompt: "hi", sandbox: "yolo" }, 422],
+      [{ user_prompt: "hi", sandbox: "danger-full-access" }, 422],
+      [{ user_prompt: "hi", provider: "claude" }, 422],
+      [{ user_prompt: "hi", provider: "cursor" }, 501],
+      [[1, 2], 422],
+    ];
+    for (const [body, status] of cases) {
+      const res = await postRun(base, body);
+      expect({ body, status: res.status }).toEqual({ body, status });
+      const parsed = JSON.parse(res.text);
+      expect(parsed).toHaveProperty("detail");
+    }
+    const tooLong = await postRun(base, { user_prompt: "x".repeat(10_001) });
+    expect(JSON.parse(tooLong.text).detail).toBe("Prompt too long.");
+    const notJson = await postRun(base, null, { rawBody: "{not json" });
+    expect(notJson.status).toBe(422);
+    expect(Array.isArray(JSON.parse(notJson.text).detail)).toBe(true);
+    // Nothing was created for any refused request, inside or outside the root.
+    expect(existsSync(path.join(server.home, "escape"))).toBe(false);
+    expect(existsSync(server.workspacesRoot) ? await readdir(server.workspacesRoot) : []).toEqual(
+      [],
+    );
+  });
+
+  it("counts the prompt limit in code points, not UTF-16 units", async () => {
+    server = await startTestServer();
+    const emoji = "\u{1F600}"; // two UTF-16 units, one code point
+    const ok = await postRun(server.baseUrl, { user_prompt: emoji.repeat(10_000) });
+    expect(ok.status).toBe(200);
+    const tooLong = await postRun(server.baseUrl, { user_prompt: emoji.repeat(10_001) });
+    expect(tooLong.status).toBe(413);
+  });
+
+  it("accepts a narrowing sandbox and the configured provider, and ignores unknown fields", async () => {
+    server = await startTestServer();
+    const res = await postRun(server.baseUrl, {
+      session_id: "narrow",
+      user_prompt: "hi",
+      sandbox: " Read-Only ",
+      provider: "CODEX",
+      extra_field: true,
+    });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.events[0]?.data ?? "{}").agent.sandbox_mode).toBe("read-only");
+    const inv = await invocation(server, "narrow");
+    expect(inv.argv).toContain("--sandbox");
+    expect(inv.argv[inv.argv.indexOf("--sandbox") + 1]).toBe("read-only");
+  });
+
+  it("answers 404 for unknown paths and 405 for GET /run", async () => {
+    server = await startTestServer();
+    expect((await fetch(`${server.baseUrl}/nope`)).status).toBe(404);
+    const get = await fetch(`${server.baseUrl}/run`);
+    expect(get.status).toBe(405);
+    await get.text();
+  });
+});

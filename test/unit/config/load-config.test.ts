@@ -1,0 +1,94 @@
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../../src/config/load-config.js";
+
+describe("loadConfig", () => {
+  it("gives FermiLink's defaults under FERMILINK_HOME and freezes the result", () => {
+    const c = loadConfig({ FERMILINK_HOME: "/srv/fl" }, "/work");
+    expect(c.workspacesRoot).toBe("/srv/fl/workspaces");
+    expect(c.scipkgRoot).toBe("/srv/fl/scientific_packages");
+    expect(c.agentRuntimeFile).toBe("/srv/fl/agent_runtime.json");
+    expect(c.server).toEqual({
+      host: "127.0.0.1",
+      port: 8000,
+      metricsHost: "127.0.0.1",
+      metricsPort: 9464,
+    });
+    expect(c.run.maxRuntimeMs).toBe(600_000);
+    expect(c.admission).toEqual({
+      globalLimit: 200,
+      perUserLimit: 10,
+      maxQueueSize: 2000,
+      maxPendingPerUser: 10,
+    });
+    expect(c.metricsToken).toBeNull();
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.run)).toBe(true);
+  });
+
+  it("resolves relative roots against the working directory", () => {
+    const c = loadConfig({ FERMILINK_HOME: "./.fermilink" }, "/work/x");
+    expect(c.home).toBe(path.resolve("/work/x/.fermilink"));
+  });
+
+  it("reports every invalid variable at once, naming each", () => {
+    let err: unknown;
+    try {
+      loadConfig({
+        FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "ten",
+        FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "0",
+        FERMILINK_RUNNER_PORT: "70000",
+        FERMILINK_AGENT_PROVIDER: "cursor",
+        FERMILINK_AGENT_REASONING_EFFORT: "extreme",
+        FERMILINK_RUNNER_ENV_PASSTHROUGH: "OK_NAME,FERMILINK_RUNNER_METRICS_TOKEN,bad-name",
+      });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems.join("\n");
+    for (const name of [
+      "FERMILINK_RUNNER_MAX_RUNTIME_SECONDS",
+      "FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS",
+      "FERMILINK_RUNNER_PORT",
+      "FERMILINK_AGENT_PROVIDER",
+      "FERMILINK_AGENT_REASONING_EFFORT",
+      "FERMILINK_RUNNER_METRICS_TOKEN",
+      "bad-name",
+    ]) {
+      expect(problems).toContain(name);
+    }
+    expect((err as ConfigError).problems).toHaveLength(7);
+  });
+
+  it("refuses a zero or negative runtime limit (FermiLink accepted them, §10 item 11)", () => {
+    expect(() => loadConfig({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "0" })).toThrow(ConfigError);
+    expect(() => loadConfig({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "-5" })).toThrow(ConfigError);
+    expect(loadConfig({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1.5" }).run.maxRuntimeMs).toBe(1500);
+  });
+
+  it("treats blank values as unset, as FermiLink does", () => {
+    const c = loadConfig({ FERMILINK_AGENT_MODEL: "  ", FERMILINK_RUNNER_METRICS_TOKEN: " " });
+    expect(c.agentEnv.model).toBeNull();
+    expect(c.metricsToken).toBeNull();
+  });
+
+  it("reads provider binaries and the package-root fallback name", () => {
+    const c = loadConfig({
+      FERMILINK_CLAUDE_BIN: "/opt/claude",
+      FERMILINK_SCIENTIFIC_PACKAGES_ROOT: "/pk",
+    });
+    expect(c.providerBins.claude).toBe("/opt/claude");
+    expect(c.providerBins.codex).toBeNull();
+    expect(c.scipkgRoot).toBe("/pk");
+  });
+});
+
+describe("configuration documentation", () => {
+  it("lists every variable of the env table in the README", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const { ENV_SPECS } = await import("../../../src/config/env-spec.js");
+    const readme = await readFile(new URL("../../../README.md", import.meta.url), "utf8");
+    for (const spec of ENV_SPECS) expect(readme).toContain(`| \`${spec.name}\` |`);
+  });
+});

@@ -1,0 +1,31 @@
+import { readFile } from "node:fs/promises";
+import { Code } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { RUNNER_ERROR_CODES } from "../../../src/errors/codes.js";
+import { RunnerError } from "../../../src/errors/runner-error.js";
+import { STATUS_TABLE, toConnectError, toHttpError } from "../../../src/errors/status-table.js";
+
+describe("error status table", () => {
+  it("maps every code, with FermiLink's HTTP statuses where it had one", () => {
+    expect(Object.keys(STATUS_TABLE).sort()).toEqual([...RUNNER_ERROR_CODES].sort());
+    expect(STATUS_TABLE.PROMPT_TOO_LONG.http).toBe(413);
+    expect(STATUS_TABLE.REQUEST_INVALID.http).toBe(422);
+    expect(STATUS_TABLE.PACKAGE_NOT_FOUND).toEqual({ connect: Code.NotFound, http: 400 });
+    expect(STATUS_TABLE.QUEUE_FULL).toEqual({ connect: Code.ResourceExhausted, http: 429 });
+    expect(STATUS_TABLE.PROVIDER_UNSUPPORTED).toEqual({ connect: Code.Unimplemented, http: 501 });
+    expect(STATUS_TABLE.SHUTTING_DOWN).toEqual({ connect: Code.Unavailable, http: 503 });
+  });
+
+  it("documents every code in the README", async () => {
+    const readme = await readFile(new URL("../../../README.md", import.meta.url), "utf8");
+    for (const code of RUNNER_ERROR_CODES) expect(readme).toContain(`\`${code}\``);
+  });
+
+  it("never sends the cause to the caller", () => {
+    const err = new RunnerError("INTERNAL", "Internal runner error.", {
+      cause: new Error("secret path /x"),
+    });
+    expect(toConnectError(err).rawMessage).toBe("Internal runner error.");
+    expect(JSON.stringify(toHttpError(err).body)).not.toContain("secret");
+  });
+});

@@ -1,0 +1,233 @@
+/**
+ * Exact argv per provider × policy × model/effort, mirroring FermiLink's
+ * `tests/test_providers.py` (spec §9) adjusted to today's CLIs
+ * (real-clis.md §3: no `--full-auto`; no gemini `--sandbox`).
+ */
+import { describe, expect, it } from "vitest";
+import type { ProviderId } from "../../../src/config/providers.js";
+import type { AgentPolicy } from "../../../src/events/run-event.js";
+import type { BuildCommandInput } from "../../../src/providers/provider-adapter.js";
+import { getProviderAdapter } from "../../../src/providers/registry.js";
+
+const BIN = "/opt/clis/bin/agent";
+const REPO = "/srv/ws/s1/repo";
+const PROMPT = "hello world";
+
+type PolicyCase = "read-only" | "workspace-write" | "bypass";
+
+function policy(c: PolicyCase, extra: Partial<AgentPolicy> = {}): AgentPolicy {
+  const base: AgentPolicy =
+    c === "bypass"
+      ? {
+          provider: "x",
+          sandboxPolicy: "bypass",
+          sandboxMode: null,
+          model: null,
+          reasoningEffort: null,
+        }
+      : {
+          provider: "x",
+          sandboxPolicy: "enforce",
+          sandboxMode: c,
+          model: null,
+          reasoningEffort: null,
+        };
+  return { ...base, ...extra };
+}
+
+function input(p: AgentPolicy, prompt = PROMPT): BuildCommandInput {
+  return { bin: BIN, repoDir: REPO, prompt, policy: p, hostEnv: {}, envPassthrough: [] };
+}
+
+function argv(id: ProviderId, p: AgentPolicy, prompt = PROMPT): string[] {
+  const spec = getProviderAdapter(id).buildCommand(input(p, prompt));
+  expect(spec.bin).toBe(BIN);
+  return spec.args;
+}
+
+const WITH_MODEL = { model: "m-1", reasoningEffort: "xhigh" } as const;
+
+// biome-ignore format: one argv per line reads as a table
+const EXPECTED: Record<ProviderId, Record<PolicyCase, { plain: string[]; tuned: string[] }>> = {
+  codex: {
+    "read-only": {
+      plain: ["exec", "--json", "--cd", REPO, "--sandbox", "read-only", "--", PROMPT],
+      tuned: ["exec", "--json", "--cd", REPO, "--sandbox", "read-only", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', "--", PROMPT],
+    },
+    "workspace-write": {
+      plain: ["exec", "--json", "--cd", REPO, "--sandbox", "workspace-write", "--", PROMPT],
+      tuned: ["exec", "--json", "--cd", REPO, "--sandbox", "workspace-write", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', "--", PROMPT],
+    },
+    bypass: {
+      plain: ["exec", "--json", "--cd", REPO, "--dangerously-bypass-approvals-and-sandbox", "--", PROMPT],
+      tuned: ["exec", "--json", "--cd", REPO, "--dangerously-bypass-approvals-and-sandbox", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', "--", PROMPT],
+    },
+  },
+  claude: {
+    "read-only": {
+      plain: ["--print", "--add-dir", REPO, "--verbose", "--output-format", "stream-json", "--permission-mode", "plan", "--", PROMPT],
+      tuned: ["--print", "--add-dir", REPO, "--verbose", "--output-format", "stream-json", "--permission-mode", "plan", "--model", "m-1", "--effort", "high", "--", PROMPT],
+    },
+    "workspace-write": {
+      plain: ["--print", "--add-dir", REPO, "--verbose", "--output-format", "stream-json", "--permission-mode", "acceptEdits", "--", PROMPT],
+      tuned: ["--print", "--add-dir", REPO, "--verbose", "--output-format", "stream-json", "--permission-mode", "acceptEdits", "--model", "m-1", "--effort", "high", "--", PROMPT],
+    },
+    bypass: {
+      plain: ["--print", "--add-dir", REPO, "--verbose", "--output-format", "stream-json", "--permission-mode", "bypassPermissions", "--", PROMPT],
+      tuned: ["--print", "--add-dir", REPO, "--verbose", "--output-format", "stream-json", "--permission-mode", "bypassPermissions", "--model", "m-1", "--effort", "high", "--", PROMPT],
+    },
+  },
+  gemini: {
+    "read-only": {
+      plain: ["--include-directories", REPO, "--output-format", "stream-json", "--approval-mode", "plan", `--prompt=${PROMPT}`],
+      tuned: ["--include-directories", REPO, "--output-format", "stream-json", "--approval-mode", "plan", "--model", "m-1", `--prompt=${PROMPT}`],
+    },
+    "workspace-write": {
+      plain: ["--include-directories", REPO, "--output-format", "stream-json", "--approval-mode", "auto_edit", `--prompt=${PROMPT}`],
+      tuned: ["--include-directories", REPO, "--output-format", "stream-json", "--approval-mode", "auto_edit", "--model", "m-1", `--prompt=${PROMPT}`],
+    },
+    bypass: {
+      plain: ["--include-directories", REPO, "--output-format", "stream-json", "--approval-mode", "yolo", `--prompt=${PROMPT}`],
+      tuned: ["--include-directories", REPO, "--output-format", "stream-json", "--approval-mode", "yolo", "--model", "m-1", `--prompt=${PROMPT}`],
+    },
+  },
+  opencode: {
+    "read-only": {
+      plain: ["run", "--dir", REPO, "--agent", "plan", "--format", "json", "hello", "world"],
+      tuned: ["run", "--dir", REPO, "--agent", "plan", "--model", "m-1", "--variant", "max", "--format", "json", "hello", "world"],
+    },
+    "workspace-write": {
+      plain: ["run", "--dir", REPO, "--format", "json", "hello", "world"],
+      tuned: ["run", "--dir", REPO, "--model", "m-1", "--variant", "max", "--format", "json", "hello", "world"],
+    },
+    bypass: {
+      plain: ["run", "--dir", REPO, "--dangerously-skip-permissions", "--format", "json", "hello", "world"],
+      tuned: ["run", "--dir", REPO, "--dangerously-skip-permissions", "--model", "m-1", "--variant", "max", "--format", "json", "hello", "world"],
+    },
+  },
+};
+
+describe("buildCommand argv", () => {
+  for (const [id, cases] of Object.entries(EXPECTED) as [
+    ProviderId,
+    (typeof EXPECTED)[ProviderId],
+  ][]) {
+    for (const [c, want] of Object.entries(cases) as [
+      PolicyCase,
+      { plain: string[]; tuned: string[] },
+    ][]) {
+      it(`${id} ${c}`, () => {
+        expect(argv(id, policy(c))).toEqual(want.plain);
+      });
+      it(`${id} ${c} with model and effort`, () => {
+        expect(argv(id, policy(c, WITH_MODEL))).toEqual(want.tuned);
+      });
+    }
+  }
+
+  it("maps the other efforts one to one (claude, opencode, codex)", () => {
+    const p = policy("workspace-write", { reasoningEffort: "medium" });
+    expect(argv("claude", p).slice(-4)).toEqual(["--effort", "medium", "--", PROMPT]);
+    expect(argv("opencode", p).slice(-6, -4)).toEqual(["--variant", "medium"]);
+    expect(argv("codex", p).slice(-4)).toEqual([
+      "--config",
+      'model_reasoning_effort="medium"',
+      "--",
+      PROMPT,
+    ]);
+  });
+
+  it("trims the model and drops a blank one", () => {
+    expect(argv("codex", policy("read-only", { model: "  gpt-x  " }))).toContain("gpt-x");
+    expect(argv("codex", policy("read-only", { model: "   " }))).not.toContain("--model");
+  });
+
+  it("codex has no --full-auto any more (removed in 0.169)", () => {
+    expect(argv("codex", policy("workspace-write"))).not.toContain("--full-auto");
+  });
+
+  it("gemini never passes --sandbox (needs docker) and keeps the effort out of argv", () => {
+    const args = argv("gemini", policy("read-only", { reasoningEffort: "high" }));
+    expect(args).not.toContain("--sandbox");
+    expect(args.join(" ")).not.toContain("high");
+  });
+
+  it("danger-full-access under enforce: codex passes it; the others add no permission flag", () => {
+    const p = policy("workspace-write", { sandboxMode: "danger-full-access" });
+    expect(argv("codex", p)).toEqual([
+      "exec",
+      "--json",
+      "--cd",
+      REPO,
+      "--sandbox",
+      "danger-full-access",
+      "--",
+      PROMPT,
+    ]);
+    expect(argv("claude", p)).toEqual([
+      "--print",
+      "--add-dir",
+      REPO,
+      "--verbose",
+      "--output-format",
+      "stream-json",
+      "--",
+      PROMPT,
+    ]);
+    expect(argv("gemini", p)).toEqual([
+      "--include-directories",
+      REPO,
+      "--output-format",
+      "stream-json",
+      `--prompt=${PROMPT}`,
+    ]);
+    expect(argv("opencode", p)).toEqual([
+      "run",
+      "--dir",
+      REPO,
+      "--format",
+      "json",
+      "hello",
+      "world",
+    ]);
+  });
+
+  it("an unknown effort is a bug, not silently dropped", () => {
+    expect(() => argv("codex", policy("read-only", { reasoningEffort: "extreme" }))).toThrow(
+      /Unknown reasoning effort 'extreme'/,
+    );
+  });
+});
+
+describe("a prompt can never become a flag", () => {
+  const hostile = "--dangerously-bypass-approvals-and-sandbox --help";
+
+  it("codex and claude put it after --, as the last element", () => {
+    for (const id of ["codex", "claude"] as const) {
+      const args = argv(id, policy("read-only"), hostile);
+      expect(args.slice(-2)).toEqual(["--", hostile]);
+    }
+  });
+
+  it("gemini sends it as one --prompt= token", () => {
+    expect(argv("gemini", policy("read-only"), "-x\n--yolo").at(-1)).toBe("--prompt=-x\n--yolo");
+  });
+
+  it("opencode splits a safe prompt on spaces so its join rebuilds it exactly", () => {
+    const prompt = '  fix print("hi")  42 1.\nnext line ';
+    const args = argv("opencode", policy("workspace-write"), prompt);
+    const tail = args.slice(args.indexOf("json") + 1);
+    expect(tail).toEqual(["", "", "fix", 'print("hi")', "", "42", "1.\nnext", "line", ""]);
+    expect(tail.join(" ")).toBe(prompt);
+  });
+
+  it("opencode sends a prompt with a dash-led word as one element after --", () => {
+    const prompt = "run ls -la please";
+    expect(argv("opencode", policy("workspace-write"), prompt).slice(-3)).toEqual([
+      "json",
+      "--",
+      prompt,
+    ]);
+    expect(argv("opencode", policy("bypass"), "-5").slice(-2)).toEqual(["--", "-5"]);
+  });
+});

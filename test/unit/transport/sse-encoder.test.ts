@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
+import { pyJsonDumps } from "../../../src/transport/sse/py-json.js";
+import { encodeSseComment, encodeSseFrame } from "../../../src/transport/sse/sse-encoder.js";
+import { parseSse } from "../../helpers/sse-client.js";
+
+const ev = (body: RunEventBody, seq = 1): RunEvent => ({ runId: "r", seq, timeMs: 0, body });
+
+async function parse(text: string) {
+  const stream = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode(text));
+      c.close();
+    },
+  });
+  const out = [];
+  for await (const e of parseSse(stream)) out.push(e);
+  return out;
+}
+
+describe("SSE encoder", () => {
+  it("writes FermiLink's frames", () => {
+    expect(
+      encodeSseFrame(ev({ type: "agent", raw: '{"type":"x"}', items: [], truncated: false }, 3)),
+    ).toBe('event: agent\nid: 3\ndata: {"type":"x"}\n\n');
+    expect(encodeSseFrame(ev({ type: "log", text: "oops é", truncated: false }))).toBe(
+      'event: log\nid: 1\ndata: {"text": "oops \\u00e9"}\n\n',
+    );
+    const exit = encodeSseFrame(
+      ev({
+        type: "exit",
+        reason: "completed",
+        returnCode: 0,
+        signal: null,
+        durationMs: 12,
+        message: "",
+      }),
+    );
+    expect(exit).toBe(
+      'event: runner.exit\nid: 1\ndata: {"reason": "completed", "return_code": 0, "signal": null, "duration_ms": 12, "run_id": "r"}\n\n',
+    );
+    expect(encodeSseFrame(ev({ type: "queued", position: 1, queueSize: 2 }))).toBeNull();
+    expect(encodeSseComment("queued 1/2\nx")).toBe(": queued 1/2 x\n");
+  });
+
+  it("never lets a payload forge a frame, for any mix of CR and LF (fuzz)", async () => {
+    const alphabet = ["a", "\r", "\n", "\r\n", ":", "event: forged", "data: x", " ", "é", "\u2028"];
+    let seed = 42;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let i = 0; i < 500; i++) {
+      let raw = "";
+      const n = 1 + Math.floor(rand() * 12);
+      for (let j = 0; j < n; j++) raw += alphabet[Math.floor(rand() * alphabet.length)];
+      const frame =
+        encodeSseFrame(ev({ type: "agent", raw, items: [], truncated: false }, i + 1)) ?? "";
+      const parsed = await parse(frame);
+      expect(parsed).toHaveLength(1);
+      expect(parsed[0]?.event).toBe("agent");
+      expect(parsed[0]?.id).toBe(String(i + 1));
+      expect(parsed[0]?.data).toBe(raw.split(/\r\n|\r|\n/).join("\n"));
+    }
+  });
+
+  it("matches Python's json.dumps for the shapes it emits", () => {
+    expect(pyJsonDumps({ a: 1, b: [true, null], c: 'x"y' })).toBe(
+      '{"a": 1, "b": [true, null], "c": "x\\"y"}',
+    );
+    expect(pyJsonDumps({ f: 0.5, g: 1e-7 })).toBe('{"f": 0.5, "g": 1e-07}');
+    expect(pyJsonDumps("\u{1F600}")).toBe('"\\ud83d\\ude00"');
+  });
+});
