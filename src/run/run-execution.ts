@@ -1,9 +1,11 @@
+import { mkdir, writeFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
+import path from "node:path";
 import type { Lease } from "../admission/lease.js";
-import { toRunnerError } from "../errors/runner-error.js";
+import { RunnerError, toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
-import type { ProviderAdapter } from "../providers/provider-adapter.js";
+import type { CommandSpec, ProviderAdapter } from "../providers/provider-adapter.js";
 import { RunAborted, runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import type { RunState } from "./run-state.js";
@@ -21,6 +23,25 @@ export interface RunPlan {
 
 /** How often a waiting run re-reports its queue position when it changed. */
 const QUEUE_REPORT_INTERVAL_MS = 1000;
+
+/** Create the directories and files an adapter asked for (CODEX_HOME, gemini settings). */
+async function materializeSpec(spec: CommandSpec): Promise<void> {
+  try {
+    for (const dir of spec.dirs ?? []) await mkdir(dir, { recursive: true });
+    for (const f of spec.files ?? []) {
+      await mkdir(path.dirname(f.path), { recursive: true });
+      await writeFile(f.path, f.content, { mode: 0o600 });
+    }
+  } catch (err) {
+    throw new RunnerError(
+      "WORKSPACE_SETUP_FAILED",
+      `Could not prepare the provider's files: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
+  }
+}
 
 function throwIfAborted(state: RunState): void {
   const reason = state.abortReason;
@@ -136,7 +157,9 @@ export async function executeRun(
       policy: plan.policy,
       hostEnv: config.hostEnv,
       envPassthrough: config.envPassthrough,
+      runDir: ws.sessionDir,
     });
+    await materializeSpec(spec);
     proc = await deps.startProcess({
       bin: spec.bin,
       args: spec.args,

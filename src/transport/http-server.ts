@@ -75,6 +75,8 @@ export function createDualProtocolServer(
       }, forceAfterMs);
       await closed;
       clearTimeout(force);
+      // Sockets report 'close' after the server does; let them settle so counts are exact.
+      while (sockets.size > 0) await new Promise((r) => setTimeout(r, 5));
     },
     get connectionCount() {
       return sockets.size;

@@ -1,0 +1,160 @@
+import { type ChildProcessByStdio, spawn } from "node:child_process";
+import type { Readable } from "node:stream";
+import { RunnerError } from "../errors/runner-error.js";
+import { splitLines } from "./line-splitter.js";
+import { terminateGroup } from "./terminate-group.js";
+
+/** One line of the child's output, tagged with its stream. */
+export interface ProcessLine {
+  stream: "stdout" | "stderr";
+  text: string;
+  truncated: boolean;
+}
+
+/** How the leader ended. */
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** The runner signalled the group before the leader exited by itself. */
+  killedByRunner: boolean;
+}
+
+/** A provider process running in its own process group. */
+export interface SupervisedProcess {
+  readonly pid: number;
+  /** stdout and stderr lines merged in arrival order, pull-based; ends at EOF of both. Call once. */
+  lines(): AsyncIterable<ProcessLine>;
+  /** Resolves once the leader exited and its group was cleaned up. Never rejects. */
+  readonly exited: Promise<ProcessExit>;
+  /** Idempotent: SIGTERM the group, SIGKILL after the grace; resolves when the leader is reaped. */
+  terminate(): Promise<void>;
+}
+
+/** Options for `startSupervisedProcess`. */
+export interface StartProcessOptions {
+  bin: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+  maxLineBytes: number;
+  killGraceMs: number;
+}
+
+type Child = ChildProcessByStdio<null, Readable, Readable>;
+
+async function* tagged(stream: Readable, name: ProcessLine["stream"], max: number) {
+  for await (const l of splitLines(stream as AsyncIterable<Buffer>, max))
+    yield { stream: name, ...l };
+}
+
+/**
+ * Merge two pull-based line sources in arrival order, holding at most one
+ * pending line per source (bounded: the pipes stay the buffer).
+ */
+async function* merge(sources: AsyncIterator<ProcessLine>[]): AsyncGenerator<ProcessLine> {
+  const pending = new Map<number, Promise<{ i: number; r: IteratorResult<ProcessLine> }>>();
+  const pull = (i: number) => {
+    const it = sources[i] as AsyncIterator<ProcessLine>;
+    pending.set(
+      i,
+      it.next().then((r) => ({ i, r })),
+    );
+  };
+  for (let i = 0; i < sources.length; i++) pull(i);
+  try {
+    while (pending.size > 0) {
+      const { i, r } = await Promise.race(pending.values());
+      if (r.done) {
+        pending.delete(i);
+        continue;
+      }
+      pull(i);
+      yield r.value;
+    }
+  } finally {
+    for (const it of sources) void it.return?.();
+  }
+}
+
+/**
+ * Spawn the provider detached (its own process group, spec §10 item 9), with
+ * stdin from /dev/null (§10 item 10) and exactly the given env. Rejects with
+ * PROVIDER_BINARY_MISSING when the binary cannot be executed.
+ */
+export async function startSupervisedProcess(
+  opts: StartProcessOptions,
+): Promise<SupervisedProcess> {
+  const child: Child = spawn(opts.bin, opts.args, {
+    cwd: opts.cwd,
+    env: opts.env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      child.off("spawn", onSpawn);
+      reject(
+        new RunnerError(
+          "PROVIDER_BINARY_MISSING",
+          `Could not start the provider CLI ${opts.bin}: ${err.code ?? err.message}.`,
+          { cause: err },
+        ),
+      );
+    };
+    const onSpawn = () => {
+      child.off("error", onError);
+      resolve();
+    };
+    child.once("error", onError);
+    child.once("spawn", onSpawn);
+  });
+  const pid = child.pid as number;
+  let killedByRunner = false;
+  let leaderExited = false;
+  let terminating: Promise<void> | undefined;
+  const leaderExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+    (resolve) => {
+      child.once("exit", (code, signal) => {
+        leaderExited = true;
+        resolve({ code, signal });
+      });
+    },
+  );
+  child.on("error", () => {}); // late errors (e.g. EPIPE) are not fatal to the runner
+  const terminate = (): Promise<void> => {
+    if (!leaderExited) killedByRunner = true;
+    terminating ??= terminateGroup(pid, opts.killGraceMs);
+    return terminating.then(() => leaderExit.then(() => undefined));
+  };
+  // A leader that exits by itself may leave grandchildren holding the pipes: they are orphans.
+  const exited = leaderExit.then(async (r) => {
+    terminating ??= terminateGroup(pid, opts.killGraceMs);
+    await terminating;
+    return { ...r, killedByRunner };
+  });
+  let linesTaken = false;
+  return {
+    pid,
+    exited,
+    terminate,
+    lines() {
+      if (linesTaken) throw new Error("lines() can be called once");
+      linesTaken = true;
+      const gen = merge([
+        tagged(child.stdout, "stdout", opts.maxLineBytes),
+        tagged(child.stderr, "stderr", opts.maxLineBytes),
+      ]);
+      return (async function* () {
+        let finished = false;
+        try {
+          yield* gen;
+          finished = true;
+        } finally {
+          if (!finished) await terminate();
+          child.stdout.destroy();
+          child.stderr.destroy();
+        }
+      })();
+    },
+  };
+}

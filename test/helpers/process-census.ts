@@ -1,0 +1,21 @@
+import { readFileSync } from "node:fs";
+
+/** True while `pid` exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Wait until none of `pids` is alive; throws after `timeoutMs`. */
+export async function waitUntilGone(pids: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(isAlive)) {
+    if (Date.now() > deadline) throw new Error(`still alive: ${pids.filter(isAlive).join(", ")}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
