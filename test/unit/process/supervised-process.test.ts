@@ -1,0 +1,129 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { RunnerError } from "../../../src/errors/runner-error.js";
+import {
+  type ProcessLine,
+  startSupervisedProcess,
+} from "../../../src/process/supervised-process.js";
+import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
+import { FAKE_AGENT } from "../../helpers/start-server.js";
+
+let cwd: string;
+beforeEach(async () => {
+  cwd = await mkdtemp(path.join(tmpdir(), "flr-proc-"));
+});
+afterEach(async () => {
+  await rm(cwd, { recursive: true, force: true });
+});
+
+const start = (prompt: string, killGraceMs = 300) =>
+  startSupervisedProcess({
+    bin: FAKE_AGENT,
+    args: ["exec", "--json", "--", prompt],
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+    cwd,
+    maxLineBytes: 1 << 20,
+    killGraceMs,
+  });
+
+async function all(lines: AsyncIterable<ProcessLine>) {
+  const out: ProcessLine[] = [];
+  for await (const l of lines) out.push(l);
+  return out;
+}
+
+async function pidFile(name: string): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const text = await readFile(path.join(cwd, ".fake-agent", name), "utf8").catch(() => "");
+    if (Number(text) > 0) return Number(text);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no ${name}`);
+}
+
+describe("startSupervisedProcess", () => {
+  it("streams stdout and stderr lines and passes the exit code through, with stdin from /dev/null", async () => {
+    const p = await start("#scenario=stderr-and-exit-3");
+    const lines = await all(p.lines());
+    expect(lines).toEqual([
+      { stream: "stderr", text: "something failed", truncated: false },
+      {
+        stream: "stdout",
+        text: '{"type":"turn.failed","error":{"message":"boom"}}',
+        truncated: false,
+      },
+    ]);
+    expect(await p.exited).toEqual({ code: 3, signal: null, killedByRunner: false });
+    const inv = JSON.parse(
+      await readFile(path.join(cwd, ".fake-agent", "invocation.json"), "utf8"),
+    );
+    expect(inv.stdin).toBe("devnull");
+    expect(inv.env).toEqual({ PATH: process.env.PATH ?? "/usr/bin:/bin" });
+    expect(isAlive(p.pid)).toBe(false);
+  });
+
+  it("terminate kills the leader and its grandchild (whole process group)", async () => {
+    const p = await start("#scenario=grandchild");
+    const grandchild = await pidFile("grandchild.pid");
+    expect(isAlive(grandchild)).toBe(true);
+    await p.terminate();
+    await waitUntilGone([p.pid, grandchild], 5000);
+    const exit = await p.exited;
+    expect(exit.killedByRunner).toBe(true);
+    expect(exit.signal).toBe("SIGTERM");
+  });
+
+  it("SIGKILLs a leader that ignores SIGTERM after the grace period", async () => {
+    const p = await start("#scenario=ignore-sigterm", 200);
+    const it = p.lines()[Symbol.asyncIterator]();
+    await it.next();
+    await p.terminate();
+    expect(await p.exited).toMatchObject({ signal: "SIGKILL", killedByRunner: true });
+    await it.return?.();
+  });
+
+  it("ends lines() and kills an orphaned grandchild when the leader exits by itself", async () => {
+    const p = await start("#scenario=orphan");
+    const lines = await all(p.lines());
+    expect(lines.some((l) => l.text.includes("turn.started"))).toBe(true);
+    const grandchild = await pidFile("grandchild.pid");
+    await waitUntilGone([grandchild], 5000);
+    expect((await p.exited).code).toBe(0);
+  });
+
+  it("terminates the process when the consumer abandons lines()", async () => {
+    const p = await start("#scenario=slow");
+    for await (const _ of p.lines()) break;
+    await waitUntilGone([p.pid], 5000);
+    expect((await p.exited).killedByRunner).toBe(true);
+  });
+
+  it("pauses a flooding child while the consumer does not pull (backpressure)", async () => {
+    const p = await start("#scenario=flood");
+    const it = p.lines()[Symbol.asyncIterator]();
+    await it.next();
+    await new Promise((r) => setTimeout(r, 500));
+    // The child cannot have written 100,000 lines: the pipe is full and it waits on drain.
+    expect(isAlive(p.pid)).toBe(true);
+    let n = 1;
+    while (!(await it.next()).done) n++;
+    expect(n).toBe(100_000);
+  });
+
+  it("refuses a missing or non-executable binary with PROVIDER_BINARY_MISSING", async () => {
+    for (const bin of [path.join(cwd, "nope"), path.join(cwd)]) {
+      const err = await startSupervisedProcess({
+        bin,
+        args: [],
+        env: {},
+        cwd,
+        maxLineBytes: 1024,
+        killGraceMs: 100,
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RunnerError);
+      expect((err as RunnerError).code).toBe("PROVIDER_BINARY_MISSING");
+    }
+  });
+});

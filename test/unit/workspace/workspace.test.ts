@@ -1,0 +1,149 @@
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { RunnerError } from "../../../src/errors/runner-error.js";
+import { prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
+import { SessionLock } from "../../../src/workspace/session-lock.js";
+import { generateSessionId, resolveSessionDir } from "../../../src/workspace/session-path.js";
+
+let root: string;
+beforeEach(async () => {
+  root = await mkdtemp(path.join(tmpdir(), "flr-ws-"));
+});
+afterEach(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+const ALIASES = ["CLAUDE.md", "GEMINI.md"];
+const prep = (sessionId: string, extra: Partial<Parameters<typeof prepareWorkspace>[0]> = {}) =>
+  prepareWorkspace({
+    workspacesRoot: path.join(root, "ws"),
+    sessionId,
+    softwareRoot: null,
+    providerAlias: null,
+    knownAliases: ALIASES,
+    prompt: "simulate a dipole",
+    ...extra,
+  });
+
+describe("session ids", () => {
+  it("accepts safe ids and generates 32-hex ones", () => {
+    expect(resolveSessionDir("/w", "abc-1.2_x")).toBe("/w/abc-1.2_x");
+    expect(generateSessionId()).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it.each(["", ".", "..", "../x", "a/b", "/etc", ".hidden", "a".repeat(129), "é", "a b", "a\\b"])(
+    "refuses %j",
+    (id) => {
+      expect(() => resolveSessionDir("/w", id)).toThrow(RunnerError);
+    },
+  );
+});
+
+describe("SessionLock", () => {
+  it("serialises holders FIFO, drops aborted waiters at once and leaves no entry behind", async () => {
+    const lock = new SessionLock();
+    const order: string[] = [];
+    const r1 = await lock.acquire("s");
+    const ac = new AbortController();
+    const p2 = lock.acquire("s", ac.signal);
+    const p3 = lock.acquire("s").then((r) => {
+      order.push("third");
+      return r;
+    });
+    ac.abort(new Error("gone"));
+    await expect(p2).rejects.toThrow("gone");
+    r1();
+    r1(); // idempotent
+    const r3 = await p3;
+    expect(order).toEqual(["third"]);
+    expect(lock.size).toBe(1);
+    r3();
+    expect(lock.size).toBe(0);
+  });
+});
+
+describe("prepareWorkspace", () => {
+  it("creates the repo once from the built-in template and keeps memory.md across runs", async () => {
+    const first = await prep("s1");
+    expect(first.createdRepo).toBe(true);
+    const repo = first.repoDir;
+    expect(await readFile(path.join(repo, "AGENTS.md"), "utf8")).toContain("projects/memory.md");
+    const memory = await readFile(path.join(repo, "projects", "memory.md"), "utf8");
+    expect(memory).toContain("# FermiLink Loop Memory");
+    expect(memory).toContain("simulate a dipole");
+    expect(existsSync(path.join(repo, "outputs"))).toBe(true);
+    expect(execFileSync("git", ["rev-parse", "--git-dir"], { cwd: repo }).toString().trim()).toBe(
+      ".git",
+    );
+
+    await writeFile(path.join(repo, "AGENTS.md"), "user edit");
+    await writeFile(path.join(repo, "projects", "memory.md"), "agent notes");
+    const second = await prep("s1", { prompt: "another prompt" });
+    expect(second.createdRepo).toBe(false);
+    expect(await readFile(path.join(repo, "AGENTS.md"), "utf8")).toContain("projects/memory.md");
+    expect(await readFile(path.join(repo, "projects", "memory.md"), "utf8")).toBe("agent notes");
+  });
+
+  it("uses FERMILINK_SOFTWARE_ROOT's tree and its AGENTS.md over the built-in one", async () => {
+    const sw = path.join(root, "software");
+    await mkdir(sw);
+    await writeFile(path.join(sw, "AGENTS.md"), "custom policy");
+    await writeFile(path.join(sw, "tool.py"), "print(1)");
+    const ws = await prep("s2", { softwareRoot: sw });
+    expect(await readFile(path.join(ws.repoDir, "AGENTS.md"), "utf8")).toBe("custom policy");
+    expect(existsSync(path.join(ws.repoDir, "tool.py"))).toBe(true);
+  });
+
+  it.each(["CLAUDE.md", "GEMINI.md"])(
+    "creates only the active provider alias %s",
+    async (alias) => {
+      const ws = await prep("s3", { providerAlias: alias });
+      expect(await readlink(path.join(ws.repoDir, alias))).toBe("AGENTS.md");
+      const other = ALIASES.find((a) => a !== alias) ?? "";
+      expect(existsSync(path.join(ws.repoDir, other))).toBe(false);
+    },
+  );
+
+  it("creates no alias for codex, removes a stale inactive symlink, and keeps a real inactive file", async () => {
+    const ws = await prep("s4", { providerAlias: "GEMINI.md" });
+    await writeFile(path.join(ws.repoDir, "CLAUDE.md"), "user's own");
+    await prep("s4", { providerAlias: null });
+    expect(existsSync(path.join(ws.repoDir, "GEMINI.md"))).toBe(false);
+    expect(await readFile(path.join(ws.repoDir, "CLAUDE.md"), "utf8")).toBe("user's own");
+  });
+
+  it("refuses to write through a symlinked projects directory", async () => {
+    const ws = await prep("s5");
+    const outside = path.join(root, "outside");
+    await mkdir(outside);
+    await rm(path.join(ws.repoDir, "projects"), { recursive: true });
+    await symlink(outside, path.join(ws.repoDir, "projects"));
+    await expect(prep("s5")).rejects.toMatchObject({ code: "WORKSPACE_SETUP_FAILED" });
+    expect(await readdir(outside)).toEqual([]);
+    expect((await lstat(path.join(ws.repoDir, "projects"))).isSymbolicLink()).toBe(true);
+  });
+
+  it("prepares different sessions concurrently", async () => {
+    const results = await Promise.all(["a", "b", "c", "d"].map((s) => prep(s)));
+    expect(results.map((r) => path.basename(path.dirname(r.repoDir)))).toEqual([
+      "a",
+      "b",
+      "c",
+      "d",
+    ]);
+  });
+});
