@@ -132,11 +132,11 @@ export async function executeRun(
   const timers: NodeJS.Timeout[] = [];
   const exitBody = (
     body: Omit<Extract<RunEventBody, { type: "exit" }>, "type" | "durationMs">,
-  ): RunEventBody => ({
-    type: "exit",
-    durationMs: deps.now() - plan.startedAtMs,
-    ...body,
-  });
+  ): RunEventBody => {
+    const durationMs = deps.now() - plan.startedAtMs;
+    deps.observer.runEnded(plan.policy.provider, body.reason, durationMs);
+    return { type: "exit", durationMs, ...body };
+  };
   try {
     lease = await admit(deps, state, plan);
     throwIfAborted(state);

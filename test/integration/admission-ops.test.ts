@@ -1,0 +1,217 @@
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
+import { type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("condition not reached");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Start a slow SSE run and return once it is streaming; abort() ends it. */
+async function holdSlot(s: TestServer, body: Record<string, unknown>) {
+  const ac = new AbortController();
+  const res = await fetch(`${s.baseUrl}/run`, {
+    method: "POST",
+    body: JSON.stringify({ user_prompt: "#scenario=slow", ...body }),
+    signal: ac.signal,
+  });
+  const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+  return { ac, it, status: res.status };
+}
+
+describe("admission over the wire", () => {
+  it("queues a caller (200 + comment lines on SSE), admits it when the slot frees, and 429s past the cap", async () => {
+    server = await startTestServer({
+      FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1",
+      FERMILINK_RUNNER_MAX_QUEUE_SIZE: "1",
+    });
+    const s = server;
+    const first = await holdSlot(s, { user_id: "alice", session_id: "a1" });
+    expect(first.status).toBe(200);
+    await first.it.next();
+    // The second caller waits: it gets its 200 at once and a queued comment.
+    const comments: string[] = [];
+    const res2 = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      body: JSON.stringify({ user_prompt: "second", user_id: "bob", session_id: "b1" }),
+    });
+    expect(res2.status).toBe(200);
+    const events2: SseEvent[] = [];
+    const reading = (async () => {
+      for await (const e of parseSse(res2.body as ReadableStream<Uint8Array>, (c) =>
+        comments.push(c),
+      ))
+        events2.push(e);
+    })();
+    await until(() => s.app.admission.pendingTotal === 1);
+    // Queue full: a third caller gets FermiLink's 429 at once.
+    const third = await postRun(s.baseUrl, { user_prompt: "third", user_id: "carol" });
+    expect(third.status).toBe(429);
+    expect(JSON.parse(third.text).detail).toBe("Runner queue is full (1 pending requests).");
+    const ops = await (await fetch(`${s.baseUrl}/ops/concurrency`)).json();
+    expect(ops).toMatchObject({
+      active_total: 1,
+      pending_total: 1,
+      global_limit: 1,
+      queue_capacity: 1,
+      queue_utilization: 1,
+    });
+    const bob = await (await fetch(`${s.baseUrl}/ops/admission?user_id=Bob`)).json();
+    expect(bob).toMatchObject({ user_key: "user:bob", can_run_now: false, per_user_pending: 1 });
+    first.ac.abort();
+    await reading;
+    expect(comments).toContain("queued 1/1");
+    expect(events2[0]?.event).toBe("meta");
+    expect(JSON.parse(events2.at(-1)?.data ?? "{}").reason).toBe("completed");
+  });
+
+  it("removes a queued caller that leaves, at once, and never leaks its slot", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    const s = server;
+    const holder = await holdSlot(s, { user_id: "alice", session_id: "h" });
+    await holder.it.next();
+    for (let i = 0; i < 5; i++) {
+      const waiter = await holdSlot(s, { user_id: "bob", session_id: `w${i}` });
+      expect(waiter.status).toBe(200);
+      await until(() => s.app.admission.pendingTotal === 1);
+      waiter.ac.abort();
+      await until(() => s.app.admission.pendingTotal === 0);
+    }
+    holder.ac.abort();
+    await until(() => s.app.admission.activeTotal === 0 && s.app.pipeline.liveRuns === 0);
+    const after = await postRun(s.baseUrl, { user_prompt: "after", user_id: "bob" });
+    expect(JSON.parse(after.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+  });
+
+  it("sends queued events on the Connect face and resource_exhausted when full", async () => {
+    server = await startTestServer({
+      FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1",
+      FERMILINK_RUNNER_MAX_QUEUE_SIZE: "1",
+    });
+    const s = server;
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const holder = await holdSlot(s, { session_id: "h2" });
+    await holder.it.next();
+    const seen: RunEvent[] = [];
+    const waiting = (async () => {
+      for await (const ev of client.run({ userPrompt: "queued one", sessionId: "q" }))
+        seen.push(ev);
+    })();
+    await until(() => seen.length > 0);
+    expect(seen[0]?.event.case).toBe("queued");
+    const err = await (async () => {
+      for await (const _ of client.run({ userPrompt: "overflow" })) {
+      }
+    })().catch((e: unknown) => ConnectError.from(e));
+    expect(err?.code).toBe(Code.ResourceExhausted);
+    holder.ac.abort();
+    await waiting;
+    expect(seen.map((e) => e.event.case).slice(0, 2)).toEqual(["queued", "meta"]);
+    expect(seen.at(-1)?.event.case).toBe("exit");
+  });
+});
+
+describe("ops endpoints and metrics", () => {
+  it("guards every ops route and OpsService with the metrics token (401 missing, 403 wrong)", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_METRICS_TOKEN: "s3cret" });
+    const base = server.baseUrl;
+    for (const p of ["/ops/concurrency", "/ops/concurrency.prom", "/ops/admission?user_id=x"]) {
+      const missing = await fetch(`${base}${p}`);
+      expect(missing.status).toBe(401);
+      expect(((await missing.json()) as { detail: string }).detail).toBe(
+        "Missing X-Runner-Metrics-Token.",
+      );
+      const wrong = await fetch(`${base}${p}`, { headers: { "x-runner-metrics-token": "nope" } });
+      expect(wrong.status).toBe(403);
+      expect(((await wrong.json()) as { detail: string }).detail).toBe(
+        "Invalid X-Runner-Metrics-Token.",
+      );
+      const ok = await fetch(`${base}${p}`, { headers: { "x-runner-metrics-token": " s3cret " } });
+      expect(ok.status).toBe(200);
+      await ok.text();
+    }
+    const metricsUrl = `http://127.0.0.1:${server.app.metricsPort}/metrics`;
+    expect((await fetch(metricsUrl)).status).toBe(401);
+    expect((await fetch(metricsUrl, { headers: { authorization: "Bearer s3cret" } })).status).toBe(
+      200,
+    );
+    const ops = createClient(
+      OpsService,
+      createConnectTransport({ baseUrl: base, httpVersion: "1.1" }),
+    );
+    const noToken = await ops.getConcurrency({}).catch((e: unknown) => ConnectError.from(e));
+    expect(noToken).toMatchObject({ code: Code.Unauthenticated });
+    const badToken = await ops
+      .getConcurrency({}, { headers: { "x-runner-metrics-token": "x" } })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(badToken).toMatchObject({ code: Code.PermissionDenied });
+    const good = await ops.getAdmission(
+      { userId: "", sessionId: "S1" },
+      { headers: { "x-runner-metrics-token": "s3cret" } },
+    );
+    expect(good).toMatchObject({
+      userKey: "session:s1",
+      canRunNow: true,
+      globalLimit: 200,
+      perUserLimit: 10,
+    });
+  });
+
+  it("serves FermiLink's prom text on /ops and valid Prometheus exposition on the metrics port", async () => {
+    server = await startTestServer();
+    await postRun(server.baseUrl, { user_prompt: "count me" });
+    const prom = await fetch(`${server.baseUrl}/ops/concurrency.prom`);
+    expect(prom.headers.get("content-type")).toBe("text/plain; charset=utf-8");
+    const text = await prom.text();
+    const names = [...text.matchAll(/^# TYPE (\S+) gauge$/gm)].map((m) => m[1]);
+    expect(names).toEqual([
+      "runner_active_runs",
+      "runner_global_run_limit",
+      "runner_global_run_utilization",
+      "runner_pending_runs",
+      "runner_per_user_run_limit",
+      "runner_queue_bounded",
+      "runner_queue_capacity",
+      "runner_queue_utilization",
+    ]);
+    expect(text.endsWith("\n")).toBe(true);
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${server.app.metricsPort}/metrics`)
+    ).text();
+    expect(metrics).toMatch(/^fermilink_runner_runs_started_total\{provider="codex"\} 1$/m);
+    expect(metrics).toMatch(
+      /^fermilink_runner_runs_ended_total\{provider="codex",reason="completed"\} 1$/m,
+    );
+    expect(metrics).toMatch(/^runner_active_runs 0$/m);
+    expect(metrics).toContain("process_cpu_seconds_total");
+    const promtool = "/usr/bin/promtool";
+    if (existsSync(promtool) || process.env.CI) {
+      const result = await new Promise<{ code: number; out: string }>((resolve) => {
+        const child = execFile(promtool, ["check", "metrics"], (err, stdout, stderr) =>
+          resolve({ code: err ? 1 : 0, out: `${stdout}${stderr}` }),
+        );
+        child.stdin?.end(metrics);
+      });
+      // The exposition must parse; lint remarks may only concern prom-client's own default
+      // gauges (nodejs_active_*_total), which are not ours to rename.
+      expect(result.out).not.toContain("parsing error");
+      const remarks = result.out.split("\n").filter((l) => l.trim() !== "");
+      expect(remarks.filter((l) => !l.startsWith("nodejs_active_"))).toEqual([]);
+    }
+  });
+});
