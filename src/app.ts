@@ -82,6 +82,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       pipeline,
       logger,
       ops: { admission, metricsToken: config.metricsToken, now: Date.now },
+      observer: metrics,
     }),
   );
   const port = await server.listen(config.server.host, config.server.port);

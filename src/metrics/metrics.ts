@@ -1,6 +1,15 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { ExitReason } from "../events/run-event.js";
 
+/** The two streaming faces. */
+export type StreamFace = "sse" | "connect";
+
+/** What transports report about streaming (implemented by RunnerMetrics). */
+export interface StreamObserver {
+  eventStreamed(face: StreamFace, type: string, bytes: number): void;
+  firstEventSent(face: StreamFace, ms: number): void;
+}
+
 /** What the metrics read from admission at scrape time. */
 export interface AdmissionGauges {
   activeTotal: number;
@@ -11,7 +20,7 @@ export interface AdmissionGauges {
 }
 
 /** Every metric name, help text and label set, in one place. */
-export class RunnerMetrics {
+export class RunnerMetrics implements StreamObserver {
   readonly registry = new Registry();
   readonly runsStarted: Counter<"provider">;
   readonly runsEnded: Counter<"provider" | "reason">;
@@ -125,9 +134,27 @@ export class RunnerMetrics {
     this.runDuration.observe({ provider, reason }, durationMs / 1000);
   }
 
-  /** A transport wrote one event to a caller. */
-  eventStreamed(face: "sse" | "connect", type: string, bytes: number): void {
-    this.eventsStreamed.inc({ face, type });
-    this.bytesStreamed.inc({ face }, bytes);
+  private readonly streamedChildren = new Map<string, { inc(n?: number): void }>();
+
+  /** A transport wrote one event to a caller (label children cached: this is the hot path). */
+  eventStreamed(face: StreamFace, type: string, bytes: number): void {
+    const key = `${face}/${type}`;
+    let events = this.streamedChildren.get(key);
+    if (!events) {
+      events = this.eventsStreamed.labels(face, type);
+      this.streamedChildren.set(key, events);
+    }
+    events.inc();
+    let total = this.streamedChildren.get(face);
+    if (!total) {
+      total = this.bytesStreamed.labels(face);
+      this.streamedChildren.set(face, total);
+    }
+    total.inc(bytes);
+  }
+
+  /** A transport sent a run's first event, `ms` after the request arrived. */
+  firstEventSent(face: StreamFace, ms: number): void {
+    this.timeToFirstEvent.observe({ face }, ms / 1000);
   }
 }

@@ -2,6 +2,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import type { Logger } from "../log/logger.js";
+import type { StreamObserver } from "../metrics/metrics.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
 import { createOpsService } from "./connect/ops-service.js";
 import { createRunService } from "./connect/run-service.js";
@@ -17,6 +18,7 @@ export function createMainHandler(deps: {
   pipeline: RunPipeline;
   logger: Logger;
   ops: OpsRouteDeps;
+  observer: StreamObserver;
 }) {
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     const url = new URL(req.url ?? "/", "http://runner");
@@ -26,7 +28,7 @@ export function createMainHandler(deps: {
         sendJson(res, 405, { detail: "Method Not Allowed" });
         return;
       }
-      handleRunRoute(req, res, deps.pipeline, deps.logger).catch((err: unknown) => {
+      handleRunRoute(req, res, deps.pipeline, deps.logger, deps.observer).catch((err: unknown) => {
         deps.logger.error({ err }, "POST /run crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
         else res.destroy();
@@ -45,7 +47,7 @@ export function createMainHandler(deps: {
   };
   return connectNodeAdapter({
     routes: (router) => {
-      router.service(RunService, createRunService(deps.pipeline));
+      router.service(RunService, createRunService(deps.pipeline, deps.observer));
       router.service(OpsService, createOpsService(deps.ops));
     },
     fallback: fermilinkRoutes,

@@ -198,6 +198,16 @@ describe("ops endpoints and metrics", () => {
       /^fermilink_runner_runs_ended_total\{provider="codex",reason="completed"\} 1$/m,
     );
     expect(metrics).toMatch(/^runner_active_runs 0$/m);
+    expect(metrics).toMatch(
+      /^fermilink_runner_events_streamed_total\{face="sse",type="meta"\} 1$/m,
+    );
+    expect(metrics).toMatch(
+      /^fermilink_runner_events_streamed_total\{face="sse",type="exit"\} 1$/m,
+    );
+    expect(metrics).toMatch(
+      /^fermilink_runner_time_to_first_event_seconds_count\{face="sse"\} 1$/m,
+    );
+    expect(metrics).toMatch(/^fermilink_runner_streamed_bytes_total\{face="sse"\} [1-9]\d*$/m);
     expect(metrics).toContain("process_cpu_seconds_total");
     const promtool = "/usr/bin/promtool";
     if (existsSync(promtool) || process.env.CI) {

@@ -1,6 +1,7 @@
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import type { Logger } from "../../log/logger.js";
+import type { StreamObserver } from "../../metrics/metrics.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
 import {
   type AnyRequest,
@@ -27,7 +28,9 @@ export async function handleRunRoute(
   res: AnyResponse,
   pipeline: RunPipeline,
   logger: Logger,
+  observer: StreamObserver,
 ): Promise<void> {
+  const arrivedAt = Date.now();
   const caller = new AbortController();
   res.on("close", () => {
     if (!res.writableFinished) caller.abort();
@@ -61,6 +64,8 @@ export async function handleRunRoute(
         ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
         : encodeSseFrame(event);
     if (chunk === null) continue;
+    if (event.seq === 1) observer.firstEventSent("sse", Date.now() - arrivedAt);
+    observer.eventStreamed("sse", event.body.type, chunk.length);
     if (!(await writeWithBackpressure(res, chunk))) break;
   }
   if (!res.writableEnded) res.end();

@@ -1,0 +1,98 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { parseSse } from "../helpers/sse-client.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+/**
+ * 200 simultaneous SSE runs whose providers block on a gate file until every
+ * request has been answered (200 or 429), so the counts are exact whatever
+ * the machine's speed.
+ */
+async function runBurst(s: TestServer, users: number, gate: string) {
+  const perUser = 200 / users;
+  const responses = await Promise.all(
+    Array.from({ length: 200 }, (_, i) =>
+      fetch(`${s.baseUrl}/run`, {
+        method: "POST",
+        body: JSON.stringify({
+          user_id: `user${i % users}`,
+          session_id: `burst-${users}-${i}`,
+          user_prompt: "#scenario=gate",
+        }),
+      }),
+    ),
+  );
+  expect(perUser * users).toBe(200);
+  const rejected = responses.filter((r) => r.status === 429);
+  const accepted = responses.filter((r) => r.status === 200);
+  const messages = await Promise.all(
+    rejected.map(async (r) => ((await r.json()) as { detail: string }).detail),
+  );
+  const snapshot = { active: s.app.admission.activeTotal, pending: s.app.admission.pendingTotal };
+  await writeFile(gate, "open");
+  const reasons = await Promise.all(
+    accepted.map(async (r) => {
+      let last = "";
+      for await (const ev of parseSse(r.body as ReadableStream<Uint8Array>)) last = ev.data;
+      return JSON.parse(last).reason as string;
+    }),
+  );
+  return { accepted: accepted.length, rejected: rejected.length, messages, snapshot, reasons };
+}
+
+describe("admission under a burst of 200 simultaneous runs", () => {
+  it.each([
+    // 20 users: 20 run, the queue fills to 50, the other 130 are refused.
+    [20, { accepted: 70, active: 20, pending: 50 }],
+    // 5 users: each gets 2 running + 5 waiting; the rest hit the per-user cap.
+    [5, { accepted: 35, active: 10, pending: 25 }],
+  ])(
+    "from %i users admits, queues and refuses exactly as configured",
+    async (users, want) => {
+      const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
+      const gate = path.join(gateDir, "open");
+      server = await startTestServer({
+        FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "20",
+        FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS: "2",
+        FERMILINK_RUNNER_MAX_QUEUE_SIZE: "50",
+        FERMILINK_RUNNER_MAX_PENDING_PER_USER: "5",
+        FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+        FAKE_AGENT_GATE: gate,
+      });
+      const r = await runBurst(server, users, gate);
+      expect({
+        accepted: r.accepted,
+        active: r.snapshot.active,
+        pending: r.snapshot.pending,
+      }).toEqual(want);
+      expect(r.rejected).toBe(200 - want.accepted);
+      for (const m of r.messages)
+        expect(m).toMatch(/^Runner queue is full( for this user)? \(\d+ pending requests\)\.$/);
+      if (users === 5)
+        for (const m of r.messages)
+          expect(m).toBe("Runner queue is full for this user (5 pending requests).");
+      expect(r.reasons.every((x) => x === "completed")).toBe(true);
+      expect(server.app.admission.activeTotal).toBe(0);
+      expect(server.app.admission.pendingTotal).toBe(0);
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${server.app.metricsPort}/metrics`)
+      ).text();
+      const rejections = [
+        ...metrics.matchAll(/^fermilink_runner_admission_rejections_total\{scope="\w+"\} (\d+)$/gm),
+      ]
+        .map((m) => Number(m[1]))
+        .reduce((a, b) => a + b, 0);
+      expect(rejections).toBe(200 - want.accepted);
+      await rm(gateDir, { recursive: true, force: true });
+    },
+    120_000,
+  );
+});
