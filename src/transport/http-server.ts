@@ -25,11 +25,26 @@ export interface DualProtocolServer {
 export function createDualProtocolServer(
   handler: (req: AnyRequest, res: AnyResponse) => void,
 ): DualProtocolServer {
-  const h1 = http.createServer(handler);
+  // HTTP/1.1 requests in flight per socket: an idle keep-alive socket can be
+  // closed at once on shutdown, a busy one right after its response.
+  const inFlight = new Map<net.Socket, number>();
+  let closing = false;
+  const h1 = http.createServer((req, res) => {
+    const socket = req.socket;
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    res.once("close", () => {
+      const n = (inFlight.get(socket) ?? 1) - 1;
+      inFlight.set(socket, n);
+      if (closing && n === 0) socket.destroy();
+    });
+    if (closing) res.setHeader("connection", "close");
+    handler(req, res);
+  });
   // Long-lived streams are the point of this service: no per-request timeout.
   h1.requestTimeout = 0;
   const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
+  const isH2Socket = new WeakSet<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (s) => {
     sessions.add(s);
@@ -38,7 +53,10 @@ export function createDualProtocolServer(
 
   const tcp = net.createServer((socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      inFlight.delete(socket);
+    });
     socket.on("error", () => socket.destroy());
     let head = Buffer.alloc(0);
     const onReadable = () => {
@@ -50,6 +68,7 @@ export function createDualProtocolServer(
       if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
       socket.off("readable", onReadable);
       socket.unshift(head);
+      if (isH2) isH2Socket.add(socket);
       (isH2 ? h2 : h1).emit("connection", socket);
     };
     socket.on("readable", onReadable);
@@ -68,7 +87,8 @@ export function createDualProtocolServer(
     },
     async close(forceAfterMs) {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
-      h1.closeIdleConnections();
+      closing = true;
+      for (const s of sockets) if ((inFlight.get(s) ?? 0) === 0 && !isH2Socket.has(s)) s.destroy();
       for (const s of sessions) s.close();
       const force = setTimeout(() => {
         for (const s of sockets) s.destroy();
