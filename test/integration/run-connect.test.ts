@@ -1,5 +1,9 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitReason, type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -14,6 +18,8 @@ const transports = {
   "Connect protocol over HTTP/1.1": (baseUrl: string) =>
     createConnectTransport({ baseUrl, httpVersion: "1.1" }),
   "gRPC over HTTP/2 (h2c)": (baseUrl: string) => createGrpcTransport({ baseUrl }),
+  "gRPC-Web over HTTP/1.1": (baseUrl: string) =>
+    createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
 };
 
 async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
