@@ -10,6 +10,7 @@ import {
   parseAgentRuntimeFile,
   resolveRunPolicy,
 } from "../providers/runtime-policy.js";
+import { checkRequestedPackage } from "../workspace/package-registry.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
 import { runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
@@ -49,6 +50,8 @@ export class RunPipeline {
     const req = validateRunRequest(input);
     const sessionId = req.sessionId ?? generateSessionId();
     resolveSessionDir(config.workspacesRoot, sessionId);
+    // Package overlay is issue 4; an unknown package is already refused (FermiLink's 400).
+    if (req.packageId !== null) await checkRequestedPackage(config.scipkgRoot, req.packageId);
     const fileText = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
     const parsed = parseAgentRuntimeFile(fileText);
     if (parsed.warning) this.deps.logger.warn({ file: config.agentRuntimeFile }, parsed.warning);

@@ -135,6 +135,8 @@ describe("POST /run (FermiLink SSE face)", () => {
       [{ user_prompt: "hi", provider: "claude" }, 422],
       [{ user_prompt: "hi", provider: "cursor" }, 501],
       [[1, 2], 422],
+      [{ user_prompt: "hi", package_id: "no-such-package" }, 400],
+      [{ user_prompt: "hi", package_id: " -- " }, 400],
     ];
     for (const [body, status] of cases) {
       const res = await postRun(base, body);
@@ -144,6 +146,8 @@ describe("POST /run (FermiLink SSE face)", () => {
     }
     const tooLong = await postRun(base, { user_prompt: "x".repeat(10_001) });
     expect(JSON.parse(tooLong.text).detail).toBe("Prompt too long.");
+    const pkg = await postRun(base, { user_prompt: "hi", package_id: " No Such Package " });
+    expect(JSON.parse(pkg.text).detail).toBe("Requested package not found: no-such-package");
     const notJson = await postRun(base, null, { rawBody: "{not json" });
     expect(notJson.status).toBe(422);
     expect(Array.isArray(JSON.parse(notJson.text).detail)).toBe(true);
