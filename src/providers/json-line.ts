@@ -107,3 +107,27 @@ export function usageItem(parts: {
     costUsd: asNumber(parts.costUsd),
   };
 }
+
+/**
+ * A tool call that has just started: a `command` item when `name` is the
+ * provider's shell tool (its input's `command` field), else a `tool_call`.
+ */
+export function startedToolItem(
+  id: string,
+  name: string,
+  shellTool: string,
+  input: unknown,
+): AgentItem {
+  if (name === shellTool) {
+    const command = asString(asObject(input)?.command);
+    return { kind: "command", id, command, output: "", exitCode: null, status: "in_progress" };
+  }
+  return {
+    kind: "tool_call",
+    id,
+    name,
+    inputJson: toInputJson(input),
+    output: "",
+    status: "in_progress",
+  };
+}

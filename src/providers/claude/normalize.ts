@@ -15,6 +15,7 @@ import {
   asString,
   type JsonObject,
   parseJsonObject,
+  startedToolItem,
   toInputJson,
   usageItem,
 } from "../json-line.js";
@@ -23,21 +24,7 @@ import {
 const SHELL_TOOL = "Bash";
 
 function toolUseItem(block: JsonObject): AgentItem {
-  const id = asString(block.id);
-  const name = asString(block.name);
-  const input = asObject(block.input);
-  if (name === SHELL_TOOL) {
-    const command = asString(input?.command);
-    return { kind: "command", id, command, output: "", exitCode: null, status: "in_progress" };
-  }
-  return {
-    kind: "tool_call",
-    id,
-    name,
-    inputJson: toInputJson(block.input),
-    output: "",
-    status: "in_progress",
-  };
+  return startedToolItem(asString(block.id), asString(block.name), SHELL_TOOL, block.input);
 }
 
 function assistantItems(event: JsonObject): AgentItem[] {

@@ -11,7 +11,7 @@ import {
   asString,
   type JsonObject,
   parseJsonObject,
-  toInputJson,
+  startedToolItem,
   usageItem,
 } from "../json-line.js";
 
@@ -29,21 +29,12 @@ export function toolNameFromId(toolId: string): string {
 }
 
 function toolUseItem(event: JsonObject): AgentItem {
-  const id = asString(event.tool_id);
-  const name = asString(event.tool_name);
-  const params = asObject(event.parameters);
-  if (name === SHELL_TOOL) {
-    const command = asString(params?.command);
-    return { kind: "command", id, command, output: "", exitCode: null, status: "in_progress" };
-  }
-  return {
-    kind: "tool_call",
-    id,
-    name,
-    inputJson: toInputJson(event.parameters),
-    output: "",
-    status: "in_progress",
-  };
+  return startedToolItem(
+    asString(event.tool_id),
+    asString(event.tool_name),
+    SHELL_TOOL,
+    event.parameters,
+  );
 }
 
 function toolResultItem(event: JsonObject): AgentItem {
