@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AdmissionController } from "./admission/admission-controller.js";
@@ -6,9 +5,8 @@ import type { Config } from "./config/config.js";
 import { createLogger, type Logger } from "./log/logger.js";
 import { RunnerMetrics } from "./metrics/metrics.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
-import { getProviderAdapter, PROVIDER_ALIASES } from "./providers/registry.js";
-import { resolveProviderBinary } from "./providers/resolve-binary.js";
-import { mergeRuntimePolicy, parseAgentRuntimeFile } from "./providers/runtime-policy.js";
+import { PROVIDER_ALIASES } from "./providers/registry.js";
+import { resolveActiveProvider } from "./run/active-provider.js";
 import { RunPipeline } from "./run/run-pipeline.js";
 import { createDualProtocolServer } from "./transport/http-server.js";
 import { createMainHandler } from "./transport/main-handler.js";
@@ -42,13 +40,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   const projectBinDir = path.join(PROJECT_ROOT, "node_modules", ".bin");
 
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
-  const fileText = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
-  const runtime = mergeRuntimePolicy(config.agentEnv, parseAgentRuntimeFile(fileText).policy);
-  const adapter = getProviderAdapter(runtime.provider);
-  const bin = await resolveProviderBinary(adapter, config.providerBins[adapter.id], {
-    projectBinDir,
-    pathEnv: config.hostEnv.PATH ?? "",
-  });
+  const { adapter, bin } = await resolveActiveProvider(config, projectBinDir, logger);
   logger.info({ provider: adapter.id, bin }, "provider CLI found");
 
   const metrics = new RunnerMetrics(() => ({

@@ -1,17 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { admissionKeyForRun } from "../admission/user-key.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
-import { getProviderAdapter } from "../providers/registry.js";
-import { resolveProviderBinary } from "../providers/resolve-binary.js";
-import {
-  mergeRuntimePolicy,
-  parseAgentRuntimeFile,
-  resolveRunPolicy,
-} from "../providers/runtime-policy.js";
+import { resolveRunPolicy } from "../providers/runtime-policy.js";
 import { checkRequestedPackage } from "../workspace/package-registry.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
+import { resolveActiveProvider } from "./active-provider.js";
 import { runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import { executeRun } from "./run-execution.js";
@@ -52,17 +46,12 @@ export class RunPipeline {
     resolveSessionDir(config.workspacesRoot, sessionId);
     // Package overlay is issue 4; an unknown package is already refused (FermiLink's 400).
     if (req.packageId !== null) await checkRequestedPackage(config.scipkgRoot, req.packageId);
-    const fileText = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
-    const parsed = parseAgentRuntimeFile(fileText);
-    if (parsed.warning) this.deps.logger.warn({ file: config.agentRuntimeFile }, parsed.warning);
-    const runtime = mergeRuntimePolicy(config.agentEnv, parsed.policy);
+    const { runtime, adapter, bin } = await resolveActiveProvider(
+      config,
+      this.deps.projectBinDir,
+      this.deps.logger,
+    );
     const policy = resolveRunPolicy(runtime, req.sandbox ?? undefined, req.provider ?? undefined);
-    const adapter = getProviderAdapter(runtime.provider);
-    // Checked per run, not only at start-up: agent_runtime.json may switch provider (§10 item 21).
-    const bin = await resolveProviderBinary(adapter, config.providerBins[adapter.id], {
-      projectBinDir: this.deps.projectBinDir,
-      pathEnv: config.hostEnv.PATH ?? "",
-    });
     this.refuseIfClosing();
     if (opts.callerSignal.aborted) throw runAborted("client_gone", config.run);
 

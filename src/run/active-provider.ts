@@ -1,0 +1,40 @@
+import { readFile } from "node:fs/promises";
+import type { Config } from "../config/config.js";
+import type { Logger } from "../log/logger.js";
+import type { ProviderAdapter } from "../providers/provider-adapter.js";
+import { getProviderAdapter } from "../providers/registry.js";
+import { resolveProviderBinary } from "../providers/resolve-binary.js";
+import {
+  mergeRuntimePolicy,
+  parseAgentRuntimeFile,
+  type RuntimePolicy,
+} from "../providers/runtime-policy.js";
+
+/** The provider the admin policy selects right now, with its resolved binary. */
+export interface ActiveProvider {
+  runtime: RuntimePolicy;
+  adapter: ProviderAdapter;
+  bin: string;
+}
+
+/**
+ * Read the policy (FERMILINK_AGENT_* > agent_runtime.json > defaults, spec
+ * §6.4) and resolve its CLI. Used at start-up (spec §1.0) and again for every
+ * run, because the policy file may switch provider meanwhile (§10 item 21).
+ */
+export async function resolveActiveProvider(
+  config: Config,
+  projectBinDir: string,
+  logger: Logger,
+): Promise<ActiveProvider> {
+  const fileText = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
+  const parsed = parseAgentRuntimeFile(fileText);
+  if (parsed.warning) logger.warn({ file: config.agentRuntimeFile }, parsed.warning);
+  const runtime = mergeRuntimePolicy(config.agentEnv, parsed.policy);
+  const adapter = getProviderAdapter(runtime.provider);
+  const bin = await resolveProviderBinary(adapter, config.providerBins[adapter.id], {
+    projectBinDir,
+    pathEnv: config.hostEnv.PATH ?? "",
+  });
+  return { runtime, adapter, bin };
+}
