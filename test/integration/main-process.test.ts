@@ -1,0 +1,112 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { parseSse } from "../helpers/sse-client.js";
+import { FAKE_AGENT } from "../helpers/start-server.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+let home: string;
+let child: ChildProcess | undefined;
+
+beforeEach(async () => {
+  home = await mkdtemp(path.join(tmpdir(), "flr-main-"));
+});
+afterEach(async () => {
+  if (child?.exitCode === null) child.kill("SIGKILL");
+  child = undefined;
+  await rm(home, { recursive: true, force: true });
+});
+
+/** `npm start`'s command, run directly so the signal reaches the server itself. */
+function startMain(env: Record<string, string>) {
+  const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", HOME: home, FERMILINK_HOME: home, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child = proc;
+  let out = "";
+  let err = "";
+  proc.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  proc.stderr?.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once("exit", (code) => resolve(code)),
+  );
+  return { proc, exited, output: () => ({ out, err }) };
+}
+
+describe("the server process (src/main.ts)", () => {
+  it("reports every invalid variable at once and exits 1", async () => {
+    const m = startMain({ FERMILINK_RUNNER_PORT: "abc", FERMILINK_AGENT_SANDBOX_POLICY: "maybe" });
+    expect(await m.exited).toBe(1);
+    const { err } = m.output();
+    expect(err).toContain("FERMILINK_RUNNER_PORT");
+    expect(err).toContain("FERMILINK_AGENT_SANDBOX_POLICY");
+  });
+
+  it("refuses to start without the provider CLI, naming the variable to set", async () => {
+    const m = startMain({
+      FERMILINK_CODEX_BIN: path.join(home, "missing-codex"),
+      FERMILINK_RUNNER_PORT: "0",
+    });
+    expect(await m.exited).toBe(1);
+    expect(m.output().err).toContain(
+      "codex CLI not found. Install it in the runner image or set FERMILINK_CODEX_BIN to its path.",
+    );
+  });
+
+  it("on SIGTERM ends live runs with reason shutdown, leaves no provider behind and exits 0", async () => {
+    const m = startMain({
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
+      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+    });
+    let port = 0;
+    for (let i = 0; i < 200 && port === 0; i++) {
+      const match = /"port":(\d+)/.exec(m.output().out);
+      port = match ? Number(match[1]) : 0;
+      if (port === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(port).toBeGreaterThan(0);
+    const res = await fetch(`http://127.0.0.1:${port}/run`, {
+      method: "POST",
+      body: JSON.stringify({ session_id: "term", user_prompt: "#scenario=grandchild" }),
+    });
+    const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+    for (;;) {
+      const n = await it.next();
+      if (n.done || n.value.event === "agent") break;
+    }
+    const repo = path.join(home, "workspaces", "term", "repo", ".fake-agent");
+    const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
+    let grandchild = 0;
+    for (let i = 0; i < 100 && grandchild === 0; i++) {
+      grandchild = Number(
+        await readFile(path.join(repo, "grandchild.pid"), "utf8").catch(() => "0"),
+      );
+      if (grandchild === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    m.proc.kill("SIGTERM");
+    let last = "";
+    for (;;) {
+      const n = await it.next();
+      if (n.done) break;
+      last = n.value.data;
+    }
+    expect(JSON.parse(last).reason).toBe("shutdown");
+    expect(await m.exited).toBe(0);
+    await waitUntilGone([inv.pid, grandchild], 5000);
+    expect(isAlive(inv.pid)).toBe(false);
+    expect(isAlive(grandchild)).toBe(false);
+  });
+});
