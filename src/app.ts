@@ -75,6 +75,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       logger,
       ops: { admission, metricsToken: config.metricsToken, now: Date.now },
       observer: metrics,
+      sseHeartbeatMs: config.run.sseHeartbeatMs,
     }),
   );
   const port = await server.listen(config.server.host, config.server.port);

@@ -81,6 +81,12 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
       "On SIGTERM/SIGINT, how long live runs may continue before they end with reason shutdown.",
   },
   {
+    name: "FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS",
+    default: "15",
+    description:
+      "SSE comment line written on a stream idle this long, so proxies keep it open (0 = off).",
+  },
+  {
     name: "FERMILINK_RUNNER_MAX_LINE_BYTES",
     default: "8388608",
     description:

@@ -172,6 +172,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         65_536,
         256 * 1024 * 1024,
       ),
+      sseHeartbeatMs: r.secondsMs("FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS", 15, {
+        allowZero: true,
+      }),
       shutdownGraceMs: r.secondsMs("FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS", 10, {
         allowZero: true,
       }),

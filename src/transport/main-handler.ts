@@ -19,6 +19,7 @@ export function createMainHandler(deps: {
   logger: Logger;
   ops: OpsRouteDeps;
   observer: StreamObserver;
+  sseHeartbeatMs: number;
 }) {
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     const url = new URL(req.url ?? "/", "http://runner");
@@ -28,7 +29,14 @@ export function createMainHandler(deps: {
         sendJson(res, 405, { detail: "Method Not Allowed" });
         return;
       }
-      handleRunRoute(req, res, deps.pipeline, deps.logger, deps.observer).catch((err: unknown) => {
+      handleRunRoute(
+        req,
+        res,
+        deps.pipeline,
+        deps.logger,
+        deps.observer,
+        deps.sseHeartbeatMs,
+      ).catch((err: unknown) => {
         deps.logger.error({ err }, "POST /run crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
         else res.destroy();

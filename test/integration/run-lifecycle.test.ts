@@ -74,6 +74,16 @@ describe("run lifecycle", () => {
     expect(JSON.parse(again.events.at(-1)?.data ?? "{}").reason).toBe("completed");
   });
 
+  it("writes keepalive comments on an idle stream (proxies see traffic) without adding frames", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS: "0.1" });
+    const res = await postRun(server.baseUrl, {
+      session_id: "idle",
+      user_prompt: "#scenario=sleep-1s",
+    });
+    expect(res.comments.filter((c) => c === "keepalive").length).toBeGreaterThanOrEqual(3);
+    expect(res.events.map((e) => e.event)).toEqual(["meta", "agent", "agent", "runner.exit"]);
+  });
+
   it("a run over FERMILINK_RUNNER_MAX_RUNTIME_SECONDS ends with reason timeout, keeping what was printed", async () => {
     server = await startTestServer({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1" });
     const res = await postRun(server.baseUrl, {

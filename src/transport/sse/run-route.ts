@@ -29,6 +29,7 @@ export async function handleRunRoute(
   pipeline: RunPipeline,
   logger: Logger,
   observer: StreamObserver,
+  heartbeatMs: number,
 ): Promise<void> {
   const arrivedAt = Date.now();
   const caller = new AbortController();
@@ -58,15 +59,39 @@ export async function handleRunRoute(
     "cache-control": "no-cache",
     "x-accel-buffering": "no",
   });
-  for await (const event of started.events) {
-    const chunk =
-      event.body.type === "queued"
-        ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
-        : encodeSseFrame(event);
-    if (chunk === null) continue;
-    if (event.seq === 1) observer.firstEventSent("sse", Date.now() - arrivedAt);
-    observer.eventStreamed("sse", event.body.type, chunk.length);
-    if (!(await writeWithBackpressure(res, chunk))) break;
+  // Idle agents must not trip proxy timeouts (FermiLink §10 item 25): a comment
+  // line is invisible to SSE parsers but is traffic.
+  let lastWrite = Date.now();
+  const heartbeat =
+    heartbeatMs > 0
+      ? setInterval(
+          () => {
+            if (Date.now() - lastWrite >= heartbeatMs && !res.writableEnded) {
+              lastWrite = Date.now();
+              res.write(encodeSseComment("keepalive"));
+            }
+          },
+          Math.max(10, Math.floor(heartbeatMs / 2)),
+        )
+      : undefined;
+  try {
+    await streamEvents();
+  } finally {
+    clearInterval(heartbeat);
   }
   if (!res.writableEnded) res.end();
+
+  async function streamEvents(): Promise<void> {
+    for await (const event of started.events) {
+      const chunk =
+        event.body.type === "queued"
+          ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
+          : encodeSseFrame(event);
+      if (chunk === null) continue;
+      if (event.seq === 1) observer.firstEventSent("sse", Date.now() - arrivedAt);
+      observer.eventStreamed("sse", event.body.type, chunk.length);
+      lastWrite = Date.now();
+      if (!(await writeWithBackpressure(res, chunk))) break;
+    }
+  }
 }
