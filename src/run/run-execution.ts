@@ -130,6 +130,14 @@ export async function executeRun(
   let unlock: (() => void) | undefined;
   let proc: SupervisedProcess | undefined;
   const timers: NodeJS.Timeout[] = [];
+  // Slot, lock and process group are released before the final exit event is
+  // written: a caller that stops reading must not hold a slot (or the session).
+  const releaseAll = async () => {
+    for (const t of timers) clearTimeout(t);
+    if (proc) await proc.terminate();
+    unlock?.();
+    lease?.release();
+  };
   const exitBody = (
     body: Omit<Extract<RunEventBody, { type: "exit" }>, "type" | "durationMs">,
   ): RunEventBody => {
@@ -211,6 +219,7 @@ export async function executeRun(
     state.processExited = true;
     state.signal.removeEventListener("abort", onAbort);
     const aborted = state.abortReason;
+    await releaseAll();
     await state.emit(
       exitBody({
         reason: aborted ? aborted.reason : "completed",
@@ -228,6 +237,7 @@ export async function executeRun(
       state.failBeforeFirstEvent(err);
       return;
     }
+    await releaseAll();
     if (err instanceof RunAborted) {
       await state.emit(
         exitBody({ reason: err.reason, returnCode: null, signal: null, message: err.message }),
@@ -240,10 +250,7 @@ export async function executeRun(
       );
     }
   } finally {
-    for (const t of timers) clearTimeout(t);
-    if (proc) await proc.terminate();
-    unlock?.();
-    lease?.release();
+    await releaseAll();
     state.phase = "finished";
     state.channel.end();
   }

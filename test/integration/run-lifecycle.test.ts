@@ -142,3 +142,33 @@ describe("run lifecycle", () => {
     await expect(fetch(`${server.baseUrl}/run`, { method: "POST", body: "{}" })).rejects.toThrow();
   });
 });
+
+describe("a caller that stops reading", () => {
+  it("holds the provider back (backpressure, not server memory) and frees the slot once drained", async () => {
+    const s = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    try {
+      // 5,000 lines of 200 bytes is far more than the channel and socket buffers hold.
+      const res = await fetch(`${s.baseUrl}/run`, {
+        method: "POST",
+        body: JSON.stringify({ session_id: "paused", user_prompt: "#scenario=flood-small" }),
+      });
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      await reader.read();
+      // Not reading any further: the provider blocks on its pipe, so the slot is still held...
+      await new Promise((r) => setTimeout(r, 300));
+      expect(s.app.admission.activeTotal).toBe(1);
+      // ...until the reader drains everything; then it is free before the reader sees the exit frame.
+      let text = "";
+      const decoder = new TextDecoder();
+      for (;;) {
+        const n = await reader.read();
+        if (n.done) break;
+        text += decoder.decode(n.value, { stream: true });
+      }
+      expect(text).toContain("event: runner.exit");
+      expect(s.app.admission.activeTotal).toBe(0);
+    } finally {
+      await s.stop();
+    }
+  });
+});
