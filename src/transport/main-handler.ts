@@ -1,10 +1,13 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
-import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { file_fermilink_runner_v1_ops, OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
+import { file_fermilink_runner_v1_run, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Logger } from "../log/logger.js";
 import type { StreamObserver } from "../metrics/metrics.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
 import { createOpsService } from "./connect/ops-service.js";
+import { registerReflection } from "./connect/reflection-service.js";
 import { createRunService } from "./connect/run-service.js";
 import { type AnyRequest, type AnyResponse, sendJson } from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
@@ -57,6 +60,21 @@ export function createMainHandler(deps: {
     routes: (router) => {
       router.service(RunService, createRunService(deps.pipeline, deps.observer));
       router.service(OpsService, createOpsService(deps.ops));
+      registerReflection(
+        router,
+        [
+          file_fermilink_runner_v1_run,
+          file_fermilink_runner_v1_ops,
+          file_grpc_reflection_v1_reflection,
+          file_grpc_reflection_v1alpha_reflection,
+        ],
+        [
+          RunService.typeName,
+          OpsService.typeName,
+          "grpc.reflection.v1.ServerReflection",
+          "grpc.reflection.v1alpha.ServerReflection",
+        ],
+      );
     },
     fallback: fermilinkRoutes,
   });
