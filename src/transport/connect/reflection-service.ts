@@ -39,12 +39,15 @@ export function registerReflection(
 ): void {
   const all = withDependencies(files);
   const registry = createRegistry(...all.values());
-  const encode = (f: DescFile) => withDependencies([f]);
+  // Descriptors never change while the server runs: encode each file once.
+  const encoded = new Map(
+    [...all.values()].map((f) => [f.name, toBinary(FileDescriptorProtoSchema, f.proto)]),
+  );
   const fileAnswer = (f: DescFile): Answer => ({
     case: "fileDescriptorResponse",
     value: {
-      fileDescriptorProto: [...encode(f).values()].map((d) =>
-        toBinary(FileDescriptorProtoSchema, create(FileDescriptorProtoSchema, d.proto)),
+      fileDescriptorProto: [...withDependencies([f]).keys()].flatMap(
+        (name) => encoded.get(name) ?? [],
       ),
     },
   });
