@@ -4,6 +4,7 @@ import { AdmissionController } from "./admission/admission-controller.js";
 import type { Config } from "./config/config.js";
 import { createLogger, type Logger } from "./log/logger.js";
 import { RunnerMetrics } from "./metrics/metrics.js";
+import { PackageCatalog } from "./packages/package-catalog.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
 import { resolveActiveProvider } from "./run/active-provider.js";
@@ -58,12 +59,20 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       onReleased: () => {},
     },
   });
+  const packages = new PackageCatalog({
+    scipkgRoot: config.scipkgRoot,
+    envActive: config.scipkgActive,
+    legacy: config.legacyMaxwellLink,
+    logger,
+  });
   const pipeline = new RunPipeline({
     config,
     logger,
     admission,
     sessionLocks: new SessionLock(),
-    prepareWorkspace: (input) => prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES }),
+    packages,
+    prepareWorkspace: (input) =>
+      prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES, packages }),
     startProcess: startSupervisedProcess,
     projectBinDir,
     now: Date.now,
@@ -76,6 +85,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       ops: { admission, metricsToken: config.metricsToken, now: Date.now },
       observer: metrics,
       sseHeartbeatMs: config.run.sseHeartbeatMs,
+      packages,
     }),
   );
   const port = await server.listen(config.server.host, config.server.port);

@@ -23,6 +23,8 @@ export interface Config {
   scipkgRoot: string;
   /** FERMILINK_SCIPKG_ACTIVE. */
   scipkgActive: string | null;
+  /** FERMILINK_MAXWELLLINK_ROOT (absolute) and FERMILINK_LEGACY_MAXWELLLINK_PACKAGE_ID (normalised). */
+  legacyMaxwellLink: { root: string; packageId: string };
   /** FERMILINK_SOFTWARE_ROOT, absolute, or null when it does not exist (built-in template used). */
   softwareRoot: string | null;
   /** `$FERMILINK_HOME/agent_runtime.json`. */

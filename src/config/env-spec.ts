@@ -34,6 +34,17 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "Overrides the registry's active package.",
   },
   {
+    name: "FERMILINK_MAXWELLLINK_ROOT",
+    default: "<project root>/maxwelllink",
+    description:
+      "Legacy MaxwellLink checkout; when it is a directory it is registered as a package (registry.json is written only when that changes something).",
+  },
+  {
+    name: "FERMILINK_LEGACY_MAXWELLLINK_PACKAGE_ID",
+    default: "maxwelllink-local",
+    description: "Package id the legacy MaxwellLink checkout is registered under.",
+  },
+  {
     name: "FERMILINK_SOFTWARE_ROOT",
     default: "/opt/software",
     description:

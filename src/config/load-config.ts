@@ -1,6 +1,8 @@
 import { existsSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { tryNormalizePackageId } from "../packages/package-id.js";
 import type { AgentEnvPolicy, Config } from "./config.js";
 import { isProviderId, PROVIDER_IDS, type ProviderId, REASONING_EFFORTS } from "./providers.js";
 
@@ -14,6 +16,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** The runner's own checkout (FermiLink resolves its legacy MaxwellLink default against its own). */
+const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
 type Env = Readonly<Record<string, string | undefined>>;
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -22,6 +27,18 @@ const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"
 class EnvReader {
   readonly problems: string[] = [];
   constructor(private readonly env: Env) {}
+
+  /** A package id, normalised as FermiLink does; one that normalises to nothing is a problem. */
+  packageId(name: string, fallback: string): string {
+    const raw = this.str(name);
+    if (raw === null) return fallback;
+    const id = tryNormalizePackageId(raw);
+    if (id === null) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} is not a usable package id.`);
+      return fallback;
+    }
+    return id;
+  }
 
   /** Trimmed value, or null when unset or blank (FermiLink treats blank as unset). */
   str(name: string): string | null {
@@ -154,6 +171,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         path.join(home, "scientific_packages"),
     ),
     scipkgActive: r.str("FERMILINK_SCIPKG_ACTIVE"),
+    legacyMaxwellLink: {
+      root: abs(r.str("FERMILINK_MAXWELLLINK_ROOT") ?? path.join(PROJECT_ROOT, "maxwelllink")),
+      packageId: r.packageId("FERMILINK_LEGACY_MAXWELLLINK_PACKAGE_ID", "maxwelllink-local"),
+    },
     softwareRoot,
     agentRuntimeFile: path.join(home, "agent_runtime.json"),
     server: {

@@ -24,6 +24,8 @@ export const RUNNER_ERROR_CODES = [
   "PACKAGE_NOT_FOUND",
   /** The package's metadata or install path is invalid. */
   "PACKAGE_INVALID",
+  /** The session's package could not be overlaid into the repo (its metadata or tree is broken). */
+  "PACKAGE_OVERLAY_FAILED",
   /** The admission queue (global or the caller's) is full (FermiLink's 429). */
   "QUEUE_FULL",
   /** A guarded endpoint was called without its token. */

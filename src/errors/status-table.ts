@@ -25,6 +25,7 @@ export const STATUS_TABLE: Readonly<Record<RunnerErrorCode, Mapping>> = {
   PROVIDER_BINARY_MISSING: { connect: Code.FailedPrecondition, http: 500 },
   PACKAGE_NOT_FOUND: { connect: Code.NotFound, http: 400 },
   PACKAGE_INVALID: { connect: Code.FailedPrecondition, http: 400 },
+  PACKAGE_OVERLAY_FAILED: { connect: Code.FailedPrecondition, http: 500 },
   QUEUE_FULL: { connect: Code.ResourceExhausted, http: 429 },
   UNAUTHENTICATED: { connect: Code.Unauthenticated, http: 401 },
   PERMISSION_DENIED: { connect: Code.PermissionDenied, http: 403 },

@@ -5,6 +5,8 @@
  * this union, so a forgotten variant fails type-checking.
  */
 
+import type { PackageOverlaySummary } from "../packages/overlay.js";
+
 /** Why a run ended (proto `ExitReason`). */
 export type ExitReason =
   | "completed"
@@ -73,7 +75,7 @@ export type RunEventBody =
       sessionId: string;
       agent: AgentPolicy;
       workspacePath: string;
-      package: Record<string, unknown> | null;
+      package: PackageOverlaySummary | null;
     }
   /** One stdout line of the provider, verbatim, plus typed readings. */
   | { type: "agent"; raw: string; items: AgentItem[]; truncated: boolean }

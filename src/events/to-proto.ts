@@ -2,12 +2,15 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   AgentItemSchema,
+  type PackageOverlay,
+  PackageOverlaySchema,
   type AgentItem as ProtoAgentItem,
   ExitReason as ProtoExitReason,
   ItemStatus as ProtoItemStatus,
   type RunEvent as ProtoRunEvent,
   RunEventSchema,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { PackageOverlaySummary } from "../packages/overlay.js";
 import type { AgentItem, ExitReason, ItemStatus, RunEvent } from "./run-event.js";
 
 const EXIT_REASONS: Record<ExitReason, ProtoExitReason> = {
@@ -75,6 +78,30 @@ function itemToProto(item: AgentItem): ProtoAgentItem {
   }
 }
 
+/** FermiLink's overlay summary, field for field (`requested_entries: null` is `allEntries`). */
+export function packageToProto(p: PackageOverlaySummary): PackageOverlay {
+  return create(PackageOverlaySchema, {
+    packageId: p.package_id,
+    packagePath: p.package_path,
+    linkedCount: p.linked_count,
+    collisionCount: p.collision_count,
+    collisions: p.collisions,
+    requestedEntries: p.requested_entries ?? [],
+    allEntries: p.requested_entries === null,
+    missingRequestedEntries: p.missing_requested_entries,
+    dependencyPackageIds: p.dependency_package_ids,
+    linkedDependencyCount: p.linked_dependency_count,
+    linkedDependencyPackages: p.linked_dependency_packages.map((d) => ({
+      packageId: d.package_id,
+      mode: d.mode,
+      source: d.source,
+    })),
+    missingDependencyPackages: p.missing_dependency_packages,
+    dependencyCollisionCount: p.dependency_collision_count,
+    dependencyCollisions: p.dependency_collisions,
+  });
+}
+
 /** The Connect message for one journal entry (total over the internal union). */
 export function runEventToProto(event: RunEvent): ProtoRunEvent {
   const base = { runId: event.runId, seq: BigInt(event.seq), time: timestampFromMs(event.timeMs) };
@@ -100,6 +127,7 @@ export function runEventToProto(event: RunEvent): ProtoRunEvent {
               model: b.agent.model ?? undefined,
               reasoningEffort: b.agent.reasoningEffort ?? undefined,
             },
+            package: b.package ? packageToProto(b.package) : undefined,
           },
         },
       });

@@ -2,6 +2,8 @@ import type { AdmissionController } from "../admission/admission-controller.js";
 import type { Config } from "../config/config.js";
 import type { ExitReason } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
+import type { PackageOverlaySummary } from "../packages/overlay.js";
+import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { startSupervisedProcess } from "../process/supervised-process.js";
 import type { SessionLock } from "../workspace/session-lock.js";
 
@@ -12,6 +14,8 @@ export interface PrepareWorkspaceInput {
   softwareRoot: string | null;
   providerAlias: string | null;
   prompt: string;
+  /** The package the request named (normalised), or null. */
+  packageId: string | null;
 }
 
 /** What the pipeline reports about runs (implemented by `metrics/metrics.ts`). */
@@ -28,7 +32,9 @@ export interface RunPipelineDeps {
   sessionLocks: SessionLock;
   prepareWorkspace: (
     input: PrepareWorkspaceInput,
-  ) => Promise<{ repoDir: string; sessionDir: string }>;
+  ) => Promise<{ repoDir: string; sessionDir: string; package: PackageOverlaySummary | null }>;
+  /** The scientific package registry (requested packages are checked before admission). */
+  packages: Pick<PackageCatalog, "checkRequested">;
   startProcess: typeof startSupervisedProcess;
   /** The project's own `node_modules/.bin`, searched for provider CLIs before PATH. */
   projectBinDir: string;

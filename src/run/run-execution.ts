@@ -15,6 +15,8 @@ export interface RunPlan {
   userKey: string;
   sessionId: string;
   prompt: string;
+  /** The requested package (normalised), or null. */
+  packageId: string | null;
   policy: AgentPolicy;
   adapter: ProviderAdapter;
   bin: string;
@@ -156,6 +158,7 @@ export async function executeRun(
       softwareRoot: config.softwareRoot,
       providerAlias: plan.adapter.workspaceAlias,
       prompt: plan.prompt,
+      packageId: plan.packageId,
     });
     throwIfAborted(state);
     const spec = plan.adapter.buildCommand({
@@ -203,7 +206,7 @@ export async function executeRun(
       sessionId: plan.sessionId,
       agent: plan.policy,
       workspacePath: ws.repoDir,
-      package: null,
+      package: ws.package,
     });
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
     for await (const line of running.lines()) {

@@ -3,7 +3,6 @@ import { admissionKeyForRun } from "../admission/user-key.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
-import { checkRequestedPackage } from "../workspace/package-registry.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
 import { resolveActiveProvider } from "./active-provider.js";
 import { runAborted } from "./run-abort.js";
@@ -44,8 +43,9 @@ export class RunPipeline {
     const req = validateRunRequest(input);
     const sessionId = req.sessionId ?? generateSessionId();
     resolveSessionDir(config.workspacesRoot, sessionId);
-    // Package overlay is issue 4; an unknown package is already refused (FermiLink's 400).
-    if (req.packageId !== null) await checkRequestedPackage(config.scipkgRoot, req.packageId);
+    // An unknown or broken requested package is refused before a slot or a workspace is taken.
+    const packageId =
+      req.packageId === null ? null : (await this.deps.packages.checkRequested(req.packageId)).id;
     const { runtime, adapter, bin } = await resolveActiveProvider(
       config,
       this.deps.projectBinDir,
@@ -63,6 +63,7 @@ export class RunPipeline {
       userKey: admissionKeyForRun(req.userId ?? undefined, sessionId),
       sessionId,
       prompt: req.prompt,
+      packageId,
       policy,
       adapter,
       bin,

@@ -1,16 +1,23 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { file_fermilink_runner_v1_ops, OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
+import {
+  file_fermilink_runner_v1_packages,
+  PackageService,
+} from "../../gen/fermilink/runner/v1/packages_pb.js";
 import { file_fermilink_runner_v1_run, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Logger } from "../log/logger.js";
 import type { StreamObserver } from "../metrics/metrics.js";
+import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
 import { createOpsService } from "./connect/ops-service.js";
+import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
 import { createRunService } from "./connect/run-service.js";
 import { type AnyRequest, type AnyResponse, sendJson } from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
+import { handlePackagesRoute } from "./packages-route.js";
 import { handleRunRoute } from "./sse/run-route.js";
 
 /**
@@ -23,6 +30,7 @@ export function createMainHandler(deps: {
   ops: OpsRouteDeps;
   observer: StreamObserver;
   sseHeartbeatMs: number;
+  packages: Pick<PackageCatalog, "list">;
 }) {
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     const url = new URL(req.url ?? "/", "http://runner");
@@ -50,6 +58,18 @@ export function createMainHandler(deps: {
       handleOpsRoute(req, res, url, deps.ops);
       return;
     }
+    if (url.pathname === "/packages") {
+      if (req.method !== "GET") {
+        res.setHeader("allow", "GET");
+        sendJson(res, 405, { detail: "Method Not Allowed" });
+        return;
+      }
+      handlePackagesRoute(res, deps.packages).catch((err: unknown) => {
+        deps.logger.error({ err }, "GET /packages crashed");
+        if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
+      });
+      return;
+    }
     if (url.pathname === "/healthz") {
       sendJson(res, 200, { status: "ok" });
       return;
@@ -60,17 +80,20 @@ export function createMainHandler(deps: {
     routes: (router) => {
       router.service(RunService, createRunService(deps.pipeline, deps.observer));
       router.service(OpsService, createOpsService(deps.ops));
+      router.service(PackageService, createPackageService(deps.packages));
       registerReflection(
         router,
         [
           file_fermilink_runner_v1_run,
           file_fermilink_runner_v1_ops,
+          file_fermilink_runner_v1_packages,
           file_grpc_reflection_v1_reflection,
           file_grpc_reflection_v1alpha_reflection,
         ],
         [
           RunService.typeName,
           OpsService.typeName,
+          PackageService.typeName,
           "grpc.reflection.v1.ServerReflection",
           "grpc.reflection.v1alpha.ServerReflection",
         ],

@@ -1,6 +1,7 @@
 import { cp, lstat, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
+import type { PackageOverlaySummary } from "../packages/overlay.js";
 import { BUILTIN_TEMPLATE_DIR, syncAgentsFile, templateAgentsPath } from "./agents-file.js";
 import { ensureGitRepo } from "./git-repo.js";
 import { resolveSessionDir } from "./session-path.js";
@@ -13,9 +14,23 @@ export interface PrepareWorkspaceOptions {
   providerAlias: string | null;
   knownAliases: readonly string[];
   prompt: string;
+  /** The package the request named (normalised), or null. */
+  packageId?: string | null;
+  /** Resolves and overlays the session's package (spec §5.3, §5.4); absent = no packages. */
+  packages?: SessionPackages;
   /** Environment for `git init` (PATH at least). */
   gitEnv?: NodeJS.ProcessEnv;
   now?: Date;
+}
+
+/** The package stage as the workspace sees it (implemented by `packages/package-catalog.ts`). */
+export interface SessionPackages {
+  overlayForSession(opts: {
+    sessionDir: string;
+    repoDir: string;
+    requested: string | null;
+    createdRepo: boolean;
+  }): Promise<PackageOverlaySummary | null>;
 }
 
 /** Where the run happens. */
@@ -23,6 +38,8 @@ export interface PreparedWorkspace {
   sessionDir: string;
   repoDir: string;
   createdRepo: boolean;
+  /** The overlay summary (`meta.package`), or null when the session runs without a package. */
+  package: PackageOverlaySummary | null;
 }
 
 /** FermiLink's memory skeleton (spec §4.3 step 5). */
@@ -62,7 +79,8 @@ async function refuseSymlink(p: string, what: string): Promise<void> {
  * Create or refresh a session workspace (spec §4.3), asynchronously so other
  * requests are never blocked: session dir; the template tree copied into
  * `repo/` on first use only; AGENTS.md and the provider alias; a git repo;
- * `projects/memory.md` created once; `outputs/`.
+ * the session's package overlaid (then AGENTS.md again); `projects/memory.md`
+ * created once; `outputs/`.
  */
 export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<PreparedWorkspace> {
   const sessionDir = resolveSessionDir(opts.workspacesRoot, opts.sessionId);
@@ -77,13 +95,20 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
         errorOnExist: false,
       });
     }
-    await syncAgentsFile(
-      repoDir,
-      await templateAgentsPath(opts.softwareRoot),
-      opts.providerAlias,
-      opts.knownAliases,
-    );
+    const agentsTemplate = await templateAgentsPath(opts.softwareRoot);
+    await syncAgentsFile(repoDir, agentsTemplate, opts.providerAlias, opts.knownAliases);
     await ensureGitRepo(repoDir, opts.gitEnv ?? { PATH: process.env.PATH });
+    const overlay =
+      (await opts.packages?.overlayForSession({
+        sessionDir,
+        repoDir,
+        requested: opts.packageId ?? null,
+        createdRepo,
+      })) ?? null;
+    // Again after the overlay, so a package can never replace the policy file or its alias.
+    if (overlay) {
+      await syncAgentsFile(repoDir, agentsTemplate, opts.providerAlias, opts.knownAliases);
+    }
     const projects = path.join(repoDir, "projects");
     await refuseSymlink(projects, "projects");
     try {
@@ -110,7 +135,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     const outputs = path.join(repoDir, "outputs");
     await refuseSymlink(outputs, "outputs");
     await mkdir(outputs, { recursive: true });
-    return { sessionDir, repoDir, createdRepo };
+    return { sessionDir, repoDir, createdRepo, package: overlay };
   } catch (err) {
     if (err instanceof RunnerError) throw err;
     throw new RunnerError(

@@ -40,6 +40,7 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
       expect(out.trim().split("\n")).toEqual([
         "fermilink.runner.v1.OpsService/GetAdmission",
         "fermilink.runner.v1.OpsService/GetConcurrency",
+        "fermilink.runner.v1.PackageService/ListPackages",
         "fermilink.runner.v1.RunService/Run",
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fermilink/runner/v1/run.proto.
  */
 export const file_fermilink_runner_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mZXJtaWxpbmsvcnVubmVyL3YxL3J1bi5wcm90bxITZmVybWlsaW5rLnJ1bm5lci52MSJ9CgpSdW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRITCgt1c2VyX3Byb21wdBgDIAEoCRISCgpwYWNrYWdlX2lkGAQgASgJEg8KB3NhbmRib3gYBSABKAkSEAoIcHJvdmlkZXIYBiABKAkizgIKCFJ1bkV2ZW50Eg4KBnJ1bl9pZBgBIAEoCRILCgNzZXEYAiABKAQSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoGcXVldWVkGAogASgLMiAuZmVybWlsaW5rLnJ1bm5lci52MS5RdWV1ZWRFdmVudEgAEi4KBG1ldGEYCyABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLk1ldGFFdmVudEgAEjAKBWFnZW50GAwgASgLMh8uZmVybWlsaW5rLnJ1bm5lci52MS5BZ2VudEV2ZW50SAASLAoDbG9nGA0gASgLMh0uZmVybWlsaW5rLnJ1bm5lci52MS5Mb2dFdmVudEgAEi4KBGV4aXQYDiABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLkV4aXRFdmVudEgAQgcKBWV2ZW50IjMKC1F1ZXVlZEV2ZW50EhAKCHBvc2l0aW9uGAEgASgNEhIKCnF1ZXVlX3NpemUYAiABKA0iaAoJTWV0YUV2ZW50EhIKCnNlc3Npb25faWQYASABKAkSLwoFYWdlbnQYAiABKAsyIC5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50UG9saWN5EhYKDndvcmtzcGFjZV9wYXRoGAMgASgJIrUBCgtBZ2VudFBvbGljeRIQCghwcm92aWRlchgBIAEoCRIWCg5zYW5kYm94X3BvbGljeRgCIAEoCRIZCgxzYW5kYm94X21vZGUYAyABKAlIAIgBARISCgVtb2RlbBgEIAEoCUgBiAEBEh0KEHJlYXNvbmluZ19lZmZvcnQYBSABKAlIAogBAUIPCg1fc2FuZGJveF9tb2RlQggKBl9tb2RlbEITChFfcmVhc29uaW5nX2VmZm9ydCJbCgpBZ2VudEV2ZW50EgsKA3JhdxgBIAEoCRItCgVpdGVtcxgCIAMoCzIeLmZlcm1pbGluay5ydW5uZXIudjEuQWdlbnRJdGVtEhEKCXRydW5jYXRlZBgDIAEoCCK6AwoJQWdlbnRJdGVtEjgKB21lc3NhZ2UYASABKAsyJS5mZXJtaWxpbmsucnVubmVyLnYxLkFzc2lzdGFudE1lc3NhZ2VIABIzCglyZWFzb25pbmcYAiABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLlJlYXNvbmluZ0gAEjgKB2NvbW1hbmQYAyABKAsyJS5mZXJtaWxpbmsucnVubmVyLnYxLkNvbW1hbmRFeGVjdXRpb25IABI2CgtmaWxlX2NoYW5nZRgEIAEoCzIfLmZlcm1pbGluay5ydW5uZXIudjEuRmlsZUNoYW5nZUgAEjIKCXRvb2xfY2FsbBgFIAEoCzIdLmZlcm1pbGluay5ydW5uZXIudjEuVG9vbENhbGxIABIrCgV1c2FnZRgGIAEoCzIaLmZlcm1pbGluay5ydW5uZXIudjEuVXNhZ2VIABIwCgVlcnJvchgHIAEoCzIfLmZlcm1pbGluay5ydW5uZXIudjEuQWdlbnRFcnJvckgAEjEKBnJlc3VsdBgIIAEoCzIfLmZlcm1pbGluay5ydW5uZXIudjEuVHVyblJlc3VsdEgAQgYKBGtpbmQiLwoQQXNzaXN0YW50TWVzc2FnZRIMCgR0ZXh0GAEgASgJEg0KBWRlbHRhGAIgASgIIhkKCVJlYXNvbmluZxIMCgR0ZXh0GAEgASgJIisKCExvZ0V2ZW50EgwKBHRleHQYASABKAkSEQoJdHJ1bmNhdGVkGAIgASgIIpYBChBDb21tYW5kRXhlY3V0aW9uEgoKAmlkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSDgoGb3V0cHV0GAMgASgJEhYKCWV4aXRfY29kZRgEIAEoBUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmZlcm1pbGluay5ydW5uZXIudjEuSXRlbVN0YXR1c0IMCgpfZXhpdF9jb2RlIoABCgpGaWxlQ2hhbmdlEgoKAmlkGAEgASgJEjUKB2NoYW5nZXMYAiADKAsyJC5mZXJtaWxpbmsucnVubmVyLnYxLkZpbGVDaGFuZ2VFbnRyeRIvCgZzdGF0dXMYAyABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkl0ZW1TdGF0dXMiLQoPRmlsZUNoYW5nZUVudHJ5EgwKBHBhdGgYASABKAkSDAoEa2luZBgCIAEoCSJ5CghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCmlucHV0X2pzb24YAyABKAkSDgoGb3V0cHV0GAQgASgJEi8KBnN0YXR1cxgFIAEoDjIfLmZlcm1pbGluay5ydW5uZXIudjEuSXRlbVN0YXR1cyKPAQoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgEEhsKE2NhY2hlZF9pbnB1dF90b2tlbnMYAiABKAQSFQoNb3V0cHV0X3Rva2VucxgDIAEoBBIYChByZWFzb25pbmdfdG9rZW5zGAQgASgEEhUKCGNvc3RfdXNkGAUgASgBSACIAQFCCwoJX2Nvc3RfdXNkIj8KCkFnZW50RXJyb3ISDwoHbWVzc2FnZRgBIAEoCRIRCglyZXRyeWFibGUYAiABKAgSDQoFZmF0YWwYAyABKAgiKwoKVHVyblJlc3VsdBIPCgdzdWNjZXNzGAEgASgIEgwKBHRleHQYAiABKAkitAEKCUV4aXRFdmVudBIvCgZyZWFzb24YASABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkV4aXRSZWFzb24SGAoLcmV0dXJuX2NvZGUYAiABKBFIAIgBARIOCgZzaWduYWwYAyABKAkSKwoIZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHbWVzc2FnZRgFIAEoCUIOCgxfcmV0dXJuX2NvZGUqkwEKCkl0ZW1TdGF0dXMSGwoXSVRFTV9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdJVEVNX1NUQVRVU19JTl9QUk9HUkVTUxABEhkKFUlURU1fU1RBVFVTX0NPTVBMRVRFRBACEhYKEklURU1fU1RBVFVTX0ZBSUxFRBADEhgKFElURU1fU1RBVFVTX0RFQ0xJTkVEEAQqxgEKCkV4aXRSZWFzb24SGwoXRVhJVF9SRUFTT05fVU5TUEVDSUZJRUQQABIZChVFWElUX1JFQVNPTl9DT01QTEVURUQQARIXChNFWElUX1JFQVNPTl9USU1FT1VUEAISGQoVRVhJVF9SRUFTT05fQ0FOQ0VMTEVEEAMSGwoXRVhJVF9SRUFTT05fQ0xJRU5UX0dPTkUQBBIYChRFWElUX1JFQVNPTl9TSFVURE9XThAFEhUKEUVYSVRfUkVBU09OX0VSUk9SEAYyVQoKUnVuU2VydmljZRJHCgNSdW4SHy5mZXJtaWxpbmsucnVubmVyLnYxLlJ1blJlcXVlc3QaHS5mZXJtaWxpbmsucnVubmVyLnYxLlJ1bkV2ZW50MAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mZXJtaWxpbmsvcnVubmVyL3YxL3J1bi5wcm90bxITZmVybWlsaW5rLnJ1bm5lci52MSJ9CgpSdW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRITCgt1c2VyX3Byb21wdBgDIAEoCRISCgpwYWNrYWdlX2lkGAQgASgJEg8KB3NhbmRib3gYBSABKAkSEAoIcHJvdmlkZXIYBiABKAkizgIKCFJ1bkV2ZW50Eg4KBnJ1bl9pZBgBIAEoCRILCgNzZXEYAiABKAQSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoGcXVldWVkGAogASgLMiAuZmVybWlsaW5rLnJ1bm5lci52MS5RdWV1ZWRFdmVudEgAEi4KBG1ldGEYCyABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLk1ldGFFdmVudEgAEjAKBWFnZW50GAwgASgLMh8uZmVybWlsaW5rLnJ1bm5lci52MS5BZ2VudEV2ZW50SAASLAoDbG9nGA0gASgLMh0uZmVybWlsaW5rLnJ1bm5lci52MS5Mb2dFdmVudEgAEi4KBGV4aXQYDiABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLkV4aXRFdmVudEgAQgcKBWV2ZW50IjMKC1F1ZXVlZEV2ZW50EhAKCHBvc2l0aW9uGAEgASgNEhIKCnF1ZXVlX3NpemUYAiABKA0ingEKCU1ldGFFdmVudBISCgpzZXNzaW9uX2lkGAEgASgJEi8KBWFnZW50GAIgASgLMiAuZmVybWlsaW5rLnJ1bm5lci52MS5BZ2VudFBvbGljeRIWCg53b3Jrc3BhY2VfcGF0aBgDIAEoCRI0CgdwYWNrYWdlGAQgASgLMiMuZmVybWlsaW5rLnJ1bm5lci52MS5QYWNrYWdlT3ZlcmxheSLEAwoOUGFja2FnZU92ZXJsYXkSEgoKcGFja2FnZV9pZBgBIAEoCRIUCgxwYWNrYWdlX3BhdGgYAiABKAkSFAoMbGlua2VkX2NvdW50GAMgASgNEhcKD2NvbGxpc2lvbl9jb3VudBgEIAEoDRISCgpjb2xsaXNpb25zGAUgAygJEhkKEXJlcXVlc3RlZF9lbnRyaWVzGAYgAygJEhMKC2FsbF9lbnRyaWVzGAcgASgIEiEKGW1pc3NpbmdfcmVxdWVzdGVkX2VudHJpZXMYCCADKAkSHgoWZGVwZW5kZW5jeV9wYWNrYWdlX2lkcxgJIAMoCRIfChdsaW5rZWRfZGVwZW5kZW5jeV9jb3VudBgKIAEoDRJJChpsaW5rZWRfZGVwZW5kZW5jeV9wYWNrYWdlcxgLIAMoCzIlLmZlcm1pbGluay5ydW5uZXIudjEuTGlua2VkRGVwZW5kZW5jeRIjChttaXNzaW5nX2RlcGVuZGVuY3lfcGFja2FnZXMYDCADKAkSIgoaZGVwZW5kZW5jeV9jb2xsaXNpb25fY291bnQYDSABKA0SHQoVZGVwZW5kZW5jeV9jb2xsaXNpb25zGA4gAygJIkQKEExpbmtlZERlcGVuZGVuY3kSEgoKcGFja2FnZV9pZBgBIAEoCRIMCgRtb2RlGAIgASgJEg4KBnNvdXJjZRgDIAEoCSK1AQoLQWdlbnRQb2xpY3kSEAoIcHJvdmlkZXIYASABKAkSFgoOc2FuZGJveF9wb2xpY3kYAiABKAkSGQoMc2FuZGJveF9tb2RlGAMgASgJSACIAQESEgoFbW9kZWwYBCABKAlIAYgBARIdChByZWFzb25pbmdfZWZmb3J0GAUgASgJSAKIAQFCDwoNX3NhbmRib3hfbW9kZUIICgZfbW9kZWxCEwoRX3JlYXNvbmluZ19lZmZvcnQiWwoKQWdlbnRFdmVudBILCgNyYXcYASABKAkSLQoFaXRlbXMYAiADKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50SXRlbRIRCgl0cnVuY2F0ZWQYAyABKAgiugMKCUFnZW50SXRlbRI4CgdtZXNzYWdlGAEgASgLMiUuZmVybWlsaW5rLnJ1bm5lci52MS5Bc3Npc3RhbnRNZXNzYWdlSAASMwoJcmVhc29uaW5nGAIgASgLMh4uZmVybWlsaW5rLnJ1bm5lci52MS5SZWFzb25pbmdIABI4Cgdjb21tYW5kGAMgASgLMiUuZmVybWlsaW5rLnJ1bm5lci52MS5Db21tYW5kRXhlY3V0aW9uSAASNgoLZmlsZV9jaGFuZ2UYBCABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLkZpbGVDaGFuZ2VIABIyCgl0b29sX2NhbGwYBSABKAsyHS5mZXJtaWxpbmsucnVubmVyLnYxLlRvb2xDYWxsSAASKwoFdXNhZ2UYBiABKAsyGi5mZXJtaWxpbmsucnVubmVyLnYxLlVzYWdlSAASMAoFZXJyb3IYByABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50RXJyb3JIABIxCgZyZXN1bHQYCCABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLlR1cm5SZXN1bHRIAEIGCgRraW5kIi8KEEFzc2lzdGFudE1lc3NhZ2USDAoEdGV4dBgBIAEoCRINCgVkZWx0YRgCIAEoCCIZCglSZWFzb25pbmcSDAoEdGV4dBgBIAEoCSIrCghMb2dFdmVudBIMCgR0ZXh0GAEgASgJEhEKCXRydW5jYXRlZBgCIAEoCCKWAQoQQ29tbWFuZEV4ZWN1dGlvbhIKCgJpZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEg4KBm91dHB1dBgDIAEoCRIWCglleGl0X2NvZGUYBCABKAVIAIgBARIvCgZzdGF0dXMYBSABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkl0ZW1TdGF0dXNCDAoKX2V4aXRfY29kZSKAAQoKRmlsZUNoYW5nZRIKCgJpZBgBIAEoCRI1CgdjaGFuZ2VzGAIgAygLMiQuZmVybWlsaW5rLnJ1bm5lci52MS5GaWxlQ2hhbmdlRW50cnkSLwoGc3RhdHVzGAMgASgOMh8uZmVybWlsaW5rLnJ1bm5lci52MS5JdGVtU3RhdHVzIi0KD0ZpbGVDaGFuZ2VFbnRyeRIMCgRwYXRoGAEgASgJEgwKBGtpbmQYAiABKAkieQoIVG9vbENhbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgppbnB1dF9qc29uGAMgASgJEg4KBm91dHB1dBgEIAEoCRIvCgZzdGF0dXMYBSABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkl0ZW1TdGF0dXMijwEKBVVzYWdlEhQKDGlucHV0X3Rva2VucxgBIAEoBBIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAIgASgEEhUKDW91dHB1dF90b2tlbnMYAyABKAQSGAoQcmVhc29uaW5nX3Rva2VucxgEIAEoBBIVCghjb3N0X3VzZBgFIAEoAUgAiAEBQgsKCV9jb3N0X3VzZCI/CgpBZ2VudEVycm9yEg8KB21lc3NhZ2UYASABKAkSEQoJcmV0cnlhYmxlGAIgASgIEg0KBWZhdGFsGAMgASgIIisKClR1cm5SZXN1bHQSDwoHc3VjY2VzcxgBIAEoCBIMCgR0ZXh0GAIgASgJIrQBCglFeGl0RXZlbnQSLwoGcmVhc29uGAEgASgOMh8uZmVybWlsaW5rLnJ1bm5lci52MS5FeGl0UmVhc29uEhgKC3JldHVybl9jb2RlGAIgASgRSACIAQESDgoGc2lnbmFsGAMgASgJEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB21lc3NhZ2UYBSABKAlCDgoMX3JldHVybl9jb2RlKpMBCgpJdGVtU3RhdHVzEhsKF0lURU1fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXSVRFTV9TVEFUVVNfSU5fUFJPR1JFU1MQARIZChVJVEVNX1NUQVRVU19DT01QTEVURUQQAhIWChJJVEVNX1NUQVRVU19GQUlMRUQQAxIYChRJVEVNX1NUQVRVU19ERUNMSU5FRBAEKsYBCgpFeGl0UmVhc29uEhsKF0VYSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASGQoVRVhJVF9SRUFTT05fQ09NUExFVEVEEAESFwoTRVhJVF9SRUFTT05fVElNRU9VVBACEhkKFUVYSVRfUkVBU09OX0NBTkNFTExFRBADEhsKF0VYSVRfUkVBU09OX0NMSUVOVF9HT05FEAQSGAoURVhJVF9SRUFTT05fU0hVVERPV04QBRIVChFFWElUX1JFQVNPTl9FUlJPUhAGMlUKClJ1blNlcnZpY2USRwoDUnVuEh8uZmVybWlsaW5rLnJ1bm5lci52MS5SdW5SZXF1ZXN0Gh0uZmVybWlsaW5rLnJ1bm5lci52MS5SdW5FdmVudDABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * RunRequest carries FermiLink's `POST /run` body fields under the same names.
@@ -213,6 +213,14 @@ export type MetaEvent = Message<"fermilink.runner.v1.MetaEvent"> & {
    * @generated from field: string workspace_path = 3;
    */
   workspacePath: string;
+
+  /**
+   * The scientific package overlaid into the repo; absent when the session
+   * runs without one (FermiLink's `meta.package`).
+   *
+   * @generated from field: fermilink.runner.v1.PackageOverlay package = 4;
+   */
+  package?: PackageOverlay | undefined;
 };
 
 /**
@@ -221,6 +229,157 @@ export type MetaEvent = Message<"fermilink.runner.v1.MetaEvent"> & {
  */
 export const MetaEventSchema: GenMessage<MetaEvent> = /*@__PURE__*/
   messageDesc(file_fermilink_runner_v1_run, 3);
+
+/**
+ * PackageOverlay is FermiLink's overlay summary (`meta.package`), field for
+ * field.
+ *
+ * @generated from message fermilink.runner.v1.PackageOverlay
+ */
+export type PackageOverlay = Message<"fermilink.runner.v1.PackageOverlay"> & {
+  /**
+   * The package id (normalised).
+   *
+   * @generated from field: string package_id = 1;
+   */
+  packageId: string;
+
+  /**
+   * The package's install directory (resolved).
+   *
+   * @generated from field: string package_path = 2;
+   */
+  packagePath: string;
+
+  /**
+   * Number of top-level entries placed in the repo.
+   *
+   * @generated from field: uint32 linked_count = 3;
+   */
+  linkedCount: number;
+
+  /**
+   * Number of entries not placed because something else was in the way (or
+   * the entry pointed outside the package).
+   *
+   * @generated from field: uint32 collision_count = 4;
+   */
+  collisionCount: number;
+
+  /**
+   * Names of those entries.
+   *
+   * @generated from field: repeated string collisions = 5;
+   */
+  collisions: string[];
+
+  /**
+   * The package's `overlay_entries` allow-list; empty with `all_entries` set
+   * when the package has none (FermiLink's `requested_entries: null`).
+   *
+   * @generated from field: repeated string requested_entries = 6;
+   */
+  requestedEntries: string[];
+
+  /**
+   * True when every exportable entry is overlaid (no allow-list).
+   *
+   * @generated from field: bool all_entries = 7;
+   */
+  allEntries: boolean;
+
+  /**
+   * Allow-listed names the package does not have.
+   *
+   * @generated from field: repeated string missing_requested_entries = 8;
+   */
+  missingRequestedEntries: string[];
+
+  /**
+   * The package's dependencies, placed under `external_packages/`.
+   *
+   * @generated from field: repeated string dependency_package_ids = 9;
+   */
+  dependencyPackageIds: string[];
+
+  /**
+   * Number of dependencies placed.
+   *
+   * @generated from field: uint32 linked_dependency_count = 10;
+   */
+  linkedDependencyCount: number;
+
+  /**
+   * The dependencies placed.
+   *
+   * @generated from field: repeated fermilink.runner.v1.LinkedDependency linked_dependency_packages = 11;
+   */
+  linkedDependencyPackages: LinkedDependency[];
+
+  /**
+   * Dependencies not registered or without a valid install directory.
+   *
+   * @generated from field: repeated string missing_dependency_packages = 12;
+   */
+  missingDependencyPackages: string[];
+
+  /**
+   * Number of dependencies not placed because something was in the way.
+   *
+   * @generated from field: uint32 dependency_collision_count = 13;
+   */
+  dependencyCollisionCount: number;
+
+  /**
+   * Ids of those dependencies.
+   *
+   * @generated from field: repeated string dependency_collisions = 14;
+   */
+  dependencyCollisions: string[];
+};
+
+/**
+ * Describes the message fermilink.runner.v1.PackageOverlay.
+ * Use `create(PackageOverlaySchema)` to create a new message.
+ */
+export const PackageOverlaySchema: GenMessage<PackageOverlay> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 4);
+
+/**
+ * LinkedDependency is one dependency package placed under
+ * `external_packages/<package_id>`.
+ *
+ * @generated from message fermilink.runner.v1.LinkedDependency
+ */
+export type LinkedDependency = Message<"fermilink.runner.v1.LinkedDependency"> & {
+  /**
+   * The dependency's package id.
+   *
+   * @generated from field: string package_id = 1;
+   */
+  packageId: string;
+
+  /**
+   * `symlink` or `copy`.
+   *
+   * @generated from field: string mode = 2;
+   */
+  mode: string;
+
+  /**
+   * The dependency's install directory.
+   *
+   * @generated from field: string source = 3;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.LinkedDependency.
+ * Use `create(LinkedDependencySchema)` to create a new message.
+ */
+export const LinkedDependencySchema: GenMessage<LinkedDependency> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 5);
 
 /**
  * AgentPolicy mirrors FermiLink's `meta.agent`.
@@ -269,7 +428,7 @@ export type AgentPolicy = Message<"fermilink.runner.v1.AgentPolicy"> & {
  * Use `create(AgentPolicySchema)` to create a new message.
  */
 export const AgentPolicySchema: GenMessage<AgentPolicy> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 4);
+  messageDesc(file_fermilink_runner_v1_run, 6);
 
 /**
  * AgentEvent is one stdout line of the provider, raw, plus a typed reading.
@@ -306,7 +465,7 @@ export type AgentEvent = Message<"fermilink.runner.v1.AgentEvent"> & {
  * Use `create(AgentEventSchema)` to create a new message.
  */
 export const AgentEventSchema: GenMessage<AgentEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 5);
+  messageDesc(file_fermilink_runner_v1_run, 7);
 
 /**
  * AgentItem is one typed reading of a provider line.
@@ -391,7 +550,7 @@ export type AgentItem = Message<"fermilink.runner.v1.AgentItem"> & {
  * Use `create(AgentItemSchema)` to create a new message.
  */
 export const AgentItemSchema: GenMessage<AgentItem> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 6);
+  messageDesc(file_fermilink_runner_v1_run, 8);
 
 /**
  * AssistantMessage is assistant text.
@@ -419,7 +578,7 @@ export type AssistantMessage = Message<"fermilink.runner.v1.AssistantMessage"> &
  * Use `create(AssistantMessageSchema)` to create a new message.
  */
 export const AssistantMessageSchema: GenMessage<AssistantMessage> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 7);
+  messageDesc(file_fermilink_runner_v1_run, 9);
 
 /**
  * Reasoning is the model's exposed reasoning text.
@@ -440,7 +599,7 @@ export type Reasoning = Message<"fermilink.runner.v1.Reasoning"> & {
  * Use `create(ReasoningSchema)` to create a new message.
  */
 export const ReasoningSchema: GenMessage<Reasoning> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 8);
+  messageDesc(file_fermilink_runner_v1_run, 10);
 
 /**
  * LogEvent is one stderr line of the provider.
@@ -468,7 +627,7 @@ export type LogEvent = Message<"fermilink.runner.v1.LogEvent"> & {
  * Use `create(LogEventSchema)` to create a new message.
  */
 export const LogEventSchema: GenMessage<LogEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 9);
+  messageDesc(file_fermilink_runner_v1_run, 11);
 
 /**
  * CommandExecution is a shell command run by the agent.
@@ -517,7 +676,7 @@ export type CommandExecution = Message<"fermilink.runner.v1.CommandExecution"> &
  * Use `create(CommandExecutionSchema)` to create a new message.
  */
 export const CommandExecutionSchema: GenMessage<CommandExecution> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 10);
+  messageDesc(file_fermilink_runner_v1_run, 12);
 
 /**
  * FileChange lists files the agent changed.
@@ -552,7 +711,7 @@ export type FileChange = Message<"fermilink.runner.v1.FileChange"> & {
  * Use `create(FileChangeSchema)` to create a new message.
  */
 export const FileChangeSchema: GenMessage<FileChange> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 11);
+  messageDesc(file_fermilink_runner_v1_run, 13);
 
 /**
  * FileChangeEntry is one changed file.
@@ -580,7 +739,7 @@ export type FileChangeEntry = Message<"fermilink.runner.v1.FileChangeEntry"> & {
  * Use `create(FileChangeEntrySchema)` to create a new message.
  */
 export const FileChangeEntrySchema: GenMessage<FileChangeEntry> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 12);
+  messageDesc(file_fermilink_runner_v1_run, 14);
 
 /**
  * ToolCall is a call to a tool other than the shell.
@@ -629,7 +788,7 @@ export type ToolCall = Message<"fermilink.runner.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 13);
+  messageDesc(file_fermilink_runner_v1_run, 15);
 
 /**
  * Usage is token and cost accounting.
@@ -678,7 +837,7 @@ export type Usage = Message<"fermilink.runner.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 14);
+  messageDesc(file_fermilink_runner_v1_run, 16);
 
 /**
  * AgentError is an error the provider reported.
@@ -713,7 +872,7 @@ export type AgentError = Message<"fermilink.runner.v1.AgentError"> & {
  * Use `create(AgentErrorSchema)` to create a new message.
  */
 export const AgentErrorSchema: GenMessage<AgentError> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 15);
+  messageDesc(file_fermilink_runner_v1_run, 17);
 
 /**
  * TurnResult is the provider's own report that a turn or run ended.
@@ -741,7 +900,7 @@ export type TurnResult = Message<"fermilink.runner.v1.TurnResult"> & {
  * Use `create(TurnResultSchema)` to create a new message.
  */
 export const TurnResultSchema: GenMessage<TurnResult> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 16);
+  messageDesc(file_fermilink_runner_v1_run, 18);
 
 /**
  * ExitEvent is the last event of every run.
@@ -791,7 +950,7 @@ export type ExitEvent = Message<"fermilink.runner.v1.ExitEvent"> & {
  * Use `create(ExitEventSchema)` to create a new message.
  */
 export const ExitEventSchema: GenMessage<ExitEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 17);
+  messageDesc(file_fermilink_runner_v1_run, 19);
 
 /**
  * ItemStatus is the lifecycle state of a command, tool call or file change.
@@ -921,6 +1080,8 @@ export const RunService: GenService<{
    * Errors before the first event (Connect codes):
    * - invalid_argument: prompt empty or over 10,000 code points, bad session
    *   id, unknown or widening sandbox, provider other than the configured one.
+   * - not_found: the requested package is not installed.
+   * - failed_precondition: the requested package's install path is invalid.
    * - unimplemented: provider name this runner does not know.
    * - failed_precondition: the provider CLI binary cannot be found.
    * - unavailable: the server is shutting down.

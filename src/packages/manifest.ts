@@ -1,0 +1,93 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { tryNormalizePackageId } from "./package-id.js";
+
+export const MANIFEST_FILENAME = ".package_manifest.json";
+
+/** How an entry was placed in the repo. */
+export type OverlayMode = "symlink" | "copy";
+
+/** One managed entry recorded in the manifest. */
+export interface ManagedEntry {
+  name: string;
+  mode: OverlayMode | string;
+}
+
+/** A linked dependency as recorded in the manifest and in `meta.package`. */
+export interface LinkedDependency {
+  package_id: string;
+  mode: OverlayMode;
+  source: string;
+}
+
+/** `<session>/.package_manifest.json` with FermiLink's field names (spec §5.4 step 8). */
+export interface PackageManifest {
+  version: 1;
+  package_id: string;
+  package_path: string;
+  requested_entries: string[] | null;
+  missing_requested_entries: string[];
+  linked_entries: { name: string; mode: OverlayMode; source: string }[];
+  collisions: string[];
+  configured_dependency_package_ids: string[];
+  linked_dependency_packages: LinkedDependency[];
+  missing_dependency_packages: string[];
+  dependency_collisions: string[];
+  updated_at: string;
+}
+
+/** What a previous overlay left in the session, read defensively. */
+export interface PreviousManifest {
+  packageId: string | null;
+  entries: ManagedEntry[];
+  dependencies: ManagedEntry[];
+}
+
+export function manifestPath(sessionDir: string): string {
+  return path.join(sessionDir, MANIFEST_FILENAME);
+}
+
+/**
+ * A name from the manifest is used to delete things in the repo, and the
+ * manifest is a file anyone with access to the workspace can edit: only a
+ * plain top-level name is ever trusted.
+ */
+function isPlainName(name: unknown): name is string {
+  return (
+    typeof name === "string" &&
+    name !== "" &&
+    name !== "." &&
+    name !== ".." &&
+    !/[/\\\0]/.test(name)
+  );
+}
+
+/** Read the previous manifest; a missing, corrupt or foreign file counts as none. */
+export async function readManifest(sessionDir: string): Promise<PreviousManifest | null> {
+  let payload: unknown;
+  try {
+    payload = JSON.parse(await readFile(manifestPath(sessionDir), "utf8"));
+  } catch {
+    return null;
+  }
+  if (!payload || typeof payload !== "object" || Array.isArray(payload)) return null;
+  const obj = payload as Record<string, unknown>;
+  const entries: ManagedEntry[] = [];
+  for (const item of Array.isArray(obj.linked_entries) ? obj.linked_entries : []) {
+    const rec = item && typeof item === "object" ? (item as Record<string, unknown>) : null;
+    const name = rec ? rec.name : item;
+    const mode = rec && typeof rec.mode === "string" && rec.mode ? rec.mode : "symlink";
+    if (isPlainName(name) && !entries.some((e) => e.name === name)) entries.push({ name, mode });
+  }
+  const dependencies: ManagedEntry[] = [];
+  for (const item of Array.isArray(obj.linked_dependency_packages)
+    ? obj.linked_dependency_packages
+    : []) {
+    const rec = item && typeof item === "object" ? (item as Record<string, unknown>) : null;
+    const id = tryNormalizePackageId(rec ? rec.package_id || rec.name : item);
+    const mode = rec && typeof rec.mode === "string" && rec.mode ? rec.mode : "symlink";
+    if (id !== null && !dependencies.some((d) => d.name === id))
+      dependencies.push({ name: id, mode });
+  }
+  return { packageId: tryNormalizePackageId(obj.package_id), entries, dependencies };
+}

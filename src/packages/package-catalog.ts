@@ -1,0 +1,185 @@
+import { stat } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "../log/logger.js";
+import {
+  type LegacyMaxwellLink,
+  planLegacyBootstrap,
+  writeRegistry,
+} from "./legacy-maxwelllink.js";
+import { readManifest } from "./manifest.js";
+import { type OverlayInput, overlayPackage, type PackageOverlaySummary } from "./overlay.js";
+import {
+  REGISTRY_FILENAME,
+  type Registry,
+  readRegistryFile,
+  validInstalledPath,
+} from "./registry.js";
+import { checkRequested, type ResolvedPackage, resolveSessionPackage } from "./resolve-package.js";
+
+export interface PackageCatalogOptions {
+  scipkgRoot: string;
+  /** FERMILINK_SCIPKG_ACTIVE. */
+  envActive: string | null;
+  legacy: LegacyMaxwellLink | null;
+  logger: Logger;
+  now?: () => Date;
+}
+
+/** One installed package as `ListPackages` and `GET /packages` show it. */
+export interface PackageListing {
+  id: string;
+  title: string;
+  installedPath: string;
+  source: string;
+  status: string;
+  /** The package new sessions get when they ask for none (env override, then registry). */
+  active: boolean;
+  /** Its install directory exists, so a run can use it. */
+  available: boolean;
+  overlayEntries: string[] | null;
+  dependencyPackageIds: string[];
+  legacy: boolean;
+  installedAt: string;
+  updatedAt: string;
+}
+
+const str = (v: unknown): string => (typeof v === "string" ? v : "");
+
+/**
+ * The scientific package registry as the runner sees it: reads are
+ * asynchronous and cached by file identity (a request costs one `stat`),
+ * the only write (the legacy bootstrap) is serialised in-process and atomic,
+ * and a corrupt registry is reported, never overwritten.
+ */
+export class PackageCatalog {
+  private cached: { key: string; registry: Registry } | null = null;
+  private writing: Promise<void> = Promise.resolve();
+  private reportedProblem: string | null = null;
+  private readonly now: () => Date;
+
+  constructor(private readonly opts: PackageCatalogOptions) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** The current registry, after the legacy bootstrap when it applies. */
+  async registry(): Promise<Registry> {
+    let reg = await this.read();
+    if (this.opts.legacy && reg.problem === null) {
+      const legacy = this.opts.legacy;
+      const planned = await planLegacyBootstrap(reg, legacy, this.now());
+      if (planned) {
+        // Serialised so two requests never interleave read-modify-write.
+        const write = this.writing.then(async () => {
+          const fresh = await this.read();
+          if (fresh.problem !== null) return;
+          const again = await planLegacyBootstrap(fresh, legacy, this.now());
+          if (again) await writeRegistry(this.opts.scipkgRoot, again, this.now());
+        });
+        this.writing = write.catch(() => undefined);
+        try {
+          await write;
+        } catch (err) {
+          this.opts.logger.warn({ err }, "could not register the legacy MaxwellLink package");
+        }
+        reg = await this.read();
+      }
+    }
+    return reg;
+  }
+
+  /** Validate a requested package id before a slot or workspace is taken. */
+  async checkRequested(requested: string): Promise<ResolvedPackage> {
+    return checkRequested(await this.registry(), requested);
+  }
+
+  /**
+   * Resolve the session's package (spec §5.3) and overlay it into the repo;
+   * null (and no overlay) when the session gets none. Runs under the session lock.
+   */
+  async overlayForSession(opts: {
+    sessionDir: string;
+    repoDir: string;
+    requested: string | null;
+    createdRepo: boolean;
+  }): Promise<PackageOverlaySummary | null> {
+    const registry = await this.registry();
+    const previous = await readManifest(opts.sessionDir);
+    const resolved = await resolveSessionPackage({
+      registry,
+      requested: opts.requested,
+      previousId: previous?.packageId ?? null,
+      envActive: this.opts.envActive,
+    });
+    if (!resolved) return null;
+    const input: OverlayInput = {
+      sessionDir: opts.sessionDir,
+      repoDir: opts.repoDir,
+      packageId: resolved.id,
+      meta: resolved.meta,
+      packages: registry.packages,
+      allowReplaceExisting: opts.createdRepo,
+      now: this.now(),
+    };
+    return overlayPackage(input);
+  }
+
+  /** Every registered package, sorted by id, for clients to offer. */
+  async list(): Promise<{
+    packages: PackageListing[];
+    activeId: string | null;
+    problem: string | null;
+  }> {
+    const registry = await this.registry();
+    const envActive = this.opts.envActive;
+    const activeId =
+      (await resolveSessionPackage({ registry, requested: null, previousId: null, envActive }))
+        ?.id ?? null;
+    const packages: PackageListing[] = [];
+    for (const id of [...registry.packages.keys()].sort()) {
+      const meta = registry.packages.get(id);
+      if (!meta) continue;
+      const overlay = meta.overlay_entries;
+      packages.push({
+        id,
+        title: str(meta.title) || id,
+        installedPath: str(meta.installed_path),
+        source: str(meta.source),
+        status: str(meta.status),
+        active: id === activeId,
+        available: (await validInstalledPath(meta)) !== null,
+        overlayEntries: Array.isArray(overlay)
+          ? overlay.filter((x): x is string => typeof x === "string")
+          : typeof overlay === "string"
+            ? overlay
+                .split(",")
+                .map((s) => s.trim())
+                .filter(Boolean)
+            : null,
+        dependencyPackageIds: Array.isArray(meta.dependency_package_ids)
+          ? (meta.dependency_package_ids as string[])
+          : [],
+        legacy: meta.legacy === true,
+        installedAt: str(meta.installed_at),
+        updatedAt: str(meta.updated_at),
+      });
+    }
+    return { packages, activeId, problem: registry.problem };
+  }
+
+  private async read(): Promise<Registry> {
+    const file = path.join(this.opts.scipkgRoot, REGISTRY_FILENAME);
+    const st = await stat(file).catch(() => null);
+    const key = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : "absent";
+    if (this.cached?.key === key) return this.cached.registry;
+    const registry = await readRegistryFile(this.opts.scipkgRoot);
+    this.cached = { key, registry };
+    if (registry.problem !== null && registry.problem !== this.reportedProblem) {
+      this.opts.logger.warn(
+        { problem: registry.problem },
+        "package registry is unusable; running without packages",
+      );
+    }
+    this.reportedProblem = registry.problem;
+    return registry;
+  }
+}

@@ -1,0 +1,102 @@
+import { mkdir, mkdtemp, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../../src/log/logger.js";
+import { PackageCatalog } from "../../../src/packages/package-catalog.js";
+import { writePackageRoot } from "../../helpers/package-tree.js";
+
+let tmp: string;
+let scipkg: string;
+let legacyRoot: string;
+beforeEach(async () => {
+  tmp = await realpath(await mkdtemp(path.join(tmpdir(), "flr-cat-")));
+  scipkg = path.join(tmp, "scipkg");
+  legacyRoot = path.join(tmp, "maxwelllink");
+});
+afterEach(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const catalog = (envActive: string | null = null) =>
+  new PackageCatalog({
+    scipkgRoot: scipkg,
+    envActive,
+    legacy: { root: legacyRoot, packageId: "maxwelllink-local" },
+    logger: createLogger("silent"),
+  });
+const registryText = () => readFile(path.join(scipkg, "registry.json"), "utf8");
+
+describe("legacy MaxwellLink bootstrap (spec §5.6)", () => {
+  it("does nothing when the directory does not exist", async () => {
+    await catalog().registry();
+    await expect(stat(path.join(scipkg, "registry.json"))).rejects.toThrow();
+  });
+
+  it("registers the checkout once, activates it when nothing is active, and does not rewrite", async () => {
+    await mkdir(legacyRoot);
+    const c = catalog();
+    const reg = await c.registry();
+    const meta = reg.packages.get("maxwelllink-local");
+    expect(meta).toMatchObject({
+      title: "MaxwellLink (local)",
+      installed_path: legacyRoot,
+      source: `local-path:${legacyRoot}`,
+      status: "installed",
+      legacy: true,
+    });
+    expect(reg.activePackage).toBe("maxwelllink-local");
+    const first = await registryText();
+    expect(JSON.parse(first).active_package).toBe("maxwelllink-local");
+    const mtime = (await stat(path.join(scipkg, "registry.json"))).mtimeMs;
+    await new Promise((r) => setTimeout(r, 20));
+    await Promise.all([c.registry(), c.registry(), catalog().registry()]);
+    expect((await stat(path.join(scipkg, "registry.json"))).mtimeMs).toBe(mtime);
+    expect(await registryText()).toBe(first);
+  });
+
+  it("keeps the existing active package and the other entries", async () => {
+    await writePackageRoot(scipkg, { meep: { files: { x: "" } } }, { active: "meep" });
+    await mkdir(legacyRoot);
+    const reg = await catalog().registry();
+    expect(reg.activePackage).toBe("meep");
+    expect([...reg.packages.keys()].sort()).toEqual(["maxwelllink-local", "meep"]);
+  });
+
+  it("never overwrites a corrupt registry", async () => {
+    await mkdir(scipkg, { recursive: true });
+    await writeFile(path.join(scipkg, "registry.json"), "{corrupt");
+    await mkdir(legacyRoot);
+    const reg = await catalog().registry();
+    expect(reg.problem).toMatch(/not valid JSON/);
+    expect(await registryText()).toBe("{corrupt");
+  });
+});
+
+describe("listing packages", () => {
+  it("lists every package sorted, with the effective active one and availability", async () => {
+    const dirs = await writePackageRoot(
+      scipkg,
+      {
+        zeta: {
+          files: { a: "" },
+          meta: { overlay_entries: ["a"], dependency_package_ids: ["alpha"] },
+        },
+        alpha: { files: { b: "" } },
+      },
+      { active: "alpha" },
+    );
+    await rm(dirs.zeta as string, { recursive: true });
+    const listed = await catalog("zeta").list();
+    // The env override names a package whose directory is gone: the registry's active one is used.
+    expect(listed.activeId).toBe("alpha");
+    expect(listed.packages.map((p) => [p.id, p.active, p.available])).toEqual([
+      ["alpha", true, true],
+      ["zeta", false, false],
+    ]);
+    expect(listed.packages[1]).toMatchObject({
+      overlayEntries: ["a"],
+      dependencyPackageIds: ["alpha"],
+    });
+  });
+});
