@@ -2,9 +2,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AdmissionController } from "./admission/admission-controller.js";
 import type { Config } from "./config/config.js";
+import { recoverInterruptedRuns } from "./journal/recover-interrupted.js";
+import { startRetention } from "./journal/retention.js";
+import { SqliteRunStore } from "./journal/sqlite-run-store.js";
 import { createLogger, type Logger } from "./log/logger.js";
 import { RunnerMetrics } from "./metrics/metrics.js";
 import { PackageCatalog } from "./packages/package-catalog.js";
+import { reapOrphans } from "./process/reap-orphans.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
 import { resolveActiveProvider } from "./run/active-provider.js";
@@ -59,6 +63,17 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       onReleased: () => {},
     },
   });
+  // The run store first: runs the previous process left live are closed and their processes reaped.
+  const store = new SqliteRunStore(config.store.path);
+  const interrupted = recoverInterruptedRuns(store, Date.now());
+  if (interrupted.size > 0) {
+    const killed = await reapOrphans(interrupted);
+    logger.warn(
+      { runs: [...interrupted], killedPids: killed },
+      "closed runs left live by a previous runner process",
+    );
+  }
+  const retention = startRetention(store, config.store, logger);
   const packages = new PackageCatalog({
     scipkgRoot: config.scipkgRoot,
     envActive: config.scipkgActive,
@@ -70,6 +85,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     logger,
     admission,
     sessionLocks: new SessionLock(),
+    store,
     packages,
     prepareWorkspace: (input) =>
       prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES, packages }),
@@ -98,6 +114,8 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     });
   } catch (err) {
     await server.close(0);
+    retention.stop();
+    store.close();
     throw err;
   }
   logger.info(
@@ -124,6 +142,8 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
         // 2. Then stop listening and drop the now-idle connections.
         await server.close(1000);
         await metricsServer.close();
+        retention.stop();
+        store.close();
         logger.info("runner stopped");
       })();
       return closing;

@@ -23,6 +23,8 @@ export interface Config {
   scipkgRoot: string;
   /** FERMILINK_SCIPKG_ACTIVE. */
   scipkgActive: string | null;
+  /** The run store (FERMILINK_RUNNER_STORE_PATH, retention by age and by size). */
+  store: { path: string; retentionMs: number; maxBytes: number };
   /** FERMILINK_MAXWELLLINK_ROOT (absolute) and FERMILINK_LEGACY_MAXWELLLINK_PACKAGE_ID (normalised). */
   legacyMaxwellLink: { root: string; packageId: string };
   /** FERMILINK_SOFTWARE_ROOT, absolute, or null when it does not exist (built-in template used). */

@@ -34,6 +34,24 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "Overrides the registry's active package.",
   },
   {
+    name: "FERMILINK_RUNNER_STORE_PATH",
+    default: "$FERMILINK_HOME/runner/runs.sqlite3",
+    description:
+      "SQLite file of the run store (runs and every event, for Attach, resume and ListRuns).",
+  },
+  {
+    name: "FERMILINK_RUNNER_RUN_RETENTION_HOURS",
+    default: "168",
+    description:
+      "Finished runs older than this are deleted from the run store (> 0; decimals allowed).",
+  },
+  {
+    name: "FERMILINK_RUNNER_STORE_MAX_MB",
+    default: "1024",
+    description:
+      "When stored events exceed this many MB, the oldest finished runs are deleted first.",
+  },
+  {
     name: "FERMILINK_MAXWELLLINK_ROOT",
     default: "<project root>/maxwelllink",
     description:

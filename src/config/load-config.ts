@@ -64,12 +64,13 @@ class EnvReader {
   }
 
   /** Seconds as a decimal number (tests use fractions), returned in milliseconds. */
-  secondsMs(name: string, defSeconds: number, opts: { allowZero: boolean }): number {
+  secondsMs(name: string, defSeconds: number, opts: { allowZero: boolean; unit?: string }): number {
     const raw = this.str(name);
     if (raw === null) return defSeconds * 1000;
     const value = Number(raw);
     if (!Number.isFinite(value) || value < 0 || (!opts.allowZero && value === 0)) {
-      const rule = opts.allowZero ? "a number of seconds >= 0" : "a number of seconds > 0";
+      const unit = opts.unit ?? "seconds";
+      const rule = opts.allowZero ? `a number of ${unit} >= 0` : `a number of ${unit} > 0`;
       this.problems.push(`${name}=${JSON.stringify(raw)} must be ${rule}.`);
       return defSeconds * 1000;
     }
@@ -171,6 +172,15 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         path.join(home, "scientific_packages"),
     ),
     scipkgActive: r.str("FERMILINK_SCIPKG_ACTIVE"),
+    store: {
+      path: abs(r.str("FERMILINK_RUNNER_STORE_PATH") ?? path.join(home, "runner", "runs.sqlite3")),
+      retentionMs:
+        r.secondsMs("FERMILINK_RUNNER_RUN_RETENTION_HOURS", 168, {
+          allowZero: false,
+          unit: "hours",
+        }) * 3600,
+      maxBytes: r.int("FERMILINK_RUNNER_STORE_MAX_MB", 1024, 1) * 1024 * 1024,
+    },
     legacyMaxwellLink: {
       root: abs(r.str("FERMILINK_MAXWELLLINK_ROOT") ?? path.join(PROJECT_ROOT, "maxwelllink")),
       packageId: r.packageId("FERMILINK_LEGACY_MAXWELLLINK_PACKAGE_ID", "maxwelllink-local"),

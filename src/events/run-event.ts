@@ -14,7 +14,9 @@ export type ExitReason =
   | "cancelled"
   | "client_gone"
   | "shutdown"
-  | "error";
+  | "error"
+  /** The runner process stopped (crash, kill -9) while the run was live; found at the next start. */
+  | "interrupted";
 
 /** Lifecycle state of a command, tool call or file change (proto `ItemStatus`). */
 export type ItemStatus = "in_progress" | "completed" | "failed" | "declined";

@@ -9,7 +9,11 @@ import {
   ItemStatus as ProtoItemStatus,
   type RunEvent as ProtoRunEvent,
   RunEventSchema,
+  type RunInfo,
+  RunInfoSchema,
+  RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { RunRecord } from "../journal/run-store.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
 import type { AgentItem, ExitReason, ItemStatus, RunEvent } from "./run-event.js";
 
@@ -20,6 +24,7 @@ const EXIT_REASONS: Record<ExitReason, ProtoExitReason> = {
   client_gone: ProtoExitReason.CLIENT_GONE,
   shutdown: ProtoExitReason.SHUTDOWN,
   error: ProtoExitReason.ERROR,
+  interrupted: ProtoExitReason.INTERRUPTED,
 };
 
 function status(s: ItemStatus | null): ProtoItemStatus {
@@ -99,6 +104,41 @@ export function packageToProto(p: PackageOverlaySummary): PackageOverlay {
     missingDependencyPackages: p.missing_dependency_packages,
     dependencyCollisionCount: p.dependency_collision_count,
     dependencyCollisions: p.dependency_collisions,
+  });
+}
+
+const RUN_STATUS: Record<RunRecord["status"], RunStatus> = {
+  queued: RunStatus.QUEUED,
+  running: RunStatus.RUNNING,
+  finished: RunStatus.FINISHED,
+};
+
+const ts = (ms: number | null) => (ms === null ? undefined : timestampFromMs(ms));
+
+/** A run's stored record as the proto `RunInfo`. */
+export function runInfoToProto(r: RunRecord): RunInfo {
+  return create(RunInfoSchema, {
+    runId: r.runId,
+    userId: r.userId ?? "",
+    sessionId: r.sessionId,
+    agent: {
+      provider: r.policy.provider,
+      sandboxPolicy: r.policy.sandboxPolicy,
+      sandboxMode: r.policy.sandboxMode ?? undefined,
+      model: r.policy.model ?? undefined,
+      reasoningEffort: r.policy.reasoningEffort ?? undefined,
+    },
+    packageId: r.packageId ?? "",
+    detached: r.detached,
+    promptPreview: r.promptPreview,
+    status: RUN_STATUS[r.status],
+    createdAt: ts(r.createdAtMs),
+    startedAt: ts(r.startedAtMs),
+    endedAt: ts(r.endedAtMs),
+    exitReason: r.exitReason ? EXIT_REASONS[r.exitReason] : ProtoExitReason.UNSPECIFIED,
+    returnCode: r.returnCode ?? undefined,
+    exitMessage: r.exitMessage,
+    lastSeq: BigInt(r.lastSeq),
   });
 }
 

@@ -1,7 +1,7 @@
 import type { ExitReason } from "../events/run-event.js";
 
 /** Reasons the runner itself ends a run (everything but `completed` and `error`). */
-export type AbortReason = Exclude<ExitReason, "completed" | "error">;
+export type AbortReason = Exclude<ExitReason, "completed" | "error" | "interrupted">;
 
 /**
  * The abort reason carried by a run's AbortSignal. Timeout, idle timeout,

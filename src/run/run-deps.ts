@@ -1,6 +1,7 @@
 import type { AdmissionController } from "../admission/admission-controller.js";
 import type { Config } from "../config/config.js";
 import type { ExitReason } from "../events/run-event.js";
+import type { RunStore } from "../journal/run-store.js";
 import type { Logger } from "../log/logger.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
@@ -33,6 +34,8 @@ export interface RunPipelineDeps {
   prepareWorkspace: (
     input: PrepareWorkspaceInput,
   ) => Promise<{ repoDir: string; sessionDir: string; package: PackageOverlaySummary | null }>;
+  /** The durable journal of runs and their events. */
+  store: RunStore;
   /** The scientific package registry (requested packages are checked before admission). */
   packages: Pick<PackageCatalog, "checkRequested">;
   startProcess: typeof startSupervisedProcess;

@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Lease } from "../admission/lease.js";
 import { RunnerError, toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
+import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { CommandSpec, ProviderAdapter } from "../providers/provider-adapter.js";
 import { RunAborted, runAborted } from "./run-abort.js";
@@ -113,7 +114,7 @@ async function admit(deps: RunPipelineDeps, state: RunState, plan: RunPlan): Pro
  * The producer of one run, in the order the design states (design §6):
  * admission -> session lock -> workspace -> spawn -> meta -> lines -> exit.
  * It owns cleanup: whatever happens, the process group is gone, the session
- * lock and the admission slot are released exactly once, and the channel ends.
+ * lock and the admission slot are released exactly once, and the journal ends.
  * A failure before the first event rejects `state.firstEvent`; after it, the
  * failure becomes an `exit` event of reason `error`.
  */
@@ -174,7 +175,7 @@ export async function executeRun(
     proc = await deps.startProcess({
       bin: spec.bin,
       args: spec.args,
-      env: spec.env,
+      env: { ...spec.env, [RUN_ID_ENV]: state.runId },
       cwd: ws.repoDir,
       maxLineBytes: config.run.maxLineBytes,
       killGraceMs: config.run.killGraceMs,
@@ -255,6 +256,6 @@ export async function executeRun(
   } finally {
     await releaseAll();
     state.phase = "finished";
-    state.channel.end();
+    state.journal.end();
   }
 }

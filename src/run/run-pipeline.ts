@@ -2,6 +2,9 @@ import { randomUUID } from "node:crypto";
 import { admissionKeyForRun } from "../admission/user-key.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
+import { followRun, type RunEventSource } from "../fanout/follow-run.js";
+import { RunJournal } from "../journal/run-journal.js";
+import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
 import { resolveActiveProvider } from "./active-provider.js";
@@ -15,15 +18,24 @@ import { RunState } from "./run-state.js";
 export interface StartedRun {
   runId: string;
   sessionId: string;
-  /** Journal entries in order, ending with the `exit` entry. Iterate exactly once; breaking out ends the run. */
+  /** The run's events from seq 1, ending with `exit`. Leaving early ends the run unless it was detached. */
   events: AsyncIterable<RunEvent>;
 }
+
+/** Who is asking: runs with a user id are visible only to that user. */
+export interface Viewer {
+  userId: string | null;
+}
+
+/** Characters of the prompt kept with the run for listings. */
+const PROMPT_PREVIEW_CHARS = 200;
 
 /**
  * The one place that knows the order of a run's stages. Both faces (Connect
  * and SSE) call `start`; it does every cheap check before a slot is taken and
  * resolves once the run produced its first event, so failures before that
- * carry a status code and failures after it are `exit` events.
+ * carry a status code and failures after it are `exit` events. It also finds
+ * runs again (`attach`, `cancel`, `getRun`, `listRuns`), live or stored.
  */
 export class RunPipeline {
   private readonly runs = new Map<string, { state: RunState; done: Promise<void> }>();
@@ -53,12 +65,31 @@ export class RunPipeline {
     );
     const policy = resolveRunPolicy(runtime, req.sandbox ?? undefined, req.provider ?? undefined);
     this.refuseIfClosing();
-    if (opts.callerSignal.aborted) throw runAborted("client_gone", config.run);
+    if (opts.callerSignal.aborted && !req.detach) throw runAborted("client_gone", config.run);
 
-    const state = new RunState(randomUUID(), sessionId, this.deps.now);
+    const record: RunRecord = {
+      runId: randomUUID(),
+      userId: req.userId,
+      sessionId,
+      provider: policy.provider,
+      policy,
+      packageId,
+      detached: req.detach,
+      promptPreview: [...req.prompt].slice(0, PROMPT_PREVIEW_CHARS).join(""),
+      status: "queued",
+      createdAtMs: startedAtMs,
+      startedAtMs: null,
+      endedAtMs: null,
+      exitReason: null,
+      returnCode: null,
+      exitMessage: "",
+      lastSeq: 0,
+      eventBytes: 0,
+    };
+    const journal = new RunJournal(record, this.deps.store, this.deps.now);
+    const state = new RunState(journal, sessionId, req.userId);
     const onCallerGone = () => state.abort(runAborted("client_gone", config.run));
-    state.onSubscriberGone = onCallerGone;
-    opts.callerSignal.addEventListener("abort", onCallerGone, { once: true });
+    if (!req.detach) opts.callerSignal.addEventListener("abort", onCallerGone, { once: true });
     const done = executeRun(this.deps, state, {
       userKey: admissionKeyForRun(req.userId ?? undefined, sessionId),
       sessionId,
@@ -78,7 +109,102 @@ export class RunPipeline {
       });
     this.runs.set(state.runId, { state, done });
     await state.firstEvent;
-    return { runId: state.runId, sessionId, events: state.channel };
+    return {
+      runId: state.runId,
+      sessionId,
+      events: this.callerStream(state, req.detach ? null : onCallerGone),
+    };
+  }
+
+  /** The caller's own view: leaving before the exit event ends a run that was not detached. */
+  private async *callerStream(
+    state: RunState,
+    onLeave: (() => void) | null,
+  ): AsyncGenerator<RunEvent> {
+    let sawExit = false;
+    try {
+      for await (const event of followRun(state.journal, 0)) {
+        if (event.body.type === "exit") sawExit = true;
+        yield event;
+      }
+    } finally {
+      if (!sawExit) onLeave?.();
+    }
+  }
+
+  /**
+   * Watch a run from after `afterSeq`: replay, then follow live events until
+   * the exit event. Works for live and finished runs; a viewer leaving never
+   * ends the run.
+   */
+  attach(runId: string, afterSeq: number, viewer: Viewer): AsyncIterable<RunEvent> {
+    const live = this.runs.get(runId);
+    if (live) {
+      this.checkVisible(live.state.userId, runId, viewer);
+      return followRun(live.state.journal, afterSeq);
+    }
+    const record = this.findStored(runId, viewer);
+    const { store } = this.deps;
+    const stored: RunEventSource = {
+      read: (after, max) => store.readEvents(record.runId, after, max),
+      waitForMore: () => Promise.resolve(),
+      isEnded: true,
+    };
+    return followRun(stored, afterSeq);
+  }
+
+  /** True while the run is queued or running in this process. */
+  isLive(runId: string): boolean {
+    return this.runs.has(runId);
+  }
+
+  /** A run's record, as stored (live runs are written through as they go). */
+  getRun(runId: string, viewer: Viewer): RunRecord {
+    return this.findStored(runId, viewer);
+  }
+
+  /** The caller's runs, newest first, optionally for one session. */
+  listRuns(opts: {
+    viewer: Viewer;
+    sessionId: string | null;
+    limit: number;
+    after: { createdAtMs: number; runId: string } | null;
+  }): RunRecord[] {
+    return this.deps.store.listRuns({
+      userNorm: normalizeUser(opts.viewer.userId),
+      sessionId: opts.sessionId,
+      limit: opts.limit,
+      after: opts.after,
+    });
+  }
+
+  /**
+   * End a live or queued run with reason `cancelled` (process group killed,
+   * slot released) and return its final record. Cancelling a finished run
+   * changes nothing and returns it as it is.
+   */
+  async cancel(runId: string, viewer: Viewer): Promise<RunRecord> {
+    const live = this.runs.get(runId);
+    if (live) {
+      this.checkVisible(live.state.userId, runId, viewer);
+      live.state.abort(runAborted("cancelled", this.deps.config.run));
+      await live.done;
+    }
+    return this.findStored(runId, viewer);
+  }
+
+  private findStored(runId: string, viewer: Viewer): RunRecord {
+    const record = this.deps.store.getRun(runId);
+    if (!record) throw notFound(runId);
+    this.checkVisible(record.userId, runId, viewer);
+    return record;
+  }
+
+  /** Runs with a user id are visible only to that user; to anyone else they do not exist. */
+  private checkVisible(owner: string | null, runId: string, viewer: Viewer): void {
+    if (owner !== null && normalizeUser(owner) !== normalizeUser(viewer.userId)) {
+      throw notFound(runId);
+    }
   }
 
   private refuseIfClosing(): void {
@@ -114,4 +240,11 @@ export class RunPipeline {
     abortAll(false);
     await allDone();
   }
+}
+
+function notFound(runId: string): RunnerError {
+  return new RunnerError(
+    "RUN_NOT_FOUND",
+    `No run ${runId} is visible to this caller (check the run id and user_id).`,
+  );
 }

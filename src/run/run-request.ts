@@ -11,6 +11,8 @@ export interface RunRequestInput {
   package_id?: string | null;
   sandbox?: string | null;
   provider?: string | null;
+  /** Keep the run going when the caller leaves (watch it again with Attach or GET /runs/{id}/events). */
+  detach?: boolean | null;
 }
 
 /** The request after the cheap checks that need no I/O. */
@@ -22,6 +24,7 @@ export interface ValidRunRequest {
   packageId: string | null;
   sandbox: string | null;
   provider: string | null;
+  detach: boolean;
 }
 
 function blankToNull(v: string | null | undefined): string | null {
@@ -69,5 +72,6 @@ export function validateRunRequest(input: RunRequestInput): ValidRunRequest {
     packageId: blankToNull(input.package_id),
     sandbox: blankToNull(input.sandbox),
     provider: blankToNull(input.provider),
+    detach: input.detach === true,
   };
 }

@@ -19,6 +19,7 @@ import { type AnyRequest, type AnyResponse, sendJson } from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
 import { handleRunRoute } from "./sse/run-route.js";
+import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
 
 /**
  * The main port's request handler: Connect, gRPC and gRPC-Web for the
@@ -56,6 +57,20 @@ export function createMainHandler(deps: {
     }
     if (OPS_PATHS.has(url.pathname)) {
       handleOpsRoute(req, res, url, deps.ops);
+      return;
+    }
+    const runsRoute = matchRunsRoute(url.pathname);
+    if (runsRoute) {
+      handleRunsRoute(req, res, url, runsRoute, {
+        pipeline: deps.pipeline,
+        logger: deps.logger,
+        observer: deps.observer,
+        heartbeatMs: deps.sseHeartbeatMs,
+      }).catch((err: unknown) => {
+        deps.logger.error({ err }, "runs route crashed");
+        if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
+        else res.destroy();
+      });
       return;
     }
     if (url.pathname === "/packages") {

@@ -1,16 +1,55 @@
+import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { RunService } from "../../../gen/fermilink/runner/v1/run_pb.js";
+import {
+  ListRunsResponseSchema,
+  type RunEvent as ProtoRunEvent,
+  type RunService,
+} from "../../../gen/fermilink/runner/v1/run_pb.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
-import { runEventToProto } from "../../events/to-proto.js";
+import type { RunEvent } from "../../events/run-event.js";
+import { runEventToProto, runInfoToProto } from "../../events/to-proto.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
+import { listRunsPage } from "../../run/run-listing.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
+
+const blankToNull = (s: string) => (s.trim() === "" ? null : s);
+
+/** Run a handler body, turning runner failures into Connect errors with their mapped code. */
+async function guarded<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toConnectError(toRunnerError(err));
+  }
+}
+
+async function* toProtoStream(
+  events: AsyncIterable<RunEvent>,
+  observer: StreamObserver,
+  arrivedAt: number | null,
+): AsyncGenerator<ProtoRunEvent> {
+  let first = true;
+  for await (const event of events) {
+    if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
+    first = false;
+    const bytes =
+      event.body.type === "agent"
+        ? event.body.raw.length
+        : event.body.type === "log"
+          ? event.body.text.length
+          : 0;
+    observer.eventStreamed("connect", event.body.type, bytes);
+    yield runEventToProto(event);
+  }
+}
 
 /**
  * RunService over Connect, gRPC and gRPC-Web. Failures before the first event
  * become Connect errors (codes from `errors/status-table.ts`); after that the
  * run's own `exit` event says how it ended. A cancelled call aborts
- * `ctx.signal`, which ends the run with reason `client_gone`.
+ * `ctx.signal`, which ends the run with reason `client_gone` unless the
+ * request set `detach`.
  */
 export function createRunService(
   pipeline: RunPipeline,
@@ -19,9 +58,8 @@ export function createRunService(
   return {
     async *run(req, ctx) {
       const arrivedAt = Date.now();
-      let started: Awaited<ReturnType<RunPipeline["start"]>>;
-      try {
-        started = await pipeline.start(
+      const started = await guarded(() =>
+        pipeline.start(
           {
             session_id: req.sessionId,
             user_id: req.userId,
@@ -29,23 +67,44 @@ export function createRunService(
             package_id: req.packageId,
             sandbox: req.sandbox,
             provider: req.provider,
+            detach: req.detach,
           },
           { callerSignal: ctx.signal },
-        );
-      } catch (err) {
-        throw toConnectError(toRunnerError(err));
-      }
-      for await (const event of started.events) {
-        if (event.seq === 1) observer.firstEventSent("connect", Date.now() - arrivedAt);
-        const bytes =
-          event.body.type === "agent"
-            ? event.body.raw.length
-            : event.body.type === "log"
-              ? event.body.text.length
-              : 0;
-        observer.eventStreamed("connect", event.body.type, bytes);
-        yield runEventToProto(event);
-      }
+        ),
+      );
+      yield* toProtoStream(started.events, observer, arrivedAt);
+    },
+    async *attach(req) {
+      const events = await guarded(() =>
+        pipeline.attach(req.runId, Number(req.afterSeq), { userId: blankToNull(req.userId) }),
+      );
+      yield* toProtoStream(events, observer, null);
+    },
+    async cancel(req) {
+      const record = await guarded(() =>
+        pipeline.cancel(req.runId, { userId: blankToNull(req.userId) }),
+      );
+      return runInfoToProto(record);
+    },
+    async getRun(req) {
+      const record = await guarded(() =>
+        pipeline.getRun(req.runId, { userId: blankToNull(req.userId) }),
+      );
+      return runInfoToProto(record);
+    },
+    async listRuns(req) {
+      const page = await guarded(() =>
+        listRunsPage(pipeline, {
+          userId: blankToNull(req.userId),
+          sessionId: blankToNull(req.sessionId),
+          pageSize: req.pageSize,
+          pageToken: req.pageToken,
+        }),
+      );
+      return create(ListRunsResponseSchema, {
+        runs: page.runs.map(runInfoToProto),
+        nextPageToken: page.nextPageToken,
+      });
     },
   };
 }

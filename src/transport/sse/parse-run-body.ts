@@ -63,6 +63,16 @@ export function parseRunBody(raw: Buffer): RunRequestInput {
     }
     out[field] = v;
   }
+  const detach = obj.detach;
+  if (detach !== undefined && detach !== null) {
+    if (typeof detach === "boolean") out.detach = detach;
+    else
+      details.push({
+        type: "bool_type",
+        loc: ["body", "detach"],
+        msg: "Input should be a valid boolean",
+      });
+  }
   if (details.length > 0) throw invalid(details);
   return out;
 }

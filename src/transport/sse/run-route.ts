@@ -3,15 +3,9 @@ import { toHttpError } from "../../errors/status-table.js";
 import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
-import {
-  type AnyRequest,
-  type AnyResponse,
-  readBody,
-  sendJson,
-  writeWithBackpressure,
-} from "../http-types.js";
+import { type AnyRequest, type AnyResponse, readBody, sendJson } from "../http-types.js";
 import { parseRunBody } from "./parse-run-body.js";
-import { encodeSseComment, encodeSseFrame } from "./sse-encoder.js";
+import { streamSse, writeSseHead } from "./sse-stream.js";
 
 /** A run request body is a prompt of at most 10,000 code points plus a few ids. */
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -21,7 +15,8 @@ const MAX_BODY_BYTES = 1024 * 1024;
  * HTTP statuses with `{"detail": ...}`; then a `text/event-stream` of `meta`,
  * `agent`, `log` and a final `runner.exit`, each frame with `id: <seq>`. A
  * waiting caller gets its 200 at once and `: queued N/M` comments. A client
- * that goes away ends its run (reason `client_gone`).
+ * that goes away ends its run (reason `client_gone`) unless the body set
+ * `"detach": true`.
  */
 export async function handleRunRoute(
   req: AnyRequest,
@@ -54,44 +49,6 @@ export async function handleRunRoute(
     }
     return;
   }
-  res.writeHead(200, {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",
-  });
-  // Idle agents must not trip proxy timeouts (FermiLink §10 item 25): a comment
-  // line is invisible to SSE parsers but is traffic.
-  let lastWrite = Date.now();
-  const heartbeat =
-    heartbeatMs > 0
-      ? setInterval(
-          () => {
-            if (Date.now() - lastWrite >= heartbeatMs && !res.writableEnded) {
-              lastWrite = Date.now();
-              res.write(encodeSseComment("keepalive"));
-            }
-          },
-          Math.max(10, Math.floor(heartbeatMs / 2)),
-        )
-      : undefined;
-  try {
-    await streamEvents();
-  } finally {
-    clearInterval(heartbeat);
-  }
-  if (!res.writableEnded) res.end();
-
-  async function streamEvents(): Promise<void> {
-    for await (const event of started.events) {
-      const chunk =
-        event.body.type === "queued"
-          ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
-          : encodeSseFrame(event);
-      if (chunk === null) continue;
-      if (event.seq === 1) observer.firstEventSent("sse", Date.now() - arrivedAt);
-      observer.eventStreamed("sse", event.body.type, chunk.length);
-      lastWrite = Date.now();
-      if (!(await writeWithBackpressure(res, chunk))) break;
-    }
-  }
+  writeSseHead(res);
+  await streamSse(res, started.events, { heartbeatMs, observer, arrivedAt });
 }

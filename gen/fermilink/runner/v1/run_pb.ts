@@ -12,7 +12,288 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fermilink/runner/v1/run.proto.
  */
 export const file_fermilink_runner_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mZXJtaWxpbmsvcnVubmVyL3YxL3J1bi5wcm90bxITZmVybWlsaW5rLnJ1bm5lci52MSJ9CgpSdW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRITCgt1c2VyX3Byb21wdBgDIAEoCRISCgpwYWNrYWdlX2lkGAQgASgJEg8KB3NhbmRib3gYBSABKAkSEAoIcHJvdmlkZXIYBiABKAkizgIKCFJ1bkV2ZW50Eg4KBnJ1bl9pZBgBIAEoCRILCgNzZXEYAiABKAQSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoGcXVldWVkGAogASgLMiAuZmVybWlsaW5rLnJ1bm5lci52MS5RdWV1ZWRFdmVudEgAEi4KBG1ldGEYCyABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLk1ldGFFdmVudEgAEjAKBWFnZW50GAwgASgLMh8uZmVybWlsaW5rLnJ1bm5lci52MS5BZ2VudEV2ZW50SAASLAoDbG9nGA0gASgLMh0uZmVybWlsaW5rLnJ1bm5lci52MS5Mb2dFdmVudEgAEi4KBGV4aXQYDiABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLkV4aXRFdmVudEgAQgcKBWV2ZW50IjMKC1F1ZXVlZEV2ZW50EhAKCHBvc2l0aW9uGAEgASgNEhIKCnF1ZXVlX3NpemUYAiABKA0ingEKCU1ldGFFdmVudBISCgpzZXNzaW9uX2lkGAEgASgJEi8KBWFnZW50GAIgASgLMiAuZmVybWlsaW5rLnJ1bm5lci52MS5BZ2VudFBvbGljeRIWCg53b3Jrc3BhY2VfcGF0aBgDIAEoCRI0CgdwYWNrYWdlGAQgASgLMiMuZmVybWlsaW5rLnJ1bm5lci52MS5QYWNrYWdlT3ZlcmxheSLEAwoOUGFja2FnZU92ZXJsYXkSEgoKcGFja2FnZV9pZBgBIAEoCRIUCgxwYWNrYWdlX3BhdGgYAiABKAkSFAoMbGlua2VkX2NvdW50GAMgASgNEhcKD2NvbGxpc2lvbl9jb3VudBgEIAEoDRISCgpjb2xsaXNpb25zGAUgAygJEhkKEXJlcXVlc3RlZF9lbnRyaWVzGAYgAygJEhMKC2FsbF9lbnRyaWVzGAcgASgIEiEKGW1pc3NpbmdfcmVxdWVzdGVkX2VudHJpZXMYCCADKAkSHgoWZGVwZW5kZW5jeV9wYWNrYWdlX2lkcxgJIAMoCRIfChdsaW5rZWRfZGVwZW5kZW5jeV9jb3VudBgKIAEoDRJJChpsaW5rZWRfZGVwZW5kZW5jeV9wYWNrYWdlcxgLIAMoCzIlLmZlcm1pbGluay5ydW5uZXIudjEuTGlua2VkRGVwZW5kZW5jeRIjChttaXNzaW5nX2RlcGVuZGVuY3lfcGFja2FnZXMYDCADKAkSIgoaZGVwZW5kZW5jeV9jb2xsaXNpb25fY291bnQYDSABKA0SHQoVZGVwZW5kZW5jeV9jb2xsaXNpb25zGA4gAygJIkQKEExpbmtlZERlcGVuZGVuY3kSEgoKcGFja2FnZV9pZBgBIAEoCRIMCgRtb2RlGAIgASgJEg4KBnNvdXJjZRgDIAEoCSK1AQoLQWdlbnRQb2xpY3kSEAoIcHJvdmlkZXIYASABKAkSFgoOc2FuZGJveF9wb2xpY3kYAiABKAkSGQoMc2FuZGJveF9tb2RlGAMgASgJSACIAQESEgoFbW9kZWwYBCABKAlIAYgBARIdChByZWFzb25pbmdfZWZmb3J0GAUgASgJSAKIAQFCDwoNX3NhbmRib3hfbW9kZUIICgZfbW9kZWxCEwoRX3JlYXNvbmluZ19lZmZvcnQiWwoKQWdlbnRFdmVudBILCgNyYXcYASABKAkSLQoFaXRlbXMYAiADKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50SXRlbRIRCgl0cnVuY2F0ZWQYAyABKAgiugMKCUFnZW50SXRlbRI4CgdtZXNzYWdlGAEgASgLMiUuZmVybWlsaW5rLnJ1bm5lci52MS5Bc3Npc3RhbnRNZXNzYWdlSAASMwoJcmVhc29uaW5nGAIgASgLMh4uZmVybWlsaW5rLnJ1bm5lci52MS5SZWFzb25pbmdIABI4Cgdjb21tYW5kGAMgASgLMiUuZmVybWlsaW5rLnJ1bm5lci52MS5Db21tYW5kRXhlY3V0aW9uSAASNgoLZmlsZV9jaGFuZ2UYBCABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLkZpbGVDaGFuZ2VIABIyCgl0b29sX2NhbGwYBSABKAsyHS5mZXJtaWxpbmsucnVubmVyLnYxLlRvb2xDYWxsSAASKwoFdXNhZ2UYBiABKAsyGi5mZXJtaWxpbmsucnVubmVyLnYxLlVzYWdlSAASMAoFZXJyb3IYByABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50RXJyb3JIABIxCgZyZXN1bHQYCCABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLlR1cm5SZXN1bHRIAEIGCgRraW5kIi8KEEFzc2lzdGFudE1lc3NhZ2USDAoEdGV4dBgBIAEoCRINCgVkZWx0YRgCIAEoCCIZCglSZWFzb25pbmcSDAoEdGV4dBgBIAEoCSIrCghMb2dFdmVudBIMCgR0ZXh0GAEgASgJEhEKCXRydW5jYXRlZBgCIAEoCCKWAQoQQ29tbWFuZEV4ZWN1dGlvbhIKCgJpZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEg4KBm91dHB1dBgDIAEoCRIWCglleGl0X2NvZGUYBCABKAVIAIgBARIvCgZzdGF0dXMYBSABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkl0ZW1TdGF0dXNCDAoKX2V4aXRfY29kZSKAAQoKRmlsZUNoYW5nZRIKCgJpZBgBIAEoCRI1CgdjaGFuZ2VzGAIgAygLMiQuZmVybWlsaW5rLnJ1bm5lci52MS5GaWxlQ2hhbmdlRW50cnkSLwoGc3RhdHVzGAMgASgOMh8uZmVybWlsaW5rLnJ1bm5lci52MS5JdGVtU3RhdHVzIi0KD0ZpbGVDaGFuZ2VFbnRyeRIMCgRwYXRoGAEgASgJEgwKBGtpbmQYAiABKAkieQoIVG9vbENhbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgppbnB1dF9qc29uGAMgASgJEg4KBm91dHB1dBgEIAEoCRIvCgZzdGF0dXMYBSABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkl0ZW1TdGF0dXMijwEKBVVzYWdlEhQKDGlucHV0X3Rva2VucxgBIAEoBBIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAIgASgEEhUKDW91dHB1dF90b2tlbnMYAyABKAQSGAoQcmVhc29uaW5nX3Rva2VucxgEIAEoBBIVCghjb3N0X3VzZBgFIAEoAUgAiAEBQgsKCV9jb3N0X3VzZCI/CgpBZ2VudEVycm9yEg8KB21lc3NhZ2UYASABKAkSEQoJcmV0cnlhYmxlGAIgASgIEg0KBWZhdGFsGAMgASgIIisKClR1cm5SZXN1bHQSDwoHc3VjY2VzcxgBIAEoCBIMCgR0ZXh0GAIgASgJIrQBCglFeGl0RXZlbnQSLwoGcmVhc29uGAEgASgOMh8uZmVybWlsaW5rLnJ1bm5lci52MS5FeGl0UmVhc29uEhgKC3JldHVybl9jb2RlGAIgASgRSACIAQESDgoGc2lnbmFsGAMgASgJEisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB21lc3NhZ2UYBSABKAlCDgoMX3JldHVybl9jb2RlKpMBCgpJdGVtU3RhdHVzEhsKF0lURU1fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXSVRFTV9TVEFUVVNfSU5fUFJPR1JFU1MQARIZChVJVEVNX1NUQVRVU19DT01QTEVURUQQAhIWChJJVEVNX1NUQVRVU19GQUlMRUQQAxIYChRJVEVNX1NUQVRVU19ERUNMSU5FRBAEKsYBCgpFeGl0UmVhc29uEhsKF0VYSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASGQoVRVhJVF9SRUFTT05fQ09NUExFVEVEEAESFwoTRVhJVF9SRUFTT05fVElNRU9VVBACEhkKFUVYSVRfUkVBU09OX0NBTkNFTExFRBADEhsKF0VYSVRfUkVBU09OX0NMSUVOVF9HT05FEAQSGAoURVhJVF9SRUFTT05fU0hVVERPV04QBRIVChFFWElUX1JFQVNPTl9FUlJPUhAGMlUKClJ1blNlcnZpY2USRwoDUnVuEh8uZmVybWlsaW5rLnJ1bm5lci52MS5SdW5SZXF1ZXN0Gh0uZmVybWlsaW5rLnJ1bm5lci52MS5SdW5FdmVudDABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mZXJtaWxpbmsvcnVubmVyL3YxL3J1bi5wcm90bxITZmVybWlsaW5rLnJ1bm5lci52MSJDCg1BdHRhY2hSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDwoHdXNlcl9pZBgDIAEoCSIwCg1DYW5jZWxSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIjAKDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiXQoPTGlzdFJ1bnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJXChBMaXN0UnVuc1Jlc3BvbnNlEioKBHJ1bnMYASADKAsyHC5mZXJtaWxpbmsucnVubmVyLnYxLlJ1bkluZm8SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIvMDCgdSdW5JbmZvEg4KBnJ1bl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSLwoFYWdlbnQYBCABKAsyIC5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50UG9saWN5EhIKCnBhY2thZ2VfaWQYBSABKAkSEAoIZGV0YWNoZWQYBiABKAgSFgoOcHJvbXB0X3ByZXZpZXcYByABKAkSLgoGc3RhdHVzGAggASgOMh4uZmVybWlsaW5rLnJ1bm5lci52MS5SdW5TdGF0dXMSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKC2V4aXRfcmVhc29uGAwgASgOMh8uZmVybWlsaW5rLnJ1bm5lci52MS5FeGl0UmVhc29uEhgKC3JldHVybl9jb2RlGA0gASgRSACIAQESFAoMZXhpdF9tZXNzYWdlGA4gASgJEhAKCGxhc3Rfc2VxGA8gASgEQg4KDF9yZXR1cm5fY29kZSKNAQoKUnVuUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEwoLdXNlcl9wcm9tcHQYAyABKAkSEgoKcGFja2FnZV9pZBgEIAEoCRIPCgdzYW5kYm94GAUgASgJEhAKCHByb3ZpZGVyGAYgASgJEg4KBmRldGFjaBgHIAEoCCLOAgoIUnVuRXZlbnQSDgoGcnVuX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgZxdWV1ZWQYCiABKAsyIC5mZXJtaWxpbmsucnVubmVyLnYxLlF1ZXVlZEV2ZW50SAASLgoEbWV0YRgLIAEoCzIeLmZlcm1pbGluay5ydW5uZXIudjEuTWV0YUV2ZW50SAASMAoFYWdlbnQYDCABKAsyHy5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50RXZlbnRIABIsCgNsb2cYDSABKAsyHS5mZXJtaWxpbmsucnVubmVyLnYxLkxvZ0V2ZW50SAASLgoEZXhpdBgOIAEoCzIeLmZlcm1pbGluay5ydW5uZXIudjEuRXhpdEV2ZW50SABCBwoFZXZlbnQiMwoLUXVldWVkRXZlbnQSEAoIcG9zaXRpb24YASABKA0SEgoKcXVldWVfc2l6ZRgCIAEoDSKeAQoJTWV0YUV2ZW50EhIKCnNlc3Npb25faWQYASABKAkSLwoFYWdlbnQYAiABKAsyIC5mZXJtaWxpbmsucnVubmVyLnYxLkFnZW50UG9saWN5EhYKDndvcmtzcGFjZV9wYXRoGAMgASgJEjQKB3BhY2thZ2UYBCABKAsyIy5mZXJtaWxpbmsucnVubmVyLnYxLlBhY2thZ2VPdmVybGF5IsQDCg5QYWNrYWdlT3ZlcmxheRISCgpwYWNrYWdlX2lkGAEgASgJEhQKDHBhY2thZ2VfcGF0aBgCIAEoCRIUCgxsaW5rZWRfY291bnQYAyABKA0SFwoPY29sbGlzaW9uX2NvdW50GAQgASgNEhIKCmNvbGxpc2lvbnMYBSADKAkSGQoRcmVxdWVzdGVkX2VudHJpZXMYBiADKAkSEwoLYWxsX2VudHJpZXMYByABKAgSIQoZbWlzc2luZ19yZXF1ZXN0ZWRfZW50cmllcxgIIAMoCRIeChZkZXBlbmRlbmN5X3BhY2thZ2VfaWRzGAkgAygJEh8KF2xpbmtlZF9kZXBlbmRlbmN5X2NvdW50GAogASgNEkkKGmxpbmtlZF9kZXBlbmRlbmN5X3BhY2thZ2VzGAsgAygLMiUuZmVybWlsaW5rLnJ1bm5lci52MS5MaW5rZWREZXBlbmRlbmN5EiMKG21pc3NpbmdfZGVwZW5kZW5jeV9wYWNrYWdlcxgMIAMoCRIiChpkZXBlbmRlbmN5X2NvbGxpc2lvbl9jb3VudBgNIAEoDRIdChVkZXBlbmRlbmN5X2NvbGxpc2lvbnMYDiADKAkiRAoQTGlua2VkRGVwZW5kZW5jeRISCgpwYWNrYWdlX2lkGAEgASgJEgwKBG1vZGUYAiABKAkSDgoGc291cmNlGAMgASgJIrUBCgtBZ2VudFBvbGljeRIQCghwcm92aWRlchgBIAEoCRIWCg5zYW5kYm94X3BvbGljeRgCIAEoCRIZCgxzYW5kYm94X21vZGUYAyABKAlIAIgBARISCgVtb2RlbBgEIAEoCUgBiAEBEh0KEHJlYXNvbmluZ19lZmZvcnQYBSABKAlIAogBAUIPCg1fc2FuZGJveF9tb2RlQggKBl9tb2RlbEITChFfcmVhc29uaW5nX2VmZm9ydCJbCgpBZ2VudEV2ZW50EgsKA3JhdxgBIAEoCRItCgVpdGVtcxgCIAMoCzIeLmZlcm1pbGluay5ydW5uZXIudjEuQWdlbnRJdGVtEhEKCXRydW5jYXRlZBgDIAEoCCK6AwoJQWdlbnRJdGVtEjgKB21lc3NhZ2UYASABKAsyJS5mZXJtaWxpbmsucnVubmVyLnYxLkFzc2lzdGFudE1lc3NhZ2VIABIzCglyZWFzb25pbmcYAiABKAsyHi5mZXJtaWxpbmsucnVubmVyLnYxLlJlYXNvbmluZ0gAEjgKB2NvbW1hbmQYAyABKAsyJS5mZXJtaWxpbmsucnVubmVyLnYxLkNvbW1hbmRFeGVjdXRpb25IABI2CgtmaWxlX2NoYW5nZRgEIAEoCzIfLmZlcm1pbGluay5ydW5uZXIudjEuRmlsZUNoYW5nZUgAEjIKCXRvb2xfY2FsbBgFIAEoCzIdLmZlcm1pbGluay5ydW5uZXIudjEuVG9vbENhbGxIABIrCgV1c2FnZRgGIAEoCzIaLmZlcm1pbGluay5ydW5uZXIudjEuVXNhZ2VIABIwCgVlcnJvchgHIAEoCzIfLmZlcm1pbGluay5ydW5uZXIudjEuQWdlbnRFcnJvckgAEjEKBnJlc3VsdBgIIAEoCzIfLmZlcm1pbGluay5ydW5uZXIudjEuVHVyblJlc3VsdEgAQgYKBGtpbmQiLwoQQXNzaXN0YW50TWVzc2FnZRIMCgR0ZXh0GAEgASgJEg0KBWRlbHRhGAIgASgIIhkKCVJlYXNvbmluZxIMCgR0ZXh0GAEgASgJIisKCExvZ0V2ZW50EgwKBHRleHQYASABKAkSEQoJdHJ1bmNhdGVkGAIgASgIIpYBChBDb21tYW5kRXhlY3V0aW9uEgoKAmlkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSDgoGb3V0cHV0GAMgASgJEhYKCWV4aXRfY29kZRgEIAEoBUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmZlcm1pbGluay5ydW5uZXIudjEuSXRlbVN0YXR1c0IMCgpfZXhpdF9jb2RlIoABCgpGaWxlQ2hhbmdlEgoKAmlkGAEgASgJEjUKB2NoYW5nZXMYAiADKAsyJC5mZXJtaWxpbmsucnVubmVyLnYxLkZpbGVDaGFuZ2VFbnRyeRIvCgZzdGF0dXMYAyABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkl0ZW1TdGF0dXMiLQoPRmlsZUNoYW5nZUVudHJ5EgwKBHBhdGgYASABKAkSDAoEa2luZBgCIAEoCSJ5CghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCmlucHV0X2pzb24YAyABKAkSDgoGb3V0cHV0GAQgASgJEi8KBnN0YXR1cxgFIAEoDjIfLmZlcm1pbGluay5ydW5uZXIudjEuSXRlbVN0YXR1cyKPAQoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgEEhsKE2NhY2hlZF9pbnB1dF90b2tlbnMYAiABKAQSFQoNb3V0cHV0X3Rva2VucxgDIAEoBBIYChByZWFzb25pbmdfdG9rZW5zGAQgASgEEhUKCGNvc3RfdXNkGAUgASgBSACIAQFCCwoJX2Nvc3RfdXNkIj8KCkFnZW50RXJyb3ISDwoHbWVzc2FnZRgBIAEoCRIRCglyZXRyeWFibGUYAiABKAgSDQoFZmF0YWwYAyABKAgiKwoKVHVyblJlc3VsdBIPCgdzdWNjZXNzGAEgASgIEgwKBHRleHQYAiABKAkitAEKCUV4aXRFdmVudBIvCgZyZWFzb24YASABKA4yHy5mZXJtaWxpbmsucnVubmVyLnYxLkV4aXRSZWFzb24SGAoLcmV0dXJuX2NvZGUYAiABKBFIAIgBARIOCgZzaWduYWwYAyABKAkSKwoIZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHbWVzc2FnZRgFIAEoCUIOCgxfcmV0dXJuX2NvZGUqbwoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhcKE1JVTl9TVEFUVVNfRklOSVNIRUQQAyqTAQoKSXRlbVN0YXR1cxIbChdJVEVNX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0lURU1fU1RBVFVTX0lOX1BST0dSRVNTEAESGQoVSVRFTV9TVEFUVVNfQ09NUExFVEVEEAISFgoSSVRFTV9TVEFUVVNfRkFJTEVEEAMSGAoUSVRFTV9TVEFUVVNfREVDTElORUQQBCrjAQoKRXhpdFJlYXNvbhIbChdFWElUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhkKFUVYSVRfUkVBU09OX0NPTVBMRVRFRBABEhcKE0VYSVRfUkVBU09OX1RJTUVPVVQQAhIZChVFWElUX1JFQVNPTl9DQU5DRUxMRUQQAxIbChdFWElUX1JFQVNPTl9DTElFTlRfR09ORRAEEhgKFEVYSVRfUkVBU09OX1NIVVRET1dOEAUSFQoRRVhJVF9SRUFTT05fRVJST1IQBhIbChdFWElUX1JFQVNPTl9JTlRFUlJVUFRFRBAHMpUDCgpSdW5TZXJ2aWNlEkcKA1J1bhIfLmZlcm1pbGluay5ydW5uZXIudjEuUnVuUmVxdWVzdBodLmZlcm1pbGluay5ydW5uZXIudjEuUnVuRXZlbnQwARJNCgZBdHRhY2gSIi5mZXJtaWxpbmsucnVubmVyLnYxLkF0dGFjaFJlcXVlc3QaHS5mZXJtaWxpbmsucnVubmVyLnYxLlJ1bkV2ZW50MAESSgoGQ2FuY2VsEiIuZmVybWlsaW5rLnJ1bm5lci52MS5DYW5jZWxSZXF1ZXN0GhwuZmVybWlsaW5rLnJ1bm5lci52MS5SdW5JbmZvEkoKBkdldFJ1bhIiLmZlcm1pbGluay5ydW5uZXIudjEuR2V0UnVuUmVxdWVzdBocLmZlcm1pbGluay5ydW5uZXIudjEuUnVuSW5mbxJXCghMaXN0UnVucxIkLmZlcm1pbGluay5ydW5uZXIudjEuTGlzdFJ1bnNSZXF1ZXN0GiUuZmVybWlsaW5rLnJ1bm5lci52MS5MaXN0UnVuc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * AttachRequest names a run and where to resume.
+ *
+ * @generated from message fermilink.runner.v1.AttachRequest
+ */
+export type AttachRequest = Message<"fermilink.runner.v1.AttachRequest"> & {
+  /**
+   * The run (`RunEvent.run_id`).
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Stream events with `seq` greater than this (0 = every event).
+   *
+   * @generated from field: uint64 after_seq = 2;
+   */
+  afterSeq: bigint;
+
+  /**
+   * The caller's user id; a run started with a user id is visible only to
+   * that user (compared trimmed and case-insensitively).
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.AttachRequest.
+ * Use `create(AttachRequestSchema)` to create a new message.
+ */
+export const AttachRequestSchema: GenMessage<AttachRequest> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 0);
+
+/**
+ * CancelRequest names the run to end.
+ *
+ * @generated from message fermilink.runner.v1.CancelRequest
+ */
+export type CancelRequest = Message<"fermilink.runner.v1.CancelRequest"> & {
+  /**
+   * The run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The caller's user id (see AttachRequest.user_id).
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.CancelRequest.
+ * Use `create(CancelRequestSchema)` to create a new message.
+ */
+export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 1);
+
+/**
+ * GetRunRequest names the run to look up.
+ *
+ * @generated from message fermilink.runner.v1.GetRunRequest
+ */
+export type GetRunRequest = Message<"fermilink.runner.v1.GetRunRequest"> & {
+  /**
+   * The run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The caller's user id (see AttachRequest.user_id).
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.GetRunRequest.
+ * Use `create(GetRunRequestSchema)` to create a new message.
+ */
+export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 2);
+
+/**
+ * ListRunsRequest selects and pages the caller's runs.
+ *
+ * @generated from message fermilink.runner.v1.ListRunsRequest
+ */
+export type ListRunsRequest = Message<"fermilink.runner.v1.ListRunsRequest"> & {
+  /**
+   * Runs of this user (empty: runs started without a user id).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Only runs of this session (empty: every session).
+   *
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * Runs per page: 1 to 500; 0 means 50.
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.ListRunsRequest.
+ * Use `create(ListRunsRequestSchema)` to create a new message.
+ */
+export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 3);
+
+/**
+ * ListRunsResponse is one page of runs, newest first.
+ *
+ * @generated from message fermilink.runner.v1.ListRunsResponse
+ */
+export type ListRunsResponse = Message<"fermilink.runner.v1.ListRunsResponse"> & {
+  /**
+   * The runs.
+   *
+   * @generated from field: repeated fermilink.runner.v1.RunInfo runs = 1;
+   */
+  runs: RunInfo[];
+
+  /**
+   * Token for the next page; empty when this is the last one.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.ListRunsResponse.
+ * Use `create(ListRunsResponseSchema)` to create a new message.
+ */
+export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 4);
+
+/**
+ * RunInfo is a run's record in the run store.
+ *
+ * @generated from message fermilink.runner.v1.RunInfo
+ */
+export type RunInfo = Message<"fermilink.runner.v1.RunInfo"> & {
+  /**
+   * The run id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The request's user id (empty when none).
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * The session the run worked in.
+   *
+   * @generated from field: string session_id = 3;
+   */
+  sessionId: string;
+
+  /**
+   * The policy the provider ran under.
+   *
+   * @generated from field: fermilink.runner.v1.AgentPolicy agent = 4;
+   */
+  agent?: AgentPolicy | undefined;
+
+  /**
+   * The package overlaid (empty when none).
+   *
+   * @generated from field: string package_id = 5;
+   */
+  packageId: string;
+
+  /**
+   * True when the run was started with `detach`.
+   *
+   * @generated from field: bool detached = 6;
+   */
+  detached: boolean;
+
+  /**
+   * The prompt's first 200 characters.
+   *
+   * @generated from field: string prompt_preview = 7;
+   */
+  promptPreview: string;
+
+  /**
+   * Where the run is.
+   *
+   * @generated from field: fermilink.runner.v1.RunStatus status = 8;
+   */
+  status: RunStatus;
+
+  /**
+   * When the request arrived.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 9;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When the provider started (its `meta` event).
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 10;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * When the run ended.
+   *
+   * @generated from field: google.protobuf.Timestamp ended_at = 11;
+   */
+  endedAt?: Timestamp | undefined;
+
+  /**
+   * Why it ended (unspecified while it runs).
+   *
+   * @generated from field: fermilink.runner.v1.ExitReason exit_reason = 12;
+   */
+  exitReason: ExitReason;
+
+  /**
+   * The provider's return code, when it ran and was reaped.
+   *
+   * @generated from field: optional sint32 return_code = 13;
+   */
+  returnCode?: number | undefined;
+
+  /**
+   * The exit event's message.
+   *
+   * @generated from field: string exit_message = 14;
+   */
+  exitMessage: string;
+
+  /**
+   * Seq of the run's last event so far.
+   *
+   * @generated from field: uint64 last_seq = 15;
+   */
+  lastSeq: bigint;
+};
+
+/**
+ * Describes the message fermilink.runner.v1.RunInfo.
+ * Use `create(RunInfoSchema)` to create a new message.
+ */
+export const RunInfoSchema: GenMessage<RunInfo> = /*@__PURE__*/
+  messageDesc(file_fermilink_runner_v1_run, 5);
 
 /**
  * RunRequest carries FermiLink's `POST /run` body fields under the same names.
@@ -67,6 +348,14 @@ export type RunRequest = Message<"fermilink.runner.v1.RunRequest"> & {
    * @generated from field: string provider = 6;
    */
   provider: string;
+
+  /**
+   * Keep the run going when the caller leaves; watch it again with Attach
+   * (or `GET /runs/{run_id}/events`) and stop it with Cancel.
+   *
+   * @generated from field: bool detach = 7;
+   */
+  detach: boolean;
 };
 
 /**
@@ -74,7 +363,7 @@ export type RunRequest = Message<"fermilink.runner.v1.RunRequest"> & {
  * Use `create(RunRequestSchema)` to create a new message.
  */
 export const RunRequestSchema: GenMessage<RunRequest> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 0);
+  messageDesc(file_fermilink_runner_v1_run, 6);
 
 /**
  * RunEvent is one entry of a run's journal.
@@ -157,7 +446,7 @@ export type RunEvent = Message<"fermilink.runner.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 1);
+  messageDesc(file_fermilink_runner_v1_run, 7);
 
 /**
  * QueuedEvent reports the caller's place in the admission queue.
@@ -185,7 +474,7 @@ export type QueuedEvent = Message<"fermilink.runner.v1.QueuedEvent"> & {
  * Use `create(QueuedEventSchema)` to create a new message.
  */
 export const QueuedEventSchema: GenMessage<QueuedEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 2);
+  messageDesc(file_fermilink_runner_v1_run, 8);
 
 /**
  * MetaEvent mirrors FermiLink's `meta` frame.
@@ -228,7 +517,7 @@ export type MetaEvent = Message<"fermilink.runner.v1.MetaEvent"> & {
  * Use `create(MetaEventSchema)` to create a new message.
  */
 export const MetaEventSchema: GenMessage<MetaEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 3);
+  messageDesc(file_fermilink_runner_v1_run, 9);
 
 /**
  * PackageOverlay is FermiLink's overlay summary (`meta.package`), field for
@@ -343,7 +632,7 @@ export type PackageOverlay = Message<"fermilink.runner.v1.PackageOverlay"> & {
  * Use `create(PackageOverlaySchema)` to create a new message.
  */
 export const PackageOverlaySchema: GenMessage<PackageOverlay> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 4);
+  messageDesc(file_fermilink_runner_v1_run, 10);
 
 /**
  * LinkedDependency is one dependency package placed under
@@ -379,7 +668,7 @@ export type LinkedDependency = Message<"fermilink.runner.v1.LinkedDependency"> &
  * Use `create(LinkedDependencySchema)` to create a new message.
  */
 export const LinkedDependencySchema: GenMessage<LinkedDependency> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 5);
+  messageDesc(file_fermilink_runner_v1_run, 11);
 
 /**
  * AgentPolicy mirrors FermiLink's `meta.agent`.
@@ -428,7 +717,7 @@ export type AgentPolicy = Message<"fermilink.runner.v1.AgentPolicy"> & {
  * Use `create(AgentPolicySchema)` to create a new message.
  */
 export const AgentPolicySchema: GenMessage<AgentPolicy> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 6);
+  messageDesc(file_fermilink_runner_v1_run, 12);
 
 /**
  * AgentEvent is one stdout line of the provider, raw, plus a typed reading.
@@ -465,7 +754,7 @@ export type AgentEvent = Message<"fermilink.runner.v1.AgentEvent"> & {
  * Use `create(AgentEventSchema)` to create a new message.
  */
 export const AgentEventSchema: GenMessage<AgentEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 7);
+  messageDesc(file_fermilink_runner_v1_run, 13);
 
 /**
  * AgentItem is one typed reading of a provider line.
@@ -550,7 +839,7 @@ export type AgentItem = Message<"fermilink.runner.v1.AgentItem"> & {
  * Use `create(AgentItemSchema)` to create a new message.
  */
 export const AgentItemSchema: GenMessage<AgentItem> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 8);
+  messageDesc(file_fermilink_runner_v1_run, 14);
 
 /**
  * AssistantMessage is assistant text.
@@ -578,7 +867,7 @@ export type AssistantMessage = Message<"fermilink.runner.v1.AssistantMessage"> &
  * Use `create(AssistantMessageSchema)` to create a new message.
  */
 export const AssistantMessageSchema: GenMessage<AssistantMessage> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 9);
+  messageDesc(file_fermilink_runner_v1_run, 15);
 
 /**
  * Reasoning is the model's exposed reasoning text.
@@ -599,7 +888,7 @@ export type Reasoning = Message<"fermilink.runner.v1.Reasoning"> & {
  * Use `create(ReasoningSchema)` to create a new message.
  */
 export const ReasoningSchema: GenMessage<Reasoning> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 10);
+  messageDesc(file_fermilink_runner_v1_run, 16);
 
 /**
  * LogEvent is one stderr line of the provider.
@@ -627,7 +916,7 @@ export type LogEvent = Message<"fermilink.runner.v1.LogEvent"> & {
  * Use `create(LogEventSchema)` to create a new message.
  */
 export const LogEventSchema: GenMessage<LogEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 11);
+  messageDesc(file_fermilink_runner_v1_run, 17);
 
 /**
  * CommandExecution is a shell command run by the agent.
@@ -676,7 +965,7 @@ export type CommandExecution = Message<"fermilink.runner.v1.CommandExecution"> &
  * Use `create(CommandExecutionSchema)` to create a new message.
  */
 export const CommandExecutionSchema: GenMessage<CommandExecution> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 12);
+  messageDesc(file_fermilink_runner_v1_run, 18);
 
 /**
  * FileChange lists files the agent changed.
@@ -711,7 +1000,7 @@ export type FileChange = Message<"fermilink.runner.v1.FileChange"> & {
  * Use `create(FileChangeSchema)` to create a new message.
  */
 export const FileChangeSchema: GenMessage<FileChange> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 13);
+  messageDesc(file_fermilink_runner_v1_run, 19);
 
 /**
  * FileChangeEntry is one changed file.
@@ -739,7 +1028,7 @@ export type FileChangeEntry = Message<"fermilink.runner.v1.FileChangeEntry"> & {
  * Use `create(FileChangeEntrySchema)` to create a new message.
  */
 export const FileChangeEntrySchema: GenMessage<FileChangeEntry> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 14);
+  messageDesc(file_fermilink_runner_v1_run, 20);
 
 /**
  * ToolCall is a call to a tool other than the shell.
@@ -788,7 +1077,7 @@ export type ToolCall = Message<"fermilink.runner.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 15);
+  messageDesc(file_fermilink_runner_v1_run, 21);
 
 /**
  * Usage is token and cost accounting.
@@ -837,7 +1126,7 @@ export type Usage = Message<"fermilink.runner.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 16);
+  messageDesc(file_fermilink_runner_v1_run, 22);
 
 /**
  * AgentError is an error the provider reported.
@@ -872,7 +1161,7 @@ export type AgentError = Message<"fermilink.runner.v1.AgentError"> & {
  * Use `create(AgentErrorSchema)` to create a new message.
  */
 export const AgentErrorSchema: GenMessage<AgentError> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 17);
+  messageDesc(file_fermilink_runner_v1_run, 23);
 
 /**
  * TurnResult is the provider's own report that a turn or run ended.
@@ -900,7 +1189,7 @@ export type TurnResult = Message<"fermilink.runner.v1.TurnResult"> & {
  * Use `create(TurnResultSchema)` to create a new message.
  */
 export const TurnResultSchema: GenMessage<TurnResult> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 18);
+  messageDesc(file_fermilink_runner_v1_run, 24);
 
 /**
  * ExitEvent is the last event of every run.
@@ -950,7 +1239,48 @@ export type ExitEvent = Message<"fermilink.runner.v1.ExitEvent"> & {
  * Use `create(ExitEventSchema)` to create a new message.
  */
 export const ExitEventSchema: GenMessage<ExitEvent> = /*@__PURE__*/
-  messageDesc(file_fermilink_runner_v1_run, 19);
+  messageDesc(file_fermilink_runner_v1_run, 25);
+
+/**
+ * RunStatus is where a run is in its life.
+ *
+ * @generated from enum fermilink.runner.v1.RunStatus
+ */
+export enum RunStatus {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: RUN_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for an admission slot or preparing its workspace.
+   *
+   * @generated from enum value: RUN_STATUS_QUEUED = 1;
+   */
+  QUEUED = 1,
+
+  /**
+   * The provider is running.
+   *
+   * @generated from enum value: RUN_STATUS_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * Ended; `exit_reason` says how.
+   *
+   * @generated from enum value: RUN_STATUS_FINISHED = 3;
+   */
+  FINISHED = 3,
+}
+
+/**
+ * Describes the enum fermilink.runner.v1.RunStatus.
+ */
+export const RunStatusSchema: GenEnum<RunStatus> = /*@__PURE__*/
+  enumDesc(file_fermilink_runner_v1_run, 0);
 
 /**
  * ItemStatus is the lifecycle state of a command, tool call or file change.
@@ -998,7 +1328,7 @@ export enum ItemStatus {
  * Describes the enum fermilink.runner.v1.ItemStatus.
  */
 export const ItemStatusSchema: GenEnum<ItemStatus> = /*@__PURE__*/
-  enumDesc(file_fermilink_runner_v1_run, 0);
+  enumDesc(file_fermilink_runner_v1_run, 1);
 
 /**
  * ExitReason says why a run ended.
@@ -1054,13 +1384,21 @@ export enum ExitReason {
    * @generated from enum value: EXIT_REASON_ERROR = 6;
    */
   ERROR = 6,
+
+  /**
+   * The runner process stopped (crash, kill -9) while the run was live; the
+   * run was found and closed when the runner started again.
+   *
+   * @generated from enum value: EXIT_REASON_INTERRUPTED = 7;
+   */
+  INTERRUPTED = 7,
 }
 
 /**
  * Describes the enum fermilink.runner.v1.ExitReason.
  */
 export const ExitReasonSchema: GenEnum<ExitReason> = /*@__PURE__*/
-  enumDesc(file_fermilink_runner_v1_run, 1);
+  enumDesc(file_fermilink_runner_v1_run, 2);
 
 /**
  * RunService starts coding-agent runs and streams every event of a run.
@@ -1087,7 +1425,8 @@ export const RunService: GenService<{
    * - unavailable: the server is shutting down.
    * - internal: workspace setup failed (git, disk).
    *
-   * A caller that cancels the call ends its run (reason `client_gone`).
+   * A caller that cancels the call ends its run (reason `client_gone`),
+   * unless the request set `detach`.
    *
    * @generated from rpc fermilink.runner.v1.RunService.Run
    */
@@ -1095,6 +1434,52 @@ export const RunService: GenService<{
     methodKind: "server_streaming";
     input: typeof RunRequestSchema;
     output: typeof RunEventSchema;
+  },
+  /**
+   * Attach streams a run's events after `after_seq` (0 = from the start),
+   * then follows it live until (and including) its `exit` event. Works for
+   * live and finished runs; leaving never ends the run.
+   *
+   * Errors: not_found when the run does not exist or belongs to another user.
+   *
+   * @generated from rpc fermilink.runner.v1.RunService.Attach
+   */
+  attach: {
+    methodKind: "server_streaming";
+    input: typeof AttachRequestSchema;
+    output: typeof RunEventSchema;
+  },
+  /**
+   * Cancel ends a queued or live run with reason `cancelled` (its process
+   * group is killed and its slot released) and returns the run once it has
+   * ended. Cancelling a finished run changes nothing.
+   *
+   * @generated from rpc fermilink.runner.v1.RunService.Cancel
+   */
+  cancel: {
+    methodKind: "unary";
+    input: typeof CancelRequestSchema;
+    output: typeof RunInfoSchema;
+  },
+  /**
+   * GetRun returns one run's record.
+   *
+   * @generated from rpc fermilink.runner.v1.RunService.GetRun
+   */
+  getRun: {
+    methodKind: "unary";
+    input: typeof GetRunRequestSchema;
+    output: typeof RunInfoSchema;
+  },
+  /**
+   * ListRuns returns the caller's runs, newest first, a page at a time.
+   *
+   * @generated from rpc fermilink.runner.v1.RunService.ListRuns
+   */
+  listRuns: {
+    methodKind: "unary";
+    input: typeof ListRunsRequestSchema;
+    output: typeof ListRunsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fermilink_runner_v1_run, 0);

@@ -1,0 +1,39 @@
+import type { RunEvent } from "../events/run-event.js";
+
+/** What a viewer reads a run from: a live journal or a finished run in the store. */
+export interface RunEventSource {
+  /** Up to `max` events after `afterSeq`, ascending. */
+  read(afterSeq: number, max: number): RunEvent[];
+  /** Resolves when there may be more after `afterSeq`, or the run ended. */
+  waitForMore(afterSeq: number): Promise<void>;
+  /** No event will be added any more. */
+  readonly isEnded: boolean;
+}
+
+/** Events read per step: small enough to keep a viewer's memory flat, big enough to be cheap. */
+const READ_BATCH = 256;
+
+/**
+ * A viewer of one run: replays every event after `afterSeq`, then follows
+ * live ones until the run's journal ends. The viewer holds only a cursor, so
+ * however slowly it is consumed nothing piles up in memory and the producer
+ * never waits for it. Each event is yielded exactly once, in `seq` order.
+ */
+export async function* followRun(
+  source: RunEventSource,
+  afterSeq: number,
+): AsyncGenerator<RunEvent> {
+  let cursor = afterSeq;
+  for (;;) {
+    const batch = source.read(cursor, READ_BATCH);
+    if (batch.length === 0) {
+      if (source.isEnded) return;
+      await source.waitForMore(cursor);
+      continue;
+    }
+    for (const event of batch) {
+      yield event;
+      cursor = event.seq;
+    }
+  }
+}

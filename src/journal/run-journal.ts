@@ -1,0 +1,153 @@
+import type { RunEvent, RunEventBody } from "../events/run-event.js";
+import type { RunRecord, RunStore } from "./run-store.js";
+
+/** Limits of one run's in-memory tail and write batching. */
+export interface JournalLimits {
+  /** Bytes of recent events kept in memory for live viewers (older ones are read from the store). */
+  tailBytes: number;
+  /** Write pending events at least this often. */
+  flushIntervalMs: number;
+  /** Write at once when this many events are pending. */
+  flushMaxEvents: number;
+}
+
+export const DEFAULT_JOURNAL_LIMITS: JournalLimits = {
+  tailBytes: 512 * 1024,
+  flushIntervalMs: 25,
+  flushMaxEvents: 512,
+};
+
+function sizeOf(body: RunEventBody): number {
+  if (body.type === "agent") return body.raw.length + 64;
+  if (body.type === "log") return body.text.length + 64;
+  return 512;
+}
+
+/**
+ * One run's journal: every event gets the next `seq` and is written to the
+ * store in batches; a bounded tail of recent events stays in memory so live
+ * viewers rarely touch the store. Appending never waits for a viewer (a slow
+ * or paused viewer only moves its own cursor), so the provider is never held
+ * up and memory stays flat: the store is the buffer.
+ */
+export class RunJournal {
+  private seq = 0;
+  /** Recent events; `tail[tailHead]` is the oldest kept (a moving head avoids O(n) shifts). */
+  private tail: RunEvent[] = [];
+  private tailHead = 0;
+  private tailBytes = 0;
+  private pending: RunEvent[] = [];
+  private flushedSeq = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private waiters: (() => void)[] = [];
+  private created = false;
+  private ended = false;
+
+  constructor(
+    private readonly record: RunRecord,
+    private readonly store: RunStore,
+    private readonly now: () => number,
+    private readonly limits: JournalLimits = DEFAULT_JOURNAL_LIMITS,
+  ) {}
+
+  get runId(): string {
+    return this.record.runId;
+  }
+
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Append one event. The run's row is created with the first one (a run refused earlier leaves nothing). */
+  append(body: RunEventBody): RunEvent {
+    if (this.ended) throw new Error(`journal of run ${this.runId} has ended`);
+    if (!this.created) {
+      this.store.createRun(this.record);
+      this.created = true;
+    }
+    this.seq += 1;
+    const event: RunEvent = { runId: this.runId, seq: this.seq, timeMs: this.now(), body };
+    this.tail.push(event);
+    this.tailBytes += sizeOf(body);
+    this.pending.push(event);
+    if (body.type === "meta") {
+      this.flush();
+      this.store.updateRun(this.runId, {
+        status: "running",
+        startedAtMs: event.timeMs,
+        packageId: body.package?.package_id ?? null,
+      });
+    } else if (body.type === "exit") {
+      this.flush();
+      this.store.updateRun(this.runId, {
+        status: "finished",
+        endedAtMs: event.timeMs,
+        exitReason: body.reason,
+        returnCode: body.returnCode,
+        exitMessage: body.message,
+      });
+    } else if (this.pending.length >= this.limits.flushMaxEvents) {
+      this.flush();
+    } else {
+      this.flushTimer ??= setTimeout(() => this.flush(), this.limits.flushIntervalMs);
+    }
+    this.evict();
+    for (const w of this.waiters.splice(0)) w();
+    return event;
+  }
+
+  /** No more events: write what is pending and release every waiting viewer. */
+  end(): void {
+    if (this.ended) return;
+    this.flush();
+    this.ended = true;
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Up to `max` events after `afterSeq`: from memory when the tail still has them, else from the store. */
+  read(afterSeq: number, max: number): RunEvent[] {
+    const first = this.tail[this.tailHead];
+    if (first && afterSeq + 1 >= first.seq) {
+      const start = this.tailHead + afterSeq + 1 - first.seq;
+      return this.tail.slice(start, start + max);
+    }
+    if (afterSeq >= this.seq) return [];
+    // Evicted events were flushed before eviction, so the store has them.
+    return this.store.readEvents(this.runId, afterSeq, max);
+  }
+
+  /** Resolves when an event after `afterSeq` exists or the journal ended. */
+  waitForMore(afterSeq: number): Promise<void> {
+    if (afterSeq < this.seq || this.ended) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.store.appendEvents(this.runId, batch);
+    this.flushedSeq = batch[batch.length - 1]?.seq ?? this.flushedSeq;
+  }
+
+  private evict(): void {
+    if (this.tailBytes <= this.limits.tailBytes) return;
+    if (this.pending.length > 0) this.flush();
+    while (this.tailBytes > this.limits.tailBytes && this.tail.length - this.tailHead > 1) {
+      const old = this.tail[this.tailHead];
+      if (!old || old.seq > this.flushedSeq) break;
+      this.tailHead += 1;
+      this.tailBytes -= sizeOf(old.body);
+    }
+    if (this.tailHead > 1024 && this.tailHead * 2 > this.tail.length) {
+      this.tail = this.tail.slice(this.tailHead);
+      this.tailHead = 0;
+    }
+  }
+}

@@ -1,0 +1,80 @@
+import type { AgentPolicy, ExitReason, RunEvent } from "../events/run-event.js";
+
+/** Where a run is in its life, as the store records it. */
+export type RunStatus = "queued" | "running" | "finished";
+
+/** One run as the store keeps it (proto `RunInfo`). */
+export interface RunRecord {
+  runId: string;
+  /** The request's user id as given, or null. */
+  userId: string | null;
+  sessionId: string;
+  provider: string;
+  policy: AgentPolicy;
+  packageId: string | null;
+  detached: boolean;
+  /** The prompt's first characters, so a list of runs is readable. */
+  promptPreview: string;
+  status: RunStatus;
+  createdAtMs: number;
+  startedAtMs: number | null;
+  endedAtMs: number | null;
+  exitReason: ExitReason | null;
+  returnCode: number | null;
+  exitMessage: string;
+  /** Seq of the last event stored. */
+  lastSeq: number;
+  /** Bytes of stored event payloads (for retention by size). */
+  eventBytes: number;
+}
+
+/** Fields that change over a run's life. */
+export type RunUpdate = Partial<
+  Pick<
+    RunRecord,
+    | "status"
+    | "packageId"
+    | "startedAtMs"
+    | "endedAtMs"
+    | "exitReason"
+    | "returnCode"
+    | "exitMessage"
+  >
+>;
+
+/** A page of `listRuns`, newest first. */
+export interface RunQuery {
+  /** Normalised user key: runs whose user id normalises to it ("" = runs without a user). */
+  userNorm: string;
+  sessionId: string | null;
+  limit: number;
+  /** Continue after this run (exclusive), from a previous page. */
+  after: { createdAtMs: number; runId: string } | null;
+}
+
+/**
+ * The durable run journal: runs and their events, in order, by `seq`. One
+ * interface so the embedded SQLite store can be replaced by another backend.
+ * Calls are synchronous: the embedded store is in-process, and the journal
+ * batches writes so a call is one short transaction.
+ */
+export interface RunStore {
+  createRun(record: RunRecord): void;
+  updateRun(runId: string, update: RunUpdate): void;
+  /** Append events (ascending seq, continuing the run's journal) in one transaction. */
+  appendEvents(runId: string, events: readonly RunEvent[]): void;
+  /** Events with seq > afterSeq, ascending, at most `limit`. */
+  readEvents(runId: string, afterSeq: number, limit: number): RunEvent[];
+  getRun(runId: string): RunRecord | null;
+  listRuns(query: RunQuery): RunRecord[];
+  /** Runs recorded as queued or running (live when the previous process stopped). */
+  liveRuns(): RunRecord[];
+  /** Delete finished runs ended before `endedBeforeMs`, then oldest finished ones until the total is under `maxBytes`. */
+  prune(opts: { endedBeforeMs: number; maxBytes: number }): number;
+  close(): void;
+}
+
+/** How user ids compare (FermiLink's admission key rule: trimmed, lowercase). */
+export function normalizeUser(userId: string | null | undefined): string {
+  return (userId ?? "").trim().toLowerCase();
+}

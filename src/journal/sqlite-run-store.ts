@@ -1,0 +1,280 @@
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { RunnerError } from "../errors/runner-error.js";
+import type { RunEvent, RunEventBody } from "../events/run-event.js";
+import {
+  normalizeUser,
+  type RunQuery,
+  type RunRecord,
+  type RunStore,
+  type RunUpdate,
+} from "./run-store.js";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  user_id TEXT,
+  user_norm TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  policy_json TEXT NOT NULL,
+  package_id TEXT,
+  detached INTEGER NOT NULL,
+  prompt_preview TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  started_at_ms INTEGER,
+  ended_at_ms INTEGER,
+  exit_reason TEXT,
+  return_code INTEGER,
+  exit_message TEXT NOT NULL DEFAULT '',
+  last_seq INTEGER NOT NULL DEFAULT 0,
+  event_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user_norm, created_at_ms DESC, run_id DESC);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+CREATE TABLE IF NOT EXISTS events (
+  run_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+`;
+
+interface RunRow {
+  run_id: string;
+  user_id: string | null;
+  session_id: string;
+  provider: string;
+  policy_json: string;
+  package_id: string | null;
+  detached: number;
+  prompt_preview: string;
+  status: RunRecord["status"];
+  created_at_ms: number;
+  started_at_ms: number | null;
+  ended_at_ms: number | null;
+  exit_reason: RunRecord["exitReason"];
+  return_code: number | null;
+  exit_message: string;
+  last_seq: number;
+  event_bytes: number;
+}
+
+function fromRow(r: RunRow): RunRecord {
+  return {
+    runId: r.run_id,
+    userId: r.user_id,
+    sessionId: r.session_id,
+    provider: r.provider,
+    policy: JSON.parse(r.policy_json) as RunRecord["policy"],
+    packageId: r.package_id,
+    detached: r.detached === 1,
+    promptPreview: r.prompt_preview,
+    status: r.status,
+    createdAtMs: r.created_at_ms,
+    startedAtMs: r.started_at_ms,
+    endedAtMs: r.ended_at_ms,
+    exitReason: r.exit_reason,
+    returnCode: r.return_code,
+    exitMessage: r.exit_message,
+    lastSeq: r.last_seq,
+    eventBytes: r.event_bytes,
+  };
+}
+
+const UPDATE_COLUMNS: Record<keyof RunUpdate, string> = {
+  status: "status",
+  packageId: "package_id",
+  startedAtMs: "started_at_ms",
+  endedAtMs: "ended_at_ms",
+  exitReason: "exit_reason",
+  returnCode: "return_code",
+  exitMessage: "exit_message",
+};
+
+/**
+ * The embedded run store: one SQLite file (WAL, so readers never wait for the
+ * writer and a `kill -9` never corrupts it; synchronous=NORMAL, so a commit
+ * costs no fsync while a crash of this process still loses nothing committed).
+ */
+export class SqliteRunStore implements RunStore {
+  private readonly db: Database.Database;
+  private readonly insertEvent: Database.Statement;
+  private readonly bumpRun: Database.Statement;
+  private readonly appendTx: (runId: string, events: readonly RunEvent[]) => void;
+
+  constructor(file: string) {
+    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    // One runner per store: at start-up a runner closes the runs it finds live and kills their
+    // processes, which must never hit another runner's runs. The exclusive lock is held until close.
+    this.db.pragma("locking_mode = EXCLUSIVE");
+    this.db.pragma("busy_timeout = 200");
+    try {
+      this.db.pragma("journal_mode = WAL");
+      this.db.exec("BEGIN EXCLUSIVE; COMMIT;");
+    } catch (err) {
+      this.db.close();
+      throw new RunnerError(
+        "INTERNAL",
+        `The run store ${file} is in use by another runner process (or unreadable: ${(err as Error).message}); give each runner its own FERMILINK_RUNNER_STORE_PATH.`,
+        { cause: err },
+      );
+    }
+    this.db.pragma("synchronous = NORMAL");
+    this.db.exec(SCHEMA);
+    this.insertEvent = this.db.prepare(
+      "INSERT INTO events (run_id, seq, time_ms, body) VALUES (?, ?, ?, ?)",
+    );
+    this.bumpRun = this.db.prepare(
+      "UPDATE runs SET last_seq = ?, event_bytes = event_bytes + ? WHERE run_id = ?",
+    );
+    this.appendTx = this.db.transaction((runId: string, events: readonly RunEvent[]) => {
+      let bytes = 0;
+      let last = 0;
+      for (const e of events) {
+        const body = JSON.stringify(e.body);
+        bytes += body.length;
+        last = e.seq;
+        this.insertEvent.run(runId, e.seq, e.timeMs, body);
+      }
+      if (events.length > 0) this.bumpRun.run(last, bytes, runId);
+    });
+  }
+
+  createRun(r: RunRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO runs (run_id, user_id, user_norm, session_id, provider, policy_json, package_id,
+           detached, prompt_preview, status, created_at_ms, started_at_ms, ended_at_ms, exit_reason,
+           return_code, exit_message, last_seq, event_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        r.runId,
+        r.userId,
+        normalizeUser(r.userId),
+        r.sessionId,
+        r.provider,
+        JSON.stringify(r.policy),
+        r.packageId,
+        r.detached ? 1 : 0,
+        r.promptPreview,
+        r.status,
+        r.createdAtMs,
+        r.startedAtMs,
+        r.endedAtMs,
+        r.exitReason,
+        r.returnCode,
+        r.exitMessage,
+        r.lastSeq,
+        r.eventBytes,
+      );
+  }
+
+  updateRun(runId: string, update: RunUpdate): void {
+    const entries = Object.entries(update).filter(([, v]) => v !== undefined) as [
+      keyof RunUpdate,
+      unknown,
+    ][];
+    if (entries.length === 0) return;
+    const sets = entries.map(([k]) => `${UPDATE_COLUMNS[k]} = ?`).join(", ");
+    this.db
+      .prepare(`UPDATE runs SET ${sets} WHERE run_id = ?`)
+      .run(...entries.map(([, v]) => v), runId);
+  }
+
+  appendEvents(runId: string, events: readonly RunEvent[]): void {
+    this.appendTx(runId, events);
+  }
+
+  readEvents(runId: string, afterSeq: number, limit: number): RunEvent[] {
+    const rows = this.db
+      .prepare(
+        "SELECT seq, time_ms, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+      )
+      .all(runId, afterSeq, limit) as { seq: number; time_ms: number; body: string }[];
+    return rows.map((r) => ({
+      runId,
+      seq: r.seq,
+      timeMs: r.time_ms,
+      body: JSON.parse(r.body) as RunEventBody,
+    }));
+  }
+
+  getRun(runId: string): RunRecord | null {
+    const row = this.db.prepare("SELECT * FROM runs WHERE run_id = ?").get(runId) as
+      | RunRow
+      | undefined;
+    return row ? fromRow(row) : null;
+  }
+
+  listRuns(q: RunQuery): RunRecord[] {
+    const where = ["user_norm = ?"];
+    const args: unknown[] = [q.userNorm];
+    if (q.sessionId !== null) {
+      where.push("session_id = ?");
+      args.push(q.sessionId);
+    }
+    if (q.after) {
+      where.push("(created_at_ms < ? OR (created_at_ms = ? AND run_id < ?))");
+      args.push(q.after.createdAtMs, q.after.createdAtMs, q.after.runId);
+    }
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY created_at_ms DESC, run_id DESC LIMIT ?`,
+      )
+      .all(...args, q.limit) as RunRow[];
+    return rows.map(fromRow);
+  }
+
+  liveRuns(): RunRecord[] {
+    const rows = this.db
+      .prepare("SELECT * FROM runs WHERE status IN ('queued', 'running')")
+      .all() as RunRow[];
+    return rows.map(fromRow);
+  }
+
+  prune(opts: { endedBeforeMs: number; maxBytes: number }): number {
+    const finished = "status = 'finished'";
+    const victims = new Set(
+      (
+        this.db
+          .prepare(`SELECT run_id FROM runs WHERE ${finished} AND ended_at_ms < ?`)
+          .all(opts.endedBeforeMs) as { run_id: string }[]
+      ).map((r) => r.run_id),
+    );
+    const total =
+      (this.db.prepare("SELECT SUM(event_bytes) AS b FROM runs").get() as { b: number | null }).b ??
+      0;
+    let excess = total - opts.maxBytes;
+    if (excess > 0) {
+      const oldest = this.db
+        .prepare(`SELECT run_id, event_bytes FROM runs WHERE ${finished} ORDER BY ended_at_ms`)
+        .iterate() as IterableIterator<{ run_id: string; event_bytes: number }>;
+      for (const r of oldest) {
+        if (excess <= 0) break;
+        if (!victims.has(r.run_id)) {
+          victims.add(r.run_id);
+          excess -= r.event_bytes;
+        }
+      }
+    }
+    const delEvents = this.db.prepare("DELETE FROM events WHERE run_id = ?");
+    const delRun = this.db.prepare("DELETE FROM runs WHERE run_id = ?");
+    this.db.transaction(() => {
+      for (const id of victims) {
+        delEvents.run(id);
+        delRun.run(id);
+      }
+    })();
+    return victims.size;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

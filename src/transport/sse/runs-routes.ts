@@ -1,0 +1,151 @@
+import { RunnerError, toRunnerError } from "../../errors/runner-error.js";
+import { toHttpError } from "../../errors/status-table.js";
+import type { RunRecord } from "../../journal/run-store.js";
+import type { Logger } from "../../log/logger.js";
+import type { StreamObserver } from "../../metrics/metrics.js";
+import { listRunsPage } from "../../run/run-listing.js";
+import type { RunPipeline, Viewer } from "../../run/run-pipeline.js";
+import { type AnyRequest, type AnyResponse, sendJson } from "../http-types.js";
+import { agentPolicyJson } from "./sse-encoder.js";
+import { streamSse, writeSseHead } from "./sse-stream.js";
+
+/** Header naming the caller's user id (the `user_id` query parameter works too). */
+export const USER_ID_HEADER = "x-fermilink-user-id";
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** A run record in the JSON of FermiLink's routes (snake_case, like `meta`). */
+export function runRecordJson(r: RunRecord): Record<string, unknown> {
+  return {
+    run_id: r.runId,
+    user_id: r.userId,
+    session_id: r.sessionId,
+    agent: agentPolicyJson(r.policy),
+    package_id: r.packageId,
+    detached: r.detached,
+    prompt_preview: r.promptPreview,
+    status: r.status,
+    created_at: iso(r.createdAtMs),
+    started_at: iso(r.startedAtMs),
+    ended_at: iso(r.endedAtMs),
+    exit_reason: r.exitReason,
+    return_code: r.returnCode,
+    exit_message: r.exitMessage,
+    last_seq: r.lastSeq,
+  };
+}
+
+function viewerOf(req: AnyRequest, url: URL): Viewer {
+  const header = req.headers[USER_ID_HEADER];
+  const raw = url.searchParams.get("user_id") ?? (typeof header === "string" ? header : "");
+  return { userId: raw.trim() === "" ? null : raw };
+}
+
+function nonNegativeInt(raw: string, what: string): number {
+  if (!/^\d{1,15}$/.test(raw.trim())) {
+    throw new RunnerError(
+      "REQUEST_INVALID",
+      `${what} must be a non-negative integer (an event seq).`,
+    );
+  }
+  return Number(raw.trim());
+}
+
+/** Where a viewer resumes: `Last-Event-ID` (what EventSource sends on reconnect) beats `?after=`. */
+function resumePoint(req: AnyRequest, url: URL): number {
+  const last = req.headers["last-event-id"];
+  if (typeof last === "string" && last.trim() !== "") return nonNegativeInt(last, "Last-Event-ID");
+  const after = url.searchParams.get("after");
+  return after === null || after === "" ? 0 : nonNegativeInt(after, "after");
+}
+
+/** `/runs...` paths this module answers, or null. */
+export function matchRunsRoute(
+  pathname: string,
+): { kind: "list" } | { kind: "get" | "events" | "cancel"; runId: string } | null {
+  if (pathname === "/runs" || pathname === "/runs/") return { kind: "list" };
+  const m = /^\/runs\/([^/]+)(?:\/(events|cancel))?\/?$/.exec(pathname);
+  if (!m?.[1]) return null;
+  let runId: string;
+  try {
+    runId = decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
+  if (m[2] === "events") return { kind: "events", runId };
+  if (m[2] === "cancel") return { kind: "cancel", runId };
+  return { kind: "get", runId };
+}
+
+/**
+ * The HTTP twins of Attach, Cancel, GetRun and ListRuns:
+ * `GET /runs/{id}/events` streams a run in `POST /run`'s wire form and
+ * resumes after `Last-Event-ID` (or `?after=`), so a browser EventSource
+ * reconnects without losing or repeating a frame; once everything was sent
+ * and the run has ended it answers 204, which tells EventSource to stop.
+ */
+export async function handleRunsRoute(
+  req: AnyRequest,
+  res: AnyResponse,
+  url: URL,
+  route: NonNullable<ReturnType<typeof matchRunsRoute>>,
+  deps: { pipeline: RunPipeline; logger: Logger; observer: StreamObserver; heartbeatMs: number },
+): Promise<void> {
+  const wantMethod = route.kind === "cancel" ? "POST" : "GET";
+  if (req.method !== wantMethod) {
+    res.setHeader("allow", wantMethod);
+    sendJson(res, 405, { detail: "Method Not Allowed" });
+    return;
+  }
+  try {
+    const viewer = viewerOf(req, url);
+    switch (route.kind) {
+      case "list": {
+        const sizeRaw = url.searchParams.get("page_size");
+        const page = listRunsPage(deps.pipeline, {
+          userId: viewer.userId,
+          sessionId: url.searchParams.get("session_id") || null,
+          pageSize: sizeRaw ? nonNegativeInt(sizeRaw, "page_size") : 0,
+          pageToken: url.searchParams.get("page_token") ?? "",
+        });
+        sendJson(res, 200, {
+          runs: page.runs.map(runRecordJson),
+          next_page_token: page.nextPageToken || null,
+        });
+        return;
+      }
+      case "get":
+        sendJson(res, 200, runRecordJson(deps.pipeline.getRun(route.runId, viewer)));
+        return;
+      case "cancel":
+        sendJson(res, 200, runRecordJson(await deps.pipeline.cancel(route.runId, viewer)));
+        return;
+      case "events": {
+        const after = resumePoint(req, url);
+        const record = deps.pipeline.isLive(route.runId)
+          ? null
+          : deps.pipeline.getRun(route.runId, viewer);
+        if (record && after >= record.lastSeq) {
+          res.writeHead(204);
+          res.end();
+          return;
+        }
+        const events = deps.pipeline.attach(route.runId, after, viewer);
+        writeSseHead(res);
+        await streamSse(res, events, {
+          heartbeatMs: deps.heartbeatMs,
+          observer: deps.observer,
+          arrivedAt: null,
+        });
+        return;
+      }
+    }
+  } catch (err) {
+    const re = toRunnerError(err);
+    if (re.code === "INTERNAL") deps.logger.error({ err }, `${req.method} ${url.pathname} failed`);
+    if (!res.headersSent && !res.destroyed) {
+      const { status, body } = toHttpError(re);
+      sendJson(res, status, body);
+    } else if (!res.writableEnded) res.end();
+  }
+}

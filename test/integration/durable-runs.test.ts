@@ -1,0 +1,309 @@
+import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  ExitReason,
+  type RunEvent,
+  RunService,
+  RunStatus,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
+import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { parseSse, type SseEvent } from "../helpers/sse-client.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+let gate: string | undefined;
+afterEach(async () => {
+  if (gate) await rm(gate, { force: true });
+  gate = undefined;
+});
+
+/** A server whose fake agent blocks at `waitForEnvFile` steps until the test opens the gate. */
+async function gatedServer(env: Record<string, string> = {}) {
+  const gateFile = path.join(tmpdir(), `flr-gate-${randomUUID()}`);
+  gate = gateFile;
+  const s = await startTestServer({
+    FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+    FAKE_AGENT_GATE: gateFile,
+    ...env,
+  });
+  server = s;
+  return { s, openGate: () => writeFile(gateFile, "open") };
+}
+
+const seqs = (events: RunEvent[]) => events.map((e) => Number(e.seq));
+const exitOf = (events: RunEvent[]) => {
+  const last = events.at(-1)?.event;
+  return last?.case === "exit" ? last.value : undefined;
+};
+
+async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const e of stream) out.push(e);
+  return out;
+}
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function providerPid(s: TestServer, session: string): Promise<number> {
+  const file = path.join(s.workspacesRoot, session, "repo", ".fake-agent", "invocation.json");
+  await until(() => existsSync(file), "the provider's invocation record");
+  return (JSON.parse(await readFile(file, "utf8")) as { pid: number }).pid;
+}
+
+describe("detach and Attach (Connect)", () => {
+  it("keeps a detached run going after its caller leaves; Attach replays from 0 and from the middle", async () => {
+    const { s, openGate } = await gatedServer();
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const caller = new AbortController();
+    let runId = "";
+    const seen: RunEvent[] = [];
+    for await (const ev of client.run(
+      {
+        sessionId: "det",
+        userPrompt: "#scenario=gated-lines detached",
+        detach: true,
+        userId: "Ann",
+      },
+      { signal: caller.signal },
+    )) {
+      runId = ev.runId;
+      seen.push(ev);
+      if (seen.length === 10) break; // leaving the stream early, as a closed laptop would
+    }
+    caller.abort();
+    const pid = await providerPid(s, "det");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(isAlive(pid)).toBe(true);
+    expect(s.app.pipeline.liveRuns).toBe(1);
+    const info = await client.getRun({ runId, userId: " ann " });
+    expect(info.status).toBe(RunStatus.RUNNING);
+    expect(info.detached).toBe(true);
+
+    // A live Attach from 0 gets what the caller saw, then follows live events to the exit.
+    const attached = collect(client.attach({ runId, afterSeq: 0n, userId: "ANN" }));
+    await new Promise((r) => setTimeout(r, 100));
+    await openGate();
+    const all = await attached;
+    expect(seqs(all)).toEqual(all.map((_, i) => i + 1));
+    expect(all.slice(0, 10).map((e) => e.event)).toEqual(seen.map((e) => e.event));
+    expect(exitOf(all)?.reason).toBe(ExitReason.COMPLETED);
+    expect(all.filter((e) => e.event.case === "agent").length).toBe(82);
+
+    // From the middle of a finished run: exactly the rest.
+    const middle = await collect(client.attach({ runId, afterSeq: 37n, userId: "ann" }));
+    expect(seqs(middle)).toEqual(seqs(all).slice(37));
+    expect(middle.map((e) => e.event)).toEqual(all.slice(37).map((e) => e.event));
+    const done = await client.getRun({ runId, userId: "ann" });
+    expect(done.status).toBe(RunStatus.FINISHED);
+    expect(done.exitReason).toBe(ExitReason.COMPLETED);
+    expect(Number(done.lastSeq)).toBe(all.length);
+  });
+
+  it("ends a run that was not detached when its caller leaves", async () => {
+    const { s } = await gatedServer();
+    const client = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    );
+    const caller = new AbortController();
+    let runId = "";
+    for await (const ev of client.run(
+      { sessionId: "nd", userPrompt: "#scenario=gated-lines" },
+      { signal: caller.signal },
+    )) {
+      runId = ev.runId;
+      break;
+    }
+    caller.abort();
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    const info = await client.getRun({ runId });
+    expect(info.exitReason).toBe(ExitReason.CLIENT_GONE);
+  });
+});
+
+describe("SSE resume with Last-Event-ID", () => {
+  async function readFrames(res: Response, max: number, onFrame?: (e: SseEvent) => void) {
+    const frames: SseEvent[] = [];
+    const ctrl = res.body as ReadableStream<Uint8Array>;
+    for await (const ev of parseSse(ctrl)) {
+      frames.push(ev);
+      onFrame?.(ev);
+      if (frames.length >= max) break;
+    }
+    return frames;
+  }
+
+  it("reconnects without losing or repeating a frame, live and from the store, then 204", async () => {
+    const { s } = await gatedServer();
+    const first = new AbortController();
+    const res = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      body: JSON.stringify({
+        session_id: "sse",
+        user_prompt: "#scenario=lines-5000",
+        detach: true,
+      }),
+      signal: first.signal,
+    });
+    const head = await readFrames(res, 700);
+    first.abort();
+    const runId = JSON.parse(head[0]?.data ?? "{}").run_id as string;
+    expect(runId).toMatch(/^[0-9a-f-]{36}$/);
+    const lastId = head.at(-1)?.id ?? "";
+
+    const again = await fetch(`${s.baseUrl}/runs/${runId}/events?after=3`, {
+      headers: { "last-event-id": lastId },
+    });
+    expect(again.status).toBe(200);
+    expect(again.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    const tail = await readFrames(again, Number.POSITIVE_INFINITY);
+    const ids = [...head, ...tail].map((f) => Number(f.id));
+    expect(ids).toEqual(ids.map((_, i) => i + 1));
+    expect(tail.at(-1)?.event).toBe("runner.exit");
+    expect([...head, ...tail].filter((f) => f.event === "agent")).toHaveLength(5000);
+    expect(tail.find((f) => f.event === "log")?.data).toBe('{"text": "done"}');
+
+    // Everything delivered and the run over: 204 tells EventSource to stop reconnecting.
+    const over = await fetch(`${s.baseUrl}/runs/${runId}/events`, {
+      headers: { "last-event-id": tail.at(-1)?.id ?? "" },
+    });
+    expect(over.status).toBe(204);
+    const replay = await fetch(`${s.baseUrl}/runs/${runId}/events?after=4990`);
+    const replayed = await readFrames(replay, Number.POSITIVE_INFINITY);
+    expect(replayed.map((f) => Number(f.id))).toEqual(ids.slice(4990));
+  });
+
+  it("answers bad resume points and unknown runs with clear statuses", async () => {
+    const { s } = await gatedServer();
+    const bad = await fetch(`${s.baseUrl}/runs/abc/events`, { headers: { "last-event-id": "x1" } });
+    expect(bad.status).toBe(422);
+    expect(((await bad.json()) as { code: string }).code).toBe("REQUEST_INVALID");
+    const missing = await fetch(`${s.baseUrl}/runs/00000000-0000-0000-0000-000000000000/events`);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { code: string }).code).toBe("RUN_NOT_FOUND");
+    expect((await fetch(`${s.baseUrl}/runs/x/cancel`)).status).toBe(405);
+  });
+});
+
+describe("Cancel", () => {
+  it("cancels a queued and a live run: process group killed, slot released", async () => {
+    const { s } = await gatedServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const liveStream = client.run({
+      sessionId: "live",
+      userPrompt: "#scenario=gated-lines",
+      detach: true,
+      userId: "u",
+    });
+    const liveIter = liveStream[Symbol.asyncIterator]();
+    const liveFirst = (await liveIter.next()).value as RunEvent;
+    const pid = await providerPid(s, "live");
+
+    const queuedIter = client
+      .run({ sessionId: "queued", userPrompt: "#scenario=gated-lines", detach: true, userId: "u" })
+      [Symbol.asyncIterator]();
+    const queuedFirst = (await queuedIter.next()).value as RunEvent;
+    expect(queuedFirst.event.case).toBe("queued");
+
+    const q = await client.cancel({ runId: queuedFirst.runId, userId: "u" });
+    expect(q.exitReason).toBe(ExitReason.CANCELLED);
+    expect(q.status).toBe(RunStatus.FINISHED);
+    const queuedRest: RunEvent[] = [];
+    for (let n = await queuedIter.next(); !n.done; n = await queuedIter.next())
+      queuedRest.push(n.value);
+    expect(exitOf(queuedRest)?.reason).toBe(ExitReason.CANCELLED);
+    expect(queuedRest.some((e) => e.event.case === "meta")).toBe(false);
+
+    const l = await client.cancel({ runId: liveFirst.runId, userId: "u" });
+    expect(l.exitReason).toBe(ExitReason.CANCELLED);
+    await waitUntilGone([pid], 5000);
+    expect(s.app.admission.activeTotal).toBe(0);
+    // Cancelling again changes nothing; over HTTP too.
+    const again = await fetch(`${s.baseUrl}/runs/${liveFirst.runId}/cancel?user_id=u`, {
+      method: "POST",
+    });
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { exit_reason: string }).exit_reason).toBe("cancelled");
+    for (let n = await liveIter.next(); !n.done; n = await liveIter.next()) {
+      // drain the first caller's stream: it ends with the cancel's exit
+      if (n.value.event.case === "exit")
+        expect(n.value.event.value.reason).toBe(ExitReason.CANCELLED);
+    }
+  });
+});
+
+describe("ListRuns, GetRun and visibility", () => {
+  it("pages a user's runs newest first, filters by session, and hides other users' runs", async () => {
+    const s = await startTestServer();
+    server = s;
+    const client = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    );
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const events = await collect(
+        client.run({ sessionId: i < 3 ? "a" : "b", userPrompt: `run ${i}`, userId: "Uma" }),
+      );
+      ids.push(events[0]?.runId ?? "");
+    }
+    const other = await collect(client.run({ sessionId: "a", userPrompt: "other", userId: "vic" }));
+    const otherId = other[0]?.runId ?? "";
+
+    const pages: string[][] = [];
+    let token = "";
+    do {
+      const page = await client.listRuns({ userId: "uma", pageSize: 2, pageToken: token });
+      pages.push(page.runs.map((r) => r.runId));
+      token = page.nextPageToken;
+    } while (token !== "");
+    expect(pages.map((p) => p.length)).toEqual([2, 2, 1]);
+    expect(pages.flat()).toEqual([...ids].reverse());
+    const sessionA = await client.listRuns({ userId: "UMA", sessionId: "a" });
+    expect(sessionA.runs.map((r) => r.runId)).toEqual(ids.slice(0, 3).reverse());
+    expect(sessionA.runs[0]?.promptPreview).toBe("run 2");
+
+    const http = await fetch(`${s.baseUrl}/runs?user_id=uma&page_size=3`);
+    const body = (await http.json()) as {
+      runs: { run_id: string; status: string }[];
+      next_page_token: string;
+    };
+    expect(body.runs.map((r) => r.run_id)).toEqual(ids.slice(2).reverse());
+    expect(body.runs[0]?.status).toBe("finished");
+    expect(body.next_page_token).toBeTruthy();
+
+    // Another user's run does not exist for this caller, on every call and both faces.
+    const notFound = async (p: Promise<unknown>) =>
+      expect(ConnectError.from(await p.catch((e: unknown) => e)).code).toBe(Code.NotFound);
+    await notFound(client.getRun({ runId: otherId, userId: "uma" }));
+    await notFound(client.cancel({ runId: otherId }));
+    await notFound(collect(client.attach({ runId: otherId, userId: "uma" })));
+    expect(
+      (await fetch(`${s.baseUrl}/runs/${otherId}`, { headers: { "x-fermilink-user-id": "uma" } }))
+        .status,
+    ).toBe(404);
+    expect((await client.getRun({ runId: otherId, userId: "VIC" })).runId).toBe(otherId);
+
+    const badPage = await client.listRuns({ pageSize: 501 }).catch((e: unknown) => e);
+    expect(ConnectError.from(badPage).code).toBe(Code.InvalidArgument);
+    const badToken = await client.listRuns({ pageToken: "nope" }).catch((e: unknown) => e);
+    expect(ConnectError.from(badToken).code).toBe(Code.InvalidArgument);
+  });
+});

@@ -1,0 +1,141 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  ExitReason,
+  type RunEvent,
+  RunService,
+  RunStatus,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
+import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { parseSse } from "../helpers/sse-client.js";
+import { FAKE_AGENT } from "../helpers/start-server.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+let home: string;
+const children: ChildProcess[] = [];
+
+beforeEach(async () => {
+  home = await mkdtemp(path.join(tmpdir(), "flr-restart-"));
+});
+afterEach(async () => {
+  for (const c of children.splice(0))
+    if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  await rm(home, { recursive: true, force: true });
+});
+
+/** `npm start`'s command as a real server process on a random port; resolves with its port. */
+async function startServer(): Promise<{
+  proc: ChildProcess;
+  port: number;
+  exited: Promise<unknown>;
+}> {
+  const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: home,
+      FERMILINK_HOME: home,
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
+      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(proc);
+  const exited = new Promise((resolve) => proc.once("exit", resolve));
+  let out = "";
+  proc.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  proc.stderr?.resume();
+  for (let i = 0; i < 300; i++) {
+    const match = /"port":(\d+)/.exec(out);
+    if (match) return { proc, port: Number(match[1]), exited };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`server did not start: ${out}`);
+}
+
+describe("restart safety", () => {
+  it("after kill -9 mid-run, a restart reports the run interrupted, keeps its events and leaves no provider", async () => {
+    const first = await startServer();
+    const res = await fetch(`http://127.0.0.1:${first.port}/run`, {
+      method: "POST",
+      body: JSON.stringify({
+        session_id: "crash",
+        user_prompt: "#scenario=grandchild",
+        detach: true,
+      }),
+    });
+    let runId = "";
+    let agentFrames = 0;
+    for await (const ev of parseSse(res.body as ReadableStream<Uint8Array>)) {
+      if (ev.event === "meta") runId = JSON.parse(ev.data).run_id;
+      if (ev.event === "agent" && ++agentFrames === 3) break;
+    }
+    const repo = path.join(home, "workspaces", "crash", "repo", ".fake-agent");
+    const provider = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"))
+      .pid as number;
+    const grandchild = Number(await readFile(path.join(repo, "grandchild.pid"), "utf8"));
+    // Let a batch of ticks reach the store, then kill the server without any chance to clean up.
+    await new Promise((r) => setTimeout(r, 300));
+    first.proc.kill("SIGKILL");
+    await first.exited;
+    expect(isAlive(provider)).toBe(true);
+    expect(isAlive(grandchild)).toBe(true);
+
+    const second = await startServer();
+    await waitUntilGone([provider, grandchild], 5000);
+    const client = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: `http://127.0.0.1:${second.port}`, httpVersion: "1.1" }),
+    );
+    const info = await client.getRun({ runId });
+    expect(info.status).toBe(RunStatus.FINISHED);
+    expect(info.exitReason).toBe(ExitReason.INTERRUPTED);
+    const events: RunEvent[] = [];
+    for await (const e of client.attach({ runId })) events.push(e);
+    expect(events.map((e) => Number(e.seq))).toEqual(events.map((_, i) => i + 1));
+    expect(events[0]?.event.case).toBe("meta");
+    expect(events.filter((e) => e.event.case === "agent").length).toBeGreaterThanOrEqual(3);
+    const exit = events.at(-1)?.event;
+    expect(exit?.case === "exit" && exit.value.reason).toBe(ExitReason.INTERRUPTED);
+
+    second.proc.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
+  });
+
+  it("refuses to start a second runner on the same run store", async () => {
+    const first = await startServer();
+    const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: home,
+        FERMILINK_HOME: home,
+        FERMILINK_CODEX_BIN: FAKE_AGENT,
+        FERMILINK_RUNNER_PORT: "0",
+        FERMILINK_RUNNER_METRICS_PORT: "0",
+      },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    children.push(proc);
+    let err = "";
+    proc.stderr?.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    const code = await new Promise((resolve) => proc.once("exit", resolve));
+    expect(code).toBe(1);
+    expect(err).toContain("is in use by another runner process");
+    first.proc.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+  });
+});

@@ -1,0 +1,156 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { RunEvent } from "../../../src/events/run-event.js";
+import { followRun } from "../../../src/fanout/follow-run.js";
+import { RunJournal } from "../../../src/journal/run-journal.js";
+import type { RunRecord } from "../../../src/journal/run-store.js";
+import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
+
+let dir: string;
+let store: SqliteRunStore;
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "flr-journal-"));
+  store = new SqliteRunStore(path.join(dir, "runs.sqlite3"));
+});
+afterEach(async () => {
+  store.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function record(runId: string, over: Partial<RunRecord> = {}): RunRecord {
+  return {
+    runId,
+    userId: "u",
+    sessionId: "s",
+    provider: "codex",
+    policy: {
+      provider: "codex",
+      sandboxPolicy: "enforce",
+      sandboxMode: "workspace-write",
+      model: null,
+      reasoningEffort: null,
+    },
+    packageId: null,
+    detached: false,
+    promptPreview: "p",
+    status: "queued",
+    createdAtMs: 1000,
+    startedAtMs: null,
+    endedAtMs: null,
+    exitReason: null,
+    returnCode: null,
+    exitMessage: "",
+    lastSeq: 0,
+    eventBytes: 0,
+    ...over,
+  };
+}
+
+const line = (i: number) => ({
+  type: "agent" as const,
+  raw: `{"i":${i},"pad":"${"x".repeat(150)}"}`,
+  items: [],
+  truncated: false,
+});
+const exit = {
+  type: "exit" as const,
+  reason: "completed" as const,
+  returnCode: 0,
+  signal: null,
+  durationMs: 5,
+  message: "",
+};
+
+describe("RunJournal", () => {
+  it("keeps a bounded tail in memory and serves older events from the store, in order", () => {
+    const j = new RunJournal(record("r1"), store, () => 42, {
+      tailBytes: 8 * 1024,
+      flushIntervalMs: 5,
+      flushMaxEvents: 64,
+    });
+    for (let i = 1; i <= 5000; i++) j.append(line(i));
+    j.append(exit);
+    j.end();
+    let cursor = 0;
+    const got: RunEvent[] = [];
+    for (;;) {
+      const batch = j.read(cursor, 333);
+      if (batch.length === 0) break;
+      got.push(...batch);
+      cursor = batch.at(-1)?.seq ?? cursor;
+    }
+    expect(got.map((e) => e.seq)).toEqual(Array.from({ length: 5001 }, (_, i) => i + 1));
+    expect(got[1233]?.body).toEqual(line(1234));
+    const stored = store.getRun("r1");
+    expect(stored).toMatchObject({
+      status: "finished",
+      exitReason: "completed",
+      returnCode: 0,
+      lastSeq: 5001,
+    });
+    expect(store.readEvents("r1", 4999, 10).map((e) => e.seq)).toEqual([5000, 5001]);
+  });
+
+  it("delivers every event exactly once to a follower that joins mid-run and reads slowly", async () => {
+    const j = new RunJournal(record("r2"), store, () => 1, {
+      tailBytes: 4 * 1024,
+      flushIntervalMs: 5,
+      flushMaxEvents: 16,
+    });
+    for (let i = 1; i <= 100; i++) j.append(line(i));
+    const seen: number[] = [];
+    const follower = (async () => {
+      for await (const e of followRun(j, 50)) {
+        seen.push(e.seq);
+        if (seen.length % 97 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    for (let i = 101; i <= 3000; i++) {
+      j.append(line(i));
+      if (i % 500 === 0) await new Promise((r) => setTimeout(r, 2));
+    }
+    j.append(exit);
+    j.end();
+    await follower;
+    expect(seen).toEqual(Array.from({ length: 2951 }, (_, i) => i + 51));
+  });
+
+  it("leaves no trace of a run that never produced an event", () => {
+    const j = new RunJournal(record("r3"), store, () => 1);
+    j.end();
+    expect(store.getRun("r3")).toBeNull();
+  });
+});
+
+describe("SqliteRunStore retention", () => {
+  it("deletes finished runs by age, then the oldest until under the size cap, never live ones", () => {
+    const add = (id: string, endedAtMs: number | null, bytes: number) => {
+      store.createRun(
+        record(id, { status: endedAtMs === null ? "running" : "finished", endedAtMs }),
+      );
+      store.appendEvents(id, [
+        {
+          runId: id,
+          seq: 1,
+          timeMs: 1,
+          body: { type: "log", text: "x".repeat(bytes), truncated: false },
+        },
+      ]);
+    };
+    add("old", 100, 10);
+    add("mid", 2000, 5000);
+    add("new", 3000, 5000);
+    add("live", null, 50_000);
+    expect(store.prune({ endedBeforeMs: 1000, maxBytes: 1e9 })).toBe(1);
+    expect(store.getRun("old")).toBeNull();
+    expect(store.readEvents("old", 0, 10)).toEqual([]);
+    // Over the cap: the oldest finished run goes first; the live run stays whatever its size.
+    expect(store.prune({ endedBeforeMs: 0, maxBytes: 56_000 })).toBe(1);
+    expect(store.getRun("mid")).toBeNull();
+    expect(store.getRun("new")).not.toBeNull();
+    expect(store.prune({ endedBeforeMs: 0, maxBytes: 1 })).toBe(1);
+    expect(store.getRun("live")?.status).toBe("running");
+  });
+});
