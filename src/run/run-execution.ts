@@ -172,6 +172,16 @@ export async function executeRun(
       runDir: ws.sessionDir,
     });
     await materializeSpec(spec);
+    // meta goes out before the spawn: it depends on nothing the spawn decides, and a caller in a
+    // burst of new runs then gets its first byte without waiting for process creation.
+    await state.emit({
+      type: "meta",
+      sessionId: plan.sessionId,
+      agent: plan.policy,
+      workspacePath: ws.repoDir,
+      package: ws.package,
+    });
+    throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,
       args: spec.args,
@@ -191,27 +201,15 @@ export async function executeRun(
     timers.push(
       setTimeout(() => state.abort(runAborted("timeout", config.run)), config.run.maxRuntimeMs),
     );
-    let idle: NodeJS.Timeout | undefined;
-    const armIdle = () => {
-      if (config.run.idleTimeoutMs <= 0) return;
-      if (idle) clearTimeout(idle);
-      idle = setTimeout(
-        () => state.abort(runAborted("idle", config.run)),
-        config.run.idleTimeoutMs,
-      );
-      timers.push(idle);
-    };
-    armIdle();
-    await state.emit({
-      type: "meta",
-      sessionId: plan.sessionId,
-      agent: plan.policy,
-      workspacePath: ws.repoDir,
-      package: ws.package,
-    });
+    // One idle timer, pushed back (refresh) on every line: no allocation per line.
+    const idle =
+      config.run.idleTimeoutMs > 0
+        ? setTimeout(() => state.abort(runAborted("idle", config.run)), config.run.idleTimeoutMs)
+        : undefined;
+    if (idle) timers.push(idle);
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
     for await (const line of running.lines()) {
-      armIdle();
+      idle?.refresh();
       if (line.stream === "stdout") {
         const items = normalizeSafely(plan.adapter, line.text);
         await state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFile, stat } from "node:fs/promises";
+import { cp, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 
@@ -13,14 +13,12 @@ async function isGitRepo(repoDir: string): Promise<boolean> {
   return text.startsWith("gitdir:");
 }
 
-/** `git init -q` when needed, asynchronously, with FermiLink's messages on failure. */
-export async function ensureGitRepo(repoDir: string, env: NodeJS.ProcessEnv): Promise<void> {
-  if (await isGitRepo(repoDir)) return;
-  await new Promise<void>((resolve, reject) => {
+function gitInit(dir: string, env: NodeJS.ProcessEnv, target: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     execFile(
       "git",
       ["init", "-q"],
-      { cwd: repoDir, env, timeout: 30_000, maxBuffer: 64 * 1024 },
+      { cwd: dir, env, timeout: 30_000, maxBuffer: 64 * 1024 },
       (err, _out, stderr) => {
         if (!err) return resolve();
         const code = (err as NodeJS.ErrnoException).code;
@@ -28,14 +26,76 @@ export async function ensureGitRepo(repoDir: string, env: NodeJS.ProcessEnv): Pr
           new RunnerError(
             "WORKSPACE_SETUP_FAILED",
             code === "ENOENT"
-              ? `Git is required but not found on PATH, and ${repoDir} is not a valid git repo.`
-              : `Failed to initialize git repo at ${repoDir}: ${String(stderr).trim() || err.message}`,
+              ? `Git is required but not found on PATH, and ${target} is not a valid git repo.`
+              : `Failed to initialize git repo at ${target}: ${String(stderr).trim() || err.message}`,
             { cause: err },
           ),
         );
       },
     );
   });
+}
+
+/** One pristine repo per template dir and process, made by the real `git init` once. */
+const pristine = new Map<string, Promise<string>>();
+
+/**
+ * A directory holding an empty repo made by `git init` (so the host's git and
+ * its `init.*` settings decide the layout), created once and reused: a new
+ * session copies its `.git` instead of starting a git process, which keeps a
+ * burst of new sessions from queueing behind hundreds of process spawns.
+ */
+function pristineRepo(
+  templateDir: string,
+  env: NodeJS.ProcessEnv,
+  target: string,
+): Promise<string> {
+  let made = pristine.get(templateDir);
+  if (!made) {
+    made = (async () => {
+      if (await isGitRepo(templateDir)) return templateDir;
+      await rm(templateDir, { recursive: true, force: true });
+      const tmp = await mkdtemp(`${templateDir}.tmp-`);
+      try {
+        await gitInit(tmp, env, target);
+        await rename(tmp, templateDir);
+      } catch (err) {
+        await rm(tmp, { recursive: true, force: true });
+        if (!(await isGitRepo(templateDir))) throw err;
+      }
+      return templateDir;
+    })();
+    pristine.set(templateDir, made);
+    // A failure (git missing) is retried by the next run rather than cached forever.
+    made.catch(() => pristine.delete(templateDir));
+  }
+  return made;
+}
+
+/**
+ * Make `repoDir` a git repo when it is not one (FermiLink runs `git init -q`;
+ * the result here is the same repo, copied from a pristine one), with
+ * FermiLink's messages on failure.
+ */
+export async function ensureGitRepo(
+  repoDir: string,
+  env: NodeJS.ProcessEnv,
+  templateDir: string,
+): Promise<void> {
+  if (await isGitRepo(repoDir)) return;
+  const copy = async () => {
+    const source = await pristineRepo(templateDir, env, repoDir);
+    await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
+    await cp(path.join(source, ".git"), path.join(repoDir, ".git"), { recursive: true });
+  };
+  try {
+    await copy();
+  } catch (err) {
+    if (err instanceof RunnerError) throw err;
+    // The pristine repo vanished under us (someone cleaned the workspaces root): make it again.
+    pristine.delete(templateDir);
+    await copy();
+  }
   if (!(await isGitRepo(repoDir))) {
     throw new RunnerError(
       "WORKSPACE_SETUP_FAILED",

@@ -42,6 +42,9 @@ export interface PreparedWorkspace {
   package: PackageOverlaySummary | null;
 }
 
+/** Where the pristine repo new sessions copy lives (a dot name: no session id can take it). */
+export const GIT_TEMPLATE_DIRNAME = ".runner-git-template";
+
 /** FermiLink's memory skeleton (spec §4.3 step 5). */
 export function memorySkeleton(prompt: string, now: Date): string {
   const request = prompt.trim() === "" ? "(request unavailable)" : prompt.trim();
@@ -97,7 +100,11 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     }
     const agentsTemplate = await templateAgentsPath(opts.softwareRoot);
     await syncAgentsFile(repoDir, agentsTemplate, opts.providerAlias, opts.knownAliases);
-    await ensureGitRepo(repoDir, opts.gitEnv ?? { PATH: process.env.PATH });
+    await ensureGitRepo(
+      repoDir,
+      opts.gitEnv ?? { PATH: process.env.PATH },
+      path.join(opts.workspacesRoot, GIT_TEMPLATE_DIRNAME),
+    );
     const overlay =
       (await opts.packages?.overlayForSession({
         sessionDir,

@@ -77,6 +77,26 @@ describe("SessionLock", () => {
 });
 
 describe("prepareWorkspace", () => {
+  it("gives every new session its own working git repo, copied from one pristine `git init`", async () => {
+    const sessions = Array.from({ length: 12 }, (_, i) => `g${i}`);
+    const made = await Promise.all(sessions.map((id) => prep(id)));
+    const template = path.join(root, "ws", ".runner-git-template");
+    expect(existsSync(path.join(template, ".git", "HEAD"))).toBe(true);
+    for (const ws of made) {
+      execFileSync("git", ["add", "-A"], { cwd: ws.repoDir });
+      const status = execFileSync("git", ["status", "--porcelain"], { cwd: ws.repoDir }).toString();
+      expect(status).toContain("AGENTS.md");
+    }
+    // Each repo is independent: staging in one does not touch the pristine repo.
+    expect(execFileSync("git", ["status", "--porcelain"], { cwd: template }).toString()).toBe("");
+    // A pristine repo removed behind the runner's back is made again.
+    await rm(template, { recursive: true, force: true });
+    const later = await prep("after-clean");
+    expect(
+      execFileSync("git", ["rev-parse", "--git-dir"], { cwd: later.repoDir }).toString().trim(),
+    ).toBe(".git");
+  });
+
   it("creates the repo once from the built-in template and keeps memory.md across runs", async () => {
     const first = await prep("s1");
     expect(first.createdRepo).toBe(true);
