@@ -102,6 +102,8 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       observer: metrics,
       sseHeartbeatMs: config.run.sseHeartbeatMs,
       packages,
+      corsOrigins: config.server.corsOrigins,
+      webDir: path.join(PROJECT_ROOT, "web"),
     }),
   );
   const port = await server.listen(config.server.host, config.server.port);

@@ -36,6 +36,8 @@ export interface Config {
     port: number;
     metricsHost: string;
     metricsPort: number;
+    /** FERMILINK_RUNNER_CORS_ORIGINS: browser origins allowed to call (`*` = any); empty = CORS off. */
+    corsOrigins: readonly string[];
   };
   run: {
     /** Hard limit per run, counted from spawn. */

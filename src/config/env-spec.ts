@@ -34,6 +34,12 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "Overrides the registry's active package.",
   },
   {
+    name: "FERMILINK_RUNNER_CORS_ORIGINS",
+    default: null,
+    description:
+      "Comma-separated browser origins allowed to call the main port (Connect-Web, EventSource), or `*`; unset = CORS off.",
+  },
+  {
     name: "FERMILINK_RUNNER_STORE_PATH",
     default: "$FERMILINK_HOME/runner/runs.sqlite3",
     description:

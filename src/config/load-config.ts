@@ -28,6 +28,35 @@ class EnvReader {
   readonly problems: string[] = [];
   constructor(private readonly env: Env) {}
 
+  /** Comma-separated browser origins (`scheme://host[:port]`) or `*`; unset = none. */
+  origins(name: string): string[] {
+    const raw = this.str(name);
+    if (raw === null) return [];
+    const out: string[] = [];
+    for (const part of raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean)) {
+      if (part === "*") {
+        out.push(part);
+        continue;
+      }
+      let origin: string | null = null;
+      try {
+        const u = new URL(part);
+        if ((u.protocol === "http:" || u.protocol === "https:") && u.origin === part) origin = part;
+      } catch {
+        origin = null;
+      }
+      if (origin === null) {
+        this.problems.push(
+          `${name} has ${JSON.stringify(part)}, which is not an origin like https://app.example.com or http://localhost:5173 (no path, no trailing slash).`,
+        );
+      } else out.push(origin);
+    }
+    return out;
+  }
+
   /** A package id, normalised as FermiLink does; one that normalises to nothing is a problem. */
   packageId(name: string, fallback: string): string {
     const raw = this.str(name);
@@ -192,6 +221,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       port: r.int("FERMILINK_RUNNER_PORT", 8000, 0, 65535),
       metricsHost: r.host("FERMILINK_RUNNER_METRICS_HOST", "127.0.0.1"),
       metricsPort: r.int("FERMILINK_RUNNER_METRICS_PORT", 9464, 0, 65535),
+      corsOrigins: r.origins("FERMILINK_RUNNER_CORS_ORIGINS"),
     },
     run: {
       maxRuntimeMs: r.secondsMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, { allowZero: false }),

@@ -15,11 +15,13 @@ import { createOpsService } from "./connect/ops-service.js";
 import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
 import { createRunService } from "./connect/run-service.js";
+import { applyCors } from "./cors.js";
 import { type AnyRequest, type AnyResponse, sendJson } from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
 import { handleRunRoute } from "./sse/run-route.js";
 import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
+import { loadWebUi, serveWebUi } from "./web-ui.js";
 
 /**
  * The main port's request handler: Connect, gRPC and gRPC-Web for the
@@ -32,7 +34,12 @@ export function createMainHandler(deps: {
   observer: StreamObserver;
   sseHeartbeatMs: number;
   packages: Pick<PackageCatalog, "list">;
+  /** Origins allowed to call from a browser (FERMILINK_RUNNER_CORS_ORIGINS); empty = none. */
+  corsOrigins: readonly string[];
+  /** The browser app's directory (web/). */
+  webDir: string;
 }) {
+  const webUi = loadWebUi(deps.webDir);
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     const url = new URL(req.url ?? "/", "http://runner");
     if (url.pathname === "/run") {
@@ -85,13 +92,14 @@ export function createMainHandler(deps: {
       });
       return;
     }
+    if (serveWebUi(webUi, url.pathname, req.method, res)) return;
     if (url.pathname === "/healthz") {
       sendJson(res, 200, { status: "ok" });
       return;
     }
     sendJson(res, 404, { detail: "Not Found" });
   };
-  return connectNodeAdapter({
+  const connectHandler = connectNodeAdapter({
     routes: (router) => {
       router.service(RunService, createRunService(deps.pipeline, deps.observer));
       router.service(OpsService, createOpsService(deps.ops));
@@ -116,4 +124,8 @@ export function createMainHandler(deps: {
     },
     fallback: fermilinkRoutes,
   });
+  return (req: AnyRequest, res: AnyResponse) => {
+    if (applyCors(req, res, deps.corsOrigins)) return;
+    connectHandler(req, res);
+  };
 }

@@ -13,6 +13,12 @@ describe("loadConfig", () => {
       port: 8000,
       metricsHost: "127.0.0.1",
       metricsPort: 9464,
+      corsOrigins: [],
+    });
+    expect(c.store).toEqual({
+      path: "/srv/fl/runner/runs.sqlite3",
+      retentionMs: 168 * 3600 * 1000,
+      maxBytes: 1024 * 1024 * 1024,
     });
     expect(c.run.maxRuntimeMs).toBe(600_000);
     expect(c.admission).toEqual({

@@ -1,0 +1,138 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { chromiumAvailable, launchChromium } from "../helpers/browser.js";
+import { writePackageRoot } from "../helpers/package-tree.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+// In CI the browser is installed by .ci/run: missing it there is a failure, not a skip.
+const run = chromiumAvailable || process.env.CI ? describe : describe.skip;
+const ARTIFACTS = path.resolve("test-artifacts");
+
+let browser: Browser;
+let server: TestServer | undefined;
+let gate: string | undefined;
+
+beforeAll(async () => {
+  if (chromiumAvailable || process.env.CI) browser = await launchChromium();
+  await mkdir(ARTIFACTS, { recursive: true });
+});
+afterAll(async () => {
+  await browser?.close();
+});
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+  if (gate) await rm(gate, { force: true });
+  gate = undefined;
+});
+
+async function openApp(url: string): Promise<Page> {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(url);
+  expect(errors).toEqual([]);
+  return page;
+}
+
+run("the browser app served at / (Connect-Web in headless Chromium)", () => {
+  it("starts a run with a package from ListPackages, shows its events readably, and lists it", async () => {
+    server = await startTestServer();
+    await writePackageRoot(path.join(server.home, "scientific_packages"), {
+      meep: { files: { "docs/x.md": "" } },
+    });
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.locator("#package option[value=meep]").waitFor({ state: "attached" });
+    await page.fill("#prompt", "hello from the browser");
+    await page.fill("#session", "web1");
+    await page.fill("#user", "wendy");
+    await page.selectOption("#package", "meep");
+    await page.click("#start");
+    const exit = page.locator(".ev-exit");
+    await exit.waitFor();
+    expect(await exit.textContent()).toContain("completed (return code 0)");
+    expect(await exit.getAttribute("data-ok")).toBe("true");
+    expect(await page.locator(".ev-meta").textContent()).toContain("package meep");
+    expect(await page.locator(".ev-message").allTextContents()).toContain("hello from the browser");
+    expect(await page.locator(".ev-log").count()).toBeGreaterThan(0);
+    await page.locator("#runs li").first().waitFor();
+    expect(await page.locator("#runs li").first().textContent()).toContain(
+      "hello from the browser",
+    );
+    await page.screenshot({ path: path.join(ARTIFACTS, "web-app-run.png"), fullPage: true });
+    await page.close();
+  });
+
+  it("re-attaches to a live detached run after a reload and sees it end", async () => {
+    gate = path.join(tmpdir(), `flr-gate-${randomUUID()}`);
+    server = await startTestServer({
+      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+      FAKE_AGENT_GATE: gate,
+    });
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "#scenario=gated-lines long job");
+    await page.fill("#user", "wendy");
+    await page.check("#detach");
+    await page.click("#start");
+    await page.locator(".ev-meta").waitFor();
+    await page.reload();
+    await page.fill("#user", "wendy");
+    await page.click("#refresh-runs");
+    const row = page.locator("#runs li", { hasText: "running" });
+    await row.waitFor();
+    await row.locator("button", { hasText: "Attach" }).click();
+    await page.locator(".ev-meta").waitFor();
+    await writeFile(gate, "open");
+    const exit = page.locator(".ev-exit");
+    await exit.waitFor();
+    expect(await exit.getAttribute("data-reason")).toBe("completed");
+    expect(await page.locator(".ev-message").count()).toBeGreaterThanOrEqual(80);
+    await page.screenshot({ path: path.join(ARTIFACTS, "web-app-reattach.png"), fullPage: true });
+    await page.close();
+  });
+
+  it("calls a runner on another origin only when FERMILINK_RUNNER_CORS_ORIGINS allows it", async () => {
+    // The page comes from a second server (another origin) and talks to the runner via ?runner=.
+    const appServer = http.createServer(async (req, res) => {
+      const target = `${server?.baseUrl}${req.url === "/" || req.url?.startsWith("/?") ? "/" : req.url}`;
+      const upstream = await fetch(target);
+      res.writeHead(upstream.status, {
+        "content-type": upstream.headers.get("content-type") ?? "text/plain",
+      });
+      res.end(Buffer.from(await upstream.arrayBuffer()));
+    });
+    await new Promise<void>((r) => appServer.listen(0, "127.0.0.1", r));
+    const appOrigin = `http://127.0.0.1:${(appServer.address() as AddressInfo).port}`;
+    try {
+      for (const allowed of [false, true]) {
+        server = await startTestServer(allowed ? { FERMILINK_RUNNER_CORS_ORIGINS: appOrigin } : {});
+        // localhost vs 127.0.0.1: a different origin for the browser, the same runner.
+        const runnerUrl = server.baseUrl.replace("127.0.0.1", "localhost");
+        const page = await openApp(`${appOrigin}/?runner=${encodeURIComponent(runnerUrl)}`);
+        await page.fill("#prompt", "cross-origin hello");
+        await page.click("#start");
+        if (allowed) {
+          await page.locator(".ev-exit").waitFor();
+          expect(await page.locator(".ev-message").allTextContents()).toContain(
+            "cross-origin hello",
+          );
+        } else {
+          // The browser refuses the response (no CORS grant): the call fails, nothing is shown.
+          await page.locator("#status", { hasText: "Failed to fetch" }).waitFor();
+          expect(await page.locator(".ev-exit").count()).toBe(0);
+        }
+        await page.close();
+        await server.stop();
+        server = undefined;
+      }
+    } finally {
+      await new Promise((r) => appServer.close(r));
+    }
+  });
+});

@@ -1,0 +1,166 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { PackageService } from "../../gen/fermilink/runner/v1/packages_pb.js";
+import {
+  type RunEvent,
+  type RunInfo,
+  RunService,
+  RunStatus,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
+import { EventView, exitReasonName } from "./render.js";
+
+// The page talks to the runner that served it, or to `?runner=<url>` (another origin needs
+// FERMILINK_RUNNER_CORS_ORIGINS on that runner).
+const runnerUrl =
+  new URL(window.location.href).searchParams.get("runner") ?? window.location.origin;
+const transport = createConnectTransport({ baseUrl: runnerUrl });
+const runs = createClient(RunService, transport);
+const packages = createClient(PackageService, transport);
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const form = $<HTMLFormElement>("run-form");
+const promptInput = $<HTMLTextAreaElement>("prompt");
+const sessionInput = $<HTMLInputElement>("session");
+const userInput = $<HTMLInputElement>("user");
+const packageSelect = $<HTMLSelectElement>("package");
+const detachInput = $<HTMLInputElement>("detach");
+const startButton = $<HTMLButtonElement>("start");
+const cancelButton = $<HTMLButtonElement>("cancel");
+const statusLine = $<HTMLParagraphElement>("status");
+const runIdLabel = $<HTMLSpanElement>("run-id");
+const runList = $<HTMLUListElement>("runs");
+const view = new EventView($<HTMLDivElement>("events"));
+
+let current: { runId: string; abort: AbortController } | null = null;
+
+function setStatus(text: string): void {
+  statusLine.textContent = text;
+}
+
+function describeError(err: unknown): string {
+  const ce = ConnectError.from(err);
+  return ce.code === Code.Canceled ? "Stopped watching." : `${Code[ce.code]}: ${ce.rawMessage}`;
+}
+
+/** Stream a run (new or attached) into the view until its exit event or until we stop watching. */
+async function watch(stream: AsyncIterable<RunEvent>, abort: AbortController): Promise<void> {
+  view.clear();
+  startButton.disabled = true;
+  try {
+    for await (const event of stream) {
+      if (!current || current.runId !== event.runId) {
+        current = { runId: event.runId, abort };
+        runIdLabel.textContent = event.runId;
+        cancelButton.disabled = false;
+        setStatus("Running…");
+      }
+      view.add(event);
+      if (event.event.case === "exit")
+        setStatus(`Ended: ${exitReasonName(event.event.value.reason)}`);
+    }
+  } catch (err) {
+    setStatus(describeError(err));
+  } finally {
+    startButton.disabled = false;
+    cancelButton.disabled = true;
+    current = null;
+    void refreshRuns();
+  }
+}
+
+form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  current?.abort.abort();
+  const abort = new AbortController();
+  setStatus("Starting…");
+  void watch(
+    runs.run(
+      {
+        userPrompt: promptInput.value,
+        sessionId: sessionInput.value.trim(),
+        userId: userInput.value.trim(),
+        packageId: packageSelect.value,
+        detach: detachInput.checked,
+      },
+      { signal: abort.signal },
+    ),
+    abort,
+  );
+});
+
+cancelButton.addEventListener("click", () => {
+  if (!current) return;
+  const { runId } = current;
+  void runs
+    .cancel({ runId, userId: userInput.value.trim() })
+    .catch((err: unknown) => setStatus(describeError(err)));
+});
+
+function attach(run: RunInfo): void {
+  current?.abort.abort();
+  const abort = new AbortController();
+  setStatus(`Watching ${run.runId}…`);
+  void watch(
+    runs.attach(
+      { runId: run.runId, afterSeq: 0n, userId: userInput.value.trim() },
+      { signal: abort.signal },
+    ),
+    abort,
+  );
+}
+
+async function refreshRuns(): Promise<void> {
+  try {
+    const page = await runs.listRuns({ userId: userInput.value.trim(), pageSize: 20 });
+    runList.replaceChildren(
+      ...page.runs.map((run) => {
+        const li = document.createElement("li");
+        li.dataset.runId = run.runId;
+        const live = run.status === RunStatus.QUEUED || run.status === RunStatus.RUNNING;
+        const state = live
+          ? run.status === RunStatus.QUEUED
+            ? "queued"
+            : "running"
+          : exitReasonName(run.exitReason);
+        const when = run.createdAt
+          ? new Date(Number(run.createdAt.seconds) * 1000).toLocaleTimeString()
+          : "";
+        const label = document.createElement("span");
+        label.textContent = `${when} · ${run.sessionId} · ${state}`;
+        const preview = document.createElement("span");
+        preview.className = "preview";
+        preview.textContent = run.promptPreview;
+        const watchButton = document.createElement("button");
+        watchButton.type = "button";
+        watchButton.className = "secondary";
+        watchButton.textContent = live ? "Attach" : "Replay";
+        watchButton.addEventListener("click", () => attach(run));
+        li.append(label, preview, watchButton);
+        return li;
+      }),
+    );
+  } catch (err) {
+    setStatus(describeError(err));
+  }
+}
+
+async function loadPackages(): Promise<void> {
+  try {
+    const list = await packages.listPackages({});
+    for (const p of list.packages) {
+      const opt = document.createElement("option");
+      opt.value = p.id;
+      opt.textContent = `${p.title}${p.active ? " (active)" : ""}${p.available ? "" : " — missing"}`;
+      opt.disabled = !p.available;
+      packageSelect.append(opt);
+    }
+  } catch (err) {
+    setStatus(`Packages unavailable: ${describeError(err)}`);
+  }
+}
+
+$<HTMLButtonElement>("refresh-runs").addEventListener("click", () => void refreshRuns());
+userInput.addEventListener("change", () => void refreshRuns());
+$<HTMLSpanElement>("connection").textContent = runnerUrl;
+void loadPackages();
+void refreshRuns();
