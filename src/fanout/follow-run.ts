@@ -15,14 +15,15 @@ const READ_BATCH = 256;
 
 /**
  * A viewer of one run: replays every event after `afterSeq`, then follows
- * live ones until the run's journal ends. The viewer holds only a cursor, so
+ * live ones until the run's journal ends, in batches of what is available
+ * (a transport can write a batch at once). The viewer holds only a cursor, so
  * however slowly it is consumed nothing piles up in memory and the producer
  * never waits for it. Each event is yielded exactly once, in `seq` order.
  */
-export async function* followRun(
+export async function* followRunBatches(
   source: RunEventSource,
   afterSeq: number,
-): AsyncGenerator<RunEvent> {
+): AsyncGenerator<readonly RunEvent[]> {
   let cursor = afterSeq;
   for (;;) {
     const batch = source.read(cursor, READ_BATCH);
@@ -31,9 +32,15 @@ export async function* followRun(
       await source.waitForMore(cursor);
       continue;
     }
-    for (const event of batch) {
-      yield event;
-      cursor = event.seq;
-    }
+    cursor = batch[batch.length - 1]?.seq ?? cursor;
+    yield batch;
   }
+}
+
+/** `followRunBatches`, one event at a time. */
+export async function* followRun(
+  source: RunEventSource,
+  afterSeq: number,
+): AsyncGenerator<RunEvent> {
+  for await (const batch of followRunBatches(source, afterSeq)) yield* batch;
 }

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { admissionKeyForRun } from "../admission/user-key.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
-import { followRun, type RunEventSource } from "../fanout/follow-run.js";
+import { followRunBatches, type RunEventSource } from "../fanout/follow-run.js";
 import { RunJournal } from "../journal/run-journal.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
@@ -18,8 +18,8 @@ import { RunState } from "./run-state.js";
 export interface StartedRun {
   runId: string;
   sessionId: string;
-  /** The run's events from seq 1, ending with `exit`. Leaving early ends the run unless it was detached. */
-  events: AsyncIterable<RunEvent>;
+  /** The run's events from seq 1 in batches, ending with `exit`. Leaving early ends the run unless it was detached. */
+  events: AsyncIterable<readonly RunEvent[]>;
 }
 
 /** Who is asking: runs with a user id are visible only to that user. */
@@ -120,12 +120,12 @@ export class RunPipeline {
   private async *callerStream(
     state: RunState,
     onLeave: (() => void) | null,
-  ): AsyncGenerator<RunEvent> {
+  ): AsyncGenerator<readonly RunEvent[]> {
     let sawExit = false;
     try {
-      for await (const event of followRun(state.journal, 0)) {
-        if (event.body.type === "exit") sawExit = true;
-        yield event;
+      for await (const batch of followRunBatches(state.journal, 0)) {
+        if (batch[batch.length - 1]?.body.type === "exit") sawExit = true;
+        yield batch;
       }
     } finally {
       if (!sawExit) onLeave?.();
@@ -137,11 +137,11 @@ export class RunPipeline {
    * the exit event. Works for live and finished runs; a viewer leaving never
    * ends the run.
    */
-  attach(runId: string, afterSeq: number, viewer: Viewer): AsyncIterable<RunEvent> {
+  attach(runId: string, afterSeq: number, viewer: Viewer): AsyncIterable<readonly RunEvent[]> {
     const live = this.runs.get(runId);
     if (live) {
       this.checkVisible(live.state.userId, runId, viewer);
-      return followRun(live.state.journal, afterSeq);
+      return followRunBatches(live.state.journal, afterSeq);
     }
     const record = this.findStored(runId, viewer);
     const { store } = this.deps;
@@ -150,7 +150,7 @@ export class RunPipeline {
       waitForMore: () => Promise.resolve(),
       isEnded: true,
     };
-    return followRun(stored, afterSeq);
+    return followRunBatches(stored, afterSeq);
   }
 
   /** True while the run is queued or running in this process. */

@@ -25,23 +25,24 @@ async function guarded<T>(fn: () => T | Promise<T>): Promise<T> {
 }
 
 async function* toProtoStream(
-  events: AsyncIterable<RunEvent>,
+  batches: AsyncIterable<readonly RunEvent[]>,
   observer: StreamObserver,
   arrivedAt: number | null,
 ): AsyncGenerator<ProtoRunEvent> {
   let first = true;
-  for await (const event of events) {
-    if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
-    first = false;
-    const bytes =
-      event.body.type === "agent"
-        ? event.body.raw.length
-        : event.body.type === "log"
-          ? event.body.text.length
-          : 0;
-    observer.eventStreamed("connect", event.body.type, bytes);
-    yield runEventToProto(event);
-  }
+  for await (const batch of batches)
+    for (const event of batch) {
+      if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
+      first = false;
+      const bytes =
+        event.body.type === "agent"
+          ? event.body.raw.length
+          : event.body.type === "log"
+            ? event.body.text.length
+            : 0;
+      observer.eventStreamed("connect", event.body.type, bytes);
+      yield runEventToProto(event);
+    }
 }
 
 /**

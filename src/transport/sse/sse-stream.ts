@@ -3,6 +3,9 @@ import type { StreamObserver } from "../../metrics/metrics.js";
 import { type AnyResponse, writeWithBackpressure } from "../http-types.js";
 import { encodeSseComment, encodeSseFrame } from "./sse-encoder.js";
 
+/** Characters gathered before a write; bounds the memory of one write whatever the line sizes. */
+const WRITE_CHUNK = 64 * 1024;
+
 /** FermiLink's event-stream response headers (spec §1.1 step 5). */
 export function writeSseHead(res: AnyResponse): void {
   res.writeHead(200, {
@@ -21,7 +24,7 @@ export function writeSseHead(res: AnyResponse): void {
  */
 export async function streamSse(
   res: AnyResponse,
-  events: AsyncIterable<RunEvent>,
+  batches: AsyncIterable<readonly RunEvent[]>,
   opts: { heartbeatMs: number; observer: StreamObserver; arrivedAt: number | null },
 ): Promise<void> {
   let lastWrite = Date.now();
@@ -38,20 +41,32 @@ export async function streamSse(
         )
       : undefined;
   let first = true;
+  const write = async (chunk: string): Promise<boolean> => {
+    if (first && opts.arrivedAt !== null) {
+      opts.observer.firstEventSent("sse", Date.now() - opts.arrivedAt);
+    }
+    first = false;
+    lastWrite = Date.now();
+    return writeWithBackpressure(res, chunk);
+  };
   try {
-    for await (const event of events) {
-      const chunk =
-        event.body.type === "queued"
-          ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
-          : encodeSseFrame(event);
-      if (chunk === null) continue;
-      if (first && opts.arrivedAt !== null) {
-        opts.observer.firstEventSent("sse", Date.now() - opts.arrivedAt);
+    stream: for await (const batch of batches) {
+      // What is available goes out in few writes (up to WRITE_CHUNK each), not one per event.
+      let chunk = "";
+      for (const event of batch) {
+        const frame =
+          event.body.type === "queued"
+            ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
+            : encodeSseFrame(event);
+        if (frame === null) continue;
+        opts.observer.eventStreamed("sse", event.body.type, frame.length);
+        chunk += frame;
+        if (chunk.length >= WRITE_CHUNK) {
+          if (!(await write(chunk))) break stream;
+          chunk = "";
+        }
       }
-      first = false;
-      opts.observer.eventStreamed("sse", event.body.type, chunk.length);
-      lastWrite = Date.now();
-      if (!(await writeWithBackpressure(res, chunk))) break;
+      if (chunk !== "" && !(await write(chunk))) break;
     }
   } finally {
     clearInterval(heartbeat);
