@@ -1,4 +1,5 @@
 import type { RunEvent, RunEventBody } from "../events/run-event.js";
+import { type LineReader, rehydrate } from "./rehydrate.js";
 import type { RunRecord, RunStore } from "./run-store.js";
 
 /** Limits of one run's in-memory tail and write batching. */
@@ -47,6 +48,8 @@ export class RunJournal {
     private readonly record: RunRecord,
     private readonly store: RunStore,
     private readonly now: () => number,
+    /** Re-derives typed items for lines read back from the store. */
+    private readonly readLine: LineReader = () => [],
     private readonly limits: JournalLimits = DEFAULT_JOURNAL_LIMITS,
   ) {}
 
@@ -117,7 +120,7 @@ export class RunJournal {
     }
     if (afterSeq >= this.seq) return [];
     // Evicted events were flushed before eviction, so the store has them.
-    return this.store.readEvents(this.runId, afterSeq, max);
+    return rehydrate(this.store.readEvents(this.runId, afterSeq, max), this.readLine);
   }
 
   /** Resolves when an event after `afterSeq` exists or the journal ended. */
@@ -136,9 +139,13 @@ export class RunJournal {
     this.flushedSeq = batch[batch.length - 1]?.seq ?? this.flushedSeq;
   }
 
+  /**
+   * Drop the oldest tail events beyond the byte budget, but only ones already
+   * written (the store must have anything the tail forgets). Unwritten events
+   * stay until the next batch, so the tail exceeds its budget by at most one batch.
+   */
   private evict(): void {
     if (this.tailBytes <= this.limits.tailBytes) return;
-    if (this.pending.length > 0) this.flush();
     while (this.tailBytes > this.limits.tailBytes && this.tail.length - this.tailHead > 1) {
       const old = this.tail[this.tailHead];
       if (!old || old.seq > this.flushedSeq) break;

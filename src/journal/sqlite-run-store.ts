@@ -38,7 +38,11 @@ CREATE TABLE IF NOT EXISTS events (
   run_id TEXT NOT NULL,
   seq INTEGER NOT NULL,
   time_ms INTEGER NOT NULL,
-  body TEXT NOT NULL,
+  -- agent and log lines (nearly every event) are stored as their text, no JSON;
+  -- other events as the JSON of their body. truncated: 1 when the line was cut.
+  kind TEXT NOT NULL,
+  text TEXT NOT NULL,
+  truncated INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 `;
@@ -85,6 +89,49 @@ function fromRow(r: RunRow): RunRecord {
   };
 }
 
+/** Rows per multi-row INSERT (6 parameters each, well under SQLite's limit). */
+const INSERT_ROWS = 64;
+
+interface EventRow {
+  seq: number;
+  time_ms: number;
+  kind: string;
+  text: string;
+  truncated: number;
+}
+
+/** Append one event's column values; returns the bytes it takes. */
+function pushRow(rows: unknown[], runId: string, e: RunEvent | undefined): number {
+  if (!e) return 0;
+  const b = e.body;
+  if (b.type === "agent" || b.type === "log") {
+    rows.push(
+      runId,
+      e.seq,
+      e.timeMs,
+      b.type,
+      b.type === "agent" ? b.raw : b.text,
+      b.truncated ? 1 : 0,
+    );
+    return b.type === "agent" ? b.raw.length : b.text.length;
+  }
+  const json = JSON.stringify(b);
+  rows.push(runId, e.seq, e.timeMs, b.type, json, 0);
+  return json.length;
+}
+
+/**
+ * An event read back. Agent lines come back raw with no typed items: the
+ * items are a pure function of the raw line and the provider, re-derived by
+ * the reader (`journal/rehydrate.ts`), so they are not stored twice.
+ */
+function bodyOf(r: EventRow): RunEventBody {
+  if (r.kind === "agent")
+    return { type: "agent", raw: r.text, items: [], truncated: r.truncated === 1 };
+  if (r.kind === "log") return { type: "log", text: r.text, truncated: r.truncated === 1 };
+  return JSON.parse(r.text) as RunEventBody;
+}
+
 const UPDATE_COLUMNS: Record<keyof RunUpdate, string> = {
   status: "status",
   packageId: "package_id",
@@ -103,6 +150,7 @@ const UPDATE_COLUMNS: Record<keyof RunUpdate, string> = {
 export class SqliteRunStore implements RunStore {
   private readonly db: Database.Database;
   private readonly insertEvent: Database.Statement;
+  private readonly insertEvents: Database.Statement;
   private readonly bumpRun: Database.Statement;
   private readonly appendTx: (runId: string, events: readonly RunEvent[]) => void;
 
@@ -126,22 +174,31 @@ export class SqliteRunStore implements RunStore {
     }
     this.db.pragma("synchronous = NORMAL");
     this.db.exec(SCHEMA);
-    this.insertEvent = this.db.prepare(
-      "INSERT INTO events (run_id, seq, time_ms, body) VALUES (?, ?, ?, ?)",
+    const insert = "INSERT INTO events (run_id, seq, time_ms, kind, text, truncated) VALUES ";
+    this.insertEvent = this.db.prepare(`${insert}(?, ?, ?, ?, ?, ?)`);
+    // Many rows per statement: far fewer calls into SQLite for a burst of lines.
+    this.insertEvents = this.db.prepare(
+      insert + Array.from({ length: INSERT_ROWS }, () => "(?, ?, ?, ?, ?, ?)").join(", "),
     );
     this.bumpRun = this.db.prepare(
       "UPDATE runs SET last_seq = ?, event_bytes = event_bytes + ? WHERE run_id = ?",
     );
     this.appendTx = this.db.transaction((runId: string, events: readonly RunEvent[]) => {
       let bytes = 0;
-      let last = 0;
-      for (const e of events) {
-        const body = JSON.stringify(e.body);
-        bytes += body.length;
-        last = e.seq;
-        this.insertEvent.run(runId, e.seq, e.timeMs, body);
+      const rows: unknown[] = [];
+      let i = 0;
+      for (; i + INSERT_ROWS <= events.length; i += INSERT_ROWS) {
+        rows.length = 0;
+        for (let k = i; k < i + INSERT_ROWS; k++) bytes += pushRow(rows, runId, events[k]);
+        this.insertEvents.run(rows);
       }
-      if (events.length > 0) this.bumpRun.run(last, bytes, runId);
+      for (; i < events.length; i++) {
+        rows.length = 0;
+        bytes += pushRow(rows, runId, events[i]);
+        this.insertEvent.run(rows);
+      }
+      const last = events[events.length - 1];
+      if (last) this.bumpRun.run(last.seq, bytes, runId);
     });
   }
 
@@ -194,15 +251,10 @@ export class SqliteRunStore implements RunStore {
   readEvents(runId: string, afterSeq: number, limit: number): RunEvent[] {
     const rows = this.db
       .prepare(
-        "SELECT seq, time_ms, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, time_ms, kind, text, truncated FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
       )
-      .all(runId, afterSeq, limit) as { seq: number; time_ms: number; body: string }[];
-    return rows.map((r) => ({
-      runId,
-      seq: r.seq,
-      timeMs: r.time_ms,
-      body: JSON.parse(r.body) as RunEventBody,
-    }));
+      .all(runId, afterSeq, limit) as EventRow[];
+    return rows.map((r) => ({ runId, seq: r.seq, timeMs: r.time_ms, body: bodyOf(r) }));
   }
 
   getRun(runId: string): RunRecord | null {

@@ -27,13 +27,14 @@ function completeUtf8Prefix(buf: Buffer): number {
  * beyond `maxLineBytes`: a longer one yields its first `maxLineBytes` bytes
  * (cut at a code point boundary) with `truncated: true` and the rest up to the
  * next `\n` is discarded. Bytes are decoded per line with U+FFFD for invalid
- * sequences. Pull-based: nothing is read while the consumer does not pull,
- * which is the backpressure that pauses the child's pipe.
+ * sequences. Yields the lines each chunk completes as one batch (one await per
+ * chunk, not per line). Pull-based: nothing is read while the consumer does
+ * not pull, which is the backpressure that pauses the child's pipe.
  */
-export async function* splitLines(
+export async function* splitLineBatches(
   source: AsyncIterable<Buffer>,
   maxLineBytes: number,
-): AsyncGenerator<SplitLine> {
+): AsyncGenerator<SplitLine[]> {
   let parts: Buffer[] = [];
   let size = 0;
   let discarding = false;
@@ -44,6 +45,7 @@ export async function* splitLines(
     return whole;
   };
   for await (const chunk of source) {
+    const batch: SplitLine[] = [];
     let start = 0;
     while (start < chunk.length) {
       const nl = chunk.indexOf(0x0a, start);
@@ -54,12 +56,18 @@ export async function* splitLines(
           parts.push(piece.subarray(0, maxLineBytes - size));
           size = maxLineBytes;
           const whole = take();
-          yield {
+          batch.push({
             text: decoder.decode(whole.subarray(0, completeUtf8Prefix(whole))),
             truncated: true,
-          };
+          });
           discarding = true;
         } else if (piece.length > 0) {
+          if (nl !== -1 && size === 0) {
+            // A whole line inside this chunk: decode it directly, no copy.
+            batch.push({ text: decoder.decode(piece), truncated: false });
+            start = nl + 1;
+            continue;
+          }
           // Copy: the chunk's memory may be reused by the stream after we yield.
           parts.push(Buffer.from(piece));
           size += piece.length;
@@ -67,9 +75,18 @@ export async function* splitLines(
       }
       if (nl === -1) break;
       if (discarding) discarding = false;
-      else if (size > 0) yield { text: decoder.decode(take()), truncated: false };
+      else if (size > 0) batch.push({ text: decoder.decode(take()), truncated: false });
       start = nl + 1;
     }
+    if (batch.length > 0) yield batch;
   }
-  if (!discarding && size > 0) yield { text: decoder.decode(take()), truncated: false };
+  if (!discarding && size > 0) yield [{ text: decoder.decode(take()), truncated: false }];
+}
+
+/** `splitLineBatches`, one line at a time. */
+export async function* splitLines(
+  source: AsyncIterable<Buffer>,
+  maxLineBytes: number,
+): AsyncGenerator<SplitLine> {
+  for await (const batch of splitLineBatches(source, maxLineBytes)) yield* batch;
 }

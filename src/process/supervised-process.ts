@@ -1,7 +1,7 @@
 import { type ChildProcessByStdio, spawn } from "node:child_process";
 import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
-import { splitLines } from "./line-splitter.js";
+import { splitLineBatches } from "./line-splitter.js";
 import { terminateGroup } from "./terminate-group.js";
 
 /** One line of the child's output, tagged with its stream. */
@@ -22,7 +22,12 @@ export interface ProcessExit {
 /** A provider process running in its own process group. */
 export interface SupervisedProcess {
   readonly pid: number;
-  /** stdout and stderr lines merged in arrival order, pull-based; ends at EOF of both. Call once. */
+  /**
+   * stdout and stderr lines merged in arrival order, in batches (the lines one
+   * pipe read completed), pull-based; ends at EOF of both. Call once (or `lines`).
+   */
+  lineBatches(): AsyncIterable<ProcessLine[]>;
+  /** `lineBatches`, one line at a time. */
   lines(): AsyncIterable<ProcessLine>;
   /** Resolves once the leader exited and its group was cleaned up. Never rejects. */
   readonly exited: Promise<ProcessExit>;
@@ -42,19 +47,24 @@ export interface StartProcessOptions {
 
 type Child = ChildProcessByStdio<null, Readable, Readable>;
 
-async function* tagged(stream: Readable, name: ProcessLine["stream"], max: number) {
-  for await (const l of splitLines(stream as AsyncIterable<Buffer>, max))
-    yield { stream: name, ...l };
+async function* tagged(
+  stream: Readable,
+  name: ProcessLine["stream"],
+  max: number,
+): AsyncGenerator<ProcessLine[]> {
+  for await (const batch of splitLineBatches(stream as AsyncIterable<Buffer>, max)) {
+    yield batch.map((l) => ({ stream: name, text: l.text, truncated: l.truncated }));
+  }
 }
 
 /**
- * Merge two pull-based line sources in arrival order, holding at most one
- * pending line per source (bounded: the pipes stay the buffer).
+ * Merge two pull-based batch sources in arrival order, holding at most one
+ * pending batch per source (bounded: the pipes stay the buffer).
  */
-async function* merge(sources: AsyncIterator<ProcessLine>[]): AsyncGenerator<ProcessLine> {
-  const pending = new Map<number, Promise<{ i: number; r: IteratorResult<ProcessLine> }>>();
+async function* merge(sources: AsyncIterator<ProcessLine[]>[]): AsyncGenerator<ProcessLine[]> {
+  const pending = new Map<number, Promise<{ i: number; r: IteratorResult<ProcessLine[]> }>>();
   const pull = (i: number) => {
-    const it = sources[i] as AsyncIterator<ProcessLine>;
+    const it = sources[i] as AsyncIterator<ProcessLine[]>;
     pending.set(
       i,
       it.next().then((r) => ({ i, r })),
@@ -133,11 +143,14 @@ export async function startSupervisedProcess(
     return { ...r, killedByRunner };
   });
   let linesTaken = false;
-  return {
+  const proc: SupervisedProcess = {
     pid,
     exited,
     terminate,
-    lines() {
+    async *lines() {
+      for await (const batch of proc.lineBatches()) yield* batch;
+    },
+    lineBatches() {
       if (linesTaken) throw new Error("lines() can be called once");
       linesTaken = true;
       const gen = merge([
@@ -157,4 +170,5 @@ export async function startSupervisedProcess(
       })();
     },
   };
+  return proc;
 }

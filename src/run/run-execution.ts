@@ -96,7 +96,7 @@ async function admit(deps: RunPipelineDeps, state: RunState, plan: RunPlan): Pro
     if (reported && reported.position === current.position && reported.size === current.size)
       return;
     reported = current;
-    await state.emit({ type: "queued", position: current.position, queueSize: current.size });
+    state.emit({ type: "queued", position: current.position, queueSize: current.size });
   };
   await report();
   if (!settled && latest) {
@@ -174,7 +174,7 @@ export async function executeRun(
     await materializeSpec(spec);
     // meta goes out before the spawn: it depends on nothing the spawn decides, and a caller in a
     // burst of new runs then gets its first byte without waiting for process creation.
-    await state.emit({
+    state.emit({
       type: "meta",
       sessionId: plan.sessionId,
       agent: plan.policy,
@@ -208,13 +208,15 @@ export async function executeRun(
         : undefined;
     if (idle) timers.push(idle);
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
-    for await (const line of running.lines()) {
+    for await (const batch of running.lineBatches()) {
       idle?.refresh();
-      if (line.stream === "stdout") {
-        const items = normalizeSafely(plan.adapter, line.text);
-        await state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });
-      } else {
-        await state.emit({ type: "log", text: line.text, truncated: line.truncated });
+      for (const line of batch) {
+        if (line.stream === "stdout") {
+          const items = normalizeSafely(plan.adapter, line.text);
+          state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });
+        } else {
+          state.emit({ type: "log", text: line.text, truncated: line.truncated });
+        }
       }
     }
     const exit = await running.exited;
@@ -222,7 +224,7 @@ export async function executeRun(
     state.signal.removeEventListener("abort", onAbort);
     const aborted = state.abortReason;
     await releaseAll();
-    await state.emit(
+    state.emit(
       exitBody({
         reason: aborted ? aborted.reason : "completed",
         returnCode: returnCodeOf(exit),
@@ -241,13 +243,13 @@ export async function executeRun(
     }
     await releaseAll();
     if (err instanceof RunAborted) {
-      await state.emit(
+      state.emit(
         exitBody({ reason: err.reason, returnCode: null, signal: null, message: err.message }),
       );
     } else {
       const re = toRunnerError(err);
       log.error({ err, code: re.code }, "run failed after streaming began");
-      await state.emit(
+      state.emit(
         exitBody({ reason: "error", returnCode: null, signal: null, message: re.message }),
       );
     }

@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { admissionKeyForRun } from "../admission/user-key.js";
+import { isProviderId } from "../config/providers.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
 import { followRunBatches, type RunEventSource } from "../fanout/follow-run.js";
+import { rehydrate } from "../journal/rehydrate.js";
 import { RunJournal } from "../journal/run-journal.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
+import { getProviderAdapter } from "../providers/registry.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
 import { resolveActiveProvider } from "./active-provider.js";
@@ -86,7 +89,9 @@ export class RunPipeline {
       lastSeq: 0,
       eventBytes: 0,
     };
-    const journal = new RunJournal(record, this.deps.store, this.deps.now);
+    const journal = new RunJournal(record, this.deps.store, this.deps.now, (raw) =>
+      adapter.normalize(raw),
+    );
     const state = new RunState(journal, sessionId, req.userId);
     const onCallerGone = () => state.abort(runAborted("client_gone", config.run));
     if (!req.detach) opts.callerSignal.addEventListener("abort", onCallerGone, { once: true });
@@ -145,8 +150,10 @@ export class RunPipeline {
     }
     const record = this.findStored(runId, viewer);
     const { store } = this.deps;
+    const adapter = isProviderId(record.provider) ? getProviderAdapter(record.provider) : null;
+    const readLine = (raw: string) => adapter?.normalize(raw) ?? [];
     const stored: RunEventSource = {
-      read: (after, max) => store.readEvents(record.runId, after, max),
+      read: (after, max) => rehydrate(store.readEvents(record.runId, after, max), readLine),
       waitForMore: () => Promise.resolve(),
       isEnded: true,
     };

@@ -56,7 +56,7 @@ export class RunState {
   }
 
   /** Append one journal entry. It never waits for a viewer: the journal is the buffer. */
-  async emit(body: RunEventBody): Promise<void> {
+  emit(body: RunEventBody): void {
     const event = this.journal.append(body);
     if (event.seq === 1) this.resolveFirst();
   }

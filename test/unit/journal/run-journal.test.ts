@@ -65,7 +65,7 @@ const exit = {
 
 describe("RunJournal", () => {
   it("keeps a bounded tail in memory and serves older events from the store, in order", () => {
-    const j = new RunJournal(record("r1"), store, () => 42, {
+    const j = new RunJournal(record("r1"), store, () => 42, undefined, {
       tailBytes: 8 * 1024,
       flushIntervalMs: 5,
       flushMaxEvents: 64,
@@ -94,7 +94,7 @@ describe("RunJournal", () => {
   });
 
   it("delivers every event exactly once to a follower that joins mid-run and reads slowly", async () => {
-    const j = new RunJournal(record("r2"), store, () => 1, {
+    const j = new RunJournal(record("r2"), store, () => 1, undefined, {
       tailBytes: 4 * 1024,
       flushIntervalMs: 5,
       flushMaxEvents: 16,
