@@ -1,0 +1,94 @@
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+const run = promisify(execFile);
+const PYTHON = "/usr/bin/python3";
+const CLIENT = path.resolve("test/fixtures/python/grpc_run_client.py");
+
+/** Debian's python3-grpcio and python3-protobuf (installed by .ci/run). */
+async function pythonHasGrpc(): Promise<boolean> {
+  if (!existsSync(PYTHON)) return false;
+  return run(PYTHON, ["-c", "import grpc, google.protobuf"]).then(
+    () => true,
+    () => false,
+  );
+}
+// In CI the modules are installed by .ci/run: missing them there is a failure, not a skip.
+const available = process.env.CI ? true : await pythonHasGrpc();
+
+let dir: string;
+let descriptors: string;
+let server: TestServer | undefined;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "flr-py-"));
+  descriptors = path.join(dir, "runner.binpb");
+  await run("npx", ["buf", "build", "--as-file-descriptor-set", "-o", descriptors]);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+async function pythonClient(
+  request: unknown,
+): Promise<{ code: number; lines: Record<string, unknown>[] }> {
+  if (!server) throw new Error("no server");
+  const target = server.baseUrl.replace("http://", "");
+  const out = await run(PYTHON, [CLIENT, target, descriptors, JSON.stringify(request)], {
+    timeout: 60_000,
+  }).then(
+    (r) => ({ code: 0, stdout: r.stdout }),
+    (e: { code?: number; stdout?: string }) => ({ code: e.code ?? -1, stdout: e.stdout ?? "" }),
+  );
+  const lines = out.stdout
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { code: out.code, lines };
+}
+
+describe.skipIf(!available)("a Python gRPC client (Debian python3-grpcio)", () => {
+  it("streams a full run: meta first, agent lines, exit last, seq without gaps", async () => {
+    server = await startTestServer();
+    const { code, lines } = await pythonClient({
+      sessionId: "py1",
+      userPrompt: "hello from python",
+      userId: "py",
+    });
+    expect(code).toBe(0);
+    expect(lines[0]).toHaveProperty("meta");
+    expect((lines[0]?.meta as { sessionId: string }).sessionId).toBe("py1");
+    const agents = lines
+      .filter((l) => "agent" in l)
+      .map((l) => l.agent as { raw: string; items?: unknown[] });
+    expect(agents.length).toBeGreaterThan(0);
+    expect(agents.every((a) => typeof a.raw === "string" && JSON.parse(a.raw) !== null)).toBe(true);
+    expect(JSON.stringify(agents)).toContain("hello from python");
+    const exit = lines.at(-1)?.exit as { reason: string; returnCode: number };
+    expect(exit.reason).toBe("EXIT_REASON_COMPLETED");
+    expect(exit.returnCode).toBe(0);
+    expect(lines.map((l) => Number(l.seq))).toEqual(lines.map((_, i) => i + 1));
+    expect(new Set(lines.map((l) => l.runId)).size).toBe(1);
+  });
+
+  it("sees the same status codes as every other client", async () => {
+    server = await startTestServer();
+    const empty = await pythonClient({ userPrompt: "" });
+    expect(empty.code).toBe(3);
+    expect(empty.lines[0]).toMatchObject({ error: "INVALID_ARGUMENT" });
+    const pkg = await pythonClient({ userPrompt: "x", packageId: "no-such-package" });
+    expect(pkg.lines[0]).toMatchObject({
+      error: "NOT_FOUND",
+      details: "Requested package not found: no-such-package",
+    });
+  });
+});
