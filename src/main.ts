@@ -1,48 +1,7 @@
-import { startApp } from "./app.js";
-import { ConfigError, loadConfig } from "./config/load-config.js";
-import { RunnerError } from "./errors/runner-error.js";
+import { serve } from "./cli/serve.js";
 
-/**
- * CLI entry (`npm start`): load the config (all problems at once), start the
- * app, and drain on SIGTERM/SIGINT. Exit codes: 0 clean stop, 1 bad config or
- * missing provider, 2 crash.
- */
-async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`fermilink-runner: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
-  let app: Awaited<ReturnType<typeof startApp>>;
-  try {
-    app = await startApp(config);
-  } catch (err) {
-    if (err instanceof RunnerError) {
-      process.stderr.write(`fermilink-runner: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
-  const stop = (signal: NodeJS.Signals) => {
-    app.logger.info({ signal }, "shutting down");
-    app.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        app.logger.error({ err }, "shutdown failed");
-        process.exit(2);
-      },
-    );
-  };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
-}
-
-main().catch((err: unknown) => {
+// `npm start`: the server, exactly as `fermilink-runner serve`.
+serve().catch((err: unknown) => {
   process.stderr.write(
     `fermilink-runner: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
   );

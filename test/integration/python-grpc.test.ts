@@ -66,7 +66,7 @@ describe.skipIf(!available)("a Python gRPC client (Debian python3-grpcio)", () =
     });
     expect(code).toBe(0);
     expect(lines[0]).toHaveProperty("meta");
-    expect((lines[0]?.meta as { sessionId: string }).sessionId).toBe("py1");
+    expect((lines[0]?.meta as { sessionId: string } | undefined)?.sessionId).toBe("py1");
     const agents = lines
       .filter((l) => "agent" in l)
       .map((l) => l.agent as { raw: string; items?: unknown[] });

@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// The `fermilink-runner` command: TypeScript sources run through tsx (a runtime dependency).
+import { register } from "tsx/esm/api";
+
+register();
+await import("../src/cli/main.ts");

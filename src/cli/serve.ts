@@ -1,0 +1,43 @@
+import { startApp } from "../app.js";
+import { ConfigError, loadConfig } from "../config/load-config.js";
+import { RunnerError } from "../errors/runner-error.js";
+
+/**
+ * Start the server on the environment's configuration (what `npm start` and
+ * `fermilink-runner serve` run) and drain on SIGTERM/SIGINT. Exit codes: 0
+ * clean stop, 1 bad config, missing provider or unusable run store, 2 crash.
+ */
+export async function serve(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`fermilink-runner: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  let app: Awaited<ReturnType<typeof startApp>>;
+  try {
+    app = await startApp(config);
+  } catch (err) {
+    if (err instanceof RunnerError) {
+      process.stderr.write(`fermilink-runner: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const stop = (signal: NodeJS.Signals) => {
+    app.logger.info({ signal }, "shutting down");
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        app.logger.error({ err }, "shutdown failed");
+        process.exit(2);
+      },
+    );
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+}
