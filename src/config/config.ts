@@ -1,5 +1,11 @@
 import type { ProviderId } from "./providers.js";
 
+/** A provider's model endpoint; null fields leave the CLI's own defaults. */
+export interface ProviderEndpoint {
+  baseUrl: string | null;
+  apiKey: string | null;
+}
+
 /** Agent policy settings from `FERMILINK_AGENT_*` (null = not set in the env). */
 export interface AgentEnvPolicy {
   provider: ProviderId | null;
@@ -66,6 +72,8 @@ export interface Config {
   agentEnv: AgentEnvPolicy;
   /** FERMILINK_<PROVIDER>_BIN, null when unset. */
   providerBins: Readonly<Record<ProviderId, string | null>>;
+  /** FERMILINK_<PROVIDER>_BASE_URL / _API_KEY: the model endpoint each CLI is pointed at. */
+  providerEndpoints: Readonly<Record<ProviderId, ProviderEndpoint>>;
   /** Extra variable names passed to the provider (FERMILINK_RUNNER_ENV_PASSTHROUGH). */
   envPassthrough: readonly string[];
   /** The process environment at start-up; providers pick an allowlist from it. */

@@ -187,6 +187,52 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "low, medium, high or xhigh.",
   },
   {
+    name: "FERMILINK_CODEX_BASE_URL",
+    default: null,
+    description:
+      "Codex's model endpoint: OpenAI Responses API base, e.g. http://host/v1 (a custom codex model provider).",
+  },
+  {
+    name: "FERMILINK_CODEX_API_KEY",
+    default: null,
+    description: "Codex's API key for that endpoint (never logged; reaches only that provider).",
+  },
+  {
+    name: "FERMILINK_CLAUDE_BASE_URL",
+    default: null,
+    description:
+      "Claude Code's model endpoint: Anthropic API base without /v1 (ANTHROPIC_BASE_URL).",
+  },
+  {
+    name: "FERMILINK_CLAUDE_API_KEY",
+    default: null,
+    description:
+      "Claude Code's API key for that endpoint (never logged; reaches only that provider).",
+  },
+  {
+    name: "FERMILINK_GEMINI_BASE_URL",
+    default: null,
+    description:
+      "Gemini CLI's model endpoint: Gemini API base without /v1beta (GOOGLE_GEMINI_BASE_URL).",
+  },
+  {
+    name: "FERMILINK_GEMINI_API_KEY",
+    default: null,
+    description:
+      "Gemini CLI's API key for that endpoint (never logged; reaches only that provider).",
+  },
+  {
+    name: "FERMILINK_OPENCODE_BASE_URL",
+    default: null,
+    description:
+      "opencode's model endpoint: OpenAI-compatible Chat Completions base, e.g. http://host/v1.",
+  },
+  {
+    name: "FERMILINK_OPENCODE_API_KEY",
+    default: null,
+    description: "opencode's API key for that endpoint (never logged; reaches only that provider).",
+  },
+  {
     name: "FERMILINK_CODEX_BIN",
     default: "codex",
     description: "Codex binary (path or name); unset: the project's node_modules/.bin, then PATH.",

@@ -3,7 +3,7 @@ import { homedir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { tryNormalizePackageId } from "../packages/package-id.js";
-import type { AgentEnvPolicy, Config } from "./config.js";
+import type { AgentEnvPolicy, Config, ProviderEndpoint } from "./config.js";
 import { isProviderId, PROVIDER_IDS, type ProviderId, REASONING_EFFORTS } from "./providers.js";
 
 /** Thrown when the environment is invalid; the message lists every problem at once. */
@@ -27,6 +27,20 @@ const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"
 class EnvReader {
   readonly problems: string[] = [];
   constructor(private readonly env: Env) {}
+
+  /** An http(s) URL (a model endpoint), without a trailing slash; null when unset. */
+  httpUrl(name: string): string | null {
+    const raw = this.str(name);
+    if (raw === null) return null;
+    try {
+      const u = new URL(raw);
+      if (u.protocol === "http:" || u.protocol === "https:") return raw.replace(/\/+$/, "");
+    } catch {
+      // reported below
+    }
+    this.problems.push(`${name}=${JSON.stringify(raw)} is not an http(s) URL.`);
+    return null;
+  }
 
   /** Comma-separated browser origins (`scheme://host[:port]`) or `*`; unset = none. */
   origins(name: string): string[] {
@@ -249,6 +263,15 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     metricsToken: r.str("FERMILINK_RUNNER_METRICS_TOKEN"),
     agentEnv: readAgentEnv(r),
     providerBins,
+    providerEndpoints: Object.fromEntries(
+      PROVIDER_IDS.map((id) => [
+        id,
+        {
+          baseUrl: r.httpUrl(`FERMILINK_${id.toUpperCase()}_BASE_URL`),
+          apiKey: r.str(`FERMILINK_${id.toUpperCase()}_API_KEY`),
+        },
+      ]),
+    ) as Record<ProviderId, ProviderEndpoint>,
     envPassthrough: readPassthrough(r),
     hostEnv,
     logLevel: r.oneOf("FERMILINK_RUNNER_LOG_LEVEL", LOG_LEVELS) ?? "info",

@@ -1,3 +1,4 @@
+import type { ProviderEndpoint } from "../config/config.js";
 import type { ProviderId } from "../config/providers.js";
 import type { AgentItem, AgentPolicy } from "../events/run-event.js";
 
@@ -45,6 +46,8 @@ export interface BuildCommandInput {
   hostEnv: Readonly<Record<string, string>>;
   /** Admin pass-through names (`FERMILINK_RUNNER_ENV_PASSTHROUGH`). */
   envPassthrough: readonly string[];
+  /** The model endpoint and key configured for this provider (`FERMILINK_<P>_BASE_URL` / `_API_KEY`). */
+  endpoint?: ProviderEndpoint;
   /**
    * A private directory outside the repo where `CommandSpec.files` go.
    * Defaults to the parent of `repoDir`, which is the session dir in

@@ -168,9 +168,17 @@ export async function executeRun(
       prompt: plan.prompt,
       policy: plan.policy,
       hostEnv: config.hostEnv,
+      endpoint: config.providerEndpoints[plan.adapter.id],
       envPassthrough: config.envPassthrough,
       runDir: ws.sessionDir,
     });
+    // Each run's temp files stay in its session (CLIs leave error reports and caches there),
+    // and codex refuses helper binaries when its home is under the temp dir (real-clis.md §7).
+    if (spec.env.TMPDIR === undefined) {
+      const tmp = path.join(ws.sessionDir, ".tmp");
+      spec.env.TMPDIR = tmp;
+      spec.dirs = [...(spec.dirs ?? []), tmp];
+    }
     await materializeSpec(spec);
     // meta goes out before the spawn: it depends on nothing the spawn decides, and a caller in a
     // burst of new runs then gets its first byte without waiting for process creation.

@@ -4,10 +4,19 @@
  * `--sandbox <mode>` alone. `exec` never asks for approval; a refused command
  * goes back to the model.
  */
-import { pickChildEnv } from "../child-env.js";
+import path from "node:path";
+import { pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
 import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
 import { applyCodexEnvRules, CODEX_ENV_VARS } from "./env.js";
+
+/** The model provider the runner defines when FERMILINK_CODEX_BASE_URL is set. */
+const PROVIDER_NAME = "fermilink";
+
+/** A TOML basic string (codex parses `-c key=value` values as TOML). */
+function tomlString(s: string): string {
+  return JSON.stringify(s);
+}
 
 /**
  * `codex exec --json --cd <repo> [--dangerously-bypass-approvals-and-sandbox |
@@ -28,13 +37,42 @@ export function buildCodexCommand(input: BuildCommandInput): CommandSpec {
   const effort = policyEffort(policy);
   // A TOML string value: codex parses `-c key=value` as TOML (xhigh is a codex effort too).
   if (effort !== null) args.push("--config", `model_reasoning_effort="${effort}"`);
+  // Headless hardening (real-clis.md §5, §6): no telemetry, update check, feedback or plugin
+  // sync (the hosts they call are not needed for a run), and no endless reconnecting.
+  args.push(
+    "--config",
+    "analytics.enabled=false",
+    "--config",
+    "check_for_update_on_startup=false",
+    "--config",
+    "feedback.enabled=false",
+    "--disable",
+    "plugins",
+    "--disable",
+    "unbounded_connection_retries",
+  );
+  const endpoint = input.endpoint;
+  if (endpoint?.baseUrl) {
+    // A custom provider, not `openai_base_url`: the built-in one first tries WebSockets for
+    // seconds, and OPENAI_BASE_URL is ignored (real-clis.md §3). Retries stay bounded.
+    args.push(
+      "--config",
+      `model_provider=${PROVIDER_NAME}`,
+      "--config",
+      `model_providers.${PROVIDER_NAME}={name="${PROVIDER_NAME}",base_url=${tomlString(endpoint.baseUrl)},env_key="CODEX_API_KEY",wire_api="responses",request_max_retries=1,stream_max_retries=1,stream_idle_timeout_ms=30000}`,
+    );
+  }
   // clap: after `--` the prompt is positional even when it is `--help` or `resume`
   // (checked against codex 0.169: `exec -- resume` sends "resume" as the prompt).
   args.push(END_OF_OPTIONS, input.prompt);
 
   const picked = pickChildEnv(input.hostEnv, CODEX_ENV_VARS, input.envPassthrough);
   const { env, codexHome } = applyCodexEnvRules(picked, input.hostEnv);
-  const spec: CommandSpec = { bin: input.bin, args, env };
-  if (codexHome !== null) spec.dirs = [codexHome];
+  if (endpoint?.apiKey) env.CODEX_API_KEY = endpoint.apiKey;
+  // Without an admin CODEX_HOME each session gets its own, beside (never inside) the repo.
+  const home = codexHome ?? (input.runDir ? path.join(input.runDir, ".codex-home") : null);
+  if (home !== null) env.CODEX_HOME = home;
+  const spec: CommandSpec = { bin: input.bin, args, env: sortEnv(env) };
+  if (home !== null) spec.dirs = [home];
   return spec;
 }

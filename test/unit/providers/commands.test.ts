@@ -47,20 +47,34 @@ function argv(id: ProviderId, p: AgentPolicy, prompt = PROMPT): string[] {
 
 const WITH_MODEL = { model: "m-1", reasoningEffort: "xhigh" } as const;
 
+/** Flags every codex run gets: no telemetry, update check, feedback, plugin sync or endless reconnecting. */
+const CODEX_HARDENING = [
+  "--config",
+  "analytics.enabled=false",
+  "--config",
+  "check_for_update_on_startup=false",
+  "--config",
+  "feedback.enabled=false",
+  "--disable",
+  "plugins",
+  "--disable",
+  "unbounded_connection_retries",
+];
+
 // biome-ignore format: one argv per line reads as a table
 const EXPECTED: Record<ProviderId, Record<PolicyCase, { plain: string[]; tuned: string[] }>> = {
   codex: {
     "read-only": {
-      plain: ["exec", "--json", "--cd", REPO, "--sandbox", "read-only", "--", PROMPT],
-      tuned: ["exec", "--json", "--cd", REPO, "--sandbox", "read-only", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', "--", PROMPT],
+      plain: ["exec", "--json", "--cd", REPO, "--sandbox", "read-only", ...CODEX_HARDENING, "--", PROMPT],
+      tuned: ["exec", "--json", "--cd", REPO, "--sandbox", "read-only", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', ...CODEX_HARDENING, "--", PROMPT],
     },
     "workspace-write": {
-      plain: ["exec", "--json", "--cd", REPO, "--sandbox", "workspace-write", "--", PROMPT],
-      tuned: ["exec", "--json", "--cd", REPO, "--sandbox", "workspace-write", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', "--", PROMPT],
+      plain: ["exec", "--json", "--cd", REPO, "--sandbox", "workspace-write", ...CODEX_HARDENING, "--", PROMPT],
+      tuned: ["exec", "--json", "--cd", REPO, "--sandbox", "workspace-write", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', ...CODEX_HARDENING, "--", PROMPT],
     },
     bypass: {
-      plain: ["exec", "--json", "--cd", REPO, "--dangerously-bypass-approvals-and-sandbox", "--", PROMPT],
-      tuned: ["exec", "--json", "--cd", REPO, "--dangerously-bypass-approvals-and-sandbox", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', "--", PROMPT],
+      plain: ["exec", "--json", "--cd", REPO, "--dangerously-bypass-approvals-and-sandbox", ...CODEX_HARDENING, "--", PROMPT],
+      tuned: ["exec", "--json", "--cd", REPO, "--dangerously-bypass-approvals-and-sandbox", "--model", "m-1", "--config", 'model_reasoning_effort="xhigh"', ...CODEX_HARDENING, "--", PROMPT],
     },
   },
   claude: {
@@ -129,9 +143,10 @@ describe("buildCommand argv", () => {
     const p = policy("workspace-write", { reasoningEffort: "medium" });
     expect(argv("claude", p).slice(-4)).toEqual(["--effort", "medium", "--", PROMPT]);
     expect(argv("opencode", p).slice(-6, -4)).toEqual(["--variant", "medium"]);
-    expect(argv("codex", p).slice(-4)).toEqual([
+    expect(argv("codex", p).slice(-4 - CODEX_HARDENING.length)).toEqual([
       "--config",
       'model_reasoning_effort="medium"',
+      ...CODEX_HARDENING,
       "--",
       PROMPT,
     ]);
@@ -140,6 +155,29 @@ describe("buildCommand argv", () => {
   it("trims the model and drops a blank one", () => {
     expect(argv("codex", policy("read-only", { model: "  gpt-x  " }))).toContain("gpt-x");
     expect(argv("codex", policy("read-only", { model: "   " }))).not.toContain("--model");
+  });
+
+  it("codex points at FERMILINK_CODEX_BASE_URL through its own provider, with bounded retries and a session home", () => {
+    const spec = getProviderAdapter("codex").buildCommand({
+      ...input(policy("workspace-write")),
+      runDir: "/srv/ws/s1",
+      endpoint: { baseUrl: "http://127.0.0.1:9999/v1", apiKey: "sk-test" },
+    });
+    expect(spec.args).toContain("model_provider=fermilink");
+    const table = spec.args.find((a) => a.startsWith("model_providers.fermilink="));
+    expect(table).toBe(
+      'model_providers.fermilink={name="fermilink",base_url="http://127.0.0.1:9999/v1",env_key="CODEX_API_KEY",wire_api="responses",request_max_retries=1,stream_max_retries=1,stream_idle_timeout_ms=30000}',
+    );
+    expect(spec.env.CODEX_API_KEY).toBe("sk-test");
+    expect(spec.env.CODEX_HOME).toBe("/srv/ws/s1/.codex-home");
+    expect(spec.dirs).toEqual(["/srv/ws/s1/.codex-home"]);
+    // An admin CODEX_HOME (e.g. a shared login) still wins, as in FermiLink.
+    const shared = getProviderAdapter("codex").buildCommand({
+      ...input(policy("workspace-write")),
+      hostEnv: { CODEX_HOME: "/var/lib/codex" },
+      runDir: "/srv/ws/s1",
+    });
+    expect(shared.env.CODEX_HOME).toBe("/var/lib/codex");
   });
 
   it("codex has no --full-auto any more (removed in 0.169)", () => {
@@ -161,6 +199,7 @@ describe("buildCommand argv", () => {
       REPO,
       "--sandbox",
       "danger-full-access",
+      ...CODEX_HARDENING,
       "--",
       PROMPT,
     ]);
