@@ -5,15 +5,23 @@
  * (e.g. `danger-full-access`) gets no flag, as in FermiLink, which leaves
  * Claude's default mode (shell commands refused headless): never wider.
  */
-import { type ProviderEnvVars, pickChildEnv } from "../child-env.js";
+import path from "node:path";
+import { type ProviderEnvVars, pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
 import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
 
 /** Claude reads `ANTHROPIC_*` and `CLAUDE_*` (which includes `CLAUDE_CODE_*` and `CLAUDE_CONFIG_DIR`). */
 export const CLAUDE_ENV_VARS: ProviderEnvVars = Object.freeze({
   prefixes: Object.freeze(["ANTHROPIC_", "CLAUDE_", "CLAUDE_CODE_"]),
-  names: Object.freeze([]),
+  names: Object.freeze(["IS_SANDBOX"]),
 });
+
+/** Environment defaults for a headless run (the admin's own values win). */
+export const CLAUDE_ENV_DEFAULTS: Readonly<Record<string, string>> = {
+  CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+  CLAUDE_CODE_MAX_RETRIES: "1",
+  CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS: "30000",
+};
 
 const PERMISSION_MODE_FOR_SANDBOX: Readonly<Record<string, string>> = {
   "read-only": "plan",
@@ -50,9 +58,22 @@ export function buildClaudeCommand(input: BuildCommandInput): CommandSpec {
   if (effort !== null) args.push("--effort", effort === "xhigh" ? "high" : effort);
   // commander: `--` ends option parsing, so the prompt is always the positional argument.
   args.push(END_OF_OPTIONS, input.prompt);
-  return {
-    bin: input.bin,
-    args,
-    env: pickChildEnv(input.hostEnv, CLAUDE_ENV_VARS, input.envPassthrough),
-  };
+  const env = pickChildEnv(input.hostEnv, CLAUDE_ENV_VARS, input.envPassthrough);
+  const { endpoint } = input;
+  if (endpoint?.baseUrl) env.ANTHROPIC_BASE_URL = endpoint.baseUrl;
+  if (endpoint?.apiKey) env.ANTHROPIC_API_KEY = endpoint.apiKey;
+  // Measured defaults (real-clis.md §3, §5, §6), each overridable by the admin's own value:
+  // no calls home, one retry instead of ten (minutes on a dead endpoint), and a stalled
+  // stream ends instead of hanging.
+  for (const [name, value] of Object.entries(CLAUDE_ENV_DEFAULTS)) env[name] ??= value;
+  // Claude refuses bypassPermissions as root unless told it is sandboxed (real-clis.md §3).
+  if (policy.sandboxPolicy === "bypass") env.IS_SANDBOX ??= "1";
+  const dirs: string[] = [];
+  if (env.CLAUDE_CONFIG_DIR === undefined && input.runDir) {
+    env.CLAUDE_CONFIG_DIR = path.join(input.runDir, ".claude-home");
+    dirs.push(env.CLAUDE_CONFIG_DIR);
+  }
+  const spec: CommandSpec = { bin: input.bin, args, env: sortEnv(env) };
+  if (dirs.length > 0) spec.dirs = dirs;
+  return spec;
 }

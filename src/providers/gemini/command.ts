@@ -10,7 +10,7 @@
 import path from "node:path";
 import { type ProviderEnvVars, pickChildEnv, sortEnv } from "../child-env.js";
 import { enforcedMode, policyEffort, policyModel } from "../command-parts.js";
-import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
+import type { BuildCommandInput, CommandSpec, SpecFile } from "../provider-adapter.js";
 import type { ReasoningEffort } from "../runtime-policy.js";
 
 /** Gemini reads `GEMINI_*` plus a few `GOOGLE_*` names (not all of `GOOGLE_*`: other Google tools' secrets). */
@@ -29,6 +29,25 @@ export const GEMINI_SETTINGS_FILE_NAME = ".gemini-system-settings.json";
 
 /** The env var Gemini reads its system settings path from (FermiLink `prepare_runtime_env`). */
 export const GEMINI_SETTINGS_ENV = "GEMINI_CLI_SYSTEM_SETTINGS_PATH";
+
+/**
+ * User settings for a headless run (real-clis.md §3, §5, §6): API-key auth
+ * (without it a custom base URL makes gemini pick an auth type it then
+ * rejects, exit 41), no folder-trust prompt, no usage statistics, telemetry
+ * or auto-update, and one attempt per request so a failing endpoint ends the
+ * run in seconds instead of minutes.
+ */
+export const GEMINI_HEADLESS_SETTINGS = {
+  security: { auth: { selectedType: "gemini-api-key" }, folderTrust: { enabled: false } },
+  privacy: { usageStatisticsEnabled: false },
+  telemetry: { enabled: false },
+  general: {
+    enableAutoUpdate: false,
+    enableAutoUpdateNotification: false,
+    maxAttempts: 1,
+    retryFetchErrors: false,
+  },
+};
 
 /** Gemini's default model name when the policy names none (FermiLink's `_GEMINI_DEFAULT_MODEL`). */
 const DEFAULT_MODEL = "auto-gemini-3";
@@ -95,14 +114,31 @@ export function buildGeminiCommand(input: BuildCommandInput): CommandSpec {
   args.push(`--prompt=${input.prompt}`);
 
   const env = pickChildEnv(input.hostEnv, GEMINI_ENV_VARS, input.envPassthrough);
-  const spec: CommandSpec = { bin: input.bin, args, env };
+  const { endpoint } = input;
+  if (endpoint?.baseUrl) env.GOOGLE_GEMINI_BASE_URL = endpoint.baseUrl;
+  if (endpoint?.apiKey) env.GEMINI_API_KEY = endpoint.apiKey;
+  // One process, not a relaunch with a bigger heap (real-clis.md §3).
+  env.GEMINI_CLI_NO_RELAUNCH ??= "true";
+  const spec: CommandSpec = { bin: input.bin, args, env: sortEnv(env) };
+  const files: SpecFile[] = [];
+  if (input.runDir) {
+    // A per-session home: gemini reads $HOME/.gemini/settings.json and keeps its temp files there.
+    const home = path.join(input.runDir, ".gemini-home");
+    env.HOME = home;
+    files.push({
+      path: path.join(home, ".gemini", "settings.json"),
+      content: `${JSON.stringify(GEMINI_HEADLESS_SETTINGS, null, 2)}\n`,
+    });
+    spec.env = sortEnv(env);
+  }
   const effort = policyEffort(input.policy);
   if (effort !== null) {
     const dir = input.runDir ?? path.dirname(input.repoDir);
     const settingsPath = path.join(dir, GEMINI_SETTINGS_FILE_NAME);
     const content = `${JSON.stringify(geminiEffortSettings(model, effort), null, 2)}\n`;
-    spec.files = [{ path: settingsPath, content }];
+    files.push({ path: settingsPath, content });
     spec.env = sortEnv({ ...env, [GEMINI_SETTINGS_ENV]: settingsPath });
   }
+  if (files.length > 0) spec.files = files;
   return spec;
 }

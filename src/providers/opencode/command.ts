@@ -4,7 +4,8 @@
  * (`--dangerously-skip-permissions`) get a flag; workspace-write uses the
  * permissions of opencode's config, as in FermiLink.
  */
-import { type ProviderEnvVars, pickChildEnv } from "../child-env.js";
+import path from "node:path";
+import { type ProviderEnvVars, pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
 import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
 
@@ -36,6 +37,41 @@ export function opencodePromptArgs(prompt: string): string[] {
   return pieces.some((p) => p.startsWith("-")) ? [END_OF_OPTIONS, prompt] : pieces;
 }
 
+/** Headless defaults (real-clis.md §3, §6): no auto-update, model catalog fetch, LSP download or default plugins. */
+export const OPENCODE_ENV_DEFAULTS: Readonly<Record<string, string>> = {
+  OPENCODE_DISABLE_AUTOUPDATE: "1",
+  OPENCODE_DISABLE_MODELS_FETCH: "1",
+  OPENCODE_DISABLE_LSP_DOWNLOAD: "1",
+  OPENCODE_DISABLE_DEFAULT_PLUGINS: "1",
+};
+
+/** The provider the runner defines when FERMILINK_OPENCODE_BASE_URL is set. */
+const PROVIDER_NAME = "fermilink";
+
+/**
+ * opencode config for an OpenAI-compatible endpoint (its bundled
+ * `@ai-sdk/openai-compatible`, nothing installed at run time). Permissions are
+ * answered up front: a headless run cannot answer an `ask`.
+ */
+function endpointConfig(baseURL: string, apiKey: string | null, model: string | null): unknown {
+  const id = model ?? "default";
+  return {
+    model: `${PROVIDER_NAME}/${id}`,
+    small_model: `${PROVIDER_NAME}/${id}`,
+    autoupdate: false,
+    share: "disabled",
+    permission: { edit: "allow", bash: "allow", webfetch: "deny" },
+    provider: {
+      [PROVIDER_NAME]: {
+        npm: "@ai-sdk/openai-compatible",
+        name: "FermiLink endpoint",
+        options: { baseURL, ...(apiKey ? { apiKey } : {}) },
+        models: { [id]: { name: id, tool_call: true, limit: { context: 128000, output: 8192 } } },
+      },
+    },
+  };
+}
+
 const VARIANT_FOR_EFFORT: Readonly<Record<string, string>> = { xhigh: "max" };
 
 /**
@@ -53,13 +89,35 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
   if (policy.sandboxPolicy === "bypass") args.push("--dangerously-skip-permissions");
   else if (enforcedMode(policy) === "read-only") args.push("--agent", "plan");
   const model = policyModel(policy);
-  if (model !== null) args.push("--model", model);
+  const endpoint = input.endpoint;
+  // With a configured endpoint the runner defines the provider, so the model is addressed in it.
+  const modelRef = endpoint?.baseUrl ? `${PROVIDER_NAME}/${model ?? "default"}` : model;
+  if (modelRef !== null) args.push("--model", modelRef);
   const effort = policyEffort(policy);
   if (effort !== null) args.push("--variant", VARIANT_FOR_EFFORT[effort] ?? effort);
   args.push("--format", "json", ...opencodePromptArgs(input.prompt));
-  return {
-    bin: input.bin,
-    args,
-    env: pickChildEnv(input.hostEnv, OPENCODE_ENV_VARS, input.envPassthrough),
-  };
+
+  const env = pickChildEnv(input.hostEnv, OPENCODE_ENV_VARS, input.envPassthrough);
+  for (const [name, value] of Object.entries(OPENCODE_ENV_DEFAULTS)) env[name] ??= value;
+  if (endpoint?.baseUrl && env.OPENCODE_CONFIG_CONTENT === undefined) {
+    env.OPENCODE_CONFIG_CONTENT = JSON.stringify(
+      endpointConfig(endpoint.baseUrl, endpoint.apiKey, model),
+    );
+  }
+  const dirs: string[] = [];
+  if (input.runDir) {
+    // A per-session home: opencode keeps its data, cache, snapshots and plugins under XDG dirs.
+    const home = path.join(input.runDir, ".opencode-home");
+    Object.assign(env, {
+      HOME: home,
+      XDG_CONFIG_HOME: path.join(home, ".config"),
+      XDG_DATA_HOME: path.join(home, ".local", "share"),
+      XDG_CACHE_HOME: path.join(home, ".cache"),
+      XDG_STATE_HOME: path.join(home, ".local", "state"),
+    });
+    dirs.push(home);
+  }
+  const spec: CommandSpec = { bin: input.bin, args, env: sortEnv(env) };
+  if (dirs.length > 0) spec.dirs = dirs;
+  return spec;
 }

@@ -9,11 +9,20 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { PROVIDER_IDS } from "../../../src/config/providers.js";
 import type { AgentItem } from "../../../src/events/run-event.js";
+import { CLAUDE_ENV_DEFAULTS } from "../../../src/providers/claude/command.js";
+import { OPENCODE_ENV_DEFAULTS } from "../../../src/providers/opencode/command.js";
 import {
   getProviderAdapter,
   PROVIDER_ADAPTERS,
   PROVIDER_ALIASES,
 } from "../../../src/providers/registry.js";
+
+/** Variables an adapter sets for every headless run unless the admin set them (real-clis.md). */
+const HEADLESS_DEFAULTS: Record<string, Record<string, string>> = {
+  claude: { ...CLAUDE_ENV_DEFAULTS },
+  gemini: { GEMINI_CLI_NO_RELAUNCH: "true" },
+  opencode: { ...OPENCODE_ENV_DEFAULTS },
+};
 
 const TRANSCRIPTS = fileURLToPath(new URL("../../fixtures/transcripts/", import.meta.url));
 
@@ -152,7 +161,8 @@ for (const id of PROVIDER_IDS) {
         envPassthrough: ["FERMILINK_RUNNER_METRICS_TOKEN", "ZZZ"],
       });
       expect(spec.bin).toBe("/abs/bin");
-      expect(spec.env).toEqual({ PATH: "/usr/bin", ZZZ: "z" });
+      expect(spec.env).toEqual({ PATH: "/usr/bin", ZZZ: "z", ...HEADLESS_DEFAULTS[id] });
+      expect(Object.keys(spec.env)).toEqual(Object.keys(spec.env).sort());
       expect(spec.args).toContain("/srv/ws/s/repo");
       expect(spec.args.join(" ")).toContain("do it");
     });

@@ -6,7 +6,9 @@ import { describe, expect, it } from "vitest";
 import type { ProviderId } from "../../../src/config/providers.js";
 import type { AgentPolicy } from "../../../src/events/run-event.js";
 import { isRunnerSecretName, pickChildEnv } from "../../../src/providers/child-env.js";
+import { CLAUDE_ENV_DEFAULTS } from "../../../src/providers/claude/command.js";
 import { applyCodexEnvRules, isPlaceholderKey } from "../../../src/providers/codex/env.js";
+import { OPENCODE_ENV_DEFAULTS } from "../../../src/providers/opencode/command.js";
 import { getProviderAdapter } from "../../../src/providers/registry.js";
 
 const HOST: Record<string, string> = {
@@ -92,6 +94,7 @@ describe("allowlisted child env", () => {
     expect(envFor("claude", HOST).env).toEqual({
       ...BASE,
       ANTHROPIC_API_KEY: "sk-ant",
+      ...CLAUDE_ENV_DEFAULTS,
       CLAUDE_CODE_MAX_RETRIES: "1",
       CLAUDE_CONFIG_DIR: "/var/lib/claude",
     });
@@ -101,6 +104,7 @@ describe("allowlisted child env", () => {
     expect(envFor("gemini", HOST).env).toEqual({
       ...BASE,
       GEMINI_API_KEY: "g-key",
+      GEMINI_CLI_NO_RELAUNCH: "true",
       GOOGLE_API_KEY: "g-key2",
       GOOGLE_CLOUD_PROJECT: "proj",
     });
@@ -110,6 +114,7 @@ describe("allowlisted child env", () => {
     expect(envFor("opencode", HOST).env).toEqual({
       ...BASE,
       OPENCODE_CONFIG: "/etc/opencode.json",
+      ...OPENCODE_ENV_DEFAULTS,
     });
   });
 
@@ -281,7 +286,7 @@ describe("codex key rules (spec §7.1)", () => {
 
   it("applies to codex only: other providers never get OpenAI keys from FermiLink's names", () => {
     const host = { ...base, FERMILINK_OPENAI_API_KEY: "sk-x", FERMILINK_CODEX_HOME: "/c" };
-    expect(envFor("claude", host).env).toEqual(base);
+    expect(envFor("claude", host).env).toEqual({ ...base, ...CLAUDE_ENV_DEFAULTS });
     expect(envFor("claude", host).dirs).toBeUndefined();
   });
 });

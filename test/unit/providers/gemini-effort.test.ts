@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import type { AgentPolicy } from "../../../src/events/run-event.js";
 import {
+  GEMINI_HEADLESS_SETTINGS,
   GEMINI_SETTINGS_ENV,
   geminiEffortSettings,
 } from "../../../src/providers/gemini/command.js";
@@ -32,6 +33,7 @@ describe("gemini reasoning effort", () => {
     const spec = build({});
     expect(spec.files).toBeUndefined();
     expect(spec.env).toEqual({
+      GEMINI_CLI_NO_RELAUNCH: "true",
       GEMINI_CLI_SYSTEM_SETTINGS_PATH: "/etc/admin.json",
       PATH: "/usr/bin",
     });
@@ -40,7 +42,11 @@ describe("gemini reasoning effort", () => {
   it("writes a settings file into the session dir (repo's parent) and points Gemini at it", () => {
     const spec = build({ reasoningEffort: "medium" });
     const file = "/srv/ws/s1/.gemini-system-settings.json";
-    expect(spec.env).toEqual({ [GEMINI_SETTINGS_ENV]: file, PATH: "/usr/bin" });
+    expect(spec.env).toEqual({
+      GEMINI_CLI_NO_RELAUNCH: "true",
+      [GEMINI_SETTINGS_ENV]: file,
+      PATH: "/usr/bin",
+    });
     expect(spec.files).toEqual([
       {
         path: file,
@@ -68,7 +74,32 @@ describe("gemini reasoning effort", () => {
 
   it("honours an explicit runDir", () => {
     const spec = build({ reasoningEffort: "low" }, "/var/lib/runs/r1");
-    expect(spec.files?.[0]?.path).toBe("/var/lib/runs/r1/.gemini-system-settings.json");
+    expect(spec.files?.map((f) => f.path)).toContain(
+      "/var/lib/runs/r1/.gemini-system-settings.json",
+    );
+  });
+
+  it("gives each session its own home with headless settings, and the configured endpoint", () => {
+    const spec = geminiAdapter.buildCommand({
+      bin: "/b/gemini",
+      repoDir: "/srv/ws/s1/repo",
+      prompt: "p",
+      policy: POLICY,
+      hostEnv: { PATH: "/usr/bin", HOME: "/root" },
+      envPassthrough: [],
+      runDir: "/srv/ws/s1",
+      endpoint: { baseUrl: "http://127.0.0.1:9", apiKey: "g-key" },
+    });
+    expect(spec.env).toMatchObject({
+      HOME: "/srv/ws/s1/.gemini-home",
+      GOOGLE_GEMINI_BASE_URL: "http://127.0.0.1:9",
+      GEMINI_API_KEY: "g-key",
+    });
+    const settings = spec.files?.find(
+      (f) => f.path === "/srv/ws/s1/.gemini-home/.gemini/settings.json",
+    );
+    expect(JSON.parse(settings?.content ?? "{}")).toEqual(GEMINI_HEADLESS_SETTINGS);
+    expect(GEMINI_HEADLESS_SETTINGS.security.auth.selectedType).toBe("gemini-api-key");
   });
 
   it("uses thinkingLevel for gemini-3 models and a token budget for older ones", () => {

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import { haveCli, runRealCli } from "./real-cli-harness.js";
+
+// Gemini's approval mode for workspace-write is auto_edit, which still asks before shell
+// commands; headless, a run that must run a command uses the bypass policy (--approval-mode yolo).
+const YOLO = { FERMILINK_AGENT_SANDBOX_POLICY: "bypass" };
+
+describe.skipIf(!haveCli("gemini"))(
+  "real Gemini CLI through the runner (fake model on 127.0.0.1)",
+  () => {
+    it("runs the model's shell call in the session repo and reports it as typed events", async () => {
+      const run = await runRealCli(
+        "gemini",
+        { mode: "tool", command: "echo hello > made-by-agent.txt", answer: "done" },
+        { env: YOLO },
+      );
+      expect(run.madeFile).toBe("hello\n");
+      expect(run.exit).toMatchObject({ reason: "completed", return_code: 0 });
+      const call = run.items.find(
+        (k) =>
+          (k.case === "command" || k.case === "toolCall") &&
+          JSON.stringify(k.value).includes("made-by-agent.txt"),
+      );
+      expect(call).toBeDefined();
+      expect(run.items.some((k) => k.case === "message" && k.value.text.includes("done"))).toBe(
+        true,
+      );
+      expect(run.items.some((k) => k.case === "result" && k.value.success)).toBe(true);
+      expect(run.model.requests.some((r) => r.path.endsWith(":streamGenerateContent"))).toBe(true);
+    });
+
+    it.each(["http401", "http500"] as const)(
+      "ends in seconds with a failure when the model answers %s",
+      async (mode) => {
+        const run = await runRealCli("gemini", { mode }, { faces: "both", env: YOLO });
+        expect(run.exit.return_code).not.toBe(0);
+        expect(run.elapsedMs).toBeLessThan(30_000);
+      },
+    );
+  },
+);
