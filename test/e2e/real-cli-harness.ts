@@ -16,8 +16,14 @@ import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
-/** The real CLI installed as a (dev) dependency. */
+/**
+ * The real CLI installed as a (dev) dependency. opencode comes as its Linux
+ * x64 binary package (an optional dependency): the `opencode-ai` wrapper lists
+ * platform packages the registry here does not carry, which breaks `npm ci`.
+ */
 export function realCli(id: ProviderId): string {
+  if (id === "opencode")
+    return path.join(ROOT, "node_modules", "opencode-linux-x64", "bin", "opencode");
   return path.join(ROOT, "node_modules", ".bin", id);
 }
 
