@@ -104,7 +104,7 @@ export function renderEvent(event: RunEvent, st: Style): string | null {
     case "exit": {
       const x = e.value;
       const secs = x.duration ? Number(x.duration.seconds) + x.duration.nanos / 1e9 : 0;
-      const ok = x.reason === ExitReason.COMPLETED && x.returnCode === 0;
+      const ok = x.succeeded;
       const code = x.returnCode === undefined ? "" : `, return code ${x.returnCode}`;
       const line = `${EXIT_REASON_NAMES[x.reason]}${code}, ${secs.toFixed(1)} s${x.message ? ` — ${x.message}` : ""}`;
       return ok ? st.green(`✓ ${line}`) : st.red(`✗ ${line}`);
@@ -114,11 +114,7 @@ export function renderEvent(event: RunEvent, st: Style): string | null {
   }
 }
 
-/** True when the run ended well: the CLI's exit code follows it. */
+/** The runner's verdict on the run (exit 0 and a successful final result): the CLI's exit code follows it. */
 export function exitSucceeded(event: RunEvent): boolean {
-  return (
-    event.event.case === "exit" &&
-    event.event.value.reason === ExitReason.COMPLETED &&
-    event.event.value.returnCode === 0
-  );
+  return event.event.case === "exit" && event.event.value.succeeded;
 }

@@ -91,6 +91,10 @@ export type RunEventBody =
       signal: string | null;
       durationMs: number;
       message: string;
+      /** The runner signalled the process (timeout, cancel, client gone, shutdown), whatever its exit code says. */
+      killedByRunner: boolean;
+      /** The provider ended by itself with return code 0 and reported a successful final result. */
+      succeeded: boolean;
     };
 
 /** One entry of a run's journal. */

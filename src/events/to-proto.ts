@@ -195,6 +195,8 @@ export function runEventToProto(event: RunEvent): ProtoRunEvent {
             signal: b.signal ?? "",
             duration: durationFromMs(b.durationMs),
             message: b.message,
+            succeeded: b.succeeded,
+            killedByRunner: b.killedByRunner,
           },
         },
       });

@@ -23,6 +23,8 @@ export function recoverInterruptedRuns(store: RunStore, nowMs: number): Set<stri
           signal: null,
           durationMs: Math.max(0, nowMs - run.createdAtMs),
           message,
+          killedByRunner: true,
+          succeeded: false,
         },
       },
     ]);

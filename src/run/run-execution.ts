@@ -133,6 +133,8 @@ export async function executeRun(
   let unlock: (() => void) | undefined;
   let proc: SupervisedProcess | undefined;
   const timers: NodeJS.Timeout[] = [];
+  /** The provider's last final-result reading: null until it reports one. */
+  let lastResult: boolean | null = null;
   // Slot, lock and process group are released before the final exit event is
   // written: a caller that stops reading must not hold a slot (or the session).
   const releaseAll = async () => {
@@ -142,11 +144,15 @@ export async function executeRun(
     lease?.release();
   };
   const exitBody = (
-    body: Omit<Extract<RunEventBody, { type: "exit" }>, "type" | "durationMs">,
+    body: Omit<
+      Extract<RunEventBody, { type: "exit" }>,
+      "type" | "durationMs" | "killedByRunner" | "succeeded"
+    > &
+      Partial<Pick<Extract<RunEventBody, { type: "exit" }>, "killedByRunner" | "succeeded">>,
   ): RunEventBody => {
     const durationMs = deps.now() - plan.startedAtMs;
     deps.observer.runEnded(plan.policy.provider, body.reason, durationMs);
-    return { type: "exit", durationMs, ...body };
+    return { type: "exit", durationMs, killedByRunner: false, succeeded: false, ...body };
   };
   try {
     lease = await admit(deps, state, plan);
@@ -221,6 +227,7 @@ export async function executeRun(
       for (const line of batch) {
         if (line.stream === "stdout") {
           const items = normalizeSafely(plan.adapter, line.text);
+          for (const item of items) if (item.kind === "result") lastResult = item.success;
           state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });
         } else {
           state.emit({ type: "log", text: line.text, truncated: line.truncated });
@@ -232,12 +239,22 @@ export async function executeRun(
     state.signal.removeEventListener("abort", onAbort);
     const aborted = state.abortReason;
     await releaseAll();
+    const returnCode = returnCodeOf(exit);
+    // A CLI can exit 0 without finishing its work (gemini does on SIGTERM): success also needs
+    // the provider's own successful final result (real-clis.md §5).
+    const noResult = !aborted && returnCode === 0 && lastResult === null;
     state.emit(
       exitBody({
         reason: aborted ? aborted.reason : "completed",
-        returnCode: returnCodeOf(exit),
+        returnCode,
         signal: exit.signal,
-        message: aborted ? aborted.message : "",
+        message: aborted
+          ? aborted.message
+          : noResult
+            ? "The provider exited without a final result event; the run is reported as failed."
+            : "",
+        killedByRunner: exit.killedByRunner || aborted !== null,
+        succeeded: !aborted && returnCode === 0 && lastResult === true,
       }),
     );
     log.info(
@@ -252,7 +269,13 @@ export async function executeRun(
     await releaseAll();
     if (err instanceof RunAborted) {
       state.emit(
-        exitBody({ reason: err.reason, returnCode: null, signal: null, message: err.message }),
+        exitBody({
+          reason: err.reason,
+          returnCode: null,
+          signal: null,
+          message: err.message,
+          killedByRunner: proc !== undefined,
+        }),
       );
     } else {
       const re = toRunnerError(err);

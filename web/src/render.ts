@@ -94,7 +94,7 @@ export class EventView {
           `Run ended: ${exitReasonName(x.reason)} (${code}) after ${secs.toFixed(1)} s${x.message ? ` — ${x.message}` : ""}`,
         );
         div.dataset.reason = exitReasonName(x.reason);
-        div.dataset.ok = String(x.reason === ExitReason.COMPLETED && x.returnCode === 0);
+        div.dataset.ok = String(x.succeeded);
         this.append(div);
         return;
       }

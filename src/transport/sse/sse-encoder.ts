@@ -52,6 +52,8 @@ export function encodeSseFrame(event: RunEvent): string | null {
         signal: b.signal,
         duration_ms: b.durationMs,
         message: b.message === "" ? undefined : b.message,
+        succeeded: b.succeeded,
+        killed_by_runner: b.killedByRunner,
         run_id: event.runId,
       });
       break;

@@ -50,8 +50,16 @@ describe("terminal rendering", () => {
     expect(renderEvent(exit, PLAIN)).toBe("✗ timeout, return code -15, 3.0 s — too slow");
     expect(exitSucceeded(exit)).toBe(false);
     const ok = create(RunEventSchema, {
-      event: { case: "exit", value: { reason: ExitReason.COMPLETED, returnCode: 0 } },
+      event: {
+        case: "exit",
+        value: { reason: ExitReason.COMPLETED, returnCode: 0, succeeded: true },
+      },
     });
     expect(exitSucceeded(ok)).toBe(true);
+    // Exit code 0 without the provider's successful final result is not a success.
+    const noResult = create(RunEventSchema, {
+      event: { case: "exit", value: { reason: ExitReason.COMPLETED, returnCode: 0 } },
+    });
+    expect(exitSucceeded(noResult)).toBe(false);
   });
 });

@@ -56,6 +56,8 @@ const line = (i: number) => ({
 });
 const exit = {
   type: "exit" as const,
+  killedByRunner: false,
+  succeeded: true,
   reason: "completed" as const,
   returnCode: 0,
   signal: null,

@@ -34,10 +34,12 @@ describe("SSE encoder", () => {
         signal: null,
         durationMs: 12,
         message: "",
+        killedByRunner: false,
+        succeeded: true,
       }),
     );
     expect(exit).toBe(
-      'event: runner.exit\nid: 1\ndata: {"reason": "completed", "return_code": 0, "signal": null, "duration_ms": 12, "run_id": "r"}\n\n',
+      'event: runner.exit\nid: 1\ndata: {"reason": "completed", "return_code": 0, "signal": null, "duration_ms": 12, "succeeded": true, "killed_by_runner": false, "run_id": "r"}\n\n',
     );
     expect(encodeSseFrame(ev({ type: "queued", position: 1, queueSize: 2 }))).toBeNull();
     expect(encodeSseComment("queued 1/2\nx")).toBe(": queued 1/2 x\n");
