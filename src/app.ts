@@ -11,6 +11,7 @@ import { PackageCatalog } from "./packages/package-catalog.js";
 import { reapOrphans } from "./process/reap-orphans.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
+import { checkProviderVersion } from "./providers/version-check.js";
 import { resolveActiveProvider } from "./run/active-provider.js";
 import { RunPipeline } from "./run/run-pipeline.js";
 import { createDualProtocolServer } from "./transport/http-server.js";
@@ -47,6 +48,18 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
   const { adapter, bin } = await resolveActiveProvider(config, projectBinDir, logger);
   logger.info({ provider: adapter.id, bin }, "provider CLI found");
+  // In the background: a slow `--version` (gemini takes seconds) must not delay start-up.
+  const versionCheck = new AbortController();
+  void checkProviderVersion(
+    adapter.id,
+    bin,
+    { PATH: config.hostEnv.PATH ?? "" },
+    versionCheck.signal,
+  ).then((r) => {
+    if (versionCheck.signal.aborted) return;
+    if (r.ok) logger.info({ provider: r.provider, version: r.version }, "provider CLI version");
+    else logger.warn({ provider: r.provider, version: r.version, tested: r.tested }, r.message);
+  });
 
   const metrics = new RunnerMetrics(() => ({
     activeTotal: admission.activeTotal,
@@ -140,6 +153,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       closing ??= (async () => {
         // 1. Refuse new runs and end live ones (after the grace) so every process group is reaped
         //    before any connection is cut: the exit events still reach their callers.
+        versionCheck.abort();
         await pipeline.shutdown(config.run.shutdownGraceMs);
         // 2. Then stop listening and drop the now-idle connections.
         await server.close(1000);

@@ -6,6 +6,7 @@ import type { Config } from "../config/config.js";
 import { PROVIDER_IDS, type ProviderId } from "../config/providers.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveProviderBinary } from "../providers/resolve-binary.js";
+import { checkProviderVersion } from "../providers/version-check.js";
 
 const PROJECT_BIN = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),
@@ -38,8 +39,13 @@ async function checkProvider(config: Config, id: ProviderId): Promise<Check> {
       projectBinDir: PROJECT_BIN,
       pathEnv: config.hostEnv.PATH ?? "",
     });
-    const version = await versionOf(bin, ["--version"], { ...process.env, NO_COLOR: "1" });
-    return { name: `${id} CLI`, ok: !version.startsWith("failed"), detail: `${bin} · ${version}` };
+    const report = await checkProviderVersion(id, bin, { ...process.env, NO_COLOR: "1" });
+    const warn = report.ok ? "" : " (warning)";
+    return {
+      name: `${id} CLI`,
+      ok: report.version !== null,
+      detail: `${bin} · ${report.message}${warn}`,
+    };
   } catch {
     return { name: `${id} CLI`, ok: false, detail: `not found (set ${adapter.binEnvKey})` };
   }

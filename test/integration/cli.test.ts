@@ -80,6 +80,7 @@ describe("fermilink-runner (the terminal client)", () => {
     });
     expect(ok.code).toBe(0);
     expect(ok.out).toMatch(/^ok\s+codex CLI\s+.*fake-agent\.mjs/m);
+    expect(ok.out).toContain("0.0.1 is outside the tested 0.169.x");
     expect(ok.out).toMatch(/^ok\s+git\s+git version/m);
     expect(ok.out).toMatch(/claude CLI/);
     const missing = await cli(["doctor"], {
