@@ -27,7 +27,7 @@ describe.skipIf(!haveCli("claude"))(
     it.each(["http401", "http500"] as const)(
       "ends in seconds with a typed error when the model answers %s",
       async (mode) => {
-        const run = await runRealCli("claude", { mode }, { faces: "both" });
+        const run = await runRealCli("claude", { mode });
         expect(run.exit.return_code).not.toBe(0);
         expect(run.elapsedMs).toBeLessThan(25_000);
         const result = run.items.find((k) => k.case === "result");
@@ -36,7 +36,7 @@ describe.skipIf(!haveCli("claude"))(
     );
 
     it("ends in seconds when the model endpoint is down", async () => {
-      const run = await runRealCli("claude", { mode: "text" }, { modelDown: true, faces: "sse" });
+      const run = await runRealCli("claude", { mode: "text" }, { modelDown: true });
       expect(run.exit.return_code).not.toBe(0);
       expect(run.elapsedMs).toBeLessThan(25_000);
     });

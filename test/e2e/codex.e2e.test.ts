@@ -33,7 +33,7 @@ describe.skipIf(!haveCli("codex"))(
     ] as const)(
       "ends in seconds with a typed error when the model answers %s",
       async (mode, pattern) => {
-        const run = await runRealCli("codex", { mode }, { faces: "sse" });
+        const run = await runRealCli("codex", { mode });
         expect(run.exit.reason).toBe("completed");
         expect(run.exit.return_code).not.toBe(0);
         expect(run.elapsedMs).toBeLessThan(20_000);
@@ -46,7 +46,7 @@ describe.skipIf(!haveCli("codex"))(
     );
 
     it("ends in seconds when the model endpoint is down", async () => {
-      const run = await runRealCli("codex", { mode: "text" }, { modelDown: true, faces: "sse" });
+      const run = await runRealCli("codex", { mode: "text" }, { modelDown: true });
       expect(run.exit.return_code).not.toBe(0);
       expect(run.elapsedMs).toBeLessThan(20_000);
     });
@@ -55,7 +55,7 @@ describe.skipIf(!haveCli("codex"))(
       const run = await runRealCli(
         "codex",
         { mode: "hang" },
-        { faces: "sse", env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "3" } },
+        { env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "3" } },
       );
       expect(run.exit.reason).toBe("timeout");
       expect(String(run.exit.message)).toContain("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS=3");

@@ -32,7 +32,7 @@ describe.skipIf(!haveCli("gemini"))(
     it.each(["http401", "http500"] as const)(
       "ends in seconds with a failure when the model answers %s",
       async (mode) => {
-        const run = await runRealCli("gemini", { mode }, { faces: "both", env: YOLO });
+        const run = await runRealCli("gemini", { mode }, { env: YOLO });
         expect(run.exit.return_code).not.toBe(0);
         expect(run.elapsedMs).toBeLessThan(30_000);
       },

@@ -25,7 +25,7 @@ describe.skipIf(!haveCli("opencode"))(
     }, 60_000);
 
     it("ends with a failure when the model answers 401", async () => {
-      const run = await runRealCli("opencode", { mode: "http401" }, { faces: "sse" });
+      const run = await runRealCli("opencode", { mode: "http401" });
       expect(run.exit.return_code).not.toBe(0);
       const errors = run.frames.filter((f) => f.event === "agent").map((f) => f.data);
       expect(errors.join("\n")).toContain("401");

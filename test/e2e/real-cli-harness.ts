@@ -31,34 +31,30 @@ export const haveCli = (id: ProviderId) => existsSync(realCli(id));
 
 /** What one run through the runner produced, on both faces. */
 export interface RealRun {
-  /** SSE face: every frame. */
+  /** Connect face (gRPC): every event of the run. */
+  events: RunEvent[];
+  /** The typed items of its agent events. */
+  items: AgentItem["kind"][];
+  /** SSE face: the same run replayed in FermiLink's wire form (`GET /runs/{id}/events`). */
   frames: SseEvent[];
   /** SSE face: the `runner.exit` payload. */
   exit: Record<string, unknown>;
-  /** Connect face (gRPC): every event of a second, identical run. */
-  events: RunEvent[];
-  /** The typed items of the Connect run's agent events. */
-  items: AgentItem["kind"][];
-  /** Content of `made-by-agent.txt` in the session repo after the SSE run (null: absent). */
+  /** Content of `made-by-agent.txt` in the session repo after the run (null: absent). */
   madeFile: string | null;
   model: FakeModel;
   elapsedMs: number;
 }
 
 /**
- * One real CLI, run twice through the runner against the fake model: once on
- * FermiLink's SSE face, once over gRPC for the typed events. The runner's
+ * One real CLI run through the runner against the fake model: started over
+ * gRPC (typed events), then replayed over SSE from the run store, so both
+ * faces are checked with one (slow) CLI execution. The runner's
  * FERMILINK_HOME is kept outside /tmp (the CLIs' homes live in it).
  */
 export async function runRealCli(
   id: ProviderId,
   script: FakeModelScript,
-  opts: {
-    env?: Record<string, string>;
-    prompt?: string;
-    modelDown?: boolean;
-    faces?: "both" | "sse";
-  } = {},
+  opts: { env?: Record<string, string>; prompt?: string; modelDown?: boolean } = {},
 ): Promise<RealRun> {
   const model = await startFakeModel(script);
   if (opts.modelDown) await model.close();
@@ -77,33 +73,27 @@ export async function runRealCli(
       FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "60",
       ...opts.env,
     });
-    const prompt = opts.prompt ?? "Create made-by-agent.txt";
     const started = Date.now();
-    const res = await fetch(`${server.baseUrl}/run`, {
-      method: "POST",
-      body: JSON.stringify({ session_id: "e2e-sse", user_prompt: prompt }),
-    });
-    const frames: SseEvent[] = [];
-    for await (const ev of parseSse(res.body as ReadableStream<Uint8Array>)) frames.push(ev);
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: server.baseUrl }));
+    const events: RunEvent[] = [];
+    const request = { sessionId: "e2e", userPrompt: opts.prompt ?? "Create made-by-agent.txt" };
+    for await (const ev of client.run(request)) events.push(ev);
     const elapsedMs = Date.now() - started;
     const madeFile = await readFile(
-      path.join(server.workspacesRoot, "e2e-sse", "repo", "made-by-agent.txt"),
+      path.join(server.workspacesRoot, "e2e", "repo", "made-by-agent.txt"),
       "utf8",
     ).catch(() => null);
-    const events: RunEvent[] = [];
-    if (opts.faces !== "sse") {
-      const client = createClient(RunService, createGrpcTransport({ baseUrl: server.baseUrl }));
-      for await (const ev of client.run({ sessionId: "e2e-grpc", userPrompt: prompt }))
-        events.push(ev);
-    }
+    const res = await fetch(`${server.baseUrl}/runs/${events[0]?.runId}/events`);
+    const frames: SseEvent[] = [];
+    for await (const ev of parseSse(res.body as ReadableStream<Uint8Array>)) frames.push(ev);
     const last = frames.at(-1);
     return {
-      frames,
-      exit: last?.event === "runner.exit" ? (JSON.parse(last.data) as Record<string, unknown>) : {},
       events,
       items: events.flatMap((e) =>
         e.event.case === "agent" ? e.event.value.items.map((i) => i.kind) : [],
       ),
+      frames,
+      exit: last?.event === "runner.exit" ? (JSON.parse(last.data) as Record<string, unknown>) : {},
       madeFile,
       model,
       elapsedMs,
