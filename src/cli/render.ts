@@ -53,7 +53,11 @@ function renderItem(item: AgentItem, st: Style): string | null {
       const c = k.value;
       if (c.status === ItemStatus.IN_PROGRESS) return st.cyan(`$ ${c.command}`);
       const code = c.exitCode === undefined ? "" : ` (exit ${c.exitCode})`;
-      const head = st.cyan(`$ ${c.command}`) + (c.exitCode === 0 ? st.dim(code) : st.red(code));
+      // Some providers name the command only when it starts; its end then shows as a result line.
+      const what = c.command ? `$ ${c.command}` : "  ↳";
+      const head =
+        st.cyan(what) +
+        (c.exitCode === 0 || c.exitCode === undefined ? st.dim(code) : st.red(code));
       return c.output ? `${head}\n${st.dim(indent(c.output.trimEnd()))}` : head;
     }
     case "fileChange":

@@ -121,10 +121,12 @@ export class EventView {
       case "command": {
         const c = k.value;
         const div = this.upsert(`cmd:${c.id}`, "ev-command", "");
+        // Some providers report the command only when it starts (the result line has just the id).
+        if (c.command) div.dataset.command = c.command;
         const status = STATUS_TEXT[c.status] ?? "";
         const exit = c.exitCode === undefined ? "" : ` · exit ${c.exitCode}`;
         const head = document.createElement("div");
-        head.textContent = `$ ${c.command}   [${status}${exit}]`;
+        head.textContent = `$ ${div.dataset.command ?? ""}   [${status}${exit}]`;
         const out = document.createElement("div");
         out.className = "output";
         out.textContent = c.output;

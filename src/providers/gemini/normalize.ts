@@ -19,13 +19,16 @@ import {
 const SHELL_TOOL = "run_shell_command";
 
 /**
- * The tool name inside a call id. Gemini builds ids as
- * `<tool>-<epoch ms>-<hex>`; a `tool_result` line carries only the id, so
- * this is how it is paired with a shell command without keeping state.
+ * The tool name inside a call id; a `tool_result` line carries only the id,
+ * so this is how it is paired with a shell command without keeping state.
+ * Gemini CLI 0.61 builds ids as `<tool>__<tool>_<epoch ms>_<n>` (captured from
+ * the real CLI); older builds used `<tool>-<epoch ms>-<hex>`.
  */
 export function toolNameFromId(toolId: string): string {
-  const match = /^(.+)-\d{10,}-[0-9a-f]+$/i.exec(toolId);
-  return match?.[1] ?? "";
+  const current = /^(.+?)__/.exec(toolId);
+  if (current?.[1]) return current[1];
+  const older = /^(.+)-\d{10,}-[0-9a-f]+$/i.exec(toolId);
+  return older?.[1] ?? "";
 }
 
 function toolUseItem(event: JsonObject): AgentItem {
