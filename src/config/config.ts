@@ -56,6 +56,8 @@ export interface Config {
     maxLineBytes: number;
     /** On SIGTERM/SIGINT, how long live runs may go on before they are ended. */
     shutdownGraceMs: number;
+    /** Nice value of provider processes (0 = same priority as the runner). */
+    providerNice: number;
     /** SSE comment written on a stream idle this long, so proxies keep it open; 0 = off. */
     sseHeartbeatMs: number;
   };

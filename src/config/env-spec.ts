@@ -34,6 +34,12 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "Overrides the registry's active package.",
   },
   {
+    name: "FERMILINK_RUNNER_PROVIDER_NICE",
+    default: "10",
+    description:
+      "Nice value of provider processes (0-19; 0 = the runner's priority): the runner stays responsive while many CLIs start.",
+  },
+  {
     name: "FERMILINK_RUNNER_CORS_ORIGINS",
     default: null,
     description:

@@ -152,6 +152,7 @@ export class SqliteRunStore implements RunStore {
   private readonly insertEvent: Database.Statement;
   private readonly insertEvents: Database.Statement;
   private readonly bumpRun: Database.Statement;
+  private readonly statements = new Map<string, Database.Statement>();
   private readonly appendTx: (runId: string, events: readonly RunEvent[]) => void;
 
   constructor(file: string) {
@@ -202,34 +203,42 @@ export class SqliteRunStore implements RunStore {
     });
   }
 
+  /** Statements are prepared once per SQL text: readers call these for every batch. */
+  private stmt(sql: string): Database.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
   createRun(r: RunRecord): void {
-    this.db
-      .prepare(
-        `INSERT INTO runs (run_id, user_id, user_norm, session_id, provider, policy_json, package_id,
+    this.stmt(
+      `INSERT INTO runs (run_id, user_id, user_norm, session_id, provider, policy_json, package_id,
            detached, prompt_preview, status, created_at_ms, started_at_ms, ended_at_ms, exit_reason,
            return_code, exit_message, last_seq, event_bytes)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        r.runId,
-        r.userId,
-        normalizeUser(r.userId),
-        r.sessionId,
-        r.provider,
-        JSON.stringify(r.policy),
-        r.packageId,
-        r.detached ? 1 : 0,
-        r.promptPreview,
-        r.status,
-        r.createdAtMs,
-        r.startedAtMs,
-        r.endedAtMs,
-        r.exitReason,
-        r.returnCode,
-        r.exitMessage,
-        r.lastSeq,
-        r.eventBytes,
-      );
+    ).run(
+      r.runId,
+      r.userId,
+      normalizeUser(r.userId),
+      r.sessionId,
+      r.provider,
+      JSON.stringify(r.policy),
+      r.packageId,
+      r.detached ? 1 : 0,
+      r.promptPreview,
+      r.status,
+      r.createdAtMs,
+      r.startedAtMs,
+      r.endedAtMs,
+      r.exitReason,
+      r.returnCode,
+      r.exitMessage,
+      r.lastSeq,
+      r.eventBytes,
+    );
   }
 
   updateRun(runId: string, update: RunUpdate): void {
@@ -239,9 +248,7 @@ export class SqliteRunStore implements RunStore {
     ][];
     if (entries.length === 0) return;
     const sets = entries.map(([k]) => `${UPDATE_COLUMNS[k]} = ?`).join(", ");
-    this.db
-      .prepare(`UPDATE runs SET ${sets} WHERE run_id = ?`)
-      .run(...entries.map(([, v]) => v), runId);
+    this.stmt(`UPDATE runs SET ${sets} WHERE run_id = ?`).run(...entries.map(([, v]) => v), runId);
   }
 
   appendEvents(runId: string, events: readonly RunEvent[]): void {
@@ -249,18 +256,14 @@ export class SqliteRunStore implements RunStore {
   }
 
   readEvents(runId: string, afterSeq: number, limit: number): RunEvent[] {
-    const rows = this.db
-      .prepare(
-        "SELECT seq, time_ms, kind, text, truncated FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-      )
-      .all(runId, afterSeq, limit) as EventRow[];
+    const rows = this.stmt(
+      "SELECT seq, time_ms, kind, text, truncated FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    ).all(runId, afterSeq, limit) as EventRow[];
     return rows.map((r) => ({ runId, seq: r.seq, timeMs: r.time_ms, body: bodyOf(r) }));
   }
 
   getRun(runId: string): RunRecord | null {
-    const row = this.db.prepare("SELECT * FROM runs WHERE run_id = ?").get(runId) as
-      | RunRow
-      | undefined;
+    const row = this.stmt("SELECT * FROM runs WHERE run_id = ?").get(runId) as RunRow | undefined;
     return row ? fromRow(row) : null;
   }
 
@@ -275,18 +278,16 @@ export class SqliteRunStore implements RunStore {
       where.push("(created_at_ms < ? OR (created_at_ms = ? AND run_id < ?))");
       args.push(q.after.createdAtMs, q.after.createdAtMs, q.after.runId);
     }
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY created_at_ms DESC, run_id DESC LIMIT ?`,
-      )
-      .all(...args, q.limit) as RunRow[];
+    const rows = this.stmt(
+      `SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY created_at_ms DESC, run_id DESC LIMIT ?`,
+    ).all(...args, q.limit) as RunRow[];
     return rows.map(fromRow);
   }
 
   liveRuns(): RunRecord[] {
-    const rows = this.db
-      .prepare("SELECT * FROM runs WHERE status IN ('queued', 'running')")
-      .all() as RunRow[];
+    const rows = this.stmt(
+      "SELECT * FROM runs WHERE status IN ('queued', 'running')",
+    ).all() as RunRow[];
     return rows.map(fromRow);
   }
 
@@ -294,19 +295,18 @@ export class SqliteRunStore implements RunStore {
     const finished = "status = 'finished'";
     const victims = new Set(
       (
-        this.db
-          .prepare(`SELECT run_id FROM runs WHERE ${finished} AND ended_at_ms < ?`)
-          .all(opts.endedBeforeMs) as { run_id: string }[]
+        this.stmt(`SELECT run_id FROM runs WHERE ${finished} AND ended_at_ms < ?`).all(
+          opts.endedBeforeMs,
+        ) as { run_id: string }[]
       ).map((r) => r.run_id),
     );
     const total =
-      (this.db.prepare("SELECT SUM(event_bytes) AS b FROM runs").get() as { b: number | null }).b ??
-      0;
+      (this.stmt("SELECT SUM(event_bytes) AS b FROM runs").get() as { b: number | null }).b ?? 0;
     let excess = total - opts.maxBytes;
     if (excess > 0) {
-      const oldest = this.db
-        .prepare(`SELECT run_id, event_bytes FROM runs WHERE ${finished} ORDER BY ended_at_ms`)
-        .iterate() as IterableIterator<{ run_id: string; event_bytes: number }>;
+      const oldest = this.stmt(
+        `SELECT run_id, event_bytes FROM runs WHERE ${finished} ORDER BY ended_at_ms`,
+      ).iterate() as IterableIterator<{ run_id: string; event_bytes: number }>;
       for (const r of oldest) {
         if (excess <= 0) break;
         if (!victims.has(r.run_id)) {
@@ -315,8 +315,8 @@ export class SqliteRunStore implements RunStore {
         }
       }
     }
-    const delEvents = this.db.prepare("DELETE FROM events WHERE run_id = ?");
-    const delRun = this.db.prepare("DELETE FROM runs WHERE run_id = ?");
+    const delEvents = this.stmt("DELETE FROM events WHERE run_id = ?");
+    const delRun = this.stmt("DELETE FROM runs WHERE run_id = ?");
     this.db.transaction(() => {
       for (const id of victims) {
         delEvents.run(id);

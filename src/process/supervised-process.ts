@@ -1,4 +1,5 @@
 import { type ChildProcessByStdio, spawn } from "node:child_process";
+import { setPriority } from "node:os";
 import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
 import { splitLineBatches } from "./line-splitter.js";
@@ -43,6 +44,8 @@ export interface StartProcessOptions {
   cwd: string;
   maxLineBytes: number;
   killGraceMs: number;
+  /** Nice value for the provider (0 = the runner's own priority). */
+  niceness?: number;
 }
 
 type Child = ChildProcessByStdio<null, Readable, Readable>;
@@ -100,6 +103,15 @@ export async function startSupervisedProcess(
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  if (opts.niceness && child.pid !== undefined) {
+    // Providers yield the CPU to the runner: under a burst of starting CLIs the runner still
+    // answers callers and ops at once. Set right after fork, so grandchildren inherit it.
+    try {
+      setPriority(child.pid, opts.niceness);
+    } catch {
+      // Not permitted or already gone: the provider just keeps the runner's priority.
+    }
+  }
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       child.off("spawn", onSpawn);

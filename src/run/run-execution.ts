@@ -5,6 +5,7 @@ import type { Lease } from "../admission/lease.js";
 import { RunnerError, toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
+import { nextSpawnTurn } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { CommandSpec, ProviderAdapter } from "../providers/provider-adapter.js";
 import { RunAborted, runAborted } from "./run-abort.js";
@@ -195,6 +196,9 @@ export async function executeRun(
       workspacePath: ws.repoDir,
       package: ws.package,
     });
+    // spawn() blocks the event loop while the OS forks: this meta (and every other ready run's)
+    // reaches its socket first, and spawns take turns with the rest of the runner's I/O.
+    await nextSpawnTurn();
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,
@@ -203,6 +207,7 @@ export async function executeRun(
       cwd: ws.repoDir,
       maxLineBytes: config.run.maxLineBytes,
       killGraceMs: config.run.killGraceMs,
+      niceness: config.run.providerNice,
     });
     const running = proc;
     state.phase = "running";

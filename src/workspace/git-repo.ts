@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { cp, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 
@@ -36,6 +36,20 @@ function gitInit(dir: string, env: NodeJS.ProcessEnv, target: string): Promise<v
   });
 }
 
+/** Copy a small tree of plain files and directories (fs.cp does far more work per file). */
+async function copyTree(src: string, dst: string): Promise<void> {
+  await mkdir(dst);
+  const entries = await readdir(src, { withFileTypes: true });
+  await Promise.all(
+    entries.map((e) => {
+      const from = path.join(src, e.name);
+      const to = path.join(dst, e.name);
+      if (e.isDirectory()) return copyTree(from, to);
+      return copyFile(from, to);
+    }),
+  );
+}
+
 /** One pristine repo per template dir and process, made by the real `git init` once. */
 const pristine = new Map<string, Promise<string>>();
 
@@ -58,6 +72,9 @@ function pristineRepo(
       const tmp = await mkdtemp(`${templateDir}.tmp-`);
       try {
         await gitInit(tmp, env, target);
+        // git's sample hooks are inert; not copying them into every session halves the files.
+        await rm(path.join(tmp, ".git", "hooks"), { recursive: true, force: true });
+        await mkdir(path.join(tmp, ".git", "hooks"));
         await rename(tmp, templateDir);
       } catch (err) {
         await rm(tmp, { recursive: true, force: true });
@@ -86,7 +103,7 @@ export async function ensureGitRepo(
   const copy = async () => {
     const source = await pristineRepo(templateDir, env, repoDir);
     await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
-    await cp(path.join(source, ".git"), path.join(repoDir, ".git"), { recursive: true });
+    await copyTree(path.join(source, ".git"), path.join(repoDir, ".git"));
   };
   try {
     await copy();
