@@ -13,7 +13,7 @@ export interface JournalLimits {
 }
 
 export const DEFAULT_JOURNAL_LIMITS: JournalLimits = {
-  tailBytes: 2 * 1024 * 1024,
+  tailBytes: 512 * 1024,
   flushIntervalMs: 25,
   flushMaxEvents: 512,
 };
