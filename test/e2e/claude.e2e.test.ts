@@ -42,3 +42,15 @@ describe.skipIf(!haveCli("claude"))(
     });
   },
 );
+
+describe.skipIf(!haveCli("claude"))("real Claude Code when the model hangs", () => {
+  it("is ended by the runner's idle timer", async () => {
+    const run = await runRealCli(
+      "claude",
+      { mode: "hang" },
+      { env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "3" } },
+    );
+    expect(run.exit).toMatchObject({ reason: "timeout", killed_by_runner: true, succeeded: false });
+    expect(run.elapsedMs).toBeLessThan(20_000);
+  });
+});

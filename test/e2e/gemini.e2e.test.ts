@@ -39,3 +39,21 @@ describe.skipIf(!haveCli("gemini"))(
     );
   },
 );
+
+describe.skipIf(!haveCli("gemini"))("real Gemini CLI when the endpoint is down or hangs", () => {
+  it("ends in seconds when the model endpoint is down", async () => {
+    const run = await runRealCli("gemini", { mode: "text" }, { modelDown: true, env: YOLO });
+    expect(run.exit.succeeded).toBe(false);
+    expect(run.elapsedMs).toBeLessThan(30_000);
+  });
+
+  it("is ended by the runner's idle timer when the model hangs (and is recorded as killed, whatever gemini's exit code)", async () => {
+    const run = await runRealCli(
+      "gemini",
+      { mode: "hang" },
+      { env: { ...YOLO, FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "4" } },
+    );
+    expect(run.exit).toMatchObject({ reason: "timeout", killed_by_runner: true, succeeded: false });
+    expect(run.elapsedMs).toBeLessThan(30_000);
+  });
+});

@@ -32,3 +32,21 @@ describe.skipIf(!haveCli("opencode"))(
     }, 60_000);
   },
 );
+
+describe.skipIf(!haveCli("opencode"))("real opencode on a failing endpoint", () => {
+  // opencode retries 500s and refused connections for over a minute on its own (real-clis.md §5);
+  // the runner's idle timer is what ends such a run in seconds.
+  it.each(["http500", "down"] as const)(
+    "is ended by the runner's idle timer (%s)",
+    async (mode) => {
+      const run = await runRealCli(
+        "opencode",
+        { mode: mode === "down" ? "text" : mode },
+        { modelDown: mode === "down", env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "12" } },
+      );
+      expect(run.exit.succeeded).toBe(false);
+      expect(run.elapsedMs).toBeLessThan(40_000);
+    },
+    60_000,
+  );
+});
