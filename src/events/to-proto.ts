@@ -138,6 +138,7 @@ export function runInfoToProto(r: RunRecord): RunInfo {
     exitReason: r.exitReason ? EXIT_REASONS[r.exitReason] : ProtoExitReason.UNSPECIFIED,
     returnCode: r.returnCode ?? undefined,
     exitMessage: r.exitMessage,
+    succeeded: r.succeeded ?? false,
     lastSeq: BigInt(r.lastSeq),
   });
 }

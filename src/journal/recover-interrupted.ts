@@ -33,6 +33,7 @@ export function recoverInterruptedRuns(store: RunStore, nowMs: number): Set<stri
       endedAtMs: nowMs,
       exitReason: "interrupted",
       exitMessage: message,
+      succeeded: false,
     });
     ids.add(run.runId);
   }

@@ -92,6 +92,7 @@ export class RunJournal {
         exitReason: body.reason,
         returnCode: body.returnCode,
         exitMessage: body.message,
+        succeeded: body.succeeded,
       });
     } else if (this.pending.length >= this.limits.flushMaxEvents) {
       this.flush();

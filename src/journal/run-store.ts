@@ -22,6 +22,8 @@ export interface RunRecord {
   exitReason: ExitReason | null;
   returnCode: number | null;
   exitMessage: string;
+  /** The exit event's verdict (`succeeded`); null while the run is live. */
+  succeeded: boolean | null;
   /** Seq of the last event stored. */
   lastSeq: number;
   /** Bytes of stored event payloads (for retention by size). */
@@ -39,6 +41,7 @@ export type RunUpdate = Partial<
     | "exitReason"
     | "returnCode"
     | "exitMessage"
+    | "succeeded"
   >
 >;
 

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS runs (
   exit_reason TEXT,
   return_code INTEGER,
   exit_message TEXT NOT NULL DEFAULT '',
+  succeeded INTEGER,
   last_seq INTEGER NOT NULL DEFAULT 0,
   event_bytes INTEGER NOT NULL DEFAULT 0
 );
@@ -63,6 +64,7 @@ interface RunRow {
   exit_reason: RunRecord["exitReason"];
   return_code: number | null;
   exit_message: string;
+  succeeded: number | null;
   last_seq: number;
   event_bytes: number;
 }
@@ -84,6 +86,7 @@ function fromRow(r: RunRow): RunRecord {
     exitReason: r.exit_reason,
     returnCode: r.return_code,
     exitMessage: r.exit_message,
+    succeeded: r.succeeded === null ? null : r.succeeded === 1,
     lastSeq: r.last_seq,
     eventBytes: r.event_bytes,
   };
@@ -140,6 +143,7 @@ const UPDATE_COLUMNS: Record<keyof RunUpdate, string> = {
   exitReason: "exit_reason",
   returnCode: "return_code",
   exitMessage: "exit_message",
+  succeeded: "succeeded",
 };
 
 /**
@@ -217,8 +221,8 @@ export class SqliteRunStore implements RunStore {
     this.stmt(
       `INSERT INTO runs (run_id, user_id, user_norm, session_id, provider, policy_json, package_id,
            detached, prompt_preview, status, created_at_ms, started_at_ms, ended_at_ms, exit_reason,
-           return_code, exit_message, last_seq, event_bytes)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           return_code, exit_message, succeeded, last_seq, event_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       r.runId,
       r.userId,
@@ -236,6 +240,7 @@ export class SqliteRunStore implements RunStore {
       r.exitReason,
       r.returnCode,
       r.exitMessage,
+      r.succeeded === null ? null : r.succeeded ? 1 : 0,
       r.lastSeq,
       r.eventBytes,
     );
@@ -248,7 +253,10 @@ export class SqliteRunStore implements RunStore {
     ][];
     if (entries.length === 0) return;
     const sets = entries.map(([k]) => `${UPDATE_COLUMNS[k]} = ?`).join(", ");
-    this.stmt(`UPDATE runs SET ${sets} WHERE run_id = ?`).run(...entries.map(([, v]) => v), runId);
+    this.stmt(`UPDATE runs SET ${sets} WHERE run_id = ?`).run(
+      ...entries.map(([, v]) => (typeof v === "boolean" ? (v ? 1 : 0) : v)),
+      runId,
+    );
   }
 
   appendEvents(runId: string, events: readonly RunEvent[]): void {

@@ -86,6 +86,7 @@ export class RunPipeline {
       exitReason: null,
       returnCode: null,
       exitMessage: "",
+      succeeded: null,
       lastSeq: 0,
       eventBytes: 0,
     };

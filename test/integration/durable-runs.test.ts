@@ -113,6 +113,9 @@ describe("detach and Attach (Connect)", () => {
     const done = await client.getRun({ runId, userId: "ann" });
     expect(done.status).toBe(RunStatus.FINISHED);
     expect(done.exitReason).toBe(ExitReason.COMPLETED);
+    // The record carries the exit event's verdict (this scenario prints no final result: failed).
+    expect(done.succeeded).toBe(exitOf(all)?.succeeded);
+    expect(done.succeeded).toBe(false);
     expect(Number(done.lastSeq)).toBe(all.length);
   });
 
@@ -224,6 +227,7 @@ describe("Cancel", () => {
 
     const q = await client.cancel({ runId: queuedFirst.runId, userId: "u" });
     expect(q.exitReason).toBe(ExitReason.CANCELLED);
+    expect(q.succeeded).toBe(false);
     expect(q.status).toBe(RunStatus.FINISHED);
     const queuedRest: RunEvent[] = [];
     for (let n = await queuedIter.next(); !n.done; n = await queuedIter.next())

@@ -31,6 +31,7 @@ export function runRecordJson(r: RunRecord): Record<string, unknown> {
     exit_reason: r.exitReason,
     return_code: r.returnCode,
     exit_message: r.exitMessage,
+    succeeded: r.succeeded,
     last_seq: r.lastSeq,
   };
 }

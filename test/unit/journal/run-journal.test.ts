@@ -42,6 +42,7 @@ function record(runId: string, over: Partial<RunRecord> = {}): RunRecord {
     exitReason: null,
     returnCode: null,
     exitMessage: "",
+    succeeded: null,
     lastSeq: 0,
     eventBytes: 0,
     ...over,
@@ -87,6 +88,7 @@ describe("RunJournal", () => {
     expect(got[1233]?.body).toEqual(line(1234));
     const stored = store.getRun("r1");
     expect(stored).toMatchObject({
+      succeeded: true,
       status: "finished",
       exitReason: "completed",
       returnCode: 0,
