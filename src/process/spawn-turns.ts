@@ -1,15 +1,30 @@
 /**
  * spawn() forks the runner, which blocks its event loop for tens of
- * milliseconds with a big heap. Under a burst of new runs, spawning them
- * back to back would hold every other caller's first bytes (and ops answers)
- * behind all the forks. Spawns therefore take turns: one per event-loop
- * iteration, so all I/O that became ready in between is served first.
+ * milliseconds (more as the heap grows). Under a burst of new runs, spawning
+ * them back to back would hold every other caller's first bytes (and ops
+ * answers) behind all the forks. Spawns therefore take turns: one per
+ * event-loop iteration, and while other runs are still preparing their
+ * workspace (about to send their first event) a spawn waits for them, up to
+ * a bound, so first bytes go out before process creation.
  */
 let lastTurn: Promise<void> = Promise.resolve();
 
-/** Resolves when it is this caller's turn to spawn. */
-export function nextSpawnTurn(): Promise<void> {
-  const turn = lastTurn.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Resolves when it is this caller's turn to spawn. `othersFirst` says whether
+ * work that should go before a fork is pending; it is waited for at most
+ * `maxWaitMs` from when the turn came up.
+ */
+export function nextSpawnTurn(
+  othersFirst: () => boolean = () => false,
+  maxWaitMs = 1000,
+): Promise<void> {
+  const turn = lastTurn.then(async () => {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const deadline = Date.now() + maxWaitMs;
+    while (othersFirst() && Date.now() < deadline) await sleep(2);
+  });
   lastTurn = turn;
   return turn;
 }

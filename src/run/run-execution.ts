@@ -25,6 +25,9 @@ export interface RunPlan {
   startedAtMs: number;
 }
 
+/** Runs between their slot and their first `meta`: spawns give way to them (`spawn-turns.ts`). */
+let preparingRuns = 0;
+
 /** How often a waiting run re-reports its queue position when it changed. */
 const QUEUE_REPORT_INTERVAL_MS = 1000;
 
@@ -134,6 +137,7 @@ export async function executeRun(
   let unlock: (() => void) | undefined;
   let proc: SupervisedProcess | undefined;
   const timers: NodeJS.Timeout[] = [];
+  let countedPreparing = false;
   /** The provider's last final-result reading: null until it reports one. */
   let lastResult: boolean | null = null;
   // Slot, lock and process group are released before the final exit event is
@@ -159,6 +163,8 @@ export async function executeRun(
     lease = await admit(deps, state, plan);
     throwIfAborted(state);
     state.phase = "preparing";
+    preparingRuns += 1;
+    countedPreparing = true;
     unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal);
     const ws = await deps.prepareWorkspace({
       workspacesRoot: config.workspacesRoot,
@@ -198,7 +204,9 @@ export async function executeRun(
     });
     // spawn() blocks the event loop while the OS forks: this meta (and every other ready run's)
     // reaches its socket first, and spawns take turns with the rest of the runner's I/O.
-    await nextSpawnTurn();
+    preparingRuns -= 1;
+    countedPreparing = false;
+    await nextSpawnTurn(() => preparingRuns > 0);
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,
@@ -290,6 +298,7 @@ export async function executeRun(
       );
     }
   } finally {
+    if (countedPreparing) preparingRuns -= 1;
     await releaseAll();
     state.phase = "finished";
     state.journal.end();

@@ -19,4 +19,19 @@ describe("spawn turns", () => {
     const lastSpawn = order.indexOf("spawn 3");
     expect(order.slice(firstSpawn, lastSpawn + 1).some((o) => o.startsWith("io"))).toBe(true);
   });
+
+  it("lets pending first events go before a spawn, for a bounded time", async () => {
+    let pending = true;
+    const start = Date.now();
+    setTimeout(() => {
+      pending = false;
+    }, 30);
+    await nextSpawnTurn(() => pending, 1000);
+    expect(pending).toBe(false);
+    // Never longer than the bound, even when the others never finish.
+    const t = Date.now();
+    await nextSpawnTurn(() => true, 50);
+    expect(Date.now() - t).toBeLessThan(500);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(30);
+  });
 });
