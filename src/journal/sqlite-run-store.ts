@@ -11,6 +11,9 @@ import {
   type RunUpdate,
 } from "./run-store.js";
 
+/** Bump with a step in `migrate` whenever SCHEMA changes. */
+const SCHEMA_VERSION = 1;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY,
@@ -178,7 +181,7 @@ export class SqliteRunStore implements RunStore {
       );
     }
     this.db.pragma("synchronous = NORMAL");
-    this.db.exec(SCHEMA);
+    this.migrate(file);
     const insert = "INSERT INTO events (run_id, seq, time_ms, kind, text, truncated) VALUES ";
     this.insertEvent = this.db.prepare(`${insert}(?, ?, ?, ?, ?, ?)`);
     // Many rows per statement: far fewer calls into SQLite for a burst of lines.
@@ -205,6 +208,38 @@ export class SqliteRunStore implements RunStore {
       const last = events[events.length - 1];
       if (last) this.bumpRun.run(last.seq, bytes, runId);
     });
+  }
+
+  /**
+   * Bring the file to SCHEMA_VERSION (PRAGMA user_version). Version 0 with
+   * tables is a store made while the schema was being settled: a missing
+   * column is added; the first events layout (JSON `body`) is refused with
+   * what to do, as its rows cannot be read as today's.
+   */
+  private migrate(file: string): void {
+    const version = this.db.pragma("user_version", { simple: true }) as number;
+    const columns = (table: string) =>
+      (this.db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map(
+        (c) => c.name,
+      );
+    if (version === 0 && columns("events").includes("body")) {
+      this.db.close();
+      throw new RunnerError(
+        "INTERNAL",
+        `The run store ${file} has an old layout; move it away (or delete it) and start again.`,
+      );
+    }
+    this.db.exec(SCHEMA);
+    if (!columns("runs").includes("succeeded"))
+      this.db.exec("ALTER TABLE runs ADD COLUMN succeeded INTEGER");
+    if (version > SCHEMA_VERSION) {
+      this.db.close();
+      throw new RunnerError(
+        "INTERNAL",
+        `The run store ${file} was written by a newer runner (schema ${version}).`,
+      );
+    }
+    this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }
 
   /** Statements are prepared once per SQL text: readers call these for every batch. */

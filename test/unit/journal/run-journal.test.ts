@@ -158,3 +158,25 @@ describe("SqliteRunStore retention", () => {
     expect(store.getRun("live")?.status).toBe("running");
   });
 });
+
+describe("SqliteRunStore schema", () => {
+  it("adds a missing column to a store from before the schema version, and refuses the first events layout", async () => {
+    const Database = (await import("better-sqlite3")).default;
+    const older = path.join(dir, "older.sqlite3");
+    const db = new Database(older);
+    db.exec(
+      "CREATE TABLE runs (run_id TEXT PRIMARY KEY, user_id TEXT, user_norm TEXT NOT NULL, session_id TEXT NOT NULL, provider TEXT NOT NULL, policy_json TEXT NOT NULL, package_id TEXT, detached INTEGER NOT NULL, prompt_preview TEXT NOT NULL, status TEXT NOT NULL, created_at_ms INTEGER NOT NULL, started_at_ms INTEGER, ended_at_ms INTEGER, exit_reason TEXT, return_code INTEGER, exit_message TEXT NOT NULL DEFAULT '', last_seq INTEGER NOT NULL DEFAULT 0, event_bytes INTEGER NOT NULL DEFAULT 0)",
+    );
+    db.close();
+    const migrated = new SqliteRunStore(older);
+    migrated.createRun(record("m1", { succeeded: true }));
+    expect(migrated.getRun("m1")?.succeeded).toBe(true);
+    migrated.close();
+
+    const first = path.join(dir, "first.sqlite3");
+    const db2 = new Database(first);
+    db2.exec("CREATE TABLE events (run_id TEXT, seq INTEGER, time_ms INTEGER, body TEXT)");
+    db2.close();
+    expect(() => new SqliteRunStore(first)).toThrow(/old layout; move it away/);
+  });
+});
