@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -6,78 +7,164 @@ import type { Config } from "../config/config.js";
 import { PROVIDER_IDS, type ProviderId } from "../config/providers.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveProviderBinary } from "../providers/resolve-binary.js";
+import {
+  mergeRuntimePolicy,
+  parseAgentRuntimeFile,
+  type RuntimePolicy,
+} from "../providers/runtime-policy.js";
 import { checkProviderVersion } from "../providers/version-check.js";
 
+/** The same directory the server searches first (`app.ts`: the project's node_modules/.bin). */
 const PROJECT_BIN = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),
   "../../node_modules/.bin",
 );
 
+/**
+ * How one line of the report came out: `ok` usable, `warn` usable with a
+ * caveat, `missing` not usable, `info` a fact (a path) with nothing to judge.
+ */
+export type CheckState = "ok" | "warn" | "missing" | "info";
+
 /** One line of the report. */
 export interface Check {
   name: string;
-  ok: boolean;
+  state: CheckState;
   detail: string;
 }
 
-/** First line of `<bin> <args>` within a short time, or the reason it failed. */
-function versionOf(bin: string, args: string[], env: NodeJS.ProcessEnv): Promise<Check["detail"]> {
+/** What `doctor` found. */
+export interface DoctorReport {
+  checks: Check[];
+  /** The policy's provider (as the server would pick it). */
+  defaultProvider: ProviderId;
+  /** The default provider's CLI and git are usable: the server can run. */
+  defaultOk: boolean;
+}
+
+/** Whether a line counts as usable. */
+export const usable = (c: Check | undefined): boolean => c?.state === "ok" || c?.state === "warn";
+
+/** First non-empty output line of `<bin> <args>`, or null when it could not be run in time. */
+function firstLineOf(bin: string, args: string[], pathEnv: string): Promise<string | null> {
   return new Promise((resolve) => {
-    // In the temp dir: a CLI must not leave files in whatever directory doctor runs from.
-    execFile(bin, args, { timeout: 15_000, env, cwd: tmpdir() }, (err, stdout, stderr) => {
-      const first = `${stdout}${stderr}`.split("\n").find((l) => l.trim() !== "") ?? "";
-      resolve(err ? `failed: ${first || err.message}` : first.trim());
-    });
+    // In the temp dir: a tool must not leave files in whatever directory doctor runs from.
+    const child = execFile(
+      bin,
+      args,
+      { timeout: 5_000, cwd: tmpdir(), env: { PATH: pathEnv } },
+      (err, stdout, stderr) => {
+        const first = `${stdout}${stderr}`.split("\n").find((l) => l.trim() !== "");
+        resolve(err ? null : (first?.trim() ?? ""));
+      },
+    );
+    child.stdin?.end();
   });
 }
 
-/** A provider CLI: found (as the server would find it) and its version. */
-async function checkProvider(config: Config, id: ProviderId): Promise<Check> {
+/**
+ * One provider CLI: resolved exactly as the server resolves it
+ * (`FERMILINK_<PROVIDER>_BIN`, then the project's node_modules/.bin, then
+ * PATH), then judged by its `--version`. This is the place for further
+ * per-provider checks (login state, endpoint reachability): each should turn
+ * a problem into `warn` (usable with a caveat) or `missing` (not usable).
+ */
+export async function checkProvider(config: Config, id: ProviderId): Promise<Check> {
   const adapter = getProviderAdapter(id);
+  const name = `${id} CLI`;
+  let bin: string;
   try {
-    const bin = await resolveProviderBinary(adapter, config.providerBins[id], {
+    bin = await resolveProviderBinary(adapter, config.providerBins[id], {
       projectBinDir: PROJECT_BIN,
       pathEnv: config.hostEnv.PATH ?? "",
     });
-    const report = await checkProviderVersion(id, bin, { ...process.env, NO_COLOR: "1" });
-    const warn = report.ok ? "" : " (warning)";
-    return {
-      name: `${id} CLI`,
-      ok: report.version !== null,
-      detail: `${bin} · ${report.message}${warn}`,
-    };
   } catch {
-    return { name: `${id} CLI`, ok: false, detail: `not found (set ${adapter.binEnvKey})` };
+    return { name, state: "missing", detail: `not found (set ${adapter.binEnvKey})` };
   }
+  const report = await checkProviderVersion(id, bin, {
+    PATH: config.hostEnv.PATH ?? "",
+    NO_COLOR: "1",
+  });
+  if (report.version === null)
+    return { name, state: "missing", detail: `${bin} · ${report.message}` };
+  return { name, state: report.ok ? "ok" : "warn", detail: `${bin} · ${report.message}` };
 }
 
-async function checkTool(name: string, bin: string, args: string[]): Promise<Check> {
-  const version = await versionOf(bin, args, process.env);
-  return {
-    name,
-    ok: !version.startsWith("failed"),
-    detail: version.startsWith("failed") ? "not found" : version,
-  };
+/** A host tool the runner relies on, judged by whether `<bin> <args>` answers. */
+async function checkTool(
+  config: Config,
+  name: string,
+  bin: string,
+  args: string[],
+  whenMissing: string,
+): Promise<Check> {
+  const line = await firstLineOf(bin, args, config.hostEnv.PATH ?? "");
+  return line === null
+    ? { name, state: "missing", detail: `not found on PATH (${whenMissing})` }
+    : { name, state: "ok", detail: line };
+}
+
+/** The admin policy the server would use now: FERMILINK_AGENT_* over agent_runtime.json over defaults. */
+async function readPolicy(
+  config: Config,
+): Promise<{ policy: RuntimePolicy; source: string; warning: string | null }> {
+  const text = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
+  const parsed = parseAgentRuntimeFile(text);
+  const policy = mergeRuntimePolicy(config.agentEnv, parsed.policy);
+  const source =
+    config.agentEnv.provider !== null
+      ? "FERMILINK_AGENT_PROVIDER"
+      : parsed.policy.provider !== undefined
+        ? config.agentRuntimeFile
+        : "built-in default";
+  return { policy, source, warning: parsed.warning };
 }
 
 /**
  * What this machine can run: each provider CLI (found the way the server
- * finds it, with its version), git (needed for session repos) and bubblewrap
- * (codex's sandbox), plus where the runner keeps its files.
+ * finds it, with its version), git (session repos), bubblewrap (codex's
+ * sandbox prefers the system one),
+ * the provider the policy selects, and where the runner keeps its files.
  */
-export async function doctor(config: Config): Promise<{ checks: Check[]; defaultOk: boolean }> {
-  const providers = await Promise.all(PROVIDER_IDS.map((id) => checkProvider(config, id)));
-  const checks = [
+export async function doctor(config: Config): Promise<DoctorReport> {
+  const [providers, git, bwrap, { policy, source, warning }] = await Promise.all([
+    Promise.all(PROVIDER_IDS.map((id) => checkProvider(config, id))),
+    checkTool(config, "git", "git", ["--version"], "session workspaces are git repos"),
+    checkTool(
+      config,
+      "bubblewrap",
+      "bwrap",
+      ["--version"],
+      "codex's sandbox then uses the bwrap bundled in its npm package",
+    ),
+    readPolicy(config),
+  ]);
+  const defaultCheck = providers[PROVIDER_IDS.indexOf(policy.provider)];
+  const defaultOk = usable(defaultCheck) && usable(git);
+  const checks: Check[] = [
     ...providers,
-    await checkTool("git", "git", ["--version"]),
-    await checkTool("bubblewrap", "bwrap", ["--version"]),
-    { name: "FERMILINK_HOME", ok: true, detail: config.home },
-    { name: "workspaces", ok: true, detail: config.workspacesRoot },
-    { name: "run store", ok: true, detail: config.store.path },
+    git,
+    bwrap,
+    {
+      name: "default provider",
+      state: usable(defaultCheck) ? "ok" : "missing",
+      detail: `${policy.provider} (from ${source})`,
+    },
+    ...(warning === null
+      ? []
+      : [{ name: "agent policy", state: "warn" as const, detail: warning }]),
+    { name: "FERMILINK_HOME", state: "info", detail: config.home },
+    { name: "workspaces", state: "info", detail: config.workspacesRoot },
+    { name: "run store", state: "info", detail: config.store.path },
   ];
-  const defaultProvider = config.agentEnv.provider ?? "codex";
-  const defaultOk =
-    (providers[PROVIDER_IDS.indexOf(defaultProvider)]?.ok ?? false) &&
-    (checks.find((c) => c.name === "git")?.ok ?? false);
-  return { checks, defaultOk };
+  return { checks, defaultProvider: policy.provider, defaultOk };
+}
+
+const MARK: Record<CheckState, string> = { ok: "ok", warn: "warn", missing: "--", info: "" };
+
+/** The report as aligned lines: mark, name, detail. */
+export function formatChecks(checks: Check[]): string {
+  return checks
+    .map((c) => `${MARK[c.state].padEnd(5)} ${c.name.padEnd(17)} ${c.detail}\n`)
+    .join("");
 }

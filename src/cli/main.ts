@@ -1,66 +1,156 @@
-import { parseArgs } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config/load-config.js";
-import { doctor } from "./doctor.js";
-import { runCommand } from "./run-command.js";
+import { doctor, formatChecks } from "./doctor.js";
+import { RUN_EXIT, runCommand } from "./run-command.js";
 import { serve } from "./serve.js";
 
-const USAGE = `Usage:
-  fermilink-runner run "<prompt>" [--session ID] [--package ID] [--user ID]
-                       [--sandbox MODE] [--provider NAME] [--detach] [--json] [--url URL]
-  fermilink-runner serve      start the server (what \`npm start\` runs)
-  fermilink-runner doctor     which provider CLIs, git and bubblewrap this machine has
+const DEFAULT_URL = "http://127.0.0.1:8000";
 
-run: streams a run from a server (default $FERMILINK_RUNNER_URL or http://127.0.0.1:8000).
-  Exit code 0 when the run completed with return code 0, 1 when it failed, 2 for bad usage,
-  3 when the server cannot be reached or refuses the request, 130 on Ctrl-C.
-  --json prints every event as one JSON line (the proto's JSON form).
+const USAGE = `Usage: fermilink-runner <command> [options]
+
+Commands:
+  run "<prompt>"   stream a run from a server to the terminal
+  serve            start the server (what \`npm start\` runs)
+  doctor           which provider CLIs, git and bubblewrap this machine has
+
+\`fermilink-runner <command> --help\` describes a command.
 `;
 
-function usageError(message: string): number {
-  process.stderr.write(`fermilink-runner: ${message}\n\n${USAGE}`);
-  return 2;
+const RUN_USAGE = `Usage: fermilink-runner run "<prompt>" [options]
+
+Streams one run from a server: assistant text, commands with their output, file
+changes, tool calls, usage, the provider's stderr (dimmed) and the exit line.
+
+Options:
+  --session ID      session (workspace) to run in; default: a new one
+  --package ID      scientific package to overlay
+  --user ID         user id for admission accounting
+  --sandbox MODE    read-only, workspace-write or danger-full-access (may only narrow the policy)
+  --provider NAME   must be empty or the server's configured provider
+  --detach          keep the run going when this command stops (Ctrl-C)
+  --json            print every event as one JSON line (the proto's JSON form)
+  --url URL         the server (default $FERMILINK_RUNNER_URL or ${DEFAULT_URL})
+  -h, --help        this text
+
+Exit code: ${RUN_EXIT.succeeded} the run succeeded, ${RUN_EXIT.failed} it failed, ${RUN_EXIT.usage} bad usage,
+${RUN_EXIT.unreachable} the server cannot be reached or refuses the request (its code and message
+are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach).
+`;
+
+const SERVE_USAGE = `Usage: fermilink-runner serve
+
+Starts the server on the FERMILINK_* environment, exactly as \`npm start\` does,
+and drains live runs on SIGTERM or SIGINT. Exit code: 0 clean stop, 1 bad
+configuration, missing provider CLI or unusable run store, 2 crash.
+`;
+
+const DOCTOR_USAGE = `Usage: fermilink-runner doctor
+
+Checks this machine as the server would see it (same FERMILINK_* environment):
+each provider CLI found the way the server finds it, with its --version; git;
+bubblewrap; the default provider; FERMILINK_HOME, workspaces and run store.
+Exit code: 0 when the default provider's CLI and git are usable, 1 otherwise,
+2 bad configuration.
+`;
+
+/** A usage error: the message and the relevant usage on stderr. */
+function usageError(message: string, usage: string): number {
+  process.stderr.write(`fermilink-runner: ${message}\n\n${usage}`);
+  return RUN_EXIT.usage;
 }
 
-async function main(argv: string[]): Promise<number> {
+/** Exit code, or null when the command keeps running and ends the process itself. */
+async function main(argv: string[]): Promise<number | null> {
   const [command, ...rest] = argv;
-  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    process.stdout.write(USAGE);
-    return command === undefined ? 2 : 0;
-  }
-  if (command === "serve") {
-    await serve();
-    return -1; // keeps running; the server exits the process itself
-  }
-  if (command === "doctor") {
-    let config: ReturnType<typeof loadConfig>;
-    try {
-      config = loadConfig();
-    } catch (err) {
-      if (err instanceof ConfigError) return usageError(err.message);
-      throw err;
-    }
-    const { checks, defaultOk } = await doctor(config);
-    for (const c of checks)
-      process.stdout.write(`${c.ok ? "ok  " : "--  "} ${c.name.padEnd(16)} ${c.detail}\n`);
-    return defaultOk ? 0 : 1;
-  }
-  if (command !== "run") return usageError(`unknown command ${JSON.stringify(command)}`);
-  let parsed: ReturnType<typeof parseRun>;
-  try {
-    parsed = parseRun(rest);
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
-  if (parsed.values.help) {
+  if (command === undefined) return usageError("no command given", USAGE);
+  if (command === "--help" || command === "-h" || command === "help") {
     process.stdout.write(USAGE);
     return 0;
   }
-  const prompt = parsed.positionals.join(" ").trim();
-  if (prompt === "") return usageError("run needs a prompt");
+  if (command === "serve") return serveCommand(rest);
+  if (command === "doctor") return doctorCommand(rest);
+  if (command === "run") return runCommandFromArgs(rest);
+  return usageError(`unknown command ${JSON.stringify(command)}`, USAGE);
+}
+
+/** Parse `args` against `options`; a usage error is returned as a message. */
+function parse<const O extends NonNullable<ParseArgsConfig["options"]>>(
+  args: string[],
+  options: O,
+  allowPositionals: boolean,
+) {
+  try {
+    return { ok: true as const, ...parseArgs({ args, options, allowPositionals, strict: true }) };
+  } catch (err) {
+    return { ok: false as const, message: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+const HELP_OPTION = { help: { type: "boolean", short: "h" } } as const;
+
+async function serveCommand(args: string[]): Promise<number | null> {
+  const parsed = parse(args, HELP_OPTION, false);
+  if (!parsed.ok) return usageError(parsed.message, SERVE_USAGE);
+  if (parsed.values.help) {
+    process.stdout.write(SERVE_USAGE);
+    return 0;
+  }
+  await serve();
+  return null;
+}
+
+async function doctorCommand(args: string[]): Promise<number> {
+  const parsed = parse(args, HELP_OPTION, false);
+  if (!parsed.ok) return usageError(parsed.message, DOCTOR_USAGE);
+  if (parsed.values.help) {
+    process.stdout.write(DOCTOR_USAGE);
+    return 0;
+  }
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`fermilink-runner: ${err.message}\n`);
+    return 2;
+  }
+  const report = await doctor(config);
+  process.stdout.write(formatChecks(report.checks));
+  return report.defaultOk ? 0 : 1;
+}
+
+async function runCommandFromArgs(args: string[]): Promise<number> {
+  const parsed = parse(
+    args,
+    {
+      session: { type: "string" },
+      package: { type: "string" },
+      user: { type: "string" },
+      sandbox: { type: "string" },
+      provider: { type: "string" },
+      url: { type: "string" },
+      detach: { type: "boolean" },
+      json: { type: "boolean" },
+      ...HELP_OPTION,
+    },
+    true,
+  );
+  if (!parsed.ok) return usageError(parsed.message, RUN_USAGE);
   const v = parsed.values;
+  if (v.help) {
+    process.stdout.write(RUN_USAGE);
+    return 0;
+  }
+  // Unquoted words are joined, so `run list the files` works like `run "list the files"`.
+  const prompt = parsed.positionals.join(" ").trim();
+  if (prompt === "") return usageError("run needs a prompt", RUN_USAGE);
+  const url = v.url ?? process.env.FERMILINK_RUNNER_URL ?? DEFAULT_URL;
+  if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
+    return usageError(`--url ${JSON.stringify(url)} is not an http(s) URL`, RUN_USAGE);
+  }
   return runCommand({
     prompt,
-    url: v.url ?? process.env.FERMILINK_RUNNER_URL ?? "http://127.0.0.1:8000",
+    url,
     session: v.session ?? "",
     package: v.package ?? "",
     user: v.user ?? "",
@@ -71,28 +161,9 @@ async function main(argv: string[]): Promise<number> {
   });
 }
 
-function parseRun(args: string[]) {
-  return parseArgs({
-    args,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      session: { type: "string" },
-      package: { type: "string" },
-      user: { type: "string" },
-      sandbox: { type: "string" },
-      provider: { type: "string" },
-      url: { type: "string" },
-      detach: { type: "boolean" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-}
-
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code >= 0) process.exitCode = code;
+    if (code !== null) process.exitCode = code;
   },
   (err: unknown) => {
     process.stderr.write(`fermilink-runner: ${err instanceof Error ? err.message : String(err)}\n`);

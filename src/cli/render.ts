@@ -42,7 +42,11 @@ const indent = (text: string, prefix = "    ") =>
     .map((l) => prefix + l)
     .join("\n");
 
-function renderItem(item: AgentItem, st: Style): string | null {
+/**
+ * One typed item as terminal text (null: nothing to show). A message is
+ * shown on its own; {@link TerminalRenderer} joins deltas.
+ */
+export function renderItem(item: AgentItem, st: Style): string | null {
   const k = item.kind;
   switch (k.case) {
     case "message":
@@ -70,12 +74,17 @@ function renderItem(item: AgentItem, st: Style): string | null {
     case "usage": {
       const u = k.value;
       const cost = u.costUsd === undefined ? "" : `, $${u.costUsd.toFixed(4)}`;
-      return st.dim(`tokens: ${u.inputTokens} in, ${u.outputTokens} out${cost}`);
+      const cached = u.cachedInputTokens > 0n ? ` (${u.cachedInputTokens} cached)` : "";
+      const reasoning = u.reasoningTokens > 0n ? `, ${u.reasoningTokens} reasoning` : "";
+      return st.dim(
+        `tokens: ${u.inputTokens} in${cached}, ${u.outputTokens} out${reasoning}${cost}`,
+      );
     }
     case "error":
       return st.red(`error: ${k.value.message}`);
     case "result":
-      return k.value.text ? k.value.text : null;
+      if (!k.value.text) return null;
+      return k.value.success ? k.value.text : st.red(k.value.text);
     case undefined:
       return null;
   }
@@ -109,7 +118,8 @@ export function renderEvent(event: RunEvent, st: Style): string | null {
       const x = e.value;
       const secs = x.duration ? Number(x.duration.seconds) + x.duration.nanos / 1e9 : 0;
       const ok = x.succeeded;
-      const code = x.returnCode === undefined ? "" : `, return code ${x.returnCode}`;
+      const signal = x.signal ? ` (${x.signal})` : "";
+      const code = x.returnCode === undefined ? "" : `, return code ${x.returnCode}${signal}`;
       const line = `${EXIT_REASON_NAMES[x.reason]}${code}, ${secs.toFixed(1)} s${x.message ? ` — ${x.message}` : ""}`;
       return ok ? st.green(`✓ ${line}`) : st.red(`✗ ${line}`);
     }
@@ -121,4 +131,63 @@ export function renderEvent(event: RunEvent, st: Style): string | null {
 /** The runner's verdict on the run (exit 0 and a successful final result): the CLI's exit code follows it. */
 export function exitSucceeded(event: RunEvent): boolean {
   return event.event.case === "exit" && event.event.value.succeeded;
+}
+
+/** Same text once surrounding whitespace is ignored (providers differ in trailing newlines). */
+const sameText = (a: string, b: string) => a.trim() !== "" && a.trim() === b.trim();
+
+/**
+ * A run as terminal text, event after event. It keeps the little state the
+ * stream needs and {@link renderEvent} cannot have: gemini sends assistant
+ * text as token deltas, which belong on one line, not one line per token; and
+ * claude, gemini and codex repeat the final message or error as the turn's
+ * result, which need not be printed twice. Pure apart from that state.
+ */
+export class TerminalRenderer {
+  /** Deltas were written on a line that has no newline yet. */
+  private openLine = false;
+  /** The last assistant message (all its deltas so far) or error, to recognise a result repeating it. */
+  private lastText = "";
+
+  constructor(private readonly st: Style) {}
+
+  /** What to write for one event ("" for nothing). Lines end with "\n", except an open delta line. */
+  push(event: RunEvent): string {
+    const e = event.event;
+    if (e.case !== "agent" || e.value.items.length === 0) {
+      const text = renderEvent(event, this.st);
+      return text === null ? "" : this.line(text);
+    }
+    return e.value.items.map((item) => this.item(item)).join("");
+  }
+
+  /** What is left to write when the stream ends: the newline of an open delta line. */
+  end(): string {
+    return this.close();
+  }
+
+  private item(item: AgentItem): string {
+    const k = item.kind;
+    if (k.case === "message" && k.value.delta) {
+      // Gemini marks every chunk as a delta, the first too: a closed line starts a new message.
+      this.lastText = this.openLine ? this.lastText + k.value.text : k.value.text;
+      this.openLine = true;
+      return k.value.text;
+    }
+    if (k.case === "message") this.lastText = k.value.text;
+    if (k.case === "error") this.lastText = k.value.message;
+    if (k.case === "result" && sameText(k.value.text, this.lastText)) return "";
+    const text = renderItem(item, this.st);
+    return text === null ? "" : this.line(text);
+  }
+
+  private line(text: string): string {
+    return `${this.close()}${text}\n`;
+  }
+
+  private close(): string {
+    if (!this.openLine) return "";
+    this.openLine = false;
+    return "\n";
+  }
 }

@@ -2,7 +2,7 @@ import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { type RunEvent, RunEventSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
-import { COLOR, exitSucceeded, PLAIN, renderEvent } from "./render.js";
+import { COLOR, exitSucceeded, PLAIN, TerminalRenderer } from "./render.js";
 
 export interface RunCommandOptions {
   prompt: string;
@@ -16,31 +16,56 @@ export interface RunCommandOptions {
   json: boolean;
 }
 
+/** Exit codes of `fermilink-runner run` (also in the usage text and the README). */
+export const RUN_EXIT = {
+  succeeded: 0,
+  failed: 1,
+  usage: 2,
+  unreachable: 3,
+  interrupted: 130,
+  /** The reader of our output went away (`| head`): what a shell reports for SIGPIPE. */
+  brokenPipe: 141,
+} as const;
+
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 /**
  * `fermilink-runner run`: stream one run from a server to the terminal.
- * Returns the process exit code: 0 the run completed with return code 0,
- * 1 it failed, 3 the server could not be reached or refused the request,
- * 130 interrupted (Ctrl-C ends the call, and so the run unless detached).
+ * Returns the process exit code ({@link RUN_EXIT}): the run's own verdict
+ * (`ExitEvent.succeeded`) decides between 0 and 1, because a provider may
+ * exit 0 without finishing. Ctrl-C cancels the call, which ends the run on
+ * the server unless it was started with `--detach`.
  */
 export async function runCommand(opts: RunCommandOptions): Promise<number> {
   const out = process.stdout;
   const tty = out.isTTY === true && !opts.json;
   const st = tty ? COLOR : PLAIN;
+  const renderer = new TerminalRenderer(st);
   const client = createClient(
     RunService,
     createConnectTransport({ baseUrl: opts.url, httpVersion: "1.1" }),
   );
   const abort = new AbortController();
-  let interrupted = false;
+  let stoppedBy: "sigint" | "epipe" | null = null;
   const onSigint = () => {
-    interrupted = true;
+    stoppedBy = "sigint";
+    abort.abort();
+  };
+  // Without this, `run ... | head` dies on an unhandled EPIPE with a stack trace.
+  const onOutError = (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    stoppedBy ??= "epipe";
     abort.abort();
   };
   process.once("SIGINT", onSigint);
+  out.on("error", onOutError);
   let spinner: NodeJS.Timeout | undefined;
   let queuedText = "";
+  let frame = 0;
+  const drawSpinner = () => {
+    out.write(`\r\x1b[2K${st.dim(`${SPINNER[frame]} ${queuedText}`)}`);
+    frame = (frame + 1) % SPINNER.length;
+  };
   const stopSpinner = () => {
     if (spinner) clearInterval(spinner);
     spinner = undefined;
@@ -69,27 +94,39 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
       if (event.event.case === "queued" && tty) {
         // On a terminal, waiting is one animated line, not a line per update.
         queuedText = `queued ${event.event.value.position}/${event.event.value.queueSize}`;
-        let frame = 0;
-        spinner ??= setInterval(() => {
-          frame = (frame + 1) % SPINNER.length;
-          out.write(`\r\x1b[2K${st.dim(`${SPINNER[frame]} ${queuedText}`)}`);
-        }, 100);
+        drawSpinner();
+        spinner ??= setInterval(drawSpinner, 100);
         continue;
       }
       stopSpinner();
-      const text = renderEvent(event, st);
-      if (text !== null) out.write(`${text}\n`);
+      out.write(renderer.push(event));
     }
   } catch (err) {
     stopSpinner();
-    if (interrupted) return 130;
+    out.write(renderer.end());
+    if (stoppedBy !== null) return stopped(stoppedBy, last, opts.detach);
     const ce = ConnectError.from(err);
     process.stderr.write(`fermilink-runner: ${Code[ce.code]}: ${ce.rawMessage} (${opts.url})\n`);
-    return 3;
+    return RUN_EXIT.unreachable;
   } finally {
     stopSpinner();
     process.off("SIGINT", onSigint);
   }
-  if (interrupted) return 130;
-  return last && exitSucceeded(last) ? 0 : 1;
+  out.write(renderer.end());
+  if (stoppedBy !== null) return stopped(stoppedBy, last, opts.detach);
+  if (last?.event.case !== "exit") {
+    process.stderr.write("fermilink-runner: the stream ended before the run's exit event\n");
+    return RUN_EXIT.failed;
+  }
+  return exitSucceeded(last) ? RUN_EXIT.succeeded : RUN_EXIT.failed;
+}
+
+function stopped(by: "sigint" | "epipe", last: RunEvent | undefined, detach: boolean): number {
+  if (by === "epipe") return RUN_EXIT.brokenPipe;
+  const run = last?.runId ? `run ${last.runId}` : "the run";
+  const fate = detach ? "goes on (detached)" : "is ended by the server";
+  // On a terminal the line starts after the echoed ^C.
+  const lead = process.stderr.isTTY ? "\n" : "";
+  process.stderr.write(`${lead}fermilink-runner: interrupted; ${run} ${fate}\n`);
+  return RUN_EXIT.interrupted;
 }

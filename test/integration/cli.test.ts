@@ -1,48 +1,96 @@
-import { execFile } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
+import { ExitReason, RunService, RunStatus } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
-const BIN = path.resolve("bin/fermilink-runner.mjs");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = path.join(ROOT, "bin/fermilink-runner.mjs");
+
 let server: TestServer | undefined;
+const children = new Set<ChildProcess>();
+const tempDirs: string[] = [];
 afterEach(async () => {
+  for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+  children.clear();
   await server?.stop();
   server = undefined;
+  for (const dir of tempDirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
-/** The real command as a child process: exit code, stdout, stderr. */
-function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      {
-        timeout: 30_000,
-        env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
-      },
-      (err, out, errOut) => {
-        const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
-        resolve({ code, out, err: errOut });
-      },
-    );
-  });
+interface Cli {
+  proc: ChildProcess;
+  exited: Promise<number | null>;
+  out(): string;
+  err(): string;
+  /** Resolves once stdout matches (a failed test reports what was printed instead of hanging). */
+  waitForOut(pattern: RegExp): Promise<RegExpExecArray>;
 }
 
-describe("fermilink-runner (the terminal client)", () => {
+/** The real command as a child process, outside a terminal (so: no colours, no spinner). */
+function spawnCli(args: string[], env: Record<string, string> = {}): Cli {
+  const proc = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.add(proc);
+  let out = "";
+  let err = "";
+  proc.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  proc.stderr?.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once("close", (code) => resolve(code)),
+  );
+  const waitForOut = async (pattern: RegExp) => {
+    for (let i = 0; i < 400; i++) {
+      const match = pattern.exec(out);
+      if (match) return match;
+      if (proc.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`no ${pattern} in stdout:\n${out}\nstderr:\n${err}`);
+  };
+  return { proc, exited, out: () => out, err: () => err, waitForOut };
+}
+
+/** Run the command to its end: exit code, stdout, stderr. */
+async function cli(args: string[], env: Record<string, string> = {}) {
+  const c = spawnCli(args, env);
+  const code = await c.exited;
+  return { code, out: c.out(), err: c.err() };
+}
+
+async function tempHome(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "flr-cli-"));
+  tempDirs.push(dir);
+  return dir;
+}
+
+describe("fermilink-runner run", () => {
   it("streams a run readably and exits 0 when it completed", async () => {
     server = await startTestServer();
     const r = await cli(["run", "hello", "terminal", "--session", "cli1", "--url", server.baseUrl]);
     expect(r.code).toBe(0);
-    expect(r.out).toContain("hello terminal");
-    expect(r.out).toMatch(/session cli1 · codex/);
-    expect(r.out).toMatch(/✓ completed, return code 0/);
+    const lines = r.out.split("\n");
+    expect(lines[0]).toMatch(/^run [0-9a-f-]{36} · session cli1 · codex$/);
+    expect(lines).toContain("hello terminal"); // the assistant message, from its typed item
+    expect(lines).toContain("fake-agent: starting"); // the provider's stderr
+    expect(r.out).toMatch(/^tokens: 12 in, 5 out$/m);
+    expect(r.out).toMatch(/^✓ completed, return code 0, \d+\.\d s$/m);
     expect(r.out).not.toContain("\x1b["); // not a terminal: no colours
   });
 
-  it("prints raw events as JSON lines with --json", async () => {
+  it("prints every event as one JSON line with --json, meta first and exit last", async () => {
     server = await startTestServer();
     const r = await cli(["run", "as json", "--json", "--url", server.baseUrl]);
     expect(r.code).toBe(0);
@@ -51,43 +99,164 @@ describe("fermilink-runner (the terminal client)", () => {
       .split("\n")
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(events[0]).toHaveProperty("meta");
+    expect(events[0]?.seq).toBe("1");
     expect(events.at(-1)).toHaveProperty("exit");
     expect((events.at(-1)?.exit as { reason: string } | undefined)?.reason).toBe(
       "EXIT_REASON_COMPLETED",
     );
+    expect(events.some((e) => JSON.stringify(e).includes('"message":{"text":"as json"'))).toBe(
+      true,
+    );
   });
 
-  it("exits 1 when the run failed, 3 when the server is unreachable or refuses, 2 on bad usage", async () => {
+  it("shows the queue position as a plain line when the output is not a terminal", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    const client = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "1.1" }),
+    );
+    const holder = new AbortController();
+    const held = client.run({ userPrompt: "#scenario=slow" }, { signal: holder.signal });
+    const first = await held[Symbol.asyncIterator]().next(); // meta: the only slot is taken
+    expect(first.value?.event.case).toBe("meta");
+    const c = spawnCli(["run", "after the queue", "--url", server.baseUrl]);
+    await c.waitForOut(/^queued 1\/1$/m);
+    holder.abort();
+    expect(await c.exited).toBe(0);
+    expect(c.out()).toMatch(/^queued 1\/1\nrun \S+ · session \S+ · codex\n/);
+    expect(c.out()).toContain("after the queue\n");
+  });
+
+  it("exits 1 when the run failed, 3 when the server is unreachable or refuses the request", async () => {
     server = await startTestServer();
-    const failed = await cli(["run", "#scenario=stderr-and-exit-3", "--url", server.baseUrl]);
+    const [failed, refused, down] = await Promise.all([
+      cli(["run", "#scenario=stderr-and-exit-3", "--url", server.baseUrl]),
+      cli(["run", "x", "--package", "nope", "--url", server.baseUrl]),
+      cli(["run", "x", "--url", "http://127.0.0.1:9"]),
+    ]);
     expect(failed.code).toBe(1);
-    expect(failed.out).toMatch(/✗ completed, return code 3/);
-    const refused = await cli(["run", "x", "--package", "nope", "--url", server.baseUrl]);
+    expect(failed.out).toMatch(/^✗ completed, return code 3, /m);
     expect(refused.code).toBe(3);
     expect(refused.err).toContain("NotFound: Requested package not found: nope");
-    const down = await cli(["run", "x", "--url", "http://127.0.0.1:9"]);
     expect(down.code).toBe(3);
-    expect(down.err).toContain("http://127.0.0.1:9");
-    expect((await cli(["run", "x", "--bogus"])).code).toBe(2);
-    expect((await cli(["run"])).code).toBe(2);
-    expect((await cli(["frobnicate"])).code).toBe(2);
+    expect(down.err).toMatch(/Unavailable: .*ECONNREFUSED.*\(http:\/\/127\.0\.0\.1:9\)/);
   });
 
-  it("doctor names each provider CLI and git, and exits 0 when the default provider is usable", async () => {
-    const ok = await cli(["doctor"], {
+  it("exits 2 on bad usage, naming the problem", async () => {
+    const results = await Promise.all(
+      [["run", "x", "--bogus"], ["run"], ["run", "x", "--url", "ftp://h"], ["frobnicate"], []].map(
+        (args) => cli(args),
+      ),
+    );
+    expect(results.map((r) => r.code)).toEqual([2, 2, 2, 2, 2]);
+    expect(results.map((r) => r.err.split("\n")[0])).toEqual([
+      expect.stringMatching(/^fermilink-runner: Unknown option '--bogus'/),
+      "fermilink-runner: run needs a prompt",
+      'fermilink-runner: --url "ftp://h" is not an http(s) URL',
+      'fermilink-runner: unknown command "frobnicate"',
+      "fermilink-runner: no command given",
+    ]);
+  });
+
+  it("on Ctrl-C (SIGINT) ends the call, so the run ends on the server, and exits 130", async () => {
+    server = await startTestServer();
+    const c = spawnCli(["run", "#scenario=slow", "--session", "sig", "--url", server.baseUrl]);
+    const [, runId] = await c.waitForOut(/^run (\S+) · session sig/m);
+    c.proc.kill("SIGINT");
+    expect(await c.exited).toBe(130);
+    expect(c.err()).toContain(`interrupted; run ${runId} is ended by the server`);
+    const client = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "1.1" }),
+    );
+    let info = await client.getRun({ runId });
+    for (let i = 0; i < 100 && info.status !== RunStatus.FINISHED; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      info = await client.getRun({ runId });
+    }
+    expect(info.exitReason).toBe(ExitReason.CLIENT_GONE);
+  });
+});
+
+describe("fermilink-runner --help", () => {
+  it("describes each command without running it", async () => {
+    const [top, run, serve, serveBad, doctor] = await Promise.all([
+      cli(["--help"]),
+      cli(["run", "--help"]),
+      cli(["serve", "--help"]),
+      cli(["serve", "--port", "1"]),
+      cli(["doctor", "-h"]),
+    ]);
+    expect(top.code).toBe(0);
+    expect(top.out).toMatch(/run "<prompt>"[\s\S]*serve[\s\S]*doctor/);
+    expect(run.code).toBe(0);
+    expect(run.out).toContain("--session ID");
+    // `serve --help` must not start a server (it would keep running until the timeout).
+    expect(serve.code).toBe(0);
+    expect(serve.out).toContain("exactly as `npm start` does");
+    expect(serveBad.code).toBe(2);
+    expect(doctor.code).toBe(0);
+    expect(doctor.out).toContain("Usage: fermilink-runner doctor");
+  });
+});
+
+describe("fermilink-runner serve", () => {
+  it("starts the server as npm start does, serves runs, and stops cleanly on SIGTERM", async () => {
+    const home = await tempHome();
+    const s = spawnCli(["serve"], {
+      HOME: home,
+      FERMILINK_HOME: home,
       FERMILINK_CODEX_BIN: FAKE_AGENT,
-      FERMILINK_HOME: "/tmp/flr-doctor",
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
     });
+    const [, port] = await s.waitForOut(/"port":(\d+)/);
+    expect(Number(port)).toBeGreaterThan(0);
+    const r = await cli(["run", "served", "--url", `http://127.0.0.1:${port}`]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("served\n");
+    s.proc.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+  });
+});
+
+describe("fermilink-runner doctor", () => {
+  it("names each provider CLI, git and the paths, and exits 0 when the default provider is usable", async () => {
+    const home = await tempHome();
+    // The other CLIs pointed nowhere: the result must not depend on what this machine has installed.
+    const elsewhere = {
+      FERMILINK_CLAUDE_BIN: "/nonexistent/claude",
+      FERMILINK_GEMINI_BIN: "/nonexistent/gemini",
+      FERMILINK_OPENCODE_BIN: "/nonexistent/opencode",
+      FERMILINK_HOME: home,
+    };
+    const ok = await cli(["doctor"], { ...elsewhere, FERMILINK_CODEX_BIN: FAKE_AGENT });
     expect(ok.code).toBe(0);
-    expect(ok.out).toMatch(/^ok\s+codex CLI\s+.*fake-agent\.mjs/m);
-    expect(ok.out).toContain("0.0.1 is outside the tested 0.169.x");
+    // Found, but the fake agent's version is outside the tested range: usable with a warning.
+    expect(ok.out).toMatch(
+      /^warn\s+codex CLI\s+\S*fake-agent\.mjs · 0\.0\.1 is outside the tested 0\.169\.x/m,
+    );
+    expect(ok.out).toMatch(/^--\s+claude CLI\s+not found \(set FERMILINK_CLAUDE_BIN\)$/m);
+    expect(ok.out).toMatch(/^--\s+gemini CLI\s+not found \(set FERMILINK_GEMINI_BIN\)$/m);
+    expect(ok.out).toMatch(/^--\s+opencode CLI\s+not found \(set FERMILINK_OPENCODE_BIN\)$/m);
     expect(ok.out).toMatch(/^ok\s+git\s+git version/m);
-    expect(ok.out).toMatch(/claude CLI/);
+    expect(ok.out).toMatch(/^(ok\s+bubblewrap\s+bubblewrap|--\s+bubblewrap\s+not found on PATH)/m);
+    expect(ok.out).toMatch(/^ok\s+default provider\s+codex \(from built-in default\)$/m);
+    expect(ok.out).toMatch(new RegExp(`^\\s+FERMILINK_HOME\\s+${home}$`, "m"));
+    expect(ok.out).toMatch(new RegExp(`^\\s+workspaces\\s+${home}/workspaces$`, "m"));
+
     const missing = await cli(["doctor"], {
+      ...elsewhere,
       FERMILINK_CODEX_BIN: "/nonexistent/codex",
-      FERMILINK_HOME: "/tmp/flr-doctor",
     });
     expect(missing.code).toBe(1);
-    expect(missing.out).toMatch(/^--\s+codex CLI\s+not found \(set FERMILINK_CODEX_BIN\)/m);
+    expect(missing.out).toMatch(/^--\s+codex CLI\s+not found \(set FERMILINK_CODEX_BIN\)$/m);
+    expect(missing.out).toMatch(/^--\s+default provider\s+codex/m);
+
+    // The policy file picks the provider, as it does for the server.
+    await writeFile(path.join(home, "agent_runtime.json"), '{"provider": "claude"}');
+    const policy = await cli(["doctor"], { ...elsewhere, FERMILINK_CODEX_BIN: FAKE_AGENT });
+    expect(policy.code).toBe(1);
+    expect(policy.out).toContain(`claude (from ${path.join(home, "agent_runtime.json")})`);
   });
 });
