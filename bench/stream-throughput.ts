@@ -1,83 +1,95 @@
 /**
  * Stream throughput (issue 8 §1): a provider printing 100,000 lines of 200
- * bytes as fast as it can, received on the SSE face, the Connect protocol and
- * gRPC, each as a ratio against a baseline measured in the same run: the
- * provider piped straight into node (the limit for any runner) and a bare
- * connect-node server streaming as many 200-byte messages (the limit for the
- * Connect face). Server and baselines run in their own processes.
+ * bytes as fast as it can, received by a client on the SSE face (frames
+ * parsed), the Connect protocol (HTTP/1.1) and gRPC (h2c), each as a ratio
+ * against a baseline measured in the same repetition:
+ *  - the provider alone, started from node exactly as the runner starts it
+ *    (same argv, env, cwd, nice), stdout piped and its lines counted: the
+ *    limit for any runner;
+ *  - a bare connect-node server (bench/fixtures/bare-connect-server.ts)
+ *    streaming 100,000 AgentEvent messages of 200-byte lines: the limit for
+ *    the Connect face.
+ * Server, bare server and provider each run in their own process; the cores
+ * each used are recorded, to show which one was the bottleneck.
  */
-import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { type ChildProcess, spawn } from "node:child_process";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { RunService } from "../gen/fermilink/runner/v1/run_pb.js";
-import { FAKE_AGENT, REPS, ROOT, startRunner, stats, writeResult } from "./lib.js";
+import {
+  type CoresUsed,
+  fmtRange,
+  measureCores,
+  perSecond,
+  REPS,
+  ROOT,
+  ratios,
+  readInvocation,
+  type Stats,
+  spawnLikeRunner,
+  sseRun,
+  startRunner,
+  stats,
+  writeResult,
+} from "./lib.js";
 
 const LINES = 100_000;
 const PROMPT = "#scenario=bench-100k";
 
-/** Lines/s of the provider alone, read by a node parent through a pipe. */
-async function providerAlone(): Promise<number> {
-  const cwd = await mkdtemp(path.join(tmpdir(), "flr-bench-alone-"));
-  const t = performance.now();
-  const child = spawn(process.execPath, [FAKE_AGENT, "exec", "--json", PROMPT], {
-    cwd,
-    stdio: ["ignore", "pipe", "ignore"],
-  });
+interface Sample {
+  eps: number;
+  mbps: number;
+  cores: CoresUsed;
+}
+
+/** Lines/s and MB/s of the provider alone, read by this process through a pipe. */
+async function providerAlone(inv: Awaited<ReturnType<typeof readInvocation>>): Promise<Sample> {
   let lines = 0;
-  for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
-    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines++;
-  }
-  const secs = (performance.now() - t) / 1000;
-  await rm(cwd, { recursive: true, force: true });
-  return lines / secs;
-}
-
-/** Events/s received on the SSE face, and MB/s. */
-async function sse(baseUrl: string, session: string): Promise<{ eps: number; mbps: number }> {
-  const t = performance.now();
-  const res = await fetch(`${baseUrl}/run`, {
-    method: "POST",
-    body: JSON.stringify({ session_id: session, user_prompt: PROMPT }),
-  });
   let bytes = 0;
-  let frames = 0;
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    bytes += chunk.length;
-    // "event: " starts every frame; count them on the bytes, without decoding.
-    for (let i = 0; i < chunk.length; i++) if (chunk[i] === 0x0a && chunk[i + 1] === 0x65) frames++;
-  }
-  const secs = (performance.now() - t) / 1000;
-  return { eps: frames / secs, mbps: bytes / 1e6 / secs };
+  const m = await measureCores(null, () =>
+    spawnLikeRunner(inv, PROMPT, (chunk) => {
+      bytes += chunk.length;
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines++;
+    }),
+  );
+  if (lines < LINES) throw new Error(`provider alone printed ${lines} lines`);
+  return { eps: lines / m.secs, mbps: bytes / 1e6 / m.secs, cores: m.cores };
 }
 
-async function connectFace(
-  transport: Transport,
-  session: string,
-  bare = false,
-): Promise<{ eps: number; mbps: number }> {
+/** Events/s (every frame) and MB/s (the provider's lines) on the SSE face. */
+async function sse(baseUrl: string, pid: number, session: string): Promise<Sample> {
+  const m = await measureCores(pid, () =>
+    sseRun(baseUrl, { session_id: session, user_prompt: PROMPT }),
+  );
+  const agent = m.value.frames.get("agent") ?? 0;
+  if (agent < LINES) throw new Error(`SSE: only ${agent} agent frames`);
+  const frames = [...m.value.frames.values()].reduce((a, b) => a + b, 0);
+  return { eps: frames / m.secs, mbps: m.value.agentBytes / 1e6 / m.secs, cores: m.cores };
+}
+
+/** Events/s and MB/s (the agent lines' raw bytes) of one Run call. */
+async function connectFace(transport: Transport, pid: number, session: string): Promise<Sample> {
   const client = createClient(RunService, transport);
-  const t = performance.now();
-  let events = 0;
-  let bytes = 0;
-  for await (const ev of client.run({ sessionId: session, userPrompt: PROMPT })) {
-    events++;
-    if (ev.event.case === "agent") bytes += ev.event.value.raw.length;
-  }
-  const secs = (performance.now() - t) / 1000;
-  if (!bare && events < LINES) throw new Error(`only ${events} events`);
-  return { eps: events / secs, mbps: bytes / 1e6 / secs };
+  const m = await measureCores(pid, async () => {
+    let events = 0;
+    let bytes = 0;
+    for await (const ev of client.run({ sessionId: session, userPrompt: PROMPT })) {
+      events++;
+      if (ev.event.case === "agent") bytes += ev.event.value.raw.length;
+    }
+    return { events, bytes };
+  });
+  if (m.value.events < LINES) throw new Error(`only ${m.value.events} events`);
+  return { eps: m.value.events / m.secs, mbps: m.value.bytes / 1e6 / m.secs, cores: m.cores };
 }
 
-async function startBare(): Promise<{ h1: number; h2: number; stop(): void }> {
-  const child = spawn(
+async function startBare(): Promise<{ h1: number; h2: number; pid: number; stop(): void }> {
+  const child: ChildProcess = spawn(
     process.execPath,
     ["--import", "tsx", "bench/fixtures/bare-connect-server.ts"],
     {
       cwd: ROOT,
-      env: { ...process.env, BARE_EVENTS: String(LINES) },
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", BARE_EVENTS: String(LINES) },
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
@@ -85,84 +97,101 @@ async function startBare(): Promise<{ h1: number; h2: number; stop(): void }> {
     child.stdout?.once("data", (d: Buffer) => resolve(d.toString())),
   );
   const ports = JSON.parse(first) as { h1: number; h2: number };
-  return { ...ports, stop: () => child.kill("SIGTERM") };
+  return { ...ports, pid: child.pid as number, stop: () => child.kill("SIGTERM") };
 }
 
 const runner = await startRunner();
 const bare = await startBare();
-const alone: number[] = [];
-const sseEps: number[] = [];
-const sseMbps: number[] = [];
-const cEps: number[] = [];
-const gEps: number[] = [];
-const bareC: number[] = [];
-const bareG: number[] = [];
+// Warm up both servers, and learn how the runner starts the provider (for the baseline).
+await sseRun(runner.baseUrl, { session_id: "warm", user_prompt: "#scenario=bench-one-line" });
+const inv = await readInvocation(runner, "warm");
+const h1 = createConnectTransport({ baseUrl: runner.baseUrl, httpVersion: "1.1" });
+const h2 = createGrpcTransport({ baseUrl: runner.baseUrl });
+const bareH1 = createConnectTransport({
+  baseUrl: `http://127.0.0.1:${bare.h1}`,
+  httpVersion: "1.1",
+});
+const bareH2 = createGrpcTransport({ baseUrl: `http://127.0.0.1:${bare.h2}` });
+const series: Record<"alone" | "sse" | "connect" | "grpc" | "bareConnect" | "bareGrpc", Sample[]> =
+  { alone: [], sse: [], connect: [], grpc: [], bareConnect: [], bareGrpc: [] };
 for (let rep = 0; rep < REPS; rep++) {
-  alone.push(await providerAlone());
-  const s = await sse(runner.baseUrl, `sse-${rep}`);
-  sseEps.push(s.eps);
-  sseMbps.push(s.mbps);
-  cEps.push(
-    (
-      await connectFace(
-        createConnectTransport({ baseUrl: runner.baseUrl, httpVersion: "1.1" }),
-        `c-${rep}`,
-      )
-    ).eps,
-  );
-  gEps.push((await connectFace(createGrpcTransport({ baseUrl: runner.baseUrl }), `g-${rep}`)).eps);
-  bareC.push(
-    (
-      await connectFace(
-        createConnectTransport({ baseUrl: `http://127.0.0.1:${bare.h1}`, httpVersion: "1.1" }),
-        "b",
-        true,
-      )
-    ).eps,
-  );
-  bareG.push(
-    (await connectFace(createGrpcTransport({ baseUrl: `http://127.0.0.1:${bare.h2}` }), "b", true))
-      .eps,
+  series.alone.push(await providerAlone(inv));
+  series.sse.push(await sse(runner.baseUrl, runner.pid, `sse-${rep}`));
+  series.bareConnect.push(await connectFace(bareH1, bare.pid, "b"));
+  series.connect.push(await connectFace(h1, runner.pid, `c-${rep}`));
+  series.bareGrpc.push(await connectFace(bareH2, bare.pid, "b"));
+  series.grpc.push(await connectFace(h2, runner.pid, `g-${rep}`));
+  process.stdout.write(
+    `rep ${rep + 1}/${REPS}: ${Object.entries(series)
+      .map(([k, v]) => `${k} ${perSecond(v.at(-1)?.eps ?? 0)}`)
+      .join(", ")}\n`,
   );
 }
 bare.stop();
 await runner.stop();
 
-const m = (xs: number[]) => stats(xs).median;
-const sseRatio = m(sseEps) / m(alone);
-const connectRatio = m(cEps) / m(bareC);
-const grpcRatio = m(gEps) / m(bareG);
-const fmt = (n: number) => `${Math.round(n).toLocaleString("en-US")}/s`;
+const eps = (xs: Sample[]) => xs.map((x) => x.eps);
+const describe = (xs: Sample[]) => {
+  const median = (f: (s: Sample) => number) => Number(stats(xs.map(f)).median.toFixed(2));
+  return {
+    events_per_s: stats(eps(xs)),
+    mb_per_s: stats(xs.map((x) => x.mbps)),
+    // CPU per event is what other work on the box does not change (rates it does).
+    server_cpu_us_per_event: stats(xs.map((x) => (x.cores.server / x.eps) * 1e6)),
+    provider_cpu_us_per_line: stats(xs.map((x) => (x.cores.providers / x.eps) * 1e6)),
+    cores_median: {
+      server: median((s) => s.cores.server),
+      providers: median((s) => s.cores.providers),
+      client: median((s) => s.cores.client),
+      server_waiting_for_cpu: median((s) => s.cores.serverWaitingForCpu),
+      client_waiting_for_cpu: median((s) => s.cores.clientWaitingForCpu),
+    },
+  };
+};
+const sseRatio = ratios(eps(series.sse), eps(series.alone));
+const connectRatio = ratios(eps(series.connect), eps(series.bareConnect));
+const grpcRatio = ratios(eps(series.grpc), eps(series.bareGrpc));
+const vs = (a: Sample[], b: Sample[]) =>
+  `${perSecond(stats(eps(a)).median)} vs ${perSecond(stats(eps(b)).median)}`;
+const target = (metric: string, r: Stats, min: number, a: Sample[], b: Sample[]) => ({
+  metric,
+  target: `>= ${min.toFixed(2)}`,
+  measured: `${fmtRange(r)}; ${vs(a, b)}`,
+  pass: r.median >= min,
+});
 await writeResult(
   "stream-throughput",
   {
     lines: LINES,
-    provider_alone_lines_per_s: stats(alone),
-    sse_events_per_s: stats(sseEps),
-    sse_mb_per_s: stats(sseMbps),
-    connect_events_per_s: stats(cEps),
-    grpc_events_per_s: stats(gEps),
-    bare_connect_events_per_s: stats(bareC),
-    bare_grpc_events_per_s: stats(bareG),
+    line_bytes: 200,
+    // cores: CPU seconds per wall second of the server (bare or runner), of the providers
+    // (the runner's reaped children) and of this client, over each measurement.
+    provider_alone: describe(series.alone),
+    sse: describe(series.sse),
+    connect: describe(series.connect),
+    grpc: describe(series.grpc),
+    bare_connect: describe(series.bareConnect),
+    bare_grpc: describe(series.bareGrpc),
+    ratios: { sse_vs_alone: sseRatio, connect_vs_bare: connectRatio, grpc_vs_bare: grpcRatio },
   },
   [
+    target("SSE face vs provider alone (events/s)", sseRatio, 0.5, series.sse, series.alone),
+    target(
+      "Connect protocol (HTTP/1.1) vs bare connect-node",
+      connectRatio,
+      0.8,
+      series.connect,
+      series.bareConnect,
+    ),
+    target("gRPC (h2c) vs bare connect-node", grpcRatio, 0.8, series.grpc, series.bareGrpc),
     {
-      metric: "SSE face vs provider alone",
-      target: ">= 0.50",
-      measured: `${sseRatio.toFixed(2)} (${fmt(m(sseEps))} vs ${fmt(m(alone))})`,
-      pass: sseRatio >= 0.5,
-    },
-    {
-      metric: "Connect protocol vs bare connect-node",
-      target: ">= 0.80",
-      measured: `${connectRatio.toFixed(2)} (${fmt(m(cEps))} vs ${fmt(m(bareC))})`,
-      pass: connectRatio >= 0.8,
-    },
-    {
-      metric: "gRPC vs bare connect-node (h2c)",
-      target: ">= 0.80",
-      measured: `${grpcRatio.toFixed(2)} (${fmt(m(gEps))} vs ${fmt(m(bareG))})`,
-      pass: grpcRatio >= 0.8,
+      metric: "server CPU per event (µs): SSE / Connect / gRPC; bare Connect / gRPC",
+      target: "reported",
+      measured: [series.sse, series.connect, series.grpc, series.bareConnect, series.bareGrpc]
+        .map((xs) => stats(xs.map((x) => (x.cores.server / x.eps) * 1e6)).median.toFixed(1))
+        .join(" / ")
+        .replace(/ \/ (?=[^/]*\/[^/]*$)/, "; "),
+      pass: true,
     },
   ],
 );
