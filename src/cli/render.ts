@@ -34,6 +34,7 @@ export const EXIT_REASON_NAMES: Record<ExitReason, string> = {
   [ExitReason.SHUTDOWN]: "shutdown",
   [ExitReason.ERROR]: "error",
   [ExitReason.INTERRUPTED]: "interrupted",
+  [ExitReason.RETRIES_EXHAUSTED]: "model calls kept failing",
 };
 
 const indent = (text: string, prefix = "    ") =>

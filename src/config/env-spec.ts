@@ -256,6 +256,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
   {
     name: "FERMILINK_OPENCODE_BIN",
     default: "opencode",
-    description: "opencode binary; unset: node_modules/.bin, then PATH.",
+    description:
+      "opencode binary; unset: node_modules/.bin, then the binary of the opencode-linux-x64 (or -arm64) package there, then PATH.",
   },
 ];

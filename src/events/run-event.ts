@@ -16,7 +16,9 @@ export type ExitReason =
   | "shutdown"
   | "error"
   /** The runner process stopped (crash, kill -9) while the run was live; found at the next start. */
-  | "interrupted";
+  | "interrupted"
+  /** The provider's model calls kept failing; the runner ended it after its retry budget. */
+  | "retries_exhausted";
 
 /** Lifecycle state of a command, tool call or file change (proto `ItemStatus`). */
 export type ItemStatus = "in_progress" | "completed" | "failed" | "declined";

@@ -25,6 +25,7 @@ const EXIT_REASONS: Record<ExitReason, ProtoExitReason> = {
   shutdown: ProtoExitReason.SHUTDOWN,
   error: ProtoExitReason.ERROR,
   interrupted: ProtoExitReason.INTERRUPTED,
+  retries_exhausted: ProtoExitReason.RETRIES_EXHAUSTED,
 };
 
 function status(s: ItemStatus | null): ProtoItemStatus {

@@ -74,4 +74,23 @@ export interface ProviderAdapter {
   buildCommand(input: BuildCommandInput): CommandSpec;
   /** Typed readings of one stdout line. Pure; `[]` when the line is not understood; never throws. */
   normalize(line: string): AgentItem[];
+  /**
+   * Where the CLI may live besides `node_modules/.bin/<defaultBinName>`,
+   * relative to that `.bin` directory (a package that ships only a binary
+   * and links no `.bin` entry). Tried before PATH.
+   */
+  readonly extraBinCandidates?: readonly string[];
+  /**
+   * For a CLI whose own retries on a failing model endpoint cannot be bounded
+   * by a setting: how it reports a failed model call on stderr, and how many
+   * retries the runner allows before it ends the run (`retries_exhausted`).
+   */
+  readonly retryGuard?: RetryGuard;
+}
+
+export interface RetryGuard {
+  /** Failed calls allowed beyond the first (the other CLIs are set to 1 retry). */
+  maxRetries: number;
+  /** The error text when `line` (one stderr line) reports a failed model call, else null. Pure. */
+  failedCall(line: string): string | null;
 }

@@ -49,13 +49,14 @@ function pathDirs(pathEnv: string): string[] {
  *   separator is checked as a path (relative to the CWD); a bare name is
  *   searched on PATH.
  * - Unset or blank: `<projectBinDir>/<defaultBinName>` (the CLIs installed as
- *   this project's npm dependencies), then PATH.
+ *   this project's npm dependencies), the adapter's `extraBinCandidates`
+ *   there, then PATH.
  *
  * @throws RunnerError PROVIDER_BINARY_MISSING with FermiLink's message (spec
  *   §1.0) plus every place that was tried and why it was refused.
  */
 export async function resolveProviderBinary(
-  adapter: Pick<ProviderAdapter, "id" | "binEnvKey" | "defaultBinName">,
+  adapter: Pick<ProviderAdapter, "id" | "binEnvKey" | "defaultBinName" | "extraBinCandidates">,
   configured: string | null,
   opts: ResolveBinaryOptions,
 ): Promise<string> {
@@ -65,7 +66,11 @@ export async function resolveProviderBinary(
     candidates.push(path.resolve(value));
   } else {
     const name = value === "" ? adapter.defaultBinName : value;
-    if (value === "") candidates.push(path.resolve(opts.projectBinDir, name));
+    if (value === "") {
+      candidates.push(path.resolve(opts.projectBinDir, name));
+      for (const extra of adapter.extraBinCandidates ?? [])
+        candidates.push(path.resolve(opts.projectBinDir, extra));
+    }
     for (const dir of pathDirs(opts.pathEnv)) candidates.push(path.join(dir, name));
   }
   const tried: string[] = [];

@@ -42,5 +42,21 @@ export function runAborted(
       return new RunAborted("client_gone", `The caller went away; ${KILLED}.`);
     case "shutdown":
       return new RunAborted("shutdown", `The runner is shutting down; ${KILLED}.`);
+    case "retries_exhausted":
+      return new RunAborted(
+        "retries_exhausted",
+        `The provider's model calls kept failing; ${KILLED}.`,
+      );
   }
+}
+
+/**
+ * The provider reported one failed model call more than its retry budget
+ * allows (a CLI that would otherwise retry for minutes on a dead endpoint).
+ */
+export function retriesExhausted(failures: number, lastError: string): RunAborted {
+  return new RunAborted(
+    "retries_exhausted",
+    `The provider's model call failed ${failures} times (last error: ${lastError}); ${KILLED} instead of letting it retry on its own. Check the model endpoint and key.`,
+  );
 }

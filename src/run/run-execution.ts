@@ -8,7 +8,7 @@ import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import { nextSpawnTurn } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { CommandSpec, ProviderAdapter } from "../providers/provider-adapter.js";
-import { RunAborted, runAborted } from "./run-abort.js";
+import { RunAborted, retriesExhausted, runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import type { RunState } from "./run-state.js";
 
@@ -234,6 +234,8 @@ export async function executeRun(
         ? setTimeout(() => state.abort(runAborted("idle", config.run)), config.run.idleTimeoutMs)
         : undefined;
     if (idle) timers.push(idle);
+    const guard = plan.adapter.retryGuard;
+    let failedCalls = 0;
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
     for await (const batch of running.lineBatches()) {
       idle?.refresh();
@@ -244,6 +246,10 @@ export async function executeRun(
           state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });
         } else {
           state.emit({ type: "log", text: line.text, truncated: line.truncated });
+          const failure = guard?.failedCall(line.text) ?? null;
+          if (failure !== null && guard && ++failedCalls > guard.maxRetries) {
+            state.abort(retriesExhausted(failedCalls, failure));
+          }
         }
       }
     }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { ExitReason } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { haveCli, runRealCli } from "./real-cli-harness.js";
 
 describe.skipIf(!haveCli("opencode"))(
@@ -34,17 +35,29 @@ describe.skipIf(!haveCli("opencode"))(
 );
 
 describe.skipIf(!haveCli("opencode"))("real opencode on a failing endpoint", () => {
-  // opencode retries 500s and refused connections for over a minute on its own (real-clis.md §5);
-  // the runner's idle timer is what ends such a run in seconds.
+  // opencode alone retries 500s and refused connections for over a minute (real-clis.md §5) and has
+  // no setting to bound that; the runner counts the failed calls it logs and ends it after one retry.
   it.each(["http500", "down"] as const)(
-    "is ended by the runner's idle timer (%s)",
+    "is ended after one retry with reason retries_exhausted (%s), no idle timer needed",
     async (mode) => {
       const run = await runRealCli(
         "opencode",
         { mode: mode === "down" ? "text" : mode },
-        { modelDown: mode === "down", env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "12" } },
+        { modelDown: mode === "down" },
       );
-      expect(run.exit.succeeded).toBe(false);
+      expect(run.exit).toMatchObject({
+        reason: "retries_exhausted",
+        succeeded: false,
+        killed_by_runner: true,
+      });
+      const expected = mode === "down" ? "Cannot connect to API" : "failed on purpose";
+      expect(String(run.exit.message)).toContain(expected);
+      expect(String(run.exit.message)).toContain("failed 2 times");
+      // Both failed calls were passed on as log events (opencode's own stderr lines).
+      const logs = run.frames.filter((f) => f.event === "log" && f.data.includes(expected));
+      expect(logs.length).toBe(2);
+      const exit = run.events.at(-1)?.event;
+      expect(exit?.case === "exit" && exit.value.reason).toBe(ExitReason.RETRIES_EXHAUSTED);
       expect(run.elapsedMs).toBeLessThan(40_000);
     },
     60_000,

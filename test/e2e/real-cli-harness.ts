@@ -66,7 +66,8 @@ export async function runRealCli(
     server = await startTestServer({
       FERMILINK_HOME: home,
       FERMILINK_AGENT_PROVIDER: id,
-      [`FERMILINK_${upper}_BIN`]: realCli(id),
+      // opencode is found without FERMILINK_OPENCODE_BIN, as on a clean clone (its platform package).
+      ...(id === "opencode" ? {} : { [`FERMILINK_${upper}_BIN`]: realCli(id) }),
       [`FERMILINK_${upper}_BASE_URL`]: baseUrl,
       [`FERMILINK_${upper}_API_KEY`]: "sk-fake-key",
       FERMILINK_AGENT_MODEL: "fake-model",

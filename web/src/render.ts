@@ -14,6 +14,7 @@ const EXIT_NAMES: Record<ExitReason, string> = {
   [ExitReason.SHUTDOWN]: "shutdown",
   [ExitReason.ERROR]: "error",
   [ExitReason.INTERRUPTED]: "interrupted",
+  [ExitReason.RETRIES_EXHAUSTED]: "model calls kept failing",
 };
 
 export function exitReasonName(r: ExitReason): string {

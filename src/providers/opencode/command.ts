@@ -45,6 +45,8 @@ export const OPENCODE_ENV_DEFAULTS: Readonly<Record<string, string>> = {
   OPENCODE_DISABLE_DEFAULT_PLUGINS: "1",
 };
 
+const STREAM_IDLE_TIMEOUT_MS = 30_000;
+
 /** The provider the runner defines when FERMILINK_OPENCODE_BASE_URL is set. */
 const PROVIDER_NAME = "fermilink";
 
@@ -65,7 +67,13 @@ function endpointConfig(baseURL: string, apiKey: string | null, model: string | 
       [PROVIDER_NAME]: {
         npm: "@ai-sdk/openai-compatible",
         name: "FermiLink endpoint",
-        options: { baseURL, ...(apiKey ? { apiKey } : {}) },
+        // A stream silent for 30 s fails the call (as codex and claude are set), instead of 300 s.
+        options: {
+          baseURL,
+          ...(apiKey ? { apiKey } : {}),
+          chunkTimeout: STREAM_IDLE_TIMEOUT_MS,
+          headerTimeout: STREAM_IDLE_TIMEOUT_MS,
+        },
         models: { [id]: { name: id, tool_call: true, limit: { context: 128000, output: 8192 } } },
       },
     },
@@ -95,6 +103,9 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
   if (modelRef !== null) args.push("--model", modelRef);
   const effort = policyEffort(policy);
   if (effort !== null) args.push("--variant", VARIANT_FOR_EFFORT[effort] ?? effort);
+  // Warnings and errors only on stderr (nothing on a clean run): the failed model calls the
+  // runner counts to bound opencode's own retries (retry-guard.ts).
+  args.push("--print-logs", "--log-level", "WARN");
   args.push("--format", "json", ...opencodePromptArgs(input.prompt));
 
   const env = pickChildEnv(input.hostEnv, OPENCODE_ENV_VARS, input.envPassthrough);

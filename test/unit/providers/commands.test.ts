@@ -107,16 +107,16 @@ const EXPECTED: Record<ProviderId, Record<PolicyCase, { plain: string[]; tuned: 
   },
   opencode: {
     "read-only": {
-      plain: ["run", "--dir", REPO, "--agent", "plan", "--format", "json", "hello", "world"],
-      tuned: ["run", "--dir", REPO, "--agent", "plan", "--model", "m-1", "--variant", "max", "--format", "json", "hello", "world"],
+      plain: ["run", "--dir", REPO, "--agent", "plan", "--print-logs", "--log-level", "WARN", "--format", "json", "hello", "world"],
+      tuned: ["run", "--dir", REPO, "--agent", "plan", "--model", "m-1", "--variant", "max", "--print-logs", "--log-level", "WARN", "--format", "json", "hello", "world"],
     },
     "workspace-write": {
-      plain: ["run", "--dir", REPO, "--format", "json", "hello", "world"],
-      tuned: ["run", "--dir", REPO, "--model", "m-1", "--variant", "max", "--format", "json", "hello", "world"],
+      plain: ["run", "--dir", REPO, "--print-logs", "--log-level", "WARN", "--format", "json", "hello", "world"],
+      tuned: ["run", "--dir", REPO, "--model", "m-1", "--variant", "max", "--print-logs", "--log-level", "WARN", "--format", "json", "hello", "world"],
     },
     bypass: {
-      plain: ["run", "--dir", REPO, "--dangerously-skip-permissions", "--format", "json", "hello", "world"],
-      tuned: ["run", "--dir", REPO, "--dangerously-skip-permissions", "--model", "m-1", "--variant", "max", "--format", "json", "hello", "world"],
+      plain: ["run", "--dir", REPO, "--dangerously-skip-permissions", "--print-logs", "--log-level", "WARN", "--format", "json", "hello", "world"],
+      tuned: ["run", "--dir", REPO, "--dangerously-skip-permissions", "--model", "m-1", "--variant", "max", "--print-logs", "--log-level", "WARN", "--format", "json", "hello", "world"],
     },
   },
 };
@@ -142,7 +142,7 @@ describe("buildCommand argv", () => {
   it("maps the other efforts one to one (claude, opencode, codex)", () => {
     const p = policy("workspace-write", { reasoningEffort: "medium" });
     expect(argv("claude", p).slice(-4)).toEqual(["--effort", "medium", "--", PROMPT]);
-    expect(argv("opencode", p).slice(-6, -4)).toEqual(["--variant", "medium"]);
+    expect(argv("opencode", p).slice(-9, -7)).toEqual(["--variant", "medium"]);
     expect(argv("codex", p).slice(-4 - CODEX_HARDENING.length)).toEqual([
       "--config",
       'model_reasoning_effort="medium"',
@@ -224,6 +224,9 @@ describe("buildCommand argv", () => {
       "run",
       "--dir",
       REPO,
+      "--print-logs",
+      "--log-level",
+      "WARN",
       "--format",
       "json",
       "hello",

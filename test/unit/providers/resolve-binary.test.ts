@@ -5,6 +5,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
 import { codexAdapter } from "../../../src/providers/codex/index.js";
+import { opencodeAdapter } from "../../../src/providers/opencode/index.js";
 import { resolveProviderBinary } from "../../../src/providers/resolve-binary.js";
 
 let root: string;
@@ -49,6 +50,21 @@ describe("resolveProviderBinary", () => {
     const local = await makeFile(path.join(projectBin, "codex"), 0o755);
     await makeFile(path.join(pathA, "codex"), 0o755);
     expect(await resolveProviderBinary(codexAdapter, null, opts())).toBe(local);
+  });
+
+  it("finds opencode's platform package binary when no .bin link exists, before PATH", async () => {
+    const pkg = await makeFile(
+      path.join(root, "node_modules", "opencode-linux-x64", "bin", "opencode"),
+      0o755,
+    );
+    await makeFile(path.join(pathA, "opencode"), 0o755);
+    expect(await resolveProviderBinary(opencodeAdapter, null, opts())).toBe(pkg);
+    // A configured value still wins, and a .bin link comes first.
+    const link = await makeFile(path.join(projectBin, "opencode"), 0o755);
+    expect(await resolveProviderBinary(opencodeAdapter, null, opts())).toBe(link);
+    expect(await resolveProviderBinary(opencodeAdapter, "opencode", opts())).toBe(
+      path.join(pathA, "opencode"),
+    );
   });
 
   it("falls back to PATH, skipping a directory and a non-executable file", async () => {
