@@ -131,3 +131,35 @@ export function startedToolItem(
     status: "in_progress",
   };
 }
+
+/**
+ * A tool that writes a file: the input field naming it, and the change it
+ * makes when nothing more is known (`write`: the whole file, created or
+ * replaced, the provider does not say which).
+ */
+export interface FileTool {
+  pathKey: string;
+  kind: "add" | "update" | "write";
+}
+
+/**
+ * The `file_change` reading of a file tool's call (besides its `tool_call`
+ * item, which keeps the whole input): `null` for any other tool. A call
+ * without a usable path still yields the item, with no entries, so a
+ * consumer can pair it by id with the start that named the file.
+ */
+export function fileChangeItem(
+  tools: Readonly<Record<string, FileTool>>,
+  call: { id: string; name: string; input: unknown; status: ItemStatus | null },
+  kind?: string,
+): AgentItem | null {
+  const tool = Object.hasOwn(tools, call.name) ? tools[call.name] : undefined;
+  if (!tool) return null;
+  const path = asString(asObject(call.input)?.[tool.pathKey]);
+  return {
+    kind: "file_change",
+    id: call.id,
+    changes: path === "" ? [] : [{ path, kind: kind ?? tool.kind }],
+    status: call.status,
+  };
+}

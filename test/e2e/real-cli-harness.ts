@@ -39,6 +39,8 @@ export interface RealRun {
   frames: SseEvent[];
   /** SSE face: the `runner.exit` payload. */
   exit: Record<string, unknown>;
+  /** The session repo the run worked in (removed after the run). */
+  repoDir: string;
   /** Content of `made-by-agent.txt` in the session repo after the run (null: absent). */
   madeFile: string | null;
   model: FakeModel;
@@ -53,12 +55,14 @@ export interface RealRun {
  */
 export async function runRealCli(
   id: ProviderId,
-  script: FakeModelScript,
+  script: FakeModelScript | ((repoDir: string) => FakeModelScript),
   opts: { env?: Record<string, string>; prompt?: string; modelDown?: boolean } = {},
 ): Promise<RealRun> {
-  const model = await startFakeModel(script);
-  if (opts.modelDown) await model.close();
   const home = await mkdtemp(path.join("/var/tmp", "flr-e2e-"));
+  // The session repo the runner will create (FERMILINK_HOME/workspaces/<session>/repo).
+  const repoDir = path.join(home, "workspaces", "e2e", "repo");
+  const model = await startFakeModel(typeof script === "function" ? script(repoDir) : script);
+  if (opts.modelDown) await model.close();
   let server: TestServer | undefined;
   try {
     const upper = id.toUpperCase();
@@ -96,6 +100,7 @@ export async function runRealCli(
       frames,
       exit: last?.event === "runner.exit" ? (JSON.parse(last.data) as Record<string, unknown>) : {},
       madeFile,
+      repoDir,
       model,
       elapsedMs,
     };

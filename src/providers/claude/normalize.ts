@@ -13,6 +13,8 @@ import {
   asNumber,
   asObject,
   asString,
+  type FileTool,
+  fileChangeItem,
   type JsonObject,
   parseJsonObject,
   startedToolItem,
@@ -23,8 +25,25 @@ import {
 /** Claude's shell tool. */
 const SHELL_TOOL = "Bash";
 
-function toolUseItem(block: JsonObject): AgentItem {
-  return startedToolItem(asString(block.id), asString(block.name), SHELL_TOOL, block.input);
+/** Claude Code 2.1's file-writing tools (their input schemas, as sent to the model). */
+const FILE_TOOLS: Readonly<Record<string, FileTool>> = {
+  Write: { pathKey: "file_path", kind: "write" },
+  Edit: { pathKey: "file_path", kind: "update" },
+  MultiEdit: { pathKey: "file_path", kind: "update" },
+  NotebookEdit: { pathKey: "notebook_path", kind: "update" },
+};
+
+function toolUseItems(block: JsonObject): AgentItem[] {
+  const id = asString(block.id);
+  const name = asString(block.name);
+  const change = fileChangeItem(FILE_TOOLS, {
+    id,
+    name,
+    input: block.input,
+    status: "in_progress",
+  });
+  const call = startedToolItem(id, name, SHELL_TOOL, block.input);
+  return change ? [call, change] : [call];
 }
 
 function assistantItems(event: JsonObject): AgentItem[] {
@@ -49,7 +68,7 @@ function assistantItems(event: JsonObject): AgentItem[] {
         return text === "" ? [] : [{ kind: "reasoning", text }];
       }
       case "tool_use":
-        return [toolUseItem(block)];
+        return toolUseItems(block);
       default:
         return [];
     }
@@ -82,11 +101,32 @@ function toolResultItem(block: JsonObject, toolUseResult: JsonObject | null): Ag
   return { kind: "tool_call", id, name: "", inputJson: "", output, status };
 }
 
+/**
+ * The file a Write or Edit result reports (`tool_use_result.filePath`, with
+ * `type` create/update for Write and a `structuredPatch` for both): the
+ * completed change, whose kind the result knows better than the call.
+ */
+function fileResultItem(block: JsonObject, toolUseResult: JsonObject | null): AgentItem | null {
+  const path = asString(toolUseResult?.filePath);
+  const type = asString(toolUseResult?.type);
+  const isWrite = type === "create" || type === "update";
+  if (path === "" || !(isWrite || Array.isArray(toolUseResult?.structuredPatch))) return null;
+  return {
+    kind: "file_change",
+    id: asString(block.tool_use_id),
+    changes: [{ path, kind: type === "create" ? "add" : "update" }],
+    status: block.is_error === true ? "failed" : "completed",
+  };
+}
+
 function userItems(event: JsonObject): AgentItem[] {
   const toolUseResult = asObject(event.tool_use_result);
   return asArray(asObject(event.message)?.content).flatMap((b): AgentItem[] => {
     const block = asObject(b);
-    return block && block.type === "tool_result" ? [toolResultItem(block, toolUseResult)] : [];
+    if (block?.type !== "tool_result") return [];
+    const change = fileResultItem(block, toolUseResult);
+    const result = toolResultItem(block, toolUseResult);
+    return change ? [result, change] : [result];
   });
 }
 

@@ -9,6 +9,8 @@ import {
   asItemStatus,
   asObject,
   asString,
+  type FileTool,
+  fileChangeItem,
   type JsonObject,
   parseJsonObject,
   startedToolItem,
@@ -31,24 +33,33 @@ export function toolNameFromId(toolId: string): string {
   return older?.[1] ?? "";
 }
 
-function toolUseItem(event: JsonObject): AgentItem {
-  return startedToolItem(
-    asString(event.tool_id),
-    asString(event.tool_name),
-    SHELL_TOOL,
-    event.parameters,
-  );
+/** Gemini CLI 0.61's file-writing tools (their declarations, as sent to the model). */
+const FILE_TOOLS: Readonly<Record<string, FileTool>> = {
+  write_file: { pathKey: "file_path", kind: "write" },
+  replace: { pathKey: "file_path", kind: "update" },
+};
+
+function toolUseItems(event: JsonObject): AgentItem[] {
+  const id = asString(event.tool_id);
+  const name = asString(event.tool_name);
+  const call = startedToolItem(id, name, SHELL_TOOL, event.parameters);
+  const input = event.parameters;
+  const change = fileChangeItem(FILE_TOOLS, { id, name, input, status: "in_progress" });
+  return change ? [call, change] : [call];
 }
 
-function toolResultItem(event: JsonObject): AgentItem {
+/** A result names only its tool id: a file tool's change comes without entries, to pair by id. */
+function toolResultItems(event: JsonObject): AgentItem[] {
   const id = asString(event.tool_id);
   const status = asItemStatus(event.status);
   const output = asString(event.output) || asString(asObject(event.error)?.message);
   const name = toolNameFromId(id);
   if (name === SHELL_TOOL) {
-    return { kind: "command", id, command: "", output, exitCode: null, status };
+    return [{ kind: "command", id, command: "", output, exitCode: null, status }];
   }
-  return { kind: "tool_call", id, name, inputJson: "", output, status };
+  const call: AgentItem = { kind: "tool_call", id, name, inputJson: "", output, status };
+  const change = fileChangeItem(FILE_TOOLS, { id, name, input: null, status });
+  return change ? [call, change] : [call];
 }
 
 function resultItems(event: JsonObject): AgentItem[] {
@@ -90,9 +101,9 @@ export function normalizeGeminiLine(line: string): AgentItem[] {
       return text === "" ? [] : [{ kind: "reasoning", text }];
     }
     case "tool_use":
-      return [toolUseItem(event)];
+      return toolUseItems(event);
     case "tool_result":
-      return [toolResultItem(event)];
+      return toolResultItems(event);
     case "error": {
       // Mid-stream errors and warnings; the run's outcome comes with `result`.
       const message = asString(event.message);

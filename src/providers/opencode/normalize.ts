@@ -10,6 +10,8 @@ import {
   asItemStatus,
   asObject,
   asString,
+  type FileTool,
+  fileChangeItem,
   type JsonObject,
   parseJsonObject,
   toInputJson,
@@ -25,6 +27,29 @@ function toolOutput(state: JsonObject | null): string {
   const error = state?.error;
   if (typeof error === "string") return error;
   return asString(asObject(error)?.message);
+}
+
+/** opencode 1.18's file-writing tools (their parameters, as sent to the model). */
+const FILE_TOOLS: Readonly<Record<string, FileTool>> = {
+  write: { pathKey: "filePath", kind: "write" },
+  edit: { pathKey: "filePath", kind: "update" },
+};
+
+/**
+ * A tool line comes once, finished, so its file change is final too; a
+ * `write` tells in its metadata whether the file existed before.
+ */
+function toolItems(part: JsonObject): AgentItem[] {
+  const call = toolItem(part);
+  const state = asObject(part.state);
+  const exists = asObject(state?.metadata)?.exists;
+  const kind =
+    part.tool === "write" && typeof exists === "boolean" ? (exists ? "update" : "add") : undefined;
+  const id = asString(part.callID) || asString(part.id);
+  const name = asString(part.tool);
+  const status = asItemStatus(state?.status);
+  const change = fileChangeItem(FILE_TOOLS, { id, name, input: state?.input, status }, kind);
+  return change ? [call, change] : [call];
 }
 
 function toolItem(part: JsonObject): AgentItem {
@@ -94,7 +119,7 @@ export function normalizeOpencodeLine(line: string): AgentItem[] {
       return text === "" ? [] : [{ kind: "reasoning", text }];
     }
     case "tool_use":
-      return part ? [toolItem(part)] : [];
+      return part ? toolItems(part) : [];
     case "step_finish":
       return part ? stepFinishItems(part) : [];
     case "error":

@@ -1024,7 +1024,8 @@ export type FileChangeEntry = Message<"fermilink.runner.v1.FileChangeEntry"> & {
   path: string;
 
   /**
-   * add, update, delete (or what the provider says).
+   * add, update, delete, or write (the whole file written, where the provider
+   * does not say whether it existed before).
    *
    * @generated from field: string kind = 2;
    */
