@@ -1,4 +1,5 @@
 import { type ChildProcessByStdio, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
 import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
@@ -110,6 +111,15 @@ export async function startSupervisedProcess(
       setPriority(child.pid, opts.niceness);
     } catch {
       // Not permitted or already gone: the provider just keeps the runner's priority.
+    }
+    // A detached child starts its own session and so, with sched_autogroup_enabled, its own
+    // scheduler autogroup: the nice value above then only ranks it inside that group, and the
+    // group competes with the runner's as an equal. The group's own nice value is what yields.
+    // A procfs write, synchronous on purpose (no disk, and it must precede the provider's work).
+    try {
+      writeFileSync(`/proc/${child.pid}/autogroup`, String(opts.niceness));
+    } catch {
+      // No autogroup support (or not permitted): the per-process nice value still applies.
     }
   }
   await new Promise<void>((resolve, reject) => {

@@ -1,5 +1,5 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
@@ -73,6 +73,26 @@ describe("startSupervisedProcess", () => {
     const exit = await p.exited;
     expect(exit.killedByRunner).toBe(true);
     expect(exit.signal).toBe("SIGTERM");
+  });
+
+  it("lowers the provider's priority, and its own scheduler group's where the kernel has one", async () => {
+    const p = await startSupervisedProcess({
+      bin: FAKE_AGENT,
+      args: ["exec", "--json", "--", "#scenario=sleep-1s"],
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      cwd,
+      maxLineBytes: 1 << 20,
+      killGraceMs: 300,
+      niceness: 7,
+    });
+    expect(getPriority(p.pid)).toBe(7);
+    // A detached provider has its own autogroup (setsid); nice inside it alone would not yield.
+    const group = await readFile(`/proc/${p.pid}/autogroup`, "utf8").catch(() => null);
+    if (group !== null) {
+      expect(group).toMatch(/nice 7$/m);
+      expect(group).not.toBe(await readFile("/proc/self/autogroup", "utf8"));
+    }
+    await p.terminate();
   });
 
   it("SIGKILLs a leader that ignores SIGTERM after the grace period", async () => {
