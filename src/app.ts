@@ -9,6 +9,7 @@ import { createLogger, type Logger } from "./log/logger.js";
 import { RunnerMetrics } from "./metrics/metrics.js";
 import { PackageCatalog } from "./packages/package-catalog.js";
 import { reapOrphans } from "./process/reap-orphans.js";
+import { SpawnHelper } from "./process/spawner/spawner.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
 import { checkProviderVersion } from "./providers/version-check.js";
@@ -93,6 +94,8 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     legacy: config.legacyMaxwellLink,
     logger,
   });
+  // Providers are forked by a small helper process, not by the runner (spawner/spawner.ts).
+  const spawnHelper = config.run.spawnHelper ? new SpawnHelper() : null;
   const pipeline = new RunPipeline({
     config,
     logger,
@@ -102,7 +105,10 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     packages,
     prepareWorkspace: (input) =>
       prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES, packages }),
-    startProcess: startSupervisedProcess,
+    startProcess: spawnHelper
+      ? (opts) => startSupervisedProcess(opts, spawnHelper.launch)
+      : startSupervisedProcess,
+    spawnBlocksLoop: spawnHelper === null,
     projectBinDir,
     now: Date.now,
     observer: metrics,
@@ -131,6 +137,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     await server.close(0);
     retention.stop();
     store.close();
+    await spawnHelper?.close();
     throw err;
   }
   logger.info(
@@ -160,6 +167,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
         await metricsServer.close();
         retention.stop();
         store.close();
+        await spawnHelper?.close();
         logger.info("runner stopped");
       })();
       return closing;

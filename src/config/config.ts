@@ -58,6 +58,8 @@ export interface Config {
     shutdownGraceMs: number;
     /** Nice value of provider processes (0 = same priority as the runner). */
     providerNice: number;
+    /** Fork providers from a small helper process instead of the runner (spawner/spawner.ts). */
+    spawnHelper: boolean;
     /** SSE comment written on a stream idle this long, so proxies keep it open; 0 = off. */
     sseHeartbeatMs: number;
   };

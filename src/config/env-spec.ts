@@ -40,6 +40,12 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
       "Nice value of provider processes (0-19; 0 = the runner's priority): the runner stays responsive while many CLIs start.",
   },
   {
+    name: "FERMILINK_RUNNER_SPAWN_HELPER",
+    default: "1",
+    description:
+      "1: providers are forked by a small helper process, so the runner's event loop never blocks on a fork; 0: the runner forks them itself.",
+  },
+  {
     name: "FERMILINK_RUNNER_CORS_ORIGINS",
     default: null,
     description:

@@ -1,8 +1,6 @@
-import { type ChildProcessByStdio, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
-import { setPriority } from "node:os";
 import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
+import { type LaunchedChild, type Launcher, spawnDirect } from "./launch.js";
 import { splitLineBatches } from "./line-splitter.js";
 import { terminateGroup } from "./terminate-group.js";
 
@@ -49,8 +47,6 @@ export interface StartProcessOptions {
   niceness?: number;
 }
 
-type Child = ChildProcessByStdio<null, Readable, Readable>;
-
 async function* tagged(
   stream: Readable,
   name: ProcessLine["stream"],
@@ -91,68 +87,39 @@ async function* merge(sources: AsyncIterator<ProcessLine[]>[]): AsyncGenerator<P
 }
 
 /**
- * Spawn the provider detached (its own process group, spec §10 item 9), with
- * stdin from /dev/null (§10 item 10) and exactly the given env. Rejects with
- * PROVIDER_BINARY_MISSING when the binary cannot be executed.
+ * Start the provider (see launch.ts: detached, stdin from /dev/null, exactly
+ * the given env) and supervise it. Rejects with PROVIDER_BINARY_MISSING when
+ * the binary cannot be executed.
  */
 export async function startSupervisedProcess(
   opts: StartProcessOptions,
+  launch: Launcher = spawnDirect,
 ): Promise<SupervisedProcess> {
-  const child: Child = spawn(opts.bin, opts.args, {
-    cwd: opts.cwd,
-    env: opts.env,
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  if (opts.niceness && child.pid !== undefined) {
-    // Providers yield the CPU to the runner: under a burst of starting CLIs the runner still
-    // answers callers and ops at once. Set right after fork, so grandchildren inherit it.
-    try {
-      setPriority(child.pid, opts.niceness);
-    } catch {
-      // Not permitted or already gone: the provider just keeps the runner's priority.
-    }
-    // A detached child starts its own session and so, with sched_autogroup_enabled, its own
-    // scheduler autogroup: the nice value above then only ranks it inside that group, and the
-    // group competes with the runner's as an equal. The group's own nice value is what yields.
-    // A procfs write, synchronous on purpose (no disk, and it must precede the provider's work).
-    try {
-      writeFileSync(`/proc/${child.pid}/autogroup`, String(opts.niceness));
-    } catch {
-      // No autogroup support (or not permitted): the per-process nice value still applies.
-    }
+  let child: LaunchedChild;
+  try {
+    child = await launch({
+      bin: opts.bin,
+      args: opts.args,
+      env: opts.env,
+      cwd: opts.cwd,
+      niceness: opts.niceness ?? 0,
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new RunnerError(
+      "PROVIDER_BINARY_MISSING",
+      `Could not start the provider CLI ${opts.bin}: ${e.code ?? e.message}.`,
+      { cause: err },
+    );
   }
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      child.off("spawn", onSpawn);
-      reject(
-        new RunnerError(
-          "PROVIDER_BINARY_MISSING",
-          `Could not start the provider CLI ${opts.bin}: ${err.code ?? err.message}.`,
-          { cause: err },
-        ),
-      );
-    };
-    const onSpawn = () => {
-      child.off("error", onError);
-      resolve();
-    };
-    child.once("error", onError);
-    child.once("spawn", onSpawn);
-  });
   const pid = child.pid as number;
   let killedByRunner = false;
   let leaderExited = false;
   let terminating: Promise<void> | undefined;
-  const leaderExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
-    (resolve) => {
-      child.once("exit", (code, signal) => {
-        leaderExited = true;
-        resolve({ code, signal });
-      });
-    },
-  );
-  child.on("error", () => {}); // late errors (e.g. EPIPE) are not fatal to the runner
+  const leaderExit = child.exit.then((r) => {
+    leaderExited = true;
+    return r;
+  });
   const terminate = (): Promise<void> => {
     if (!leaderExited) killedByRunner = true;
     terminating ??= terminateGroup(pid, opts.killGraceMs);

@@ -38,7 +38,14 @@ export interface RunPipelineDeps {
   store: RunStore;
   /** The scientific package registry (requested packages are checked before admission). */
   packages: Pick<PackageCatalog, "checkRequested">;
-  startProcess: typeof startSupervisedProcess;
+  startProcess: (
+    opts: Parameters<typeof startSupervisedProcess>[0],
+  ) => ReturnType<typeof startSupervisedProcess>;
+  /**
+   * True when starting a process forks the runner itself (no spawn helper):
+   * spawns then take turns with the runner's other I/O (spawn-turns.ts).
+   */
+  spawnBlocksLoop?: boolean;
   /** The project's own `node_modules/.bin`, searched for provider CLIs before PATH. */
   projectBinDir: string;
   now: () => number;

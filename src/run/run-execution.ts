@@ -206,7 +206,7 @@ export async function executeRun(
     // reaches its socket first, and spawns take turns with the rest of the runner's I/O.
     preparingRuns -= 1;
     countedPreparing = false;
-    await nextSpawnTurn(() => preparingRuns > 0);
+    if (deps.spawnBlocksLoop !== false) await nextSpawnTurn(() => preparingRuns > 0);
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,

@@ -1,8 +1,10 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
+import { type Launcher, spawnDirect } from "../../../src/process/launch.js";
+import { SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import {
   type ProcessLine,
   startSupervisedProcess,
@@ -18,15 +20,23 @@ afterEach(async () => {
   await rm(cwd, { recursive: true, force: true });
 });
 
+const helper = new SpawnHelper();
+afterAll(() => helper.close());
+/** The launcher of the describe block running now (both run every test). */
+let launcher: Launcher = spawnDirect;
+
 const start = (prompt: string, killGraceMs = 300) =>
-  startSupervisedProcess({
-    bin: FAKE_AGENT,
-    args: ["exec", "--json", "--", prompt],
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
-    cwd,
-    maxLineBytes: 1 << 20,
-    killGraceMs,
-  });
+  startSupervisedProcess(
+    {
+      bin: FAKE_AGENT,
+      args: ["exec", "--json", "--", prompt],
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      cwd,
+      maxLineBytes: 1 << 20,
+      killGraceMs,
+    },
+    launcher,
+  );
 
 async function all(lines: AsyncIterable<ProcessLine>) {
   const out: ProcessLine[] = [];
@@ -43,7 +53,14 @@ async function pidFile(name: string): Promise<number> {
   throw new Error(`no ${name}`);
 }
 
-describe("startSupervisedProcess", () => {
+describe.each([
+  ["forked by the runner", spawnDirect],
+  ["forked by the spawn helper", helper.launch],
+] as const)("startSupervisedProcess, %s", (_name, launch) => {
+  beforeEach(() => {
+    launcher = launch;
+  });
+
   it("streams stdout and stderr lines and passes the exit code through, with stdin from /dev/null", async () => {
     const p = await start("#scenario=stderr-and-exit-3");
     const lines = await all(p.lines());
@@ -76,15 +93,18 @@ describe("startSupervisedProcess", () => {
   });
 
   it("lowers the provider's priority, and its own scheduler group's where the kernel has one", async () => {
-    const p = await startSupervisedProcess({
-      bin: FAKE_AGENT,
-      args: ["exec", "--json", "--", "#scenario=sleep-1s"],
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
-      cwd,
-      maxLineBytes: 1 << 20,
-      killGraceMs: 300,
-      niceness: 7,
-    });
+    const p = await startSupervisedProcess(
+      {
+        bin: FAKE_AGENT,
+        args: ["exec", "--json", "--", "#scenario=sleep-1s"],
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+        cwd,
+        maxLineBytes: 1 << 20,
+        killGraceMs: 300,
+        niceness: 7,
+      },
+      launcher,
+    );
     expect(getPriority(p.pid)).toBe(7);
     // A detached provider has its own autogroup (setsid); nice inside it alone would not yield.
     const group = await readFile(`/proc/${p.pid}/autogroup`, "utf8").catch(() => null);
@@ -134,14 +154,17 @@ describe("startSupervisedProcess", () => {
 
   it("refuses a missing or non-executable binary with PROVIDER_BINARY_MISSING", async () => {
     for (const bin of [path.join(cwd, "nope"), path.join(cwd)]) {
-      const err = await startSupervisedProcess({
-        bin,
-        args: [],
-        env: {},
-        cwd,
-        maxLineBytes: 1024,
-        killGraceMs: 100,
-      }).catch((e: unknown) => e);
+      const err = await startSupervisedProcess(
+        {
+          bin,
+          args: [],
+          env: {},
+          cwd,
+          maxLineBytes: 1024,
+          killGraceMs: 100,
+        },
+        launcher,
+      ).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RunnerError);
       expect((err as RunnerError).code).toBe("PROVIDER_BINARY_MISSING");
     }

@@ -1,0 +1,85 @@
+/**
+ * Starting a provider process, by one of two launchers with the same result:
+ * `spawnDirect` forks the runner itself; `SpawnHelper.launch`
+ * (spawner/spawner.ts) asks a small helper process to fork, so the runner's
+ * event loop never blocks on process creation. Either way the child is
+ * detached (its own session and process group, spec §10 item 9), has stdin
+ * from /dev/null (§10 item 10), exactly the given env, and its stdout and
+ * stderr pipes are read by the runner directly.
+ */
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { setPriority } from "node:os";
+import type { Readable } from "node:stream";
+
+export interface LaunchOptions {
+  bin: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+  /** Nice value for the provider and its own scheduler autogroup (0 = the runner's priority). */
+  niceness: number;
+}
+
+export interface LaunchedChild {
+  pid: number;
+  stdout: Readable;
+  stderr: Readable;
+  /** Resolves once the leader exited and was reaped. Never rejects. */
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Rejects with the spawn error (an `ErrnoException`: ENOENT, EACCES, ...) when the binary cannot run. */
+export type Launcher = (opts: LaunchOptions) => Promise<LaunchedChild>;
+
+/**
+ * Providers yield the CPU to the runner: under a burst of starting CLIs the
+ * runner still answers callers and ops at once. Set right after fork, so
+ * grandchildren inherit it. A detached child starts its own session and so,
+ * with sched_autogroup_enabled, its own scheduler autogroup, where a nice
+ * value only ranks it inside the group; the group's own nice value is what
+ * yields to the runner. (spawner-child.mjs does the same.)
+ */
+export function yieldCpu(pid: number, niceness: number): void {
+  try {
+    setPriority(pid, niceness);
+  } catch {
+    // Not permitted or already gone: the provider just keeps the runner's priority.
+  }
+  try {
+    // A procfs write: synchronous on purpose (no disk, and it must precede the provider's work).
+    writeFileSync(`/proc/${pid}/autogroup`, String(niceness));
+  } catch {
+    // No autogroup support (or not permitted): the per-process nice value still applies.
+  }
+}
+
+/** Fork the runner itself (blocks its event loop for the fork; see spawn-turns.ts). */
+export const spawnDirect: Launcher = async (opts) => {
+  const child = spawn(opts.bin, opts.args, {
+    cwd: opts.cwd,
+    env: opts.env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  if (opts.niceness > 0 && child.pid !== undefined) yieldCpu(child.pid, opts.niceness);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => {
+      child.off("spawn", onSpawn);
+      reject(err);
+    };
+    const onSpawn = () => {
+      child.off("error", onError);
+      resolve();
+    };
+    child.once("error", onError);
+    child.once("spawn", onSpawn);
+  });
+  child.on("error", () => {}); // late errors (e.g. EPIPE) are not fatal to the runner
+  return {
+    pid: child.pid as number,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    exit: new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal }))),
+  };
+};

@@ -1,0 +1,85 @@
+/**
+ * The spawn helper: a small node process that forks the providers for the
+ * runner, so the runner's own (large) process never forks and its event loop
+ * never blocks on process creation. Plain JavaScript on purpose: it runs on
+ * bare node, without the TypeScript loader, to stay small (a fork copies the
+ * page tables of the process that forks).
+ *
+ * Protocol (IPC, see spawner-protocol.ts): the runner sends `spawn`; the
+ * helper answers `spawned` twice, once with the child's stdout pipe and once
+ * with its stderr pipe as the sent handle (the runner reads them directly,
+ * nothing is relayed), or `error`; then `exit` when the child is reaped. When
+ * the runner goes away (IPC disconnect) every group it started is SIGKILLed.
+ */
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { setPriority } from "node:os";
+
+/** Live children by their pid (= process group id: each is detached). */
+const live = new Set();
+
+/** Lower a provider's priority and its own autogroup's (see supervised-process.ts). */
+function yieldCpu(pid, niceness) {
+  try {
+    setPriority(pid, niceness);
+  } catch {
+    // Not permitted or already gone.
+  }
+  try {
+    writeFileSync(`/proc/${pid}/autogroup`, String(niceness));
+  } catch {
+    // No autogroup support.
+  }
+}
+
+function start(msg) {
+  const { id, bin, args, env, cwd, niceness } = msg;
+  let child;
+  try {
+    child = spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  } catch (err) {
+    process.send({ type: "error", id, code: err.code ?? "", message: err.message });
+    return;
+  }
+  if (niceness > 0 && child.pid !== undefined) yieldCpu(child.pid, niceness);
+  // The pipes are the runner's: this process must never read from them (a socket starts
+  // reading at once, and what it read would stay here), and must not let ChildProcess drain or
+  // close them when the child exits while their handles still wait in the IPC send queue (each
+  // handle waits for the runner's acknowledgement of the one before).
+  const pipes = [child.stdout, child.stderr];
+  for (const pipe of pipes) {
+    pipe.pause();
+    pipe._handle?.readStop();
+  }
+  child.stdio[1] = null;
+  child.stdio[2] = null;
+  child.once("error", (err) => {
+    process.send({ type: "error", id, code: err.code ?? "", message: err.message });
+  });
+  child.once("spawn", () => {
+    const pid = child.pid;
+    live.add(pid);
+    child.once("exit", (code, signal) => {
+      live.delete(pid);
+      process.send({ type: "exit", id, code, signal });
+    });
+    // keepOpen false: this process's copies of the pipes close once they are sent.
+    process.send({ type: "spawned", id, pid, stream: "stdout" }, pipes[0]);
+    process.send({ type: "spawned", id, pid, stream: "stderr" }, pipes[1]);
+  });
+}
+
+process.on("message", (msg) => {
+  if (msg && msg.type === "spawn") start(msg);
+});
+
+process.on("disconnect", () => {
+  for (const pid of live) {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+  process.exit(0);
+});

@@ -1,0 +1,164 @@
+/**
+ * The runner's side of the spawn helper (spawner-child.mjs). A fork copies
+ * the page tables of the process that forks and blocks its event loop
+ * meanwhile: for the runner, with its heap and SQLite, that is several
+ * milliseconds per provider, tens under load, during which no caller, ops
+ * request or 429 is answered. The helper is a bare node process started once
+ * (lazily), so forks happen there and the runner only exchanges two small IPC
+ * messages per run. The child's pipes come back as IPC handles: the runner
+ * reads them itself, nothing is relayed.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import type { Socket } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { LaunchedChild, LaunchOptions } from "../launch.js";
+import type { SpawnerMessage, SpawnRequest } from "./spawner-protocol.js";
+
+const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), "spawner-child.mjs");
+
+type ExitInfo = Awaited<LaunchedChild["exit"]>;
+
+interface Starting {
+  resolve(child: LaunchedChild): void;
+  reject(err: Error): void;
+  pid?: number;
+  stdout?: Socket;
+  stderr?: Socket;
+  exit: Promise<ExitInfo>;
+  onExit(info: ExitInfo): void;
+}
+
+/** A spawn error as the direct spawn() reports it (code ENOENT, EACCES, ...). */
+function spawnError(code: string, message: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(message);
+  if (code !== "") err.code = code;
+  return err;
+}
+
+export class SpawnHelper {
+  private helper: ChildProcess | null = null;
+  private nextId = 1;
+  /** Every child from its request until its exit message. */
+  private readonly children = new Map<number, Starting>();
+
+  /** The helper's pid while one runs (for diagnostics and tests). */
+  get helperPid(): number | null {
+    return this.helper?.pid ?? null;
+  }
+
+  /** Start one provider through the helper (forking the helper first if none runs). */
+  launch = (opts: LaunchOptions): Promise<LaunchedChild> => {
+    const helper = this.helper ?? this.startHelper();
+    const id = this.nextId++;
+    return new Promise<LaunchedChild>((resolve, reject) => {
+      let onExit: (info: ExitInfo) => void = () => {};
+      const exit = new Promise<ExitInfo>((r) => {
+        onExit = r;
+      });
+      this.children.set(id, { resolve, reject, exit, onExit });
+      const request: SpawnRequest = { type: "spawn", id, ...opts };
+      helper.send(request, (err: Error | null) => {
+        if (err) this.fail(id, spawnError("", `The spawn helper is not reachable: ${err.message}`));
+      });
+    });
+  };
+
+  /** Stop the helper; it SIGKILLs any group it still runs (the runner terminates its runs first). */
+  async close(): Promise<void> {
+    const helper = this.helper;
+    if (!helper || helper.exitCode !== null || helper.signalCode !== null) return;
+    const gone = new Promise<void>((r) => helper.once("exit", () => r()));
+    helper.disconnect();
+    await gone;
+  }
+
+  private startHelper(): ChildProcess {
+    const helper = fork(HELPER, [], {
+      // Bare node: no TypeScript loader, profiler or inspector flags of the runner.
+      execArgv: [],
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    // The helper never keeps the runner alive; live runs hold their own pipes.
+    helper.unref();
+    (helper.channel as { unref?: () => void } | undefined)?.unref?.();
+    helper.on("message", (msg: SpawnerMessage, handle?: Socket) => this.onMessage(msg, handle));
+    helper.on("error", () => {}); // reported through "exit"
+    helper.once("exit", () => this.onHelperGone(helper));
+    this.helper = helper;
+    return helper;
+  }
+
+  private onMessage(msg: SpawnerMessage, handle?: Socket): void {
+    const child = this.children.get(msg.id);
+    if (!child) {
+      handle?.destroy();
+      return;
+    }
+    if (msg.type === "error") {
+      this.fail(msg.id, spawnError(msg.code, msg.message));
+    } else if (msg.type === "spawned") {
+      child.pid = msg.pid;
+      if (!handle) {
+        // Node sends the message without its handle when the pipe closed before its turn.
+        this.killGroup(msg.pid);
+        this.fail(
+          msg.id,
+          spawnError("", "The provider's output pipe was lost in the spawn helper."),
+        );
+        return;
+      }
+      if (msg.stream === "stdout") child.stdout = handle;
+      else child.stderr = handle;
+      if (child.stdout && child.stderr) {
+        child.resolve({
+          pid: msg.pid,
+          stdout: child.stdout,
+          stderr: child.stderr,
+          exit: child.exit,
+        });
+      }
+    } else {
+      this.children.delete(msg.id);
+      child.onExit({ code: msg.code, signal: msg.signal });
+    }
+  }
+
+  private killGroup(pid: number): void {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+
+  private fail(id: number, err: Error): void {
+    const child = this.children.get(id);
+    if (!child) return;
+    this.children.delete(id);
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    child.reject(err);
+    child.onExit({ code: null, signal: null });
+  }
+
+  /**
+   * The helper died (it is only killed with the runner, so this is a crash):
+   * runs still starting fail; children it started may live on, detached, so
+   * their groups are killed and their exit reported as SIGKILL. The next
+   * launch starts a new helper.
+   */
+  private onHelperGone(helper: ChildProcess): void {
+    if (this.helper === helper) this.helper = null;
+    for (const [id, child] of this.children) {
+      if (child.pid === undefined || !(child.stdout && child.stderr)) {
+        this.fail(id, spawnError("", "The spawn helper exited before the provider started."));
+        continue;
+      }
+      this.killGroup(child.pid);
+      this.children.delete(id);
+      child.onExit({ code: null, signal: "SIGKILL" });
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/** The spawn helper with real processes: who forks, and what happens when either side dies. */
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SpawnHelper } from "../../../src/process/spawner/spawner.js";
+import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
+import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
+import { FAKE_AGENT } from "../../helpers/start-server.js";
+
+let cwd: string;
+let helper: SpawnHelper;
+beforeEach(async () => {
+  cwd = await mkdtemp(path.join(tmpdir(), "flr-spawner-"));
+  helper = new SpawnHelper();
+});
+afterEach(async () => {
+  await helper.close();
+  await rm(cwd, { recursive: true, force: true });
+});
+
+const parentOf = (pid: number) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+};
+
+const start = (prompt: string) =>
+  startSupervisedProcess(
+    {
+      bin: FAKE_AGENT,
+      args: ["exec", "--json", "--", prompt],
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      cwd,
+      maxLineBytes: 1 << 20,
+      killGraceMs: 300,
+    },
+    helper.launch,
+  );
+
+describe("SpawnHelper", () => {
+  it("forks providers in the helper, not in the runner, and hands their pipes over", async () => {
+    const p = await start("#scenario=sleep-1s");
+    const helperPid = helper.helperPid;
+    expect(helperPid).not.toBeNull();
+    expect(parentOf(p.pid)).toBe(helperPid);
+    expect(parentOf(helperPid as number)).toBe(process.pid);
+    const lines: string[] = [];
+    for await (const l of p.lines()) lines.push(l.text);
+    expect(lines.length).toBeGreaterThan(0);
+    expect((await p.exited).code).toBe(0);
+    // One helper serves every run.
+    const q = await start("#scenario=bench-one-line");
+    for await (const _ of q.lines());
+    expect(parentOf(helperPid as number)).toBe(process.pid);
+    expect(helper.helperPid).toBe(helperPid);
+  });
+
+  it("when the helper dies, its runs end as SIGKILLed with their groups gone, and the next run gets a new helper", async () => {
+    const p = await start("#scenario=grandchild");
+    const first = helper.helperPid as number;
+    process.kill(first, "SIGKILL");
+    const exit = await p.exited;
+    expect(exit.signal).toBe("SIGKILL");
+    await waitUntilGone([p.pid], 5000);
+    const q = await start("#scenario=bench-one-line");
+    for await (const _ of q.lines());
+    expect((await q.exited).code).toBe(0);
+    expect(helper.helperPid).not.toBe(first);
+  });
+
+  it("closing the helper (the runner going away) kills the groups it still runs", async () => {
+    const p = await start("#scenario=slow");
+    expect(isAlive(p.pid)).toBe(true);
+    const helperPid = helper.helperPid as number;
+    await helper.close();
+    await waitUntilGone([p.pid, helperPid], 5000);
+    expect((await p.exited).signal).toBe("SIGKILL");
+  });
+
+  it("reports a binary that cannot run as the spawn error", async () => {
+    const err = await helper
+      .launch({ bin: path.join(cwd, "missing"), args: [], env: {}, cwd, niceness: 0 })
+      .catch((e: NodeJS.ErrnoException) => e);
+    expect((err as NodeJS.ErrnoException).code).toBe("ENOENT");
+  });
+});
+
+describe("SpawnHelper under a burst", () => {
+  it("loses no output of children that print at once and exit before their pipes are handed over", async () => {
+    const runs = await Promise.all(
+      Array.from({ length: 60 }, async () => {
+        const child = await helper.launch({
+          bin: "/bin/sh",
+          args: ["-c", "seq 1 5000; seq 1 100 >&2"],
+          env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+          cwd,
+          niceness: 0,
+        });
+        let out = "";
+        let err = "";
+        child.stdout.setEncoding("utf8").on("data", (d: string) => {
+          out += d;
+        });
+        child.stderr.setEncoding("utf8").on("data", (d: string) => {
+          err += d;
+        });
+        await Promise.all([
+          new Promise((r) => child.stdout.once("end", r)),
+          new Promise((r) => child.stderr.once("end", r)),
+        ]);
+        return { out, err, exit: await child.exit };
+      }),
+    );
+    const seq = (n: number) => `${Array.from({ length: n }, (_, i) => i + 1).join("\n")}\n`;
+    for (const r of runs) {
+      expect(r.exit.code).toBe(0);
+      expect(r.out).toBe(seq(5000));
+      expect(r.err).toBe(seq(100));
+    }
+  });
+});
