@@ -30,7 +30,7 @@ afterEach(async () => {
 });
 
 /** `npm start`'s command as a real server process on a random port; resolves with its port. */
-async function startServer(): Promise<{
+async function startServer(env: Record<string, string> = {}): Promise<{
   proc: ChildProcess;
   port: number;
   exited: Promise<unknown>;
@@ -46,6 +46,7 @@ async function startServer(): Promise<{
       FERMILINK_RUNNER_METRICS_PORT: "0",
       FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
       FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+      ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -64,31 +65,40 @@ async function startServer(): Promise<{
   throw new Error(`server did not start: ${out}`);
 }
 
+/** Start a detached run that leaves a grandchild, read a few events, then kill -9 the server. */
+async function crashMidRun(env: Record<string, string>) {
+  const first = await startServer(env);
+  const res = await fetch(`http://127.0.0.1:${first.port}/run`, {
+    method: "POST",
+    body: JSON.stringify({
+      session_id: "crash",
+      user_prompt: "#scenario=grandchild",
+      detach: true,
+    }),
+  });
+  let runId = "";
+  let agentFrames = 0;
+  for await (const ev of parseSse(res.body as ReadableStream<Uint8Array>)) {
+    if (ev.event === "meta") runId = JSON.parse(ev.data).run_id;
+    if (ev.event === "agent" && ++agentFrames === 3) break;
+  }
+  const repo = path.join(home, "workspaces", "crash", "repo", ".fake-agent");
+  const provider = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"))
+    .pid as number;
+  const grandchild = Number(await readFile(path.join(repo, "grandchild.pid"), "utf8"));
+  // Let a batch of ticks reach the store, then kill the server without any chance to clean up.
+  await new Promise((r) => setTimeout(r, 300));
+  first.proc.kill("SIGKILL");
+  await first.exited;
+  return { runId, provider, grandchild };
+}
+
 describe("restart safety", () => {
   it("after kill -9 mid-run, a restart reports the run interrupted, keeps its events and leaves no provider", async () => {
-    const first = await startServer();
-    const res = await fetch(`http://127.0.0.1:${first.port}/run`, {
-      method: "POST",
-      body: JSON.stringify({
-        session_id: "crash",
-        user_prompt: "#scenario=grandchild",
-        detach: true,
-      }),
+    // Without the spawn helper the providers outlive the crash: the restart must find them.
+    const { runId, provider, grandchild } = await crashMidRun({
+      FERMILINK_RUNNER_SPAWN_HELPER: "0",
     });
-    let runId = "";
-    let agentFrames = 0;
-    for await (const ev of parseSse(res.body as ReadableStream<Uint8Array>)) {
-      if (ev.event === "meta") runId = JSON.parse(ev.data).run_id;
-      if (ev.event === "agent" && ++agentFrames === 3) break;
-    }
-    const repo = path.join(home, "workspaces", "crash", "repo", ".fake-agent");
-    const provider = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"))
-      .pid as number;
-    const grandchild = Number(await readFile(path.join(repo, "grandchild.pid"), "utf8"));
-    // Let a batch of ticks reach the store, then kill the server without any chance to clean up.
-    await new Promise((r) => setTimeout(r, 300));
-    first.proc.kill("SIGKILL");
-    await first.exited;
     expect(isAlive(provider)).toBe(true);
     expect(isAlive(grandchild)).toBe(true);
 
@@ -111,6 +121,11 @@ describe("restart safety", () => {
 
     second.proc.kill("SIGTERM");
     expect(await second.exited).toBe(0);
+  });
+
+  it("with the spawn helper, kill -9 of the runner ends its providers at once, before any restart", async () => {
+    const { provider, grandchild } = await crashMidRun({});
+    await waitUntilGone([provider, grandchild], 5000);
   });
 
   it("refuses to start a second runner on the same run store", async () => {
