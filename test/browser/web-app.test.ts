@@ -8,7 +8,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { chromiumAvailable, launchChromium } from "../helpers/browser.js";
 import { writePackageRoot } from "../helpers/package-tree.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 // In CI the browser is installed by .ci/run: missing it there is a failure, not a skip.
 const run = chromiumAvailable || process.env.CI ? describe : describe.skip;
@@ -94,6 +94,21 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     expect(await exit.getAttribute("data-reason")).toBe("completed");
     expect(await page.locator(".ev-message").count()).toBeGreaterThanOrEqual(80);
     await page.screenshot({ path: path.join(ARTIFACTS, "web-app-reattach.png"), fullPage: true });
+    await page.close();
+  });
+
+  it("shows a final result that repeats the last message once (claude's stream-json)", async () => {
+    server = await startTestServer({
+      FERMILINK_AGENT_PROVIDER: "claude",
+      FERMILINK_CLAUDE_BIN: FAKE_AGENT,
+    });
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "#scenario=claude-final-result");
+    await page.click("#start");
+    const exit = page.locator(".ev-exit");
+    await exit.waitFor();
+    expect(await exit.getAttribute("data-ok")).toBe("true");
+    expect(await page.locator(".ev-message").allTextContents()).toEqual(["All done."]);
     await page.close();
   });
 

@@ -44,6 +44,8 @@ const STATUS_TEXT: Partial<Record<ItemStatus, string>> = {
 export class EventView {
   private readonly byItemId = new Map<string, HTMLElement>();
   private lastMessage: HTMLElement | null = null;
+  /** The last assistant message (with its deltas) or error, to recognise a result repeating it. */
+  private lastText = "";
 
   constructor(private readonly root: HTMLElement) {}
 
@@ -51,6 +53,7 @@ export class EventView {
     this.root.replaceChildren();
     this.byItemId.clear();
     this.lastMessage = null;
+    this.lastText = "";
   }
 
   add(event: RunEvent): void {
@@ -110,10 +113,12 @@ export class EventView {
       case "message": {
         if (k.value.delta && this.lastMessage) {
           this.lastMessage.textContent += k.value.text;
+          this.lastText += k.value.text;
           return;
         }
         this.lastMessage = el("ev-message", k.value.text);
         this.append(this.lastMessage);
+        this.lastText = k.value.text;
         return;
       }
       case "reasoning":
@@ -158,9 +163,13 @@ export class EventView {
       }
       case "error":
         this.append(el("ev-error", `Error: ${k.value.message}`));
+        this.lastText = k.value.message;
         return;
       case "result":
-        if (k.value.text) this.append(el("ev-message", k.value.text));
+        // claude, gemini and codex repeat the last message (or error) as the turn's result.
+        if (k.value.text && k.value.text.trim() !== this.lastText.trim()) {
+          this.append(el("ev-message", k.value.text));
+        }
         return;
       case undefined:
         return;
