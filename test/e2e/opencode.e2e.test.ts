@@ -63,3 +63,23 @@ describe.skipIf(!haveCli("opencode"))("real opencode on a failing endpoint", () 
     60_000,
   );
 });
+
+describe.skipIf(!haveCli("opencode"))("real opencode on a stalled model stream", () => {
+  // A stream that sends headers and then nothing: opencode's own chunk timeout is 30 s (then one
+  // retry); the runner's idle timer, set above opencode's silent start-up, ends it sooner.
+  it("is ended by the runner's idle timer, as killed by the runner", async () => {
+    const run = await runRealCli(
+      "opencode",
+      { mode: "hang" },
+      { env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "25" } },
+    );
+    expect(run.exit).toMatchObject({ reason: "timeout", succeeded: false, killed_by_runner: true });
+    expect(String(run.exit.message)).toContain("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS=25");
+    // It was hanging in the conversation call (tools offered), not still starting up.
+    const calls = run.model.requests.filter(
+      (r) => r.path === "/v1/chat/completions" && JSON.stringify(r.body).includes('"tools"'),
+    );
+    expect(calls.length).toBeGreaterThan(0);
+    expect(run.elapsedMs).toBeLessThan(45_000);
+  }, 60_000);
+});
