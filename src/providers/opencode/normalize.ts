@@ -36,34 +36,36 @@ const FILE_TOOLS: Readonly<Record<string, FileTool>> = {
 };
 
 /**
- * A tool line comes once, finished, so its file change is final too; a
- * `write` tells in its metadata whether the file existed before.
+ * One `tool_use` line: the call (a shell command or another tool) and, for a
+ * file-writing tool, its change. The line comes once, finished, so the change
+ * is final too; a `write` tells in its metadata whether the file existed.
  */
 function toolItems(part: JsonObject): AgentItem[] {
-  const call = toolItem(part);
-  const state = asObject(part.state);
-  const exists = asObject(state?.metadata)?.exists;
-  const kind =
-    part.tool === "write" && typeof exists === "boolean" ? (exists ? "update" : "add") : undefined;
-  const id = asString(part.callID) || asString(part.id);
-  const name = asString(part.tool);
-  const status = asItemStatus(state?.status);
-  const change = fileChangeItem(FILE_TOOLS, { id, name, input: state?.input, status }, kind);
-  return change ? [call, change] : [call];
-}
-
-function toolItem(part: JsonObject): AgentItem {
   const id = asString(part.callID) || asString(part.id);
   const state = asObject(part.state);
+  const metadata = asObject(state?.metadata);
   const status = asItemStatus(state?.status);
   const output = toolOutput(state);
   const name = asString(part.tool);
+  const input = state?.input;
   if (name === SHELL_TOOL) {
-    const command = asString(asObject(state?.input)?.command);
-    const exitCode = asExitCode(asObject(state?.metadata)?.exit);
-    return { kind: "command", id, command, output, exitCode, status };
+    const command = asString(asObject(input)?.command);
+    const exitCode = asExitCode(metadata?.exit);
+    return [{ kind: "command", id, command, output, exitCode, status }];
   }
-  return { kind: "tool_call", id, name, inputJson: toInputJson(state?.input), output, status };
+  const call: AgentItem = {
+    kind: "tool_call",
+    id,
+    name,
+    inputJson: toInputJson(input),
+    output,
+    status,
+  };
+  const exists = metadata?.exists;
+  const kind =
+    name === "write" && typeof exists === "boolean" ? (exists ? "update" : "add") : undefined;
+  const change = fileChangeItem(FILE_TOOLS, { id, name, input, status }, kind);
+  return change ? [call, change] : [call];
 }
 
 /** Finish reasons that end the run (AI SDK `finishReason`); `tool-calls` means another step follows. */
