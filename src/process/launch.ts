@@ -8,9 +8,8 @@
  * stderr pipes are read by the runner directly.
  */
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
-import { setPriority } from "node:os";
 import type { Readable } from "node:stream";
+import { yieldCpu } from "./yield-cpu.mjs";
 
 export interface LaunchOptions {
   bin: string;
@@ -31,28 +30,6 @@ export interface LaunchedChild {
 
 /** Rejects with the spawn error (an `ErrnoException`: ENOENT, EACCES, ...) when the binary cannot run. */
 export type Launcher = (opts: LaunchOptions) => Promise<LaunchedChild>;
-
-/**
- * Providers yield the CPU to the runner: under a burst of starting CLIs the
- * runner still answers callers and ops at once. Set right after fork, so
- * grandchildren inherit it. A detached child starts its own session and so,
- * with sched_autogroup_enabled, its own scheduler autogroup, where a nice
- * value only ranks it inside the group; the group's own nice value is what
- * yields to the runner. (spawner-child.mjs does the same.)
- */
-export function yieldCpu(pid: number, niceness: number): void {
-  try {
-    setPriority(pid, niceness);
-  } catch {
-    // Not permitted or already gone: the provider just keeps the runner's priority.
-  }
-  try {
-    // A procfs write: synchronous on purpose (no disk, and it must precede the provider's work).
-    writeFileSync(`/proc/${pid}/autogroup`, String(niceness));
-  } catch {
-    // No autogroup support (or not permitted): the per-process nice value still applies.
-  }
-}
 
 /** Fork the runner itself (blocks its event loop for the fork; see spawn-turns.ts). */
 export const spawnDirect: Launcher = async (opts) => {

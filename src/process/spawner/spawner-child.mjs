@@ -12,25 +12,10 @@
  * the runner goes away (IPC disconnect) every group it started is SIGKILLed.
  */
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
-import { setPriority } from "node:os";
+import { yieldCpu } from "../yield-cpu.mjs";
 
 /** Live children by their pid (= process group id: each is detached). */
 const live = new Set();
-
-/** Lower a provider's priority and its own autogroup's (see supervised-process.ts). */
-function yieldCpu(pid, niceness) {
-  try {
-    setPriority(pid, niceness);
-  } catch {
-    // Not permitted or already gone.
-  }
-  try {
-    writeFileSync(`/proc/${pid}/autogroup`, String(niceness));
-  } catch {
-    // No autogroup support.
-  }
-}
 
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
