@@ -108,7 +108,6 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     startProcess: spawnHelper
       ? (opts) => startSupervisedProcess(opts, spawnHelper.launch)
       : startSupervisedProcess,
-    spawnBlocksLoop: spawnHelper === null,
     projectBinDir,
     now: Date.now,
     observer: metrics,

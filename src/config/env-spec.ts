@@ -35,9 +35,9 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
   },
   {
     name: "FERMILINK_RUNNER_PROVIDER_NICE",
-    default: "10",
+    default: "19",
     description:
-      "Nice value of provider processes (0-19; 0 = the runner's priority): the runner stays responsive while many CLIs start.",
+      "Nice value of provider processes and their scheduler autogroups (0-19; 0 = the runner's priority): the runner stays responsive while many CLIs run.",
   },
   {
     name: "FERMILINK_RUNNER_SPAWN_HELPER",

@@ -1,4 +1,4 @@
-import { stat } from "node:fs/promises";
+import { statSync } from "node:fs";
 import path from "node:path";
 import { writeJsonAtomic } from "./atomic-json.js";
 import { type PackageMeta, REGISTRY_FILENAME, type Registry, registryToJson } from "./registry.js";
@@ -31,7 +31,7 @@ export async function planLegacyBootstrap(
   legacy: LegacyMaxwellLink,
   now: Date,
 ): Promise<Registry | null> {
-  const st = await stat(legacy.root).catch(() => null);
+  const st = statSync(legacy.root, { throwIfNoEntry: false });
   if (!st?.isDirectory()) return null;
   const root = path.resolve(legacy.root);
   const wanted = legacyFields(root);

@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { tryNormalizePackageId } from "./package-id.js";
 
@@ -62,11 +62,16 @@ function isPlainName(name: unknown): name is string {
   );
 }
 
-/** Read the previous manifest; a missing, corrupt or foreign file counts as none. */
+/**
+ * Read the previous manifest; a missing, corrupt or foreign file counts as
+ * none. Synchronous: one small local file, read before a run's workspace is
+ * written (through the thread pool it would wait for a whole burst of
+ * arriving requests to be parsed first).
+ */
 export async function readManifest(sessionDir: string): Promise<PreviousManifest | null> {
   let payload: unknown;
   try {
-    payload = JSON.parse(await readFile(manifestPath(sessionDir), "utf8"));
+    payload = JSON.parse(readFileSync(manifestPath(sessionDir), "utf8"));
   } catch {
     return null;
   }

@@ -1,4 +1,4 @@
-import { stat } from "node:fs/promises";
+import { statSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "../log/logger.js";
 import {
@@ -43,11 +43,17 @@ export interface PackageListing {
   updatedAt: string;
 }
 
+/** A session's resolved package, ready to be overlaid into its repo. */
+export interface SessionPackage {
+  id: string;
+  apply(opts: { repoDir: string; createdRepo: boolean }): Promise<PackageOverlaySummary>;
+}
+
 const str = (v: unknown): string => (typeof v === "string" ? v : "");
 
 /**
  * The scientific package registry as the runner sees it: reads are
- * asynchronous and cached by file identity (a request costs one `stat`),
+ * cached by file identity (a request costs one synchronous `stat`),
  * the only write (the legacy bootstrap) is serialised in-process and atomic,
  * and a corrupt registry is reported, never overwritten.
  */
@@ -93,15 +99,15 @@ export class PackageCatalog {
   }
 
   /**
-   * Resolve the session's package (spec §5.3) and overlay it into the repo;
-   * null (and no overlay) when the session gets none. Runs under the session lock.
+   * The package the session runs with (spec §5.3), read-only, or null when
+   * it gets none; `apply` overlays it into the repo. Runs under the session
+   * lock, before the workspace is written: a session without a package is
+   * then written in one go.
    */
-  async overlayForSession(opts: {
+  async resolveForSession(opts: {
     sessionDir: string;
-    repoDir: string;
     requested: string | null;
-    createdRepo: boolean;
-  }): Promise<PackageOverlaySummary | null> {
+  }): Promise<SessionPackage | null> {
     const registry = await this.registry();
     const previous = await readManifest(opts.sessionDir);
     const resolved = await resolveSessionPackage({
@@ -111,16 +117,21 @@ export class PackageCatalog {
       envActive: this.opts.envActive,
     });
     if (!resolved) return null;
-    const input: OverlayInput = {
-      sessionDir: opts.sessionDir,
-      repoDir: opts.repoDir,
-      packageId: resolved.id,
-      meta: resolved.meta,
-      packages: registry.packages,
-      allowReplaceExisting: opts.createdRepo,
-      now: this.now(),
+    return {
+      id: resolved.id,
+      apply: ({ repoDir, createdRepo }) => {
+        const input: OverlayInput = {
+          sessionDir: opts.sessionDir,
+          repoDir,
+          packageId: resolved.id,
+          meta: resolved.meta,
+          packages: registry.packages,
+          allowReplaceExisting: createdRepo,
+          now: this.now(),
+        };
+        return overlayPackage(input);
+      },
     };
-    return overlayPackage(input);
   }
 
   /** Every registered package, sorted by id, for clients to offer. */
@@ -168,7 +179,8 @@ export class PackageCatalog {
 
   private async read(): Promise<Registry> {
     const file = path.join(this.opts.scipkgRoot, REGISTRY_FILENAME);
-    const st = await stat(file).catch(() => null);
+    // Synchronous for the reason readManifest gives; the file itself is read only when it changed.
+    const st = statSync(file, { throwIfNoEntry: false });
     const key = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : "absent";
     if (this.cached?.key === key) return this.cached.registry;
     const registry = await readRegistryFile(this.opts.scipkgRoot);

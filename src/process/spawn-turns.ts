@@ -1,11 +1,14 @@
 /**
- * spawn() forks the runner, which blocks its event loop for tens of
- * milliseconds (more as the heap grows). Under a burst of new runs, spawning
- * them back to back would hold every other caller's first bytes (and ops
- * answers) behind all the forks. Spawns therefore take turns: one per
- * event-loop iteration, and while other runs are still preparing their
- * workspace (about to send their first event) a spawn waits for them, up to
- * a bound, so first bytes go out before process creation.
+ * Starting a provider costs CPU the runner needs for the runs still
+ * preparing: without the spawn helper, spawn() forks the runner and blocks
+ * its event loop for milliseconds; with it, the helper's fork and the new
+ * CLI's start-up (a node CLI burns 100 ms of CPU or more) compete for the
+ * same cores. Under a burst of new runs, starting providers as soon as each
+ * run is ready would hold every later caller's first byte (and ops answers)
+ * behind them. Spawns therefore take turns: one per event-loop iteration,
+ * and while other runs are still preparing their workspace (about to send
+ * their first event) a spawn waits for them, up to a bound, so first bytes
+ * go out before process creation.
  */
 let lastTurn: Promise<void> = Promise.resolve();
 

@@ -1,11 +1,12 @@
 /**
  * Finding a provider CLI (spec §6.1). The only module of `providers/` that
- * touches the file system; it uses `fs.promises` so a lookup never blocks the
- * event loop. It runs at start-up and again for every run, because the
- * policy file may switch provider at any time (spec §10 item 21).
+ * touches the file system. It runs at start-up and again for every run,
+ * because the policy file may switch provider at any time (spec §10 item 21).
+ * Its two metadata calls per candidate are synchronous on purpose: each takes
+ * microseconds, where the thread pool would queue them behind a burst's
+ * workspace writes and hold the request (and its 429) for as long.
  */
-import { constants } from "node:fs";
-import { access, stat } from "node:fs/promises";
+import { accessSync, constants, statSync } from "node:fs";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import type { ProviderAdapter } from "./provider-adapter.js";
@@ -19,15 +20,12 @@ export interface ResolveBinaryOptions {
 }
 
 /** Why one candidate was refused, for the error message. */
-async function whyNotExecutable(file: string): Promise<string | null> {
+function whyNotExecutable(file: string): string | null {
+  const info = statSync(file, { throwIfNoEntry: false });
+  if (!info) return "missing";
+  if (!info.isFile()) return "not a file";
   try {
-    const info = await stat(file);
-    if (!info.isFile()) return "not a file";
-  } catch {
-    return "missing";
-  }
-  try {
-    await access(file, constants.X_OK);
+    accessSync(file, constants.X_OK);
     return null;
   } catch {
     return "not executable";
@@ -75,7 +73,7 @@ export async function resolveProviderBinary(
   }
   const tried: string[] = [];
   for (const candidate of candidates) {
-    const problem = await whyNotExecutable(candidate);
+    const problem = whyNotExecutable(candidate);
     if (problem === null) return candidate;
     tried.push(`${candidate} (${problem})`);
   }

@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import type { Config } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
@@ -27,7 +27,8 @@ export async function resolveActiveProvider(
   projectBinDir: string,
   logger: Logger,
 ): Promise<ActiveProvider> {
-  const fileText = await readFile(config.agentRuntimeFile, "utf8").catch(() => null);
+  // Synchronous like the binary lookup: a small local file, read before the caller's 429 is known.
+  const fileText = readPolicyFile(config.agentRuntimeFile);
   const parsed = parseAgentRuntimeFile(fileText);
   if (parsed.warning) logger.warn({ file: config.agentRuntimeFile }, parsed.warning);
   const runtime = mergeRuntimePolicy(config.agentEnv, parsed.policy);
@@ -37,4 +38,12 @@ export async function resolveActiveProvider(
     pathEnv: config.hostEnv.PATH ?? "",
   });
   return { runtime, adapter, bin };
+}
+
+function readPolicyFile(file: string): string | null {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return null;
+  }
 }

@@ -6,6 +6,7 @@ import type { Logger } from "../log/logger.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { startSupervisedProcess } from "../process/supervised-process.js";
+import type { ProviderFiles } from "../workspace/prepare-workspace.js";
 import type { SessionLock } from "../workspace/session-lock.js";
 
 /** What the workspace stage needs from a run. */
@@ -17,6 +18,8 @@ export interface PrepareWorkspaceInput {
   prompt: string;
   /** The package the request named (normalised), or null. */
   packageId: string | null;
+  /** The provider command's own directories and files, written with the workspace. */
+  providerFiles: ProviderFiles;
 }
 
 /** What the pipeline reports about runs (implemented by `metrics/metrics.ts`). */
@@ -41,11 +44,6 @@ export interface RunPipelineDeps {
   startProcess: (
     opts: Parameters<typeof startSupervisedProcess>[0],
   ) => ReturnType<typeof startSupervisedProcess>;
-  /**
-   * True when starting a process forks the runner itself (no spawn helper):
-   * spawns then take turns with the runner's other I/O (spawn-turns.ts).
-   */
-  spawnBlocksLoop?: boolean;
   /** The project's own `node_modules/.bin`, searched for provider CLIs before PATH. */
   projectBinDir: string;
   now: () => number;

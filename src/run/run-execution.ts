@@ -1,13 +1,13 @@
-import { mkdir, writeFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Lease } from "../admission/lease.js";
-import { RunnerError, toRunnerError } from "../errors/runner-error.js";
+import { toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import { nextSpawnTurn } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
-import type { CommandSpec, ProviderAdapter } from "../providers/provider-adapter.js";
+import type { ProviderAdapter } from "../providers/provider-adapter.js";
+import { resolveSessionDir } from "../workspace/session-path.js";
 import { RunAborted, retriesExhausted, runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import type { RunState } from "./run-state.js";
@@ -30,25 +30,6 @@ let preparingRuns = 0;
 
 /** How often a waiting run re-reports its queue position when it changed. */
 const QUEUE_REPORT_INTERVAL_MS = 1000;
-
-/** Create the directories and files an adapter asked for (CODEX_HOME, gemini settings). */
-async function materializeSpec(spec: CommandSpec): Promise<void> {
-  try {
-    for (const dir of spec.dirs ?? []) await mkdir(dir, { recursive: true });
-    for (const f of spec.files ?? []) {
-      await mkdir(path.dirname(f.path), { recursive: true });
-      await writeFile(f.path, f.content, { mode: 0o600 });
-    }
-  } catch (err) {
-    throw new RunnerError(
-      "WORKSPACE_SETUP_FAILED",
-      `Could not prepare the provider's files: ${(err as Error).message}`,
-      {
-        cause: err,
-      },
-    );
-  }
-}
 
 function throwIfAborted(state: RunState): void {
   const reason = state.abortReason;
@@ -166,6 +147,27 @@ export async function executeRun(
     preparingRuns += 1;
     countedPreparing = true;
     unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal);
+    // The command first (it only needs the paths): its home and settings files are then written
+    // with the workspace, for a new session in the same file-system batch.
+    const sessionDir = resolveSessionDir(config.workspacesRoot, plan.sessionId);
+    const spec = plan.adapter.buildCommand({
+      bin: plan.bin,
+      repoDir: path.join(sessionDir, "repo"),
+      prompt: plan.prompt,
+      policy: plan.policy,
+      hostEnv: config.hostEnv,
+      endpoint: config.providerEndpoints[plan.adapter.id],
+      envPassthrough: config.envPassthrough,
+      runDir: sessionDir,
+    });
+    // Each run's temp files stay in its session (CLIs leave error reports and caches there),
+    // and codex refuses helper binaries when its home is under the temp dir (real-clis.md §7).
+    const dirs = [...(spec.dirs ?? [])];
+    if (spec.env.TMPDIR === undefined) {
+      const tmp = path.join(sessionDir, ".tmp");
+      spec.env.TMPDIR = tmp;
+      dirs.push(tmp);
+    }
     const ws = await deps.prepareWorkspace({
       workspacesRoot: config.workspacesRoot,
       sessionId: plan.sessionId,
@@ -173,26 +175,9 @@ export async function executeRun(
       providerAlias: plan.adapter.workspaceAlias,
       prompt: plan.prompt,
       packageId: plan.packageId,
+      providerFiles: { dirs, files: spec.files ?? [] },
     });
     throwIfAborted(state);
-    const spec = plan.adapter.buildCommand({
-      bin: plan.bin,
-      repoDir: ws.repoDir,
-      prompt: plan.prompt,
-      policy: plan.policy,
-      hostEnv: config.hostEnv,
-      endpoint: config.providerEndpoints[plan.adapter.id],
-      envPassthrough: config.envPassthrough,
-      runDir: ws.sessionDir,
-    });
-    // Each run's temp files stay in its session (CLIs leave error reports and caches there),
-    // and codex refuses helper binaries when its home is under the temp dir (real-clis.md §7).
-    if (spec.env.TMPDIR === undefined) {
-      const tmp = path.join(ws.sessionDir, ".tmp");
-      spec.env.TMPDIR = tmp;
-      spec.dirs = [...(spec.dirs ?? []), tmp];
-    }
-    await materializeSpec(spec);
     // meta goes out before the spawn: it depends on nothing the spawn decides, and a caller in a
     // burst of new runs then gets its first byte without waiting for process creation.
     state.emit({
@@ -202,11 +187,11 @@ export async function executeRun(
       workspacePath: ws.repoDir,
       package: ws.package,
     });
-    // spawn() blocks the event loop while the OS forks: this meta (and every other ready run's)
-    // reaches its socket first, and spawns take turns with the rest of the runner's I/O.
+    // Spawns give way to runs still preparing (spawn-turns.ts): a starting CLI takes CPU from
+    // them (in the runner when it forks, in the provider's start-up either way).
     preparingRuns -= 1;
     countedPreparing = false;
-    if (deps.spawnBlocksLoop !== false) await nextSpawnTurn(() => preparingRuns > 0);
+    await nextSpawnTurn(() => preparingRuns > 0);
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,

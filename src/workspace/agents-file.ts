@@ -10,6 +10,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import path from "node:path";
+import type { FsOp } from "./fs-batch/fs-batch.js";
 
 /** Built-in template (used when FERMILINK_SOFTWARE_ROOT does not exist). */
 export const BUILTIN_TEMPLATE_DIR = path.join(
@@ -17,17 +18,24 @@ export const BUILTIN_TEMPLATE_DIR = path.join(
   "template",
 );
 
+/** The built-in AGENTS.md never changes while the runner runs: read once. */
+let builtinAgents: Promise<Buffer> | null = null;
+
 /**
- * The template AGENTS.md: the admin's FERMILINK_SOFTWARE_ROOT/AGENTS.md wins
- * over the built-in one (fixes spec §10 item 14, where the packaged file
- * shadowed it).
+ * The template AGENTS.md's content: the admin's FERMILINK_SOFTWARE_ROOT/AGENTS.md
+ * (read for every run, so an edit applies to the next run) wins over the
+ * built-in one (fixes spec §10 item 14, where the packaged file shadowed it).
  */
-export async function templateAgentsPath(softwareRoot: string | null): Promise<string> {
+export async function templateAgentsText(softwareRoot: string | null): Promise<Buffer> {
   if (softwareRoot) {
     const custom = path.join(softwareRoot, "AGENTS.md");
-    if ((await lstat(custom).catch(() => null))?.isFile()) return custom;
+    if ((await lstat(custom).catch(() => null))?.isFile()) return readFile(custom);
   }
-  return path.join(BUILTIN_TEMPLATE_DIR, "AGENTS.md");
+  builtinAgents ??= readFile(path.join(BUILTIN_TEMPLATE_DIR, "AGENTS.md"));
+  builtinAgents.catch(() => {
+    builtinAgents = null;
+  });
+  return builtinAgents;
 }
 
 /**
@@ -39,12 +47,11 @@ export async function templateAgentsPath(softwareRoot: string | null): Promise<s
  */
 export async function syncAgentsFile(
   repoDir: string,
-  templatePath: string,
+  wanted: Buffer,
   providerAlias: string | null,
   knownAliases: readonly string[],
 ): Promise<void> {
   const target = path.join(repoDir, "AGENTS.md");
-  const wanted = await readFile(templatePath);
   const st = await lstat(target).catch(() => null);
   const current = st?.isFile() ? await readFile(target).catch(() => null) : null;
   if (!current?.equals(wanted)) {
@@ -67,9 +74,33 @@ export async function syncAgentsFile(
   } else if (ast) {
     return; // a real file: the user's, left alone
   }
+  await linkAlias(target, aliasPath);
+}
+
+/** The alias as a relative symlink to AGENTS.md, or a copy where symlinks fail. */
+async function linkAlias(target: string, aliasPath: string): Promise<void> {
   try {
     await symlink("AGENTS.md", aliasPath);
   } catch {
     await copyFile(target, aliasPath);
   }
+}
+
+/** AGENTS.md and the provider alias in a repo the caller has just created empty, as file-system ops. */
+export function freshAgentsFileOps(
+  repoDir: string,
+  wanted: Buffer,
+  providerAlias: string | null,
+): FsOp[] {
+  const target = path.join(repoDir, "AGENTS.md");
+  const ops: FsOp[] = [{ op: "write", path: target, content: wanted }];
+  if (providerAlias) {
+    ops.push({
+      op: "link",
+      path: path.join(repoDir, providerAlias),
+      target: "AGENTS.md",
+      copyFrom: target,
+    });
+  }
+  return ops;
 }

@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
+import type { FsOp } from "./fs-batch/fs-batch.js";
 
 /** FermiLink's validity rule (spec §4.3 step 4): `.git` dir with HEAD, or a `gitdir:` file. */
 async function isGitRepo(repoDir: string): Promise<boolean> {
@@ -36,51 +38,84 @@ function gitInit(dir: string, env: NodeJS.ProcessEnv, target: string): Promise<v
   });
 }
 
-/** Copy a small tree of plain files and directories (fs.cp does far more work per file). */
-async function copyTree(src: string, dst: string): Promise<void> {
-  await mkdir(dst);
-  const entries = await readdir(src, { withFileTypes: true });
-  await Promise.all(
-    entries.map((e) => {
-      const from = path.join(src, e.name);
-      const to = path.join(dst, e.name);
-      if (e.isDirectory()) return copyTree(from, to);
-      return copyFile(from, to);
-    }),
-  );
+/** An empty repo as directories to make (parents first) and files to write. */
+export interface GitSkeleton {
+  dirs: string[];
+  files: { rel: string; content: Buffer }[];
 }
 
-/** One pristine repo per template dir and process, made by the real `git init` once. */
-const pristine = new Map<string, Promise<string>>();
+/**
+ * What `git init` writes that nothing needs until it is used: git creates
+ * these on demand (sample hooks, gitweb's description, the legacy branches
+ * dir, the comment-only info/exclude, empty pack dirs). Leaving them out
+ * makes a new session's repo 4 directories and 2 files instead of 14 entries.
+ */
+const ON_DEMAND = new Set([
+  "hooks",
+  "description",
+  "branches",
+  "info",
+  "objects/info",
+  "objects/pack",
+]);
+
+async function readSkeleton(gitDir: string): Promise<GitSkeleton> {
+  const skeleton: GitSkeleton = { dirs: [], files: [] };
+  const walk = async (rel: string): Promise<void> => {
+    const entries = await readdir(path.join(gitDir, rel), { withFileTypes: true });
+    for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      const child = rel === "" ? e.name : `${rel}/${e.name}`;
+      if (ON_DEMAND.has(child)) continue;
+      if (e.isDirectory()) {
+        skeleton.dirs.push(child);
+        await walk(child);
+      } else if (e.isFile()) {
+        skeleton.files.push({ rel: child, content: await readFile(path.join(gitDir, child)) });
+      }
+    }
+  };
+  await walk("");
+  return skeleton;
+}
+
+/** Write the skeleton as `dst`, which must not exist (parents come before children in `dirs`). */
+function writeSkeletonSync(skeleton: GitSkeleton, dst: string): void {
+  mkdirSync(dst);
+  for (const d of skeleton.dirs) mkdirSync(path.join(dst, d));
+  for (const f of skeleton.files) writeFileSync(path.join(dst, f.rel), f.content);
+}
+
+/** One skeleton per template dir and process, read from a repo the real `git init` made once. */
+const pristine = new Map<string, Promise<GitSkeleton>>();
 
 /**
- * A directory holding an empty repo made by `git init` (so the host's git and
- * its `init.*` settings decide the layout), created once and reused: a new
- * session copies its `.git` instead of starting a git process, which keeps a
- * burst of new sessions from queueing behind hundreds of process spawns.
+ * The layout of an empty repo made by `git init` (so the host's git and its
+ * `init.*` settings decide it: branch name, ref format, config), made once
+ * and kept in memory: a new session writes it instead of starting a git
+ * process or copying a tree, which keeps a burst of new sessions from
+ * queueing behind hundreds of process spawns or file-system walks.
  */
-function pristineRepo(
+export function gitSkeleton(
   templateDir: string,
   env: NodeJS.ProcessEnv,
   target: string,
-): Promise<string> {
+): Promise<GitSkeleton> {
   let made = pristine.get(templateDir);
   if (!made) {
     made = (async () => {
-      if (await isGitRepo(templateDir)) return templateDir;
-      await rm(templateDir, { recursive: true, force: true });
-      const tmp = await mkdtemp(`${templateDir}.tmp-`);
-      try {
-        await gitInit(tmp, env, target);
-        // git's sample hooks are inert; not copying them into every session halves the files.
-        await rm(path.join(tmp, ".git", "hooks"), { recursive: true, force: true });
-        await mkdir(path.join(tmp, ".git", "hooks"));
-        await rename(tmp, templateDir);
-      } catch (err) {
-        await rm(tmp, { recursive: true, force: true });
-        if (!(await isGitRepo(templateDir))) throw err;
+      if (!(await isGitRepo(templateDir))) {
+        await rm(templateDir, { recursive: true, force: true });
+        await mkdir(path.dirname(templateDir), { recursive: true });
+        const tmp = await mkdtemp(`${templateDir}.tmp-`);
+        try {
+          await gitInit(tmp, env, target);
+          await rename(tmp, templateDir);
+        } catch (err) {
+          await rm(tmp, { recursive: true, force: true });
+          if (!(await isGitRepo(templateDir))) throw err;
+        }
       }
-      return templateDir;
+      return readSkeleton(path.join(templateDir, ".git"));
     })();
     pristine.set(templateDir, made);
     // A failure (git missing) is retried by the next run rather than cached forever.
@@ -91,8 +126,8 @@ function pristineRepo(
 
 /**
  * Make `repoDir` a git repo when it is not one (FermiLink runs `git init -q`;
- * the result here is the same repo, copied from a pristine one), with
- * FermiLink's messages on failure.
+ * the result here is the same empty repo, written from the pristine one's
+ * layout), with FermiLink's messages on failure.
  */
 export async function ensureGitRepo(
   repoDir: string,
@@ -100,23 +135,25 @@ export async function ensureGitRepo(
   templateDir: string,
 ): Promise<void> {
   if (await isGitRepo(repoDir)) return;
-  const copy = async () => {
-    const source = await pristineRepo(templateDir, env, repoDir);
-    await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
-    await copyTree(path.join(source, ".git"), path.join(repoDir, ".git"));
-  };
-  try {
-    await copy();
-  } catch (err) {
-    if (err instanceof RunnerError) throw err;
-    // The pristine repo vanished under us (someone cleaned the workspaces root): make it again.
-    pristine.delete(templateDir);
-    await copy();
-  }
+  const skeleton = await gitSkeleton(templateDir, env, repoDir);
+  await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
+  writeSkeletonSync(skeleton, path.join(repoDir, ".git"));
   if (!(await isGitRepo(repoDir))) {
     throw new RunnerError(
       "WORKSPACE_SETUP_FAILED",
       `Git did not produce a valid git repo at ${repoDir}.`,
     );
   }
+}
+
+/** The empty repo in a repo dir the caller has just created (no `.git` to check or remove), as file-system ops. */
+export function freshGitRepoOps(repoDir: string, skeleton: GitSkeleton): FsOp[] {
+  const dst = path.join(repoDir, ".git");
+  return [
+    { op: "mkdir", path: dst },
+    ...skeleton.dirs.map((d): FsOp => ({ op: "mkdir", path: path.join(dst, d) })),
+    ...skeleton.files.map(
+      (f): FsOp => ({ op: "write", path: path.join(dst, f.rel), content: f.content }),
+    ),
+  ];
 }

@@ -2,8 +2,14 @@ import { cp, lstat, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
-import { BUILTIN_TEMPLATE_DIR, syncAgentsFile, templateAgentsPath } from "./agents-file.js";
-import { ensureGitRepo } from "./git-repo.js";
+import {
+  BUILTIN_TEMPLATE_DIR,
+  freshAgentsFileOps,
+  syncAgentsFile,
+  templateAgentsText,
+} from "./agents-file.js";
+import { type FsBatchResult, FsBatchRunner, type FsOp } from "./fs-batch/fs-batch.js";
+import { ensureGitRepo, freshGitRepoOps, gitSkeleton } from "./git-repo.js";
 import { resolveSessionDir } from "./session-path.js";
 
 /** Input of `prepareWorkspace`. */
@@ -18,6 +24,8 @@ export interface PrepareWorkspaceOptions {
   packageId?: string | null;
   /** Resolves and overlays the session's package (spec §5.3, §5.4); absent = no packages. */
   packages?: SessionPackages;
+  /** Created after the workspace (in the same file-system turn for a new session). */
+  providerFiles?: ProviderFiles;
   /** Environment for `git init` (PATH at least). */
   gitEnv?: NodeJS.ProcessEnv;
   now?: Date;
@@ -25,12 +33,15 @@ export interface PrepareWorkspaceOptions {
 
 /** The package stage as the workspace sees it (implemented by `packages/package-catalog.ts`). */
 export interface SessionPackages {
-  overlayForSession(opts: {
-    sessionDir: string;
-    repoDir: string;
-    requested: string | null;
-    createdRepo: boolean;
-  }): Promise<PackageOverlaySummary | null>;
+  resolveForSession(opts: { sessionDir: string; requested: string | null }): Promise<{
+    apply(opts: { repoDir: string; createdRepo: boolean }): Promise<PackageOverlaySummary>;
+  } | null>;
+}
+
+/** Directories and files the provider's command needs in the session (its home, settings). */
+export interface ProviderFiles {
+  dirs: readonly string[];
+  files: readonly { path: string; content: string }[];
 }
 
 /** Where the run happens. */
@@ -70,78 +81,174 @@ export function memorySkeleton(prompt: string, now: Date): string {
 
 /** Refuse a path the runner writes into when it is a symlink (it could point outside the session). */
 async function refuseSymlink(p: string, what: string): Promise<void> {
-  if ((await lstat(p).catch(() => null))?.isSymbolicLink()) {
-    throw new RunnerError(
-      "WORKSPACE_SETUP_FAILED",
-      `Workspace ${what} at ${p} is a symlink; refusing to write through it.`,
+  if ((await lstat(p).catch(() => null))?.isSymbolicLink()) throw symlinkRefused(p, what);
+}
+
+function symlinkRefused(p: string, what: string): RunnerError {
+  return new RunnerError(
+    "WORKSPACE_SETUP_FAILED",
+    `Workspace ${what} at ${p} is a symlink; refusing to write through it.`,
+  );
+}
+
+function memoryFileFailed(err: unknown): RunnerError {
+  return new RunnerError(
+    "WORKSPACE_SETUP_FAILED",
+    `Failed to initialize workspace memory file: ${(err as Error).message}`,
+    { cause: err },
+  );
+}
+
+/** `projects/memory.md`, created once and never overwritten (the agent owns it afterwards). */
+async function ensureMemoryFile(repoDir: string, text: string): Promise<void> {
+  const projects = path.join(repoDir, "projects");
+  await refuseSymlink(projects, "projects");
+  try {
+    await mkdir(projects, { recursive: true });
+    await writeFile(path.join(projects, "memory.md"), text, { flag: "wx" }).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== "EEXIST") throw err;
+      },
     );
+  } catch (err) {
+    throw memoryFileFailed(err);
   }
 }
 
+async function ensureOutputs(repoDir: string): Promise<void> {
+  const outputs = path.join(repoDir, "outputs");
+  await refuseSymlink(outputs, "outputs");
+  await mkdir(outputs, { recursive: true });
+}
+
+/** The file-system worker new workspaces and provider files are written by. */
+const fsBatch = new FsBatchRunner();
+
+/** Which stage an op belongs to, for the error message when it fails. */
+type Stage = "workspace" | "memory" | "provider";
+
+/** The provider's home and settings files (existing ones are overwritten: they are the runner's). */
+function providerFileOps(files: ProviderFiles): FsOp[] {
+  return [
+    ...files.dirs.map((dir): FsOp => ({ op: "mkdir", path: dir, recursive: true })),
+    ...files.files.flatMap((f): FsOp[] => [
+      { op: "mkdir", path: path.dirname(f.path), recursive: true },
+      { op: "write", path: f.path, content: f.content, mode: 0o600 },
+    ]),
+  ];
+}
+
+/** Run staged ops on the worker; a failure becomes the stage's RunnerError. */
+async function runStaged(staged: { stage: Stage; ops: FsOp[] }[]): Promise<FsBatchResult> {
+  const ops = staged.flatMap((s) => s.ops);
+  const result = await fsBatch.run(ops);
+  if (result.failedAt < 0) return result;
+  let end = 0;
+  for (const s of staged) {
+    end += s.ops.length;
+    if (result.failedAt < end) {
+      result.stage = s.stage;
+      break;
+    }
+  }
+  return result;
+}
+
+function stageError(stage: Stage, message: string, code: string): RunnerError {
+  const cause = Object.assign(new Error(message), { code });
+  if (stage === "memory") return memoryFileFailed(cause);
+  return new RunnerError(
+    "WORKSPACE_SETUP_FAILED",
+    stage === "provider"
+      ? `Could not prepare the provider's files: ${message}`
+      : `Could not prepare the session workspace: ${message}`,
+    { cause },
+  );
+}
+
 /**
- * Create or refresh a session workspace (spec §4.3), asynchronously so other
- * requests are never blocked: session dir; the template tree copied into
- * `repo/` on first use only; AGENTS.md and the provider alias; a git repo;
- * the session's package overlaid (then AGENTS.md again); `projects/memory.md`
- * created once; `outputs/`.
+ * Create or refresh a session workspace (spec §4.3): session dir; the
+ * template tree copied into `repo/` on first use only; AGENTS.md and the
+ * provider alias; a git repo; the session's package overlaid (then
+ * AGENTS.md again); `projects/memory.md` created once; `outputs/`; then the
+ * provider's own files.
+ *
+ * A new session on the built-in template without a package is one batch of
+ * about twenty file creations on the file-system worker (`fs-batch/`): the
+ * runner's loop sends one message and stays free, and a burst of new
+ * sessions is written in arrival order. Any other session takes the
+ * asynchronous path, which checks every step.
  */
 export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<PreparedWorkspace> {
   const sessionDir = resolveSessionDir(opts.workspacesRoot, opts.sessionId);
   const repoDir = path.join(sessionDir, "repo");
+  const providerFiles = opts.providerFiles ?? { dirs: [], files: [] };
   try {
+    const agents = await templateAgentsText(opts.softwareRoot);
+    const gitEnv = opts.gitEnv ?? { PATH: process.env.PATH };
+    const gitTemplate = path.join(opts.workspacesRoot, GIT_TEMPLATE_DIRNAME);
+    const memory = memorySkeleton(opts.prompt, opts.now ?? new Date());
+    const pkg =
+      (await opts.packages?.resolveForSession({
+        sessionDir,
+        requested: opts.packageId ?? null,
+      })) ?? null;
+    if (opts.softwareRoot === null && pkg === null) {
+      const skeleton = await gitSkeleton(gitTemplate, gitEnv, repoDir);
+      // Creating repo/ decides: when it exists (a symlink included), the checking path below
+      // takes the session, so two runtimes racing on one session cannot both write it.
+      const result = await runStaged([
+        {
+          stage: "workspace",
+          ops: [
+            { op: "mkdir", path: sessionDir, recursive: true },
+            { op: "mkdir", path: repoDir },
+            ...freshAgentsFileOps(repoDir, agents, opts.providerAlias),
+            ...freshGitRepoOps(repoDir, skeleton),
+          ],
+        },
+        {
+          stage: "memory",
+          ops: [
+            { op: "mkdir", path: path.join(repoDir, "projects") },
+            {
+              op: "write",
+              path: path.join(repoDir, "projects", "memory.md"),
+              content: memory,
+              flag: "wx",
+            },
+          ],
+        },
+        { stage: "workspace", ops: [{ op: "mkdir", path: path.join(repoDir, "outputs") }] },
+        { stage: "provider", ops: providerFileOps(providerFiles) },
+      ]);
+      if (result.failedAt < 0) return { sessionDir, repoDir, createdRepo: true, package: null };
+      if (!(result.failedAt === 1 && result.code === "EEXIST")) {
+        throw stageError(result.stage ?? "workspace", result.message, result.code);
+      }
+    }
     await mkdir(sessionDir, { recursive: true });
-    await refuseSymlink(repoDir, "repo");
-    const createdRepo = (await lstat(repoDir).catch(() => null)) === null;
+    const repoStat = await lstat(repoDir).catch(() => null);
+    if (repoStat?.isSymbolicLink()) throw symlinkRefused(repoDir, "repo");
+    const createdRepo = repoStat === null;
     if (createdRepo) {
       await cp(opts.softwareRoot ?? BUILTIN_TEMPLATE_DIR, repoDir, {
         recursive: true,
         errorOnExist: false,
       });
     }
-    const agentsTemplate = await templateAgentsPath(opts.softwareRoot);
-    await syncAgentsFile(repoDir, agentsTemplate, opts.providerAlias, opts.knownAliases);
-    await ensureGitRepo(
-      repoDir,
-      opts.gitEnv ?? { PATH: process.env.PATH },
-      path.join(opts.workspacesRoot, GIT_TEMPLATE_DIRNAME),
-    );
-    const overlay =
-      (await opts.packages?.overlayForSession({
-        sessionDir,
-        repoDir,
-        requested: opts.packageId ?? null,
-        createdRepo,
-      })) ?? null;
+    // AGENTS.md and .git are disjoint paths: both at once.
+    await Promise.all([
+      syncAgentsFile(repoDir, agents, opts.providerAlias, opts.knownAliases),
+      ensureGitRepo(repoDir, gitEnv, gitTemplate),
+    ]);
+    const overlay = pkg ? await pkg.apply({ repoDir, createdRepo }) : null;
     // Again after the overlay, so a package can never replace the policy file or its alias.
-    if (overlay) {
-      await syncAgentsFile(repoDir, agentsTemplate, opts.providerAlias, opts.knownAliases);
-    }
-    const projects = path.join(repoDir, "projects");
-    await refuseSymlink(projects, "projects");
-    try {
-      await mkdir(projects, { recursive: true });
-      // "wx": create once, never overwrite (the agent owns it afterwards).
-      await writeFile(
-        path.join(projects, "memory.md"),
-        memorySkeleton(opts.prompt, opts.now ?? new Date()),
-        {
-          flag: "wx",
-        },
-      ).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== "EEXIST") throw err;
-      });
-    } catch (err) {
-      throw new RunnerError(
-        "WORKSPACE_SETUP_FAILED",
-        `Failed to initialize workspace memory file: ${(err as Error).message}`,
-        {
-          cause: err,
-        },
-      );
-    }
-    const outputs = path.join(repoDir, "outputs");
-    await refuseSymlink(outputs, "outputs");
-    await mkdir(outputs, { recursive: true });
+    if (overlay) await syncAgentsFile(repoDir, agents, opts.providerAlias, opts.knownAliases);
+    await ensureMemoryFile(repoDir, memory);
+    await ensureOutputs(repoDir);
+    const result = await runStaged([{ stage: "provider", ops: providerFileOps(providerFiles) }]);
+    if (result.failedAt >= 0) throw stageError("provider", result.message, result.code);
     return { sessionDir, repoDir, createdRepo, package: overlay };
   } catch (err) {
     if (err instanceof RunnerError) throw err;

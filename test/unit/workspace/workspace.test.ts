@@ -77,7 +77,7 @@ describe("SessionLock", () => {
 });
 
 describe("prepareWorkspace", () => {
-  it("gives every new session its own working git repo, copied from one pristine `git init`", async () => {
+  it("gives every new session its own working git repo, laid out like one pristine `git init`", async () => {
     const sessions = Array.from({ length: 12 }, (_, i) => `g${i}`);
     const made = await Promise.all(sessions.map((id) => prep(id)));
     const template = path.join(root, "ws", ".runner-git-template");
@@ -155,6 +155,63 @@ describe("prepareWorkspace", () => {
     await expect(prep("s5")).rejects.toMatchObject({ code: "WORKSPACE_SETUP_FAILED" });
     expect(await readdir(outside)).toEqual([]);
     expect((await lstat(path.join(ws.repoDir, "projects"))).isSymbolicLink()).toBe(true);
+  });
+
+  it("writes a new session's git repo without the parts git makes on demand, and git uses it", async () => {
+    const ws = await prep("lean");
+    const dotGit = path.join(ws.repoDir, ".git");
+    expect((await readdir(dotGit)).sort()).toEqual(["HEAD", "config", "objects", "refs"]);
+    const git = (...args: string[]) =>
+      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
+        cwd: ws.repoDir,
+      }).toString();
+    git("add", "-A");
+    git("commit", "-qm", "first");
+    git("tag", "v1");
+    git("gc", "-q");
+    expect(git("fsck")).toBe("");
+    expect(git("log", "--format=%s")).toBe("first\n");
+  });
+
+  it("writes the provider's directories and files with a new and with an existing session", async () => {
+    const files = (s: string) => ({
+      dirs: [path.join(root, "ws", s, ".home", "sessions")],
+      files: [
+        { path: path.join(root, "ws", s, ".home", "settings.json"), content: `{"s":"${s}"}` },
+      ],
+    });
+    const fresh = await prep("pf", { providerFiles: files("pf") });
+    expect(fresh.createdRepo).toBe(true);
+    const settings = path.join(fresh.sessionDir, ".home", "settings.json");
+    expect(await readFile(settings, "utf8")).toBe('{"s":"pf"}');
+    expect((await lstat(settings)).mode & 0o777).toBe(0o600);
+    expect(existsSync(path.join(fresh.sessionDir, ".home", "sessions"))).toBe(true);
+    await writeFile(settings, "stale");
+    const again = await prep("pf", { providerFiles: files("pf") });
+    expect(again.createdRepo).toBe(false);
+    expect(await readFile(settings, "utf8")).toBe('{"s":"pf"}');
+  });
+
+  it("names the provider's files when they cannot be written", async () => {
+    await mkdir(path.join(root, "ws", "pfx"), { recursive: true });
+    await writeFile(path.join(root, "ws", "pfx", "blocker"), "a file, not a directory");
+    const providerFiles = { dirs: [path.join(root, "ws", "pfx", "blocker", "home")], files: [] };
+    await expect(prep("pfx", { providerFiles })).rejects.toMatchObject({
+      code: "WORKSPACE_SETUP_FAILED",
+      message: expect.stringContaining("Could not prepare the provider's files"),
+    });
+  });
+
+  it("takes the checking path for a session whose repo exists without a git repo", async () => {
+    const repo = path.join(root, "ws", "nogit", "repo");
+    await mkdir(repo, { recursive: true });
+    await writeFile(path.join(repo, "mine.txt"), "kept");
+    const ws = await prep("nogit", { providerAlias: "CLAUDE.md" });
+    expect(ws.createdRepo).toBe(false);
+    expect(await readFile(path.join(repo, "mine.txt"), "utf8")).toBe("kept");
+    expect(existsSync(path.join(repo, ".git", "HEAD"))).toBe(true);
+    expect(await readlink(path.join(repo, "CLAUDE.md"))).toBe("AGENTS.md");
+    expect(existsSync(path.join(repo, "projects", "memory.md"))).toBe(true);
   });
 
   it("prepares different sessions concurrently", async () => {

@@ -1,0 +1,84 @@
+/**
+ * Batches of small file creations, run in order on a worker thread
+ * (fs-batch-worker.mjs). A new session's workspace is about twenty local
+ * creations: through libuv's thread pool each is a thread hand-off and a
+ * promise on the runner's loop (several times the CPU of the call itself,
+ * and a burst of new sessions interleaves so that all finish at the end);
+ * run synchronously on the loop they would hold every other caller for the
+ * kernel's time (about 1 ms per session, more under load). On a worker the
+ * loop sends one message per session and stays free; sessions are written
+ * in arrival order.
+ */
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+
+const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), "fs-batch-worker.mjs");
+
+export type FsOp =
+  | { op: "mkdir"; path: string; recursive?: boolean }
+  | { op: "write"; path: string; content: string | Uint8Array; flag?: "w" | "wx"; mode?: number }
+  /** A relative symlink `path` -> `target`, or a copy of `copyFrom` where symlinks fail. */
+  | { op: "link"; path: string; target: string; copyFrom: string };
+
+/** How a batch ended: `failedAt` is the index of the op that failed (its error code and message), or -1. */
+export interface FsBatchResult {
+  failedAt: number;
+  code: string;
+  message: string;
+  /** Set by callers that label their ops. */
+  stage?: "workspace" | "memory" | "provider";
+}
+
+interface Pending {
+  worker: Worker;
+  resolve(r: FsBatchResult): void;
+  reject(err: Error): void;
+}
+
+export class FsBatchRunner {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  /** Run `ops` in order; resolves with where it stopped (a failed op is a result, not a rejection). */
+  run(ops: readonly FsOp[]): Promise<FsBatchResult> {
+    const worker = this.worker ?? this.start();
+    const id = this.nextId++;
+    return new Promise<FsBatchResult>((resolve, reject) => {
+      this.pending.set(id, { worker, resolve, reject });
+      worker.postMessage({ id, ops });
+    });
+  }
+
+  /** Stop the worker (batches still running are failed). */
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = null;
+    if (worker) await worker.terminate();
+  }
+
+  private start(): Worker {
+    // Bare node: the worker is plain JavaScript and needs none of the runner's flags.
+    const worker = new Worker(WORKER, { execArgv: [] });
+    // Never keeps the runner alive: callers waiting on a batch hold their own requests.
+    worker.unref();
+    worker.on("message", (msg: { id: number } & FsBatchResult) => {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      p.resolve({ failedAt: msg.failedAt, code: msg.code, message: msg.message });
+    });
+    worker.on("error", () => {}); // reported through "exit"
+    worker.once("exit", () => {
+      if (this.worker === worker) this.worker = null;
+      for (const [id, p] of this.pending) {
+        if (p.worker !== worker) continue;
+        this.pending.delete(id);
+        p.reject(new Error("The file-system worker stopped before finishing its batch."));
+      }
+    });
+    this.worker = worker;
+    return worker;
+  }
+}

@@ -1,0 +1,61 @@
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FsBatchRunner } from "../../../src/workspace/fs-batch/fs-batch.js";
+
+let root: string;
+let runner: FsBatchRunner;
+beforeEach(async () => {
+  root = await mkdtemp(path.join(tmpdir(), "flr-fsb-"));
+  runner = new FsBatchRunner();
+});
+afterEach(async () => {
+  await runner.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+describe("FsBatchRunner", () => {
+  it("runs a batch in order on its worker: directories, files with flag and mode, links", async () => {
+    const d = path.join(root, "a", "b");
+    const result = await runner.run([
+      { op: "mkdir", path: d, recursive: true },
+      { op: "write", path: path.join(d, "f.txt"), content: "text" },
+      { op: "write", path: path.join(d, "bin"), content: new Uint8Array([1, 2]), mode: 0o600 },
+      { op: "link", path: path.join(d, "alias"), target: "f.txt", copyFrom: path.join(d, "f.txt") },
+    ]);
+    expect(result).toEqual({ failedAt: -1, code: "", message: "" });
+    expect(await readFile(path.join(d, "f.txt"), "utf8")).toBe("text");
+    expect([...(await readFile(path.join(d, "bin")))]).toEqual([1, 2]);
+    expect((await stat(path.join(d, "bin"))).mode & 0o777).toBe(0o600);
+    expect(await readlink(path.join(d, "alias"))).toBe("f.txt");
+  });
+
+  it("stops at the first failing op and says which one, with its error code", async () => {
+    const f = path.join(root, "f");
+    const result = await runner.run([
+      { op: "write", path: f, content: "1" },
+      { op: "write", path: f, content: "2", flag: "wx" },
+      { op: "mkdir", path: path.join(root, "never") },
+    ]);
+    expect(result.failedAt).toBe(1);
+    expect(result.code).toBe("EEXIST");
+    expect(result.message).toContain(f);
+    expect(await readFile(f, "utf8")).toBe("1");
+    expect(existsSync(path.join(root, "never"))).toBe(false);
+  });
+
+  it("fails the batches of a worker that stopped, and starts a new one for the next batch", async () => {
+    const many = Array.from({ length: 2000 }, (_, i) => ({
+      op: "mkdir" as const,
+      path: path.join(root, `d${i}`),
+    }));
+    const running = runner.run(many);
+    await runner.close();
+    await expect(running).rejects.toThrow(/file-system worker stopped/);
+    const again = await runner.run([{ op: "mkdir", path: path.join(root, "after") }]);
+    expect(again.failedAt).toBe(-1);
+    expect(existsSync(path.join(root, "after"))).toBe(true);
+  });
+});
