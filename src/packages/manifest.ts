@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { tryNormalizePackageId } from "./package-id.js";
 
@@ -69,9 +69,12 @@ function isPlainName(name: unknown): name is string {
  * arriving requests to be parsed first).
  */
 export async function readManifest(sessionDir: string): Promise<PreviousManifest | null> {
+  const file = manifestPath(sessionDir);
+  // A new session has none: asking first is far cheaper than the exception a failed read builds.
+  if (!existsSync(file)) return null;
   let payload: unknown;
   try {
-    payload = JSON.parse(readFileSync(manifestPath(sessionDir), "utf8"));
+    payload = JSON.parse(readFileSync(file, "utf8"));
   } catch {
     return null;
   }

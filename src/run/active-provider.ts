@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { Config } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
@@ -41,6 +41,8 @@ export async function resolveActiveProvider(
 }
 
 function readPolicyFile(file: string): string | null {
+  // Usually absent: asking first is far cheaper than the exception a failed read builds.
+  if (!existsSync(file)) return null;
   try {
     return readFileSync(file, "utf8");
   } catch {
