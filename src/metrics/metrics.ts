@@ -6,7 +6,8 @@ export type StreamFace = "sse" | "connect";
 
 /** What transports report about streaming (implemented by RunnerMetrics). */
 export interface StreamObserver {
-  eventStreamed(face: StreamFace, type: string, bytes: number): void;
+  /** Events written to one caller since the last report: count per event type, and line bytes. */
+  streamed(face: StreamFace, counts: ReadonlyMap<string, number>, bytes: number): void;
   firstEventSent(face: StreamFace, ms: number): void;
 }
 
@@ -136,15 +137,17 @@ export class RunnerMetrics implements StreamObserver {
 
   private readonly streamedChildren = new Map<string, { inc(n?: number): void }>();
 
-  /** A transport wrote one event to a caller (label children cached: this is the hot path). */
-  eventStreamed(face: StreamFace, type: string, bytes: number): void {
-    const key = `${face}/${type}`;
-    let events = this.streamedChildren.get(key);
-    if (!events) {
-      events = this.eventsStreamed.labels(face, type);
-      this.streamedChildren.set(key, events);
+  /** A transport wrote events to a caller (label children cached: this is the hot path). */
+  streamed(face: StreamFace, counts: ReadonlyMap<string, number>, bytes: number): void {
+    for (const [type, n] of counts) {
+      const key = `${face}/${type}`;
+      let events = this.streamedChildren.get(key);
+      if (!events) {
+        events = this.eventsStreamed.labels(face, type);
+        this.streamedChildren.set(key, events);
+      }
+      events.inc(n);
     }
-    events.inc();
     let total = this.streamedChildren.get(face);
     if (!total) {
       total = this.bytesStreamed.labels(face);

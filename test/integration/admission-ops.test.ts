@@ -174,7 +174,9 @@ describe("ops endpoints and metrics", () => {
 
   it("serves FermiLink's prom text on /ops and valid Prometheus exposition on the metrics port", async () => {
     server = await startTestServer();
-    await postRun(server.baseUrl, { user_prompt: "count me" });
+    const run = await postRun(server.baseUrl, { user_prompt: "count me" });
+    const agentFrames = run.events.filter((e) => e.event === "agent").length;
+    expect(agentFrames).toBeGreaterThan(1);
     const prom = await fetch(`${server.baseUrl}/ops/concurrency.prom`);
     expect(prom.headers.get("content-type")).toBe("text/plain; charset=utf-8");
     const text = await prom.text();
@@ -203,6 +205,13 @@ describe("ops endpoints and metrics", () => {
     );
     expect(metrics).toMatch(
       /^fermilink_runner_events_streamed_total\{face="sse",type="exit"\} 1$/m,
+    );
+    // Counted per written batch, so every frame is in, once.
+    expect(metrics).toMatch(
+      new RegExp(
+        `^fermilink_runner_events_streamed_total\\{face="sse",type="agent"\\} ${agentFrames}$`,
+        "m",
+      ),
     );
     expect(metrics).toMatch(
       /^fermilink_runner_time_to_first_event_seconds_count\{face="sse"\} 1$/m,

@@ -10,6 +10,7 @@ import { toConnectError } from "../../errors/status-table.js";
 import type { RunEvent } from "../../events/run-event.js";
 import { runEventToProto, runInfoToProto } from "../../events/to-proto.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
+import { StreamTally } from "../../metrics/stream-tally.js";
 import { listRunsPage } from "../../run/run-listing.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
 
@@ -30,19 +31,26 @@ async function* toProtoStream(
   arrivedAt: number | null,
 ): AsyncGenerator<ProtoRunEvent> {
   let first = true;
-  for await (const batch of batches)
-    for (const event of batch) {
-      if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
-      first = false;
-      const bytes =
-        event.body.type === "agent"
-          ? event.body.raw.length
-          : event.body.type === "log"
-            ? event.body.text.length
-            : 0;
-      observer.eventStreamed("connect", event.body.type, bytes);
-      yield runEventToProto(event);
+  const tally = new StreamTally(observer, "connect");
+  try {
+    for await (const batch of batches) {
+      for (const event of batch) {
+        if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
+        first = false;
+        const bytes =
+          event.body.type === "agent"
+            ? event.body.raw.length
+            : event.body.type === "log"
+              ? event.body.text.length
+              : 0;
+        tally.add(event.body.type, bytes);
+        yield runEventToProto(event);
+      }
+      tally.report();
     }
+  } finally {
+    tally.report();
+  }
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { RunEvent } from "../../events/run-event.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
+import { StreamTally } from "../../metrics/stream-tally.js";
 import { type AnyResponse, writeWithBackpressure } from "../http-types.js";
 import { encodeSseComment, encodeSseFrame } from "./sse-encoder.js";
 
@@ -49,6 +50,7 @@ export async function streamSse(
     lastWrite = Date.now();
     return writeWithBackpressure(res, chunk);
   };
+  const tally = new StreamTally(opts.observer, "sse");
   try {
     stream: for await (const batch of batches) {
       // What is available goes out in few writes (up to WRITE_CHUNK each), not one per event.
@@ -59,16 +61,18 @@ export async function streamSse(
             ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
             : encodeSseFrame(event);
         if (frame === null) continue;
-        opts.observer.eventStreamed("sse", event.body.type, frame.length);
+        tally.add(event.body.type, frame.length);
         chunk += frame;
         if (chunk.length >= WRITE_CHUNK) {
           if (!(await write(chunk))) break stream;
           chunk = "";
         }
       }
+      tally.report();
       if (chunk !== "" && !(await write(chunk))) break;
     }
   } finally {
+    tally.report();
     clearInterval(heartbeat);
   }
   if (!res.writableEnded) res.end();
