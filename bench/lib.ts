@@ -64,6 +64,10 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Run
       FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
       FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
       FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "600",
+      // The provider-alone baselines use the same value (spawnLikeRunner).
+      ...(process.env.FERMILINK_RUNNER_PROVIDER_NICE
+        ? { FERMILINK_RUNNER_PROVIDER_NICE: process.env.FERMILINK_RUNNER_PROVIDER_NICE }
+        : {}),
       ...env,
     },
     stdio: ["ignore", "pipe", "inherit"],

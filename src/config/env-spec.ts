@@ -35,7 +35,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
   },
   {
     name: "FERMILINK_RUNNER_PROVIDER_NICE",
-    default: "19",
+    default: "10",
     description:
       "Nice value of provider processes and their scheduler autogroups (0-19; 0 = the runner's priority): the runner stays responsive while many CLIs run.",
   },

@@ -247,7 +247,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         65_536,
         256 * 1024 * 1024,
       ),
-      providerNice: r.int("FERMILINK_RUNNER_PROVIDER_NICE", 19, 0, 19),
+      providerNice: r.int("FERMILINK_RUNNER_PROVIDER_NICE", 10, 0, 19),
       spawnHelper: r.int("FERMILINK_RUNNER_SPAWN_HELPER", 1, 0, 1) === 1,
       sseHeartbeatMs: r.secondsMs("FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS", 15, {
         allowZero: true,
