@@ -12,10 +12,24 @@
  * the runner goes away (IPC disconnect) every group it started is SIGKILLed.
  */
 import { spawn } from "node:child_process";
-import { yieldCpu } from "../yield-cpu.mjs";
+import { crowdNice, setGroupNice, yieldCpu } from "../yield-cpu.mjs";
 
 /** Live children by their pid (= process group id: each is detached). */
 const live = new Set();
+
+/** Niceness each live child was started with, and the autogroup nice all of them have now. */
+const bases = new Map();
+let groupLevel = 0;
+
+/** Keep the providers' autogroups at `crowdNice` for how many are live (see yield-cpu.mjs). */
+function rebalance() {
+  let base = 0;
+  for (const b of bases.values()) base = Math.max(base, b);
+  const level = crowdNice(base, bases.size);
+  if (level === groupLevel) return;
+  groupLevel = level;
+  for (const pid of bases.keys()) setGroupNice(pid, level);
+}
 
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
@@ -26,7 +40,14 @@ function start(msg) {
     process.send({ type: "error", id, code: err.code ?? "", message: err.message });
     return;
   }
-  if (niceness > 0 && child.pid !== undefined) yieldCpu(child.pid, niceness);
+  if (niceness > 0 && child.pid !== undefined) {
+    yieldCpu(child.pid, niceness);
+    bases.set(child.pid, niceness);
+    const before = groupLevel;
+    rebalance();
+    // Unchanged level: the new child still needs the crowd's value, not its base.
+    if (groupLevel === before && groupLevel > niceness) setGroupNice(child.pid, groupLevel);
+  }
   // The pipes are the runner's: this process must never read from them (a socket starts
   // reading at once, and what it read would stay here), and must not let ChildProcess drain or
   // close them when the child exits while their handles still wait in the IPC send queue (each
@@ -46,6 +67,7 @@ function start(msg) {
     live.add(pid);
     child.once("exit", (code, signal) => {
       live.delete(pid);
+      if (bases.delete(pid)) rebalance();
       process.send({ type: "exit", id, code, signal });
     });
     // keepOpen false: this process's copies of the pipes close once they are sent.

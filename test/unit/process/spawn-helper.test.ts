@@ -1,11 +1,12 @@
 /** The spawn helper with real processes: who forks, and what happens when either side dies. */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
+import { crowdNice } from "../../../src/process/yield-cpu.mjs";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
 
@@ -118,5 +119,34 @@ describe("SpawnHelper under a burst", () => {
       expect(r.out).toBe(seq(5000));
       expect(r.err).toBe(seq(100));
     }
+  });
+});
+
+describe("provider autogroups in a crowd", () => {
+  it("keeps a few providers at their nice value and lowers every live one as the crowd grows", () => {
+    expect([1, 4, 5, 8, 9, 16, 17, 200].map((n) => crowdNice(10, n))).toEqual([
+      10, 10, 13, 13, 16, 16, 19, 19,
+    ]);
+    expect(crowdNice(0, 200)).toBe(0);
+    expect(crowdNice(18, 8)).toBe(19);
+  });
+
+  it("re-nices the live providers' autogroups when more start and when they end", async () => {
+    if (!existsSync("/proc/self/autogroup")) return; // no autogroups: nothing to weigh
+    const groupNice = (pid: number) =>
+      Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, "utf8"))?.[1]);
+    const launch = () =>
+      helper.launch({ bin: "/bin/sleep", args: ["30"], env: {}, cwd, niceness: 10 });
+    const first = await Promise.all(Array.from({ length: 4 }, launch));
+    expect(first.map((c) => groupNice(c.pid))).toEqual([10, 10, 10, 10]);
+    const more = await Promise.all(Array.from({ length: 6 }, launch));
+    const all = [...first, ...more];
+    // Ten live: each doubling beyond four lowers them by 3 (10 -> 16), the first four included.
+    expect(all.map((c) => groupNice(c.pid))).toEqual(Array(10).fill(16));
+    for (const c of more) process.kill(-c.pid, "SIGKILL");
+    await Promise.all(more.map((c) => c.exit));
+    expect(first.map((c) => groupNice(c.pid))).toEqual([10, 10, 10, 10]);
+    for (const c of first) process.kill(-c.pid, "SIGKILL");
+    await Promise.all(first.map((c) => c.exit));
   });
 });
