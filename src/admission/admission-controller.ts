@@ -96,6 +96,22 @@ export class AdmissionController {
    * admitted at once (the caps come first); `can_run_now` is false then.
    * See the class comment for what an abort does before and after the grant.
    */
+  /**
+   * The refusal `acquire` would give right now (reported to the observer as
+   * one), or null. Lets a caller answer 429 before any other work, as
+   * FermiLink does (admission comes before setup); `acquire` still decides.
+   */
+  refusal(userKey: string): RunnerError | null {
+    const key = normalizeAdmissionKey(userKey);
+    if (this.#queue.size === 0 && this.#canRun(key)) return null;
+    const scope = this.#capScope(key);
+    if (scope === null) return null;
+    const observer = this.#observer;
+    if (observer) this.#outbox.push(() => observer.onRejected(scope));
+    this.#flush();
+    return new RunnerError("QUEUE_FULL", this.#capMessage(scope, key));
+  }
+
   acquire(userKey: string, opts: AcquireOptions = {}): Promise<Lease> {
     const key = normalizeAdmissionKey(userKey);
     const { signal, onQueueUpdate } = opts;

@@ -3,6 +3,7 @@ import path from "node:path";
 import type { Lease } from "../admission/lease.js";
 import { toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
+import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import { nextSpawnTurn } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
@@ -109,11 +110,14 @@ export async function executeRun(
   plan: RunPlan,
 ): Promise<void> {
   const { config } = deps;
-  const log = deps.logger.child({
-    runId: state.runId,
-    sessionId: plan.sessionId,
-    provider: plan.policy.provider,
-  });
+  // Made on first use: a run refused at admission logs nothing, and a child logger is not free.
+  let runLogger: Logger | undefined;
+  const log = () =>
+    (runLogger ??= deps.logger.child({
+      runId: state.runId,
+      sessionId: plan.sessionId,
+      provider: plan.policy.provider,
+    }));
   let lease: Lease | undefined;
   let unlock: (() => void) | undefined;
   let proc: SupervisedProcess | undefined;
@@ -204,7 +208,7 @@ export async function executeRun(
     });
     const running = proc;
     state.phase = "running";
-    log.info({ pid: running.pid }, "provider started");
+    log().info({ pid: running.pid }, "provider started");
     deps.observer.runStarted(plan.policy.provider);
     const onAbort = () => void running.terminate();
     state.signal.addEventListener("abort", onAbort, { once: true });
@@ -261,7 +265,7 @@ export async function executeRun(
         succeeded: !aborted && returnCode === 0 && lastResult === true,
       }),
     );
-    log.info(
+    log().info(
       { returnCode: returnCodeOf(exit), reason: aborted?.reason ?? "completed" },
       "run ended",
     );
@@ -283,7 +287,7 @@ export async function executeRun(
       );
     } else {
       const re = toRunnerError(err);
-      log.error({ err, code: re.code }, "run failed after streaming began");
+      log().error({ err, code: re.code }, "run failed after streaming began");
       state.emit(
         exitBody({ reason: "error", returnCode: null, signal: null, message: re.message }),
       );

@@ -58,6 +58,10 @@ export class RunPipeline {
     const req = validateRunRequest(input);
     const sessionId = req.sessionId ?? generateSessionId();
     resolveSessionDir(config.workspacesRoot, sessionId);
+    const userKey = admissionKeyForRun(req.userId ?? undefined, sessionId);
+    // A full queue answers 429 before any lookup (FermiLink's order: admission, then setup).
+    const refused = this.deps.admission.refusal(userKey);
+    if (refused) throw refused;
     // An unknown or broken requested package is refused before a slot or a workspace is taken.
     const packageId =
       req.packageId === null ? null : (await this.deps.packages.checkRequested(req.packageId)).id;
@@ -97,7 +101,7 @@ export class RunPipeline {
     const onCallerGone = () => state.abort(runAborted("client_gone", config.run));
     if (!req.detach) opts.callerSignal.addEventListener("abort", onCallerGone, { once: true });
     const done = executeRun(this.deps, state, {
-      userKey: admissionKeyForRun(req.userId ?? undefined, sessionId),
+      userKey,
       sessionId,
       prompt: req.prompt,
       packageId,

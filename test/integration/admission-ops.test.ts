@@ -1,5 +1,7 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
@@ -39,6 +41,7 @@ describe("admission over the wire", () => {
     server = await startTestServer({
       FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1",
       FERMILINK_RUNNER_MAX_QUEUE_SIZE: "1",
+      FERMILINK_GEMINI_BIN: "/nonexistent/gemini",
     });
     const s = server;
     const first = await holdSlot(s, { user_id: "alice", session_id: "a1" });
@@ -63,6 +66,13 @@ describe("admission over the wire", () => {
     const third = await postRun(s.baseUrl, { user_prompt: "third", user_id: "carol" });
     expect(third.status).toBe(429);
     expect(JSON.parse(third.text).detail).toBe("Runner queue is full (1 pending requests).");
+    // FermiLink's order: admission answers before setup, so a full queue is a 429 even while
+    // the policy file selects a provider whose CLI is missing.
+    const policyFile = path.join(s.home, "agent_runtime.json");
+    await writeFile(policyFile, '{"provider": "gemini"}');
+    const fourth = await postRun(s.baseUrl, { user_prompt: "fourth", user_id: "dave" });
+    expect(fourth.status).toBe(429);
+    await rm(policyFile);
     const ops = await (await fetch(`${s.baseUrl}/ops/concurrency`)).json();
     expect(ops).toMatchObject({
       active_total: 1,
