@@ -17,6 +17,9 @@ afterEach(async () => {
 const transports = {
   "Connect protocol over HTTP/1.1": (baseUrl: string) =>
     createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+  // JSON has no unknown fields: line events must not take the precomputed-bytes path here.
+  "Connect protocol with the JSON codec": (baseUrl: string) =>
+    createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
   "gRPC over HTTP/2 (h2c)": (baseUrl: string) => createGrpcTransport({ baseUrl }),
   "gRPC-Web over HTTP/1.1": (baseUrl: string) =>
     createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),

@@ -8,6 +8,7 @@ import {
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
 import type { RunEvent } from "../../events/run-event.js";
+import { runEventToBinaryProto } from "../../events/run-event-wire.js";
 import { runEventToProto, runInfoToProto } from "../../events/to-proto.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { StreamTally } from "../../metrics/stream-tally.js";
@@ -25,11 +26,18 @@ async function guarded<T>(fn: () => T | Promise<T>): Promise<T> {
   }
 }
 
+/** A protobuf codec (not JSON): the call's events can be written from precomputed bytes. */
+function isBinaryCall(contentType: string | null): boolean {
+  return !/json/i.test(contentType ?? "");
+}
+
 async function* toProtoStream(
   batches: AsyncIterable<readonly RunEvent[]>,
   observer: StreamObserver,
   arrivedAt: number | null,
+  binary: boolean,
 ): AsyncGenerator<ProtoRunEvent> {
+  const toProto = binary ? runEventToBinaryProto : runEventToProto;
   let first = true;
   const tally = new StreamTally(observer, "connect");
   try {
@@ -44,7 +52,7 @@ async function* toProtoStream(
               ? event.body.text.length
               : 0;
         tally.add(event.body.type, bytes);
-        yield runEventToProto(event);
+        yield toProto(event);
       }
       tally.report();
     }
@@ -81,13 +89,23 @@ export function createRunService(
           { callerSignal: ctx.signal },
         ),
       );
-      yield* toProtoStream(started.events, observer, arrivedAt);
+      yield* toProtoStream(
+        started.events,
+        observer,
+        arrivedAt,
+        isBinaryCall(ctx.requestHeader.get("content-type")),
+      );
     },
-    async *attach(req) {
+    async *attach(req, ctx) {
       const events = await guarded(() =>
         pipeline.attach(req.runId, Number(req.afterSeq), { userId: blankToNull(req.userId) }),
       );
-      yield* toProtoStream(events, observer, null);
+      yield* toProtoStream(
+        events,
+        observer,
+        null,
+        isBinaryCall(ctx.requestHeader.get("content-type")),
+      );
     },
     async cancel(req) {
       const record = await guarded(() =>

@@ -1,0 +1,269 @@
+/**
+ * The protobuf bytes of a `RunEvent` for the two events of the hot path
+ * (`agent` and `log`: one per provider line), written directly instead of
+ * building message objects for protobuf-es to encode. Profiling the Connect
+ * face showed the generic path spending more time on message objects and on
+ * its writer growing from 128 bytes per message than on the bytes
+ * themselves. The output is exactly what `toBinary(RunEventSchema,
+ * runEventToProto(e))` gives (fields in number order, proto3 defaults
+ * omitted); test/unit/events/run-event-wire.test.ts holds it to that.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  type RunEvent as ProtoRunEvent,
+  RunEventSchema,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { AgentItem, ItemStatus, RunEvent } from "./run-event.js";
+import { runEventToProto } from "./to-proto.js";
+
+const STATUS: Record<ItemStatus, number> = {
+  in_progress: 1,
+  completed: 2,
+  failed: 3,
+  declined: 4,
+};
+
+const VARINT = 0;
+const FIXED64 = 1;
+const LEN = 2;
+
+/** A byte buffer that grows by doubling, reused for every event (only the result is copied). */
+class Writer {
+  buf = Buffer.allocUnsafe(4096);
+  pos = 0;
+
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  varint(v: number): void {
+    // Values here are non-negative integers below 2^53: arithmetic, not 32-bit shifts.
+    this.room(10);
+    while (v >= 0x80) {
+      this.buf[this.pos++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.pos++] = v;
+  }
+
+  tag(field: number, wire: number): void {
+    this.varint(field * 8 + wire);
+  }
+
+  /** A string field, left out when empty (proto3 default). */
+  str(field: number, s: string): void {
+    if (s === "") return;
+    this.tag(field, LEN);
+    this.room(5 + s.length * 3);
+    // Length first as the worst case's varint width, then fixed up: one pass over the text.
+    const lenAt = this.pos;
+    const width = varintWidth(s.length * 3);
+    this.pos += width;
+    const written = this.buf.write(s, this.pos, "utf8");
+    this.pos += written;
+    this.fixLength(lenAt, width, written);
+  }
+
+  /** A varint field (bool, enum, unsigned), left out when zero unless `always`. */
+  num(field: number, v: number, always = false): void {
+    if (v === 0 && !always) return;
+    this.tag(field, VARINT);
+    this.varint(v);
+  }
+
+  /** A signed int32 (`optional int32`): negative values take ten bytes, as protobuf does. */
+  int32(field: number, v: number): void {
+    this.tag(field, VARINT);
+    if (v >= 0) {
+      this.varint(v);
+      return;
+    }
+    this.room(10);
+    let lo = v >>> 0;
+    for (let i = 0; i < 4; i++) {
+      this.buf[this.pos++] = (lo & 0x7f) | 0x80;
+      lo >>>= 7;
+    }
+    // Bits 28..31 of the low word, then the sign-extended high word (all ones).
+    this.buf[this.pos++] = (lo & 0x0f) | 0x70 | 0x80;
+    for (let i = 0; i < 4; i++) this.buf[this.pos++] = 0xff;
+    this.buf[this.pos++] = 0x01;
+  }
+
+  double(field: number, v: number): void {
+    this.tag(field, FIXED64);
+    this.room(8);
+    this.buf.writeDoubleLE(v, this.pos);
+    this.pos += 8;
+  }
+
+  /** A set message field (written even when empty): `body` writes its fields, then the length is fixed up. */
+  message(field: number, body: () => void): void {
+    this.tag(field, LEN);
+    this.room(5);
+    const lenAt = this.pos;
+    this.pos += 1; // most nested messages are under 128 bytes
+    const start = this.pos;
+    body();
+    this.fixLength(lenAt, 1, this.pos - start);
+  }
+
+  /** Write `len` as the varint at `at`, where `reserved` bytes were left, moving the body if needed. */
+  private fixLength(at: number, reserved: number, len: number): void {
+    const width = varintWidth(len);
+    if (width !== reserved) {
+      this.room(width - reserved);
+      this.buf.copy(this.buf, at + width, at + reserved, this.pos);
+      this.pos += width - reserved;
+    }
+    let v = len;
+    let p = at;
+    while (v >= 0x80) {
+      this.buf[p++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[p] = v;
+  }
+}
+
+function varintWidth(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 0x80);
+    n++;
+  }
+  return n;
+}
+
+const tokens = (n: number) => Math.max(0, Math.trunc(n));
+
+function writeItem(w: Writer, item: AgentItem): void {
+  switch (item.kind) {
+    case "message":
+      w.message(1, () => {
+        w.str(1, item.text);
+        w.num(2, item.delta ? 1 : 0);
+      });
+      return;
+    case "reasoning":
+      w.message(2, () => w.str(1, item.text));
+      return;
+    case "command":
+      w.message(3, () => {
+        w.str(1, item.id);
+        w.str(2, item.command);
+        w.str(3, item.output);
+        if (item.exitCode !== null && item.exitCode !== undefined) w.int32(4, item.exitCode);
+        w.num(5, item.status ? STATUS[item.status] : 0);
+      });
+      return;
+    case "file_change":
+      w.message(4, () => {
+        w.str(1, item.id);
+        for (const c of item.changes) {
+          w.message(2, () => {
+            w.str(1, c.path);
+            w.str(2, c.kind);
+          });
+        }
+        w.num(3, item.status ? STATUS[item.status] : 0);
+      });
+      return;
+    case "tool_call":
+      w.message(5, () => {
+        w.str(1, item.id);
+        w.str(2, item.name);
+        w.str(3, item.inputJson);
+        w.str(4, item.output);
+        w.num(5, item.status ? STATUS[item.status] : 0);
+      });
+      return;
+    case "usage":
+      w.message(6, () => {
+        w.num(1, tokens(item.inputTokens));
+        w.num(2, tokens(item.cachedInputTokens));
+        w.num(3, tokens(item.outputTokens));
+        w.num(4, tokens(item.reasoningTokens));
+        if (item.costUsd !== null && item.costUsd !== undefined) w.double(5, item.costUsd);
+      });
+      return;
+    case "error":
+      w.message(7, () => {
+        w.str(1, item.message);
+        w.num(2, item.retryable ? 1 : 0);
+        w.num(3, item.fatal ? 1 : 0);
+      });
+      return;
+    case "result":
+      w.message(8, () => {
+        w.num(1, item.success ? 1 : 0);
+        w.str(2, item.text);
+      });
+      return;
+  }
+}
+
+const writer = new Writer();
+
+/**
+ * The encoded `RunEvent` of an `agent` or `log` event, or null for the other
+ * (rare) kinds, which take the generic path. The result is a fresh copy.
+ */
+export function encodeLineEvent(event: RunEvent): Uint8Array | null {
+  const b = event.body;
+  if (b.type !== "agent" && b.type !== "log") return null;
+  const w = writer;
+  w.pos = 0;
+  w.str(1, event.runId);
+  w.num(2, event.seq);
+  const seconds = Math.floor(event.timeMs / 1000);
+  const nanos = (event.timeMs - seconds * 1000) * 1_000_000;
+  w.message(3, () => {
+    w.num(1, seconds);
+    w.num(2, nanos);
+  });
+  if (b.type === "agent") {
+    w.message(12, () => {
+      w.str(1, b.raw);
+      for (const item of b.items) w.message(2, () => writeItem(w, item));
+      w.num(3, b.truncated ? 1 : 0);
+    });
+  } else {
+    w.message(13, () => {
+      w.str(1, b.text);
+      w.num(2, b.truncated ? 1 : 0);
+    });
+  }
+  return Uint8Array.prototype.slice.call(w.buf, 0, w.pos);
+}
+
+/**
+ * The `RunEvent` message for a binary codec (protobuf: Connect, gRPC,
+ * gRPC-Web): `agent` and `log` events carry their bytes from
+ * `encodeLineEvent` as the message's unknown fields, which protobuf-es
+ * writes out verbatim (the message itself has no field set), so the wire
+ * bytes are the same as the generic path's. Never for JSON: JSON has no
+ * unknown fields.
+ */
+export function runEventToBinaryProto(event: RunEvent): ProtoRunEvent {
+  const bytes = encodeLineEvent(event);
+  if (bytes === null) return runEventToProto(event);
+  // The first field's tag, then the rest of the message as that field's data.
+  let tag = 0;
+  let shift = 1;
+  let i = 0;
+  for (;;) {
+    const byte = bytes[i++] ?? 0;
+    tag += (byte & 0x7f) * shift;
+    if (byte < 0x80) break;
+    shift *= 0x80;
+  }
+  const message = create(RunEventSchema);
+  message.$unknown = [{ no: Math.floor(tag / 8), wireType: tag % 8, data: bytes.subarray(i) }];
+  return message;
+}
