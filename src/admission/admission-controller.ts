@@ -85,6 +85,26 @@ export class AdmissionController {
   }
 
   /**
+   * The refusal `acquire` would give right now (reported to the observer as
+   * one), or null. Lets a caller answer 429 before any other work, as
+   * FermiLink does (admission comes before setup); `acquire` still decides.
+   */
+  refusal(userKey: string): RunnerError | null {
+    return this.#refusal(normalizeAdmissionKey(userKey));
+  }
+
+  /** `refusal` for a normalised key. */
+  #refusal(key: string): RunnerError | null {
+    if (this.#queue.size === 0 && this.#canRun(key)) return null;
+    const scope = this.#capScope(key);
+    if (scope === null) return null;
+    const observer = this.#observer;
+    if (observer) this.#outbox.push(() => observer.onRejected(scope));
+    this.#flush();
+    return new RunnerError("QUEUE_FULL", this.#capMessage(scope, key));
+  }
+
+  /**
    * Waits for a slot for `userKey` (normalised as in spec §3). FermiLink's
    * order (spec §3): an already-aborted signal rejects with its reason, nothing
    * queued; the fast path (`queued: false`) only when the key can run and
@@ -96,22 +116,6 @@ export class AdmissionController {
    * admitted at once (the caps come first); `can_run_now` is false then.
    * See the class comment for what an abort does before and after the grant.
    */
-  /**
-   * The refusal `acquire` would give right now (reported to the observer as
-   * one), or null. Lets a caller answer 429 before any other work, as
-   * FermiLink does (admission comes before setup); `acquire` still decides.
-   */
-  refusal(userKey: string): RunnerError | null {
-    const key = normalizeAdmissionKey(userKey);
-    if (this.#queue.size === 0 && this.#canRun(key)) return null;
-    const scope = this.#capScope(key);
-    if (scope === null) return null;
-    const observer = this.#observer;
-    if (observer) this.#outbox.push(() => observer.onRejected(scope));
-    this.#flush();
-    return new RunnerError("QUEUE_FULL", this.#capMessage(scope, key));
-  }
-
   acquire(userKey: string, opts: AcquireOptions = {}): Promise<Lease> {
     const key = normalizeAdmissionKey(userKey);
     const { signal, onQueueUpdate } = opts;
@@ -121,14 +125,8 @@ export class AdmissionController {
       this.#flush();
       return Promise.resolve(lease);
     }
-    const scope = this.#capScope(key);
-    if (scope !== null) {
-      const err = new RunnerError("QUEUE_FULL", this.#capMessage(scope, key));
-      const observer = this.#observer;
-      if (observer) this.#outbox.push(() => observer.onRejected(scope));
-      this.#flush();
-      return Promise.reject(err);
-    }
+    const refused = this.#refusal(key);
+    if (refused) return Promise.reject(refused);
     return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
         userKey: key,

@@ -45,7 +45,6 @@ export interface PackageListing {
 
 /** A session's resolved package, ready to be overlaid into its repo. */
 export interface SessionPackage {
-  id: string;
   apply(opts: { repoDir: string; createdRepo: boolean }): Promise<PackageOverlaySummary>;
 }
 
@@ -118,7 +117,6 @@ export class PackageCatalog {
     });
     if (!resolved) return null;
     return {
-      id: resolved.id,
       apply: ({ repoDir, createdRepo }) => {
         const input: OverlayInput = {
           sessionDir: opts.sessionDir,

@@ -8,7 +8,7 @@ import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import { nextSpawnTurn } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
-import { resolveSessionDir } from "../workspace/session-path.js";
+import { resolveSessionDir, sessionRepoDir } from "../workspace/session-path.js";
 import { RunAborted, retriesExhausted, runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import type { RunState } from "./run-state.js";
@@ -156,7 +156,7 @@ export async function executeRun(
     const sessionDir = resolveSessionDir(config.workspacesRoot, plan.sessionId);
     const spec = plan.adapter.buildCommand({
       bin: plan.bin,
-      repoDir: path.join(sessionDir, "repo"),
+      repoDir: sessionRepoDir(sessionDir),
       prompt: plan.prompt,
       policy: plan.policy,
       hostEnv: config.hostEnv,

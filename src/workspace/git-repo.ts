@@ -1,9 +1,8 @@
 import { execFile } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
-import type { FsOp } from "./fs-batch/fs-batch.js";
+import { type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
 
 /** FermiLink's validity rule (spec §4.3 step 4): `.git` dir with HEAD, or a `gitdir:` file. */
 async function isGitRepo(repoDir: string): Promise<boolean> {
@@ -78,13 +77,6 @@ async function readSkeleton(gitDir: string): Promise<GitSkeleton> {
   return skeleton;
 }
 
-/** Write the skeleton as `dst`, which must not exist (parents come before children in `dirs`). */
-function writeSkeletonSync(skeleton: GitSkeleton, dst: string): void {
-  mkdirSync(dst);
-  for (const d of skeleton.dirs) mkdirSync(path.join(dst, d));
-  for (const f of skeleton.files) writeFileSync(path.join(dst, f.rel), f.content);
-}
-
 /** One skeleton per template dir and process, read from a repo the real `git init` made once. */
 const pristine = new Map<string, Promise<GitSkeleton>>();
 
@@ -137,7 +129,10 @@ export async function ensureGitRepo(
   if (await isGitRepo(repoDir)) return;
   const skeleton = await gitSkeleton(templateDir, env, repoDir);
   await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
-  writeSkeletonSync(skeleton, path.join(repoDir, ".git"));
+  const written = await workspaceFs.run(freshGitRepoOps(repoDir, skeleton));
+  // The OS error as it is; prepareWorkspace reports it as a workspace setup failure.
+  if (written.failedAt >= 0)
+    throw Object.assign(new Error(written.message), { code: written.code });
   if (!(await isGitRepo(repoDir))) {
     throw new RunnerError(
       "WORKSPACE_SETUP_FAILED",
@@ -146,7 +141,7 @@ export async function ensureGitRepo(
   }
 }
 
-/** The empty repo in a repo dir the caller has just created (no `.git` to check or remove), as file-system ops. */
+/** The empty repo written into `repoDir`, which has no `.git` (just created, or removed first), as file-system ops. */
 export function freshGitRepoOps(repoDir: string, skeleton: GitSkeleton): FsOp[] {
   const dst = path.join(repoDir, ".git");
   return [

@@ -2,15 +2,16 @@ import { cp, lstat, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
+import type { SessionPackage } from "../packages/package-catalog.js";
 import {
   BUILTIN_TEMPLATE_DIR,
   freshAgentsFileOps,
   syncAgentsFile,
   templateAgentsText,
 } from "./agents-file.js";
-import { type FsBatchResult, FsBatchRunner, type FsOp } from "./fs-batch/fs-batch.js";
+import { type FsBatchResult, type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
 import { ensureGitRepo, freshGitRepoOps, gitSkeleton } from "./git-repo.js";
-import { resolveSessionDir } from "./session-path.js";
+import { resolveSessionDir, sessionRepoDir } from "./session-path.js";
 
 /** Input of `prepareWorkspace`. */
 export interface PrepareWorkspaceOptions {
@@ -24,7 +25,7 @@ export interface PrepareWorkspaceOptions {
   packageId?: string | null;
   /** Resolves and overlays the session's package (spec §5.3, §5.4); absent = no packages. */
   packages?: SessionPackages;
-  /** Created after the workspace (in the same file-system turn for a new session). */
+  /** Created after the workspace (in the same file-system batch for a new session). */
   providerFiles?: ProviderFiles;
   /** Environment for `git init` (PATH at least). */
   gitEnv?: NodeJS.ProcessEnv;
@@ -33,9 +34,10 @@ export interface PrepareWorkspaceOptions {
 
 /** The package stage as the workspace sees it (implemented by `packages/package-catalog.ts`). */
 export interface SessionPackages {
-  resolveForSession(opts: { sessionDir: string; requested: string | null }): Promise<{
-    apply(opts: { repoDir: string; createdRepo: boolean }): Promise<PackageOverlaySummary>;
-  } | null>;
+  resolveForSession(opts: {
+    sessionDir: string;
+    requested: string | null;
+  }): Promise<SessionPackage | null>;
 }
 
 /** Directories and files the provider's command needs in the session (its home, settings). */
@@ -121,9 +123,6 @@ async function ensureOutputs(repoDir: string): Promise<void> {
   await mkdir(outputs, { recursive: true });
 }
 
-/** The file-system worker new workspaces and provider files are written by. */
-const fsBatch = new FsBatchRunner();
-
 /** Which stage an op belongs to, for the error message when it fails. */
 type Stage = "workspace" | "memory" | "provider";
 
@@ -138,20 +137,17 @@ function providerFileOps(files: ProviderFiles): FsOp[] {
   ];
 }
 
-/** Run staged ops on the worker; a failure becomes the stage's RunnerError. */
-async function runStaged(staged: { stage: Stage; ops: FsOp[] }[]): Promise<FsBatchResult> {
-  const ops = staged.flatMap((s) => s.ops);
-  const result = await fsBatch.run(ops);
-  if (result.failedAt < 0) return result;
+/** Run staged ops on the worker; on failure, which stage the failed op belongs to. */
+async function runStaged(
+  staged: { stage: Stage; ops: FsOp[] }[],
+): Promise<FsBatchResult & { stage: Stage | null }> {
+  const result = await workspaceFs.run(staged.flatMap((s) => s.ops));
   let end = 0;
   for (const s of staged) {
     end += s.ops.length;
-    if (result.failedAt < end) {
-      result.stage = s.stage;
-      break;
-    }
+    if (result.failedAt >= 0 && result.failedAt < end) return { ...result, stage: s.stage };
   }
-  return result;
+  return { ...result, stage: null };
 }
 
 function stageError(stage: Stage, message: string, code: string): RunnerError {
@@ -181,7 +177,7 @@ function stageError(stage: Stage, message: string, code: string): RunnerError {
  */
 export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<PreparedWorkspace> {
   const sessionDir = resolveSessionDir(opts.workspacesRoot, opts.sessionId);
-  const repoDir = path.join(sessionDir, "repo");
+  const repoDir = sessionRepoDir(sessionDir);
   const providerFiles = opts.providerFiles ?? { dirs: [], files: [] };
   try {
     const agents = await templateAgentsText(opts.softwareRoot);

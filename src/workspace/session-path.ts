@@ -29,3 +29,8 @@ export function resolveSessionDir(workspacesRoot: string, sessionId: string): st
     throw refuse();
   return dir;
 }
+
+/** The session's repo, where the provider runs (spec §4.3). */
+export function sessionRepoDir(sessionDir: string): string {
+  return path.join(sessionDir, "repo");
+}

@@ -26,8 +26,6 @@ export interface FsBatchResult {
   failedAt: number;
   code: string;
   message: string;
-  /** Set by callers that label their ops. */
-  stage?: "workspace" | "memory" | "provider";
 }
 
 interface Pending {
@@ -82,3 +80,6 @@ export class FsBatchRunner {
     return worker;
   }
 }
+
+/** The worker every workspace write goes through (new sessions, `.git` repairs, provider files). */
+export const workspaceFs = new FsBatchRunner();
