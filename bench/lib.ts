@@ -119,6 +119,26 @@ async function scrapeMemory(metricsPort: number): Promise<ServerMemory> {
   };
 }
 
+/** A baseline server from bench/fixtures in its own process; it prints one JSON line when ready. */
+export async function startFixtureServer<T>(
+  script: string,
+  env: Record<string, string> = {},
+): Promise<{ info: T; pid: number; stop(): void }> {
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", script], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const first = await new Promise<string>((resolve) =>
+    child.stdout?.once("data", (d: Buffer) => resolve(d.toString())),
+  );
+  return {
+    info: JSON.parse(first) as T,
+    pid: child.pid as number,
+    stop: () => child.kill("SIGTERM"),
+  };
+}
+
 /** VmRSS of a process, in bytes. */
 export function rssOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");

@@ -12,7 +12,6 @@
  * Server, bare server and provider each run in their own process; the cores
  * each used are recorded, to show which one was the bottleneck.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { RunService } from "../gen/fermilink/runner/v1/run_pb.js";
@@ -22,12 +21,12 @@ import {
   measureCores,
   perSecond,
   REPS,
-  ROOT,
   ratios,
   readInvocation,
   type Stats,
   spawnLikeRunner,
   sseRun,
+  startFixtureServer,
   startRunner,
   stats,
   writeResult,
@@ -84,20 +83,11 @@ async function connectFace(transport: Transport, pid: number, session: string): 
 }
 
 async function startBare(): Promise<{ h1: number; h2: number; pid: number; stop(): void }> {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ["--import", "tsx", "bench/fixtures/bare-connect-server.ts"],
-    {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", BARE_EVENTS: String(LINES) },
-      stdio: ["ignore", "pipe", "inherit"],
-    },
+  const bare = await startFixtureServer<{ h1: number; h2: number }>(
+    "bench/fixtures/bare-connect-server.ts",
+    { BARE_EVENTS: String(LINES) },
   );
-  const first = await new Promise<string>((resolve) =>
-    child.stdout?.once("data", (d: Buffer) => resolve(d.toString())),
-  );
-  const ports = JSON.parse(first) as { h1: number; h2: number };
-  return { ...ports, pid: child.pid as number, stop: () => child.kill("SIGTERM") };
+  return { ...bare.info, pid: bare.pid, stop: bare.stop };
 }
 
 const runner = await startRunner();

@@ -7,6 +7,23 @@ export interface ValidationDetail {
   msg: string;
 }
 
+/** Failures whose reason is the request or the load, never the runner's own code. */
+const CALLER_CAUSED: ReadonlySet<RunnerErrorCode> = new Set<RunnerErrorCode>([
+  "REQUEST_INVALID",
+  "PROMPT_EMPTY",
+  "PROMPT_TOO_LONG",
+  "SESSION_ID_INVALID",
+  "SANDBOX_INVALID",
+  "PROVIDER_MISMATCH",
+  "PROVIDER_UNSUPPORTED",
+  "PACKAGE_NOT_FOUND",
+  "QUEUE_FULL",
+  "UNAUTHENTICATED",
+  "PERMISSION_DENIED",
+  "RUN_NOT_FOUND",
+  "SHUTTING_DOWN",
+]);
+
 /**
  * A failure with a stable code and a message that tells the caller what to fix.
  * `cause` is logged but never sent to the caller.
@@ -22,7 +39,12 @@ export class RunnerError extends Error {
     message: string,
     options: { cause?: unknown; details?: readonly ValidationDetail[] } = {},
   ) {
+    // A stack trace costs tens of µs to capture, and a refusal under overload is the hot path
+    // of a flooded runner; where the caller's input or the load is the reason, it says nothing.
+    const stackLimit = Error.stackTraceLimit;
+    if (CALLER_CAUSED.has(code)) Error.stackTraceLimit = 0;
     super(message, { cause: options.cause });
+    Error.stackTraceLimit = stackLimit;
     this.code = code;
     this.details = options.details;
   }

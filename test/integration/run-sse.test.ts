@@ -158,6 +158,15 @@ describe("POST /run (FermiLink SSE face)", () => {
     );
   });
 
+  it("answers a body over 1 MiB with 413 without reading it all, and keeps serving", async () => {
+    server = await startTestServer();
+    const huge = JSON.stringify({ user_prompt: "x", pad: "y".repeat(2 * 1024 * 1024) });
+    const res = await postRun(server.baseUrl, null, { rawBody: huge });
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.text).detail).toBe("Request body too large.");
+    expect((await postRun(server.baseUrl, { user_prompt: "after" })).status).toBe(200);
+  });
+
   it("counts the prompt limit in code points, not UTF-16 units", async () => {
     server = await startTestServer();
     const emoji = "\u{1F600}"; // two UTF-16 units, one code point
