@@ -2,10 +2,12 @@
  * Starting a provider process, by one of two launchers with the same result:
  * `spawnDirect` forks the runner itself; `SpawnHelper.launch`
  * (spawner/spawner.ts) asks a small helper process to fork, so the runner's
- * event loop never blocks on process creation. Either way the child is
- * detached (its own session and process group, spec §10 item 9), has stdin
- * from /dev/null (§10 item 10), exactly the given env, and its stdout and
- * stderr pipes are read by the runner directly.
+ * event loop never blocks on process creation. Either way the child leads
+ * its own process group (spec §10 item 9: a kill reaches its whole tree),
+ * has stdin from /dev/null (§10 item 10), exactly the given env, and its
+ * stdout and stderr pipes are read by the runner directly. The direct child
+ * is also its own session; the helper's children share the helper's (one
+ * scheduler autogroup for all of them, see spawner-child.mjs).
  */
 import { spawn } from "node:child_process";
 import type { Readable } from "node:stream";
@@ -16,7 +18,7 @@ export interface LaunchOptions {
   args: string[];
   env: Record<string, string>;
   cwd: string;
-  /** Nice value for the provider and its own scheduler autogroup (0 = the runner's priority). */
+  /** Nice value for the provider and its scheduler autogroup (0 = the runner's priority). */
   niceness: number;
 }
 

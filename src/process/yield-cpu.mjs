@@ -6,6 +6,10 @@
  * value only ranks it inside the group; the group's own nice value is what
  * yields to the runner.
  *
+ * The spawn helper keeps its providers in its own session instead, all in
+ * one autogroup (spawner/spawner-child.mjs); this per-provider form is for
+ * the direct launcher and for the helper where perl is missing.
+ *
  * Plain JavaScript, shared by the runner (launch.ts) and the spawn helper
  * (spawner/spawner-child.mjs), which runs on bare node without the TypeScript
  * loader. Types: yield-cpu.d.mts.
@@ -25,20 +29,6 @@ export function yieldCpu(pid, niceness) {
   } catch {
     // No autogroup support (or not permitted): the per-process nice value still applies.
   }
-}
-
-/**
- * The autogroup nice value for each of `live` providers started with `base`:
- * every detached provider is its own scheduler autogroup, weighted like one
- * process at that nice value, so 200 busy CLIs at nice 10 together outweigh
- * the runner's group twentyfold and starve it. Beyond four live providers
- * each further doubling lowers them by 3 (about half the weight), up to 19:
- * together they stay within a few runner-weights while a lone provider keeps
- * `base` (and its full speed next to the runner).
- */
-export function crowdNice(base, live) {
-  if (base <= 0 || live <= 4) return Math.max(0, base);
-  return Math.min(19, base + 3 * Math.ceil(Math.log2(live / 4)));
 }
 
 /** Set the nice value of `pid`'s scheduler autogroup. Never throws. */

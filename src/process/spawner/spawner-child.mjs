@@ -12,41 +12,117 @@
  * the runner goes away (IPC disconnect) every group it started is SIGKILLed.
  */
 import { spawn } from "node:child_process";
-import { crowdNice, setGroupNice, yieldCpu } from "../yield-cpu.mjs";
+import { accessSync, constants, statSync } from "node:fs";
+import { setPriority } from "node:os";
+import { setGroupNice, yieldCpu } from "../yield-cpu.mjs";
 
-/** Live children by their pid (= process group id: each is detached). */
+/**
+ * Every provider gets its own process group (so a kill reaches its whole
+ * tree) but stays in this helper's session, so all of them share one
+ * scheduler autogroup, niced once: together they weigh like one process
+ * next to the runner, however many run. Node can only give a child a new
+ * session (a new autogroup each, and 200 of those outweigh the runner even
+ * at nice 19), so a perl one-liner calls setpgid and execs the CLI (the
+ * pid is kept). perl costs a few ms per start, so the first providers
+ * alive at once are still detached into autogroups of their own (a lone run
+ * starts as fast as it can); from the third on, they share. Without perl
+ * (FERMILINK_GROUP_EXEC empty), every provider is detached and niced alone.
+ */
+const GROUP_EXEC = process.env.FERMILINK_GROUP_EXEC ?? "";
+/** Providers alive at once that still get an autogroup of their own. */
+const SOLO_PROVIDERS = 2;
+const SETPGID_EXEC =
+  "setpgrp(0, 0); exec { $ARGV[0] } @ARGV; print STDERR qq(cannot execute $ARGV[0]: $!\n); exit 127;";
+
+/** Live children by their pid (= their process group id). */
 const live = new Set();
+/** Children from their spawn() until their exit: counted at once, before node reports them. */
+let running = 0;
+/** The nice value of this helper's (and so every shared provider's) autogroup. */
+let sharedNice = 0;
 
-/** Niceness each live child was started with, and the autogroup nice all of them have now. */
-const bases = new Map();
-let groupLevel = 0;
+/** Kill a child's group; a child still before its setpgid is killed alone (its CLI never starts). */
+function killTree(pid) {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+}
 
-/** Keep the providers' autogroups at `crowdNice` for how many are live (see yield-cpu.mjs). */
-function rebalance() {
-  let base = 0;
-  for (const b of bases.values()) base = Math.max(base, b);
-  const level = crowdNice(base, bases.size);
-  if (level === groupLevel) return;
-  groupLevel = level;
-  for (const pid of bases.keys()) setGroupNice(pid, level);
+/** Calls `then` once `pid` leads its own process group, or it exited (`gone`), or 5 s passed. */
+function whenGroupLeader(pid, gone, then) {
+  const deadline = Date.now() + 5000;
+  const poll = () => {
+    try {
+      process.kill(-pid, 0);
+    } catch {
+      if (!gone() && Date.now() < deadline) {
+        setTimeout(poll, 1);
+        return;
+      }
+    }
+    then();
+  };
+  poll();
+}
+
+/** The spawn error node would report for a binary that cannot run (the wrapper itself always can). */
+function execProblem(bin) {
+  if (!bin.includes("/")) return null;
+  try {
+    accessSync(bin, constants.X_OK);
+    if (!statSync(bin).isDirectory()) return null;
+  } catch (err) {
+    return err;
+  }
+  // A directory passes the X_OK check; exec refuses it.
+  return Object.assign(new Error(`spawn ${bin} EACCES`), { code: "EACCES" });
 }
 
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
+  const shared = GROUP_EXEC !== "" && running >= SOLO_PROVIDERS;
   let child;
   try {
-    child = spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const problem = shared ? execProblem(bin) : null;
+    if (problem) throw problem;
+    child = shared
+      ? spawn(GROUP_EXEC, ["-e", SETPGID_EXEC, "--", bin, ...args], {
+          cwd,
+          env,
+          stdio: ["ignore", "pipe", "pipe"],
+        })
+      : spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
     process.send({ type: "error", id, code: err.code ?? "", message: err.message });
     return;
   }
+  running += 1;
+  let counted = true;
+  const uncount = () => {
+    if (counted) running -= 1;
+    counted = false;
+  };
   if (niceness > 0 && child.pid !== undefined) {
-    yieldCpu(child.pid, niceness);
-    bases.set(child.pid, niceness);
-    const before = groupLevel;
-    rebalance();
-    // Unchanged level: the new child still needs the crowd's value, not its base.
-    if (groupLevel === before && groupLevel > niceness) setGroupNice(child.pid, groupLevel);
+    if (!shared) yieldCpu(child.pid, niceness);
+    else {
+      // Inside the shared autogroup the per-process value still ranks the helper above its CLIs
+      // (and is all there is on kernels without autogroups).
+      try {
+        setPriority(child.pid, niceness);
+      } catch {
+        // Not permitted, or already gone.
+      }
+      if (niceness !== sharedNice) {
+        setGroupNice(process.pid, niceness);
+        sharedNice = niceness;
+      }
+    }
   }
   // The pipes are the runner's: this process must never read from them (a socket starts
   // reading at once, and what it read would stay here), and must not let ChildProcess drain or
@@ -60,19 +136,32 @@ function start(msg) {
   child.stdio[1] = null;
   child.stdio[2] = null;
   child.once("error", (err) => {
+    uncount();
     process.send({ type: "error", id, code: err.code ?? "", message: err.message });
   });
   child.once("spawn", () => {
     const pid = child.pid;
     live.add(pid);
+    // The runner hears of the child only once it leads its group (a kill then reaches it), and
+    // of its exit only after that, even when it exits first.
+    let announced = false;
+    let exited = null;
+    const sendExit = ({ code, signal }) => process.send({ type: "exit", id, code, signal });
     child.once("exit", (code, signal) => {
       live.delete(pid);
-      if (bases.delete(pid)) rebalance();
-      process.send({ type: "exit", id, code, signal });
+      uncount();
+      if (announced) sendExit({ code, signal });
+      else exited = { code, signal };
     });
-    // keepOpen false: this process's copies of the pipes close once they are sent.
-    process.send({ type: "spawned", id, pid, stream: "stdout" }, pipes[0]);
-    process.send({ type: "spawned", id, pid, stream: "stderr" }, pipes[1]);
+    const announce = () => {
+      announced = true;
+      // keepOpen false: this process's copies of the pipes close once they are sent.
+      process.send({ type: "spawned", id, pid, stream: "stdout" }, pipes[0]);
+      process.send({ type: "spawned", id, pid, stream: "stderr" }, pipes[1]);
+      if (exited) sendExit(exited);
+    };
+    if (shared) whenGroupLeader(pid, () => exited !== null, announce);
+    else announce();
   });
 }
 
@@ -81,12 +170,6 @@ process.on("message", (msg) => {
 });
 
 process.on("disconnect", () => {
-  for (const pid of live) {
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }
+  for (const pid of live) killTree(pid);
   process.exit(0);
 });

@@ -9,6 +9,7 @@
  * reads them itself, nothing is relayed.
  */
 import { type ChildProcess, fork } from "node:child_process";
+import { accessSync, constants } from "node:fs";
 import type { Socket } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +17,23 @@ import type { LaunchedChild, LaunchOptions } from "../launch.js";
 import type { SpawnerMessage, SpawnRequest } from "./spawner-protocol.js";
 
 const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), "spawner-child.mjs");
+
+/**
+ * perl, which the helper uses to start each provider in its own process
+ * group inside the helper's session (spawner-child.mjs says why); null when
+ * this system has none (Debian's perl-base is essential, so it is there).
+ */
+export function findGroupExec(): string | null {
+  for (const candidate of ["/usr/bin/perl", "/bin/perl"]) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // Try the next place.
+    }
+  }
+  return null;
+}
 
 type ExitInfo = Awaited<LaunchedChild["exit"]>;
 
@@ -38,6 +56,12 @@ function spawnError(code: string, message: string): NodeJS.ErrnoException {
 
 export class SpawnHelper {
   private helper: ChildProcess | null = null;
+  /** perl for shared-autogroup providers, or null: each provider detached on its own. */
+  private readonly groupExec: string | null;
+
+  constructor(opts: { groupExec?: string | null } = {}) {
+    this.groupExec = opts.groupExec === undefined ? findGroupExec() : opts.groupExec;
+  }
   private nextId = 1;
   /** Every child from its request until its exit message. */
   private readonly children = new Map<number, Starting>();
@@ -77,7 +101,12 @@ export class SpawnHelper {
     const helper = fork(HELPER, [], {
       // Bare node: no TypeScript loader, profiler or inspector flags of the runner.
       execArgv: [],
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        FERMILINK_GROUP_EXEC: this.groupExec ?? "",
+      },
+      // Its own session, so its own scheduler autogroup: the one all its providers share.
+      detached: true,
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     // The helper never keeps the runner alive; live runs hold their own pipes.
@@ -145,8 +174,8 @@ export class SpawnHelper {
 
   /**
    * The helper died (it is only killed with the runner, so this is a crash):
-   * runs still starting fail; children it started may live on, detached, so
-   * their groups are killed and their exit reported as SIGKILL. The next
+   * runs still starting fail; children it started live on in their own
+   * process groups, so their groups are killed and their exit reported as SIGKILL. The next
    * launch starts a new helper.
    */
   private onHelperGone(helper: ChildProcess): void {

@@ -1,14 +1,15 @@
 /** The spawn helper with real processes: who forks, and what happens when either side dies. */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SpawnHelper } from "../../../src/process/spawner/spawner.js";
+import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
-import { crowdNice } from "../../../src/process/yield-cpu.mjs";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
+
+const FIXTURES_BIN = path.dirname(FAKE_AGENT);
 
 let cwd: string;
 let helper: SpawnHelper;
@@ -122,31 +123,90 @@ describe("SpawnHelper under a burst", () => {
   });
 });
 
-describe("provider autogroups in a crowd", () => {
-  it("keeps a few providers at their nice value and lowers every live one as the crowd grows", () => {
-    expect([1, 4, 5, 8, 9, 16, 17, 200].map((n) => crowdNice(10, n))).toEqual([
-      10, 10, 13, 13, 16, 16, 19, 19,
-    ]);
-    expect(crowdNice(0, 200)).toBe(0);
-    expect(crowdNice(18, 8)).toBe(19);
+const autogroup = (pid: number) => readFileSync(`/proc/${pid}/autogroup`, "utf8").trim();
+const pgidOf = (pid: number) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+};
+const sleeper = (h: SpawnHelper, niceness = 10) =>
+  h.launch({ bin: "/bin/sleep", args: ["30"], env: {}, cwd, niceness });
+
+describe("providers' scheduler group", () => {
+  it("finds perl here (Debian's perl-base), which the shared group needs", () => {
+    expect(findGroupExec()).not.toBeNull();
   });
 
-  it("re-nices the live providers' autogroups when more start and when they end", async () => {
-    if (!existsSync("/proc/self/autogroup")) return; // no autogroups: nothing to weigh
-    const groupNice = (pid: number) =>
-      Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, "utf8"))?.[1]);
-    const launch = () =>
-      helper.launch({ bin: "/bin/sleep", args: ["30"], env: {}, cwd, niceness: 10 });
-    const first = await Promise.all(Array.from({ length: 4 }, launch));
-    expect(first.map((c) => groupNice(c.pid))).toEqual([10, 10, 10, 10]);
-    const more = await Promise.all(Array.from({ length: 6 }, launch));
-    const all = [...first, ...more];
-    // Ten live: each doubling beyond four lowers them by 3 (10 -> 16), the first four included.
-    expect(all.map((c) => groupNice(c.pid))).toEqual(Array(10).fill(16));
-    for (const c of more) process.kill(-c.pid, "SIGKILL");
-    await Promise.all(more.map((c) => c.exit));
-    expect(first.map((c) => groupNice(c.pid))).toEqual([10, 10, 10, 10]);
-    for (const c of first) process.kill(-c.pid, "SIGKILL");
-    await Promise.all(first.map((c) => c.exit));
+  it("beyond two live providers, keeps each new one in the helper's autogroup, niced, leading its own process group", async () => {
+    const solo = [await sleeper(helper), await sleeper(helper)];
+    const helperPid = helper.helperPid as number;
+    // The first two (a lone run starts without the wrapper): detached, each its own autogroup.
+    for (const c of solo) {
+      expect(pgidOf(c.pid)).toBe(c.pid);
+      if (existsSync("/proc/self/autogroup")) {
+        expect(autogroup(c.pid)).toMatch(/nice 10$/);
+        expect(autogroup(c.pid)).not.toBe(autogroup(helperPid));
+      }
+    }
+    const kids = await Promise.all(Array.from({ length: 8 }, () => sleeper(helper)));
+    for (const c of kids) {
+      expect(pgidOf(c.pid)).toBe(c.pid);
+      expect(parentOf(c.pid)).toBe(helperPid);
+      if (existsSync("/proc/self/autogroup")) {
+        expect(autogroup(c.pid)).toBe(autogroup(helperPid));
+        expect(autogroup(c.pid)).toMatch(/nice 10$/);
+        expect(autogroup(c.pid)).not.toBe(autogroup(process.pid));
+      }
+    }
+    for (const c of [...solo, ...kids]) process.kill(-c.pid, "SIGKILL");
+    await Promise.all([...solo, ...kids].map((c) => c.exit));
+  });
+
+  it("reports a provider only once it leads its group, so a kill at once reaches it", async () => {
+    // A launcher that waits 300 ms before its setpgid: a child reported before then has no group
+    // yet, and the kill would throw ESRCH.
+    const slow = new SpawnHelper({ groupExec: path.join(FIXTURES_BIN, "slow-perl.sh") });
+    try {
+      const solo = [await sleeper(slow), await sleeper(slow)];
+      const kids = await Promise.all(
+        Array.from({ length: 5 }, async () => {
+          const c = await sleeper(slow);
+          process.kill(-c.pid, "SIGKILL");
+          return c;
+        }),
+      );
+      for (const c of kids) expect((await c.exit).signal).toBe("SIGKILL");
+      for (const c of solo) process.kill(-c.pid, "SIGKILL");
+      await Promise.all(solo.map((c) => c.exit));
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it("reports a binary that cannot run as the spawn error, as node would", async () => {
+    const notExecutable = path.join(cwd, "plain.txt");
+    writeFileSync(notExecutable, "not a program");
+    const err = await helper
+      .launch({ bin: notExecutable, args: [], env: {}, cwd, niceness: 0 })
+      .catch((e: NodeJS.ErrnoException) => e);
+    expect((err as NodeJS.ErrnoException).code).toBe("EACCES");
+  });
+
+  it("without perl, detaches each provider into its own session and autogroup instead", async () => {
+    const alone = new SpawnHelper({ groupExec: null });
+    try {
+      const kids = await Promise.all(Array.from({ length: 2 }, () => sleeper(alone, 7)));
+      for (const c of kids) {
+        expect(pgidOf(c.pid)).toBe(c.pid);
+        if (existsSync("/proc/self/autogroup")) {
+          expect(autogroup(c.pid)).toMatch(/nice 7$/);
+          expect(autogroup(c.pid)).not.toBe(autogroup(alone.helperPid as number));
+        }
+      }
+      expect(autogroup(kids[0]?.pid as number)).not.toBe(autogroup(kids[1]?.pid as number));
+      for (const c of kids) process.kill(-c.pid, "SIGKILL");
+      await Promise.all(kids.map((c) => c.exit));
+    } finally {
+      await alone.close();
+    }
   });
 });
