@@ -31,8 +31,14 @@ import { setGroupNice, yieldCpu } from "../yield-cpu.mjs";
 const GROUP_EXEC = process.env.FERMILINK_GROUP_EXEC ?? "";
 /** Providers alive at once that still get an autogroup of their own. */
 const SOLO_PROVIDERS = 2;
+/**
+ * perl warns on stderr at start-up when the locale it is given is not
+ * installed, which would show as the provider's own log lines; PERL_BADLANG=0
+ * silences that, and is taken out again before the CLI starts unless the
+ * caller had set it (the first argument says which).
+ */
 const SETPGID_EXEC =
-  "setpgrp(0, 0); exec { $ARGV[0] } @ARGV; print STDERR qq(cannot execute $ARGV[0]: $!\n); exit 127;";
+  "delete $ENV{PERL_BADLANG} if shift(@ARGV) eq 'drop'; setpgrp(0, 0); exec { $ARGV[0] } @ARGV; print STDERR qq(cannot execute $ARGV[0]: $!\n); exit 127;";
 
 /** Live children by their pid (= their process group id). */
 const live = new Set();
@@ -87,14 +93,15 @@ function execProblem(bin) {
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
   const shared = GROUP_EXEC !== "" && running >= SOLO_PROVIDERS;
+  const ownBadlang = Object.hasOwn(env, "PERL_BADLANG");
   let child;
   try {
     const problem = shared ? execProblem(bin) : null;
     if (problem) throw problem;
     child = shared
-      ? spawn(GROUP_EXEC, ["-e", SETPGID_EXEC, "--", bin, ...args], {
+      ? spawn(GROUP_EXEC, ["-e", SETPGID_EXEC, "--", ownBadlang ? "keep" : "drop", bin, ...args], {
           cwd,
-          env,
+          env: ownBadlang ? env : { ...env, PERL_BADLANG: "0" },
           stdio: ["ignore", "pipe", "pipe"],
         })
       : spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });

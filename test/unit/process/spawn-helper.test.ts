@@ -161,6 +161,36 @@ describe("providers' scheduler group", () => {
     await Promise.all([...solo, ...kids].map((c) => c.exit));
   });
 
+  it("passes exactly the given environment through the wrapper, and perl never speaks for the CLI", async () => {
+    const solo = [await sleeper(helper), await sleeper(helper)];
+    const envOf = async (env: Record<string, string>) => {
+      const c = await helper.launch({ bin: "/usr/bin/env", args: [], env, cwd, niceness: 10 });
+      let out = "";
+      let err = "";
+      c.stdout.setEncoding("utf8").on("data", (d: string) => {
+        out += d;
+      });
+      c.stderr.setEncoding("utf8").on("data", (d: string) => {
+        err += d;
+      });
+      await Promise.all([
+        new Promise((r) => c.stdout.once("end", r)),
+        new Promise((r) => c.stderr.once("end", r)),
+      ]);
+      return { lines: out.trim().split("\n").sort(), err };
+    };
+    // A locale that is not installed makes perl warn on stderr unless told not to.
+    const bad = { PATH: "/usr/bin:/bin", LANG: "xx_YY.UTF-8", LC_ALL: "de_XX.UTF-8" };
+    expect(await envOf(bad)).toEqual({
+      lines: ["LANG=xx_YY.UTF-8", "LC_ALL=de_XX.UTF-8", "PATH=/usr/bin:/bin"],
+      err: "",
+    });
+    // The caller's own PERL_BADLANG is the CLI's to keep.
+    expect((await envOf({ ...bad, PERL_BADLANG: "1" })).lines).toContain("PERL_BADLANG=1");
+    for (const c of solo) process.kill(-c.pid, "SIGKILL");
+    await Promise.all(solo.map((c) => c.exit));
+  });
+
   it("reports a provider only once it leads its group, so a kill at once reaches it", async () => {
     // A launcher that waits 300 ms before its setpgid: a child reported before then has no group
     // yet, and the kill would throw ESRCH.
