@@ -42,6 +42,28 @@ export interface RunnerProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * Every server process a bench started: killed when the bench exits, however
+ * it ends (an error, Ctrl-C, a `timeout` around `npm run bench`), so no runner,
+ * its providers or a baseline server outlive it.
+ */
+const started = new Set<ChildProcess>();
+const killStarted = () => {
+  for (const child of started) if (child.exitCode === null) child.kill("SIGKILL");
+};
+process.once("exit", killStarted);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    killStarted();
+    process.exit(128 + (signal === "SIGINT" ? 2 : 15));
+  });
+}
+function track(child: ChildProcess): ChildProcess {
+  started.add(child);
+  child.once("exit", () => started.delete(child));
+  return child;
+}
+
 export async function startRunner(env: Record<string, string> = {}): Promise<RunnerProcess> {
   const home = await mkdtemp(path.join(tmpdir(), "flr-bench-"));
   // BENCH_CPU_PROF=<dir> profiles the server (`node --cpu-prof`) to find where a target is lost.
@@ -50,28 +72,30 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Run
     ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
     : [];
   prof.push(...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((f) => f !== ""));
-  const child: ChildProcess = spawn(process.execPath, [...prof, "--import", "tsx", "src/main.ts"], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: home,
-      FERMILINK_HOME: home,
-      FERMILINK_SOFTWARE_ROOT: path.join(home, "no-software"),
-      FERMILINK_CODEX_BIN: FAKE_AGENT,
-      FERMILINK_RUNNER_PORT: "0",
-      FERMILINK_RUNNER_METRICS_PORT: "0",
-      FERMILINK_RUNNER_LOG_LEVEL: "info",
-      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
-      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
-      FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "600",
-      // The provider-alone baselines use the same value (spawnLikeRunner).
-      ...(process.env.FERMILINK_RUNNER_PROVIDER_NICE
-        ? { FERMILINK_RUNNER_PROVIDER_NICE: process.env.FERMILINK_RUNNER_PROVIDER_NICE }
-        : {}),
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child: ChildProcess = track(
+    spawn(process.execPath, [...prof, "--import", "tsx", "src/main.ts"], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: home,
+        FERMILINK_HOME: home,
+        FERMILINK_SOFTWARE_ROOT: path.join(home, "no-software"),
+        FERMILINK_CODEX_BIN: FAKE_AGENT,
+        FERMILINK_RUNNER_PORT: "0",
+        FERMILINK_RUNNER_METRICS_PORT: "0",
+        FERMILINK_RUNNER_LOG_LEVEL: "info",
+        FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
+        FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+        FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "600",
+        // The provider-alone baselines use the same value (spawnLikeRunner).
+        ...(process.env.FERMILINK_RUNNER_PROVIDER_NICE
+          ? { FERMILINK_RUNNER_PROVIDER_NICE: process.env.FERMILINK_RUNNER_PROVIDER_NICE }
+          : {}),
+        ...env,
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    }),
+  );
   let out = "";
   child.stdout?.on("data", (d: Buffer) => {
     if (out.length < 100_000) out += d.toString();
@@ -124,11 +148,13 @@ export async function startFixtureServer<T>(
   script: string,
   env: Record<string, string> = {},
 ): Promise<{ info: T; pid: number; stop(): void }> {
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", script], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child: ChildProcess = track(
+    spawn(process.execPath, ["--import", "tsx", script], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
+      stdio: ["ignore", "pipe", "inherit"],
+    }),
+  );
   const first = await new Promise<string>((resolve) =>
     child.stdout?.once("data", (d: Buffer) => resolve(d.toString())),
   );

@@ -106,7 +106,7 @@ function start(msg) {
         })
       : spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
-    process.send({ type: "error", id, code: err.code ?? "", message: err.message });
+    toRunner({ type: "error", id, code: err.code ?? "", message: err.message });
     return;
   }
   running += 1;
@@ -144,7 +144,7 @@ function start(msg) {
   child.stdio[2] = null;
   child.once("error", (err) => {
     uncount();
-    process.send({ type: "error", id, code: err.code ?? "", message: err.message });
+    toRunner({ type: "error", id, code: err.code ?? "", message: err.message });
   });
   child.once("spawn", () => {
     const pid = child.pid;
@@ -153,7 +153,7 @@ function start(msg) {
     // of its exit only after that, even when it exits first.
     let announced = false;
     let exited = null;
-    const sendExit = ({ code, signal }) => process.send({ type: "exit", id, code, signal });
+    const sendExit = ({ code, signal }) => toRunner({ type: "exit", id, code, signal });
     child.once("exit", (code, signal) => {
       live.delete(pid);
       uncount();
@@ -163,8 +163,8 @@ function start(msg) {
     const announce = () => {
       announced = true;
       // keepOpen false: this process's copies of the pipes close once they are sent.
-      process.send({ type: "spawned", id, pid, stream: "stdout" }, pipes[0]);
-      process.send({ type: "spawned", id, pid, stream: "stderr" }, pipes[1]);
+      toRunner({ type: "spawned", id, pid, stream: "stdout" }, pipes[0]);
+      toRunner({ type: "spawned", id, pid, stream: "stderr" }, pipes[1]);
       if (exited) sendExit(exited);
     };
     if (shared) whenGroupLeader(pid, () => exited !== null, announce);
@@ -176,7 +176,30 @@ process.on("message", (msg) => {
   if (msg && msg.type === "spawn") start(msg);
 });
 
-process.on("disconnect", () => {
+/** The runner is gone (or its channel broke): nobody reads these providers any more. */
+function runnerGone() {
   for (const pid of live) killTree(pid);
   process.exit(0);
-});
+}
+
+/**
+ * A message to the runner. The channel can close between a child's start and
+ * its report (the runner died meanwhile): that must end here in `runnerGone`,
+ * not as an unhandled 'error' that would kill the helper before its groups.
+ */
+function toRunner(msg, handle) {
+  if (!process.connected) return;
+  process.send(msg, handle, undefined, (err) => {
+    if (err && !process.connected) runnerGone();
+  });
+}
+
+process.on("disconnect", runnerGone);
+process.on("error", runnerGone);
+// 'disconnect' alone is not enough: while pipe handles still wait for the runner's
+// acknowledgement (a burst of starts), node defers it until they are acknowledged, which a
+// dead runner never does. A new parent (this process was re-parented) says the same for sure.
+const runnerPid = process.ppid;
+setInterval(() => {
+  if (process.ppid !== runnerPid) runnerGone();
+}, 200).unref();

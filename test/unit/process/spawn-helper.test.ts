@@ -1,5 +1,6 @@
 /** The spawn helper with real processes: who forks, and what happens when either side dies. */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -10,6 +11,7 @@ import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
 
 const FIXTURES_BIN = path.dirname(FAKE_AGENT);
+const FIXTURES = path.dirname(FIXTURES_BIN);
 
 let cwd: string;
 let helper: SpawnHelper;
@@ -86,6 +88,47 @@ describe("SpawnHelper", () => {
       .catch((e: NodeJS.ErrnoException) => e);
     expect((err as NodeJS.ErrnoException).code).toBe("ENOENT");
   });
+});
+
+/** Pids of processes whose command line contains `marker`. */
+function withMarker(marker: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
+}
+
+describe("SpawnHelper when its runner is killed", () => {
+  it("kills every child, even while their pipes still wait to be handed over", async () => {
+    const marker = `1000.${process.pid}${Date.now() % 100000}`;
+    const owner = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(FIXTURES, "spawn-helper-owner.ts"), marker, "60"],
+      { cwd: path.resolve(FIXTURES, "../.."), stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    owner.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    await new Promise((r) => owner.once("exit", r));
+    const helperPid = Number(out.trim());
+    expect(helperPid).toBeGreaterThan(0);
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && (withMarker(marker).length > 0 || isAlive(helperPid))) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const left = withMarker(marker);
+    const helperLeft = isAlive(helperPid);
+    for (const pid of [...left, ...(helperLeft ? [helperPid] : [])]) process.kill(pid, "SIGKILL");
+    expect(left).toEqual([]);
+    expect(helperLeft).toBe(false);
+  }, 30_000);
 });
 
 describe("SpawnHelper under a burst", () => {
