@@ -5,6 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { LaunchedChild } from "../../../src/process/launch.js";
 import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
@@ -90,6 +91,23 @@ describe("SpawnHelper", () => {
   });
 });
 
+/** Everything a launched child prints, once both its pipes ended. */
+async function readAll(child: LaunchedChild): Promise<{ out: string; err: string }> {
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => {
+    out += d;
+  });
+  child.stderr.setEncoding("utf8").on("data", (d: string) => {
+    err += d;
+  });
+  await Promise.all([
+    new Promise((r) => child.stdout.once("end", r)),
+    new Promise((r) => child.stderr.once("end", r)),
+  ]);
+  return { out, err };
+}
+
 /** Pids of processes whose command line contains `marker`. */
 function withMarker(marker: string): number[] {
   const pids: number[] = [];
@@ -142,19 +160,7 @@ describe("SpawnHelper under a burst", () => {
           cwd,
           niceness: 0,
         });
-        let out = "";
-        let err = "";
-        child.stdout.setEncoding("utf8").on("data", (d: string) => {
-          out += d;
-        });
-        child.stderr.setEncoding("utf8").on("data", (d: string) => {
-          err += d;
-        });
-        await Promise.all([
-          new Promise((r) => child.stdout.once("end", r)),
-          new Promise((r) => child.stderr.once("end", r)),
-        ]);
-        return { out, err, exit: await child.exit };
+        return { ...(await readAll(child)), exit: await child.exit };
       }),
     );
     const seq = (n: number) => `${Array.from({ length: n }, (_, i) => i + 1).join("\n")}\n`;
@@ -208,18 +214,7 @@ describe("providers' scheduler group", () => {
     const solo = [await sleeper(helper), await sleeper(helper)];
     const envOf = async (env: Record<string, string>) => {
       const c = await helper.launch({ bin: "/usr/bin/env", args: [], env, cwd, niceness: 10 });
-      let out = "";
-      let err = "";
-      c.stdout.setEncoding("utf8").on("data", (d: string) => {
-        out += d;
-      });
-      c.stderr.setEncoding("utf8").on("data", (d: string) => {
-        err += d;
-      });
-      await Promise.all([
-        new Promise((r) => c.stdout.once("end", r)),
-        new Promise((r) => c.stderr.once("end", r)),
-      ]);
+      const { out, err } = await readAll(c);
       return { lines: out.trim().split("\n").sort(), err };
     };
     // A locale that is not installed makes perl warn on stderr unless told not to.
