@@ -40,6 +40,13 @@ const SOLO_PROVIDERS = 2;
 const SETPGID_EXEC =
   "delete $ENV{PERL_BADLANG} if shift(@ARGV) eq 'drop'; setpgrp(0, 0); exec { $ARGV[0] } @ARGV; print STDERR qq(cannot execute $ARGV[0]: $!\n); exit 127;";
 
+/**
+ * Variables that would make perl load code of its own before the one-liner
+ * runs; a provider given any of them (through the admin's passthrough) is
+ * started detached instead, so the wrapper never runs anything but itself.
+ */
+const PERL_CODE_VARS = ["PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB"];
+
 /** Live children by their pid (= their process group id). */
 const live = new Set();
 /** Children from their spawn() until their exit: counted at once, before node reports them. */
@@ -92,7 +99,10 @@ function execProblem(bin) {
 
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
-  const shared = GROUP_EXEC !== "" && running >= SOLO_PROVIDERS;
+  const shared =
+    GROUP_EXEC !== "" &&
+    running >= SOLO_PROVIDERS &&
+    !PERL_CODE_VARS.some((name) => Object.hasOwn(env, name));
   const ownBadlang = Object.hasOwn(env, "PERL_BADLANG");
   let child;
   try {

@@ -225,6 +225,14 @@ describe("providers' scheduler group", () => {
     });
     // The caller's own PERL_BADLANG is the CLI's to keep.
     expect((await envOf({ ...bad, PERL_BADLANG: "1" })).lines).toContain("PERL_BADLANG=1");
+    // Variables that would have perl run code of its own bypass the wrapper (started detached).
+    const loud = path.join(cwd, "Loud.pm");
+    writeFileSync(loud, 'package Loud; print STDERR "perl module ran\\n"; 1;\n');
+    const viaPerlOpt = await envOf({ PATH: "/usr/bin:/bin", PERL5LIB: cwd, PERL5OPT: "-MLoud" });
+    expect(viaPerlOpt).toEqual({
+      lines: ["PATH=/usr/bin:/bin", `PERL5LIB=${cwd}`, "PERL5OPT=-MLoud"].sort(),
+      err: "",
+    });
     for (const c of solo) process.kill(-c.pid, "SIGKILL");
     await Promise.all(solo.map((c) => c.exit));
   });
