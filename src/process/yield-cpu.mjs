@@ -18,16 +18,17 @@ import { writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
 
 export function yieldCpu(pid, niceness) {
+  setProcessNice(pid, niceness);
+  // A procfs write: synchronous on purpose (no disk, and it must precede the provider's work).
+  setGroupNice(pid, niceness);
+}
+
+/** Set the nice value of process `pid` (inherited by what it starts later). Never throws. */
+export function setProcessNice(pid, niceness) {
   try {
     setPriority(pid, niceness);
   } catch {
     // Not permitted or already gone: the provider just keeps the runner's priority.
-  }
-  try {
-    // A procfs write: synchronous on purpose (no disk, and it must precede the provider's work).
-    writeFileSync(`/proc/${pid}/autogroup`, String(niceness));
-  } catch {
-    // No autogroup support (or not permitted): the per-process nice value still applies.
   }
 }
 
@@ -36,6 +37,6 @@ export function setGroupNice(pid, niceness) {
   try {
     writeFileSync(`/proc/${pid}/autogroup`, String(niceness));
   } catch {
-    // Gone, or no autogroup support: nothing to rebalance.
+    // Gone, or no autogroup support (or not permitted): the per-process nice value still applies.
   }
 }

@@ -13,8 +13,7 @@
  */
 import { spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
-import { setPriority } from "node:os";
-import { setGroupNice, yieldCpu } from "../yield-cpu.mjs";
+import { setGroupNice, setProcessNice, yieldCpu } from "../yield-cpu.mjs";
 
 /**
  * Every provider gets its own process group (so a kill reaches its whole
@@ -130,11 +129,7 @@ function start(msg) {
     else {
       // Inside the shared autogroup the per-process value still ranks the helper above its CLIs
       // (and is all there is on kernels without autogroups).
-      try {
-        setPriority(child.pid, niceness);
-      } catch {
-        // Not permitted, or already gone.
-      }
+      setProcessNice(child.pid, niceness);
       if (niceness !== sharedNice) {
         setGroupNice(process.pid, niceness);
         sharedNice = niceness;

@@ -58,13 +58,13 @@ export class SpawnHelper {
   private helper: ChildProcess | null = null;
   /** perl for shared-autogroup providers, or null: each provider detached on its own. */
   private readonly groupExec: string | null;
+  private nextId = 1;
+  /** Every child from its request until its exit message. */
+  private readonly children = new Map<number, Starting>();
 
   constructor(opts: { groupExec?: string | null } = {}) {
     this.groupExec = opts.groupExec === undefined ? findGroupExec() : opts.groupExec;
   }
-  private nextId = 1;
-  /** Every child from its request until its exit message. */
-  private readonly children = new Map<number, Starting>();
 
   /** The helper's pid while one runs (for diagnostics and tests). */
   get helperPid(): number | null {
@@ -175,8 +175,8 @@ export class SpawnHelper {
   /**
    * The helper died (it is only killed with the runner, so this is a crash):
    * runs still starting fail; children it started live on in their own
-   * process groups, so their groups are killed and their exit reported as SIGKILL. The next
-   * launch starts a new helper.
+   * process groups, so their groups are killed and their exit reported as
+   * SIGKILL. The next launch starts a new helper.
    */
   private onHelperGone(helper: ChildProcess): void {
     if (this.helper === helper) this.helper = null;
