@@ -8,7 +8,7 @@
  * runEventToProto(e))` gives (fields in number order, proto3 defaults
  * omitted); test/unit/events/run-event-wire.test.ts holds it to that.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type RunEvent as ProtoRunEvent,
   RunEventSchema,
@@ -27,12 +27,13 @@ const VARINT = 0;
 const FIXED64 = 1;
 const LEN = 2;
 
-/** A byte buffer that grows by doubling, reused for every event (only the result is copied). */
+/** A byte buffer that grows by doubling, reused from one event to the next. */
 class Writer {
   buf = Buffer.allocUnsafe(4096);
   pos = 0;
 
-  private room(n: number): void {
+  /** Make sure `n` more bytes fit. */
+  room(n: number): void {
     if (this.pos + n <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < this.pos + n) size *= 2;
@@ -208,17 +209,10 @@ function writeItem(w: Writer, item: AgentItem): void {
   }
 }
 
-const writer = new Writer();
-
-/**
- * The encoded `RunEvent` of an `agent` or `log` event, or null for the other
- * (rare) kinds, which take the generic path. The result is a fresh copy.
- */
-export function encodeLineEvent(event: RunEvent): Uint8Array | null {
+/** Write an `agent` or `log` event's message at the writer's position; false (nothing written) for other kinds. */
+function writeLineEvent(w: Writer, event: RunEvent): boolean {
   const b = event.body;
-  if (b.type !== "agent" && b.type !== "log") return null;
-  const w = writer;
-  w.pos = 0;
+  if (b.type !== "agent" && b.type !== "log") return false;
   w.str(1, event.runId);
   w.num(2, event.seq);
   const seconds = Math.floor(event.timeMs / 1000);
@@ -239,7 +233,69 @@ export function encodeLineEvent(event: RunEvent): Uint8Array | null {
       w.num(2, b.truncated ? 1 : 0);
     });
   }
-  return Uint8Array.prototype.slice.call(w.buf, 0, w.pos);
+  return true;
+}
+
+const writer = new Writer();
+
+/**
+ * The encoded `RunEvent` of an `agent` or `log` event, or null for the other
+ * (rare) kinds, which take the generic path. The result is a fresh copy.
+ */
+export function encodeLineEvent(event: RunEvent): Uint8Array | null {
+  writer.pos = 0;
+  if (!writeLineEvent(writer, event)) return null;
+  return Uint8Array.prototype.slice.call(writer.buf, 0, writer.pos);
+}
+
+/**
+ * One stream's outgoing bytes: each event as a gRPC / Connect envelope (a
+ * flag byte, the message length as 4 bytes big-endian, the message), so one
+ * socket write carries many events. Each stream has its own: a write may
+ * wait, and the bytes gathered must survive it.
+ */
+export class EnvelopeBuffer {
+  private readonly w = new Writer();
+
+  /** Bytes gathered since the last `take()`. */
+  get size(): number {
+    return this.w.pos;
+  }
+
+  /** One event as a data envelope (flag 0). */
+  add(event: RunEvent): void {
+    const w = this.w;
+    w.room(5);
+    const at = w.pos;
+    w.pos += 5;
+    if (!writeLineEvent(w, event)) this.raw(toBinary(RunEventSchema, runEventToProto(event)));
+    w.buf[at] = 0;
+    w.buf.writeUInt32BE(w.pos - at - 5, at + 1);
+  }
+
+  /** A whole envelope with the given flags (the Connect protocol's end-of-stream message is flag 2). */
+  frame(flags: number, data: Uint8Array): void {
+    const w = this.w;
+    w.room(5);
+    w.buf[w.pos] = flags;
+    w.buf.writeUInt32BE(data.length, w.pos + 1);
+    w.pos += 5;
+    this.raw(data);
+  }
+
+  /** The gathered bytes (a copy: the buffer is reused), and a fresh start. */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.w.pos);
+    this.w.buf.copy(out, 0, 0, this.w.pos);
+    this.w.pos = 0;
+    return out;
+  }
+
+  private raw(data: Uint8Array): void {
+    this.w.room(data.length);
+    this.w.buf.set(data, this.w.pos);
+    this.w.pos += data.length;
+  }
 }
 
 /**

@@ -21,7 +21,10 @@ export function sendJson(res: AnyResponse, status: number, body: unknown): void 
  * a slow reader slows the producer instead of growing server memory. Resolves
  * false when the response closed first.
  */
-export function writeWithBackpressure(res: AnyResponse, chunk: string): Promise<boolean> {
+export function writeWithBackpressure(
+  res: AnyResponse,
+  chunk: string | Uint8Array,
+): Promise<boolean> {
   if (res.destroyed || res.writableEnded) return Promise.resolve(false);
   const ok = res.write(chunk);
   if (ok) return Promise.resolve(true);

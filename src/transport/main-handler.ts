@@ -11,6 +11,7 @@ import type { Logger } from "../log/logger.js";
 import type { StreamObserver } from "../metrics/metrics.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
+import { createDirectRunStream } from "./connect/direct-run-stream.js";
 import { createOpsService } from "./connect/ops-service.js";
 import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
@@ -124,8 +125,10 @@ export function createMainHandler(deps: {
     },
     fallback: fermilinkRoutes,
   });
+  const directRunStream = createDirectRunStream(deps);
   return (req: AnyRequest, res: AnyResponse) => {
     if (applyCors(req, res, deps.corsOrigins)) return;
+    if (directRunStream(req, res)) return;
     connectHandler(req, res);
   };
 }

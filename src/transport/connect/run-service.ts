@@ -1,8 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  type AttachRequest,
   ListRunsResponseSchema,
   type RunEvent as ProtoRunEvent,
+  type RunRequest,
   type RunService,
 } from "../../../gen/fermilink/runner/v1/run_pb.js";
 import { toRunnerError } from "../../errors/runner-error.js";
@@ -24,6 +26,35 @@ async function guarded<T>(fn: () => T | Promise<T>): Promise<T> {
   } catch (err) {
     throw toConnectError(toRunnerError(err));
   }
+}
+
+/** Start the run a `RunRequest` asks for; its events from seq 1. */
+export async function openRun(
+  pipeline: RunPipeline,
+  req: RunRequest,
+  callerSignal: AbortSignal,
+): Promise<AsyncIterable<readonly RunEvent[]>> {
+  const started = await pipeline.start(
+    {
+      session_id: req.sessionId,
+      user_id: req.userId,
+      user_prompt: req.userPrompt,
+      package_id: req.packageId,
+      sandbox: req.sandbox,
+      provider: req.provider,
+      detach: req.detach,
+    },
+    { callerSignal },
+  );
+  return started.events;
+}
+
+/** The events an `AttachRequest` asks for. */
+export function openAttach(
+  pipeline: RunPipeline,
+  req: AttachRequest,
+): AsyncIterable<readonly RunEvent[]> {
+  return pipeline.attach(req.runId, Number(req.afterSeq), { userId: blankToNull(req.userId) });
 }
 
 /** A protobuf codec (not JSON): the call's events can be written from precomputed bytes. */
@@ -75,31 +106,16 @@ export function createRunService(
   return {
     async *run(req, ctx) {
       const arrivedAt = Date.now();
-      const started = await guarded(() =>
-        pipeline.start(
-          {
-            session_id: req.sessionId,
-            user_id: req.userId,
-            user_prompt: req.userPrompt,
-            package_id: req.packageId,
-            sandbox: req.sandbox,
-            provider: req.provider,
-            detach: req.detach,
-          },
-          { callerSignal: ctx.signal },
-        ),
-      );
+      const events = await guarded(() => openRun(pipeline, req, ctx.signal));
       yield* toProtoStream(
-        started.events,
+        events,
         observer,
         arrivedAt,
         isBinaryCall(ctx.requestHeader.get("content-type")),
       );
     },
     async *attach(req, ctx) {
-      const events = await guarded(() =>
-        pipeline.attach(req.runId, Number(req.afterSeq), { userId: blankToNull(req.userId) }),
-      );
+      const events = await guarded(() => openAttach(pipeline, req));
       yield* toProtoStream(
         events,
         observer,

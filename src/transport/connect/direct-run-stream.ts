@@ -1,0 +1,282 @@
+/**
+ * RunService.Run and Attach written straight to the response for the common
+ * case: protobuf over gRPC (HTTP/2) or over the Connect streaming protocol,
+ * without compression or a deadline. connect-node spends about as much CPU
+ * per streamed message as the whole rest of the runner (a chain of async
+ * generators, then a promise and two listeners per socket write); here the
+ * events available at once become one write of back-to-back envelopes.
+ * Every other call (JSON, gRPC-Web, gRPC over HTTP/1.1, compression,
+ * timeouts) falls through to connect-node's handler, which speaks the full
+ * protocols. Both give the same bytes per message.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  AttachRequestSchema,
+  RunRequestSchema,
+  RunService,
+} from "../../../gen/fermilink/runner/v1/run_pb.js";
+import { toRunnerError } from "../../errors/runner-error.js";
+import { toConnectError } from "../../errors/status-table.js";
+import type { RunEvent } from "../../events/run-event.js";
+import { EnvelopeBuffer } from "../../events/run-event-wire.js";
+import type { Logger } from "../../log/logger.js";
+import type { StreamObserver } from "../../metrics/metrics.js";
+import { StreamTally } from "../../metrics/stream-tally.js";
+import type { RunPipeline } from "../../run/run-pipeline.js";
+import {
+  type AnyRequest,
+  type AnyResponse,
+  readBody,
+  writeWithBackpressure,
+} from "../http-types.js";
+import { openAttach, openRun } from "./run-service.js";
+
+type Protocol = "grpc" | "connect";
+type Method = "run" | "attach";
+
+const PATHS = new Map<string, Method>([
+  [`/${RunService.typeName}/${RunService.method.run.name}`, "run"],
+  [`/${RunService.typeName}/${RunService.method.attach.name}`, "attach"],
+]);
+
+/** A request message is a prompt of at most 10,000 code points plus a few ids. */
+const MAX_REQUEST_BYTES = 1024 * 1024;
+/** Bytes gathered before a write; bounds one write's memory whatever the line sizes. */
+const WRITE_CHUNK = 64 * 1024;
+/** The Connect protocol's end-of-stream envelope flag. */
+const END_STREAM = 0b10;
+
+const identity = (v: string | string[] | undefined) => v === undefined || v === "identity";
+
+/** The protocol when this call can take the direct path, else null. */
+function directProtocol(req: AnyRequest): Protocol | null {
+  const h = req.headers;
+  if (req.method !== "POST" || h["grpc-timeout"] !== undefined) return null;
+  if (h["connect-timeout-ms"] !== undefined) return null;
+  const type = h["content-type"];
+  if (type === "application/grpc" || type === "application/grpc+proto") {
+    return req.httpVersionMajor === 2 && identity(h["grpc-encoding"]) ? "grpc" : null;
+  }
+  if (type === "application/connect+proto") {
+    return identity(h["connect-content-encoding"]) ? "connect" : null;
+  }
+  return null;
+}
+
+/** The one message of a server-streaming request body (envelopes as in connect-node's errors). */
+function requestMessage(body: Buffer): Uint8Array {
+  if (body.length === 0) {
+    throw new ConnectError(
+      "protocol error: missing input message for server-streaming method",
+      Code.InvalidArgument,
+    );
+  }
+  if (body.length < 5 || body.length < 5 + body.readUInt32BE(1)) {
+    throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+  }
+  if ((body[0] ?? 0) !== 0) {
+    throw new ConnectError(
+      "protocol error: received a compressed or flagged message without an encoding",
+      Code.InvalidArgument,
+    );
+  }
+  const end = 5 + body.readUInt32BE(1);
+  if (end !== body.length) {
+    throw new ConnectError(
+      "protocol error: received extra input message for server-streaming method",
+      Code.InvalidArgument,
+    );
+  }
+  return body.subarray(5, end);
+}
+
+function decode<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new ConnectError(
+      `cannot decode the request message: ${err instanceof Error ? err.message : String(err)}`,
+      Code.InvalidArgument,
+    );
+  }
+}
+
+/** `NotFound` → `not_found`, the Connect protocol's spelling. */
+function connectCodeName(code: Code): string {
+  return Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? "" : "_") + c.toLowerCase());
+}
+
+/** Headers, events and the closing status of one call, in its protocol. */
+class CallWriter {
+  private readonly envelopes = new EnvelopeBuffer();
+  /** True once this side ended the call. */
+  ended = false;
+  /** True once the client is gone (a reset HTTP/2 stream never drains: stop writing). */
+  gone = false;
+
+  constructor(
+    private readonly res: AnyResponse,
+    private readonly protocol: Protocol,
+  ) {}
+
+  /** Write what is gathered; false when the client is gone. */
+  flush(): Promise<boolean> {
+    if (this.gone) return Promise.resolve(false);
+    this.head();
+    return writeWithBackpressure(this.res, this.envelopes.take());
+  }
+
+  add(event: RunEvent): void {
+    this.envelopes.add(event);
+  }
+
+  get gathered(): number {
+    return this.envelopes.size;
+  }
+
+  /** End the call: OK, or `error` as gRPC trailers / the Connect end-of-stream message. */
+  finish(error: ConnectError | null): void {
+    const res = this.res;
+    this.ended = true;
+    if (res.destroyed || res.writableEnded) return;
+    this.head();
+    if (this.protocol === "grpc") {
+      res.addTrailers(
+        error === null
+          ? { "grpc-status": "0" }
+          : {
+              "grpc-status": String(error.code),
+              "grpc-message": encodeURIComponent(error.rawMessage),
+            },
+      );
+      res.end();
+      return;
+    }
+    const end =
+      error === null
+        ? {}
+        : { error: { code: connectCodeName(error.code), message: error.rawMessage } };
+    this.envelopes.frame(END_STREAM, Buffer.from(JSON.stringify(end)));
+    res.end(this.envelopes.take());
+  }
+
+  private head(): void {
+    if (this.res.headersSent) return;
+    this.res.writeHead(200, {
+      "content-type":
+        this.protocol === "grpc" ? "application/grpc+proto" : "application/connect+proto",
+    });
+  }
+}
+
+/**
+ * The direct path's request handler: true when it took the call, false when
+ * connect-node's handler should serve it.
+ */
+export function createDirectRunStream(deps: {
+  pipeline: RunPipeline;
+  observer: StreamObserver;
+  logger: Logger;
+}): (req: AnyRequest, res: AnyResponse) => boolean {
+  return (req, res) => {
+    const method = PATHS.get((req.url ?? "").split("?", 1)[0] ?? "");
+    if (method === undefined) return false;
+    const protocol = directProtocol(req);
+    if (protocol === null) return false;
+    serve(req, res, method, new CallWriter(res, protocol), deps).catch((err: unknown) => {
+      deps.logger.error({ err }, `RunService ${method} crashed`);
+      res.destroy();
+    });
+    return true;
+  };
+}
+
+async function serve(
+  req: AnyRequest,
+  res: AnyResponse,
+  method: Method,
+  out: CallWriter,
+  deps: { pipeline: RunPipeline; observer: StreamObserver; logger: Logger },
+): Promise<void> {
+  const arrivedAt = Date.now();
+  // A client that goes away ends its run (reason client_gone) unless it was detached.
+  // HTTP/2 says so on the request (a reset stream), HTTP/1.1 on the response.
+  const caller = new AbortController();
+  // (An HTTP/2 response reports itself finished when its stream is reset: ask the writer.)
+  const gone = () => {
+    out.gone = true;
+    if (!out.ended) caller.abort();
+  };
+  if ("stream" in req) req.once("close", gone);
+  else res.once("close", gone);
+  let events: AsyncIterable<readonly RunEvent[]>;
+  try {
+    const body = await readBody(req, MAX_REQUEST_BYTES);
+    if (body === null) {
+      throw new ConnectError(
+        `request message larger than ${MAX_REQUEST_BYTES} bytes`,
+        Code.ResourceExhausted,
+      );
+    }
+    const message = requestMessage(body);
+    events =
+      method === "run"
+        ? await openRun(
+            deps.pipeline,
+            decode(() => fromBinary(RunRequestSchema, message)),
+            caller.signal,
+          )
+        : openAttach(
+            deps.pipeline,
+            decode(() => fromBinary(AttachRequestSchema, message)),
+          );
+  } catch (err) {
+    out.finish(asConnectError(err, deps.logger));
+    return;
+  }
+  out.finish(
+    await stream(events, out, deps.observer, method === "run" ? arrivedAt : null, deps.logger),
+  );
+}
+
+/** Write the events; the error that ended them, if any. */
+async function stream(
+  events: AsyncIterable<readonly RunEvent[]>,
+  out: CallWriter,
+  observer: StreamObserver,
+  arrivedAt: number | null,
+  logger: Logger,
+): Promise<ConnectError | null> {
+  const tally = new StreamTally(observer, "connect");
+  let first = true;
+  const flush = () => {
+    if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
+    first = false;
+    return out.flush();
+  };
+  try {
+    for await (const batch of events) {
+      for (const event of batch) {
+        out.add(event);
+        const b = event.body;
+        tally.add(b.type, b.type === "agent" ? b.raw.length : b.type === "log" ? b.text.length : 0);
+        if (out.gathered >= WRITE_CHUNK && !(await flush())) return null;
+      }
+      tally.report();
+      if (out.gathered > 0 && !(await flush())) return null;
+    }
+    return null;
+  } catch (err) {
+    return asConnectError(err, logger);
+  } finally {
+    tally.report();
+  }
+}
+
+function asConnectError(err: unknown, logger: Logger): ConnectError {
+  if (err instanceof ConnectError) return err;
+  const re = toRunnerError(err);
+  if (re.code === "INTERNAL") logger.error({ err }, "RunService call failed");
+  return toConnectError(re);
+}
