@@ -1,6 +1,8 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
 import { type Launcher, spawnDirect } from "../../../src/process/launch.js";
@@ -79,6 +81,34 @@ describe.each([
     expect(inv.stdin).toBe("devnull");
     expect(inv.env).toEqual({ PATH: process.env.PATH ?? "/usr/bin:/bin" });
     expect(isAlive(p.pid)).toBe(false);
+  });
+
+  it("keeps no batch it has handed out while the other pipe stays silent", async () => {
+    // A batch the consumer dropped must be collectable while the process still runs
+    // (a merge by Promise.race kept every stdout batch reachable from the silent
+    // stderr pull until the process ended: tens of MB per long run).
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    const p = await start("#scenario=lines-then-sleep");
+    const it = p.lineBatches()[Symbol.asyncIterator]();
+    const handedOut: WeakRef<object>[] = [];
+    let lines = 0;
+    while (lines < 3000) {
+      const r = await it.next();
+      if (r.done) throw new Error("ended early");
+      lines += r.value.length;
+      handedOut.push(new WeakRef(r.value));
+    }
+    expect(isAlive(p.pid)).toBe(true);
+    // WeakRefs made in this job hold their target until it ends: collect after a turn.
+    await new Promise((r) => setTimeout(r, 0));
+    gc();
+    await new Promise((r) => setTimeout(r, 0));
+    const kept = handedOut.filter((w) => w.deref() !== undefined).length;
+    expect(handedOut.length).toBeGreaterThan(3);
+    expect(kept).toBeLessThanOrEqual(1);
+    await p.terminate();
+    await it.return?.();
   });
 
   it("terminate kills the leader and its grandchild (whole process group)", async () => {
