@@ -265,8 +265,10 @@ export async function readInvocation(runner: RunnerProcess, session: string): Pr
 
 /**
  * The baseline "provider alone": the fake agent started from node exactly as
- * the runner starts it (same argv, environment, working directory, process
- * group and nice value), but with `prompt` as its last argument.
+ * the runner starts a lone provider (same argv, environment, working
+ * directory, own session and process group, the runner's priority: the spawn
+ * helper nices providers only once more than two are alive), but with
+ * `prompt` as its last argument.
  * `onStdout` sees each chunk; resolves with the ms from spawn to exit, and
  * the ms the spawn() call itself blocked this process (the fork).
  */
@@ -274,7 +276,7 @@ export async function spawnLikeRunner(
   inv: Invocation,
   prompt: string,
   onStdout: (chunk: Buffer) => void = () => {},
-  niceness = Number(process.env.FERMILINK_RUNNER_PROVIDER_NICE ?? 10),
+  niceness = 0,
 ): Promise<{ ms: number; spawnMs: number }> {
   const t = performance.now();
   const child = spawn(process.execPath, [FAKE_AGENT, ...inv.argv.slice(0, -1), prompt], {

@@ -26,6 +26,12 @@ import { setGroupNice, setProcessNice, yieldCpu } from "../yield-cpu.mjs";
  * alive at once are still detached into autogroups of their own (a lone run
  * starts as fast as it can); from the third on, they share. Without perl
  * (FERMILINK_GROUP_EXEC empty), every provider is detached and niced alone.
+ *
+ * The nice value is for a crowd: while no more than SOLO_PROVIDERS are
+ * alive, they run at the runner's priority (niced, one CLI streaming at full
+ * speed lost a third of its rate to the client reading it on a busy 2-core
+ * box). The third live provider renices them, for the rest of their lives: a
+ * nice value cannot be lowered again without privileges.
  */
 const GROUP_EXEC = process.env.FERMILINK_GROUP_EXEC ?? "";
 /** Providers alive at once that still get an autogroup of their own. */
@@ -52,6 +58,8 @@ const live = new Set();
 let running = 0;
 /** The nice value of this helper's (and so every shared provider's) autogroup. */
 let sharedNice = 0;
+/** Providers started while few were alive, not niced yet: pid → the nice value they were given. */
+const unniced = new Map();
 
 /** Kill a child's group; a child still before its setpgid is killed alone (its CLI never starts). */
 function killTree(pid) {
@@ -98,10 +106,9 @@ function execProblem(bin) {
 
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
+  const crowded = running >= SOLO_PROVIDERS;
   const shared =
-    GROUP_EXEC !== "" &&
-    running >= SOLO_PROVIDERS &&
-    !PERL_CODE_VARS.some((name) => Object.hasOwn(env, name));
+    GROUP_EXEC !== "" && crowded && !PERL_CODE_VARS.some((name) => Object.hasOwn(env, name));
   const ownBadlang = Object.hasOwn(env, "PERL_BADLANG");
   let child;
   try {
@@ -125,14 +132,21 @@ function start(msg) {
     counted = false;
   };
   if (niceness > 0 && child.pid !== undefined) {
-    if (!shared) yieldCpu(child.pid, niceness);
-    else {
-      // Inside the shared autogroup the per-process value still ranks the helper above its CLIs
-      // (and is all there is on kernels without autogroups).
-      setProcessNice(child.pid, niceness);
-      if (niceness !== sharedNice) {
-        setGroupNice(process.pid, niceness);
-        sharedNice = niceness;
+    if (!crowded) {
+      // Full priority while few run (see the top).
+      unniced.set(child.pid, niceness);
+    } else {
+      for (const [pid, n] of unniced) yieldCpu(pid, n);
+      unniced.clear();
+      if (!shared) yieldCpu(child.pid, niceness);
+      else {
+        // Inside the shared autogroup the per-process value still ranks the helper above its
+        // CLIs (and is all there is on kernels without autogroups).
+        setProcessNice(child.pid, niceness);
+        if (niceness !== sharedNice) {
+          setGroupNice(process.pid, niceness);
+          sharedNice = niceness;
+        }
       }
     }
   }
@@ -161,6 +175,7 @@ function start(msg) {
     const sendExit = ({ code, signal }) => toRunner({ type: "exit", id, code, signal });
     child.once("exit", (code, signal) => {
       live.delete(pid);
+      unniced.delete(pid);
       uncount();
       if (announced) sendExit({ code, signal });
       else exited = { code, signal };

@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { LaunchedChild } from "../../../src/process/launch.js";
@@ -188,15 +188,22 @@ describe("providers' scheduler group", () => {
   it("beyond two live providers, keeps each new one in the helper's autogroup, niced, leading its own process group", async () => {
     const solo = [await sleeper(helper), await sleeper(helper)];
     const helperPid = helper.helperPid as number;
-    // The first two (a lone run starts without the wrapper): detached, each its own autogroup.
+    // The first two (a lone run starts without the wrapper): detached, each its own autogroup,
+    // at full priority while no crowd competes with the runner.
     for (const c of solo) {
       expect(pgidOf(c.pid)).toBe(c.pid);
+      expect(getPriority(c.pid)).toBe(0);
       if (existsSync("/proc/self/autogroup")) {
-        expect(autogroup(c.pid)).toMatch(/nice 10$/);
+        expect(autogroup(c.pid)).toMatch(/nice 0$/);
         expect(autogroup(c.pid)).not.toBe(autogroup(helperPid));
       }
     }
     const kids = await Promise.all(Array.from({ length: 8 }, () => sleeper(helper)));
+    // The crowd renices the first two as well.
+    for (const c of solo) {
+      expect(getPriority(c.pid)).toBe(10);
+      if (existsSync("/proc/self/autogroup")) expect(autogroup(c.pid)).toMatch(/nice 10$/);
+    }
     for (const c of kids) {
       expect(pgidOf(c.pid)).toBe(c.pid);
       expect(parentOf(c.pid)).toBe(helperPid);
@@ -270,9 +277,10 @@ describe("providers' scheduler group", () => {
   it("without perl, detaches each provider into its own session and autogroup instead", async () => {
     const alone = new SpawnHelper({ groupExec: null });
     try {
-      const kids = await Promise.all(Array.from({ length: 2 }, () => sleeper(alone, 7)));
+      const kids = await Promise.all(Array.from({ length: 3 }, () => sleeper(alone, 7)));
       for (const c of kids) {
         expect(pgidOf(c.pid)).toBe(c.pid);
+        expect(getPriority(c.pid)).toBe(7);
         if (existsSync("/proc/self/autogroup")) {
           expect(autogroup(c.pid)).toMatch(/nice 7$/);
           expect(autogroup(c.pid)).not.toBe(autogroup(alone.helperPid as number));
