@@ -98,13 +98,8 @@ function fromRow(r: RunRow): RunRecord {
 /** Rows per multi-row INSERT (6 parameters each, well under SQLite's limit). */
 const INSERT_ROWS = 64;
 
-interface EventRow {
-  seq: number;
-  time_ms: number;
-  kind: string;
-  text: string;
-  truncated: number;
-}
+/** An events row as an array (seq, time_ms, kind, text, truncated): no object per row to build. */
+type EventTuple = [number, number, string, string, number];
 
 /** Append one event's column values; returns the bytes it takes. */
 function pushRow(rows: unknown[], runId: string, e: RunEvent | undefined): number {
@@ -131,11 +126,10 @@ function pushRow(rows: unknown[], runId: string, e: RunEvent | undefined): numbe
  * items are a pure function of the raw line and the provider, re-derived by
  * the reader (`journal/rehydrate.ts`), so they are not stored twice.
  */
-function bodyOf(r: EventRow): RunEventBody {
-  if (r.kind === "agent")
-    return { type: "agent", raw: r.text, items: [], truncated: r.truncated === 1 };
-  if (r.kind === "log") return { type: "log", text: r.text, truncated: r.truncated === 1 };
-  return JSON.parse(r.text) as RunEventBody;
+function bodyOf(kind: string, text: string, truncated: number): RunEventBody {
+  if (kind === "agent") return { type: "agent", raw: text, items: [], truncated: truncated === 1 };
+  if (kind === "log") return { type: "log", text, truncated: truncated === 1 };
+  return JSON.parse(text) as RunEventBody;
 }
 
 const UPDATE_COLUMNS: Record<keyof RunUpdate, string> = {
@@ -159,6 +153,7 @@ export class SqliteRunStore implements RunStore {
   private readonly insertEvent: Database.Statement;
   private readonly insertEvents: Database.Statement;
   private readonly bumpRun: Database.Statement;
+  private readonly selectEvents: Database.Statement;
   private readonly statements = new Map<string, Database.Statement>();
   private readonly appendTx: (runId: string, events: readonly RunEvent[]) => void;
 
@@ -188,6 +183,12 @@ export class SqliteRunStore implements RunStore {
     this.insertEvents = this.db.prepare(
       insert + Array.from({ length: INSERT_ROWS }, () => "(?, ?, ?, ?, ?, ?)").join(", "),
     );
+    // Rows as arrays: a lagging viewer reads every event back, and row objects cost ~40 % more.
+    this.selectEvents = this.db
+      .prepare(
+        "SELECT seq, time_ms, kind, text, truncated FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+      )
+      .raw(true);
     this.bumpRun = this.db.prepare(
       "UPDATE runs SET last_seq = ?, event_bytes = event_bytes + ? WHERE run_id = ?",
     );
@@ -299,10 +300,8 @@ export class SqliteRunStore implements RunStore {
   }
 
   readEvents(runId: string, afterSeq: number, limit: number): RunEvent[] {
-    const rows = this.stmt(
-      "SELECT seq, time_ms, kind, text, truncated FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-    ).all(runId, afterSeq, limit) as EventRow[];
-    return rows.map((r) => ({ runId, seq: r.seq, timeMs: r.time_ms, body: bodyOf(r) }));
+    const rows = this.selectEvents.all(runId, afterSeq, limit) as EventTuple[];
+    return rows.map((r) => ({ runId, seq: r[0], timeMs: r[1], body: bodyOf(r[2], r[3], r[4]) }));
   }
 
   getRun(runId: string): RunRecord | null {
