@@ -37,7 +37,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     name: "FERMILINK_RUNNER_PROVIDER_NICE",
     default: "10",
     description:
-      "Nice value of provider processes and their scheduler autogroups (0-19; 0 = the runner's priority): the runner stays responsive while many CLIs run.",
+      "Nice value of provider processes and their scheduler autogroups (0-19; 0 = the runner's priority), from the third live provider on (one or two run at full priority; the spawn helper then renices them): the runner stays responsive while many CLIs run.",
   },
   {
     name: "FERMILINK_RUNNER_SPAWN_HELPER",
