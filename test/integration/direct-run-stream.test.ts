@@ -201,6 +201,17 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     expect(end.error.message).toMatch(message);
   });
 
+  it("answers a request larger than 1 MiB with resource_exhausted on both protocols", async () => {
+    server = await startTestServer();
+    const big = envelope(0, Buffer.alloc(2 * 1024 * 1024, 0x41));
+    const grpc = await rawGrpc(server.baseUrl, RUN, big);
+    expect(grpc.trailers["grpc-status"]).toBe(String(Code.ResourceExhausted));
+    const connect = await rawConnect(server.baseUrl, RUN, big);
+    const end = JSON.parse(connect.envelopes.at(-1)?.data.toString() ?? "");
+    expect(end.error.code).toBe("resource_exhausted");
+    expect(server.app.pipeline.liveRuns).toBe(0);
+  });
+
   it("maps a runner error to its code with a readable message (gRPC)", async () => {
     server = await startTestServer();
     const client = createClient(RunService, createGrpcTransport({ baseUrl: server.baseUrl }));

@@ -219,6 +219,8 @@ async function serve(
   try {
     const body = await readBody(req, MAX_REQUEST_BYTES);
     if (body === null) {
+      // The rest of the body is never read: an HTTP/1.1 connection cannot be reused.
+      if (!("stream" in req)) res.setHeader("connection", "close");
       throw new ConnectError(
         `request message larger than ${MAX_REQUEST_BYTES} bytes`,
         Code.ResourceExhausted,
