@@ -144,7 +144,7 @@ class CallWriter {
   finish(error: ConnectError | null): void {
     const res = this.res;
     this.ended = true;
-    if (res.destroyed || res.writableEnded) return;
+    if (this.gone || res.destroyed || res.writableEnded) return;
     this.head();
     if (this.protocol === "grpc") {
       res.addTrailers(
