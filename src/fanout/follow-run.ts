@@ -2,8 +2,13 @@ import type { RunEvent } from "../events/run-event.js";
 
 /** What a viewer reads a run from: a live journal or a finished run in the store. */
 export interface RunEventSource {
-  /** Up to `max` events after `afterSeq`, ascending. */
-  read(afterSeq: number, max: number): RunEvent[];
+  /**
+   * Up to `max` events after `afterSeq`, ascending. With `typedItems` false,
+   * agent events read back from the store may come without their typed items
+   * (re-deriving them is most of a read-back's cost, and the SSE face sends
+   * only the raw line).
+   */
+  read(afterSeq: number, max: number, typedItems: boolean): RunEvent[];
   /** Resolves when there may be more after `afterSeq`, or the run ended. */
   waitForMore(afterSeq: number): Promise<void>;
   /** No event will be added any more. */
@@ -23,10 +28,11 @@ const READ_BATCH = 256;
 export async function* followRunBatches(
   source: RunEventSource,
   afterSeq: number,
+  typedItems = true,
 ): AsyncGenerator<readonly RunEvent[]> {
   let cursor = afterSeq;
   for (;;) {
-    const batch = source.read(cursor, READ_BATCH);
+    const batch = source.read(cursor, READ_BATCH, typedItems);
     if (batch.length === 0) {
       if (source.isEnded) return;
       await source.waitForMore(cursor);

@@ -112,8 +112,12 @@ export class RunJournal {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  /** Up to `max` events after `afterSeq`: from memory when the tail still has them, else from the store. */
-  read(afterSeq: number, max: number): RunEvent[] {
+  /**
+   * Up to `max` events after `afterSeq`: from memory when the tail still has
+   * them, else from the store (with their typed items re-derived only when
+   * `typedItems`).
+   */
+  read(afterSeq: number, max: number, typedItems = true): RunEvent[] {
     const first = this.tail[this.tailHead];
     if (first && afterSeq + 1 >= first.seq) {
       const start = this.tailHead + afterSeq + 1 - first.seq;
@@ -121,7 +125,8 @@ export class RunJournal {
     }
     if (afterSeq >= this.seq) return [];
     // Evicted events were flushed before eviction, so the store has them.
-    return rehydrate(this.store.readEvents(this.runId, afterSeq, max), this.readLine);
+    const stored = this.store.readEvents(this.runId, afterSeq, max);
+    return typedItems ? rehydrate(stored, this.readLine) : stored;
   }
 
   /** Resolves when an event after `afterSeq` exists or the journal ended. */

@@ -51,7 +51,14 @@ export class RunPipeline {
     return this.runs.size;
   }
 
-  async start(input: RunRequestInput, opts: { callerSignal: AbortSignal }): Promise<StartedRun> {
+  /**
+   * `opts.typedItems` false: the caller sends raw lines only (the SSE face),
+   * so events read back from the store need not have their items re-derived.
+   */
+  async start(
+    input: RunRequestInput,
+    opts: { callerSignal: AbortSignal; typedItems?: boolean },
+  ): Promise<StartedRun> {
     const { config } = this.deps;
     const startedAtMs = this.deps.now();
     this.refuseIfClosing();
@@ -122,7 +129,7 @@ export class RunPipeline {
     return {
       runId: state.runId,
       sessionId,
-      events: this.callerStream(state, req.detach ? null : onCallerGone),
+      events: this.callerStream(state, req.detach ? null : onCallerGone, opts.typedItems ?? true),
     };
   }
 
@@ -130,10 +137,11 @@ export class RunPipeline {
   private async *callerStream(
     state: RunState,
     onLeave: (() => void) | null,
+    typedItems: boolean,
   ): AsyncGenerator<readonly RunEvent[]> {
     let sawExit = false;
     try {
-      for await (const batch of followRunBatches(state.journal, 0)) {
+      for await (const batch of followRunBatches(state.journal, 0, typedItems)) {
         if (batch[batch.length - 1]?.body.type === "exit") sawExit = true;
         yield batch;
       }
@@ -145,24 +153,32 @@ export class RunPipeline {
   /**
    * Watch a run from after `afterSeq`: replay, then follow live events until
    * the exit event. Works for live and finished runs; a viewer leaving never
-   * ends the run.
+   * ends the run. `typedItems` as in `start`.
    */
-  attach(runId: string, afterSeq: number, viewer: Viewer): AsyncIterable<readonly RunEvent[]> {
+  attach(
+    runId: string,
+    afterSeq: number,
+    viewer: Viewer,
+    typedItems = true,
+  ): AsyncIterable<readonly RunEvent[]> {
     const live = this.runs.get(runId);
     if (live) {
       this.checkVisible(live.state.userId, runId, viewer);
-      return followRunBatches(live.state.journal, afterSeq);
+      return followRunBatches(live.state.journal, afterSeq, typedItems);
     }
     const record = this.findStored(runId, viewer);
     const { store } = this.deps;
     const adapter = isProviderId(record.provider) ? getProviderAdapter(record.provider) : null;
     const readLine = (raw: string) => adapter?.normalize(raw) ?? [];
     const stored: RunEventSource = {
-      read: (after, max) => rehydrate(store.readEvents(record.runId, after, max), readLine),
+      read: (after, max, typed) => {
+        const events = store.readEvents(record.runId, after, max);
+        return typed ? rehydrate(events, readLine) : events;
+      },
       waitForMore: () => Promise.resolve(),
       isEnded: true,
     };
-    return followRunBatches(stored, afterSeq);
+    return followRunBatches(stored, afterSeq, typedItems);
   }
 
   /** True while the run is queued or running in this process. */

@@ -39,7 +39,11 @@ export async function handleRunRoute(
       sendJson(res, 413, { detail: "Request body too large." });
       return;
     }
-    started = await pipeline.start(parseRunBody(body), { callerSignal: caller.signal });
+    // SSE sends each agent line raw: no typed items to re-derive for events read back.
+    started = await pipeline.start(parseRunBody(body), {
+      callerSignal: caller.signal,
+      typedItems: false,
+    });
   } catch (err) {
     const re = toRunnerError(err);
     if (re.code === "INTERNAL") logger.error({ err }, "POST /run failed before streaming");

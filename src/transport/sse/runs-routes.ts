@@ -131,7 +131,8 @@ export async function handleRunsRoute(
           res.end();
           return;
         }
-        const events = deps.pipeline.attach(route.runId, after, viewer);
+        // Raw lines only (typedItems false): SSE never sends an agent line's items.
+        const events = deps.pipeline.attach(route.runId, after, viewer, false);
         writeSseHead(res);
         await streamSse(res, events, {
           heartbeatMs: deps.heartbeatMs,

@@ -97,6 +97,29 @@ describe("RunJournal", () => {
     expect(store.readEvents("r1", 4999, 10).map((e) => e.seq)).toEqual([5000, 5001]);
   });
 
+  it("re-derives typed items of events read back from the store only for viewers that want them", () => {
+    let derived = 0;
+    const reader = (raw: string) => {
+      derived++;
+      return [{ kind: "message" as const, text: raw.slice(0, 5), delta: false }];
+    };
+    const j = new RunJournal(record("r4"), store, () => 42, reader, {
+      tailBytes: 1024,
+      flushIntervalMs: 5,
+      flushMaxEvents: 16,
+    });
+    for (let i = 1; i <= 200; i++) j.append(line(i));
+    j.end();
+    // Seq 1-50 are out of the tail: read back from the store.
+    const raw = j.read(0, 50, false);
+    expect(raw.map((e) => e.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    expect(raw.every((e) => e.body.type === "agent" && e.body.items.length === 0)).toBe(true);
+    expect(derived).toBe(0);
+    const typed = j.read(0, 50);
+    expect(derived).toBe(50);
+    expect(typed[0]?.body).toMatchObject({ raw: line(1).raw, items: [{ kind: "message" }] });
+  });
+
   it("delivers every event exactly once to a follower that joins mid-run and reads slowly", async () => {
     const j = new RunJournal(record("r2"), store, () => 1, undefined, {
       tailBytes: 4 * 1024,
