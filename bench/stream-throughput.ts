@@ -10,7 +10,8 @@
  *    streaming 100,000 AgentEvent messages of 200-byte lines: the limit for
  *    the Connect face.
  * Server, bare server and provider each run in their own process; the cores
- * each used are recorded, to show which one was the bottleneck.
+ * each used are recorded, to show which one was the bottleneck. Every
+ * workload runs once untimed before the repetitions (JIT warm-up on both sides).
  */
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -92,7 +93,7 @@ async function startBare(): Promise<{ h1: number; h2: number; pid: number; stop(
 
 const runner = await startRunner();
 const bare = await startBare();
-// Warm up both servers, and learn how the runner starts the provider (for the baseline).
+// Learn how the runner starts the provider (for the baseline).
 await sseRun(runner.baseUrl, { session_id: "warm", user_prompt: "#scenario=bench-one-line" });
 const inv = await readInvocation(runner, "warm");
 const h1 = createConnectTransport({ baseUrl: runner.baseUrl, httpVersion: "1.1" });
@@ -102,6 +103,12 @@ const bareH1 = createConnectTransport({
   httpVersion: "1.1",
 });
 const bareH2 = createGrpcTransport({ baseUrl: `http://127.0.0.1:${bare.h2}` });
+// One untimed pass of every workload first: the code of each face (server and this client)
+// is compiled by then on both sides, so the first repetition is not a measure of V8's JIT.
+await providerAlone(inv);
+await sse(runner.baseUrl, runner.pid, "warm-sse");
+for (const t of [bareH1, bareH2]) await connectFace(t, bare.pid, "b");
+for (const t of [h1, h2]) await connectFace(t, runner.pid, "warm-connect");
 const series: Record<"alone" | "sse" | "connect" | "grpc" | "bareConnect" | "bareGrpc", Sample[]> =
   { alone: [], sse: [], connect: [], grpc: [], bareConnect: [], bareGrpc: [] };
 for (let rep = 0; rep < REPS; rep++) {
