@@ -1,4 +1,5 @@
 import type { AgentItem, RunEvent } from "../events/run-event.js";
+import type { RunStore } from "./run-store.js";
 
 /** Reads a provider line into typed items (a provider adapter's `normalize`). */
 export type LineReader = (raw: string) => AgentItem[];
@@ -19,4 +20,20 @@ export function rehydrate(events: RunEvent[], read: LineReader): RunEvent[] {
     }
   }
   return events;
+}
+
+/**
+ * Up to `max` stored events of a run after `afterSeq`, their typed items
+ * re-derived by `read`, or left empty when `read` is null (a viewer that
+ * sends raw lines only).
+ */
+export function readBack(
+  store: RunStore,
+  runId: string,
+  afterSeq: number,
+  max: number,
+  read: LineReader | null,
+): RunEvent[] {
+  const events = store.readEvents(runId, afterSeq, max);
+  return read ? rehydrate(events, read) : events;
 }

@@ -1,5 +1,5 @@
 import type { RunEvent, RunEventBody } from "../events/run-event.js";
-import { type LineReader, rehydrate } from "./rehydrate.js";
+import { type LineReader, readBack } from "./rehydrate.js";
 import type { RunRecord, RunStore } from "./run-store.js";
 
 /** Limits of one run's in-memory tail and write batching. */
@@ -125,8 +125,7 @@ export class RunJournal {
     }
     if (afterSeq >= this.seq) return [];
     // Evicted events were flushed before eviction, so the store has them.
-    const stored = this.store.readEvents(this.runId, afterSeq, max);
-    return typedItems ? rehydrate(stored, this.readLine) : stored;
+    return readBack(this.store, this.runId, afterSeq, max, typedItems ? this.readLine : null);
   }
 
   /** Resolves when an event after `afterSeq` exists or the journal ended. */

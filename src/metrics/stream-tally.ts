@@ -1,3 +1,4 @@
+import type { RunEventBody } from "../events/run-event.js";
 import type { StreamFace, StreamObserver } from "./metrics.js";
 
 /**
@@ -13,6 +14,14 @@ export class StreamTally {
     private readonly observer: StreamObserver,
     private readonly face: StreamFace,
   ) {}
+
+  /** One event, counting the bytes of its provider line (agent raw line, log text). */
+  addEvent(body: RunEventBody): void {
+    this.add(
+      body.type,
+      body.type === "agent" ? body.raw.length : body.type === "log" ? body.text.length : 0,
+    );
+  }
 
   add(type: string, bytes: number): void {
     this.counts.set(type, (this.counts.get(type) ?? 0) + 1);

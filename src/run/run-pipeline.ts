@@ -4,7 +4,7 @@ import { isProviderId } from "../config/providers.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
 import { followRunBatches, type RunEventSource } from "../fanout/follow-run.js";
-import { rehydrate } from "../journal/rehydrate.js";
+import { readBack } from "../journal/rehydrate.js";
 import { RunJournal } from "../journal/run-journal.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import { getProviderAdapter } from "../providers/registry.js";
@@ -171,10 +171,8 @@ export class RunPipeline {
     const adapter = isProviderId(record.provider) ? getProviderAdapter(record.provider) : null;
     const readLine = (raw: string) => adapter?.normalize(raw) ?? [];
     const stored: RunEventSource = {
-      read: (after, max, typed) => {
-        const events = store.readEvents(record.runId, after, max);
-        return typed ? rehydrate(events, readLine) : events;
-      },
+      read: (after, max, typed) =>
+        readBack(store, record.runId, after, max, typed ? readLine : null),
       waitForMore: () => Promise.resolve(),
       isEnded: true,
     };

@@ -266,8 +266,7 @@ async function stream(
     for await (const batch of events) {
       for (const event of batch) {
         out.add(event);
-        const b = event.body;
-        tally.add(b.type, b.type === "agent" ? b.raw.length : b.type === "log" ? b.text.length : 0);
+        tally.addEvent(event.body);
         if (out.gathered >= WRITE_CHUNK && !(await flush())) return null;
       }
       tally.report();

@@ -76,13 +76,7 @@ async function* toProtoStream(
       for (const event of batch) {
         if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
         first = false;
-        const bytes =
-          event.body.type === "agent"
-            ? event.body.raw.length
-            : event.body.type === "log"
-              ? event.body.text.length
-              : 0;
-        tally.add(event.body.type, bytes);
+        tally.addEvent(event.body);
         yield toProto(event);
       }
       tally.report();
