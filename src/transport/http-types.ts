@@ -17,6 +17,33 @@ export function sendJson(res: AnyResponse, status: number, body: unknown): void 
 }
 
 /**
+ * True once nothing more can be written: this side ended the response, or the
+ * client went away. An HTTP/2 response whose stream the client reset is
+ * neither ended nor destroyed, only finished (and a write to it never drains).
+ */
+export function responseClosed(res: AnyResponse): boolean {
+  return res.destroyed || res.writableEnded || res.writableFinished;
+}
+
+/**
+ * Calls `gone` once if the client goes away before this side ended the
+ * response: HTTP/1.1 says so by closing the response early; HTTP/2 on the
+ * request, as a reset stream (its response then looks finished, so the
+ * response's own state cannot tell).
+ */
+export function onClientGone(req: AnyRequest, res: AnyResponse, gone: () => void): void {
+  if ("stream" in req) {
+    req.once("close", () => {
+      if (!res.writableEnded || (req.stream.rstCode ?? 0) !== 0) gone();
+    });
+  } else {
+    res.once("close", () => {
+      if (!res.writableFinished) gone();
+    });
+  }
+}
+
+/**
  * Write and wait until the socket drained when the kernel buffer is full, so
  * a slow reader slows the producer instead of growing server memory. Resolves
  * false when the response closed first.
@@ -25,7 +52,7 @@ export function writeWithBackpressure(
   res: AnyResponse,
   chunk: string | Uint8Array,
 ): Promise<boolean> {
-  if (res.destroyed || res.writableEnded) return Promise.resolve(false);
+  if (responseClosed(res)) return Promise.resolve(false);
   const ok = res.write(chunk);
   if (ok) return Promise.resolve(true);
   return new Promise((resolve) => {

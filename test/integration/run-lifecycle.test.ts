@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import http2 from "node:http2";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
@@ -72,6 +73,33 @@ describe("run lifecycle", () => {
     expect(server.app.admission.activeTotal).toBe(0);
     const again = await postRun(server.baseUrl, { session_id: "gone", user_prompt: "again" });
     expect(JSON.parse(again.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+  });
+
+  it("a client that resets its HTTP/2 stream ends the run as client_gone, like a closed connection", async () => {
+    // On h2c the reset shows on the request; the response then looks finished, not ended.
+    server = await startTestServer();
+    const session = http2.connect(server.baseUrl);
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/run" });
+      stream.end(JSON.stringify({ session_id: "h2gone", user_prompt: "#scenario=slow" }));
+      await new Promise((resolve) => stream.once("data", resolve));
+      expect(server.app.pipeline.liveRuns).toBe(1);
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      const deadline = Date.now() + 5000;
+      while (server.app.pipeline.liveRuns > 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(server.app.pipeline.liveRuns).toBe(0);
+      expect(server.app.admission.activeTotal).toBe(0);
+      const [run] = server.app.pipeline.listRuns({
+        viewer: { userId: null },
+        sessionId: "h2gone",
+        limit: 1,
+        after: null,
+      });
+      expect(run?.exitReason).toBe("client_gone");
+    } finally {
+      session.close();
+    }
   });
 
   it("writes keepalive comments on an idle stream (proxies see traffic) without adding frames", async () => {

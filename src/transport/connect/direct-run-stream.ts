@@ -27,7 +27,9 @@ import type { RunPipeline } from "../../run/run-pipeline.js";
 import {
   type AnyRequest,
   type AnyResponse,
+  onClientGone,
   readBody,
+  responseClosed,
   writeWithBackpressure,
 } from "../http-types.js";
 import { openAttach, openRun } from "./run-service.js";
@@ -115,10 +117,6 @@ function connectCodeName(code: Code): string {
 /** Headers, events and the closing status of one call, in its protocol. */
 class CallWriter {
   private readonly envelopes = new EnvelopeBuffer();
-  /** True once this side ended the call. */
-  ended = false;
-  /** True once the client is gone (a reset HTTP/2 stream never drains: stop writing). */
-  gone = false;
 
   constructor(
     private readonly res: AnyResponse,
@@ -127,7 +125,6 @@ class CallWriter {
 
   /** Write what is gathered; false when the client is gone. */
   flush(): Promise<boolean> {
-    if (this.gone) return Promise.resolve(false);
     this.head();
     return writeWithBackpressure(this.res, this.envelopes.take());
   }
@@ -143,8 +140,7 @@ class CallWriter {
   /** End the call: OK, or `error` as gRPC trailers / the Connect end-of-stream message. */
   finish(error: ConnectError | null): void {
     const res = this.res;
-    this.ended = true;
-    if (this.gone || res.destroyed || res.writableEnded) return;
+    if (responseClosed(res)) return;
     this.head();
     if (this.protocol === "grpc") {
       res.addTrailers(
@@ -206,15 +202,8 @@ async function serve(
 ): Promise<void> {
   const arrivedAt = Date.now();
   // A client that goes away ends its run (reason client_gone) unless it was detached.
-  // HTTP/2 says so on the request (a reset stream), HTTP/1.1 on the response.
   const caller = new AbortController();
-  // (An HTTP/2 response reports itself finished when its stream is reset: ask the writer.)
-  const gone = () => {
-    out.gone = true;
-    if (!out.ended) caller.abort();
-  };
-  if ("stream" in req) req.once("close", gone);
-  else res.once("close", gone);
+  onClientGone(req, res, () => caller.abort());
   let events: AsyncIterable<readonly RunEvent[]>;
   try {
     const body = await readBody(req, MAX_REQUEST_BYTES);

@@ -3,7 +3,13 @@ import { toHttpError } from "../../errors/status-table.js";
 import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
-import { type AnyRequest, type AnyResponse, readBody, sendJson } from "../http-types.js";
+import {
+  type AnyRequest,
+  type AnyResponse,
+  onClientGone,
+  readBody,
+  sendJson,
+} from "../http-types.js";
 import { parseRunBody } from "./parse-run-body.js";
 import { streamSse, writeSseHead } from "./sse-stream.js";
 
@@ -28,9 +34,7 @@ export async function handleRunRoute(
 ): Promise<void> {
   const arrivedAt = Date.now();
   const caller = new AbortController();
-  res.on("close", () => {
-    if (!res.writableFinished) caller.abort();
-  });
+  onClientGone(req, res, () => caller.abort());
   let started: Awaited<ReturnType<RunPipeline["start"]>>;
   try {
     const body = await readBody(req, MAX_BODY_BYTES);

@@ -1,7 +1,7 @@
 import type { RunEvent } from "../../events/run-event.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { StreamTally } from "../../metrics/stream-tally.js";
-import { type AnyResponse, writeWithBackpressure } from "../http-types.js";
+import { type AnyResponse, responseClosed, writeWithBackpressure } from "../http-types.js";
 import { encodeSseComment, encodeSseFrame } from "./sse-encoder.js";
 
 /** Characters gathered before a write; bounds the memory of one write whatever the line sizes. */
@@ -33,7 +33,7 @@ export async function streamSse(
     opts.heartbeatMs > 0
       ? setInterval(
           () => {
-            if (Date.now() - lastWrite >= opts.heartbeatMs && !res.writableEnded) {
+            if (Date.now() - lastWrite >= opts.heartbeatMs && !responseClosed(res)) {
               lastWrite = Date.now();
               res.write(encodeSseComment("keepalive"));
             }
@@ -75,5 +75,5 @@ export async function streamSse(
     tally.report();
     clearInterval(heartbeat);
   }
-  if (!res.writableEnded) res.end();
+  if (!responseClosed(res)) res.end();
 }
