@@ -8,7 +8,11 @@
  *    limit for any runner;
  *  - a bare connect-node server (bench/fixtures/bare-connect-server.ts)
  *    streaming 100,000 AgentEvent messages of 200-byte lines: the limit for
- *    the Connect face.
+ *    the Connect face;
+ *  - the same bare server sending what the runner sends for each line (run
+ *    id, time, raw line and its typed reading: 427 bytes, not 232): reported
+ *    beside the target, it separates the runner's own cost from what the
+ *    richer message costs the client.
  * Server, bare server and provider each run in their own process; the cores
  * each used are recorded, to show which one was the bottleneck. Every
  * workload runs once untimed before the repetitions (JIT warm-up on both sides).
@@ -83,41 +87,60 @@ async function connectFace(transport: Transport, pid: number, session: string): 
   return { eps: m.value.events / m.secs, mbps: m.value.bytes / 1e6 / m.secs, cores: m.cores };
 }
 
-async function startBare(): Promise<{ h1: number; h2: number; pid: number; stop(): void }> {
+interface Bare {
+  h1: Transport;
+  h2: Transport;
+  pid: number;
+  stop(): void;
+}
+
+async function startBare(shape: "line" | "runner"): Promise<Bare> {
   const bare = await startFixtureServer<{ h1: number; h2: number }>(
     "bench/fixtures/bare-connect-server.ts",
-    { BARE_EVENTS: String(LINES) },
+    { BARE_EVENTS: String(LINES), BARE_SHAPE: shape },
   );
-  return { ...bare.info, pid: bare.pid, stop: bare.stop };
+  return {
+    h1: createConnectTransport({ baseUrl: `http://127.0.0.1:${bare.info.h1}`, httpVersion: "1.1" }),
+    h2: createGrpcTransport({ baseUrl: `http://127.0.0.1:${bare.info.h2}` }),
+    pid: bare.pid,
+    stop: bare.stop,
+  };
 }
 
 const runner = await startRunner();
-const bare = await startBare();
+const bare = await startBare("line");
+const shaped = await startBare("runner");
 // Learn how the runner starts the provider (for the baseline).
 await sseRun(runner.baseUrl, { session_id: "warm", user_prompt: "#scenario=bench-one-line" });
 const inv = await readInvocation(runner, "warm");
 const h1 = createConnectTransport({ baseUrl: runner.baseUrl, httpVersion: "1.1" });
 const h2 = createGrpcTransport({ baseUrl: runner.baseUrl });
-const bareH1 = createConnectTransport({
-  baseUrl: `http://127.0.0.1:${bare.h1}`,
-  httpVersion: "1.1",
-});
-const bareH2 = createGrpcTransport({ baseUrl: `http://127.0.0.1:${bare.h2}` });
 // One untimed pass of every workload first: the code of each face (server and this client)
 // is compiled by then on both sides, so the first repetition is not a measure of V8's JIT.
 await providerAlone(inv);
 await sse(runner.baseUrl, runner.pid, "warm-sse");
-for (const t of [bareH1, bareH2]) await connectFace(t, bare.pid, "b");
+for (const b of [bare, shaped]) for (const t of [b.h1, b.h2]) await connectFace(t, b.pid, "b");
 for (const t of [h1, h2]) await connectFace(t, runner.pid, "warm-connect");
-const series: Record<"alone" | "sse" | "connect" | "grpc" | "bareConnect" | "bareGrpc", Sample[]> =
-  { alone: [], sse: [], connect: [], grpc: [], bareConnect: [], bareGrpc: [] };
+type Series = "alone" | "sse" | "connect" | "grpc" | "bareConnect" | "bareGrpc";
+const series: Record<Series | "shapedConnect" | "shapedGrpc", Sample[]> = {
+  alone: [],
+  sse: [],
+  connect: [],
+  grpc: [],
+  bareConnect: [],
+  bareGrpc: [],
+  shapedConnect: [],
+  shapedGrpc: [],
+};
 for (let rep = 0; rep < REPS; rep++) {
   series.alone.push(await providerAlone(inv));
   series.sse.push(await sse(runner.baseUrl, runner.pid, `sse-${rep}`));
-  series.bareConnect.push(await connectFace(bareH1, bare.pid, "b"));
+  series.bareConnect.push(await connectFace(bare.h1, bare.pid, "b"));
   series.connect.push(await connectFace(h1, runner.pid, `c-${rep}`));
-  series.bareGrpc.push(await connectFace(bareH2, bare.pid, "b"));
+  series.shapedConnect.push(await connectFace(shaped.h1, shaped.pid, "b"));
+  series.bareGrpc.push(await connectFace(bare.h2, bare.pid, "b"));
   series.grpc.push(await connectFace(h2, runner.pid, `g-${rep}`));
+  series.shapedGrpc.push(await connectFace(shaped.h2, shaped.pid, "b"));
   process.stdout.write(
     `rep ${rep + 1}/${REPS}: ${Object.entries(series)
       .map(([k, v]) => `${k} ${perSecond(v.at(-1)?.eps ?? 0)}`)
@@ -125,6 +148,7 @@ for (let rep = 0; rep < REPS; rep++) {
   );
 }
 bare.stop();
+shaped.stop();
 await runner.stop();
 
 const eps = (xs: Sample[]) => xs.map((x) => x.eps);
@@ -148,6 +172,8 @@ const describe = (xs: Sample[]) => {
 const sseRatio = ratios(eps(series.sse), eps(series.alone));
 const connectRatio = ratios(eps(series.connect), eps(series.bareConnect));
 const grpcRatio = ratios(eps(series.grpc), eps(series.bareGrpc));
+const shapedConnectRatio = ratios(eps(series.connect), eps(series.shapedConnect));
+const shapedGrpcRatio = ratios(eps(series.grpc), eps(series.shapedGrpc));
 const vs = (a: Sample[], b: Sample[]) =>
   `${perSecond(stats(eps(a)).median)} vs ${perSecond(stats(eps(b)).median)}`;
 const target = (metric: string, r: Stats, min: number, a: Sample[], b: Sample[]) => ({
@@ -169,7 +195,16 @@ await writeResult(
     grpc: describe(series.grpc),
     bare_connect: describe(series.bareConnect),
     bare_grpc: describe(series.bareGrpc),
-    ratios: { sse_vs_alone: sseRatio, connect_vs_bare: connectRatio, grpc_vs_bare: grpcRatio },
+    // The bare server sending the runner's 427-byte messages instead of 232-byte ones.
+    bare_runner_shaped_connect: describe(series.shapedConnect),
+    bare_runner_shaped_grpc: describe(series.shapedGrpc),
+    ratios: {
+      sse_vs_alone: sseRatio,
+      connect_vs_bare: connectRatio,
+      grpc_vs_bare: grpcRatio,
+      connect_vs_bare_runner_shaped: shapedConnectRatio,
+      grpc_vs_bare_runner_shaped: shapedGrpcRatio,
+    },
   },
   [
     target("SSE face vs provider alone (events/s)", sseRatio, 0.5, series.sse, series.alone),
@@ -181,6 +216,12 @@ await writeResult(
       series.bareConnect,
     ),
     target("gRPC (h2c) vs bare connect-node", grpcRatio, 0.8, series.grpc, series.bareGrpc),
+    {
+      metric: "Connect / gRPC vs bare connect-node sending the runner's own messages",
+      target: "reported",
+      measured: `${fmtRange(shapedConnectRatio)} / ${fmtRange(shapedGrpcRatio)}`,
+      pass: true,
+    },
     {
       metric: "server CPU per event (µs): SSE / Connect / gRPC; bare Connect / gRPC",
       target: "reported",

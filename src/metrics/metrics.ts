@@ -31,6 +31,8 @@ export class RunnerMetrics implements StreamObserver {
   readonly runDuration: Histogram<"provider" | "reason">;
   readonly eventsStreamed: Counter<"face" | "type">;
   readonly bytesStreamed: Counter<"face">;
+  readonly eventsReadBack: Counter;
+  readonly callerWait: Counter;
 
   constructor(readAdmission: () => AdmissionGauges) {
     const registers = [this.registry];
@@ -122,6 +124,16 @@ export class RunnerMetrics implements StreamObserver {
       labelNames: ["face"],
       registers,
     });
+    this.eventsReadBack = new Counter({
+      name: "fermilink_runner_events_read_back_total",
+      help: "Events of live runs that viewers read from the store because they were further behind than the in-memory tail.",
+      registers,
+    });
+    this.callerWait = new Counter({
+      name: "fermilink_runner_caller_wait_seconds_total",
+      help: "Time the reading of providers' output waited for callers more than half the in-memory tail behind (at most 50 ms per read).",
+      registers,
+    });
   }
 
   /** RunObserver: a provider process started. */
@@ -133,6 +145,16 @@ export class RunnerMetrics implements StreamObserver {
   runEnded(provider: string, reason: ExitReason, durationMs: number): void {
     this.runsEnded.inc({ provider, reason });
     this.runDuration.observe({ provider, reason }, durationMs / 1000);
+  }
+
+  /** RunObserver: a viewer of a live run read `events` from the store. */
+  readBack(events: number): void {
+    this.eventsReadBack.inc(events);
+  }
+
+  /** RunObserver: a run's output reading waited `ms` for its caller. */
+  callerWaited(ms: number): void {
+    this.callerWait.inc(ms / 1000);
   }
 
   private readonly streamedChildren = new Map<string, { inc(n?: number): void }>();

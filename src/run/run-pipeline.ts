@@ -101,9 +101,10 @@ export class RunPipeline {
       lastSeq: 0,
       eventBytes: 0,
     };
-    const journal = new RunJournal(record, this.deps.store, this.deps.now, (raw) =>
-      adapter.normalize(raw),
-    );
+    const journal = new RunJournal(record, this.deps.store, this.deps.now, {
+      readLine: (raw) => adapter.normalize(raw),
+      onReadBack: (events) => this.deps.observer.readBack(events),
+    });
     const state = new RunState(journal, sessionId, req.userId);
     const onCallerGone = () => state.abort(runAborted("client_gone", config.run));
     if (!req.detach) opts.callerSignal.addEventListener("abort", onCallerGone, { once: true });
@@ -140,12 +141,14 @@ export class RunPipeline {
     typedItems: boolean,
   ): AsyncGenerator<readonly RunEvent[]> {
     let sawExit = false;
+    const view = state.journal.callerView();
     try {
-      for await (const batch of followRunBatches(state.journal, 0, typedItems)) {
+      for await (const batch of followRunBatches(view, 0, typedItems)) {
         if (batch[batch.length - 1]?.body.type === "exit") sawExit = true;
         yield batch;
       }
     } finally {
+      view.close();
       if (!sawExit) onLeave?.();
     }
   }

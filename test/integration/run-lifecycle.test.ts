@@ -171,11 +171,46 @@ describe("run lifecycle", () => {
   });
 });
 
+/** A counter's value from the metrics listener (0 when it has no sample yet). */
+async function scrape(s: TestServer, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name} (\\S+)$`, "m"));
+  return m ? Number(m[1]) : 0;
+}
+
 describe("a caller that stops reading", () => {
-  it("never holds the provider back: the run ends and frees its slot while the caller is paused, then every frame arrives once", async () => {
+  it("is served from memory when it reads slower than the provider prints: the provider's output waits for it", async () => {
+    const s = await startTestServer();
+    try {
+      const res = await fetch(`${s.baseUrl}/run`, {
+        method: "POST",
+        body: JSON.stringify({ session_id: "slow", user_prompt: "#scenario=flood" }),
+      });
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      const decoder = new TextDecoder();
+      let text = "";
+      for (;;) {
+        const n = await reader.read();
+        if (n.done) break;
+        text += decoder.decode(n.value, { stream: true });
+        await new Promise((r) => setTimeout(r, 5)); // slower than the provider prints
+      }
+      expect(text.match(/^event: agent$/gm)?.length).toBe(100_000);
+      expect(text).toContain("event: runner.exit");
+      // Without the wait the provider is done long before the caller has read half of it, and
+      // the caller reads about half the lines back from the store (≈ 50,000 measured).
+      expect(await scrape(s, "fermilink_runner_caller_wait_seconds_total")).toBeGreaterThan(0);
+      expect(await scrape(s, "fermilink_runner_events_read_back_total")).toBeLessThan(2_000);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it("never stops the provider: the run ends and frees its slot while the caller is paused, then every frame arrives once", async () => {
     const s = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
     try {
-      // 5,000 lines of 2,000 bytes is far more than the socket buffers hold: the journal is the buffer.
+      // 5,000 lines of 2,000 bytes is far more than the socket buffers hold: the journal is the
+      // buffer. The provider's output waits up to 50 ms per read for the caller, no longer.
       const res = await fetch(`${s.baseUrl}/run`, {
         method: "POST",
         body: JSON.stringify({ session_id: "paused", user_prompt: "#scenario=flood-small" }),

@@ -68,10 +68,8 @@ const exit = {
 
 describe("RunJournal", () => {
   it("keeps a bounded tail in memory and serves older events from the store, in order", () => {
-    const j = new RunJournal(record("r1"), store, () => 42, undefined, {
-      tailBytes: 8 * 1024,
-      flushIntervalMs: 5,
-      flushMaxEvents: 64,
+    const j = new RunJournal(record("r1"), store, () => 42, {
+      limits: { tailBytes: 8 * 1024, flushIntervalMs: 5, flushMaxEvents: 64 },
     });
     for (let i = 1; i <= 5000; i++) j.append(line(i));
     j.append(exit);
@@ -103,10 +101,9 @@ describe("RunJournal", () => {
       derived++;
       return [{ kind: "message" as const, text: raw.slice(0, 5), delta: false }];
     };
-    const j = new RunJournal(record("r4"), store, () => 42, reader, {
-      tailBytes: 1024,
-      flushIntervalMs: 5,
-      flushMaxEvents: 16,
+    const j = new RunJournal(record("r4"), store, () => 42, {
+      readLine: reader,
+      limits: { tailBytes: 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
     });
     for (let i = 1; i <= 200; i++) j.append(line(i));
     j.end();
@@ -121,10 +118,8 @@ describe("RunJournal", () => {
   });
 
   it("delivers every event exactly once to a follower that joins mid-run and reads slowly", async () => {
-    const j = new RunJournal(record("r2"), store, () => 1, undefined, {
-      tailBytes: 4 * 1024,
-      flushIntervalMs: 5,
-      flushMaxEvents: 16,
+    const j = new RunJournal(record("r2"), store, () => 1, {
+      limits: { tailBytes: 4 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
     });
     for (let i = 1; i <= 100; i++) j.append(line(i));
     const seen: number[] = [];
@@ -142,6 +137,65 @@ describe("RunJournal", () => {
     j.end();
     await follower;
     expect(seen).toEqual(Array.from({ length: 2951 }, (_, i) => i + 51));
+  });
+
+  it("tells the producer when its caller is more than half a tail behind, and counts read-backs", () => {
+    let readBack = 0;
+    const j = new RunJournal(record("r5"), store, () => 1, {
+      limits: { tailBytes: 64 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
+      onReadBack: (n) => {
+        readBack += n;
+      },
+    });
+    // Each line is 164 + 64 bytes in the tail's count: 144 of them are half the tail.
+    for (let i = 1; i <= 150; i++) j.append(line(i));
+    expect(j.callerLags).toBe(false); // no caller view: nobody to wait for
+    const view = j.callerView();
+    expect(j.callerLags).toBe(true);
+    // Another viewer's reads do not count as the caller's.
+    expect(j.read(0, 150)).toHaveLength(150);
+    expect(j.callerLags).toBe(true);
+    expect(view.read(0, 100, true)).toHaveLength(100);
+    expect(j.callerLags).toBe(false);
+    for (let i = 151; i <= 400; i++) j.append(line(i));
+    expect(j.callerLags).toBe(true);
+    view.close();
+    expect(j.callerLags).toBe(false);
+    expect(readBack).toBe(0);
+    // Seq 1-100 left the 64 KB tail long ago: an attach from the start reads them back.
+    expect(j.read(0, 100).map((e) => e.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(readBack).toBe(100);
+  });
+
+  it("lets a lagging caller catch up: the producer's wait ends when it has read, when it leaves, or after the bound", async () => {
+    const j = new RunJournal(record("r6"), store, () => 1, {
+      limits: { tailBytes: 64 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
+    });
+    const view = j.callerView();
+    for (let i = 1; i <= 300; i++) j.append(line(i));
+    let waited = false;
+    const reading = j.callerCatchUp(60_000).then(() => {
+      waited = true;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(waited).toBe(false);
+    view.read(0, 100, true); // still more than half a tail behind
+    await new Promise((r) => setTimeout(r, 20));
+    expect(waited).toBe(false);
+    view.read(100, 150, true);
+    await reading;
+    expect(j.callerLags).toBe(false);
+
+    for (let i = 301; i <= 600; i++) j.append(line(i));
+    const from = performance.now();
+    await j.callerCatchUp(30); // a caller that does not read holds the producer for the bound only
+    expect(performance.now() - from).toBeGreaterThanOrEqual(25);
+    expect(j.callerLags).toBe(true);
+
+    const leaving = j.callerCatchUp(60_000);
+    view.close();
+    await leaving;
+    expect(j.callerLags).toBe(false); // a caller that left is never waited for again
   });
 
   it("leaves no trace of a run that never produced an event", () => {
