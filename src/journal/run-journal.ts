@@ -18,18 +18,6 @@ export const DEFAULT_JOURNAL_LIMITS: JournalLimits = {
   flushMaxEvents: 512,
 };
 
-/**
- * The caller's view of a run's journal (`RunJournal.callerView`): a
- * RunEventSource whose reads pace the producer. Close it when the caller stops
- * reading.
- */
-export interface CallerView {
-  read(afterSeq: number, max: number, typedItems: boolean): RunEvent[];
-  waitForMore(afterSeq: number): Promise<void>;
-  readonly isEnded: boolean;
-  close(): void;
-}
-
 function sizeOf(body: RunEventBody): number {
   if (body.type === "agent") return body.raw.length + 64;
   if (body.type === "log") return body.text.length + 64;
@@ -40,10 +28,8 @@ function sizeOf(body: RunEventBody): number {
  * One run's journal: every event gets the next `seq` and is written to the
  * store in batches; a bounded tail of recent events stays in memory so live
  * viewers rarely touch the store. Appending never waits for a viewer (a slow
- * or paused viewer only moves its own cursor), so memory stays flat: the store
- * is the buffer. The producer may ask whether the run's caller keeps up
- * (`callerLags`) and give it a moment (`callerCatchUp`) before reading more
- * of the provider's output.
+ * or paused viewer only moves its own cursor), so the provider is never held
+ * up and memory stays flat: the store is the buffer.
  */
 export class RunJournal {
   private seq = 0;
@@ -57,11 +43,6 @@ export class RunJournal {
   private waiters: (() => void)[] = [];
   private created = false;
   private ended = false;
-  /** sizeOf every event appended so far, and of those the caller's view has read. */
-  private appendedBytes = 0;
-  private callerReadBytes = 0;
-  private callerReading = false;
-  private callerMoved: (() => void) | null = null;
 
   private readonly readLine: LineReader;
   private readonly limits: JournalLimits;
@@ -106,9 +87,7 @@ export class RunJournal {
     this.seq += 1;
     const event: RunEvent = { runId: this.runId, seq: this.seq, timeMs: this.now(), body };
     this.tail.push(event);
-    const size = sizeOf(body);
-    this.tailBytes += size;
-    this.appendedBytes += size;
+    this.tailBytes += sizeOf(body);
     this.pending.push(event);
     if (body.type === "meta") {
       this.flush();
@@ -167,60 +146,6 @@ export class RunJournal {
     );
     this.onReadBack(events.length);
     return events;
-  }
-
-  /**
-   * The caller's view: reads as `read`, and counts what the caller has read so
-   * that the producer can pace itself to it (`callerLags`). One per run.
-   */
-  callerView(): CallerView {
-    this.callerReading = true;
-    const ended = () => this.ended;
-    return {
-      read: (afterSeq, max, typedItems) => {
-        const events = this.read(afterSeq, max, typedItems);
-        for (const e of events) this.callerReadBytes += sizeOf(e.body);
-        if (this.callerMoved !== null && !this.callerLags) this.callerMoved();
-        return events;
-      },
-      waitForMore: (afterSeq) => this.waitForMore(afterSeq),
-      get isEnded() {
-        return ended();
-      },
-      close: () => {
-        this.callerReading = false;
-        this.callerMoved?.();
-      },
-    };
-  }
-
-  /**
-   * The caller's view is more than half a tail behind: reading on would soon
-   * leave it to be served from the store, which costs several times more CPU
-   * per event than memory does (and on a busy server that work is taken from
-   * the very stream that is behind).
-   */
-  get callerLags(): boolean {
-    return (
-      this.callerReading && (this.appendedBytes - this.callerReadBytes) * 2 > this.limits.tailBytes
-    );
-  }
-
-  /**
-   * Resolves when the caller no longer lags, stopped reading, or after
-   * `maxWaitMs`: a paused caller slows the producer down, it never stops it.
-   */
-  callerCatchUp(maxWaitMs: number): Promise<void> {
-    if (!this.callerLags) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.callerMoved = null;
-        resolve();
-      };
-      const timer = setTimeout(done, maxWaitMs);
-      this.callerMoved = done;
-    });
   }
 
   /** Resolves when an event after `afterSeq` exists or the journal ended. */

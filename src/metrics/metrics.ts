@@ -32,7 +32,6 @@ export class RunnerMetrics implements StreamObserver {
   readonly eventsStreamed: Counter<"face" | "type">;
   readonly bytesStreamed: Counter<"face">;
   readonly eventsReadBack: Counter;
-  readonly callerWait: Counter;
 
   constructor(readAdmission: () => AdmissionGauges) {
     const registers = [this.registry];
@@ -129,11 +128,6 @@ export class RunnerMetrics implements StreamObserver {
       help: "Events of live runs that viewers read from the store because they were further behind than the in-memory tail.",
       registers,
     });
-    this.callerWait = new Counter({
-      name: "fermilink_runner_caller_wait_seconds_total",
-      help: "Time the reading of providers' output waited for callers more than half the in-memory tail behind (at most 50 ms per read).",
-      registers,
-    });
   }
 
   /** RunObserver: a provider process started. */
@@ -150,11 +144,6 @@ export class RunnerMetrics implements StreamObserver {
   /** RunObserver: a viewer of a live run read `events` from the store. */
   readBack(events: number): void {
     this.eventsReadBack.inc(events);
-  }
-
-  /** RunObserver: a run's output reading waited `ms` for its caller. */
-  callerWaited(ms: number): void {
-    this.callerWait.inc(ms / 1000);
   }
 
   private readonly streamedChildren = new Map<string, { inc(n?: number): void }>();

@@ -28,8 +28,6 @@ export interface RunObserver {
   runEnded(provider: string, reason: ExitReason, durationMs: number): void;
   /** A viewer of a live run was behind the journal's tail and read `events` from the store. */
   readBack(events: number): void;
-  /** Reading a run's output waited `ms` for its lagging caller. */
-  callerWaited(ms: number): void;
 }
 
 /** The stages the pipeline drives, wired by the composition root (`app.ts`). */

@@ -32,14 +32,6 @@ let preparingRuns = 0;
 /** How often a waiting run re-reports its queue position when it changed. */
 const QUEUE_REPORT_INTERVAL_MS = 1000;
 
-/**
- * The longest the provider's output waits, per pipe read, for a caller more
- * than half the journal's tail behind. A paused caller slows a flood of lines
- * to about one read per this; it never stops a run, and a CLI's usual rate
- * (tens of lines a second) never meets it.
- */
-const CALLER_CATCH_UP_MS = 50;
-
 function throwIfAborted(state: RunState): void {
   const reason = state.abortReason;
   if (reason) throw reason;
@@ -248,12 +240,6 @@ export async function executeRun(
             state.abort(retriesExhausted(failedCalls, failure));
           }
         }
-      }
-      // Serve the caller from memory: before reading on, let a lagging caller catch up (bounded).
-      if (state.journal.callerLags && !state.signal.aborted) {
-        const waitFrom = performance.now();
-        await state.journal.callerCatchUp(CALLER_CATCH_UP_MS);
-        deps.observer.callerWaited(performance.now() - waitFrom);
       }
     }
     const exit = await running.exited;

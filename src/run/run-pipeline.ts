@@ -141,14 +141,12 @@ export class RunPipeline {
     typedItems: boolean,
   ): AsyncGenerator<readonly RunEvent[]> {
     let sawExit = false;
-    const view = state.journal.callerView();
     try {
-      for await (const batch of followRunBatches(view, 0, typedItems)) {
+      for await (const batch of followRunBatches(state.journal, 0, typedItems)) {
         if (batch[batch.length - 1]?.body.type === "exit") sawExit = true;
         yield batch;
       }
     } finally {
-      view.close();
       if (!sawExit) onLeave?.();
     }
   }

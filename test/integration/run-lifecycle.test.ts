@@ -179,7 +179,7 @@ async function scrape(s: TestServer, name: string): Promise<number> {
 }
 
 describe("a caller that stops reading", () => {
-  it("is served from memory when it reads slower than the provider prints: the provider's output waits for it", async () => {
+  it("is served from the store once it falls behind the in-memory tail: nothing lost, in order, and counted", async () => {
     const s = await startTestServer();
     try {
       const res = await fetch(`${s.baseUrl}/run`, {
@@ -195,22 +195,21 @@ describe("a caller that stops reading", () => {
         text += decoder.decode(n.value, { stream: true });
         await new Promise((r) => setTimeout(r, 5)); // slower than the provider prints
       }
+      const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+      expect(ids).toEqual(ids.map((_, i) => (ids[0] as number) + i));
       expect(text.match(/^event: agent$/gm)?.length).toBe(100_000);
       expect(text).toContain("event: runner.exit");
-      // Without the wait the provider is done long before the caller has read half of it, and
-      // the caller reads about half the lines back from the store (≈ 50,000 measured).
-      expect(await scrape(s, "fermilink_runner_caller_wait_seconds_total")).toBeGreaterThan(0);
-      expect(await scrape(s, "fermilink_runner_events_read_back_total")).toBeLessThan(2_000);
+      // The provider printed far faster than this caller read: it was served from the store.
+      expect(await scrape(s, "fermilink_runner_events_read_back_total")).toBeGreaterThan(1_000);
     } finally {
       await s.stop();
     }
   });
 
-  it("never stops the provider: the run ends and frees its slot while the caller is paused, then every frame arrives once", async () => {
+  it("never holds the provider back: the run ends and frees its slot while the caller is paused, then every frame arrives once", async () => {
     const s = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
     try {
-      // 5,000 lines of 2,000 bytes is far more than the socket buffers hold: the journal is the
-      // buffer. The provider's output waits up to 50 ms per read for the caller, no longer.
+      // 5,000 lines of 2,000 bytes is far more than the socket buffers hold: the journal is the buffer.
       const res = await fetch(`${s.baseUrl}/run`, {
         method: "POST",
         body: JSON.stringify({ session_id: "paused", user_prompt: "#scenario=flood-small" }),
