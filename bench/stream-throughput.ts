@@ -121,8 +121,16 @@ await providerAlone(inv);
 await sse(runner.baseUrl, runner.pid, "warm-sse");
 for (const b of [bare, shaped]) for (const t of [b.h1, b.h2]) await connectFace(t, b.pid, "b");
 for (const t of [h1, h2]) await connectFace(t, runner.pid, "warm-connect");
-type Series = "alone" | "sse" | "connect" | "grpc" | "bareConnect" | "bareGrpc";
-const series: Record<Series | "shapedConnect" | "shapedGrpc", Sample[]> = {
+type Series =
+  | "alone"
+  | "sse"
+  | "connect"
+  | "grpc"
+  | "bareConnect"
+  | "bareGrpc"
+  | "shapedConnect"
+  | "shapedGrpc";
+const series: Record<Series, Sample[]> = {
   alone: [],
   sse: [],
   connect: [],

@@ -114,6 +114,16 @@ async function rawConnect(baseUrl: string, path: string, body: Buffer) {
 const attachBody = (runId: string) =>
   envelope(0, toBinary(AttachRequestSchema, create(AttachRequestSchema, { runId })));
 
+/** One whole run over the generated gRPC client: its events, as the reference to compare with. */
+function runOverGrpc(s: TestServer, sessionId: string, userPrompt: string): Promise<RunEvent[]> {
+  return collect(
+    createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl })).run({
+      sessionId,
+      userPrompt,
+    }),
+  );
+}
+
 describe("RunService written directly (protobuf gRPC and Connect streaming)", () => {
   it.each([
     ["the default scenario", "direct typed"],
@@ -145,12 +155,7 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
 
   it("streams envelopes and ends with grpc-status 0 in the trailers", async () => {
     server = await startTestServer();
-    const live = await collect(
-      createClient(RunService, createGrpcTransport({ baseUrl: server.baseUrl })).run({
-        sessionId: "d2",
-        userPrompt: "raw grpc",
-      }),
-    );
+    const live = await runOverGrpc(server, "d2", "raw grpc");
     const res = await rawGrpc(server.baseUrl, ATTACH, attachBody(live[0]?.runId ?? ""));
     expect(res.headers[":status"]).toBe(200);
     expect(res.headers["content-type"]).toBe("application/grpc+proto");
@@ -161,12 +166,7 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
 
   it("ends a Connect stream with an end-of-stream message, {} or the error", async () => {
     server = await startTestServer();
-    const live = await collect(
-      createClient(RunService, createGrpcTransport({ baseUrl: server.baseUrl })).run({
-        sessionId: "d3",
-        userPrompt: "raw connect",
-      }),
-    );
+    const live = await runOverGrpc(server, "d3", "raw connect");
     const ok = await rawConnect(server.baseUrl, ATTACH, attachBody(live[0]?.runId ?? ""));
     expect(ok.status).toBe(200);
     expect(ok.type).toBe("application/connect+proto");
