@@ -1,12 +1,16 @@
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent } from "../../../src/events/run-event.js";
 import { followRun } from "../../../src/fanout/follow-run.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
 import type { RunRecord } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
+
+const run = promisify(execFile);
 
 let dir: string;
 let store: SqliteRunStore;
@@ -193,6 +197,20 @@ describe("SqliteRunStore retention", () => {
     expect(store.getRun("new")).not.toBeNull();
     expect(store.prune({ endedBeforeMs: 0, maxBytes: 1 })).toBe(1);
     expect(store.getRun("live")?.status).toBe("running");
+  });
+});
+
+describe("SqliteRunStore memory", () => {
+  it("keeps its page cache small: writing 21 MB of events grows the process by a few MB, not 16", async () => {
+    // better-sqlite3's SQLite defaults to a 16 MB page cache, which the exclusive lock never drops.
+    const { stdout } = await run(process.execPath, [
+      "--import",
+      "tsx",
+      path.join(import.meta.dirname, "../../fixtures/store-page-cache.ts"),
+      path.join(dir, "child"), // this test's own store holds the lock on dir's
+    ]);
+    const { grewMb } = JSON.parse(stdout) as { grewMb: number };
+    expect(grewMb).toBeLessThan(8);
   });
 });
 
