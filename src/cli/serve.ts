@@ -1,6 +1,7 @@
 import { startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
+import { tuneV8 } from "./v8-tuning.js";
 
 /**
  * Start the server on the environment's configuration (what `npm start` and
@@ -8,6 +9,7 @@ import { RunnerError } from "../errors/runner-error.js";
  * clean stop, 1 bad config, missing provider or unusable run store, 2 crash.
  */
 export async function serve(): Promise<void> {
+  const v8Flags = tuneV8();
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig();
@@ -28,6 +30,7 @@ export async function serve(): Promise<void> {
     }
     throw err;
   }
+  app.logger.info({ v8Flags }, "V8 flags set");
   const stop = (signal: NodeJS.Signals) => {
     app.logger.info({ signal }, "shutting down");
     app.close().then(

@@ -78,6 +78,12 @@ describe("the server process (src/main.ts)", () => {
       if (port === 0) await new Promise((r) => setTimeout(r, 50));
     }
     expect(port).toBeGreaterThan(0);
+    // The server tuned its own V8 (src/cli/v8-tuning.ts; its test checks the effect), said
+    // in the log line right after "runner listening".
+    const tuned = '"v8Flags":["--no-allocation-site-pretenuring"]';
+    for (let i = 0; i < 100 && !m.output().out.includes(tuned); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(m.output().out).toContain(tuned);
     const res = await fetch(`http://127.0.0.1:${port}/run`, {
       method: "POST",
       body: JSON.stringify({ session_id: "term", user_prompt: "#scenario=grandchild" }),
