@@ -7,8 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent } from "../../../src/events/run-event.js";
 import { followRun } from "../../../src/fanout/follow-run.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
-import type { RunRecord } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
+import { runRecord as record } from "../../helpers/run-record.js";
 
 const run = promisify(execFile);
 
@@ -22,36 +22,6 @@ afterEach(async () => {
   store.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-function record(runId: string, over: Partial<RunRecord> = {}): RunRecord {
-  return {
-    runId,
-    userId: "u",
-    sessionId: "s",
-    provider: "codex",
-    policy: {
-      provider: "codex",
-      sandboxPolicy: "enforce",
-      sandboxMode: "workspace-write",
-      model: null,
-      reasoningEffort: null,
-    },
-    packageId: null,
-    detached: false,
-    promptPreview: "p",
-    status: "queued",
-    createdAtMs: 1000,
-    startedAtMs: null,
-    endedAtMs: null,
-    exitReason: null,
-    returnCode: null,
-    exitMessage: "",
-    succeeded: null,
-    lastSeq: 0,
-    eventBytes: 0,
-    ...over,
-  };
-}
 
 const line = (i: number) => ({
   type: "agent" as const,
