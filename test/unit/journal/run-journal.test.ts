@@ -171,7 +171,7 @@ describe("SqliteRunStore retention", () => {
 });
 
 describe("SqliteRunStore memory", () => {
-  it("keeps its page cache small: writing 21 MB of events grows the process by a few MB, not 16", async () => {
+  it("keeps its page cache small: writing 21 MB of events grows memory outside the V8 heap by a few MB, not 16", async () => {
     // better-sqlite3's SQLite defaults to a 16 MB page cache, which the exclusive lock never drops.
     const { stdout } = await run(process.execPath, [
       "--import",
