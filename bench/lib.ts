@@ -3,6 +3,7 @@
  * runs it), the provider replayed exactly as the runner started it (the
  * baselines), CPU and memory probes, an SSE reader, statistics and results.
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -10,6 +11,7 @@ import http from "node:http";
 import { arch, cpus, loadavg, setPriority, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { NODE_START_FLAGS } from "../src/cli/v8-tuning.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const FAKE_AGENT = path.join(ROOT, "test/fixtures/bin/fake-agent.mjs");
@@ -73,7 +75,8 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Run
     : [];
   prof.push(...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((f) => f !== ""));
   const child: ChildProcess = track(
-    spawn(process.execPath, [...prof, "--import", "tsx", "src/main.ts"], {
+    // The node flags of `npm start` (src/cli/v8-tuning.ts), so the bench measures what it runs.
+    spawn(process.execPath, [...NODE_START_FLAGS, ...prof, "--import", "tsx", "src/main.ts"], {
       cwd: ROOT,
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",

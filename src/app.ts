@@ -18,6 +18,7 @@ import { RunPipeline } from "./run/run-pipeline.js";
 import { createDualProtocolServer } from "./transport/http-server.js";
 import { createMainHandler } from "./transport/main-handler.js";
 import { type MetricsServer, startMetricsServer } from "./transport/metrics-server.js";
+import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
 import { prepareWorkspace } from "./workspace/prepare-workspace.js";
 import { SessionLock } from "./workspace/session-lock.js";
 
@@ -124,6 +125,8 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       webDir: path.join(PROJECT_ROOT, "web"),
     }),
   );
+  // Before listening: the first run's memory and latency are then those of any later run.
+  await workspaceFs.warm();
   const port = await server.listen(config.server.host, config.server.port);
   let metricsServer: MetricsServer;
   try {

@@ -1,7 +1,7 @@
 import { startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
-import { tuneV8 } from "./v8-tuning.js";
+import { pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js";
 
 /**
  * Start the server on the environment's configuration (what `npm start` and
@@ -20,6 +20,7 @@ export async function serve(): Promise<void> {
     }
     throw err;
   }
+  const youngGenerationMb = pretouchYoungGeneration();
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     app = await startApp(config);
@@ -30,7 +31,7 @@ export async function serve(): Promise<void> {
     }
     throw err;
   }
-  app.logger.info({ v8Flags }, "V8 flags set");
+  app.logger.info({ v8Flags, youngGenerationMb }, "V8 tuned");
   const stop = (signal: NodeJS.Signals) => {
     app.logger.info({ signal }, "shutting down");
     app.close().then(

@@ -80,7 +80,7 @@ describe("the server process (src/main.ts)", () => {
     expect(port).toBeGreaterThan(0);
     // The server tuned its own V8 (src/cli/v8-tuning.ts; its test checks the effect), said
     // in the log line right after "runner listening".
-    const tuned = '"v8Flags":["--no-allocation-site-pretenuring"]';
+    const tuned = '"v8Flags":["--no-allocation-site-pretenuring"],"youngGenerationMb":';
     for (let i = 0; i < 100 && !m.output().out.includes(tuned); i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(m.output().out).toContain(tuned);

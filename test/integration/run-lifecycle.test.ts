@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -46,6 +47,13 @@ async function openRun(s: TestServer, body: unknown, until: (e: SseEvent) => boo
 }
 
 describe("run lifecycle", () => {
+  it("starts the file-system worker with the server, before the first run needs it", async () => {
+    await workspaceFs.close();
+    expect(workspaceFs.running).toBe(false);
+    server = await startTestServer();
+    expect(workspaceFs.running).toBe(true);
+  });
+
   it("a client that disconnects kills the provider and its grandchild and frees the slot", async () => {
     server = await startTestServer();
     const { ac, events } = await openRun(

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -11,7 +12,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../.
  * V8's cached-data tag hashes its version and every flag's value: two
  * processes with the same tag run V8 with the same flags.
  */
-async function tagOf(nodeArgs: string[], code: string): Promise<string> {
+async function outputOf(nodeArgs: string[], code: string): Promise<string> {
   const { stdout } = await run(
     process.execPath,
     [...nodeArgs, "--import", "tsx", "--input-type=module", "-e", code],
@@ -26,12 +27,45 @@ describe("tuneV8", () => {
   it("sets the same V8 configuration as its flags given on the command line", async () => {
     const { TUNED_V8_FLAGS } = await import("../../../src/cli/v8-tuning.js");
     const [tuned, onCommandLine, plain] = await Promise.all([
-      tagOf([], `(await import("./src/cli/v8-tuning.ts")).tuneV8(); ${PRINT_TAG}`),
-      tagOf([...TUNED_V8_FLAGS], PRINT_TAG),
-      tagOf([], PRINT_TAG),
+      outputOf([], `(await import("./src/cli/v8-tuning.ts")).tuneV8(); ${PRINT_TAG}`),
+      outputOf([...TUNED_V8_FLAGS], PRINT_TAG),
+      outputOf([], PRINT_TAG),
     ]);
     expect(TUNED_V8_FLAGS).toContain("--no-allocation-site-pretenuring");
     expect(tuned).toBe(onCommandLine);
     expect(tuned).not.toBe(plain);
+  });
+});
+
+describe("pretouchYoungGeneration", () => {
+  it("makes both semi-spaces of the young generation resident at start-up", async () => {
+    const { NODE_START_FLAGS } = await import("../../../src/cli/v8-tuning.js");
+    const code = `
+      const { getHeapSpaceStatistics } = await import("node:v8");
+      const resident = () =>
+        getHeapSpaceStatistics().find((s) => s.space_name === "new_space").physical_space_size / 1048576;
+      const before = resident();
+      const reported = (await import("./src/cli/v8-tuning.ts")).pretouchYoungGeneration();
+      process.stdout.write(JSON.stringify({ before, after: resident(), reported }));`;
+    const out = JSON.parse(await outputOf([...NODE_START_FLAGS], code)) as Record<string, number>;
+    // Two semi-spaces of 16 MB: a fresh process has touched a few MB of them.
+    expect(out.before).toBeLessThan(12);
+    expect(out.after).toBeGreaterThanOrEqual(30);
+    expect(out.reported).toBe(Math.round(out.after as number));
+  });
+
+  it("has its node flags on every command that starts the server", async () => {
+    const { NODE_START_FLAGS } = await import("../../../src/cli/v8-tuning.js");
+    const pkg = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")) as {
+      scripts: Record<string, string>;
+    };
+    const shebang = (await readFile(path.join(ROOT, "bin/fermilink-runner.mjs"), "utf8")).split(
+      "\n",
+    )[0];
+    expect(NODE_START_FLAGS.length).toBeGreaterThan(0);
+    for (const flag of NODE_START_FLAGS) {
+      expect(pkg.scripts.start).toMatch(new RegExp(`^node .*${flag}.* src/main\\.ts$`));
+      expect(shebang).toMatch(new RegExp(`^#!/usr/bin/env -S node .*${flag}`));
+    }
   });
 });

@@ -46,6 +46,14 @@ describe("FsBatchRunner", () => {
     expect(existsSync(path.join(root, "never"))).toBe(false);
   });
 
+  it("starts its worker ahead of any batch when warmed", async () => {
+    expect(runner.running).toBe(false);
+    await runner.warm();
+    expect(runner.running).toBe(true);
+    const r = await runner.run([{ op: "mkdir", path: path.join(root, "d") }]);
+    expect(r.failedAt).toBe(-1);
+  });
+
   it("fails the batches of a worker that stopped, and starts a new one for the next batch", async () => {
     const many = Array.from({ length: 2000 }, (_, i) => ({
       op: "mkdir" as const,
