@@ -164,12 +164,20 @@ for (const face of FACES) {
   paused[face] = { fresh_runner_paused_run: fresh, full_speed_run: fullSpeed, paused_run: steady };
   const g = steady.growth;
   const f = fresh.growth;
-  targets.push({
-    metric: `${face} client paused ${PAUSE_MS / 1000} s mid-run: server RSS growth`,
-    target: "<= 8 MB, and stops growing",
-    measured: `${g.growthMb.toFixed(1)} MB (second half of the pause +${g.lateGrowthMb.toFixed(1)} MB); the first run of a fresh runner paused: ${f.growthMb.toFixed(1)} MB (+${f.lateGrowthMb.toFixed(1)} MB); a full-speed run after it: +${fullSpeed.growthMb.toFixed(1)} MB`,
-    pass: within(g) && within(f),
-  });
+  targets.push(
+    {
+      metric: `${face} client paused ${PAUSE_MS / 1000} s mid-run: server RSS growth`,
+      target: "<= 8 MB, and stops growing",
+      measured: `${g.growthMb.toFixed(1)} MB (second half of the pause +${g.lateGrowthMb.toFixed(1)} MB; the full-speed run before it: +${fullSpeed.growthMb.toFixed(1)} MB)`,
+      pass: within(g),
+    },
+    {
+      metric: `${face} client paused in a fresh runner's first run: server RSS growth`,
+      target: "<= 8 MB, and stops growing",
+      measured: `${f.growthMb.toFixed(1)} MB (second half of the pause +${f.lateGrowthMb.toFixed(1)} MB)`,
+      pass: within(f),
+    },
+  );
   process.stdout.write(`${face}: ${JSON.stringify(paused[face])}\n`);
 }
 

@@ -100,9 +100,10 @@ function fromRow(r: RunRow): RunRecord {
  * the exclusive lock the cache is never invalidated, so it grew to 16 MB of the runner's RSS
  * within its first 100,000-line run. Appends touch only the right edge of the events key and a
  * lagging viewer reads recent pages, which the OS page cache holds anyway: at 512 KiB and 2 MiB
- * (SQLite's own default) the stream benches measured the same as at 16 MB.
+ * (SQLite's own default) the stream benches measured the same as at 16 MB. 512 KiB: what a fresh
+ * runner's first busy run adds to its RSS counts against the paused-client budget.
  */
-const PAGE_CACHE_KIB = 2048;
+const PAGE_CACHE_KIB = 512;
 
 /** Rows per multi-row INSERT (6 parameters each, well under SQLite's limit). */
 const INSERT_ROWS = 64;
