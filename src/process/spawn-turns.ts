@@ -8,7 +8,9 @@
  * behind them. Spawns therefore take turns: one per event-loop iteration,
  * and while other runs are still preparing their workspace (about to send
  * their first event) a spawn waits for them, up to a bound, so first bytes
- * go out before process creation.
+ * go out before process creation. Likewise while a flood of callers is
+ * still arriving: each is answered (a 429 when the queue is full) before the
+ * CLIs of those admitted start taking the cores.
  */
 let lastTurn: Promise<void> = Promise.resolve();
 
@@ -30,4 +32,30 @@ export function nextSpawnTurn(
   });
   lastTurn = turn;
   return turn;
+}
+
+/** A caller within this long of the last keeps a flood "arriving". */
+const ARRIVAL_GAP_MS = 10;
+
+let arrivals = 0;
+let lastArrivalAt = 0;
+
+/** Note a caller's run request (any face); returns its number for `callersArrivingSince`. */
+export function noteCallerArrival(now = Date.now()): number {
+  lastArrivalAt = now;
+  arrivals += 1;
+  return arrivals;
+}
+
+/** How many callers have been noted (tests). */
+export function callerArrivals(): number {
+  return arrivals;
+}
+
+/**
+ * Whether callers after caller `seq` are still arriving: one came in within
+ * the last `ARRIVAL_GAP_MS`. A lone run never waits for its own request.
+ */
+export function callersArrivingSince(seq: number, now = Date.now()): boolean {
+  return arrivals > seq && now - lastArrivalAt < ARRIVAL_GAP_MS;
 }

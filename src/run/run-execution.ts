@@ -5,7 +5,7 @@ import { toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
-import { nextSpawnTurn } from "../process/spawn-turns.js";
+import { callersArrivingSince, nextSpawnTurn } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
 import { resolveSessionDir, sessionRepoDir } from "../workspace/session-path.js";
@@ -24,6 +24,8 @@ export interface RunPlan {
   adapter: ProviderAdapter;
   bin: string;
   startedAtMs: number;
+  /** The caller's number (`noteCallerArrival`): its spawn gives way to callers after it. */
+  arrival: number;
 }
 
 /** Runs between their slot and their first `meta`: spawns give way to them (`spawn-turns.ts`). */
@@ -191,11 +193,11 @@ export async function executeRun(
       workspacePath: ws.repoDir,
       package: ws.package,
     });
-    // Spawns give way to runs still preparing (spawn-turns.ts): a starting CLI takes CPU from
-    // them (in the runner when it forks, in the provider's start-up either way).
+    // Spawns give way to runs still preparing and to callers still arriving (spawn-turns.ts): a
+    // starting CLI takes CPU from them (in the runner when it forks, in its start-up either way).
     preparingRuns -= 1;
     countedPreparing = false;
-    await nextSpawnTurn(() => preparingRuns > 0);
+    await nextSpawnTurn(() => preparingRuns > 0 || callersArrivingSince(plan.arrival));
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,

@@ -7,6 +7,7 @@ import { followRunBatches, type RunEventSource } from "../fanout/follow-run.js";
 import { readBack } from "../journal/rehydrate.js";
 import { RunJournal } from "../journal/run-journal.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
+import { noteCallerArrival } from "../process/spawn-turns.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
@@ -61,6 +62,8 @@ export class RunPipeline {
   ): Promise<StartedRun> {
     const { config } = this.deps;
     const startedAtMs = this.deps.now();
+    // Every caller counts, refused ones too: provider starts give way to a flood still arriving.
+    const arrival = noteCallerArrival();
     this.refuseIfClosing();
     const req = validateRunRequest(input);
     const sessionId = req.sessionId ?? generateSessionId();
@@ -117,6 +120,7 @@ export class RunPipeline {
       adapter,
       bin,
       startedAtMs,
+      arrival,
     })
       .catch((err: unknown) =>
         this.deps.logger.error({ err, runId: state.runId }, "run producer crashed"),

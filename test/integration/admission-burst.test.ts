@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { callerArrivals } from "../../src/process/spawn-turns.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -95,4 +96,24 @@ describe("admission under a burst of 200 simultaneous runs", () => {
     },
     120_000,
   );
+});
+
+describe("callers still arriving", () => {
+  it("are each noted by the pipeline, refused ones too (provider starts give way to them)", async () => {
+    server = await startTestServer();
+    const s = server;
+    const before = callerArrivals();
+    const statuses = await Promise.all(
+      ["../no", "ok-1"].map(async (session_id) => {
+        const r = await fetch(`${s.baseUrl}/run`, {
+          method: "POST",
+          body: JSON.stringify({ session_id, user_prompt: "#scenario=bench-one-line" }),
+        });
+        await r.text();
+        return r.status;
+      }),
+    );
+    expect(statuses).toEqual([422, 200]);
+    expect(callerArrivals() - before).toBe(2);
+  });
 });

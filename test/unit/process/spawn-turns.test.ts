@@ -1,5 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { nextSpawnTurn } from "../../../src/process/spawn-turns.js";
+import {
+  callersArrivingSince,
+  nextSpawnTurn,
+  noteCallerArrival,
+} from "../../../src/process/spawn-turns.js";
 
 describe("spawn turns", () => {
   it("grants turns in request order, one event-loop iteration apart", async () => {
@@ -33,5 +37,23 @@ describe("spawn turns", () => {
     await nextSpawnTurn(() => true, 50);
     expect(Date.now() - t).toBeLessThan(500);
     expect(Date.now() - start).toBeGreaterThanOrEqual(30);
+  });
+
+  it("counts callers as arriving while another came in within the last 10 ms", () => {
+    const t = 1_000_000;
+    const own = noteCallerArrival(t);
+    // A lone caller never waits for its own request.
+    expect(callersArrivingSince(own, t)).toBe(false);
+    expect(callersArrivingSince(own, t + 1)).toBe(false);
+    noteCallerArrival(t + 5);
+    expect(callersArrivingSince(own, t + 5)).toBe(true);
+    expect(callersArrivingSince(own, t + 14)).toBe(true);
+    // The flood is over once 10 ms pass without a caller.
+    expect(callersArrivingSince(own, t + 15)).toBe(false);
+    noteCallerArrival(t + 40);
+    expect(callersArrivingSince(own, t + 41)).toBe(true);
+    // The newest caller does not wait for itself either.
+    const newest = noteCallerArrival(t + 45);
+    expect(callersArrivingSince(newest, t + 46)).toBe(false);
   });
 });
