@@ -36,12 +36,19 @@ export function nextSpawnTurn(
 
 /** A caller within this long of the last keeps a flood "arriving". */
 const ARRIVAL_GAP_MS = 10;
+/**
+ * A flood holds spawns back for at most its first second: callers retrying
+ * 429s without pause must not slow every later provider start.
+ */
+const FLOOD_HOLD_MS = 1000;
 
 let arrivals = 0;
-let lastArrivalAt = 0;
+let lastArrivalAt = Number.NEGATIVE_INFINITY;
+let floodStartedAt = 0;
 
 /** Note a caller's run request (any face); returns its number for `callersArrivingSince`. */
 export function noteCallerArrival(now = Date.now()): number {
+  if (now - lastArrivalAt >= ARRIVAL_GAP_MS) floodStartedAt = now;
   lastArrivalAt = now;
   arrivals += 1;
   return arrivals;
@@ -54,8 +61,11 @@ export function callerArrivals(): number {
 
 /**
  * Whether callers after caller `seq` are still arriving: one came in within
- * the last `ARRIVAL_GAP_MS`. A lone run never waits for its own request.
+ * the last `ARRIVAL_GAP_MS`, in the first `FLOOD_HOLD_MS` of a flood. A lone
+ * run never waits for its own request.
  */
 export function callersArrivingSince(seq: number, now = Date.now()): boolean {
-  return arrivals > seq && now - lastArrivalAt < ARRIVAL_GAP_MS;
+  return (
+    arrivals > seq && now - lastArrivalAt < ARRIVAL_GAP_MS && now - floodStartedAt < FLOOD_HOLD_MS
+  );
 }

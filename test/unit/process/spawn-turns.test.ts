@@ -56,4 +56,18 @@ describe("spawn turns", () => {
     const newest = noteCallerArrival(t + 45);
     expect(callersArrivingSince(newest, t + 46)).toBe(false);
   });
+
+  it("holds spawns back for at most the first second of a flood that does not stop", () => {
+    const t = 2_000_000;
+    const own = noteCallerArrival(t);
+    let at = t;
+    for (; at < t + 1500; at += 5) noteCallerArrival(at);
+    // Callers still come every 5 ms, but the flood began 1.5 s ago.
+    expect(callersArrivingSince(own, at)).toBe(false);
+    expect(callersArrivingSince(own, t + 999)).toBe(true);
+    // After a quiet gap, the next flood holds spawns back again.
+    const next = noteCallerArrival(at + 100);
+    noteCallerArrival(at + 102);
+    expect(callersArrivingSince(next, at + 103)).toBe(true);
+  });
 });
