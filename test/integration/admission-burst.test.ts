@@ -1,8 +1,8 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { callerArrivals } from "../../src/process/spawn-turns.js";
+import { callerArrivals, noteCallerArrival } from "../../src/process/spawn-turns.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -115,5 +115,48 @@ describe("callers still arriving", () => {
     );
     expect(statuses).toEqual([422, 200]);
     expect(callerArrivals() - before).toBe(2);
+  });
+  it("hold an admitted run's provider start back (for at most a second)", async () => {
+    const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
+    const gate = path.join(gateDir, "gate");
+    server = await startTestServer({
+      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+      FAKE_AGENT_GATE: gate,
+    });
+    const s = server;
+    const post = (prompt: string) =>
+      fetch(`${s.baseUrl}/run`, {
+        method: "POST",
+        body: JSON.stringify({ session_id: "held", user_prompt: prompt }),
+      });
+    const events = async (res: Response) => {
+      const out: { event: string; at: number }[] = [];
+      for await (const e of parseSse(res.body as ReadableStream<Uint8Array>))
+        out.push({ event: e.event, at: Date.now() });
+      return out;
+    };
+    try {
+      // The first run holds the session, so the second is noted and then waits for the session.
+      const first = await post("#scenario=gate");
+      const firstDone = events(first);
+      // Its head comes with its first event, once it has the session: not awaited here.
+      const secondDone = post("#scenario=bench-one-line").then(events);
+      const noted = callerArrivals();
+      while (callerArrivals() === noted) await new Promise((r) => setTimeout(r, 5));
+      // A caller after the second one, dated so that it stays "just arrived": no timing race.
+      noteCallerArrival(Date.now() + 5000);
+      await writeFile(gate, "open");
+      await firstDone;
+      const seen = await secondDone;
+      const metaAt = seen.find((e) => e.event === "meta")?.at ?? 0;
+      expect(seen.at(-1)?.event).toBe("runner.exit");
+      const invocation = path.join(s.workspacesRoot, "held", "repo", ".fake-agent");
+      const startedAt = (await stat(path.join(invocation, "invocation.json"))).mtimeMs;
+      // Alone, the provider is up ≈ 0.1 s after `meta`; here its start waited out the 1 s bound.
+      expect(startedAt - metaAt).toBeGreaterThan(700);
+    } finally {
+      noteCallerArrival(0); // the flood is over: later spawns in this file do not wait
+      await rm(gateDir, { recursive: true, force: true });
+    }
   });
 });
