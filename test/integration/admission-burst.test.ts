@@ -116,6 +116,7 @@ describe("callers still arriving", () => {
     expect(statuses).toEqual([422, 200]);
     expect(callerArrivals() - before).toBe(2);
   });
+
   it("hold an admitted run's provider start back (for at most a second)", async () => {
     const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
     const gate = path.join(gateDir, "gate");

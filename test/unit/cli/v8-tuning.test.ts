@@ -8,10 +8,7 @@ import { describe, expect, it } from "vitest";
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
-/**
- * V8's cached-data tag hashes its version and every flag's value: two
- * processes with the same tag run V8 with the same flags.
- */
+/** What a node process with `nodeArgs` prints when it runs `code` (an ES module, tsx loaded). */
 async function outputOf(nodeArgs: string[], code: string): Promise<string> {
   const { stdout } = await run(
     process.execPath,
@@ -21,6 +18,10 @@ async function outputOf(nodeArgs: string[], code: string): Promise<string> {
   return stdout.trim();
 }
 
+/**
+ * V8's cached-data tag hashes its version and every flag's value: two
+ * processes with the same tag run V8 with the same flags.
+ */
 const PRINT_TAG = `process.stdout.write(String((await import("node:v8")).cachedDataVersionTag()));`;
 
 describe("tuneV8", () => {
