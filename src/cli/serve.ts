@@ -1,7 +1,7 @@
 import { startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
-import { pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js";
+import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js";
 
 /**
  * Start the server on the environment's configuration (what `npm start` and
@@ -21,6 +21,7 @@ export async function serve(): Promise<void> {
     throw err;
   }
   const youngGenerationMb = pretouchYoungGeneration();
+  preloadFirstUse();
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     app = await startApp(config);

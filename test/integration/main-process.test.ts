@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { realpathSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -41,6 +42,29 @@ function startMain(env: Record<string, string>) {
     proc.once("exit", (code) => resolve(code)),
   );
   return { proc, exited, output: () => ({ out, err }) };
+}
+
+/** The port of a started server, once it logged it. */
+async function portOf(m: ReturnType<typeof startMain>): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const match = /"port":(\d+)/.exec(m.output().out);
+    if (match) return Number(match[1]);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the server did not start: ${m.output().err}`);
+}
+
+/** KB of the node binary's own pages (code and read-only data) resident in process `pid`. */
+async function nodeBinaryKb(pid: number): Promise<number> {
+  const binary = realpathSync(process.execPath);
+  let ours = false;
+  let kb = 0;
+  for (const line of (await readFile(`/proc/${pid}/smaps`, "utf8")).split("\n")) {
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (header) ours = header[1] === binary;
+    else if (ours && line.startsWith("Rss:")) kb += Number(/(\d+)/.exec(line)?.[1] ?? 0);
+  }
+  return kb;
 }
 
 describe("the server process (src/main.ts)", () => {
@@ -114,5 +138,29 @@ describe("the server process (src/main.ts)", () => {
     await waitUntilGone([inv.pid, grandchild], 5000);
     expect(isAlive(inv.pid)).toBe(false);
     expect(isAlive(grandchild)).toBe(false);
+  });
+
+  it("loads at start-up what a first run would load: node's own pages do not grow in it", async () => {
+    const m = startMain({ FERMILINK_CODEX_BIN: FAKE_AGENT, FERMILINK_RUNNER_PORT: "0" });
+    const port = await portOf(m);
+    for (let i = 0; i < 100 && !m.output().out.includes('"V8 tuned"'); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    const pid = m.proc.pid as number;
+    const before = await nodeBinaryKb(pid);
+    expect(before).toBeGreaterThan(1000);
+    // A new session (template repo, memory file, journal) and a provider's lines, to the end.
+    const res = await fetch(`http://127.0.0.1:${port}/run`, {
+      method: "POST",
+      body: JSON.stringify({ session_id: "first", user_prompt: "hello" }),
+    });
+    const events: string[] = [];
+    for await (const frame of parseSse(res.body as ReadableStream<Uint8Array>))
+      events.push(frame.event);
+    expect(events.at(-1)).toBe("runner.exit");
+    // ICU's collation data (String#localeCompare) and the first Date#toISOString each made
+    // this +0.6-2.9 MB; what is left is a few pages of code.
+    expect((await nodeBinaryKb(pid)) - before).toBeLessThan(400);
+    m.proc.kill("SIGTERM");
+    expect(await m.exited).toBe(0);
   });
 });
