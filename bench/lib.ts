@@ -318,12 +318,17 @@ export interface SseRun {
  * `POST /run` and parse the answer as a client would: frames split on blank
  * lines, `event:`, `id:` and `data:` fields read (the runner ends lines with
  * LF). `pauseAfterFirst` stops reading (the socket fills, TCP pushes back)
- * until it resolves.
+ * until it resolves, once the first chunk, or with `pauseAfterFrames` once
+ * that many frames, has been read.
  */
 export function sseRun(
   baseUrl: string,
   body: Record<string, unknown>,
-  opts: { pauseAfterFirst?: () => Promise<void>; signal?: AbortSignal } = {},
+  opts: {
+    pauseAfterFirst?: () => Promise<void>;
+    pauseAfterFrames?: number;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<SseRun> {
   const t = performance.now();
   const url = new URL("/run", baseUrl);
@@ -351,6 +356,7 @@ export function sseRun(
         res.setEncoding("utf8");
         let buf = "";
         let paused = false;
+        let framesRead = 0;
         const frame = (text: string) => {
           let event = "message";
           let data = "";
@@ -366,6 +372,7 @@ export function sseRun(
             // `id:` and comments (`: queued`, keepalive) need nothing here.
           }
           if (event === "message" && data === "") return;
+          framesRead++;
           r.frames.set(event, (r.frames.get(event) ?? 0) + 1);
           if (event === "agent") r.agentBytes += data.length;
           else if (event === "meta") r.metaMs = performance.now() - t;
@@ -386,7 +393,7 @@ export function sseRun(
             cut = buf.indexOf("\n\n", from);
           }
           buf = buf.slice(from);
-          if (opts.pauseAfterFirst && !paused) {
+          if (opts.pauseAfterFirst && !paused && framesRead >= (opts.pauseAfterFrames ?? 0)) {
             paused = true;
             res.pause();
             void opts.pauseAfterFirst().then(() => res.resume());
