@@ -283,10 +283,15 @@ export class EnvelopeBuffer {
     this.raw(data);
   }
 
-  /** The gathered bytes (a copy: the buffer is reused), and a fresh start. */
-  take(): Buffer {
-    const out = Buffer.allocUnsafe(this.w.pos);
-    this.w.buf.copy(out, 0, 0, this.w.pos);
+  /**
+   * The gathered bytes, and a fresh start. A copy (the gathering buffer is
+   * reused): into the start of `into` when they fit, else a new buffer.
+   */
+  take(into?: Buffer): Buffer {
+    const n = this.w.pos;
+    const out =
+      into !== undefined && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
+    this.w.buf.copy(out, 0, 0, n);
     this.w.pos = 0;
     return out;
   }

@@ -46,14 +46,21 @@ export function onClientGone(req: AnyRequest, res: AnyResponse, gone: () => void
 /**
  * Write and wait until the socket drained when the kernel buffer is full, so
  * a slow reader slows the producer instead of growing server memory. Resolves
- * false when the response closed first.
+ * false when the response closed first. `onWritten` runs once the chunk has
+ * been handed to the socket (not after a failed write): its memory is free
+ * to reuse then.
  */
 export function writeWithBackpressure(
   res: AnyResponse,
   chunk: string | Uint8Array,
+  onWritten?: () => void,
 ): Promise<boolean> {
   if (responseClosed(res)) return Promise.resolve(false);
-  const ok = res.write(chunk);
+  const ok = onWritten
+    ? res.write(chunk, (err?: Error | null) => {
+        if (!err) onWritten();
+      })
+    : res.write(chunk);
   if (ok) return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (drained: boolean) => {

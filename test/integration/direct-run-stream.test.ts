@@ -21,6 +21,7 @@ import {
   RunEventSchema,
   RunService,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { writeBuffersAllocated } from "../../src/transport/connect/direct-run-stream.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -151,6 +152,27 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
       const replay = await collect(createClient(RunService, t).attach({ runId }));
       expect(json(replay)).toEqual(json(live));
     }
+  });
+
+  it("reuses its write buffers: streams of 5,000 lines at once make a few, not one per write", async () => {
+    server = await startTestServer();
+    const { baseUrl } = server;
+    const live = await runOverGrpc(server, "d-pool", "#scenario=lines-5000");
+    const runId = live[0]?.runId ?? "";
+    const made = writeBuffersAllocated();
+    // Four viewers at once, two per protocol (≈ 2 MB, a few hundred 8 KB writes each).
+    const transports = [
+      createGrpcTransport({ baseUrl }),
+      createGrpcTransport({ baseUrl }),
+      createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+      createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+    ];
+    const replays = await Promise.all(
+      transports.map((t) => collect(createClient(RunService, t).attach({ runId }))),
+    );
+    // A buffer reused before its socket was done with it would show here as damaged messages.
+    for (const replay of replays) expect(json(replay)).toEqual(json(live));
+    expect(writeBuffersAllocated() - made).toBeLessThan(16);
   });
 
   it("streams envelopes and ends with grpc-status 0 in the trailers", async () => {

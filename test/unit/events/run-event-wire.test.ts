@@ -11,7 +11,11 @@ import { describe, expect, it } from "vitest";
 import { RunEventSchema } from "../../../gen/fermilink/runner/v1/run_pb.js";
 import { PROVIDER_IDS } from "../../../src/config/providers.js";
 import type { AgentItem, RunEvent } from "../../../src/events/run-event.js";
-import { encodeLineEvent, runEventToBinaryProto } from "../../../src/events/run-event-wire.js";
+import {
+  EnvelopeBuffer,
+  encodeLineEvent,
+  runEventToBinaryProto,
+} from "../../../src/events/run-event-wire.js";
 import { runEventToProto } from "../../../src/events/to-proto.js";
 import { getProviderAdapter } from "../../../src/providers/registry.js";
 
@@ -188,5 +192,37 @@ describe("hand-encoded line events", () => {
     };
     expect(encodeLineEvent(exit)).toBeNull();
     expect(runEventToBinaryProto(exit).event.case).toBe("exit");
+  });
+});
+
+describe("EnvelopeBuffer.take", () => {
+  const events = transcriptEvents().slice(0, 20);
+  const gathered = () => {
+    const b = new EnvelopeBuffer();
+    for (const e of events) b.add(e);
+    return b;
+  };
+  const expected = gathered().take();
+
+  it("copies the envelopes into the given buffer when they fit, and starts afresh", () => {
+    const b = gathered();
+    const into = Buffer.alloc(expected.length + 100, 0xaa);
+    const out = b.take(into);
+    expect(out.buffer).toBe(into.buffer);
+    expect(out.byteOffset).toBe(into.byteOffset);
+    expect(out).toEqual(expected);
+    expect(b.size).toBe(0);
+    // The next gathering starts at the buffer's start again.
+    b.add(events[0] as RunEvent);
+    const one = new EnvelopeBuffer();
+    one.add(events[0] as RunEvent);
+    expect(b.take(into)).toEqual(one.take());
+  });
+
+  it("makes a buffer of its own when they do not fit", () => {
+    const into = Buffer.alloc(expected.length - 1);
+    const out = gathered().take(into);
+    expect(out.buffer).not.toBe(into.buffer);
+    expect(out).toEqual(expected);
   });
 });
