@@ -75,8 +75,8 @@ export function pretouchYoungGeneration(): number {
  * Pay at start-up what a process loads on first use, so that a runner's first
  * run grows its memory no more than later runs do. The first
  * `Date#toISOString` in a process faults in ≈ 0.6 MB of node's read-only data
- * (a new session's memory file is dated with it). A test holds the first run
- * to this: node's read-only pages do not grow in it.
+ * (a new session's memory file is dated with it). A main-process test holds
+ * a first run's growth of node's own pages under 400 KB.
  */
 export function preloadFirstUse(): void {
   new Date(0).toISOString();

@@ -95,13 +95,7 @@ describe("the server process (src/main.ts)", () => {
       FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
       FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
     });
-    let port = 0;
-    for (let i = 0; i < 200 && port === 0; i++) {
-      const match = /"port":(\d+)/.exec(m.output().out);
-      port = match ? Number(match[1]) : 0;
-      if (port === 0) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(port).toBeGreaterThan(0);
+    const port = await portOf(m);
     // The server tuned its own V8 (src/cli/v8-tuning.ts; its test checks the effect), said
     // in the log line right after "runner listening".
     const tuned = '"v8Flags":["--no-allocation-site-pretenuring"],"youngGenerationMb":';
@@ -141,7 +135,11 @@ describe("the server process (src/main.ts)", () => {
   });
 
   it("loads at start-up what a first run would load: node's own pages do not grow in it", async () => {
-    const m = startMain({ FERMILINK_CODEX_BIN: FAKE_AGENT, FERMILINK_RUNNER_PORT: "0" });
+    const m = startMain({
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+    });
     const port = await portOf(m);
     for (let i = 0; i < 100 && !m.output().out.includes('"V8 tuned"'); i++)
       await new Promise((r) => setTimeout(r, 20));
