@@ -6,11 +6,12 @@
  * same cores. Under a burst of new runs, starting providers as soon as each
  * run is ready would hold every later caller's first byte (and ops answers)
  * behind them. Spawns therefore take turns: one per event-loop iteration,
- * and while other runs are still preparing their workspace (about to send
- * their first event) a spawn waits for them, up to a bound, so first bytes
- * go out before process creation. Likewise while a flood of callers is
- * still arriving: each is answered (a 429 when the queue is full) before the
- * CLIs of those admitted start taking the cores.
+ * and a spawn waits, up to a bound, for the runs that were preparing their
+ * workspace (about to send their first event) when it became ready, so first
+ * bytes go out before process creation. Runs that begin later do not hold it
+ * back: under a steady stream of new runs, spawns still go. Likewise while a
+ * flood of callers is still arriving: each is answered (a 429 when the queue
+ * is full) before the CLIs of those admitted start taking the cores.
  */
 let lastTurn: Promise<void> = Promise.resolve();
 
@@ -32,6 +33,41 @@ export function nextSpawnTurn(
   });
   lastTurn = turn;
   return turn;
+}
+
+/**
+ * Runs preparing their workspace (each holds its slot and its session), by
+ * when they began: a Set iterates in insertion order, so its first entry is
+ * the oldest.
+ */
+const preparing = new Set<number>();
+let preparingBegun = 0;
+
+/** A run begins preparing; call the result once it is ready to spawn, or has failed. */
+export function notePreparing(): () => void {
+  preparingBegun += 1;
+  const id = preparingBegun;
+  preparing.add(id);
+  return () => {
+    preparing.delete(id);
+  };
+}
+
+/** How many runs are preparing now (tests). */
+export function runsPreparing(): number {
+  return preparing.size;
+}
+
+/**
+ * For `nextSpawnTurn`: true while a run that was preparing when this was
+ * made still is. Runs that begin preparing afterwards do not count.
+ */
+export function runsPreparingBefore(): () => boolean {
+  const last = preparingBegun;
+  return () => {
+    const oldest: number | undefined = preparing.values().next().value;
+    return oldest !== undefined && oldest <= last;
+  };
 }
 
 /** A caller within this long of the last keeps a flood "arriving". */

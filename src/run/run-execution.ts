@@ -5,7 +5,12 @@ import { toRunnerError } from "../errors/runner-error.js";
 import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
-import { callersArrivingSince, nextSpawnTurn } from "../process/spawn-turns.js";
+import {
+  callersArrivingSince,
+  nextSpawnTurn,
+  notePreparing,
+  runsPreparingBefore,
+} from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
 import { resolveSessionDir, sessionRepoDir } from "../workspace/session-path.js";
@@ -27,9 +32,6 @@ export interface RunPlan {
   /** The caller's number (`noteCallerArrival`): its spawn gives way to callers after it. */
   arrival: number;
 }
-
-/** Runs between their slot and their first `meta`: spawns give way to them (`spawn-turns.ts`). */
-let preparingRuns = 0;
 
 /** How often a waiting run re-reports its queue position when it changed. */
 const QUEUE_REPORT_INTERVAL_MS = 1000;
@@ -124,7 +126,8 @@ export async function executeRun(
   let unlock: (() => void) | undefined;
   let proc: SupervisedProcess | undefined;
   const timers: NodeJS.Timeout[] = [];
-  let countedPreparing = false;
+  /** Set while the run prepares (session held, workspace being written): spawns give way to it. */
+  let donePreparing: (() => void) | undefined;
   /** The provider's last final-result reading: null until it reports one. */
   let lastResult: boolean | null = null;
   // Slot, lock and process group are released before the final exit event is
@@ -150,9 +153,10 @@ export async function executeRun(
     lease = await admit(deps, state, plan);
     throwIfAborted(state);
     state.phase = "preparing";
-    preparingRuns += 1;
-    countedPreparing = true;
     unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal);
+    // Counted from here: a run waiting for its session (behind a run that may last minutes)
+    // prepares nothing, and must not hold other runs' provider starts back.
+    donePreparing = notePreparing();
     // The command first (it only needs the paths): its home and settings files are then written
     // with the workspace, for a new session in the same file-system batch.
     const sessionDir = resolveSessionDir(config.workspacesRoot, plan.sessionId);
@@ -195,9 +199,10 @@ export async function executeRun(
     });
     // Spawns give way to runs still preparing and to callers still arriving (spawn-turns.ts): a
     // starting CLI takes CPU from them (in the runner when it forks, in its start-up either way).
-    preparingRuns -= 1;
-    countedPreparing = false;
-    await nextSpawnTurn(() => preparingRuns > 0 || callersArrivingSince(plan.arrival));
+    donePreparing();
+    donePreparing = undefined;
+    const preparingBefore = runsPreparingBefore();
+    await nextSpawnTurn(() => preparingBefore() || callersArrivingSince(plan.arrival));
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,
@@ -295,7 +300,7 @@ export async function executeRun(
       );
     }
   } finally {
-    if (countedPreparing) preparingRuns -= 1;
+    donePreparing?.();
     await releaseAll();
     state.phase = "finished";
     state.journal.end();

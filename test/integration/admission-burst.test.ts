@@ -2,7 +2,7 @@ import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { callerArrivals, noteCallerArrival } from "../../src/process/spawn-turns.js";
+import { callerArrivals, noteCallerArrival, runsPreparing } from "../../src/process/spawn-turns.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -157,6 +157,50 @@ describe("callers still arriving", () => {
       expect(startedAt - metaAt).toBeGreaterThan(700);
     } finally {
       noteCallerArrival(0); // the flood is over: later spawns in this file do not wait
+      await rm(gateDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("runs still preparing", () => {
+  it("do not include a run waiting for its session: it holds no other run's provider back", async () => {
+    const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
+    const gate = path.join(gateDir, "gate");
+    server = await startTestServer({
+      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+      FAKE_AGENT_GATE: gate,
+    });
+    const s = server;
+    const post = (session_id: string, user_prompt: string) =>
+      fetch(`${s.baseUrl}/run`, {
+        method: "POST",
+        body: JSON.stringify({ session_id, user_prompt }),
+      });
+    const frames = async (res: Response) => {
+      const out: string[] = [];
+      for await (const e of parseSse(res.body as ReadableStream<Uint8Array>)) out.push(e.event);
+      return out;
+    };
+    try {
+      // The first run holds its session with a provider that waits for the gate.
+      const first = await post("busy", "#scenario=gate");
+      const firstIt = parseSse(first.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+      while ((await firstIt.next()).value?.event !== "agent");
+      // A second run on that session is admitted, then waits for the session.
+      const secondDone = post("busy", "#scenario=bench-one-line").then(frames);
+      for (let i = 0; i < 200 && s.app.admission.activeTotal < 2; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(s.app.admission.activeTotal).toBe(2);
+      await new Promise((r) => setTimeout(r, 100));
+      // Counted, it would hold every other run's provider start back by up to a second each.
+      expect(runsPreparing()).toBe(0);
+      const other = await frames(await post("elsewhere", "#scenario=bench-one-line"));
+      expect(other.at(-1)).toBe("runner.exit");
+      expect(runsPreparing()).toBe(0);
+      await writeFile(gate, "open");
+      while (!(await firstIt.next()).done);
+      expect((await secondDone).at(-1)).toBe("runner.exit");
+    } finally {
       await rm(gateDir, { recursive: true, force: true });
     }
   });

@@ -3,6 +3,9 @@ import {
   callersArrivingSince,
   nextSpawnTurn,
   noteCallerArrival,
+  notePreparing,
+  runsPreparing,
+  runsPreparingBefore,
 } from "../../../src/process/spawn-turns.js";
 
 describe("spawn turns", () => {
@@ -69,5 +72,46 @@ describe("spawn turns", () => {
     const next = noteCallerArrival(at + 100);
     noteCallerArrival(at + 102);
     expect(callersArrivingSince(next, at + 103)).toBe(true);
+  });
+
+  it("gives way to the runs preparing when it became ready, not to runs that begin later", () => {
+    const early = notePreparing();
+    const check = runsPreparingBefore();
+    const late = notePreparing();
+    expect(runsPreparing()).toBe(2);
+    expect(check()).toBe(true);
+    early();
+    expect(check()).toBe(false);
+    expect(runsPreparing()).toBe(1);
+    late();
+    expect(runsPreparing()).toBe(0);
+    // A run that fails while preparing says so once; a second call changes nothing.
+    const failed = notePreparing();
+    failed();
+    failed();
+    expect(runsPreparing()).toBe(0);
+  });
+
+  it("is not held back turn after turn by a steady stream of new runs", async () => {
+    const old = notePreparing();
+    const check = runsPreparingBefore();
+    // From now on one run or another is always preparing (each takes 50 ms, one begins every 2 ms).
+    const stream = setInterval(() => {
+      const done = notePreparing();
+      setTimeout(done, 50);
+    }, 2);
+    setTimeout(old, 30);
+    const t = Date.now();
+    try {
+      await nextSpawnTurn(check, 1000);
+    } finally {
+      clearInterval(stream);
+    }
+    // It went once the run it found preparing was done, not at the 1 s bound.
+    expect(Date.now() - t).toBeLessThan(500);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(25);
+    expect(runsPreparing()).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(runsPreparing()).toBe(0);
   });
 });
