@@ -13,6 +13,25 @@ afterEach(async () => {
 });
 
 /**
+ * A test server whose fake providers on `#scenario=gate` wait until `gate`
+ * exists (written by the test); `removeGate` cleans up its directory.
+ */
+async function startGatedServer(env: Record<string, string> = {}) {
+  const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
+  const gate = path.join(gateDir, "gate");
+  server = await startTestServer({
+    ...env,
+    FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+    FAKE_AGENT_GATE: gate,
+  });
+  return {
+    s: server,
+    gate,
+    removeGate: () => rm(gateDir, { recursive: true, force: true }),
+  };
+}
+
+/**
  * 200 simultaneous SSE runs whose providers block on a gate file until every
  * request has been answered (200 or 429), so the counts are exact whatever
  * the machine's speed.
@@ -58,17 +77,13 @@ describe("admission under a burst of 200 simultaneous runs", () => {
   ])(
     "from %i users admits, queues and refuses exactly as configured",
     async (users, want) => {
-      const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
-      const gate = path.join(gateDir, "open");
-      server = await startTestServer({
+      const { s, gate, removeGate } = await startGatedServer({
         FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "20",
         FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS: "2",
         FERMILINK_RUNNER_MAX_QUEUE_SIZE: "50",
         FERMILINK_RUNNER_MAX_PENDING_PER_USER: "5",
-        FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-        FAKE_AGENT_GATE: gate,
       });
-      const r = await runBurst(server, users, gate);
+      const r = await runBurst(s, users, gate);
       expect({
         accepted: r.accepted,
         active: r.snapshot.active,
@@ -81,18 +96,16 @@ describe("admission under a burst of 200 simultaneous runs", () => {
         for (const m of r.messages)
           expect(m).toBe("Runner queue is full for this user (5 pending requests).");
       expect(r.reasons.every((x) => x === "completed")).toBe(true);
-      expect(server.app.admission.activeTotal).toBe(0);
-      expect(server.app.admission.pendingTotal).toBe(0);
-      const metrics = await (
-        await fetch(`http://127.0.0.1:${server.app.metricsPort}/metrics`)
-      ).text();
+      expect(s.app.admission.activeTotal).toBe(0);
+      expect(s.app.admission.pendingTotal).toBe(0);
+      const metrics = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
       const rejections = [
         ...metrics.matchAll(/^fermilink_runner_admission_rejections_total\{scope="\w+"\} (\d+)$/gm),
       ]
         .map((m) => Number(m[1]))
         .reduce((a, b) => a + b, 0);
       expect(rejections).toBe(200 - want.accepted);
-      await rm(gateDir, { recursive: true, force: true });
+      await removeGate();
     },
     120_000,
   );
@@ -118,13 +131,7 @@ describe("callers still arriving", () => {
   });
 
   it("hold an admitted run's provider start back (for at most a second)", async () => {
-    const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
-    const gate = path.join(gateDir, "gate");
-    server = await startTestServer({
-      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-      FAKE_AGENT_GATE: gate,
-    });
-    const s = server;
+    const { s, gate, removeGate } = await startGatedServer();
     const post = (prompt: string) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
@@ -157,20 +164,14 @@ describe("callers still arriving", () => {
       expect(startedAt - metaAt).toBeGreaterThan(700);
     } finally {
       noteCallerArrival(0); // the flood is over: later spawns in this file do not wait
-      await rm(gateDir, { recursive: true, force: true });
+      await removeGate();
     }
   });
 });
 
 describe("runs still preparing", () => {
   it("do not include a run waiting for its session: it holds no other run's provider back", async () => {
-    const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
-    const gate = path.join(gateDir, "gate");
-    server = await startTestServer({
-      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-      FAKE_AGENT_GATE: gate,
-    });
-    const s = server;
+    const { s, gate, removeGate } = await startGatedServer();
     const post = (session_id: string, user_prompt: string) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
@@ -201,7 +202,7 @@ describe("runs still preparing", () => {
       while (!(await firstIt.next()).done);
       expect((await secondDone).at(-1)).toBe("runner.exit");
     } finally {
-      await rm(gateDir, { recursive: true, force: true });
+      await removeGate();
     }
   });
 });
