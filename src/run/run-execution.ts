@@ -153,7 +153,11 @@ export async function executeRun(
     lease = await admit(deps, state, plan);
     throwIfAborted(state);
     state.phase = "preparing";
-    unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal);
+    // Waiting for an earlier run on the session (it may take minutes) is reported like waiting
+    // for a slot: the caller gets its answer at once, and the stream keeps its keepalives.
+    unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal, (position, waiting) =>
+      state.emit({ type: "queued", position, queueSize: waiting }),
+    );
     // Counted from here: a run waiting for its session (behind a run that may last minutes)
     // prepares nothing, and must not hold other runs' provider starts back.
     donePreparing = notePreparing();

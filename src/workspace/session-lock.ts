@@ -11,8 +11,16 @@ export class SessionLock {
     return this.queues.size;
   }
 
-  /** Resolves with an idempotent release function once the session is ours. */
-  acquire(sessionId: string, signal?: AbortSignal): Promise<() => void> {
+  /**
+   * Resolves with an idempotent release function once the session is ours.
+   * When it has to wait, `onWait` hears at once its place among the
+   * session's waiters (1 = next) and how many wait.
+   */
+  acquire(
+    sessionId: string,
+    signal?: AbortSignal,
+    onWait?: (position: number, waiting: number) => void,
+  ): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       let released = false;
@@ -46,6 +54,8 @@ export class SessionLock {
       }
       q.push(grant);
       signal?.addEventListener("abort", onAbort, { once: true });
+      // The holder is q[0]; everyone after it waits.
+      onWait?.(q.length - 1, q.length - 1);
     });
   }
 }

@@ -74,6 +74,22 @@ describe("SessionLock", () => {
     r3();
     expect(lock.size).toBe(0);
   });
+
+  it("tells a waiter at once its place among the session's waiters; the holder hears nothing", async () => {
+    const lock = new SessionLock();
+    const heard: string[] = [];
+    const hear = (who: string) => (position: number, waiting: number) =>
+      heard.push(`${who} ${position}/${waiting}`);
+    const r1 = await lock.acquire("s", undefined, hear("first"));
+    const p2 = lock.acquire("s", undefined, hear("second"));
+    const p3 = lock.acquire("s", undefined, hear("third"));
+    await lock.acquire("other", undefined, hear("elsewhere")).then((r) => r());
+    expect(heard).toEqual(["second 1/1", "third 2/2"]);
+    r1();
+    (await p2)();
+    (await p3)();
+    expect(lock.size).toBe(0);
+  });
 });
 
 describe("prepareWorkspace", () => {

@@ -407,7 +407,8 @@ export type RunEvent = Message<"fermilink.runner.v1.RunEvent"> & {
    */
   event: {
     /**
-     * The run waits for an admission slot (sent while queued).
+     * The run waits: for an admission slot, or for an earlier run on its
+     * session to end (sent while it waits).
      *
      * @generated from field: fermilink.runner.v1.QueuedEvent queued = 10;
      */
@@ -457,7 +458,8 @@ export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
   messageDesc(file_fermilink_runner_v1_run, 7);
 
 /**
- * QueuedEvent reports the caller's place in the admission queue.
+ * QueuedEvent reports the caller's place in the admission queue, or among
+ * the runs waiting for the same session.
  *
  * @generated from message fermilink.runner.v1.QueuedEvent
  */
