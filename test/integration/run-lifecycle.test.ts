@@ -160,8 +160,13 @@ describe("run lifecycle", () => {
       expect(events.at(-1)?.event).toBe("runner.exit");
       const rest: string[] = [];
       for (let e = await connectIt.next(); !e.done; e = await connectIt.next())
-        rest.push(e.value.event.case ?? "");
-      expect(rest[0]).toBe("meta");
+        rest.push(
+          e.value.event.case === "queued"
+            ? `queued ${e.value.event.value.position}/${e.value.event.value.queueSize}`
+            : (e.value.event.case ?? ""),
+        );
+      // Next in line once the first run ended, then the session's after the second.
+      expect(rest.slice(0, 2)).toEqual(["queued 1/1", "meta"]);
       expect(rest.at(-1)).toBe("exit");
     } finally {
       await rm(gateDir, { recursive: true, force: true });

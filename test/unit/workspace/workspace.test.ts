@@ -75,7 +75,7 @@ describe("SessionLock", () => {
     expect(lock.size).toBe(0);
   });
 
-  it("tells a waiter at once its place among the session's waiters; the holder hears nothing", async () => {
+  it("tells waiters their place among the session's waiters, at once and when it changes; the holder hears nothing", async () => {
     const lock = new SessionLock();
     const heard: string[] = [];
     const hear = (who: string) => (position: number, waiting: number) =>
@@ -85,9 +85,23 @@ describe("SessionLock", () => {
     const p3 = lock.acquire("s", undefined, hear("third"));
     await lock.acquire("other", undefined, hear("elsewhere")).then((r) => r());
     expect(heard).toEqual(["second 1/1", "third 2/2"]);
+    // Places change when the queue moves: a waiter leaving, the holder releasing.
+    const ac = new AbortController();
+    const p4 = lock.acquire("s", ac.signal, hear("fourth"));
+    ac.abort(new Error("gone"));
+    await expect(p4).rejects.toThrow("gone");
     r1();
+    expect(heard).toEqual([
+      "second 1/1",
+      "third 2/2",
+      "fourth 3/3",
+      "second 1/2",
+      "third 2/2",
+      "third 1/1",
+    ]);
     (await p2)();
     (await p3)();
+    expect(heard.at(-1)).toBe("third 1/1");
     expect(lock.size).toBe(0);
   });
 });
