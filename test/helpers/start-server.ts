@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -59,6 +60,35 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
       const clean = { liveRuns: 0, active: 0, pending: 0, connections: 0 };
       if (JSON.stringify(leftovers) !== JSON.stringify(clean)) {
         throw new Error(`Test server left things behind: ${JSON.stringify(leftovers)}`);
+      }
+    },
+  };
+}
+
+/** A test server whose fake agent waits at its gate steps until the test opens the gate. */
+export interface GatedTestServer extends TestServer {
+  /** Lets every `#scenario=gate` (and other `waitForEnvFile`) step go on. */
+  openGate(): Promise<void>;
+}
+
+/** `startTestServer` with a gate for the fake agent; `stop` also removes the gate file. */
+export async function startGatedTestServer(
+  env: Record<string, string> = {},
+): Promise<GatedTestServer> {
+  const gate = path.join(tmpdir(), `flr-gate-${randomUUID()}`);
+  const s = await startTestServer({
+    FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+    FAKE_AGENT_GATE: gate,
+    ...env,
+  });
+  return {
+    ...s,
+    openGate: () => writeFile(gate, "open"),
+    async stop() {
+      try {
+        await s.stop();
+      } finally {
+        await rm(gate, { force: true });
       }
     },
   };

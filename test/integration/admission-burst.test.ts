@@ -1,10 +1,14 @@
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { callerArrivals, noteCallerArrival, runsPreparing } from "../../src/process/spawn-turns.js";
 import { parseSse } from "../helpers/sse-client.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import {
+  type GatedTestServer,
+  startGatedTestServer,
+  startTestServer,
+  type TestServer,
+} from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -13,30 +17,11 @@ afterEach(async () => {
 });
 
 /**
- * A test server whose fake providers on `#scenario=gate` wait until `gate`
- * exists (written by the test); `removeGate` cleans up its directory.
- */
-async function startGatedServer(env: Record<string, string> = {}) {
-  const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
-  const gate = path.join(gateDir, "gate");
-  server = await startTestServer({
-    ...env,
-    FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-    FAKE_AGENT_GATE: gate,
-  });
-  return {
-    s: server,
-    gate,
-    removeGate: () => rm(gateDir, { recursive: true, force: true }),
-  };
-}
-
-/**
  * 200 simultaneous SSE runs whose providers block on a gate file until every
  * request has been answered (200 or 429), so the counts are exact whatever
  * the machine's speed.
  */
-async function runBurst(s: TestServer, users: number, gate: string) {
+async function runBurst(s: GatedTestServer, users: number) {
   const perUser = 200 / users;
   const responses = await Promise.all(
     Array.from({ length: 200 }, (_, i) =>
@@ -57,7 +42,7 @@ async function runBurst(s: TestServer, users: number, gate: string) {
     rejected.map(async (r) => ((await r.json()) as { detail: string }).detail),
   );
   const snapshot = { active: s.app.admission.activeTotal, pending: s.app.admission.pendingTotal };
-  await writeFile(gate, "open");
+  await s.openGate();
   const reasons = await Promise.all(
     accepted.map(async (r) => {
       let last = "";
@@ -77,13 +62,14 @@ describe("admission under a burst of 200 simultaneous runs", () => {
   ])(
     "from %i users admits, queues and refuses exactly as configured",
     async (users, want) => {
-      const { s, gate, removeGate } = await startGatedServer({
+      const s = await startGatedTestServer({
         FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "20",
         FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS: "2",
         FERMILINK_RUNNER_MAX_QUEUE_SIZE: "50",
         FERMILINK_RUNNER_MAX_PENDING_PER_USER: "5",
       });
-      const r = await runBurst(s, users, gate);
+      server = s;
+      const r = await runBurst(s, users);
       expect({
         accepted: r.accepted,
         active: r.snapshot.active,
@@ -105,7 +91,6 @@ describe("admission under a burst of 200 simultaneous runs", () => {
         .map((m) => Number(m[1]))
         .reduce((a, b) => a + b, 0);
       expect(rejections).toBe(200 - want.accepted);
-      await removeGate();
     },
     120_000,
   );
@@ -131,7 +116,8 @@ describe("callers still arriving", () => {
   });
 
   it("hold an admitted run's provider start back (for at most a second)", async () => {
-    const { s, gate, removeGate } = await startGatedServer();
+    const s = await startGatedTestServer();
+    server = s;
     const post = (prompt: string) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
@@ -153,7 +139,7 @@ describe("callers still arriving", () => {
       while (callerArrivals() === noted) await new Promise((r) => setTimeout(r, 5));
       // A caller after the second one, dated so that it stays "just arrived": no timing race.
       noteCallerArrival(Date.now() + 5000);
-      await writeFile(gate, "open");
+      await s.openGate();
       await firstDone;
       const seen = await secondDone;
       const metaAt = seen.find((e) => e.event === "meta")?.at ?? 0;
@@ -164,14 +150,14 @@ describe("callers still arriving", () => {
       expect(startedAt - metaAt).toBeGreaterThan(700);
     } finally {
       noteCallerArrival(0); // the flood is over: later spawns in this file do not wait
-      await removeGate();
     }
   });
 });
 
 describe("runs still preparing", () => {
   it("do not include a run waiting for its session: it holds no other run's provider back", async () => {
-    const { s, gate, removeGate } = await startGatedServer();
+    const s = await startGatedTestServer();
+    server = s;
     const post = (session_id: string, user_prompt: string) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
@@ -182,27 +168,23 @@ describe("runs still preparing", () => {
       for await (const e of parseSse(res.body as ReadableStream<Uint8Array>)) out.push(e.event);
       return out;
     };
-    try {
-      // The first run holds its session with a provider that waits for the gate.
-      const first = await post("busy", "#scenario=gate");
-      const firstIt = parseSse(first.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
-      while ((await firstIt.next()).value?.event !== "agent");
-      // A second run on that session is admitted, then waits for the session.
-      const secondDone = post("busy", "#scenario=bench-one-line").then(frames);
-      for (let i = 0; i < 200 && s.app.admission.activeTotal < 2; i++)
-        await new Promise((r) => setTimeout(r, 10));
-      expect(s.app.admission.activeTotal).toBe(2);
-      await new Promise((r) => setTimeout(r, 100));
-      // Counted, it would hold every other run's provider start back by up to a second each.
-      expect(runsPreparing()).toBe(0);
-      const other = await frames(await post("elsewhere", "#scenario=bench-one-line"));
-      expect(other.at(-1)).toBe("runner.exit");
-      expect(runsPreparing()).toBe(0);
-      await writeFile(gate, "open");
-      while (!(await firstIt.next()).done);
-      expect((await secondDone).at(-1)).toBe("runner.exit");
-    } finally {
-      await removeGate();
-    }
+    // The first run holds its session with a provider that waits for the gate.
+    const first = await post("busy", "#scenario=gate");
+    const firstIt = parseSse(first.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+    while ((await firstIt.next()).value?.event !== "agent");
+    // A second run on that session is admitted, then waits for the session.
+    const secondDone = post("busy", "#scenario=bench-one-line").then(frames);
+    for (let i = 0; i < 200 && s.app.admission.activeTotal < 2; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(s.app.admission.activeTotal).toBe(2);
+    await new Promise((r) => setTimeout(r, 100));
+    // Counted, it would hold every other run's provider start back by up to a second each.
+    expect(runsPreparing()).toBe(0);
+    const other = await frames(await post("elsewhere", "#scenario=bench-one-line"));
+    expect(other.at(-1)).toBe("runner.exit");
+    expect(runsPreparing()).toBe(0);
+    await s.openGate();
+    while (!(await firstIt.next()).done);
+    expect((await secondDone).at(-1)).toBe("runner.exit");
   });
 });

@@ -1,7 +1,5 @@
-import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -14,7 +12,7 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, type SseEvent } from "../helpers/sse-client.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -22,23 +20,11 @@ afterEach(async () => {
   server = undefined;
 });
 
-let gate: string | undefined;
-afterEach(async () => {
-  if (gate) await rm(gate, { force: true });
-  gate = undefined;
-});
-
 /** A server whose fake agent blocks at `waitForEnvFile` steps until the test opens the gate. */
 async function gatedServer(env: Record<string, string> = {}) {
-  const gateFile = path.join(tmpdir(), `flr-gate-${randomUUID()}`);
-  gate = gateFile;
-  const s = await startTestServer({
-    FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-    FAKE_AGENT_GATE: gateFile,
-    ...env,
-  });
+  const s = await startGatedTestServer(env);
   server = s;
-  return { s, openGate: () => writeFile(gateFile, "open") };
+  return { s, openGate: s.openGate };
 }
 
 const seqs = (events: RunEvent[]) => events.map((e) => Number(e.seq));

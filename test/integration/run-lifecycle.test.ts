@@ -1,6 +1,5 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import http2 from "node:http2";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -9,7 +8,7 @@ import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -115,62 +114,52 @@ describe("run lifecycle", () => {
   });
 
   it("answers a run waiting for its session at once (queued, then keepalives), and starts it after the run before", async () => {
-    const gateDir = await mkdtemp(path.join(tmpdir(), "flr-gate-"));
-    const gate = path.join(gateDir, "gate");
-    server = await startTestServer({
-      FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS: "0.1",
-      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-      FAKE_AGENT_GATE: gate,
+    const s = await startGatedTestServer({ FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS: "0.1" });
+    server = s;
+    const first = await openRun(
+      s,
+      { session_id: "one", user_prompt: "#scenario=gate" },
+      (e) => e.event === "agent",
+    );
+    // The second run on that session waits for it: its caller hears so, and then keepalives.
+    const res = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      body: JSON.stringify({ session_id: "one", user_prompt: "second" }),
     });
-    const s = server;
-    try {
-      const first = await openRun(
-        s,
-        { session_id: "one", user_prompt: "#scenario=gate" },
-        (e) => e.event === "agent",
+    expect(res.status).toBe(200);
+    const comments: string[] = [];
+    const it = parseSse(res.body as ReadableStream<Uint8Array>, (c) => comments.push(c))[
+      Symbol.asyncIterator
+    ]();
+    const next = it.next();
+    while (comments.filter((c) => c === "keepalive").length < 2)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(comments[0]).toBe("queued 1/1");
+    // Over Connect, the same wait is a `queued` event first.
+    const viaConnect = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    ).run({ sessionId: "one", userPrompt: "third" });
+    const connectIt = viaConnect[Symbol.asyncIterator]();
+    const head = await connectIt.next();
+    expect(head.value?.event.case).toBe("queued");
+    expect(head.value?.event.value).toMatchObject({ position: 2, queueSize: 2 });
+    await s.openGate();
+    while (!(await first.it.next()).done);
+    const events = [(await next).value as SseEvent];
+    for (let e = await it.next(); !e.done; e = await it.next()) events.push(e.value);
+    expect(events[0]?.event).toBe("meta");
+    expect(events.at(-1)?.event).toBe("runner.exit");
+    const rest: string[] = [];
+    for (let e = await connectIt.next(); !e.done; e = await connectIt.next())
+      rest.push(
+        e.value.event.case === "queued"
+          ? `queued ${e.value.event.value.position}/${e.value.event.value.queueSize}`
+          : (e.value.event.case ?? ""),
       );
-      // The second run on that session waits for it: its caller hears so, and then keepalives.
-      const res = await fetch(`${s.baseUrl}/run`, {
-        method: "POST",
-        body: JSON.stringify({ session_id: "one", user_prompt: "second" }),
-      });
-      expect(res.status).toBe(200);
-      const comments: string[] = [];
-      const it = parseSse(res.body as ReadableStream<Uint8Array>, (c) => comments.push(c))[
-        Symbol.asyncIterator
-      ]();
-      const next = it.next();
-      while (comments.filter((c) => c === "keepalive").length < 2)
-        await new Promise((r) => setTimeout(r, 20));
-      expect(comments[0]).toBe("queued 1/1");
-      // Over Connect, the same wait is a `queued` event first.
-      const viaConnect = createClient(
-        RunService,
-        createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
-      ).run({ sessionId: "one", userPrompt: "third" });
-      const connectIt = viaConnect[Symbol.asyncIterator]();
-      const head = await connectIt.next();
-      expect(head.value?.event.case).toBe("queued");
-      expect(head.value?.event.value).toMatchObject({ position: 2, queueSize: 2 });
-      await writeFile(gate, "open");
-      while (!(await first.it.next()).done);
-      const events = [(await next).value as SseEvent];
-      for (let e = await it.next(); !e.done; e = await it.next()) events.push(e.value);
-      expect(events[0]?.event).toBe("meta");
-      expect(events.at(-1)?.event).toBe("runner.exit");
-      const rest: string[] = [];
-      for (let e = await connectIt.next(); !e.done; e = await connectIt.next())
-        rest.push(
-          e.value.event.case === "queued"
-            ? `queued ${e.value.event.value.position}/${e.value.event.value.queueSize}`
-            : (e.value.event.case ?? ""),
-        );
-      // Next in line once the first run ended, then the session's after the second.
-      expect(rest.slice(0, 2)).toEqual(["queued 1/1", "meta"]);
-      expect(rest.at(-1)).toBe("exit");
-    } finally {
-      await rm(gateDir, { recursive: true, force: true });
-    }
+    // Next in line once the first run ended, then the session's after the second.
+    expect(rest.slice(0, 2)).toEqual(["queued 1/1", "meta"]);
+    expect(rest.at(-1)).toBe("exit");
   });
 
   it("writes keepalive comments on an idle stream (proxies see traffic) without adding frames", async () => {
