@@ -54,8 +54,8 @@ function youngGeneration(): { size: number; resident: number } {
  * ≈ 32 MB (the page faults, ≈ 0.1 s, are then paid here). A client pausing in
  * the first 100,000-line run of a fresh runner saw the server grow by
  * +27-46 MB; with this, `NODE_START_FLAGS` and the file-system worker started
- * with the server and a 512 KiB SQLite page cache, by +10-13 MB. Returns the
- * young generation's resident MB.
+ * with the server and a 512 KiB SQLite page cache, by +10-13 MB (README
+ * "Performance" has today's figure). Returns the young generation's resident MB.
  */
 export function pretouchYoungGeneration(): number {
   // A ring of recent objects survives each scavenge, as a busy run's do: V8 grows the young

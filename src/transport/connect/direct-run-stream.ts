@@ -77,6 +77,11 @@ function writeBuffer(): Buffer {
   return Buffer.allocUnsafeSlow(WRITE_BUFFER_BYTES);
 }
 
+/** A write buffer no socket reads any more, back to the pool (while it has room). */
+function spareWriteBuffer(buffer: Buffer): void {
+  if (spareWriteBuffers.length < MAX_SPARE_WRITE_BUFFERS) spareWriteBuffers.push(buffer);
+}
+
 /** The Connect protocol's end-of-stream envelope flag. */
 const END_STREAM = 0b10;
 
@@ -156,12 +161,10 @@ class CallWriter {
     const chunk = this.envelopes.take(buffer);
     if (chunk.buffer !== buffer.buffer) {
       // Too big for a write buffer: this chunk is its own, and the buffer goes back unused.
-      spareWriteBuffers.push(buffer);
+      spareWriteBuffer(buffer);
       return writeWithBackpressure(this.res, chunk);
     }
-    return writeWithBackpressure(this.res, chunk, () => {
-      if (spareWriteBuffers.length < MAX_SPARE_WRITE_BUFFERS) spareWriteBuffers.push(buffer);
-    });
+    return writeWithBackpressure(this.res, chunk, () => spareWriteBuffer(buffer));
   }
 
   add(event: RunEvent): void {
