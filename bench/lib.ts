@@ -4,7 +4,7 @@
  * baselines), CPU and memory probes, an SSE reader, statistics and results.
  */
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
@@ -66,7 +66,19 @@ function track(child: ChildProcess): ChildProcess {
   return child;
 }
 
+let built = false;
+/** `npm start` builds dist/ before it starts it; a bench does the same before its first runner. */
+function buildOnce(): void {
+  if (built) return;
+  execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], {
+    cwd: ROOT,
+    stdio: "inherit",
+  });
+  built = true;
+}
+
 export async function startRunner(env: Record<string, string> = {}): Promise<RunnerProcess> {
+  buildOnce();
   const home = await mkdtemp(path.join(tmpdir(), "flr-bench-"));
   // BENCH_CPU_PROF=<dir> profiles the server (`node --cpu-prof`) to find where a target is lost.
   // BENCH_SERVER_FLAGS adds node flags (e.g. `--heapsnapshot-signal=SIGUSR2`).
@@ -76,7 +88,7 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Run
   prof.push(...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((f) => f !== ""));
   const child: ChildProcess = track(
     // The node flags of `npm start` (src/cli/v8-tuning.ts), so the bench measures what it runs.
-    spawn(process.execPath, [...NODE_START_FLAGS, ...prof, "--import", "tsx", "src/main.ts"], {
+    spawn(process.execPath, [...NODE_START_FLAGS, ...prof, "dist/src/main.js"], {
       cwd: ROOT,
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",

@@ -1,6 +1,6 @@
 /**
- * Memory (issue 8 §4), the runner in its own process (`node --import tsx
- * src/main.ts`, RSS from /proc/<pid>/status, heap from its /metrics):
+ * Memory (issue 8 §4), the runner in its own process (as `npm start` runs it:
+ * the build in dist/), RSS from /proc/<pid>/status, heap from its /metrics):
  *  - a client pauses for 10 s in a 100,000-line run (the provider prints at
  *    full speed meanwhile; the run store is the paused client's buffer by
  *    design). Server RSS must grow by at most 8 MB and stop growing. Per face:

@@ -1,5 +1,4 @@
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { AdmissionController } from "./admission/admission-controller.js";
 import type { Config } from "./config/config.js";
 import { recoverInterruptedRuns } from "./journal/recover-interrupted.js";
@@ -11,6 +10,7 @@ import { PackageCatalog } from "./packages/package-catalog.js";
 import { reapOrphans } from "./process/reap-orphans.js";
 import { SpawnHelper } from "./process/spawner/spawner.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
+import { PROJECT_ROOT } from "./project-root.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
 import { checkProviderVersion } from "./providers/version-check.js";
 import { resolveActiveProvider } from "./run/active-provider.js";
@@ -23,7 +23,6 @@ import { prepareWorkspace } from "./workspace/prepare-workspace.js";
 import { SessionLock } from "./workspace/session-lock.js";
 
 /** The project root: provider CLIs installed as its dependencies live in its node_modules/.bin. */
-const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 /** A running runner: its bound ports and an ordered shutdown. */
 export interface App {

@@ -2,9 +2,9 @@ import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Config } from "../config/config.js";
 import { PROVIDER_IDS, type ProviderId } from "../config/providers.js";
+import { PROJECT_ROOT } from "../project-root.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveProviderBinary } from "../providers/resolve-binary.js";
 import {
@@ -15,10 +15,7 @@ import {
 import { checkProviderVersion } from "../providers/version-check.js";
 
 /** The same directory the server searches first (`app.ts`: the project's node_modules/.bin). */
-const PROJECT_BIN = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  "../../node_modules/.bin",
-);
+const PROJECT_BIN = path.join(PROJECT_ROOT, "node_modules", ".bin");
 
 /**
  * How one line of the report came out: `ok` usable, `warn` usable with a

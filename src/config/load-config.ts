@@ -1,8 +1,8 @@
 import { existsSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { tryNormalizePackageId } from "../packages/package-id.js";
+import { PROJECT_ROOT } from "../project-root.js";
 import type { AgentEnvPolicy, Config, ProviderEndpoint } from "./config.js";
 import { isProviderId, PROVIDER_IDS, type ProviderId, REASONING_EFFORTS } from "./providers.js";
 
@@ -15,9 +15,6 @@ export class ConfigError extends Error {
     this.problems = problems;
   }
 }
-
-/** The runner's own checkout (FermiLink resolves its legacy MaxwellLink default against its own). */
-const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -225,6 +222,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       maxBytes: r.int("FERMILINK_RUNNER_STORE_MAX_MB", 1024, 1) * 1024 * 1024,
     },
     legacyMaxwellLink: {
+      // FermiLink resolves its legacy MaxwellLink default against its own checkout.
       root: abs(r.str("FERMILINK_MAXWELLLINK_ROOT") ?? path.join(PROJECT_ROOT, "maxwelllink")),
       packageId: r.packageId("FERMILINK_LEGACY_MAXWELLLINK_PACKAGE_ID", "maxwelllink-local"),
     },

@@ -10,13 +10,11 @@ import {
   writeFile,
 } from "node:fs/promises";
 import path from "node:path";
+import { PROJECT_ROOT } from "../project-root.js";
 import type { FsOp } from "./fs-batch/fs-batch.js";
 
 /** Built-in template (used when FERMILINK_SOFTWARE_ROOT does not exist). */
-export const BUILTIN_TEMPLATE_DIR = path.join(
-  path.dirname(new URL(import.meta.url).pathname),
-  "template",
-);
+export const BUILTIN_TEMPLATE_DIR = path.join(PROJECT_ROOT, "src", "workspace", "template");
 
 /** The built-in AGENTS.md never changes while the runner runs: read once. */
 let builtinAgents: Promise<Buffer> | null = null;

@@ -13,6 +13,12 @@ export const FAKE_AGENT = path.resolve(
   "../fixtures/bin/fake-agent.mjs",
 );
 
+/** What `npm start` runs (after building it: test/helpers/build-dist.ts builds it for every test run). */
+export const BUILT_MAIN = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../../dist/src/main.js",
+);
+
 /** A runner started for a test on 127.0.0.1 with a random port and a throw-away FERMILINK_HOME. */
 export interface TestServer {
   app: App;

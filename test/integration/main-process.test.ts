@@ -5,9 +5,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse } from "../helpers/sse-client.js";
-import { FAKE_AGENT } from "../helpers/start-server.js";
+import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 let home: string;
@@ -24,7 +25,7 @@ afterEach(async () => {
 
 /** `npm start`'s command, run directly so the signal reaches the server itself. */
 function startMain(env: Record<string, string>) {
-  const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: home, FERMILINK_HOME: home, ...env },
     stdio: ["ignore", "pipe", "pipe"],

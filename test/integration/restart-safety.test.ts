@@ -12,9 +12,10 @@ import {
   RunService,
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse } from "../helpers/sse-client.js";
-import { FAKE_AGENT } from "../helpers/start-server.js";
+import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 let home: string;
@@ -35,7 +36,7 @@ async function startServer(env: Record<string, string> = {}): Promise<{
   port: number;
   exited: Promise<unknown>;
 }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? "",
@@ -130,7 +131,7 @@ describe("restart safety", () => {
 
   it("refuses to start a second runner on the same run store", async () => {
     const first = await startServer();
-    const proc = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
       cwd: ROOT,
       env: {
         PATH: process.env.PATH ?? "",

@@ -2,7 +2,7 @@
  * The file-system worker: runs a batch of small local file creations (a new
  * session's workspace) with synchronous calls, in order, stopping at the
  * first failure. Plain JavaScript so it runs on bare node in any host (the
- * runner under tsx, tests under vitest). Protocol: fs-batch.ts.
+ * runner's build in dist/, tests under vitest). Protocol: fs-batch.ts.
  */
 import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { parentPort } from "node:worker_threads";

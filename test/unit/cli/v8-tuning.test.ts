@@ -65,7 +65,7 @@ describe("pretouchYoungGeneration", () => {
     )[0];
     expect(NODE_START_FLAGS.length).toBeGreaterThan(0);
     for (const flag of NODE_START_FLAGS) {
-      expect(pkg.scripts.start).toMatch(new RegExp(`^node .*${flag}.* src/main\\.ts$`));
+      expect(pkg.scripts.start).toMatch(new RegExp(`&& node .*${flag}.* dist/src/main\\.js$`));
       expect(shebang).toMatch(new RegExp(`^#!/usr/bin/env -S node .*${flag}`));
     }
   });
