@@ -106,6 +106,7 @@ const runner = await startRunner({
 const aloneTtfb: number[] = [];
 const idleOps: number[] = [];
 const burstTtfb: number[] = [];
+const firstBurstTtfb: number[] = [];
 const burstOps: number[] = [];
 const burstSecs: number[] = [];
 const burstPeakRss: number[] = [];
@@ -151,6 +152,8 @@ for (let rep = 0; rep < BURST_REPS; rep++) {
   for (const run of b.value) {
     if (run.status !== 200 || run.exitMs < 0) throw new Error(`burst run failed: ${run.status}`);
     burstTtfb.push(run.firstByteMs);
+    // The runner's first burst, apart: its code is still cold (the slowest repetition).
+    if (rep === 0) firstBurstTtfb.push(run.firstByteMs);
   }
   burstOps.push(...b.ops);
   burst429.push(...b.refused);
@@ -230,6 +233,7 @@ const bo = stats(burstOps);
 const q = stats(quiet429);
 const p = stats(burst429);
 const o = stats(overload429);
+const fb = stats(firstBurstTtfb);
 const f = stats(bareFlood429);
 const x = (n: number, d: Stats) => `${(n / d.median).toFixed(1)}×`;
 await writeResult(
@@ -243,7 +247,7 @@ await writeResult(
     // CPU cores used during each burst: the runner's main thread, its providers, this client.
     cores_during_burst: burstCores,
     server_rss_mb_idle: idleRssMb,
-    first_byte_ms: { burst: t, alone_idle: a },
+    first_byte_ms: { burst: t, first_burst: fb, alone_idle: a },
     ops_concurrency_ms: { idle: io, during_burst: bo, during_overload: stats(overloadOps) },
     reject_429_ms: {
       during_burst_one_at_a_time: p,
@@ -259,6 +263,12 @@ await writeResult(
       target: "< 500 ms",
       measured: `${t.p99.toFixed(0)} ms (p50 ${t.median.toFixed(0)} ms); ${x(t.p99, a)} / ${x(t.median, a)} one run alone (${a.median.toFixed(1)} ms)`,
       pass: t.p99 < 500,
+    },
+    {
+      metric: "burst of 200 runs, first repetition only (the runner's first burst): time to first byte p99 (p50)",
+      target: "< 500 ms",
+      measured: `${fb.p99.toFixed(0)} ms (p50 ${fb.median.toFixed(0)} ms)`,
+      pass: fb.p99 < 500,
     },
     {
       metric: "/ops/concurrency during the burst p99 (p50)",

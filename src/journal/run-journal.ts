@@ -1,6 +1,6 @@
 import type { RunEvent, RunEventBody } from "../events/run-event.js";
 import { type LineReader, readBack } from "./rehydrate.js";
-import type { RunRecord, RunStore } from "./run-store.js";
+import type { RunRecord, RunStore, RunUpdate } from "./run-store.js";
 
 /** Limits of one run's in-memory tail and write batching. */
 export interface JournalLimits {
@@ -22,6 +22,29 @@ function sizeOf(body: RunEventBody): number {
   if (body.type === "agent") return body.raw.length + 64;
   if (body.type === "log") return body.text.length + 64;
   return 512;
+}
+
+/** The run's row as `event` changes it: running from `meta`, finished at `exit`. */
+function statusChange(event: RunEvent): RunUpdate | null {
+  const body = event.body;
+  if (body.type === "meta") {
+    return {
+      status: "running",
+      startedAtMs: event.timeMs,
+      packageId: body.package?.package_id ?? null,
+    };
+  }
+  if (body.type === "exit") {
+    return {
+      status: "finished",
+      endedAtMs: event.timeMs,
+      exitReason: body.reason,
+      returnCode: body.returnCode,
+      exitMessage: body.message,
+      succeeded: body.succeeded,
+    };
+  }
+  return null;
 }
 
 /**
@@ -80,37 +103,35 @@ export class RunJournal {
   /** Append one event. The run's row is created with the first one (a run refused earlier leaves nothing). */
   append(body: RunEventBody): RunEvent {
     if (this.ended) throw new Error(`journal of run ${this.runId} has ended`);
-    if (!this.created) {
-      this.store.createRun(this.record);
+    const event: RunEvent = { runId: this.runId, seq: this.seq + 1, timeMs: this.now(), body };
+    const update = statusChange(event);
+    if (update) {
+      // The run's row (with its first event), what is pending, this event and the status it
+      // brings: one transaction, as a burst of run starts fills the store's log and each
+      // checkpoint of it stops the event loop for an fsync.
+      const batch = [...this.pending, event];
+      this.store.atomically(() => {
+        if (!this.created) this.store.createRun(this.record);
+        this.store.appendEvents(this.runId, batch);
+        this.store.updateRun(this.runId, update);
+      });
       this.created = true;
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+      this.pending = [];
+      this.flushedSeq = event.seq;
+    } else {
+      if (!this.created) {
+        this.store.createRun(this.record);
+        this.created = true;
+      }
+      this.pending.push(event);
+      if (this.pending.length >= this.limits.flushMaxEvents) this.flush();
+      else this.flushTimer ??= setTimeout(() => this.flush(), this.limits.flushIntervalMs);
     }
-    this.seq += 1;
-    const event: RunEvent = { runId: this.runId, seq: this.seq, timeMs: this.now(), body };
+    this.seq = event.seq;
     this.tail.push(event);
     this.tailBytes += sizeOf(body);
-    this.pending.push(event);
-    if (body.type === "meta") {
-      this.flush();
-      this.store.updateRun(this.runId, {
-        status: "running",
-        startedAtMs: event.timeMs,
-        packageId: body.package?.package_id ?? null,
-      });
-    } else if (body.type === "exit") {
-      this.flush();
-      this.store.updateRun(this.runId, {
-        status: "finished",
-        endedAtMs: event.timeMs,
-        exitReason: body.reason,
-        returnCode: body.returnCode,
-        exitMessage: body.message,
-        succeeded: body.succeeded,
-      });
-    } else if (this.pending.length >= this.limits.flushMaxEvents) {
-      this.flush();
-    } else {
-      this.flushTimer ??= setTimeout(() => this.flush(), this.limits.flushIntervalMs);
-    }
     this.evict();
     for (const w of this.waiters.splice(0)) w();
     return event;

@@ -66,6 +66,12 @@ export interface RunStore {
   updateRun(runId: string, update: RunUpdate): void;
   /** Append events (ascending seq, continuing the run's journal) in one transaction. */
   appendEvents(runId: string, events: readonly RunEvent[]): void;
+  /**
+   * Make the store calls `fn` makes one transaction: one commit, and each page
+   * they touch written to the log once, where separate calls commit each.
+   * All or nothing: when `fn` throws, none of its calls took effect.
+   */
+  atomically(fn: () => void): void;
   /** Events with seq > afterSeq, ascending, at most `limit`. */
   readEvents(runId: string, afterSeq: number, limit: number): RunEvent[];
   getRun(runId: string): RunRecord | null;

@@ -166,6 +166,8 @@ export class SqliteRunStore implements RunStore {
   private readonly selectEvents: Database.Statement;
   private readonly statements = new Map<string, Database.Statement>();
   private readonly appendTx: (runId: string, events: readonly RunEvent[]) => void;
+  /** `atomically`'s transaction (better-sqlite3 nests appendTx inside it as a savepoint). */
+  private readonly atomicTx: (fn: () => void) => void;
 
   constructor(file: string) {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
@@ -220,6 +222,11 @@ export class SqliteRunStore implements RunStore {
       const last = events[events.length - 1];
       if (last) this.bumpRun.run(last.seq, bytes, runId);
     });
+    this.atomicTx = this.db.transaction((fn: () => void) => fn());
+  }
+
+  atomically(fn: () => void): void {
+    this.atomicTx(fn);
   }
 
   /**

@@ -1,10 +1,10 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { RunEvent } from "../../../src/events/run-event.js";
+import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
 import { followRun } from "../../../src/fanout/follow-run.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
@@ -136,6 +136,71 @@ describe("RunJournal", () => {
     const j = new RunJournal(record("r3"), store, () => 1);
     j.end();
     expect(store.getRun("r3")).toBeNull();
+  });
+});
+
+describe("RunJournal writes", () => {
+  const meta = {
+    type: "meta" as const,
+    sessionId: "s",
+    agent: {
+      provider: "codex",
+      sandboxPolicy: "enforce",
+      sandboxMode: null,
+      model: null,
+      reasoningEffort: null,
+    },
+    workspacePath: "/w",
+    package: null,
+  } satisfies RunEventBody;
+  /** Bytes of the store's write-ahead log after 40 runs, each a start, a line and an end. */
+  async function logBytesFor40Runs(file: string, runStore: SqliteRunStore): Promise<number> {
+    for (let i = 0; i < 40; i++) {
+      const j = new RunJournal(record(`r${i}`), runStore, () => 42);
+      j.append(meta);
+      j.append(line(i));
+      j.append(exit);
+      j.end();
+    }
+    return (await stat(`${file}-wal`)).size;
+  }
+
+  it("writes a run's start and its end each as one transaction: fewer log pages than the same calls one by one", async () => {
+    const oneByOneFile = path.join(dir, "one-by-one.sqlite3");
+    // The same store, its calls committed separately (what the journal did before).
+    const oneByOne = new (class extends SqliteRunStore {
+      override atomically(fn: () => void): void {
+        fn();
+      }
+    })(oneByOneFile);
+    const separate = await logBytesFor40Runs(oneByOneFile, oneByOne);
+    oneByOne.close();
+    const together = await logBytesFor40Runs(path.join(dir, "runs.sqlite3"), store);
+    // Each commit appends every page it touched to the log: 3 commits per start and 2 per end
+    // wrote the runs table's pages again each time (≈ 14 pages a run against ≈ 10).
+    expect(together).toBeLessThan(separate * 0.8);
+    // All of it is in the store, as before.
+    expect(store.getRun("r39")?.status).toBe("finished");
+    expect(store.readEvents("r39", 0, 10).map((e) => e.body.type)).toEqual([
+      "meta",
+      "agent",
+      "exit",
+    ]);
+  });
+
+  it("leaves the journal as it was when the store refuses a start", () => {
+    const failing = new (class extends SqliteRunStore {
+      override updateRun(): void {
+        throw new Error("disk full");
+      }
+    })(path.join(dir, "failing.sqlite3"));
+    const j = new RunJournal(record("rf"), failing, () => 42);
+    expect(() => j.append(meta)).toThrow("disk full");
+    // Nothing of the failed transaction is kept: no row, no event, no sequence number used.
+    expect(failing.getRun("rf")).toBeNull();
+    expect(j.lastSeq).toBe(0);
+    expect(j.read(0, 10)).toEqual([]);
+    failing.close();
   });
 });
 
