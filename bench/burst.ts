@@ -265,7 +265,8 @@ await writeResult(
       pass: t.p99 < 500,
     },
     {
-      metric: "burst of 200 runs, first repetition only (the runner's first burst): time to first byte p99 (p50)",
+      metric:
+        "burst of 200 runs, first repetition only (the runner's first burst): time to first byte p99 (p50)",
       target: "< 500 ms",
       measured: `${fb.p99.toFixed(0)} ms (p50 ${fb.median.toFixed(0)} ms)`,
       pass: fb.p99 < 500,

@@ -22,8 +22,6 @@ import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
 import { prepareWorkspace } from "./workspace/prepare-workspace.js";
 import { SessionLock } from "./workspace/session-lock.js";
 
-/** The project root: provider CLIs installed as its dependencies live in its node_modules/.bin. */
-
 /** A running runner: its bound ports and an ordered shutdown. */
 export interface App {
   readonly port: number;
@@ -44,6 +42,7 @@ export interface App {
  */
 export async function startApp(config: Config, opts: { logger?: Logger } = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
+  // Provider CLIs installed as the project's own dependencies.
   const projectBinDir = path.join(PROJECT_ROOT, "node_modules", ".bin");
 
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
