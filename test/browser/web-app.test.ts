@@ -1,14 +1,17 @@
-import { randomUUID } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { chromiumAvailable, launchChromium } from "../helpers/browser.js";
 import { writePackageRoot } from "../helpers/package-tree.js";
-import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
+import {
+  FAKE_AGENT,
+  startGatedTestServer,
+  startTestServer,
+  type TestServer,
+} from "../helpers/start-server.js";
 
 // In CI the browser is installed by .ci/run: missing it there is a failure, not a skip.
 const run = chromiumAvailable || process.env.CI ? describe : describe.skip;
@@ -16,7 +19,6 @@ const ARTIFACTS = path.resolve("test-artifacts");
 
 let browser: Browser;
 let server: TestServer | undefined;
-let gate: string | undefined;
 
 beforeAll(async () => {
   if (chromiumAvailable || process.env.CI) browser = await launchChromium();
@@ -28,8 +30,6 @@ afterAll(async () => {
 afterEach(async () => {
   await server?.stop();
   server = undefined;
-  if (gate) await rm(gate, { force: true });
-  gate = undefined;
 });
 
 async function openApp(url: string): Promise<Page> {
@@ -70,11 +70,8 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
   });
 
   it("re-attaches to a live detached run after a reload and sees it end", async () => {
-    gate = path.join(tmpdir(), `flr-gate-${randomUUID()}`);
-    server = await startTestServer({
-      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
-      FAKE_AGENT_GATE: gate,
-    });
+    const gated = await startGatedTestServer();
+    server = gated;
     const page = await openApp(`${server.baseUrl}/`);
     await page.fill("#prompt", "#scenario=gated-lines long job");
     await page.fill("#user", "wendy");
@@ -88,7 +85,7 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     await row.waitFor();
     await row.locator("button", { hasText: "Attach" }).click();
     await page.locator(".ev-meta").waitFor();
-    await writeFile(gate, "open");
+    await gated.openGate();
     const exit = page.locator(".ev-exit");
     await exit.waitFor();
     expect(await exit.getAttribute("data-reason")).toBe("completed");
