@@ -19,8 +19,9 @@ import { createDualProtocolServer } from "./transport/http-server.js";
 import { createMainHandler } from "./transport/main-handler.js";
 import { type MetricsServer, startMetricsServer } from "./transport/metrics-server.js";
 import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
-import { prepareWorkspace } from "./workspace/prepare-workspace.js";
+import { builtinSpareContent, prepareWorkspace } from "./workspace/prepare-workspace.js";
 import { SessionLock } from "./workspace/session-lock.js";
+import { SpareWorkspaces } from "./workspace/spare-workspaces.js";
 
 /** A running runner: its bound ports and an ordered shutdown. */
 export interface App {
@@ -30,6 +31,8 @@ export interface App {
   readonly pipeline: RunPipeline;
   readonly admission: AdmissionController;
   readonly logger: Logger;
+  /** New-session directories kept ready (workspace/spare-workspaces.ts). */
+  readonly spares: SpareWorkspaces;
   /** Open TCP connections on the main port. */
   readonly connectionCount: number;
   /** Idempotent ordered shutdown (design §7). */
@@ -93,6 +96,14 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     legacy: config.legacyMaxwellLink,
     logger,
   });
+  // Only new sessions on the built-in template are made from spares (a custom template is read per run).
+  const spares = new SpareWorkspaces({
+    workspacesRoot: config.workspacesRoot,
+    target: config.softwareRoot === null ? config.spareWorkspaces : 0,
+    content: () => builtinSpareContent(config.workspacesRoot),
+    fs: workspaceFs,
+    logger,
+  });
   // Providers are forked by a small helper process, not by the runner (spawner/spawner.ts).
   const spawnHelper = config.run.spawnHelper ? new SpawnHelper() : null;
   const pipeline = new RunPipeline({
@@ -103,7 +114,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     store,
     packages,
     prepareWorkspace: (input) =>
-      prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES, packages }),
+      prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES, packages, spares }),
     startProcess: spawnHelper
       ? (opts) => startSupervisedProcess(opts, spawnHelper.launch)
       : startSupervisedProcess,
@@ -125,6 +136,8 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   );
   // Before listening: the first run's memory and latency are then those of any later run.
   await workspaceFs.warm();
+  // In the background: the pool fills while the worker is idle, and a run meanwhile goes without.
+  void spares.start();
   const port = await server.listen(config.server.host, config.server.port);
   let metricsServer: MetricsServer;
   try {
@@ -135,6 +148,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     });
   } catch (err) {
     await server.close(0);
+    await spares.stop();
     retention.stop();
     store.close();
     await spawnHelper?.close();
@@ -153,6 +167,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     pipeline,
     admission,
     logger,
+    spares,
     get connectionCount() {
       return server.connectionCount;
     },
@@ -161,6 +176,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
         // 1. Refuse new runs and end live ones (after the grace) so every process group is reaped
         //    before any connection is cut: the exit events still reach their callers.
         versionCheck.abort();
+        await spares.stop();
         await pipeline.shutdown(config.run.shutdownGraceMs);
         // 2. Then stop listening and drop the now-idle connections.
         await server.close(1000);

@@ -25,6 +25,8 @@ export interface Config {
   home: string;
   /** FERMILINK_WORKSPACES_ROOT, absolute. */
   workspacesRoot: string;
+  /** FERMILINK_RUNNER_SPARE_WORKSPACES: new-session directories kept ready (0 = none). */
+  spareWorkspaces: number;
   /** FERMILINK_SCIPKG_ROOT (or FERMILINK_SCIENTIFIC_PACKAGES_ROOT), absolute. */
   scipkgRoot: string;
   /** FERMILINK_SCIPKG_ACTIVE. */

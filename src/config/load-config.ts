@@ -203,9 +203,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const hostEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) hostEnv[k] = v;
 
+  const globalLimit = r.int("FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS", 200, 1);
   const config: Config = {
     home,
     workspacesRoot: abs(r.str("FERMILINK_WORKSPACES_ROOT") ?? path.join(home, "workspaces")),
+    // As many as can start at once: a burst of new sessions up to the run limit finds one each.
+    spareWorkspaces: r.int(
+      "FERMILINK_RUNNER_SPARE_WORKSPACES",
+      Math.min(globalLimit, 10_000),
+      0,
+      10_000,
+    ),
     scipkgRoot: abs(
       r.str("FERMILINK_SCIPKG_ROOT") ??
         r.str("FERMILINK_SCIENTIFIC_PACKAGES_ROOT") ??
@@ -255,7 +263,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       }),
     },
     admission: {
-      globalLimit: r.int("FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS", 200, 1),
+      globalLimit,
       perUserLimit: r.int("FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS", 10, 1),
       maxQueueSize: r.int("FERMILINK_RUNNER_MAX_QUEUE_SIZE", 2000, 0),
       maxPendingPerUser: r.int("FERMILINK_RUNNER_MAX_PENDING_PER_USER", 10, 0),

@@ -13,7 +13,11 @@ import {
 } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
-import { resolveSessionDir, sessionRepoDir } from "../workspace/session-path.js";
+import {
+  resolveSessionDir,
+  SESSION_TMP_DIRNAME,
+  sessionRepoDir,
+} from "../workspace/session-path.js";
 import { RunAborted, retriesExhausted, runAborted } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import type { RunState } from "./run-state.js";
@@ -178,7 +182,7 @@ export async function executeRun(
     // and codex refuses helper binaries when its home is under the temp dir (real-clis.md §7).
     const dirs = [...(spec.dirs ?? [])];
     if (spec.env.TMPDIR === undefined) {
-      const tmp = path.join(sessionDir, ".tmp");
+      const tmp = path.join(sessionDir, SESSION_TMP_DIRNAME);
       spec.env.TMPDIR = tmp;
       dirs.push(tmp);
     }

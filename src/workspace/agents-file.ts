@@ -90,15 +90,17 @@ export function freshAgentsFileOps(
   wanted: Buffer,
   providerAlias: string | null,
 ): FsOp[] {
+  return [
+    { op: "write", path: path.join(repoDir, "AGENTS.md"), content: wanted },
+    ...aliasLinkOps(repoDir, providerAlias),
+  ];
+}
+
+/** The provider alias of a repo whose AGENTS.md is the template's, as file-system ops. */
+export function aliasLinkOps(repoDir: string, providerAlias: string | null): FsOp[] {
+  if (!providerAlias) return [];
   const target = path.join(repoDir, "AGENTS.md");
-  const ops: FsOp[] = [{ op: "write", path: target, content: wanted }];
-  if (providerAlias) {
-    ops.push({
-      op: "link",
-      path: path.join(repoDir, providerAlias),
-      target: "AGENTS.md",
-      copyFrom: target,
-    });
-  }
-  return ops;
+  return [
+    { op: "link", path: path.join(repoDir, providerAlias), target: "AGENTS.md", copyFrom: target },
+  ];
 }

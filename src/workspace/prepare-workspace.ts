@@ -4,6 +4,7 @@ import { RunnerError } from "../errors/runner-error.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
 import type { SessionPackage } from "../packages/package-catalog.js";
 import {
+  aliasLinkOps,
   BUILTIN_TEMPLATE_DIR,
   freshAgentsFileOps,
   syncAgentsFile,
@@ -12,6 +13,7 @@ import {
 import { type FsBatchResult, type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
 import { ensureGitRepo, freshGitRepoOps, gitSkeleton } from "./git-repo.js";
 import { resolveSessionDir, sessionRepoDir } from "./session-path.js";
+import type { SpareContent, SpareSource } from "./spare-workspaces.js";
 
 /** Input of `prepareWorkspace`. */
 export interface PrepareWorkspaceOptions {
@@ -27,6 +29,8 @@ export interface PrepareWorkspaceOptions {
   packages?: SessionPackages;
   /** Created after the workspace (in the same file-system batch for a new session). */
   providerFiles?: ProviderFiles;
+  /** Ready-made session directories a new session on the built-in template claims (spare-workspaces.ts). */
+  spares?: SpareSource;
   /** Environment for `git init` (PATH at least). */
   gitEnv?: NodeJS.ProcessEnv;
   now?: Date;
@@ -57,6 +61,15 @@ export interface PreparedWorkspace {
 
 /** Where the pristine repo new sessions copy lives (a dot name: no session id can take it). */
 export const GIT_TEMPLATE_DIRNAME = ".runner-git-template";
+
+/** What a spare session holds when new sessions use the built-in template (spare-workspaces.ts). */
+export async function builtinSpareContent(workspacesRoot: string): Promise<SpareContent> {
+  const gitTemplate = path.join(workspacesRoot, GIT_TEMPLATE_DIRNAME);
+  return {
+    agents: await templateAgentsText(null),
+    skeleton: await gitSkeleton(gitTemplate, { PATH: process.env.PATH }, workspacesRoot),
+  };
+}
 
 /** FermiLink's memory skeleton (spec §4.3 step 5). */
 export function memorySkeleton(prompt: string, now: Date): string {
@@ -189,7 +202,34 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
         sessionDir,
         requested: opts.packageId ?? null,
       })) ?? null;
-    if (opts.softwareRoot === null && pkg === null) {
+    let sessionExists = false;
+    const spare = opts.softwareRoot === null && pkg === null ? (opts.spares?.take() ?? null) : null;
+    if (spare !== null) {
+      // One rename instead of a dozen creations; the claim fails when the session dir exists.
+      const result = await runStaged([
+        {
+          stage: "workspace",
+          ops: [
+            { op: "claim", from: spare, to: sessionDir },
+            ...aliasLinkOps(repoDir, opts.providerAlias),
+          ],
+        },
+        {
+          stage: "memory",
+          ops: [
+            { op: "write", path: path.join(repoDir, "projects", "memory.md"), content: memory },
+          ],
+        },
+        { stage: "provider", ops: providerFileOps(providerFiles) },
+      ]);
+      const claimed = result.failedAt !== 0;
+      sessionExists = !claimed && result.code === "EEXIST";
+      opts.spares?.settle(spare, claimed ? "claimed" : sessionExists ? "unused" : "broken");
+      if (result.failedAt < 0) return { sessionDir, repoDir, createdRepo: true, package: null };
+      if (claimed) throw stageError(result.stage ?? "workspace", result.message, result.code);
+    }
+    // A session that exists takes the checking path below at once.
+    if (opts.softwareRoot === null && pkg === null && !sessionExists) {
       const skeleton = await gitSkeleton(gitTemplate, gitEnv, repoDir);
       // Creating repo/ decides: when it exists (a symlink included), the checking path below
       // takes the session, so two runtimes racing on one session cannot both write it.

@@ -30,6 +30,9 @@ export function resolveSessionDir(workspacesRoot: string, sessionId: string): st
   return dir;
 }
 
+/** The session's temp dir (TMPDIR of its runs, unless the provider's command sets its own). */
+export const SESSION_TMP_DIRNAME = ".tmp";
+
 /** The session's repo, where the provider runs (spec §4.3). */
 export function sessionRepoDir(sessionDir: string): string {
   return path.join(sessionDir, "repo");

@@ -46,6 +46,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
     FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
     FERMILINK_RUNNER_LOG_LEVEL: "silent",
+    // A few, so new sessions take the spare path, without 200 being made for every test server.
+    FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
     ...env,
   });
   const app = await startApp(config, { logger: createLogger(config.logLevel) });

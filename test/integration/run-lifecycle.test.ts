@@ -1,4 +1,5 @@
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readdir, readFile, stat } from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -6,6 +7,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
+import { SPARES_DIRNAME } from "../../src/workspace/spare-workspaces.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
 import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -55,6 +57,36 @@ describe("run lifecycle", () => {
     expect(workspaceFs.running).toBe(false);
     server = await startTestServer();
     expect(workspaceFs.running).toBe(true);
+  });
+
+  it("gives a new session a ready spare workspace, and makes another while idle", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SPARE_WORKSPACES: "3" });
+    const spares = server.app.spares;
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(3);
+    const [keyDir] = await readdir(path.join(server.workspacesRoot, SPARES_DIRNAME));
+    const spareDir = path.join(server.workspacesRoot, SPARES_DIRNAME, keyDir as string);
+    const inodes = async () =>
+      new Set(
+        await Promise.all(
+          (await readdir(spareDir)).map(async (n) => (await stat(path.join(spareDir, n))).ino),
+        ),
+      );
+    const before = await inodes();
+
+    const res = await postRun(server.baseUrl, { session_id: "from-spare", user_prompt: "hi" });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+    const session = path.join(server.workspacesRoot, "from-spare");
+    // The session directory is one of the spares, moved; the fake agent ran in it.
+    expect(before.has((await stat(session)).ino)).toBe(true);
+    expect(existsSync(path.join(session, "repo", ".fake-agent", "invocation.json"))).toBe(true);
+    expect(await readFile(path.join(session, "repo", "projects", "memory.md"), "utf8")).toContain(
+      "hi",
+    );
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(3);
+    expect((await inodes()).size).toBe(3);
   });
 
   it("a client that disconnects kills the provider and its grandchild and frees the slot", async () => {

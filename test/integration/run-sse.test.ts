@@ -151,11 +151,14 @@ describe("POST /run (FermiLink SSE face)", () => {
     const notJson = await postRun(base, null, { rawBody: "{not json" });
     expect(notJson.status).toBe(422);
     expect(Array.isArray(JSON.parse(notJson.text).detail)).toBe(true);
-    // Nothing was created for any refused request, inside or outside the root.
+    // Nothing was created for any refused request, inside or outside the root: the root holds
+    // only the runner's own dot-named directories (its git template and spare workspaces).
     expect(existsSync(path.join(server.home, "escape"))).toBe(false);
-    expect(existsSync(server.workspacesRoot) ? await readdir(server.workspacesRoot) : []).toEqual(
-      [],
-    );
+    await server.app.spares.whenFilled();
+    expect((await readdir(server.workspacesRoot)).sort()).toEqual([
+      ".runner-git-template",
+      ".runner-spares",
+    ]);
   });
 
   it("answers a body over 1 MiB with 413 without reading it all, and keeps serving", async () => {

@@ -4,7 +4,15 @@
  * first failure. Plain JavaScript so it runs on bare node in any host (the
  * runner's build in dist/, tests under vitest). Protocol: fs-batch.ts.
  */
-import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  lstatSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { parentPort } from "node:worker_threads";
 
 function apply(op) {
@@ -22,6 +30,18 @@ function apply(op) {
         // Where symlinks are not allowed the alias is a copy (spec §4.3 step 3).
         copyFileSync(op.copyFrom, op.path);
       }
+      return;
+    case "claim":
+      // rename() would silently replace an empty directory at `to`: an existing path is refused.
+      if (lstatSync(op.to, { throwIfNoEntry: false }) !== undefined) {
+        throw Object.assign(new Error(`EEXIST: file already exists, rename '${op.to}'`), {
+          code: "EEXIST",
+        });
+      }
+      renameSync(op.from, op.to);
+      return;
+    case "remove":
+      rmSync(op.path, { recursive: true, force: true });
       return;
     default:
       throw new Error(`unknown file-system op ${op.op}`);

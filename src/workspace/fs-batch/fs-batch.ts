@@ -19,7 +19,11 @@ export type FsOp =
   | { op: "mkdir"; path: string; recursive?: boolean }
   | { op: "write"; path: string; content: string | Uint8Array; flag?: "w" | "wx"; mode?: number }
   /** A relative symlink `path` -> `target`, or a copy of `copyFrom` where symlinks fail. */
-  | { op: "link"; path: string; target: string; copyFrom: string };
+  | { op: "link"; path: string; target: string; copyFrom: string }
+  /** Move `from` to `to`, refused (EEXIST) when `to` exists. */
+  | { op: "claim"; from: string; to: string }
+  /** `rm -rf path`. */
+  | { op: "remove"; path: string };
 
 /** How a batch ended: `failedAt` is the index of the op that failed (its error code and message), or -1. */
 export interface FsBatchResult {
@@ -56,6 +60,11 @@ export class FsBatchRunner {
    */
   async warm(): Promise<void> {
     await this.run([]);
+  }
+
+  /** Whether no batch is waiting for the worker. */
+  get idle(): boolean {
+    return this.pending.size === 0;
   }
 
   /** Whether a worker is up. */

@@ -73,6 +73,17 @@ describe("loadConfig", () => {
     expect(loadConfig({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1.5" }).run.maxRuntimeMs).toBe(1500);
   });
 
+  it("keeps as many spare workspaces as runs can start at once, unless told otherwise", () => {
+    expect(loadConfig({}).spareWorkspaces).toBe(200);
+    expect(loadConfig({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "7" }).spareWorkspaces).toBe(7);
+    expect(loadConfig({ FERMILINK_RUNNER_SPARE_WORKSPACES: "0" }).spareWorkspaces).toBe(0);
+    for (const bad of ["-1", "lots", "10001"]) {
+      expect(() => loadConfig({ FERMILINK_RUNNER_SPARE_WORKSPACES: bad })).toThrow(
+        /FERMILINK_RUNNER_SPARE_WORKSPACES/,
+      );
+    }
+  });
+
   it("treats blank values as unset, as FermiLink does", () => {
     const c = loadConfig({ FERMILINK_AGENT_MODEL: "  ", FERMILINK_RUNNER_METRICS_TOKEN: " " });
     expect(c.agentEnv.model).toBeNull();

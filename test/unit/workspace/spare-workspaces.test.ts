@@ -1,0 +1,263 @@
+import { existsSync } from "node:fs";
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../../src/log/logger.js";
+import { FsBatchRunner } from "../../../src/workspace/fs-batch/fs-batch.js";
+import { builtinSpareContent, prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
+import {
+  SPARES_DIRNAME,
+  type SpareOutcome,
+  SpareWorkspaces,
+} from "../../../src/workspace/spare-workspaces.js";
+
+let root: string;
+let ws: string;
+let fs: FsBatchRunner;
+const pools: SpareWorkspaces[] = [];
+beforeEach(async () => {
+  root = await mkdtemp(path.join(tmpdir(), "flr-spare-"));
+  ws = path.join(root, "ws");
+  await mkdir(ws);
+  fs = new FsBatchRunner();
+});
+afterEach(async () => {
+  for (const p of pools.splice(0)) await p.stop();
+  await fs.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+function pool(target: number, workspacesRoot = ws): SpareWorkspaces {
+  const p = new SpareWorkspaces({
+    workspacesRoot,
+    target,
+    content: () => builtinSpareContent(workspacesRoot),
+    fs,
+    logger: createLogger("silent"),
+  });
+  pools.push(p);
+  return p;
+}
+
+/** Every entry under `dir`: path, kind, mode, and the content or link target. */
+async function tree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(path.join(dir, rel))).sort()) {
+      const r = rel === "" ? name : `${rel}/${name}`;
+      const p = path.join(dir, r);
+      const st = await lstat(p);
+      const mode = (st.mode & 0o777).toString(8);
+      if (st.isSymbolicLink()) out.push(`${r} -> ${await readlink(p)}`);
+      else if (st.isDirectory()) {
+        out.push(`${r}/ ${mode}`);
+        await walk(r);
+      } else out.push(`${r} ${mode} ${JSON.stringify(await readFile(p, "utf8"))}`);
+    }
+  };
+  await walk("");
+  return out;
+}
+
+const NOW = new Date("2026-11-28T12:00:00Z");
+const prep = (sessionId: string, spares: SpareWorkspaces | undefined, root2 = ws) =>
+  prepareWorkspace({
+    workspacesRoot: root2,
+    sessionId,
+    softwareRoot: null,
+    providerAlias: "CLAUDE.md",
+    knownAliases: ["CLAUDE.md", "GEMINI.md"],
+    prompt: "simulate a dipole",
+    now: NOW,
+    spares,
+    providerFiles: {
+      dirs: [path.join(root2, sessionId, ".tmp"), path.join(root2, sessionId, ".claude-home")],
+      files: [{ path: path.join(root2, sessionId, ".claude-home", "s.json"), content: "{}" }],
+    },
+  });
+
+describe("file-system worker ops for spares", () => {
+  it("claims by rename, refusing any existing target (an empty directory included); removes trees", async () => {
+    const from = path.join(root, "from");
+    await mkdir(path.join(from, "sub"), { recursive: true });
+    const taken = path.join(root, "taken");
+    await mkdir(taken);
+    expect(await fs.run([{ op: "claim", from, to: taken }])).toMatchObject({
+      failedAt: 0,
+      code: "EEXIST",
+    });
+    expect(existsSync(path.join(from, "sub"))).toBe(true);
+    const to = path.join(root, "to");
+    expect((await fs.run([{ op: "claim", from, to }])).failedAt).toBe(-1);
+    expect(existsSync(path.join(to, "sub"))).toBe(true);
+    expect(existsSync(from)).toBe(false);
+    expect((await fs.run([{ op: "remove", path: to }])).failedAt).toBe(-1);
+    expect(existsSync(to)).toBe(false);
+  });
+});
+
+describe("SpareWorkspaces", () => {
+  it("keeps `target` spares ready, each a new session's directory with nothing of a run in it", async () => {
+    const spares = pool(3);
+    await spares.start();
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(3);
+    const keyDirs = await readdir(path.join(ws, SPARES_DIRNAME));
+    expect(keyDirs).toHaveLength(1);
+    const names = await readdir(path.join(ws, SPARES_DIRNAME, keyDirs[0] as string));
+    expect(names.filter((n) => !n.startsWith("."))).toHaveLength(3);
+    const one = path.join(ws, SPARES_DIRNAME, keyDirs[0] as string, names[0] as string);
+    const layout = await tree(one);
+    expect(layout).toContain(".tmp/ 755");
+    expect(layout).toContain('repo/projects/memory.md 644 ""');
+    expect(layout.some((l) => l.startsWith("repo/.git/HEAD "))).toBe(true);
+  });
+
+  it("gives a new session exactly the tree it gets without spares, by renaming one, then makes another", async () => {
+    const spares = pool(2);
+    await spares.start();
+    await spares.whenFilled();
+    const spare = spares.take() as string;
+    spares.settle(spare, "unused");
+    const inode = (await stat(spare)).ino;
+
+    const made = await prep("with-spare", spares);
+    expect(made.createdRepo).toBe(true);
+    // The same directory, moved: a spare was used, not a new tree written.
+    expect((await stat(made.sessionDir)).ino).toBe(inode);
+    expect(existsSync(spare)).toBe(false);
+
+    const plainRoot = path.join(root, "plain");
+    await mkdir(plainRoot);
+    const plain = await prep("with-spare", undefined, plainRoot);
+    expect(await tree(made.sessionDir)).toEqual(await tree(plain.sessionDir));
+    expect(await readFile(path.join(made.repoDir, "projects", "memory.md"), "utf8")).toContain(
+      "simulate a dipole",
+    );
+
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(2);
+  });
+
+  it("leaves a session that exists to the checking path and keeps the spare for the next one", async () => {
+    const spares = pool(1);
+    await spares.start();
+    await spares.whenFilled();
+    const first = await prep("again", undefined);
+    await writeFile(path.join(first.repoDir, "projects", "memory.md"), "the agent's notes");
+    const outcomes: SpareOutcome[] = [];
+    const watched = {
+      take: () => spares.take(),
+      settle: (dir: string, outcome: SpareOutcome) => {
+        outcomes.push(outcome);
+        spares.settle(dir, outcome);
+      },
+    };
+    const again = await prepareWorkspace({
+      workspacesRoot: ws,
+      sessionId: "again",
+      softwareRoot: null,
+      providerAlias: null,
+      knownAliases: [],
+      prompt: "x",
+      spares: watched,
+    });
+    expect(again.createdRepo).toBe(false);
+    expect(outcomes).toEqual(["unused"]);
+    expect(spares.readyCount).toBe(1);
+    expect(await readFile(path.join(again.repoDir, "projects", "memory.md"), "utf8")).toBe(
+      "the agent's notes",
+    );
+  });
+
+  it("drops a spare that is gone and prepares the session file by file", async () => {
+    const spares = pool(1);
+    await spares.start();
+    await spares.whenFilled();
+    const spare = spares.take() as string;
+    await rm(spare, { recursive: true });
+    const outcomes: SpareOutcome[] = [];
+    const made = await prepareWorkspace({
+      workspacesRoot: ws,
+      sessionId: "gone",
+      softwareRoot: null,
+      providerAlias: null,
+      knownAliases: [],
+      prompt: "x",
+      spares: {
+        take: () => spare,
+        settle: (_dir, outcome) => outcomes.push(outcome),
+      },
+    });
+    expect(outcomes).toEqual(["broken"]);
+    expect(made.createdRepo).toBe(true);
+    expect(existsSync(path.join(made.repoDir, ".git", "HEAD"))).toBe(true);
+  });
+
+  it("reuses an earlier runner's spares and removes half-made and outdated ones", async () => {
+    const first = pool(2);
+    await first.start();
+    await first.whenFilled();
+    await first.stop();
+    const base = path.join(ws, SPARES_DIRNAME);
+    const [key] = await readdir(base);
+    const keyDir = path.join(base, key as string);
+    const before = (await readdir(keyDir)).sort();
+    await mkdir(path.join(keyDir, ".building-0000abcd-9", "repo"), { recursive: true });
+    await mkdir(path.join(base, "0123456789abcdef", "deadbeef-1"), { recursive: true });
+
+    const second = pool(2);
+    await second.start();
+    await second.whenFilled();
+    expect(second.readyCount).toBe(2);
+    expect((await readdir(keyDir)).sort()).toEqual(before);
+    expect(await readdir(base)).toEqual([key]);
+  });
+
+  it("makes spares only while the worker has nothing else to do", async () => {
+    const spares = pool(2);
+    // The git template made first: start() then takes well under the busy batch's time.
+    await builtinSpareContent(ws);
+    const busy = Array.from({ length: 2000 }, (_, i) => ({
+      op: "mkdir" as const,
+      path: path.join(root, `busy-${i}`),
+    }));
+    const a = fs.run(busy);
+    await spares.start();
+    // Sent while `a` runs: it goes before any spare.
+    const b = await fs.run([{ op: "mkdir", path: path.join(root, "b") }]);
+    expect(b.failedAt).toBe(-1);
+    expect((await a).failedAt).toBe(-1);
+    expect(spares.readyCount).toBe(0);
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(2);
+  });
+
+  it("makes nothing with a target of 0, and stays empty when its directory cannot be made", async () => {
+    const none = pool(0);
+    await none.start();
+    expect(existsSync(path.join(ws, SPARES_DIRNAME))).toBe(false);
+    expect(none.take()).toBeNull();
+
+    const blocked = path.join(root, "blocked");
+    await mkdir(blocked);
+    await writeFile(path.join(blocked, SPARES_DIRNAME), "a file where the spares go");
+    const broken = pool(2, blocked);
+    await broken.start();
+    await broken.whenFilled();
+    expect(broken.take()).toBeNull();
+    const made = await prep("still-works", broken, blocked);
+    expect(made.createdRepo).toBe(true);
+  });
+});
