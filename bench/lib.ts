@@ -81,7 +81,8 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Run
   buildOnce();
   const home = await mkdtemp(path.join(tmpdir(), "flr-bench-"));
   // BENCH_CPU_PROF=<dir> profiles the server (`node --cpu-prof`) to find where a target is lost.
-  // BENCH_SERVER_FLAGS adds node flags (e.g. `--heapsnapshot-signal=SIGUSR2`).
+  // BENCH_SERVER_FLAGS adds node flags (e.g. `--heapsnapshot-signal=SIGUSR2`); BENCH_RUNNER_ENV, a
+  // JSON object, adds runner variables to every runner a bench starts (A/B runs of a setting).
   const prof = process.env.BENCH_CPU_PROF
     ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
     : [];
@@ -106,6 +107,7 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Run
         ...(process.env.FERMILINK_RUNNER_PROVIDER_NICE
           ? { FERMILINK_RUNNER_PROVIDER_NICE: process.env.FERMILINK_RUNNER_PROVIDER_NICE }
           : {}),
+        ...(JSON.parse(process.env.BENCH_RUNNER_ENV ?? "{}") as Record<string, string>),
         ...env,
       },
       stdio: ["ignore", "pipe", "inherit"],

@@ -39,6 +39,9 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** How long start-up waits for the spare workspaces before it listens anyway. */
+const SPARES_AT_START_MS = 5000;
+
 /**
  * The composition root: the only module that knows every stage. It builds
  * them from the frozen config, checks the provider CLI, and starts listening.
@@ -136,8 +139,11 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   );
   // Before listening: the first run's memory and latency are then those of any later run.
   await workspaceFs.warm();
-  // In the background: the pool fills while the worker is idle, and a run meanwhile goes without.
-  void spares.start();
+  // The spares too (0.1-1 s for 200 on this machine; reused after a restart): a burst right after
+  // start-up finds them, and making them is no part of a run's memory or latency. A slow disk
+  // does not hold the start-up past the bound: the rest are made in the background.
+  await spares.start();
+  await spares.whenFilled(SPARES_AT_START_MS);
   const port = await server.listen(config.server.host, config.server.port);
   let metricsServer: MetricsServer;
   try {

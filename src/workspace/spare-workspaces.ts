@@ -24,9 +24,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../log/logger.js";
-import type { FsBatchRunner, FsOp } from "./fs-batch/fs-batch.js";
+import type { FsBatchRunner, FsOp, TreeOp } from "./fs-batch/fs-batch.js";
 import { freshGitRepoOps, type GitSkeleton } from "./git-repo.js";
-import { SESSION_TMP_DIRNAME, sessionRepoDir } from "./session-path.js";
+import { SESSION_TMP_DIRNAME } from "./session-path.js";
 
 /** Under the workspaces root; a dot name, so no session id can take it. */
 export const SPARES_DIRNAME = ".runner-spares";
@@ -69,18 +69,18 @@ function layoutKey(content: SpareContent): string {
   return h.digest("hex").slice(0, 16);
 }
 
-/** A new session's directory as the worker writes it, minus what depends on the run. */
-export function spareOps(sessionDir: string, content: SpareContent): FsOp[] {
-  const repoDir = sessionRepoDir(sessionDir);
+/** A new session's directory, minus what depends on the run, relative to the session dir. */
+export function spareTree(content: SpareContent): TreeOp[] {
+  const git = freshGitRepoOps("repo", content.skeleton) as TreeOp[];
   return [
-    { op: "mkdir", path: sessionDir },
-    { op: "mkdir", path: path.join(sessionDir, SESSION_TMP_DIRNAME) },
-    { op: "mkdir", path: repoDir },
-    { op: "write", path: path.join(repoDir, "AGENTS.md"), content: content.agents },
-    ...freshGitRepoOps(repoDir, content.skeleton),
-    { op: "mkdir", path: path.join(repoDir, "projects") },
-    { op: "write", path: path.join(repoDir, "projects", "memory.md"), content: "" },
-    { op: "mkdir", path: path.join(repoDir, "outputs") },
+    { op: "mkdir", path: "" },
+    { op: "mkdir", path: SESSION_TMP_DIRNAME },
+    { op: "mkdir", path: "repo" },
+    { op: "write", path: "repo/AGENTS.md", content: content.agents },
+    ...git,
+    { op: "mkdir", path: "repo/projects" },
+    { op: "write", path: "repo/projects/memory.md", content: "" },
+    { op: "mkdir", path: "repo/outputs" },
   ];
 }
 
@@ -90,7 +90,8 @@ export class SpareWorkspaces implements SpareSource {
   private readonly tag = randomBytes(4).toString("hex");
   private made = 0;
   private dir: string | null = null;
-  private content: SpareContent | null = null;
+  /** The spare layout's name on the file-system worker. */
+  private tree = "";
   private starting: Promise<void> | null = null;
   private filling: Promise<void> | null = null;
   private failedAtMs = Number.NEGATIVE_INFINITY;
@@ -137,7 +138,8 @@ export class SpareWorkspaces implements SpareSource {
         if (/^[0-9a-f]{8}-\d+$/.test(name)) this.ready.push(path.join(dir, name));
         else stale.push(path.join(dir, name));
       }
-      this.content = content;
+      this.tree = `spare-${path.basename(dir)}`;
+      this.opts.fs.defineTree(this.tree, spareTree(content));
       this.dir = dir;
       if (stale.length > 0) {
         const removed = await this.opts.fs.run(stale.map((p): FsOp => ({ op: "remove", path: p })));
@@ -167,10 +169,18 @@ export class SpareWorkspaces implements SpareSource {
     else this.fill();
   }
 
-  /** Resolves once the pool is full, or making spares has stopped (tests, start-up checks). */
-  async whenFilled(): Promise<void> {
-    await this.starting;
-    while (this.filling) await this.filling;
+  /** Resolves once the pool is full or making spares has stopped, or after `timeoutMs`. */
+  async whenFilled(timeoutMs = Number.POSITIVE_INFINITY): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      if (Number.isFinite(timeoutMs)) timer = setTimeout(resolve, timeoutMs);
+    });
+    const filled = (async () => {
+      await this.starting;
+      while (this.filling) await this.filling;
+    })();
+    await Promise.race([filled, timeout]);
+    clearTimeout(timer);
   }
 
   /** Make no more spares; resolves once the one being made (if any) is written. */
@@ -188,8 +198,8 @@ export class SpareWorkspaces implements SpareSource {
   }
 
   private async makeSpares(): Promise<void> {
-    const { dir, content } = this;
-    if (dir === null || content === null) return;
+    const { dir, tree } = this;
+    if (dir === null) return;
     while (!this.stopped && this.ready.length < this.opts.target) {
       // Only while the worker has nothing else to do: a run's workspace never waits for a spare.
       if (!this.opts.fs.idle) {
@@ -199,7 +209,7 @@ export class SpareWorkspaces implements SpareSource {
       const name = `${this.tag}-${++this.made}`;
       const building = path.join(dir, `.building-${name}`);
       const result = await this.opts.fs.run([
-        ...spareOps(building, content),
+        { op: "stamp", tree, at: building },
         { op: "claim", from: building, to: path.join(dir, name) },
       ]);
       if (result.failedAt >= 0) {

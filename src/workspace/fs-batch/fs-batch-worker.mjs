@@ -1,7 +1,8 @@
 /**
  * The file-system worker: runs a batch of small local file creations (a new
  * session's workspace) with synchronous calls, in order, stopping at the
- * first failure. Plain JavaScript so it runs on bare node in any host (the
+ * first failure; a `tree` message registers a tree that `stamp` ops then
+ * write under any directory with one small message. Plain JavaScript so it runs on bare node in any host (the
  * runner's build in dist/, tests under vitest). Protocol: fs-batch.ts.
  */
 import {
@@ -15,6 +16,13 @@ import {
 } from "node:fs";
 import { parentPort } from "node:worker_threads";
 
+/** Trees registered by name for `stamp` ops: mkdir and write ops with paths relative to the stamp. */
+const trees = new Map();
+
+function under(base, rel) {
+  return rel === "" ? base : `${base}/${rel}`;
+}
+
 function apply(op) {
   switch (op.op) {
     case "mkdir":
@@ -23,6 +31,15 @@ function apply(op) {
     case "write":
       writeFileSync(op.path, op.content, { flag: op.flag ?? "w", mode: op.mode ?? 0o666 });
       return;
+    case "stamp": {
+      const tree = trees.get(op.tree);
+      if (tree === undefined) throw new Error(`unknown tree ${op.tree}`);
+      for (const t of tree) {
+        if (t.op === "mkdir") mkdirSync(under(op.at, t.path));
+        else writeFileSync(under(op.at, t.path), t.content, { flag: "wx", mode: t.mode ?? 0o666 });
+      }
+      return;
+    }
     case "link":
       try {
         symlinkSync(op.target, op.path);
@@ -48,7 +65,11 @@ function apply(op) {
   }
 }
 
-parentPort.on("message", ({ id, ops }) => {
+parentPort.on("message", ({ id, ops, tree }) => {
+  if (tree !== undefined) {
+    trees.set(tree, ops);
+    return;
+  }
   for (let i = 0; i < ops.length; i++) {
     try {
       apply(ops[i]);

@@ -66,4 +66,29 @@ describe("FsBatchRunner", () => {
     expect(again.failedAt).toBe(-1);
     expect(existsSync(path.join(root, "after"))).toBe(true);
   });
+
+  it("writes a registered tree under any new directory, also after its worker restarted", async () => {
+    runner.defineTree("t", [
+      { op: "mkdir", path: "" },
+      { op: "mkdir", path: "sub" },
+      { op: "write", path: "sub/f.txt", content: "tree" },
+      { op: "write", path: "key", content: new Uint8Array([7]), mode: 0o600 },
+    ]);
+    const a = path.join(root, "a");
+    expect((await runner.run([{ op: "stamp", tree: "t", at: a }])).failedAt).toBe(-1);
+    expect(await readFile(path.join(a, "sub", "f.txt"), "utf8")).toBe("tree");
+    expect((await stat(path.join(a, "key"))).mode & 0o777).toBe(0o600);
+    // The stamp's directory must be new: a tree never writes into an existing one.
+    expect(await runner.run([{ op: "stamp", tree: "t", at: a }])).toMatchObject({
+      failedAt: 0,
+      code: "EEXIST",
+    });
+    await runner.close();
+    const b = path.join(root, "b");
+    expect((await runner.run([{ op: "stamp", tree: "t", at: b }])).failedAt).toBe(-1);
+    expect(await readFile(path.join(b, "sub", "f.txt"), "utf8")).toBe("tree");
+    expect(
+      await runner.run([{ op: "stamp", tree: "nope", at: path.join(root, "c") }]),
+    ).toMatchObject({ failedAt: 0, message: "unknown tree nope" });
+  });
 });

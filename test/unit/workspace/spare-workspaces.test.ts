@@ -225,7 +225,7 @@ describe("SpareWorkspaces", () => {
     expect(await readdir(base)).toEqual([key]);
   });
 
-  it("makes spares only while the worker has nothing else to do", async () => {
+  it("makes spares only while the worker has nothing else to do, and waits for them within a bound", async () => {
     const spares = pool(2);
     // The git template made first: start() then takes well under the busy batch's time.
     await builtinSpareContent(ws);
@@ -235,6 +235,9 @@ describe("SpareWorkspaces", () => {
     }));
     const a = fs.run(busy);
     await spares.start();
+    // Bounded wait (start-up's): back before any spare could be made.
+    await spares.whenFilled(5);
+    expect(spares.readyCount).toBe(0);
     // Sent while `a` runs: it goes before any spare.
     const b = await fs.run([{ op: "mkdir", path: path.join(root, "b") }]);
     expect(b.failedAt).toBe(-1);
