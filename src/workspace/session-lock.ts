@@ -2,6 +2,8 @@
 interface Waiter {
   grant: () => void;
   onWait: ((position: number, waiting: number) => void) | undefined;
+  /** What it last heard ("position/waiting"), so an unchanged place is not told again. */
+  told: string;
 }
 
 /**
@@ -50,6 +52,7 @@ export class SessionLock {
           resolve(release);
         },
         onWait,
+        told: "",
       };
       const onAbort = () => {
         const q = this.queues.get(sessionId);
@@ -68,13 +71,21 @@ export class SessionLock {
       }
       q.push(me);
       signal?.addEventListener("abort", onAbort, { once: true });
-      // The holder is q[0]; everyone after it waits.
-      onWait?.(q.length - 1, q.length - 1);
+      // The newcomer hears its place; those ahead of it hear that one more waits.
+      tellWaiters(q);
     });
   }
 }
 
-/** Every waiter (all but the holder, q[0]) hears its place and how many wait. */
+/** Every waiter (all but the holder, q[0]) hears its place and how many wait, when that changed. */
 function tellWaiters(q: readonly Waiter[]): void {
-  for (let i = 1; i < q.length; i++) q[i]?.onWait?.(i, q.length - 1);
+  const waiting = q.length - 1;
+  for (let i = 1; i < q.length; i++) {
+    const w = q[i];
+    if (!w) continue;
+    const report = `${i}/${waiting}`;
+    if (w.told === report) continue;
+    w.told = report;
+    w.onWait?.(i, waiting);
+  }
 }

@@ -84,8 +84,10 @@ describe("SessionLock", () => {
     const p2 = lock.acquire("s", undefined, hear("second"));
     const p3 = lock.acquire("s", undefined, hear("third"));
     await lock.acquire("other", undefined, hear("elsewhere")).then((r) => r());
-    expect(heard).toEqual(["second 1/1", "third 2/2"]);
-    // Places change when the queue moves: a waiter leaving, the holder releasing.
+    // A newcomer also tells those ahead of it that one more waits.
+    expect(heard).toEqual(["second 1/1", "second 1/2", "third 2/2"]);
+    // Places change when the queue moves: a waiter leaving, the holder releasing; an unchanged
+    // place is not told again.
     const ac = new AbortController();
     const p4 = lock.acquire("s", ac.signal, hear("fourth"));
     ac.abort(new Error("gone"));
@@ -93,7 +95,10 @@ describe("SessionLock", () => {
     r1();
     expect(heard).toEqual([
       "second 1/1",
+      "second 1/2",
       "third 2/2",
+      "second 1/3",
+      "third 2/3",
       "fourth 3/3",
       "second 1/2",
       "third 2/2",
