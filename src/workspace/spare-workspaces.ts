@@ -166,7 +166,13 @@ export class SpareWorkspaces implements SpareSource {
 
   settle(dir: string, outcome: SpareOutcome): void {
     if (outcome === "unused") this.ready.push(dir);
-    else this.fill();
+    else if (outcome === "claimed") this.fill();
+    else {
+      // A spare that could not be claimed (gone, or the root on another file system): making
+      // more at once could waste every one the same way, so wait as after a failure.
+      this.failedAtMs = Date.now();
+      this.opts.logger.warn({ spare: dir }, "a spare workspace could not be claimed");
+    }
   }
 
   /** Resolves once the pool is full or making spares has stopped, or after `timeoutMs`. */

@@ -203,6 +203,10 @@ describe("SpareWorkspaces", () => {
     expect(outcomes).toEqual(["broken"]);
     expect(made.createdRepo).toBe(true);
     expect(existsSync(path.join(made.repoDir, ".git", "HEAD"))).toBe(true);
+    // No new spare is made right after one could not be claimed (it could fail the same way).
+    spares.settle(spare, "broken");
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(0);
   });
 
   it("reuses an earlier runner's spares and removes half-made and outdated ones", async () => {
