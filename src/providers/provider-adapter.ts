@@ -75,6 +75,13 @@ export interface ProviderAdapter {
   /** Typed readings of one stdout line. Pure; `[]` when the line is not understood; never throws. */
   normalize(line: string): AgentItem[];
   /**
+   * The event types whose lines can be read as a `result` item, as they
+   * appear in the line: a line containing none of them never holds one, so
+   * the runner learns a run's outcome without reading every line (a run seen
+   * only by SSE viewers, which get the raw line, reads no other).
+   */
+  readonly resultEventTypes: readonly string[];
+  /**
    * Where the CLI may live besides `node_modules/.bin/<defaultBinName>`,
    * relative to that `.bin` directory (a package that ships only a binary
    * and links no `.bin` entry). Tried before PATH.

@@ -2,7 +2,7 @@ import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Lease } from "../admission/lease.js";
 import { toRunnerError } from "../errors/runner-error.js";
-import type { AgentItem, AgentPolicy, RunEventBody } from "../events/run-event.js";
+import type { AgentPolicy, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import {
@@ -12,6 +12,7 @@ import {
   runsPreparingBefore,
 } from "../process/spawn-turns.js";
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
+import { agentLineBody, resultOf } from "../providers/agent-line.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
 import {
   resolveSessionDir,
@@ -43,15 +44,6 @@ const QUEUE_REPORT_INTERVAL_MS = 1000;
 function throwIfAborted(state: RunState): void {
   const reason = state.abortReason;
   if (reason) throw reason;
-}
-
-function normalizeSafely(adapter: ProviderAdapter, line: string): AgentItem[] {
-  try {
-    return adapter.normalize(line);
-  } catch {
-    // A normaliser bug must never lose the raw line, which always travels.
-    return [];
-  }
 }
 
 /** FermiLink's return_code: the exit code, or minus the signal number (spec §2.2). */
@@ -245,9 +237,9 @@ export async function executeRun(
       idle?.refresh();
       for (const line of batch) {
         if (line.stream === "stdout") {
-          const items = normalizeSafely(plan.adapter, line.text);
-          for (const item of items) if (item.kind === "result") lastResult = item.success;
-          state.emit({ type: "agent", raw: line.text, items, truncated: line.truncated });
+          const body = agentLineBody(plan.adapter, line.text, line.truncated);
+          lastResult = resultOf(plan.adapter, body) ?? lastResult;
+          state.emit(body);
         } else {
           state.emit({ type: "log", text: line.text, truncated: line.truncated });
           const failure = guard?.failedCall(line.text) ?? null;

@@ -10,4 +10,5 @@ export const claudeAdapter: ProviderAdapter = Object.freeze({
   workspaceAlias: "CLAUDE.md",
   buildCommand: buildClaudeCommand,
   normalize: normalizeClaudeLine,
+  resultEventTypes: ["result"],
 });

@@ -10,4 +10,5 @@ export const codexAdapter: ProviderAdapter = Object.freeze({
   workspaceAlias: null,
   buildCommand: buildCodexCommand,
   normalize: normalizeCodexLine,
+  resultEventTypes: ["turn.completed", "turn.failed"],
 });

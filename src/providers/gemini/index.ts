@@ -10,4 +10,5 @@ export const geminiAdapter: ProviderAdapter = Object.freeze({
   workspaceAlias: "GEMINI.md",
   buildCommand: buildGeminiCommand,
   normalize: normalizeGeminiLine,
+  resultEventTypes: ["result"],
 });

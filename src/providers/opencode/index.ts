@@ -11,6 +11,7 @@ export const opencodeAdapter: ProviderAdapter = Object.freeze({
   workspaceAlias: null,
   buildCommand: buildOpencodeCommand,
   normalize: normalizeOpencodeLine,
+  resultEventTypes: ["step_finish", "error"],
   // `opencode-ai` ships its binary in a platform package; where only that package is installed
   // (as in this project), no `.bin/opencode` link exists.
   extraBinCandidates: [

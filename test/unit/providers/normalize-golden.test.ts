@@ -52,5 +52,20 @@ describe("golden transcripts", () => {
         expect(actual).toEqual(expected);
       });
     }
+
+    it(`${provider}: every line read as a result names one of its result event types`, () => {
+      let results = 0;
+      for (const name of caseDirs(provider)) {
+        for (const line of stdoutLines(path.join(ROOT, provider, name, "stdout.jsonl"))) {
+          if (!adapter.normalize(line).some((i) => i.kind === "result")) continue;
+          results++;
+          expect({ line, named: adapter.resultEventTypes.some((t) => line.includes(t)) }).toEqual({
+            line,
+            named: true,
+          });
+        }
+      }
+      expect(results).toBeGreaterThan(0);
+    });
   }
 });
