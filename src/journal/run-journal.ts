@@ -1,5 +1,5 @@
 import type { RunEvent, RunEventBody } from "../events/run-event.js";
-import { type LineReader, readBack } from "./rehydrate.js";
+import { type LineReader, readBack, rehydrate } from "./rehydrate.js";
 import type { RunRecord, RunStore, RunUpdate } from "./run-store.js";
 
 /** Limits of one run's in-memory tail and write batching. */
@@ -147,14 +147,16 @@ export class RunJournal {
 
   /**
    * Up to `max` events after `afterSeq`: from memory when the tail still has
-   * them, else from the store (with their typed items re-derived only when
-   * `typedItems`).
+   * them, else from the store; agent lines get their typed items (read once,
+   * then kept on the event) only when `typedItems`.
    */
   read(afterSeq: number, max: number, typedItems = true): RunEvent[] {
     const first = this.tail[this.tailHead];
     if (first && afterSeq + 1 >= first.seq) {
       const start = this.tailHead + afterSeq + 1 - first.seq;
-      return this.tail.slice(start, start + max);
+      const events = this.tail.slice(start, start + max);
+      // Live lines carry no items until a typed viewer reads them (providers/agent-line.ts).
+      return typedItems ? rehydrate(events, this.readLine) : events;
     }
     if (afterSeq >= this.seq) return [];
     // Evicted events were flushed before eviction, so the store has them.

@@ -238,7 +238,7 @@ export async function executeRun(
       for (const line of batch) {
         if (line.stream === "stdout") {
           const body = agentLineBody(plan.adapter, line.text, line.truncated);
-          lastResult = resultOf(plan.adapter, body) ?? lastResult;
+          lastResult = resultOf(body) ?? lastResult;
           state.emit(body);
         } else {
           state.emit({ type: "log", text: line.text, truncated: line.truncated });

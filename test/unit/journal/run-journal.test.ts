@@ -91,6 +91,26 @@ describe("RunJournal", () => {
     expect(typed[0]?.body).toMatchObject({ raw: line(1).raw, items: [{ kind: "message" }] });
   });
 
+  it("gives live lines their typed items when a typed viewer reads them, once, and never to a raw viewer", () => {
+    let derived = 0;
+    const reader = (raw: string) => {
+      derived++;
+      return [{ kind: "message" as const, text: raw.slice(0, 5), delta: false }];
+    };
+    const j = new RunJournal(record("r5"), store, () => 42, { readLine: reader });
+    for (let i = 1; i <= 10; i++) j.append(line(i));
+    const raw = j.read(0, 10, false);
+    expect(raw.every((e) => e.body.type === "agent" && e.body.items.length === 0)).toBe(true);
+    expect(derived).toBe(0);
+    const typed = j.read(0, 10);
+    expect(derived).toBe(10);
+    expect(typed[9]?.body).toMatchObject({ raw: line(10).raw, items: [{ kind: "message" }] });
+    // Kept on the event: a second typed viewer reads nothing again.
+    j.read(0, 10);
+    expect(derived).toBe(10);
+    j.end();
+  });
+
   it("delivers every event exactly once to a follower that joins mid-run and reads slowly", async () => {
     const j = new RunJournal(record("r2"), store, () => 1, {
       limits: { tailBytes: 4 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
