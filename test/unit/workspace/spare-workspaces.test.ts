@@ -50,6 +50,14 @@ function pool(target: number, workspacesRoot = ws): SpareWorkspaces {
   return p;
 }
 
+/** A pool started and filled. */
+async function filledPool(target: number): Promise<SpareWorkspaces> {
+  const p = pool(target);
+  await p.start();
+  await p.whenFilled();
+  return p;
+}
+
 /** Every entry under `dir`: path, kind, mode, and the content or link target. */
 async function tree(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -109,9 +117,7 @@ describe("file-system worker ops for spares", () => {
 
 describe("SpareWorkspaces", () => {
   it("keeps `target` spares ready, each a new session's directory with nothing of a run in it", async () => {
-    const spares = pool(3);
-    await spares.start();
-    await spares.whenFilled();
+    const spares = await filledPool(3);
     expect(spares.readyCount).toBe(3);
     const keyDirs = await readdir(path.join(ws, SPARES_DIRNAME));
     expect(keyDirs).toHaveLength(1);
@@ -125,9 +131,7 @@ describe("SpareWorkspaces", () => {
   });
 
   it("gives a new session exactly the tree it gets without spares, by renaming one, then makes another", async () => {
-    const spares = pool(2);
-    await spares.start();
-    await spares.whenFilled();
+    const spares = await filledPool(2);
     const spare = spares.take() as string;
     spares.settle(spare, "unused");
     const inode = (await stat(spare)).ino;
@@ -151,9 +155,7 @@ describe("SpareWorkspaces", () => {
   });
 
   it("leaves a session that exists to the checking path and keeps the spare for the next one", async () => {
-    const spares = pool(1);
-    await spares.start();
-    await spares.whenFilled();
+    const spares = await filledPool(1);
     const first = await prep("again", undefined);
     await writeFile(path.join(first.repoDir, "projects", "memory.md"), "the agent's notes");
     const outcomes: SpareOutcome[] = [];
@@ -182,9 +184,7 @@ describe("SpareWorkspaces", () => {
   });
 
   it("drops a spare that is gone and prepares the session file by file", async () => {
-    const spares = pool(1);
-    await spares.start();
-    await spares.whenFilled();
+    const spares = await filledPool(1);
     const spare = spares.take() as string;
     await rm(spare, { recursive: true });
     const outcomes: SpareOutcome[] = [];
@@ -210,9 +210,7 @@ describe("SpareWorkspaces", () => {
   });
 
   it("reuses an earlier runner's spares and removes half-made and outdated ones", async () => {
-    const first = pool(2);
-    await first.start();
-    await first.whenFilled();
+    const first = await filledPool(2);
     await first.stop();
     const base = path.join(ws, SPARES_DIRNAME);
     const [key] = await readdir(base);
@@ -221,9 +219,7 @@ describe("SpareWorkspaces", () => {
     await mkdir(path.join(keyDir, ".building-0000abcd-9", "repo"), { recursive: true });
     await mkdir(path.join(base, "0123456789abcdef", "deadbeef-1"), { recursive: true });
 
-    const second = pool(2);
-    await second.start();
-    await second.whenFilled();
+    const second = await filledPool(2);
     expect(second.readyCount).toBe(2);
     expect((await readdir(keyDir)).sort()).toEqual(before);
     expect(await readdir(base)).toEqual([key]);
