@@ -10,7 +10,7 @@ import { PackageCatalog } from "./packages/package-catalog.js";
 import { reapOrphans } from "./process/reap-orphans.js";
 import { SpawnHelper } from "./process/spawner/spawner.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
-import { PROJECT_ROOT } from "./project-root.js";
+import { PROJECT_BIN_DIR, PROJECT_ROOT } from "./project-root.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
 import { checkProviderVersion } from "./providers/version-check.js";
 import { resolveActiveProvider } from "./run/active-provider.js";
@@ -48,11 +48,9 @@ const SPARES_AT_START_MS = 5000;
  */
 export async function startApp(config: Config, opts: { logger?: Logger } = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
-  // Provider CLIs installed as the project's own dependencies.
-  const projectBinDir = path.join(PROJECT_ROOT, "node_modules", ".bin");
 
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
-  const { adapter, bin } = await resolveActiveProvider(config, projectBinDir, logger);
+  const { adapter, bin } = await resolveActiveProvider(config, PROJECT_BIN_DIR, logger);
   logger.info({ provider: adapter.id, bin }, "provider CLI found");
   // In the background: a slow `--version` (gemini takes seconds) must not delay start-up.
   const versionCheck = new AbortController();
@@ -121,7 +119,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     startProcess: spawnHelper
       ? (opts) => startSupervisedProcess(opts, spawnHelper.launch)
       : startSupervisedProcess,
-    projectBinDir,
+    projectBinDir: PROJECT_BIN_DIR,
     now: Date.now,
     observer: metrics,
   });

@@ -16,3 +16,6 @@ function findProjectRoot(from: string): string {
 }
 
 export const PROJECT_ROOT = findProjectRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+/** The provider CLIs installed as the project's own dependencies, searched first. */
+export const PROJECT_BIN_DIR = path.join(PROJECT_ROOT, "node_modules", ".bin");

@@ -1,10 +1,9 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import path from "node:path";
 import type { Config } from "../config/config.js";
 import { PROVIDER_IDS, type ProviderId } from "../config/providers.js";
-import { PROJECT_ROOT } from "../project-root.js";
+import { PROJECT_BIN_DIR } from "../project-root.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveProviderBinary } from "../providers/resolve-binary.js";
 import {
@@ -13,9 +12,6 @@ import {
   type RuntimePolicy,
 } from "../providers/runtime-policy.js";
 import { checkProviderVersion } from "../providers/version-check.js";
-
-/** The same directory the server searches first (`app.ts`: the project's node_modules/.bin). */
-const PROJECT_BIN = path.join(PROJECT_ROOT, "node_modules", ".bin");
 
 /**
  * How one line of the report came out: `ok` usable, `warn` usable with a
@@ -72,7 +68,7 @@ export async function checkProvider(config: Config, id: ProviderId): Promise<Che
   let bin: string;
   try {
     bin = await resolveProviderBinary(adapter, config.providerBins[id], {
-      projectBinDir: PROJECT_BIN,
+      projectBinDir: PROJECT_BIN_DIR,
       pathEnv: config.hostEnv.PATH ?? "",
     });
   } catch {

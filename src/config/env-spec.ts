@@ -26,7 +26,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     name: "FERMILINK_RUNNER_SPARE_WORKSPACES",
     default: "$FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS",
     description:
-      "New-session directories kept ready under the workspaces root (in .runner-spares/, made while the runner is idle): a new session on the built-in template renames one into place instead of creating its files while its caller waits (0-10000; 0 = off).",
+      "New-session directories kept ready under the workspaces root (in .runner-spares/, made before the server listens, then while the file-system worker is idle): a new session on the built-in template renames one into place instead of creating its files while its caller waits (0-10000; 0 = off).",
   },
   {
     name: "FERMILINK_SCIPKG_ROOT",

@@ -8,6 +8,7 @@ import { readBack } from "../journal/rehydrate.js";
 import { RunJournal } from "../journal/run-journal.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import { noteCallerArrival } from "../process/spawn-turns.js";
+import { readLine } from "../providers/agent-line.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
@@ -105,7 +106,7 @@ export class RunPipeline {
       eventBytes: 0,
     };
     const journal = new RunJournal(record, this.deps.store, this.deps.now, {
-      readLine: (raw) => adapter.normalize(raw),
+      readLine: (raw) => readLine(adapter, raw),
       onReadBack: (events) => this.deps.observer.readBack(events),
     });
     const state = new RunState(journal, sessionId, req.userId);
@@ -174,10 +175,9 @@ export class RunPipeline {
     const record = this.findStored(runId, viewer);
     const { store } = this.deps;
     const adapter = isProviderId(record.provider) ? getProviderAdapter(record.provider) : null;
-    const readLine = (raw: string) => adapter?.normalize(raw) ?? [];
+    const read = (raw: string) => (adapter ? readLine(adapter, raw) : []);
     const stored: RunEventSource = {
-      read: (after, max, typed) =>
-        readBack(store, record.runId, after, max, typed ? readLine : null),
+      read: (after, max, typed) => readBack(store, record.runId, after, max, typed ? read : null),
       waitForMore: () => Promise.resolve(),
       isEnded: true,
     };

@@ -202,8 +202,10 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
         sessionDir,
         requested: opts.packageId ?? null,
       })) ?? null;
+    // A new session on the built-in template without a package is made in one batch (or claimed).
+    const builtinPlain = opts.softwareRoot === null && pkg === null;
     let sessionExists = false;
-    const spare = opts.softwareRoot === null && pkg === null ? (opts.spares?.take() ?? null) : null;
+    const spare = builtinPlain ? (opts.spares?.take() ?? null) : null;
     if (spare !== null) {
       // One rename instead of a dozen creations; the claim fails when the session dir exists.
       const result = await runStaged([
@@ -229,7 +231,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
       if (claimed) throw stageError(result.stage ?? "workspace", result.message, result.code);
     }
     // A session that exists takes the checking path below at once.
-    if (opts.softwareRoot === null && pkg === null && !sessionExists) {
+    if (builtinPlain && !sessionExists) {
       const skeleton = await gitSkeleton(gitTemplate, gitEnv, repoDir);
       // Creating repo/ decides: when it exists (a symlink included), the checking path below
       // takes the session, so two runtimes racing on one session cannot both write it.

@@ -2,8 +2,9 @@
  * The file-system worker: runs a batch of small local file creations (a new
  * session's workspace) with synchronous calls, in order, stopping at the
  * first failure; a `tree` message registers a tree that `stamp` ops then
- * write under any directory with one small message. Plain JavaScript so it runs on bare node in any host (the
- * runner's build in dist/, tests under vitest). Protocol: fs-batch.ts.
+ * write under any directory with one small message. Plain JavaScript so it
+ * runs on bare node in any host (the runner's build in dist/, tests under
+ * vitest). Protocol: fs-batch.ts.
  */
 import {
   copyFileSync,
