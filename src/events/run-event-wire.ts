@@ -27,10 +27,28 @@ const VARINT = 0;
 const FIXED64 = 1;
 const LEN = 2;
 
+/** What a writer starts with, and keeps between events. */
+const WRITER_BYTES = 4096;
+/**
+ * A writer that grew past this for a long line goes back to `WRITER_BYTES`
+ * once its bytes are taken: one 8 MB line would otherwise leave each stream
+ * that carried it holding a 32 MB buffer until the stream ends.
+ */
+const WRITER_KEEP_BYTES = 64 * 1024;
+
+/** Texts longer than this (UTF-16 units) are measured before they are written. */
+const LONG_TEXT = 16 * 1024;
+
 /** A byte buffer that grows by doubling, reused from one event to the next. */
 class Writer {
-  buf = Buffer.allocUnsafe(4096);
+  buf = Buffer.allocUnsafe(WRITER_BYTES);
   pos = 0;
+
+  /** Start afresh, and let a buffer grown for a long line go. */
+  reset(): void {
+    this.pos = 0;
+    if (this.buf.length > WRITER_KEEP_BYTES) this.buf = Buffer.allocUnsafe(WRITER_BYTES);
+  }
 
   /** Make sure `n` more bytes fit. */
   room(n: number): void {
@@ -43,7 +61,10 @@ class Writer {
   }
 
   varint(v: number): void {
-    // Values here are non-negative integers below 2^53: arithmetic, not 32-bit shifts.
+    // Arithmetic, not 32-bit shifts: values go up to 2^53. Anything else is refused, as
+    // toBinary refuses it (Infinity would never leave the loop below).
+    if (!(Number.isSafeInteger(v) && v >= 0))
+      throw new RangeError(`cannot encode ${v} as a varint`);
     this.room(10);
     while (v >= 0x80) {
       this.buf[this.pos++] = (v % 0x80) | 0x80;
@@ -60,10 +81,12 @@ class Writer {
   str(field: number, s: string): void {
     if (s === "") return;
     this.tag(field, LEN);
-    this.room(5 + s.length * 3);
     // Length first as the worst case's varint width, then fixed up: one pass over the text.
+    // A long text is measured first instead, so the buffer grows by what it takes, not 3×.
+    const most = s.length > LONG_TEXT ? Buffer.byteLength(s, "utf8") : s.length * 3;
+    this.room(5 + most);
     const lenAt = this.pos;
-    const width = varintWidth(s.length * 3);
+    const width = varintWidth(most);
     this.pos += width;
     const written = this.buf.write(s, this.pos, "utf8");
     this.pos += written;
@@ -79,6 +102,9 @@ class Writer {
 
   /** A signed int32 (`optional int32`): negative values take ten bytes, as protobuf does. */
   int32(field: number, v: number): void {
+    if (!(Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff)) {
+      throw new RangeError(`cannot encode ${v} as an int32`);
+    }
     this.tag(field, VARINT);
     if (v >= 0) {
       this.varint(v);
@@ -245,7 +271,9 @@ const writer = new Writer();
 export function encodeLineEvent(event: RunEvent): Uint8Array | null {
   writer.pos = 0;
   if (!writeLineEvent(writer, event)) return null;
-  return Uint8Array.prototype.slice.call(writer.buf, 0, writer.pos);
+  const bytes = Uint8Array.prototype.slice.call(writer.buf, 0, writer.pos);
+  writer.reset();
+  return bytes;
 }
 
 /**
@@ -268,7 +296,13 @@ export class EnvelopeBuffer {
     w.room(5);
     const at = w.pos;
     w.pos += 5;
-    if (!writeLineEvent(w, event)) this.raw(toBinary(RunEventSchema, runEventToProto(event)));
+    try {
+      if (!writeLineEvent(w, event)) this.raw(toBinary(RunEventSchema, runEventToProto(event)));
+    } catch (err) {
+      // Nothing of an event that cannot be encoded stays among the gathered bytes.
+      w.pos = at;
+      throw err;
+    }
     w.buf[at] = 0;
     w.buf.writeUInt32BE(w.pos - at - 5, at + 1);
   }
@@ -292,8 +326,13 @@ export class EnvelopeBuffer {
     const out =
       into !== undefined && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     this.w.buf.copy(out, 0, 0, n);
-    this.w.pos = 0;
+    this.w.reset();
     return out;
+  }
+
+  /** Bytes the gathering buffer holds (tests: it shrinks back after a long line). */
+  get capacity(): number {
+    return this.w.buf.length;
   }
 
   private raw(data: Uint8Array): void {

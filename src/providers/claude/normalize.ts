@@ -10,6 +10,7 @@ import type { AgentItem } from "../../events/run-event.js";
 import {
   asArray,
   asCount,
+  asExitCode,
   asNumber,
   asObject,
   asString,
@@ -95,7 +96,8 @@ function toolResultItem(block: JsonObject, toolUseResult: JsonObject | null): Ag
   const status = failed ? "failed" : "completed";
   const exitMatch = failed ? /^Exit code (\d+)/.exec(output) : null;
   if (typeof toolUseResult?.stdout === "string" || exitMatch !== null) {
-    const exitCode = failed ? (exitMatch?.[1] === undefined ? null : Number(exitMatch[1])) : 0;
+    // Tool output can hold any number of digits: beyond int32 it is no exit code (null).
+    const exitCode = failed ? asExitCode(Number(exitMatch?.[1] ?? Number.NaN)) : 0;
     return { kind: "command", id, command: "", output, exitCode, status };
   }
   return { kind: "tool_call", id, name: "", inputJson: "", output, status };

@@ -195,6 +195,77 @@ describe("hand-encoded line events", () => {
   });
 });
 
+describe("values no field can hold", () => {
+  const command = (exitCode: number) =>
+    item({ kind: "command", id: "c", command: "", output: "", exitCode, status: "failed" });
+
+  it("are refused as toBinary refuses them, never looped over", () => {
+    for (const bad of [Number.POSITIVE_INFINITY, 2 ** 31, -(2 ** 31) - 1, 1.5, Number.NaN]) {
+      expect(() => toBinary(RunEventSchema, runEventToProto(command(bad)))).toThrow();
+      expect(() => encodeLineEvent(command(bad))).toThrow(RangeError);
+    }
+    const usage = item({
+      kind: "usage",
+      inputTokens: Number.POSITIVE_INFINITY,
+      cachedInputTokens: 0,
+      outputTokens: 0,
+      reasoningTokens: 0,
+      costUsd: null,
+    });
+    expect(() => encodeLineEvent(usage)).toThrow(RangeError);
+  });
+
+  it("leave nothing behind in a stream's gathered bytes", () => {
+    const b = new EnvelopeBuffer();
+    const good = command(1);
+    b.add(good);
+    const size = b.size;
+    expect(() => b.add(command(Number.POSITIVE_INFINITY))).toThrow(RangeError);
+    expect(b.size).toBe(size);
+    const one = new EnvelopeBuffer();
+    one.add(good);
+    expect(b.take()).toEqual(one.take());
+  });
+
+  it("never reach the encoder from a Claude line: an exit code beyond int32 is none", () => {
+    const claude = getProviderAdapter("claude");
+    const line = (code: string) =>
+      JSON.stringify({
+        type: "user",
+        message: {
+          role: "user",
+          content: [
+            {
+              type: "tool_result",
+              tool_use_id: "toolu_1",
+              is_error: true,
+              content: `Exit code ${code}\nboom`,
+            },
+          ],
+        },
+        tool_use_result: "Error: Exit code",
+      });
+    const exitCodes = (code: string) =>
+      claude.normalize(line(code)).map((i) => (i.kind === "command" ? i.exitCode : "other"));
+    expect(exitCodes("2")).toEqual([2]);
+    for (const code of ["2147483648", "9".repeat(400)]) {
+      expect(exitCodes(code)).toEqual([null]);
+      const e: RunEvent = {
+        ...item({ kind: "message", text: "", delta: false }),
+        body: {
+          type: "agent",
+          raw: line(code),
+          items: claude.normalize(line(code)),
+          truncated: false,
+        },
+      };
+      expect(Buffer.from(encodeLineEvent(e) ?? [])).toEqual(
+        Buffer.from(toBinary(RunEventSchema, runEventToProto(e))),
+      );
+    }
+  });
+});
+
 describe("EnvelopeBuffer.take", () => {
   const events = transcriptEvents().slice(0, 20);
   const gathered = () => {
@@ -224,5 +295,27 @@ describe("EnvelopeBuffer.take", () => {
     const out = gathered().take(into);
     expect(out.buffer).not.toBe(into.buffer);
     expect(out).toEqual(expected);
+  });
+
+  it("lets a buffer grown for a long line go once its bytes are taken", () => {
+    const b = new EnvelopeBuffer();
+    const long: RunEvent = {
+      runId: RUN_ID,
+      seq: 1,
+      timeMs: 1,
+      body: { type: "agent", raw: "x".repeat(4 * 1024 * 1024), items: [], truncated: true },
+    };
+    b.add(long);
+    // Measured, not reserved at three bytes per character: 4 MB fits in 8 MB, not 16.
+    expect(b.capacity).toBeLessThanOrEqual(8 * 1024 * 1024);
+    const out = b.take();
+    expect(fromBinary(RunEventSchema, out.subarray(5)).event.value).toMatchObject({
+      raw: (long.body as { raw: string }).raw,
+    });
+    expect(b.capacity).toBeLessThanOrEqual(64 * 1024);
+    b.add(events[0] as RunEvent);
+    const one = new EnvelopeBuffer();
+    one.add(events[0] as RunEvent);
+    expect(b.take()).toEqual(one.take());
   });
 });
