@@ -74,19 +74,31 @@ function killTree(pid) {
   }
 }
 
-/** Calls `then` once `pid` leads its own process group, or it exited (`gone`), or 5 s passed. */
+/** How long a shared provider's perl wrapper may take to make it a group leader. */
+const GROUP_LEADER_DEADLINE_MS = Number(process.env.FERMILINK_GROUP_LEADER_DEADLINE_MS || 5000);
+
+/**
+ * Calls `then(true)` once `pid` leads its own process group or exited
+ * (`gone`); `then(false)` when neither happened within the deadline.
+ */
 function whenGroupLeader(pid, gone, then) {
-  const deadline = Date.now() + 5000;
+  const deadline = Date.now() + GROUP_LEADER_DEADLINE_MS;
   const poll = () => {
     try {
       process.kill(-pid, 0);
     } catch {
-      if (!gone() && Date.now() < deadline) {
+      if (gone()) {
+        then(true);
+        return;
+      }
+      if (Date.now() < deadline) {
         setTimeout(poll, 1);
         return;
       }
+      then(false);
+      return;
     }
-    then();
+    then(true);
   };
   poll();
 }
@@ -161,8 +173,13 @@ function start(msg) {
   }
   child.stdio[1] = null;
   child.stdio[2] = null;
+  // The pipes are this process's to close when they never reach the runner.
+  const closePipes = () => {
+    for (const pipe of pipes) pipe.destroy();
+  };
   child.once("error", (err) => {
     uncount();
+    closePipes();
     toRunner({ type: "error", id, code: err.code ?? "", message: err.message });
   });
   child.once("spawn", () => {
@@ -187,8 +204,30 @@ function start(msg) {
       toRunner({ type: "spawned", id, pid, stream: "stderr" }, pipes[1]);
       if (exited) sendExit(exited);
     };
-    if (shared) whenGroupLeader(pid, () => exited !== null, announce);
-    else announce();
+    if (!shared) {
+      announce();
+      return;
+    }
+    whenGroupLeader(
+      pid,
+      () => exited !== null,
+      (leads) => {
+        if (leads) {
+          announce();
+          return;
+        }
+        // A kill of its group could not reach it: it must not run unsupervised. Before the
+        // setpgid it is the perl wrapper alone, so killing the pid kills all there is.
+        killTree(pid);
+        closePipes();
+        toRunner({
+          type: "error",
+          id,
+          code: "ETIMEDOUT",
+          message: `the provider did not start within ${GROUP_LEADER_DEADLINE_MS} ms (its process group was never made)`,
+        });
+      },
+    );
   });
 }
 

@@ -62,8 +62,12 @@ export class SpawnHelper {
   /** Every child from its request until its exit message. */
   private readonly children = new Map<number, Starting>();
 
-  constructor(opts: { groupExec?: string | null } = {}) {
+  /** How long a shared provider may take to lead its own group (the helper's default: 5 s). */
+  private readonly groupLeaderDeadlineMs: number | null;
+
+  constructor(opts: { groupExec?: string | null; groupLeaderDeadlineMs?: number } = {}) {
     this.groupExec = opts.groupExec === undefined ? findGroupExec() : opts.groupExec;
+    this.groupLeaderDeadlineMs = opts.groupLeaderDeadlineMs ?? null;
   }
 
   /** The helper's pid while one runs (for diagnostics and tests). */
@@ -104,6 +108,9 @@ export class SpawnHelper {
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",
         FERMILINK_GROUP_EXEC: this.groupExec ?? "",
+        ...(this.groupLeaderDeadlineMs === null
+          ? {}
+          : { FERMILINK_GROUP_LEADER_DEADLINE_MS: String(this.groupLeaderDeadlineMs) }),
       },
       // Its own session, so its own scheduler autogroup: the one all its providers share.
       detached: true,

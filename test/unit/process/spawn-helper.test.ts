@@ -265,6 +265,41 @@ describe("providers' scheduler group", () => {
     }
   });
 
+  it("kills a provider that does not lead its group in time, and reports it as a spawn error", async () => {
+    // perl that takes 300 ms to reach its setpgid, against a deadline of 50 ms.
+    const late = new SpawnHelper({
+      groupExec: path.join(FIXTURES_BIN, "slow-perl.sh"),
+      groupLeaderDeadlineMs: 50,
+    });
+    try {
+      const solo = [await sleeper(late), await sleeper(late)];
+      const marker = `31.${process.pid}${Date.now() % 100000}`;
+      const err = await late
+        .launch({ bin: "/bin/sleep", args: [marker], env: {}, cwd, niceness: 0 })
+        .catch((e: NodeJS.ErrnoException) => e);
+      expect((err as NodeJS.ErrnoException).code).toBe("ETIMEDOUT");
+      // Neither the wrapper nor the CLI it would have become is left running.
+      await new Promise((r) => setTimeout(r, 600));
+      expect(withMarker(marker)).toEqual([]);
+      for (const c of solo) process.kill(-c.pid, "SIGKILL");
+      await Promise.all(solo.map((c) => c.exit));
+    } finally {
+      await late.close();
+    }
+  });
+
+  it("closes the pipes of a child that could not be started (no descriptor leaks)", async () => {
+    const fail = () =>
+      helper
+        .launch({ bin: path.join(cwd, "missing"), args: [], env: {}, cwd, niceness: 0 })
+        .catch(() => {});
+    await fail();
+    const fds = () => readdirSync(`/proc/${helper.helperPid}/fd`).length;
+    const before = fds();
+    for (let i = 0; i < 50; i++) await fail();
+    expect(fds()).toBeLessThanOrEqual(before + 2);
+  });
+
   it("reports a binary that cannot run as the spawn error, as node would", async () => {
     const notExecutable = path.join(cwd, "plain.txt");
     writeFileSync(notExecutable, "not a program");
