@@ -19,24 +19,45 @@ async function runIdOf(pid: string): Promise<string | null> {
   return null;
 }
 
-/**
- * SIGKILL every process whose environment names one of `runIds` (Linux
- * /proc; elsewhere nothing is found). Returns the pids signalled.
- */
-export async function reapOrphans(runIds: ReadonlySet<string>): Promise<number[]> {
-  if (runIds.size === 0) return [];
+/** Pids of the processes whose environment names one of `runIds` (one pass over /proc). */
+async function findByRunId(runIds: ReadonlySet<string>): Promise<number[]> {
   const entries = await readdir("/proc").catch(() => [] as string[]);
-  const killed: number[] = [];
+  const found: number[] = [];
   for (const name of entries) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     const runId = await runIdOf(name);
-    if (runId === null || !runIds.has(runId)) continue;
-    try {
-      process.kill(Number(name), "SIGKILL");
-      killed.push(Number(name));
-    } catch {
-      // Already gone.
-    }
+    if (runId !== null && runIds.has(runId)) found.push(Number(name));
   }
-  return killed;
+  return found;
+}
+
+function signal(pid: number, sig: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false; // Already gone.
+  }
+}
+
+/** Passes over /proc at most: each finds what forked while the one before was killing. */
+const MAX_PASSES = 5;
+
+/**
+ * SIGKILL every process whose environment names one of `runIds` (Linux
+ * /proc; elsewhere nothing is found). Returns the pids signalled. A pass
+ * first stops everything it found, so nothing it found can fork any more,
+ * then kills; passes repeat until one finds nothing (a process may have
+ * forked between the scan and its stop).
+ */
+export async function reapOrphans(runIds: ReadonlySet<string>): Promise<number[]> {
+  if (runIds.size === 0) return [];
+  const killed = new Set<number>();
+  for (let pass = 0; pass < MAX_PASSES; pass++) {
+    const found = await findByRunId(runIds);
+    if (found.length === 0) break;
+    const stopped = found.filter((pid) => signal(pid, "SIGSTOP"));
+    for (const pid of stopped) if (signal(pid, "SIGKILL")) killed.add(pid);
+  }
+  return [...killed];
 }
