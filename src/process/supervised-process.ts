@@ -2,7 +2,17 @@ import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
 import { type LaunchedChild, type Launcher, spawnDirect } from "./launch.js";
 import { splitLineBatches } from "./line-splitter.js";
+import { RUN_ID_ENV, reapOrphans } from "./reap-orphans.js";
 import { terminateGroup } from "./terminate-group.js";
+
+/**
+ * Once the leader has exited and its group is gone, only a process that left
+ * the group (`setsid`, a detached spawn) can still hold the pipes open, and it
+ * may never close them: the lines end this long after the group, and that
+ * process is killed (found by its run id). Until then, output still in the
+ * pipes is read: nothing the provider printed is dropped.
+ */
+export const PIPES_AFTER_GROUP_MS = 2000;
 
 /** One line of the child's output, tagged with its stream. */
 export interface ProcessLine {
@@ -65,10 +75,15 @@ async function* tagged(
  * of the other source reachable until the process ended (≈30 MB per 100,000
  * lines); here each pull has exactly one reaction.
  */
-async function* merge(sources: AsyncIterator<ProcessLine[]>[]): AsyncGenerator<ProcessLine[]> {
+async function* merge(
+  sources: AsyncIterator<ProcessLine[]>[],
+  cut: AbortSignal,
+): AsyncGenerator<ProcessLine[]> {
   const arrived: { i: number; r: IteratorResult<ProcessLine[]> }[] = [];
   let failed: { err: unknown } | null = null;
   let wake: (() => void) | null = null;
+  // Cut: what has arrived is still yielded, then the merge ends without waiting for the sources.
+  cut.addEventListener("abort", () => wake?.(), { once: true });
   const pull = (i: number) => {
     (sources[i] as AsyncIterator<ProcessLine[]>).next().then(
       (r) => {
@@ -85,6 +100,7 @@ async function* merge(sources: AsyncIterator<ProcessLine[]>[]): AsyncGenerator<P
   let open = sources.length;
   try {
     while (open > 0) {
+      if (arrived.length === 0 && cut.aborted) return;
       if (arrived.length === 0 && failed === null) {
         await new Promise<void>((resolve) => {
           wake = resolve;
@@ -162,16 +178,32 @@ export async function startSupervisedProcess(
     lineBatches() {
       if (linesTaken) throw new Error("lines() can be called once");
       linesTaken = true;
-      const gen = merge([
-        tagged(child.stdout, "stdout", opts.maxLineBytes),
-        tagged(child.stderr, "stderr", opts.maxLineBytes),
-      ]);
+      const cut = new AbortController();
+      let cutTimer: NodeJS.Timeout | undefined;
+      let done = false;
+      void exited.then(() => {
+        if (done) return;
+        cutTimer = setTimeout(() => {
+          cut.abort();
+          const runId = opts.env[RUN_ID_ENV];
+          if (runId !== undefined) void reapOrphans(new Set([runId]));
+        }, PIPES_AFTER_GROUP_MS);
+      });
+      const gen = merge(
+        [
+          tagged(child.stdout, "stdout", opts.maxLineBytes),
+          tagged(child.stderr, "stderr", opts.maxLineBytes),
+        ],
+        cut.signal,
+      );
       return (async function* () {
         let finished = false;
         try {
           yield* gen;
           finished = true;
         } finally {
+          done = true;
+          clearTimeout(cutTimer);
           if (!finished) await terminate();
           child.stdout.destroy();
           child.stderr.destroy();

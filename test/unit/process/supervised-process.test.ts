@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
 import v8 from "node:v8";
@@ -6,8 +6,10 @@ import vm from "node:vm";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
 import { type Launcher, spawnDirect } from "../../../src/process/launch.js";
+import { RUN_ID_ENV } from "../../../src/process/reap-orphans.js";
 import { SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import {
+  PIPES_AFTER_GROUP_MS,
   type ProcessLine,
   startSupervisedProcess,
 } from "../../../src/process/supervised-process.js";
@@ -44,6 +46,17 @@ async function all(lines: AsyncIterable<ProcessLine>) {
   const out: ProcessLine[] = [];
   for await (const l of lines) out.push(l);
   return out;
+}
+
+/** Pids of the processes whose environment names `runId`. */
+async function withRunId(runId: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const env = await readFile(`/proc/${entry}/environ`, "utf8").catch(() => "");
+    if (env.split("\0").includes(`${RUN_ID_ENV}=${runId}`)) pids.push(Number(entry));
+  }
+  return pids;
 }
 
 async function pidFile(name: string): Promise<number> {
@@ -169,6 +182,39 @@ describe.each([
     await waitUntilGone([grandchild], 5000);
     expect((await p.exited).code).toBe(0);
   });
+
+  it.each([
+    ["exits by itself", false],
+    ["is terminated", true],
+  ])(
+    "ends lines() and kills a process that left the group holding the pipes, when the leader %s",
+    async (_, abort) => {
+      // `setsid` takes the sleep out of the group (and out of any group kill) with the pipes open;
+    // the leader gives it 0.3 s to do so before it goes on.
+      const runId = `escaped-${process.pid}-${Date.now()}`;
+      const p = await startSupervisedProcess(
+        {
+          bin: "/bin/sh",
+          args: ["-c", `setsid sleep 30 & sleep 0.3; echo started; ${abort ? "exec sleep 60" : "exit 3"}`],
+          env: { PATH: process.env.PATH ?? "/usr/bin:/bin", [RUN_ID_ENV]: runId },
+          cwd,
+          maxLineBytes: 1 << 20,
+          killGraceMs: 200,
+        },
+        launcher,
+      );
+      const it = p.lines()[Symbol.asyncIterator]();
+      expect((await it.next()).value).toMatchObject({ text: "started" });
+      const escaped = (await withRunId(runId)).filter((pid) => pid !== p.pid);
+      expect(escaped.length).toBe(1);
+      if (abort) void p.terminate();
+      const t0 = Date.now();
+      expect((await it.next()).done).toBe(true);
+      expect(Date.now() - t0).toBeLessThan(PIPES_AFTER_GROUP_MS + 3000);
+      expect(await p.exited).toMatchObject(abort ? { signal: "SIGTERM" } : { code: 3 });
+      await waitUntilGone(escaped, 5000);
+    },
+  );
 
   it("terminates the process when the consumer abandons lines()", async () => {
     const p = await start("#scenario=slow");
