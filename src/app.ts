@@ -7,13 +7,16 @@ import { SqliteRunStore } from "./journal/sqlite-run-store.js";
 import { createLogger, type Logger } from "./log/logger.js";
 import { RunnerMetrics } from "./metrics/metrics.js";
 import { PackageCatalog } from "./packages/package-catalog.js";
-import { reapOrphans } from "./process/reap-orphans.js";
+import { spawnDirect } from "./process/launch.js";
+import { OrphanSweeper } from "./process/orphan-sweeper.js";
+import { RUN_ID_ENV, reapOrphans } from "./process/reap-orphans.js";
 import { SpawnHelper } from "./process/spawner/spawner.js";
 import { startSupervisedProcess } from "./process/supervised-process.js";
 import { PROJECT_BIN_DIR, PROJECT_ROOT } from "./project-root.js";
 import { PROVIDER_ALIASES } from "./providers/registry.js";
 import { checkProviderVersion } from "./providers/version-check.js";
 import { resolveActiveProvider } from "./run/active-provider.js";
+import type { RunPipelineDeps } from "./run/run-deps.js";
 import { RunPipeline } from "./run/run-pipeline.js";
 import { createDualProtocolServer } from "./transport/http-server.js";
 import { createMainHandler } from "./transport/main-handler.js";
@@ -107,6 +110,20 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   });
   // Providers are forked by a small helper process, not by the runner (spawner/spawner.ts).
   const spawnHelper = config.run.spawnHelper ? new SpawnHelper() : null;
+  const launch = spawnHelper ? spawnHelper.launch : spawnDirect;
+  const sweeper = new OrphanSweeper({ intervalMs: config.run.orphanSweepMs, sweeps: 2, logger });
+  const startProcess: RunPipelineDeps["startProcess"] = async (opts) => {
+    const runId = opts.env[RUN_ID_ENV];
+    try {
+      const proc = await startSupervisedProcess(opts, launch);
+      if (runId !== undefined) void proc.exited.then(() => sweeper.runEnded(runId));
+      return proc;
+    } catch (err) {
+      // A start that failed after the helper forked (the helper died) may have left a CLI running.
+      if (runId !== undefined) sweeper.runEnded(runId, true);
+      throw err;
+    }
+  };
   const pipeline = new RunPipeline({
     config,
     logger,
@@ -116,9 +133,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     packages,
     prepareWorkspace: (input) =>
       prepareWorkspace({ ...input, knownAliases: PROVIDER_ALIASES, packages, spares }),
-    startProcess: spawnHelper
-      ? (opts) => startSupervisedProcess(opts, spawnHelper.launch)
-      : startSupervisedProcess,
+    startProcess,
     projectBinDir: PROJECT_BIN_DIR,
     now: Date.now,
     observer: metrics,
@@ -182,6 +197,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
         versionCheck.abort();
         await spares.stop();
         await pipeline.shutdown(config.run.shutdownGraceMs);
+        await sweeper.stop();
         // 2. Then stop listening and drop the now-idle connections.
         await server.close(1000);
         await metricsServer.close();

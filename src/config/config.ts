@@ -54,6 +54,8 @@ export interface Config {
     idleTimeoutMs: number;
     /** SIGTERM -> SIGKILL grace for the provider's process group. */
     killGraceMs: number;
+    /** How long after a run's end, and between sweeps, its id is looked for in /proc (orphan-sweeper.ts). */
+    orphanSweepMs: number;
     /** Longest output line kept; longer lines are cut and flagged `truncated`. */
     maxLineBytes: number;
     /** On SIGTERM/SIGINT, how long live runs may go on before they are ended. */

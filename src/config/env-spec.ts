@@ -128,6 +128,12 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "Grace between SIGTERM and SIGKILL to the provider's process group.",
   },
   {
+    name: "FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS",
+    default: "10",
+    description:
+      "After a run ends, its run id is looked for in /proc this long later and once more after as long again; processes that left the provider's group and still carry it are killed (> 0).",
+  },
+  {
     name: "FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS",
     default: "10",
     description:

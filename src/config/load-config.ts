@@ -247,6 +247,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       maxRuntimeMs: r.secondsMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, { allowZero: false }),
       idleTimeoutMs: r.secondsMs("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS", 0, { allowZero: true }),
       killGraceMs: r.secondsMs("FERMILINK_RUNNER_KILL_GRACE_SECONDS", 5, { allowZero: true }),
+      orphanSweepMs: r.secondsMs("FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS", 10, {
+        allowZero: false,
+      }),
       maxLineBytes: r.int(
         "FERMILINK_RUNNER_MAX_LINE_BYTES",
         8 * 1024 * 1024,

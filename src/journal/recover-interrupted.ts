@@ -1,39 +1,61 @@
-import type { RunStore } from "./run-store.js";
+import type { RunEvent } from "../events/run-event.js";
+import { MAX_UNSTORED_SHOWN } from "./run-journal.js";
+import type { RunRecord, RunStore } from "./run-store.js";
+
+/** The final exit of a run the previous process left live, and the row that goes with it. */
+function interruptedExit(run: RunRecord, nowMs: number): RunEvent {
+  // Only a running run (its `meta` was written) can have had a provider process.
+  const couldHaveRun = run.status === "running";
+  const message = couldHaveRun
+    ? "The runner stopped (crash or kill) while this run was live; any provider process it had left was killed when the runner started again."
+    : "The runner stopped (crash or kill) while this run was waiting to start; no provider process was started.";
+  return {
+    runId: run.runId,
+    // Past anything a viewer can have been shown from the dead process's memory (the journal's
+    // MAX_UNSTORED_SHOWN invariant): a viewer resuming from any seq it saw still gets this exit,
+    // and no seq names two different events. The price is a gap in seq before this event.
+    seq: run.lastSeq + MAX_UNSTORED_SHOWN + 1,
+    timeMs: nowMs,
+    body: {
+      type: "exit",
+      reason: "interrupted",
+      returnCode: null,
+      signal: null,
+      durationMs: Math.max(0, nowMs - run.createdAtMs),
+      message,
+      killedByRunner: couldHaveRun,
+      succeeded: false,
+    },
+  };
+}
 
 /**
  * At start-up, close the runs the previous runner process left live (it
  * crashed or was killed): each gets a final `exit` event of reason
  * `interrupted` after the events it already had, so viewers and Attach see a
- * complete journal. Returns their ids, so their processes can be reaped.
+ * complete journal. Each run is closed in one transaction (event and status
+ * together), and a run whose last stored event is already an exit only gets
+ * its status set from it, so no run ever ends twice. Returns their ids, so
+ * their processes can be reaped.
  */
 export function recoverInterruptedRuns(store: RunStore, nowMs: number): Set<string> {
   const ids = new Set<string>();
   for (const run of store.liveRuns()) {
-    const message =
-      "The runner stopped (crash or kill) while this run was live; its provider processes were killed when the runner started again.";
-    store.appendEvents(run.runId, [
-      {
-        runId: run.runId,
-        seq: run.lastSeq + 1,
-        timeMs: nowMs,
-        body: {
-          type: "exit",
-          reason: "interrupted",
-          returnCode: null,
-          signal: null,
-          durationMs: Math.max(0, nowMs - run.createdAtMs),
-          message,
-          killedByRunner: true,
-          succeeded: false,
-        },
-      },
-    ]);
-    store.updateRun(run.runId, {
-      status: "finished",
-      endedAtMs: nowMs,
-      exitReason: "interrupted",
-      exitMessage: message,
-      succeeded: false,
+    const lastStored = run.lastSeq > 0 ? store.readEvents(run.runId, run.lastSeq - 1, 1)[0] : null;
+    const stored = lastStored?.body.type === "exit" ? lastStored : null;
+    const exit = stored ?? interruptedExit(run, nowMs);
+    const body = exit.body;
+    if (body.type !== "exit") continue; // never: both are exits (narrows the type)
+    store.atomically(() => {
+      if (!stored) store.appendEvents(run.runId, [exit]);
+      store.updateRun(run.runId, {
+        status: "finished",
+        endedAtMs: exit.timeMs,
+        exitReason: body.reason,
+        returnCode: body.returnCode,
+        exitMessage: body.message,
+        succeeded: body.succeeded,
+      });
     });
     ids.add(run.runId);
   }

@@ -12,11 +12,26 @@ export interface JournalLimits {
   flushMaxEvents: number;
 }
 
+/**
+ * The journal's promise to crash recovery: while a run is live, no viewer is
+ * shown an event whose seq is more than this beyond the run's `lastSeq` in the
+ * store. Writes go in batches of at most `flushMaxEvents` (which may not exceed
+ * this), so normally at most `flushMaxEvents - 1` shown events are unwritten;
+ * while the store refuses writes, `read` holds viewers at this bound. Recovery
+ * after a crash (`recover-interrupted.ts`) numbers the `interrupted` exit past it,
+ * so a viewer resuming from anything it was shown still gets the exit, and no
+ * seq ever names two different events (the price: a gap in seq before that exit).
+ */
+export const MAX_UNSTORED_SHOWN = 512;
+
 export const DEFAULT_JOURNAL_LIMITS: JournalLimits = {
   tailBytes: 512 * 1024,
   flushIntervalMs: 25,
-  flushMaxEvents: 512,
+  flushMaxEvents: MAX_UNSTORED_SHOWN,
 };
+
+/** Longest wait between retries of a write the store refused. */
+const MAX_RETRY_MS = 1000;
 
 function sizeOf(body: RunEventBody): number {
   if (body.type === "agent") return body.raw.length + 64;
@@ -53,6 +68,11 @@ function statusChange(event: RunEvent): RunUpdate | null {
  * viewers rarely touch the store. Appending never waits for a viewer (a slow
  * or paused viewer only moves its own cursor), so the provider is never held
  * up and memory stays flat: the store is the buffer.
+ *
+ * A store that refuses a write (disk full, I/O error) never costs an event:
+ * appending goes on (seq and tail as always), what is unwritten stays pending
+ * and in the tail (never evicted) and is written again on a timer until the
+ * store takes it, and `onWriteError` is told once, so the run can be ended.
  */
 export class RunJournal {
   private seq = 0;
@@ -60,16 +80,27 @@ export class RunJournal {
   private tail: RunEvent[] = [];
   private tailHead = 0;
   private tailBytes = 0;
+  /** Events not yet written: exactly those with seq in (flushedSeq, seq]. */
   private pending: RunEvent[] = [];
+  /** Seq of the last event the store has (advanced only by a write that succeeded). */
   private flushedSeq = 0;
+  /** The run's row changes not yet written (meta's and exit's, merged), written with `pending`. */
+  private pendingUpdate: RunUpdate | null = null;
   private flushTimer: NodeJS.Timeout | undefined;
   private waiters: (() => void)[] = [];
   private created = false;
   private ended = false;
+  /** Pending size that writes at once: `flushMaxEvents`, or never while the store refuses (the retry timer writes). */
+  private flushAt: number;
+  /** Delay of the next retry of a refused write; 0 while writes succeed. */
+  private retryMs = 0;
+  private writeErrorReported = false;
 
   private readonly readLine: LineReader;
   private readonly limits: JournalLimits;
   private readonly onReadBack: (events: number) => void;
+  private readonly onWriteError: (err: unknown) => void;
+  private readonly onFlushTimer = () => this.flush();
 
   constructor(
     private readonly record: RunRecord,
@@ -81,11 +112,23 @@ export class RunJournal {
       limits?: JournalLimits;
       /** Told how many events a viewer behind the tail read from the store. */
       onReadBack?: (events: number) => void;
+      /**
+       * Told (once, never inside `append`) that the store refused a write. The
+       * journal keeps every event and retries; the run should end.
+       */
+      onWriteError?: (err: unknown) => void;
     } = {},
   ) {
     this.readLine = opts.readLine ?? (() => []);
     this.limits = opts.limits ?? DEFAULT_JOURNAL_LIMITS;
     this.onReadBack = opts.onReadBack ?? (() => {});
+    this.onWriteError = opts.onWriteError ?? (() => {});
+    if (!(this.limits.flushMaxEvents >= 1 && this.limits.flushMaxEvents <= MAX_UNSTORED_SHOWN)) {
+      throw new Error(
+        `flushMaxEvents must be 1-${MAX_UNSTORED_SHOWN} (crash recovery relies on it), not ${this.limits.flushMaxEvents}`,
+      );
+    }
+    this.flushAt = this.limits.flushMaxEvents;
   }
 
   get runId(): string {
@@ -100,48 +143,39 @@ export class RunJournal {
     return this.ended;
   }
 
-  /** Append one event. The run's row is created with the first one (a run refused earlier leaves nothing). */
+  /**
+   * Append one event; it never throws for the store. The run's row is created
+   * with the first one (a run refused earlier leaves nothing).
+   */
   append(body: RunEventBody): RunEvent {
     if (this.ended) throw new Error(`journal of run ${this.runId} has ended`);
     const event: RunEvent = { runId: this.runId, seq: this.seq + 1, timeMs: this.now(), body };
+    this.seq = event.seq;
+    this.tail.push(event);
+    this.tailBytes += sizeOf(body);
+    this.pending.push(event);
     const update = statusChange(event);
     if (update) {
       // The run's row (with its first event), what is pending, this event and the status it
       // brings: one transaction, as a burst of run starts fills the store's log and each
       // checkpoint of it stops the event loop for an fsync.
-      const batch = [...this.pending, event];
-      this.store.atomically(() => {
-        if (!this.created) this.store.createRun(this.record);
-        this.store.appendEvents(this.runId, batch);
-        this.store.updateRun(this.runId, update);
-      });
-      this.created = true;
-      clearTimeout(this.flushTimer);
-      this.flushTimer = undefined;
-      this.pending = [];
-      this.flushedSeq = event.seq;
+      this.pendingUpdate = this.pendingUpdate ? { ...this.pendingUpdate, ...update } : update;
+      this.flush();
     } else {
-      if (!this.created) {
-        this.store.createRun(this.record);
-        this.created = true;
-      }
-      this.pending.push(event);
-      if (this.pending.length >= this.limits.flushMaxEvents) this.flush();
-      else this.flushTimer ??= setTimeout(() => this.flush(), this.limits.flushIntervalMs);
+      if (!this.created) this.createRow();
+      if (this.pending.length >= this.flushAt) this.flush();
+      else this.flushTimer ??= setTimeout(this.onFlushTimer, this.limits.flushIntervalMs);
     }
-    this.seq = event.seq;
-    this.tail.push(event);
-    this.tailBytes += sizeOf(body);
     this.evict();
     for (const w of this.waiters.splice(0)) w();
     return event;
   }
 
-  /** No more events: write what is pending and release every waiting viewer. */
+  /** No more events: write what is pending (or keep retrying) and release every waiting viewer. */
   end(): void {
     if (this.ended) return;
-    this.flush();
     this.ended = true;
+    this.flush();
     for (const w of this.waiters.splice(0)) w();
   }
 
@@ -151,46 +185,120 @@ export class RunJournal {
    * then kept on the event) only when `typedItems`.
    */
   read(afterSeq: number, max: number, typedItems = true): RunEvent[] {
+    const shown = this.shownSeq();
+    if (afterSeq >= shown) return [];
+    const count = Math.min(max, shown - afterSeq);
     const first = this.tail[this.tailHead];
     if (first && afterSeq + 1 >= first.seq) {
       const start = this.tailHead + afterSeq + 1 - first.seq;
-      const events = this.tail.slice(start, start + max);
+      const events = this.tail.slice(start, start + count);
       // Live lines carry no items until a typed viewer reads them (providers/agent-line.ts).
       return typedItems ? rehydrate(events, this.readLine) : events;
     }
-    if (afterSeq >= this.seq) return [];
     // Evicted events were flushed before eviction, so the store has them.
     const events = readBack(
       this.store,
       this.runId,
       afterSeq,
-      max,
+      count,
       typedItems ? this.readLine : null,
     );
     this.onReadBack(events.length);
     return events;
   }
 
-  /** Resolves when an event after `afterSeq` exists or the journal ended. */
+  /** Resolves when an event after `afterSeq` can be read or the journal ended. */
   waitForMore(afterSeq: number): Promise<void> {
-    if (afterSeq < this.seq || this.ended) return Promise.resolve();
+    if (afterSeq < this.shownSeq() || this.ended) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
+  /**
+   * The last seq a viewer may read (MAX_UNSTORED_SHOWN): while writes succeed
+   * that is every event, as at most `flushMaxEvents - 1` are unwritten. Once
+   * the journal ended every event is shown, the final exit included, even if
+   * the store still refuses them (it is retried; see README, restart safety).
+   */
+  private shownSeq(): number {
+    return this.ended ? this.seq : Math.min(this.seq, this.flushedSeq + this.limits.flushMaxEvents);
+  }
+
+  /** The run's row for a first event that changes no status (its own commit, as GetRun of a queued run needs it). */
+  private createRow(): void {
+    try {
+      this.store.createRun(this.record);
+      this.created = true;
+    } catch (err) {
+      this.writeFailed(err);
+    }
+  }
+
+  /**
+   * Write what is pending: events alone in one `appendEvents` (the fast path),
+   * or with the row's creation and status change in one transaction. A write
+   * the store refuses leaves everything pending, to be retried.
+   */
   private flush(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    if (this.pending.length === 0) return;
     const batch = this.pending;
+    const last = batch[batch.length - 1];
+    const update = this.pendingUpdate;
+    if (last === undefined && update === null) return;
+    try {
+      if (this.created && update === null) {
+        this.store.appendEvents(this.runId, batch);
+      } else {
+        this.store.atomically(() => {
+          if (!this.created) this.store.createRun(this.record);
+          if (last !== undefined) this.store.appendEvents(this.runId, batch);
+          if (update !== null) this.store.updateRun(this.runId, update);
+        });
+        this.created = true;
+        this.pendingUpdate = null;
+      }
+    } catch (err) {
+      this.writeFailed(err);
+      return;
+    }
     this.pending = [];
-    this.store.appendEvents(this.runId, batch);
-    this.flushedSeq = batch[batch.length - 1]?.seq ?? this.flushedSeq;
+    if (last !== undefined) this.flushedSeq = last.seq;
+    if (this.retryMs !== 0) this.writesResumed();
+  }
+
+  /** The store refused a write: keep everything, retry on a timer, tell the run once. */
+  private writeFailed(err: unknown): void {
+    this.flushAt = Number.POSITIVE_INFINITY;
+    this.retryMs =
+      this.retryMs === 0 ? this.limits.flushIntervalMs : Math.min(this.retryMs * 2, MAX_RETRY_MS);
+    clearTimeout(this.flushTimer);
+    // Unref'd: a store that stays broken must not keep a stopping process alive.
+    this.flushTimer = setTimeout(this.onFlushTimer, this.retryMs).unref();
+    if (this.writeErrorReported) return;
+    this.writeErrorReported = true;
+    // Never inside append: the callback may end the run, which appends.
+    queueMicrotask(() => {
+      try {
+        this.onWriteError(err);
+      } catch {
+        // The journal's own state is consistent; a failing callback changes nothing here.
+      }
+    });
+  }
+
+  /** A retried write succeeded: back to batching, and viewers held at the bound may go on. */
+  private writesResumed(): void {
+    this.retryMs = 0;
+    this.flushAt = this.limits.flushMaxEvents;
+    this.evict();
+    for (const w of this.waiters.splice(0)) w();
   }
 
   /**
    * Drop the oldest tail events beyond the byte budget, but only ones already
    * written (the store must have anything the tail forgets). Unwritten events
-   * stay until the next batch, so the tail exceeds its budget by at most one batch.
+   * stay until the next batch, so the tail exceeds its budget by at most one
+   * batch (more only while the store refuses writes).
    */
   private evict(): void {
     if (this.tailBytes <= this.limits.tailBytes) return;

@@ -41,6 +41,8 @@ export interface SupervisedProcess {
   lines(): AsyncIterable<ProcessLine>;
   /** Resolves once the leader exited and its group was cleaned up. Never rejects. */
   readonly exited: Promise<ProcessExit>;
+  /** Resolves as soon as the leader exited, before its group is cleaned up. Never rejects. */
+  readonly leaderExited: Promise<void>;
   /** Idempotent: SIGTERM the group, SIGKILL after the grace; resolves when the leader is reaped. */
   terminate(): Promise<void>;
 }
@@ -171,6 +173,7 @@ export async function startSupervisedProcess(
   const proc: SupervisedProcess = {
     pid,
     exited,
+    leaderExited: leaderExit.then(() => undefined),
     terminate,
     async *lines() {
       for await (const batch of proc.lineBatches()) yield* batch;

@@ -1,7 +1,7 @@
 import type { ExitReason } from "../events/run-event.js";
 
-/** Reasons the runner itself ends a run (everything but `completed` and `error`). */
-export type AbortReason = Exclude<ExitReason, "completed" | "error" | "interrupted">;
+/** Reasons the runner itself ends a live run (`error`: the run store refused a write). */
+export type AbortReason = Exclude<ExitReason, "completed" | "interrupted">;
 
 /**
  * The abort reason carried by a run's AbortSignal. Timeout, idle timeout,
@@ -22,7 +22,7 @@ const KILLED = "the runner ended the provider's process group";
 
 /** Build the abort for a reason, with a message that says what happened and which knob applies. */
 export function runAborted(
-  reason: AbortReason | "idle",
+  reason: Exclude<AbortReason, "error"> | "idle",
   limits: { maxRuntimeMs: number; idleTimeoutMs: number },
 ): RunAborted {
   switch (reason) {
@@ -58,5 +58,18 @@ export function retriesExhausted(failures: number, lastError: string): RunAborte
   return new RunAborted(
     "retries_exhausted",
     `The provider's model call failed ${failures} times (last error: ${lastError}); ${KILLED} instead of letting it retry on its own. Check the model endpoint and key.`,
+  );
+}
+
+/**
+ * The run store refused a write (disk full, I/O error): the run ends as any
+ * failure after streaming began, with reason `error`. The journal keeps its
+ * events and retries (journal/run-journal.ts).
+ */
+export function storeWriteFailed(err: unknown): RunAborted {
+  const why = err instanceof Error ? err.message : String(err);
+  return new RunAborted(
+    "error",
+    `The run store could not be written (${why}); the runner ended the run. Its events are kept in memory and written when the store accepts them again, but a restart of the runner before then loses them.`,
   );
 }

@@ -1,7 +1,7 @@
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Lease } from "../admission/lease.js";
-import { toRunnerError } from "../errors/runner-error.js";
+import { RunnerError, toRunnerError } from "../errors/runner-error.js";
 import type { AgentPolicy, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
@@ -44,6 +44,22 @@ const QUEUE_REPORT_INTERVAL_MS = 1000;
 function throwIfAborted(state: RunState): void {
   const reason = state.abortReason;
   if (reason) throw reason;
+}
+
+/**
+ * What a caller whose run ended before its first event is told: a shutdown
+ * is the runner's 503 / `unavailable`, as for a run refused while closing
+ * (the other aborts cannot come before a first event, or nobody hears them).
+ */
+function beforeFirstEvent(err: unknown): unknown {
+  if (err instanceof RunAborted && err.reason === "shutdown") {
+    return new RunnerError(
+      "SHUTTING_DOWN",
+      "The runner shut down before the run started; retry on another instance.",
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 /** FermiLink's return_code: the exit code, or minus the signal number (spec §2.2). */
@@ -148,12 +164,13 @@ export async function executeRun(
   try {
     lease = await admit(deps, state, plan);
     throwIfAborted(state);
-    state.phase = "preparing";
+    state.phase = "locking";
     // Waiting for an earlier run on the session (it may take minutes) is reported like waiting
     // for a slot: the caller gets its answer at once, and the stream keeps its keepalives.
     unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal, (position, waiting) =>
       state.emit({ type: "queued", position, queueSize: waiting }),
     );
+    state.phase = "preparing";
     // Counted from here: a run waiting for its session (behind a run that may last minutes)
     // prepares nothing, and must not hold other runs' provider starts back.
     donePreparing = notePreparing();
@@ -220,6 +237,13 @@ export async function executeRun(
     const onAbort = () => void running.terminate();
     state.signal.addEventListener("abort", onAbort, { once: true });
     if (state.signal.aborted) onAbort();
+    // The outcome is the provider's once its leader has exited: a cancel, timeout or departed
+    // caller while its group is still being cleaned up (an orphan holding the pipes) changes
+    // nothing (RunState.abort), and the limits stop counting.
+    void running.leaderExited.then(() => {
+      state.processExited = true;
+      for (const t of timers) clearTimeout(t);
+    });
     // FermiLink counts the limit from the stream start (§10 item 11); we count from spawn.
     timers.push(
       setTimeout(() => state.abort(runAborted("timeout", config.run)), config.run.maxRuntimeMs),
@@ -250,7 +274,6 @@ export async function executeRun(
       }
     }
     const exit = await running.exited;
-    state.processExited = true;
     state.signal.removeEventListener("abort", onAbort);
     const aborted = state.abortReason;
     await releaseAll();
@@ -278,7 +301,7 @@ export async function executeRun(
     );
   } catch (err) {
     if (!state.emittedAny) {
-      state.failBeforeFirstEvent(err);
+      state.failBeforeFirstEvent(beforeFirstEvent(err));
       return;
     }
     await releaseAll();

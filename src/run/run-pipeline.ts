@@ -13,7 +13,7 @@ import { getProviderAdapter } from "../providers/registry.js";
 import { resolveRunPolicy } from "../providers/runtime-policy.js";
 import { generateSessionId, resolveSessionDir } from "../workspace/session-path.js";
 import { resolveActiveProvider } from "./active-provider.js";
-import { runAborted } from "./run-abort.js";
+import { runAborted, storeWriteFailed } from "./run-abort.js";
 import type { RunPipelineDeps } from "./run-deps.js";
 import { executeRun } from "./run-execution.js";
 import { type RunRequestInput, validateRunRequest } from "./run-request.js";
@@ -108,6 +108,14 @@ export class RunPipeline {
     const journal = new RunJournal(record, this.deps.store, this.deps.now, {
       readLine: (raw) => readLine(adapter, raw),
       onReadBack: (events) => this.deps.observer.readBack(events),
+      // The journal keeps every event and retries; the run ends as any failure after streaming began.
+      onWriteError: (err) => {
+        this.deps.logger.error(
+          { err, runId: state.runId },
+          "run store write failed; ending the run",
+        );
+        state.abort(storeWriteFailed(err));
+      },
     });
     const state = new RunState(journal, sessionId, req.userId);
     const onCallerGone = () => state.abort(runAborted("client_gone", config.run));
@@ -248,15 +256,17 @@ export class RunPipeline {
   }
 
   /**
-   * Ordered shutdown (design §7): refuse new runs, end queued ones at once,
-   * let live ones run for `graceMs`, then end them with reason `shutdown`,
-   * and wait until every process group is gone.
+   * Ordered shutdown (design §7): refuse new runs, end at once every run
+   * whose provider has not started (waiting for a slot or its session, or
+   * preparing: no new CLI starts once shutdown began), let live ones run for
+   * `graceMs`, then end them with reason `shutdown`, and wait until every
+   * process group is gone.
    */
   async shutdown(graceMs: number): Promise<void> {
     this.closing = true;
-    const abortAll = (onlyWaiting: boolean) => {
+    const abortAll = (onlyNotStarted: boolean) => {
       for (const { state } of this.runs.values()) {
-        if (!onlyWaiting || state.phase === "admitting")
+        if (!onlyNotStarted || state.phase !== "running")
           state.abort(runAborted("shutdown", this.deps.config.run));
       }
     };

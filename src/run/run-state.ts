@@ -3,7 +3,7 @@ import type { RunJournal } from "../journal/run-journal.js";
 import type { RunAborted } from "./run-abort.js";
 
 /** How far a run has got; shutdown treats waiting and running runs differently. */
-export type RunPhase = "admitting" | "preparing" | "running" | "finished";
+export type RunPhase = "admitting" | "locking" | "preparing" | "running" | "finished";
 
 /**
  * Per-run mutable state: the abort controller whose reason decides the exit
@@ -52,7 +52,7 @@ export class RunState {
   }
 
   abort(reason: RunAborted): void {
-    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    if (!this.controller.signal.aborted && !this.processExited) this.controller.abort(reason);
   }
 
   /** Append one journal entry. It never waits for a viewer: the journal is the buffer. */

@@ -86,6 +86,10 @@ function tellWaiters(q: readonly Waiter[]): void {
     const report = `${i}/${waiting}`;
     if (w.told === report) continue;
     w.told = report;
-    w.onWait?.(i, waiting);
+    try {
+      w.onWait?.(i, waiting);
+    } catch {
+      // A report that failed must not break the hand-over or strand the other waiters.
+    }
   }
 }

@@ -10,6 +10,7 @@ import {
   RunService,
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, type SseEvent } from "../helpers/sse-client.js";
 import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -124,6 +125,45 @@ describe("detach and Attach (Connect)", () => {
     await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
     const info = await client.getRun({ runId });
     expect(info.exitReason).toBe(ExitReason.CLIENT_GONE);
+  });
+});
+
+describe("a run store that refuses writes", () => {
+  it("ends the run with an exit of reason error saying the store could not be written, and loses no event", async () => {
+    const s = await startTestServer();
+    server = s;
+    // The app's own store, refusing every write while `failing` (a full disk).
+    const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
+    const realAppend = store.appendEvents.bind(store);
+    let failing = false;
+    store.appendEvents = (runId, events) => {
+      if (failing) throw new Error("SQLITE_FULL: database or disk is full");
+      realAppend(runId, events);
+    };
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const events: RunEvent[] = [];
+    // A tick every 200 ms for a minute: only the store's failure ends it early.
+    for await (const ev of client.run({ sessionId: "full", userPrompt: "#scenario=slow" })) {
+      events.push(ev);
+      if (ev.event.case === "agent") failing = true;
+    }
+    const runId = events[0]?.runId ?? "";
+    const exit = exitOf(events);
+    expect(exit?.reason).toBe(ExitReason.ERROR);
+    expect(exit?.message).toMatch(/run store could not be written \(SQLITE_FULL/);
+    expect(seqs(events)).toEqual(events.map((_, i) => i + 1));
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    // The store takes writes again: the journal's retry writes what it kept, exit included.
+    failing = false;
+    await until(
+      async () => (await client.getRun({ runId })).status === RunStatus.FINISHED,
+      "the kept events to be written",
+    );
+    const info = await client.getRun({ runId });
+    expect(info.exitReason).toBe(ExitReason.ERROR);
+    expect(Number(info.lastSeq)).toBe(events.length);
+    const replay = await collect(client.attach({ runId }));
+    expect(seqs(replay)).toEqual(seqs(events));
   });
 });
 

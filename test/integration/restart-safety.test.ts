@@ -13,6 +13,7 @@ import {
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
+import { MAX_UNSTORED_SHOWN } from "../../src/journal/run-journal.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
@@ -114,11 +115,37 @@ describe("restart safety", () => {
     expect(info.exitReason).toBe(ExitReason.INTERRUPTED);
     const events: RunEvent[] = [];
     for await (const e of client.attach({ runId })) events.push(e);
-    expect(events.map((e) => Number(e.seq))).toEqual(events.map((_, i) => i + 1));
+    // The stored events without a gap, then the exit past anything a viewer can have been shown.
+    const stored = events.slice(0, -1).map((e) => Number(e.seq));
+    expect(stored).toEqual(stored.map((_, i) => i + 1));
+    const storedLast = stored.at(-1) ?? 0;
+    const exitSeq = storedLast + MAX_UNSTORED_SHOWN + 1;
+    expect(Number(events.at(-1)?.seq)).toBe(exitSeq);
+    expect(Number(info.lastSeq)).toBe(exitSeq);
     expect(events[0]?.event.case).toBe("meta");
     expect(events.filter((e) => e.event.case === "agent").length).toBeGreaterThanOrEqual(3);
     const exit = events.at(-1)?.event;
     expect(exit?.case === "exit" && exit.value.reason).toBe(ExitReason.INTERRUPTED);
+    expect(exit?.case === "exit" && exit.value.killedByRunner).toBe(true);
+
+    // A viewer the dead runner had shown events it never stored (up to MAX_UNSTORED_SHOWN - 1
+    // of them) resumes after the last one it saw, and still gets the run's end.
+    const beyond = storedLast + MAX_UNSTORED_SHOWN - 1;
+    const resumed = await fetch(`http://127.0.0.1:${second.port}/runs/${runId}/events`, {
+      headers: { "last-event-id": String(beyond) },
+    });
+    expect(resumed.status).toBe(200);
+    const frames = [];
+    for await (const ev of parseSse(resumed.body as ReadableStream<Uint8Array>)) frames.push(ev);
+    expect(frames.map((f) => [f.event, Number(f.id)])).toEqual([["runner.exit", exitSeq]]);
+    const attached: RunEvent[] = [];
+    for await (const e of client.attach({ runId, afterSeq: BigInt(beyond) })) attached.push(e);
+    expect(attached.map((e) => [e.event.case, Number(e.seq)])).toEqual([["exit", exitSeq]]);
+    // Once it has the exit, its next reconnect is told to stop.
+    const over = await fetch(`http://127.0.0.1:${second.port}/runs/${runId}/events`, {
+      headers: { "last-event-id": String(exitSeq) },
+    });
+    expect(over.status).toBe(204);
 
     second.proc.kill("SIGTERM");
     expect(await second.exited).toBe(0);

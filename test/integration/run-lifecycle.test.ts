@@ -30,6 +30,14 @@ async function readPid(file: string, timeoutMs = 5000): Promise<number> {
   }
 }
 
+async function activeRuns(s: TestServer): Promise<number> {
+  const j = (await (await fetch(`${s.baseUrl}/ops/concurrency`)).json()) as {
+    active_total: number;
+    pending_total: number;
+  };
+  return j.active_total + j.pending_total;
+}
+
 /** Open a run, read frames until `until` matches, then hand back the live reader. */
 async function openRun(s: TestServer, body: unknown, until: (e: SseEvent) => boolean) {
   const ac = new AbortController();
@@ -232,6 +240,130 @@ describe("run lifecycle", () => {
       ),
     );
     expect(isAlive(inv.pid)).toBe(false);
+  });
+
+  it("a timed-out run whose provider left a process holding its output still ends, and that process is killed", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1" });
+    const t0 = Date.now();
+    const res = await postRun(server.baseUrl, {
+      session_id: "escapee-out",
+      user_prompt: "#scenario=escapee-holding-output",
+    });
+    // Without the cut, the exit waited the escapee's 60 s (the test's time limit first).
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(JSON.parse(res.events.at(-1)?.data ?? "{}")).toMatchObject({ reason: "timeout" });
+    const repo = path.join(server.workspacesRoot, "escapee-out", "repo", ".fake-agent");
+    await waitUntilGone([await readPid(path.join(repo, "escapee.pid"))], 5000);
+    expect(await activeRuns(server)).toBe(0);
+  });
+
+  it("a process the provider left behind in a session of its own is killed after the run", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS: "0.2" });
+    const res = await postRun(server.baseUrl, {
+      session_id: "escapee-daemon",
+      user_prompt: "#scenario=escapee-daemon",
+    });
+    expect(JSON.parse(res.events.at(-1)?.data ?? "{}")).toMatchObject({ reason: "completed" });
+    const repo = path.join(server.workspacesRoot, "escapee-daemon", "repo", ".fake-agent");
+    const escapee = await readPid(path.join(repo, "escapee.pid"));
+    await waitUntilGone([escapee], 5000);
+  });
+
+  it("a cancel after the provider exited with its result (its group still being cleaned up) changes nothing", async () => {
+    // The grandchild ignores SIGTERM and holds the pipes: the group takes the kill grace to go.
+    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "2" });
+    const { events, it: reader } = await openRun(
+      server,
+      { session_id: "done-then-cancel", user_prompt: "#scenario=done-leaving-stubborn-grandchild" },
+      (e) => e.event === "agent",
+    );
+    const runId = JSON.parse(events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
+    const inv = JSON.parse(
+      await readFile(
+        path.join(
+          server.workspacesRoot,
+          "done-then-cancel",
+          "repo",
+          ".fake-agent",
+          "invocation.json",
+        ),
+        "utf8",
+      ),
+    );
+    await waitUntilGone([inv.pid], 5000);
+    const cancel = await fetch(`${server.baseUrl}/runs/${runId}/cancel`, { method: "POST" });
+    expect(cancel.status).toBe(200);
+    let last: SseEvent | undefined;
+    for (let n = await reader.next(); !n.done; n = await reader.next()) last = n.value;
+    expect(JSON.parse(last?.data ?? "{}")).toMatchObject({
+      reason: "completed",
+      return_code: 0,
+      succeeded: true,
+      killed_by_runner: false,
+    });
+  });
+
+  it("shutdown ends a run waiting for its session at once, and starts no provider for it", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "3" });
+    const first = await openRun(
+      server,
+      { session_id: "shared", user_prompt: "#scenario=sleep-1s" },
+      (e) => e.event === "agent",
+    );
+    const res = await fetch(`${server.baseUrl}/run`, {
+      method: "POST",
+      body: JSON.stringify({ session_id: "shared", user_prompt: "#scenario=slow" }),
+    });
+    // SSE tells a waiting caller its place as a comment (FermiLink's frames have no `queued`).
+    const comments: string[] = [];
+    const second = parseSse(res.body as ReadableStream<Uint8Array>, (c) => comments.push(c))[
+      Symbol.asyncIterator
+    ]();
+    const rest: SseEvent[] = [];
+    const reading = (async () => {
+      for (let n = await second.next(); !n.done; n = await second.next()) rest.push(n.value);
+    })();
+    while (!comments.includes("queued 1/1")) await new Promise((r) => setTimeout(r, 10));
+    const t0 = Date.now();
+    const closing = server.app.close();
+    await reading;
+    // Ended at once, not after the run before it (1 s) or the grace (3 s).
+    expect(Date.now() - t0).toBeLessThan(900);
+    expect(rest.map((e) => e.event)).toEqual(["runner.exit"]);
+    expect(JSON.parse(rest[0]?.data ?? "{}")).toMatchObject({ reason: "shutdown" });
+    for (let n = await first.it.next(); !n.done; n = await first.it.next());
+    await closing;
+    // The session's one provider was the first run's (the fake agent records each start).
+    const inv = JSON.parse(
+      await readFile(
+        path.join(server.workspacesRoot, "shared", "repo", ".fake-agent", "invocation.json"),
+        "utf8",
+      ),
+    );
+    expect(inv.argv.join(" ")).toContain("#scenario=sleep-1s");
+  });
+
+  it("a run that had sent nothing when shutdown began is refused as the runner draining (503)", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SPARE_WORKSPACES: "0" });
+    // The file-system worker busy with a big batch: the run waits there, before its first event.
+    const busyDir = path.join(server.workspacesRoot, "..", "busy");
+    const busy = workspaceFs.run(
+      Array.from({ length: 3000 }, (_, i) => ({ op: "mkdir" as const, path: `${busyDir}-${i}` })),
+    );
+    const res = fetch(`${server.baseUrl}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session_id: "never-started", user_prompt: "#scenario=slow" }),
+    });
+    for (let i = 0; i < 200 && server.app.pipeline.liveRuns === 0; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const closing = server.app.close();
+    const r = await res;
+    expect(r.status).toBe(503);
+    expect(await r.json()).toMatchObject({ code: "SHUTTING_DOWN" });
+    await closing;
+    expect((await busy).failedAt).toBe(-1);
   });
 
   it("shutdown ends a live run with reason shutdown and leaves no process behind", async () => {

@@ -183,12 +183,15 @@ export class SpawnHelper {
    * The helper died (it is only killed with the runner, so this is a crash):
    * runs still starting fail; children it started live on in their own
    * process groups, so their groups are killed and their exit reported as
-   * SIGKILL. The next launch starts a new helper.
+   * SIGKILL. A child whose pid never arrived cannot be killed from here: the
+   * caller's orphan sweep finds it by its run id (orphan-sweeper.ts). The
+   * next launch starts a new helper.
    */
   private onHelperGone(helper: ChildProcess): void {
     if (this.helper === helper) this.helper = null;
     for (const [id, child] of this.children) {
       if (child.pid === undefined || !(child.stdout && child.stderr)) {
+        if (child.pid !== undefined) this.killGroup(child.pid);
         this.fail(id, spawnError("", "The spawn helper exited before the provider started."));
         continue;
       }

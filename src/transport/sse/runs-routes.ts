@@ -126,6 +126,9 @@ export async function handleRunsRoute(
         const record = deps.pipeline.isLive(route.runId)
           ? null
           : deps.pipeline.getRun(route.runId, viewer);
+        // lastSeq is the seq of the run's last stored event (compared, never counted: a run
+        // closed after a crash has a gap in seq before its exit, and any cursor a viewer was
+        // given by the crashed process is below that exit; recover-interrupted.ts).
         if (record && after >= record.lastSeq) {
           res.writeHead(204);
           res.end();

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
 import { followRun } from "../../../src/fanout/follow-run.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
+import type { RunRecord, RunUpdate } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
 import { runRecord as record } from "../../helpers/run-record.js";
 
@@ -39,6 +40,20 @@ const exit = {
   durationMs: 5,
   message: "",
 };
+
+const meta = {
+  type: "meta" as const,
+  sessionId: "s",
+  agent: {
+    provider: "codex",
+    sandboxPolicy: "enforce",
+    sandboxMode: null,
+    model: null,
+    reasoningEffort: null,
+  },
+  workspacePath: "/w",
+  package: null,
+} satisfies RunEventBody;
 
 describe("RunJournal", () => {
   it("keeps a bounded tail in memory and serves older events from the store, in order", () => {
@@ -160,19 +175,6 @@ describe("RunJournal", () => {
 });
 
 describe("RunJournal writes", () => {
-  const meta = {
-    type: "meta" as const,
-    sessionId: "s",
-    agent: {
-      provider: "codex",
-      sandboxPolicy: "enforce",
-      sandboxMode: null,
-      model: null,
-      reasoningEffort: null,
-    },
-    workspacePath: "/w",
-    package: null,
-  } satisfies RunEventBody;
   /** Bytes of the store's write-ahead log after 40 runs, each a start, a line and an end. */
   async function logBytesFor40Runs(file: string, runStore: SqliteRunStore): Promise<number> {
     for (let i = 0; i < 40; i++) {
@@ -208,19 +210,177 @@ describe("RunJournal writes", () => {
     ]);
   });
 
-  it("leaves the journal as it was when the store refuses a start", () => {
-    const failing = new (class extends SqliteRunStore {
-      override updateRun(): void {
-        throw new Error("disk full");
-      }
-    })(path.join(dir, "failing.sqlite3"));
-    const j = new RunJournal(record("rf"), failing, () => 42);
-    expect(() => j.append(meta)).toThrow("disk full");
-    // Nothing of the failed transaction is kept: no row, no event, no sequence number used.
-    expect(failing.getRun("rf")).toBeNull();
-    expect(j.lastSeq).toBe(0);
-    expect(j.read(0, 10)).toEqual([]);
-    failing.close();
+  it("writes lines in one appendEvents per batch, with a transaction only for meta and exit", () => {
+    const counting = new CountingStore(path.join(dir, "counting.sqlite3"));
+    const j = new RunJournal(record("rc"), counting, () => 42, {
+      limits: { tailBytes: 64 * 1024, flushIntervalMs: 1000, flushMaxEvents: 100 },
+    });
+    j.append(meta);
+    for (let i = 1; i <= 1000; i++) j.append(line(i));
+    j.append(exit);
+    j.end();
+    // meta (with the row) and exit each in one transaction; the lines, 10 batches, none.
+    expect(counting.calls).toEqual({ appendEvents: 12, atomically: 2 });
+    expect(counting.getRun("rc")).toMatchObject({ status: "finished", lastSeq: 1002 });
+    counting.close();
+  });
+});
+
+/** The real store, refusing every write while `failing` (a full disk, an I/O error). */
+class FlakyStore extends SqliteRunStore {
+  failing = false;
+  private check(): void {
+    if (this.failing) throw new Error("SQLITE_FULL: database or disk is full");
+  }
+  override createRun(r: RunRecord): void {
+    this.check();
+    super.createRun(r);
+  }
+  override updateRun(runId: string, update: RunUpdate): void {
+    this.check();
+    super.updateRun(runId, update);
+  }
+  override appendEvents(runId: string, events: readonly RunEvent[]): void {
+    this.check();
+    super.appendEvents(runId, events);
+  }
+}
+
+/** The real store, counting the journal's write calls. */
+class CountingStore extends SqliteRunStore {
+  calls = { appendEvents: 0, atomically: 0 };
+  override appendEvents(runId: string, events: readonly RunEvent[]): void {
+    this.calls.appendEvents++;
+    super.appendEvents(runId, events);
+  }
+  override atomically(fn: () => void): void {
+    this.calls.atomically++;
+    super.atomically(fn);
+  }
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const storedSeqs = (s: SqliteRunStore, runId: string) =>
+  s.readEvents(runId, 0, 100_000).map((e) => e.seq);
+const upTo = (n: number, from = 1) => Array.from({ length: n - from + 1 }, (_, i) => i + from);
+
+describe("RunJournal when the store refuses writes", () => {
+  let flaky: FlakyStore;
+  beforeEach(() => {
+    flaky = new FlakyStore(path.join(dir, "flaky.sqlite3"));
+  });
+  afterEach(() => {
+    flaky.failing = false;
+    flaky.close();
+  });
+
+  it("loses no event and reuses no seq: the batch stays pending, in memory, and is written once the store takes it", async () => {
+    const errors: unknown[] = [];
+    const j = new RunJournal(record("rw"), flaky, () => 1, {
+      limits: { tailBytes: 2048, flushIntervalMs: 5, flushMaxEvents: 10 },
+      onWriteError: (err) => errors.push(err),
+    });
+    for (let i = 1; i <= 9; i++) j.append(line(i));
+    flaky.failing = true;
+    // The 10th fills a batch; its write fails. Appending goes on, every event with its own seq.
+    expect(j.append(line(10)).seq).toBe(10);
+    for (let i = 11; i <= 60; i++) expect(j.append(line(i)).seq).toBe(i);
+    await new Promise((r) => setTimeout(r, 30)); // a few retries, all refused
+    expect(storedSeqs(flaky, "rw")).toEqual([]);
+    expect(errors).toHaveLength(1);
+    expect(String(errors[0])).toContain("SQLITE_FULL");
+    // Nothing unwritten left memory (the tail is far over its 2 KB budget).
+    expect(j.read(0, 100).map((e) => e.seq)).toEqual(upTo(10));
+    flaky.failing = false;
+    await until(() => storedSeqs(flaky, "rw").length === 60, "the retried write");
+    j.append(exit);
+    j.end();
+    const seen: number[] = [];
+    for await (const e of followRun(j, 0)) seen.push(e.seq);
+    expect(seen).toEqual(upTo(61));
+    expect(storedSeqs(flaky, "rw")).toEqual(upTo(61));
+    expect(flaky.getRun("rw")).toMatchObject({ status: "finished", lastSeq: 61 });
+    expect(errors).toHaveLength(1);
+  });
+
+  it("holds viewers within flushMaxEvents of the store while it refuses writes, and shows every event once the journal ended", () => {
+    const j = new RunJournal(record("rb"), flaky, () => 1, {
+      limits: { tailBytes: 64 * 1024, flushIntervalMs: 1000, flushMaxEvents: 10 },
+    });
+    j.append(line(1)); // the row is created
+    flaky.failing = true;
+    for (let i = 2; i <= 30; i++) j.append(line(i));
+    expect(j.lastSeq).toBe(30);
+    // The store has nothing: a crash now must not leave a viewer beyond 0 + 10.
+    expect(j.read(0, 100).map((e) => e.seq)).toEqual(upTo(10));
+    expect(j.read(10, 100)).toEqual([]);
+    j.append(exit);
+    j.end();
+    expect(j.read(10, 100).map((e) => e.seq)).toEqual(upTo(31, 11));
+  });
+
+  it("never throws from the flush timer, and end() releases waiting viewers with the final exit while the store refuses it", async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on("uncaughtException", onUncaught);
+    try {
+      const errors: unknown[] = [];
+      const j = new RunJournal(record("rt"), flaky, () => 1, {
+        limits: { tailBytes: 64 * 1024, flushIntervalMs: 5, flushMaxEvents: 64 },
+        onWriteError: (err) => errors.push(err),
+      });
+      j.append(meta);
+      const seen: string[] = [];
+      const follower = (async () => {
+        for await (const e of followRun(j, 0)) seen.push(`${e.seq}:${e.body.type}`);
+      })();
+      flaky.failing = true;
+      j.append(line(1)); // written by the timer, which fails
+      await new Promise((r) => setTimeout(r, 30));
+      j.append(exit); // its status change fails too
+      j.end();
+      expect(j.isEnded).toBe(true);
+      await follower;
+      expect(seen).toEqual(["1:meta", "2:agent", "3:exit"]);
+      expect(errors).toHaveLength(1);
+      expect(uncaught).toEqual([]);
+      // The store keeps what it had: the run's row is still running until the retry gets through.
+      expect(flaky.getRun("rt")).toMatchObject({ status: "running", lastSeq: 1 });
+      flaky.failing = false;
+      await until(() => flaky.getRun("rt")?.status === "finished", "the retried end");
+      expect(storedSeqs(flaky, "rt")).toEqual([1, 2, 3]);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+  });
+
+  it("keeps a refused start pending: no row until the store takes it, then the row, the events and the status in one go", async () => {
+    const errors: unknown[] = [];
+    const j = new RunJournal(record("rf"), flaky, () => 42, {
+      limits: { tailBytes: 64 * 1024, flushIntervalMs: 5, flushMaxEvents: 64 },
+      onWriteError: (err) => errors.push(err),
+    });
+    flaky.failing = true;
+    expect(j.append({ type: "queued", position: 1, queueSize: 1 }).seq).toBe(1);
+    expect(j.append(meta).seq).toBe(2);
+    expect(j.read(0, 10).map((e) => e.body.type)).toEqual(["queued", "meta"]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(flaky.getRun("rf")).toBeNull();
+    expect(errors).toHaveLength(1);
+    flaky.failing = false;
+    await until(() => flaky.getRun("rf") !== null, "the retried start");
+    expect(flaky.getRun("rf")).toMatchObject({ status: "running", startedAtMs: 42, lastSeq: 2 });
+    expect(storedSeqs(flaky, "rf")).toEqual([1, 2]);
+    j.append(exit);
+    j.end();
+    expect(flaky.getRun("rf")).toMatchObject({ status: "finished", lastSeq: 3 });
   });
 });
 

@@ -190,12 +190,15 @@ describe.each([
     "ends lines() and kills a process that left the group holding the pipes, when the leader %s",
     async (_, abort) => {
       // `setsid` takes the sleep out of the group (and out of any group kill) with the pipes open;
-    // the leader gives it 0.3 s to do so before it goes on.
+      // the leader gives it 0.3 s to do so before it goes on.
       const runId = `escaped-${process.pid}-${Date.now()}`;
       const p = await startSupervisedProcess(
         {
           bin: "/bin/sh",
-          args: ["-c", `setsid sleep 30 & sleep 0.3; echo started; ${abort ? "exec sleep 60" : "exit 3"}`],
+          args: [
+            "-c",
+            `setsid sleep 30 & sleep 0.3; echo started; ${abort ? "exec sleep 60" : "exit 3"}`,
+          ],
           env: { PATH: process.env.PATH ?? "/usr/bin:/bin", [RUN_ID_ENV]: runId },
           cwd,
           maxLineBytes: 1 << 20,

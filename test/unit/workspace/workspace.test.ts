@@ -109,6 +109,20 @@ describe("SessionLock", () => {
     expect(heard.at(-1)).toBe("third 1/1");
     expect(lock.size).toBe(0);
   });
+
+  it("hands the session over and keeps every waiter when a place report throws", async () => {
+    const lock = new SessionLock();
+    const boom = () => {
+      throw new Error("the report failed");
+    };
+    const r1 = await lock.acquire("s");
+    const p2 = lock.acquire("s", undefined, boom);
+    const p3 = lock.acquire("s", undefined, boom);
+    r1();
+    (await p2)();
+    (await p3)();
+    expect(lock.size).toBe(0);
+  });
 });
 
 describe("prepareWorkspace", () => {

@@ -387,7 +387,9 @@ export type RunEvent = Message<"fermilink.runner.v1.RunEvent"> & {
   runId: string;
 
   /**
-   * Position in the run's journal, from 1, without gaps.
+   * Position in the run's journal, from 1, ascending, without gaps except
+   * before the `interrupted` exit of a run closed after a runner crash (it is
+   * numbered past every event a viewer may have been shown before the crash).
    *
    * @generated from field: uint64 seq = 2;
    */

@@ -1,0 +1,190 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { RunEvent } from "../../../src/events/run-event.js";
+import { recoverInterruptedRuns } from "../../../src/journal/recover-interrupted.js";
+import { MAX_UNSTORED_SHOWN } from "../../../src/journal/run-journal.js";
+import type { RunUpdate } from "../../../src/journal/run-store.js";
+import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
+import { runRecord as record } from "../../helpers/run-record.js";
+
+const run = promisify(execFile);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const src = (file: string) => pathToFileURL(path.join(ROOT, "src", file)).href;
+
+let dir: string;
+let file: string;
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "flr-recover-"));
+  file = path.join(dir, "runs.sqlite3");
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const log = (runId: string, seq: number): RunEvent => ({
+  runId,
+  seq,
+  timeMs: 5,
+  body: { type: "log", text: `line ${seq}`, truncated: false },
+});
+
+function exitsOf(store: SqliteRunStore, runId: string) {
+  return store.readEvents(runId, 0, 100_000).flatMap((e) => (e.body.type === "exit" ? [e] : []));
+}
+
+describe("recoverInterruptedRuns", () => {
+  it("after kill -9, numbers the exit past every event a live viewer was shown, so resuming from any of them gets it", async () => {
+    // A runner process streams a run, a viewer reads everything it is shown, then the process
+    // is killed -9 with a batch still unwritten (flushed every 60 s here, or every 512 events).
+    const child = `
+      import { writeSync } from "node:fs";
+      import { RunJournal } from ${JSON.stringify(src("journal/run-journal.ts"))};
+      import { SqliteRunStore } from ${JSON.stringify(src("journal/sqlite-run-store.ts"))};
+      const store = new SqliteRunStore(${JSON.stringify(file)});
+      const record = ${JSON.stringify(record("r", { status: "queued" }))};
+      const j = new RunJournal(record, store, Date.now, {
+        limits: { tailBytes: 1 << 20, flushIntervalMs: 60000, flushMaxEvents: 512 },
+      });
+      j.append({ type: "meta", sessionId: "s", agent: record.policy, workspacePath: "/w", package: null });
+      for (let i = 0; i < 700; i++) j.append({ type: "log", text: "line " + i, truncated: false });
+      let shown = 0;
+      for (;;) {
+        const batch = j.read(shown, 256, false);
+        if (batch.length === 0) break;
+        shown = batch[batch.length - 1].seq;
+      }
+      writeSync(1, JSON.stringify({ shown }) + "\\n");
+      process.kill(process.pid, "SIGKILL");
+    `;
+    const out = await run(
+      process.execPath,
+      ["--import", "tsx", "--input-type=module", "-e", child],
+      {
+        cwd: ROOT,
+      },
+    ).catch((err: { stdout: string; signal: string }) => {
+      expect(err.signal).toBe("SIGKILL");
+      return err;
+    });
+    const { shown } = JSON.parse(out.stdout) as { shown: number };
+    expect(shown).toBe(701);
+
+    const store = new SqliteRunStore(file);
+    try {
+      const stored = store.getRun("r")?.lastSeq ?? 0;
+      expect(stored).toBe(513); // meta, then one full batch of 512: the last 188 lines were lost
+      expect(recoverInterruptedRuns(store, 9000)).toEqual(new Set(["r"]));
+      const rec = store.getRun("r");
+      expect(rec).toMatchObject({ status: "finished", exitReason: "interrupted" });
+      expect(rec?.lastSeq).toBe(stored + MAX_UNSTORED_SHOWN + 1);
+      expect(rec?.lastSeq).toBeGreaterThan(shown);
+      // The viewer resumes after the last seq it saw (Attach after_seq, SSE Last-Event-ID).
+      const resumed = store.readEvents("r", shown, 10);
+      expect(resumed.map((e) => e.body.type)).toEqual(["exit"]);
+      expect(resumed[0]?.seq).toBe(rec?.lastSeq);
+      // Every stored event is in order, and only the exit follows a gap.
+      const seqs = store.readEvents("r", 0, 10_000).map((e) => e.seq);
+      expect(seqs).toEqual([...Array.from({ length: 513 }, (_, i) => i + 1), rec?.lastSeq]);
+    } finally {
+      store.close();
+    }
+  });
+
+  it("writes a run's exit and status in one transaction: a crash in between never leaves two exits", () => {
+    let store = new SqliteRunStore(file);
+    store.createRun(record("r", { status: "running" }));
+    store.appendEvents("r", [log("r", 1), log("r", 2)]);
+    store.close();
+    // The first restart dies after writing the exit, before the status.
+    const dying = new (class extends SqliteRunStore {
+      override updateRun(_runId: string, _update: RunUpdate): void {
+        throw new Error("kill -9 right here");
+      }
+    })(file);
+    expect(() => recoverInterruptedRuns(dying, 5000)).toThrow("kill -9 right here");
+    dying.close();
+    store = new SqliteRunStore(file);
+    try {
+      recoverInterruptedRuns(store, 6000);
+      expect(exitsOf(store, "r")).toHaveLength(1);
+      expect(store.getRun("r")).toMatchObject({ status: "finished", exitReason: "interrupted" });
+      // Started once more: nothing is live, nothing changes.
+      expect(recoverInterruptedRuns(store, 7000).size).toBe(0);
+      expect(exitsOf(store, "r")).toHaveLength(1);
+    } finally {
+      store.close();
+    }
+  });
+
+  it("only sets the status of a run whose last stored event is already an exit", () => {
+    const store = new SqliteRunStore(file);
+    try {
+      // What a recovery that committed its exit and then died (an older runner) left behind.
+      store.createRun(record("r", { status: "running" }));
+      store.appendEvents("r", [
+        log("r", 1),
+        {
+          runId: "r",
+          seq: 2,
+          timeMs: 4000,
+          body: {
+            type: "exit",
+            reason: "interrupted",
+            returnCode: null,
+            signal: null,
+            durationMs: 3000,
+            message: "The runner stopped.",
+            killedByRunner: true,
+            succeeded: false,
+          },
+        },
+      ]);
+      expect(recoverInterruptedRuns(store, 9000)).toEqual(new Set(["r"]));
+      expect(store.readEvents("r", 0, 10).map((e) => e.seq)).toEqual([1, 2]);
+      expect(store.getRun("r")).toMatchObject({
+        status: "finished",
+        lastSeq: 2,
+        endedAtMs: 4000,
+        exitReason: "interrupted",
+        exitMessage: "The runner stopped.",
+        succeeded: false,
+      });
+    } finally {
+      store.close();
+    }
+  });
+
+  it("says a provider was killed only for a run that could have started one", () => {
+    const store = new SqliteRunStore(file);
+    try {
+      store.createRun(record("waiting", { status: "queued" }));
+      store.appendEvents("waiting", [
+        {
+          runId: "waiting",
+          seq: 1,
+          timeMs: 2,
+          body: { type: "queued", position: 1, queueSize: 1 },
+        },
+      ]);
+      store.createRun(record("live", { status: "running" }));
+      store.appendEvents("live", [log("live", 1)]);
+      recoverInterruptedRuns(store, 9000);
+      const [waiting] = exitsOf(store, "waiting");
+      const [live] = exitsOf(store, "live");
+      expect(waiting?.body).toMatchObject({ reason: "interrupted", killedByRunner: false });
+      expect(waiting?.body.type === "exit" && waiting.body.message).toMatch(
+        /waiting to start; no provider process was started/,
+      );
+      expect(live?.body).toMatchObject({ reason: "interrupted", killedByRunner: true });
+      expect(live?.body.type === "exit" && live.body.message).toMatch(/provider process/);
+      expect(store.getRun("waiting")?.exitMessage).toMatch(/no provider process was started/);
+    } finally {
+      store.close();
+    }
+  });
+});
