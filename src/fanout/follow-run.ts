@@ -9,8 +9,8 @@ export interface RunEventSource {
    * only the raw line).
    */
   read(afterSeq: number, max: number, typedItems: boolean): RunEvent[];
-  /** Resolves when there may be more after `afterSeq`, or the run ended. */
-  waitForMore(afterSeq: number): Promise<void>;
+  /** Resolves when there may be more after `afterSeq`, the run ended, or `signal` aborted. */
+  waitForMore(afterSeq: number, signal?: AbortSignal): Promise<void>;
   /** No event will be added any more. */
   readonly isEnded: boolean;
 }
@@ -29,13 +29,16 @@ export async function* followRunBatches(
   source: RunEventSource,
   afterSeq: number,
   typedItems = true,
+  /** The viewer left: the follow ends at once, even while the run is quiet. */
+  signal?: AbortSignal,
 ): AsyncGenerator<readonly RunEvent[]> {
   let cursor = afterSeq;
   for (;;) {
+    if (signal?.aborted) return;
     const batch = source.read(cursor, READ_BATCH, typedItems);
     if (batch.length === 0) {
       if (source.isEnded) return;
-      await source.waitForMore(cursor);
+      await source.waitForMore(cursor, signal);
       continue;
     }
     cursor = batch[batch.length - 1]?.seq ?? cursor;

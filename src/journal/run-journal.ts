@@ -167,7 +167,7 @@ export class RunJournal {
       else this.flushTimer ??= setTimeout(this.onFlushTimer, this.limits.flushIntervalMs);
     }
     this.evict();
-    for (const w of this.waiters.splice(0)) w();
+    this.wakeWaiters();
     return event;
   }
 
@@ -176,7 +176,7 @@ export class RunJournal {
     if (this.ended) return;
     this.ended = true;
     this.flush();
-    for (const w of this.waiters.splice(0)) w();
+    this.wakeWaiters();
   }
 
   /**
@@ -207,10 +207,42 @@ export class RunJournal {
     return events;
   }
 
-  /** Resolves when an event after `afterSeq` can be read or the journal ended. */
-  waitForMore(afterSeq: number): Promise<void> {
-    if (afterSeq < this.shownSeq() || this.ended) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+  /**
+   * Resolves when an event after `afterSeq` can be read, the journal ended, or
+   * `signal` aborted (a viewer that left: its wait is dropped at once, not
+   * kept until the run's next event).
+   */
+  waitForMore(afterSeq: number, signal?: AbortSignal): Promise<void> {
+    if (afterSeq < this.shownSeq() || this.ended || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      if (signal === undefined) {
+        this.waiters.push(resolve);
+        return;
+      }
+      const wake = () => {
+        signal.removeEventListener("abort", leave);
+        resolve();
+      };
+      const leave = () => {
+        const i = this.waiters.indexOf(wake);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve();
+      };
+      signal.addEventListener("abort", leave, { once: true });
+      this.waiters.push(wake);
+    });
+  }
+
+  /** Viewers waiting for more (tests: one that left is not among them). */
+  get waitingViewers(): number {
+    return this.waiters.length;
+  }
+
+  private wakeWaiters(): void {
+    if (this.waiters.length === 0) return;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
   }
 
   /**
@@ -291,7 +323,7 @@ export class RunJournal {
     this.retryMs = 0;
     this.flushAt = this.limits.flushMaxEvents;
     this.evict();
-    for (const w of this.waiters.splice(0)) w();
+    this.wakeWaiters();
   }
 
   /**

@@ -53,6 +53,11 @@ export class RunPipeline {
     return this.runs.size;
   }
 
+  /** Viewers of a live run waiting for its next event (0 when it is not live); for tests and ops. */
+  viewersWaiting(runId: string): number {
+    return this.runs.get(runId)?.state.journal.waitingViewers ?? 0;
+  }
+
   /**
    * `opts.typedItems` false: the caller sends raw lines only (the SSE face),
    * so events read back from the store need not have their items re-derived.
@@ -143,7 +148,12 @@ export class RunPipeline {
     return {
       runId: state.runId,
       sessionId,
-      events: this.callerStream(state, req.detach ? null : onCallerGone, opts.typedItems ?? true),
+      events: this.callerStream(
+        state,
+        req.detach ? null : onCallerGone,
+        opts.typedItems ?? true,
+        opts.callerSignal,
+      ),
     };
   }
 
@@ -152,10 +162,11 @@ export class RunPipeline {
     state: RunState,
     onLeave: (() => void) | null,
     typedItems: boolean,
+    callerSignal: AbortSignal,
   ): AsyncGenerator<readonly RunEvent[]> {
     let sawExit = false;
     try {
-      for await (const batch of followRunBatches(state.journal, 0, typedItems)) {
+      for await (const batch of followRunBatches(state.journal, 0, typedItems, callerSignal)) {
         if (batch[batch.length - 1]?.body.type === "exit") sawExit = true;
         yield batch;
       }
@@ -167,18 +178,19 @@ export class RunPipeline {
   /**
    * Watch a run from after `afterSeq`: replay, then follow live events until
    * the exit event. Works for live and finished runs; a viewer leaving never
-   * ends the run. `typedItems` as in `start`.
+   * ends the run (`viewerGone` ends its follow at once). `typedItems` as in `start`.
    */
   attach(
     runId: string,
     afterSeq: number,
     viewer: Viewer,
     typedItems = true,
+    viewerGone?: AbortSignal,
   ): AsyncIterable<readonly RunEvent[]> {
     const live = this.runs.get(runId);
     if (live) {
       this.checkVisible(live.state.userId, runId, viewer);
-      return followRunBatches(live.state.journal, afterSeq, typedItems);
+      return followRunBatches(live.state.journal, afterSeq, typedItems, viewerGone);
     }
     const record = this.findStored(runId, viewer);
     const { store } = this.deps;

@@ -54,6 +54,55 @@ async function providerPid(s: TestServer, session: string): Promise<number> {
   return (JSON.parse(await readFile(file, "utf8")) as { pid: number }).pid;
 }
 
+describe("viewers that leave", () => {
+  it("stop following a quiet live run at once, on SSE, gRPC and the Connect protocol (binary and JSON)", async () => {
+    const { s, openGate } = await gatedServer();
+    const caller = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      body: JSON.stringify({ session_id: "quiet", user_prompt: "#scenario=gate" }),
+    });
+    const callerEvents = parseSse(caller.body as ReadableStream<Uint8Array>)[
+      Symbol.asyncIterator
+    ]();
+    let runId = "";
+    for (let n = await callerEvents.next(); !n.done; n = await callerEvents.next()) {
+      if (n.value.event === "meta") runId = JSON.parse(n.value.data).run_id;
+      if (n.value.event === "agent") break;
+    }
+    const pending = callerEvents.next();
+    const waiting = () => s.app.pipeline.viewersWaiting(runId);
+    const until = async (n: number) => {
+      for (let i = 0; i < 200 && waiting() !== n; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(waiting()).toBe(n);
+    };
+    await until(1);
+    // Four viewers attach to the quiet run, then leave without a word.
+    const gone = new AbortController();
+    const sse = await fetch(`${s.baseUrl}/runs/${runId}/events`, { signal: gone.signal });
+    const sseRead = sse.body
+      ?.getReader()
+      .read()
+      .catch(() => null);
+    const viewers = [
+      createGrpcTransport({ baseUrl: s.baseUrl }),
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+      // JSON takes connect-node's handler, not the direct path.
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
+    ].map((t) =>
+      collect(createClient(RunService, t).attach({ runId }, { signal: gone.signal })).catch(
+        () => [],
+      ),
+    );
+    await until(5);
+    gone.abort();
+    await Promise.all([sseRead, ...viewers]);
+    // Dropped at once, while the run is still quiet: only the run's own caller waits.
+    await until(1);
+    await openGate();
+    for (let n = await pending; !n.done; n = await callerEvents.next());
+  });
+});
+
 describe("detach and Attach (Connect)", () => {
   it("keeps a detached run going after its caller leaves; Attach replays from 0 and from the middle", async () => {
     const { s, openGate } = await gatedServer();

@@ -264,6 +264,7 @@ async function serve(
         : openAttach(
             deps.pipeline,
             decode(() => fromBinary(AttachRequestSchema, message)),
+            caller.signal,
           );
   } catch (err) {
     out.finish(asConnectError(err, deps.logger));

@@ -53,8 +53,15 @@ export async function openRun(
 export function openAttach(
   pipeline: RunPipeline,
   req: AttachRequest,
+  viewerGone?: AbortSignal,
 ): AsyncIterable<readonly RunEvent[]> {
-  return pipeline.attach(req.runId, Number(req.afterSeq), { userId: blankToNull(req.userId) });
+  return pipeline.attach(
+    req.runId,
+    Number(req.afterSeq),
+    { userId: blankToNull(req.userId) },
+    true,
+    viewerGone,
+  );
 }
 
 /** A protobuf codec (not JSON): the call's events can be written from precomputed bytes. */
@@ -109,7 +116,7 @@ export function createRunService(
       );
     },
     async *attach(req, ctx) {
-      const events = await guarded(() => openAttach(pipeline, req));
+      const events = await guarded(() => openAttach(pipeline, req, ctx.signal));
       yield* toProtoStream(
         events,
         observer,

@@ -5,7 +5,7 @@ import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { listRunsPage } from "../../run/run-listing.js";
 import type { RunPipeline, Viewer } from "../../run/run-pipeline.js";
-import { type AnyRequest, type AnyResponse, sendJson } from "../http-types.js";
+import { type AnyRequest, type AnyResponse, onClientGone, sendJson } from "../http-types.js";
 import { agentPolicyJson } from "./sse-encoder.js";
 import { streamSse, writeSseHead } from "./sse-stream.js";
 
@@ -135,7 +135,9 @@ export async function handleRunsRoute(
           return;
         }
         // Raw lines only (typedItems false): SSE never sends an agent line's items.
-        const events = deps.pipeline.attach(route.runId, after, viewer, false);
+        const gone = new AbortController();
+        onClientGone(req, res, () => gone.abort());
+        const events = deps.pipeline.attach(route.runId, after, viewer, false, gone.signal);
         writeSseHead(res);
         await streamSse(res, events, {
           heartbeatMs: deps.heartbeatMs,

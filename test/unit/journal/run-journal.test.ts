@@ -5,7 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
-import { followRun } from "../../../src/fanout/follow-run.js";
+import { followRun, followRunBatches } from "../../../src/fanout/follow-run.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
 import type { RunRecord, RunUpdate } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
@@ -146,6 +146,32 @@ describe("RunJournal", () => {
     j.end();
     await follower;
     expect(seen).toEqual(Array.from({ length: 2951 }, (_, i) => i + 51));
+  });
+
+  it("drops a viewer that left while the run is quiet at once, not at the run's next event", async () => {
+    const j = new RunJournal(record("r6"), store, () => 1);
+    j.append(line(1));
+    const gone = new AbortController();
+    const seen: number[] = [];
+    const follower = (async () => {
+      for await (const batch of followRunBatches(j, 0, false, gone.signal)) {
+        for (const e of batch) seen.push(e.seq);
+      }
+    })();
+    const stays = followRunBatches(j, 1)[Symbol.asyncIterator]();
+    const next = stays.next();
+    for (let i = 0; i < 50 && j.waitingViewers < 2; i++) await new Promise((r) => setTimeout(r, 1));
+    expect(j.waitingViewers).toBe(2);
+    gone.abort();
+    await follower;
+    expect(seen).toEqual([1]);
+    expect(j.waitingViewers).toBe(1);
+    // The viewer still there hears the next event as before.
+    j.append(line(2));
+    expect(((await next).value as readonly RunEvent[]).map((e) => e.seq)).toEqual([2]);
+    j.append(exit);
+    j.end();
+    await stays.return?.(undefined);
   });
 
   it("counts the events a viewer behind the tail reads from the store", () => {
