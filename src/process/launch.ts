@@ -6,8 +6,9 @@
  * its own process group (spec §10 item 9: a kill reaches its whole tree),
  * has stdin from /dev/null (§10 item 10), exactly the given env, and its
  * stdout and stderr pipes are read by the runner directly. The direct child
- * is also its own session; the helper's children share the helper's (one
- * scheduler autogroup for all of them, see spawner-child.mjs).
+ * is also its own session; so are the helper's first two live children,
+ * while later ones share the helper's session (one scheduler autogroup for
+ * all of them, see spawner-child.mjs).
  */
 import { spawn } from "node:child_process";
 import type { Readable } from "node:stream";

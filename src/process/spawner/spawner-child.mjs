@@ -9,7 +9,9 @@
  * helper answers `spawned` twice, once with the child's stdout pipe and once
  * with its stderr pipe as the sent handle (the runner reads them directly,
  * nothing is relayed), or `error`; then `exit` when the child is reaped. When
- * the runner goes away (IPC disconnect) every group it started is SIGKILLed.
+ * the runner goes away (IPC disconnect) the group of every child still alive
+ * is SIGKILLed (what a leader left behind when it exited is found by its run
+ * id: orphan-sweeper.ts).
  */
 import { spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";

@@ -15,10 +15,13 @@ export function agentPolicyJson(p: AgentPolicy): Record<string, unknown> {
 /**
  * One SSE frame for a journal entry in FermiLink's wire form (spec §2.1):
  * `event: <name>`, `id: <seq>`, then the payload. A payload line break (CR,
- * LF or CRLF) starts a new `data:` line, so a client always sees exactly one
- * event and a provider line can never forge a frame (spec §10 item 12); the
- * client's join with "\n" restores the text. Returns null for entries that
- * have no frame (`queued` is sent as an SSE comment instead).
+ * LF or CRLF) starts a new `data:` line, so a client that parses SSE as its
+ * spec says always sees exactly one event and a provider line can never
+ * forge a frame (spec §10 item 12); the client's join with "\n" restores the
+ * text, with every line break as LF. (A client that also splits lines at
+ * U+2028/U+2029/U+0085, as Python's `str.splitlines` does, is not an SSE
+ * parser; FermiLink sends those characters as they are too.) Returns null
+ * for entries that have no frame (`queued` is sent as an SSE comment instead).
  */
 export function encodeSseFrame(event: RunEvent): string | null {
   const b = event.body;
