@@ -13,15 +13,37 @@ export function agentPolicyJson(p: AgentPolicy): Record<string, unknown> {
 }
 
 /**
+ * Line breaks of Python's `str.splitlines` beyond CR and LF that a JSON
+ * string may hold as they are (codex and claude leave them unescaped).
+ * FermiLink's own client reads the stream with httpx's `aiter_lines`, which
+ * splits there too: a frame would be cut in the middle of a JSON line.
+ */
+const OTHER_LINE_BREAKS = /[\u0085\u2028\u2029]/;
+
+/**
+ * An agent line with those characters as `\uXXXX` escapes. In a JSON line
+ * they can only stand inside strings, so the line still parses to the same
+ * value; a line that is not JSON is sent as it is (escaping would change it).
+ */
+function escapeOtherLineBreaks(raw: string): string {
+  const t = raw.trimStart();
+  if (!t.startsWith("{") && !t.startsWith("[")) return raw;
+  return raw.replace(
+    /[\u0085\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/**
  * One SSE frame for a journal entry in FermiLink's wire form (spec §2.1):
  * `event: <name>`, `id: <seq>`, then the payload. A payload line break (CR,
  * LF or CRLF) starts a new `data:` line, so a client that parses SSE as its
  * spec says always sees exactly one event and a provider line can never
  * forge a frame (spec §10 item 12); the client's join with "\n" restores the
- * text, with every line break as LF. (A client that also splits lines at
- * U+2028/U+2029/U+0085, as Python's `str.splitlines` does, is not an SSE
- * parser; FermiLink sends those characters as they are too.) Returns null
- * for entries that have no frame (`queued` is sent as an SSE comment instead).
+ * text, with every line break as LF. A JSON agent line has U+0085, U+2028
+ * and U+2029 escaped, for clients that split lines there too (above).
+ * Returns null for entries that have no frame (`queued` is sent as an SSE
+ * comment instead).
  */
 export function encodeSseFrame(event: RunEvent): string | null {
   const b = event.body;
@@ -41,7 +63,7 @@ export function encodeSseFrame(event: RunEvent): string | null {
     }
     case "agent":
       name = "agent";
-      payload = b.raw;
+      payload = OTHER_LINE_BREAKS.test(b.raw) ? escapeOtherLineBreaks(b.raw) : b.raw;
       break;
     case "log":
       name = "log";

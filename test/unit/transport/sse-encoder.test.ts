@@ -66,6 +66,22 @@ describe("SSE encoder", () => {
     }
   });
 
+  it("escapes the line breaks Python's splitlines knows beyond CR and LF in a JSON agent line, and only there", () => {
+    const value = { type: "item.completed", item: { text: "a\u2028b\u2029c\u0085d" } };
+    const raw = JSON.stringify(value);
+    expect(raw).toContain("\u2028");
+    const frame = encodeSseFrame(ev({ type: "agent", raw, items: [], truncated: false })) ?? "";
+    // What httpx's aiter_lines (str.splitlines) sees: the frame's own lines, none cut.
+    const lines = frame.split(/\r\n|\r|\n|\u0085|\u2028|\u2029/);
+    expect(lines).toEqual(["event: agent", "id: 1", `data: ${lines[2]?.slice(6)}`, "", ""]);
+    expect(JSON.parse(lines[2]?.slice(6) ?? "")).toEqual(value);
+    // Not JSON: sent as printed.
+    const text = "plain\u2028text";
+    expect(encodeSseFrame(ev({ type: "agent", raw: text, items: [], truncated: false }))).toBe(
+      `event: agent\nid: 1\ndata: ${text}\n\n`,
+    );
+  });
+
   it("matches Python's json.dumps for the shapes it emits", () => {
     expect(pyJsonDumps({ a: 1, b: [true, null], c: 'x"y' })).toBe(
       '{"a": 1, "b": [true, null], "c": "x\\"y"}',
