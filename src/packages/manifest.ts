@@ -1,5 +1,6 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import path from "node:path";
+import { readUntrustedFileSync } from "../workspace/untrusted-file.js";
 import { tryNormalizePackageId } from "./package-id.js";
 
 export const MANIFEST_FILENAME = ".package_manifest.json";
@@ -62,40 +63,55 @@ function isPlainName(name: unknown): name is string {
   );
 }
 
+/** A manifest lists a package's top-level entries: far below this. */
+const MAX_MANIFEST_BYTES = 1024 * 1024;
+
 /**
- * Read the previous manifest; a missing, corrupt or foreign file counts as
- * none. Synchronous: one small local file, read before a run's workspace is
- * written (through the thread pool it would wait for a whole burst of
- * arriving requests to be parsed first).
+ * Read the previous manifest; a missing, corrupt, foreign or oversized file
+ * counts as none. Synchronous: one small local file, read before a run's
+ * workspace is written (through the thread pool it would wait for a whole
+ * burst of arriving requests to be parsed first). The session's agent can
+ * write it, so it is read as an untrusted file (a FIFO or a link to
+ * /dev/zero there would otherwise stop the runner).
  */
 export async function readManifest(sessionDir: string): Promise<PreviousManifest | null> {
   const file = manifestPath(sessionDir);
-  // A new session has none: asking first is far cheaper than the exception a failed read builds.
+  // A new session has none: asking first is far cheaper than the exception a failed open builds.
   if (!existsSync(file)) return null;
+  const text = readUntrustedFileSync(file, MAX_MANIFEST_BYTES);
+  if (text === null) return null;
   let payload: unknown;
   try {
-    payload = JSON.parse(readFileSync(file, "utf8"));
+    payload = JSON.parse(text);
   } catch {
     return null;
   }
   if (!payload || typeof payload !== "object" || Array.isArray(payload)) return null;
   const obj = payload as Record<string, unknown>;
+  // Names seen, so a long list costs linear time (the agent can write this file).
   const entries: ManagedEntry[] = [];
+  const entryNames = new Set<string>();
   for (const item of Array.isArray(obj.linked_entries) ? obj.linked_entries : []) {
     const rec = item && typeof item === "object" ? (item as Record<string, unknown>) : null;
     const name = rec ? rec.name : item;
     const mode = rec && typeof rec.mode === "string" && rec.mode ? rec.mode : "symlink";
-    if (isPlainName(name) && !entries.some((e) => e.name === name)) entries.push({ name, mode });
+    if (isPlainName(name) && !entryNames.has(name)) {
+      entryNames.add(name);
+      entries.push({ name, mode });
+    }
   }
   const dependencies: ManagedEntry[] = [];
+  const dependencyIds = new Set<string>();
   for (const item of Array.isArray(obj.linked_dependency_packages)
     ? obj.linked_dependency_packages
     : []) {
     const rec = item && typeof item === "object" ? (item as Record<string, unknown>) : null;
     const id = tryNormalizePackageId(rec ? rec.package_id || rec.name : item);
     const mode = rec && typeof rec.mode === "string" && rec.mode ? rec.mode : "symlink";
-    if (id !== null && !dependencies.some((d) => d.name === id))
+    if (id !== null && !dependencyIds.has(id)) {
+      dependencyIds.add(id);
       dependencies.push({ name: id, mode });
+    }
   }
   return { packageId: tryNormalizePackageId(obj.package_id), entries, dependencies };
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   copyFile,
   lstat,
@@ -12,6 +13,7 @@ import {
 import path from "node:path";
 import { PROJECT_ROOT } from "../project-root.js";
 import type { FsOp } from "./fs-batch/fs-batch.js";
+import { readUntrustedFile } from "./untrusted-file.js";
 
 /** Built-in template (used when FERMILINK_SOFTWARE_ROOT does not exist). */
 export const BUILTIN_TEMPLATE_DIR = path.join(PROJECT_ROOT, "src", "workspace", "template");
@@ -36,6 +38,9 @@ export async function templateAgentsText(softwareRoot: string | null): Promise<B
   return builtinAgents;
 }
 
+/** An AGENTS.md larger than this is not the template's, whatever it holds: it is rewritten. */
+const MAX_AGENTS_BYTES = 4 * 1024 * 1024;
+
 /**
  * Make `repo/AGENTS.md` the template's (the policy file is the runner's, so a
  * package or an edit cannot replace it), then the provider alias rules of
@@ -51,12 +56,19 @@ export async function syncAgentsFile(
 ): Promise<void> {
   const target = path.join(repoDir, "AGENTS.md");
   const st = await lstat(target).catch(() => null);
-  const current = st?.isFile() ? await readFile(target).catch(() => null) : null;
-  if (!current?.equals(wanted)) {
+  // The agent can write its repo: the file is read as untrusted (no FIFO or link is opened).
+  const current = st?.isFile() ? await readUntrustedFile(target, MAX_AGENTS_BYTES) : null;
+  if (current !== wanted.toString("utf8")) {
     if (st && !st.isFile()) await rm(target, { recursive: true, force: true });
-    const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
-    await writeFile(tmp, wanted);
-    await rename(tmp, target);
+    // A random name created exclusively: a name the agent could guess could be a planted link.
+    const tmp = `${target}.tmp-${randomBytes(8).toString("hex")}`;
+    try {
+      await writeFile(tmp, wanted, { flag: "wx" });
+      await rename(tmp, target);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
   for (const alias of knownAliases) {
     if (alias === providerAlias) continue;

@@ -3,6 +3,10 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/pro
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import { type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
+import { readUntrustedFile } from "./untrusted-file.js";
+
+/** A `.git` file holds one `gitdir: <path>` line. */
+const MAX_GITDIR_FILE_BYTES = 64 * 1024;
 
 /** FermiLink's validity rule (spec §4.3 step 4): `.git` dir with HEAD, or a `gitdir:` file. */
 async function isGitRepo(repoDir: string): Promise<boolean> {
@@ -10,8 +14,9 @@ async function isGitRepo(repoDir: string): Promise<boolean> {
   const st = await stat(dotGit).catch(() => null);
   if (!st) return false;
   if (st.isDirectory()) return (await stat(path.join(dotGit, "HEAD")).catch(() => null)) !== null;
-  const text = await readFile(dotGit, "utf8").catch(() => "");
-  return text.startsWith("gitdir:");
+  // The agent can put anything at .git (a FIFO, a link to /dev/zero): read it as untrusted.
+  const text = await readUntrustedFile(dotGit, MAX_GITDIR_FILE_BYTES);
+  return text?.startsWith("gitdir:") ?? false;
 }
 
 function gitInit(dir: string, env: NodeJS.ProcessEnv, target: string): Promise<void> {

@@ -139,13 +139,18 @@ async function ensureOutputs(repoDir: string): Promise<void> {
 /** Which stage an op belongs to, for the error message when it fails. */
 type Stage = "workspace" | "memory" | "provider";
 
-/** The provider's home and settings files (existing ones are overwritten: they are the runner's). */
-function providerFileOps(files: ProviderFiles): FsOp[] {
+/**
+ * The provider's home and settings files, in the session directory. They are
+ * the runner's, rewritten for every run; the session's agent can write there
+ * too, so nothing it left is followed: each directory is made real (a planted
+ * symlink replaced) and each file replaced by a rename, never written through.
+ */
+function providerFileOps(files: ProviderFiles, sessionDir: string): FsOp[] {
   return [
-    ...files.dirs.map((dir): FsOp => ({ op: "mkdir", path: dir, recursive: true })),
+    ...files.dirs.map((dir): FsOp => ({ op: "ownDir", root: sessionDir, path: dir })),
     ...files.files.flatMap((f): FsOp[] => [
-      { op: "mkdir", path: path.dirname(f.path), recursive: true },
-      { op: "write", path: f.path, content: f.content, mode: 0o600 },
+      { op: "ownDir", root: sessionDir, path: path.dirname(f.path) },
+      { op: "replaceFile", path: f.path, content: f.content, mode: 0o600 },
     ]),
   ];
 }
@@ -208,6 +213,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     const spare = builtinPlain ? (opts.spares?.take() ?? null) : null;
     if (spare !== null) {
       // One rename instead of a dozen creations; the claim fails when the session dir exists.
+      // A batch that never answered (the worker died) leaves the spare unknown: given up.
       const result = await runStaged([
         {
           stage: "workspace",
@@ -222,8 +228,11 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
             { op: "write", path: path.join(repoDir, "projects", "memory.md"), content: memory },
           ],
         },
-        { stage: "provider", ops: providerFileOps(providerFiles) },
-      ]);
+        { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
+      ]).catch((err: unknown) => {
+        opts.spares?.settle(spare, "broken");
+        throw err;
+      });
       const claimed = result.failedAt !== 0;
       sessionExists = !claimed && result.code === "EEXIST";
       opts.spares?.settle(spare, claimed ? "claimed" : sessionExists ? "unused" : "broken");
@@ -258,7 +267,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
           ],
         },
         { stage: "workspace", ops: [{ op: "mkdir", path: path.join(repoDir, "outputs") }] },
-        { stage: "provider", ops: providerFileOps(providerFiles) },
+        { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
       ]);
       if (result.failedAt < 0) return { sessionDir, repoDir, createdRepo: true, package: null };
       if (!(result.failedAt === 1 && result.code === "EEXIST")) {
@@ -285,7 +294,9 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     if (overlay) await syncAgentsFile(repoDir, agents, opts.providerAlias, opts.knownAliases);
     await ensureMemoryFile(repoDir, memory);
     await ensureOutputs(repoDir);
-    const result = await runStaged([{ stage: "provider", ops: providerFileOps(providerFiles) }]);
+    const result = await runStaged([
+      { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
+    ]);
     if (result.failedAt >= 0) throw stageError("provider", result.message, result.code);
     return { sessionDir, repoDir, createdRepo, package: overlay };
   } catch (err) {

@@ -95,6 +95,8 @@ export class SpareWorkspaces implements SpareSource {
   private starting: Promise<void> | null = null;
   private filling: Promise<void> | null = null;
   private failedAtMs = Number.NEGATIVE_INFINITY;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly retryAfterFailureMs: number;
   private stopped = false;
 
   constructor(
@@ -105,8 +107,12 @@ export class SpareWorkspaces implements SpareSource {
       content: () => Promise<SpareContent>;
       fs: FsBatchRunner;
       logger: Logger;
+      /** The pause after a spare could not be made or claimed (tests shorten it). */
+      retryAfterFailureMs?: number;
     },
-  ) {}
+  ) {
+    this.retryAfterFailureMs = opts.retryAfterFailureMs ?? RETRY_AFTER_FAILURE_MS;
+  }
 
   /** Spares ready to be taken. */
   get readyCount(): number {
@@ -172,6 +178,7 @@ export class SpareWorkspaces implements SpareSource {
       // more at once could waste every one the same way, so wait as after a failure.
       this.failedAtMs = Date.now();
       this.opts.logger.warn({ spare: dir }, "a spare workspace could not be claimed");
+      this.fill();
     }
   }
 
@@ -192,15 +199,34 @@ export class SpareWorkspaces implements SpareSource {
   /** Make no more spares; resolves once the one being made (if any) is written. */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     await this.whenFilled();
   }
 
   private fill(): void {
     if (this.filling || this.stopped || this.dir === null) return;
-    if (Date.now() - this.failedAtMs < RETRY_AFTER_FAILURE_MS) return;
-    this.filling = this.makeSpares().finally(() => {
-      this.filling = null;
-    });
+    const wait = this.failedAtMs + this.retryAfterFailureMs - Date.now();
+    if (wait > 0) {
+      // After a failure: once more when the pause is over (not only at the next claim, which
+      // never comes once the pool is empty).
+      this.retryTimer ??= setTimeout(() => {
+        this.retryTimer = undefined;
+        this.fill();
+      }, wait).unref();
+      return;
+    }
+    this.filling = this.makeSpares()
+      .catch((err: unknown) => {
+        // The worker died under a batch (it restarts with the next one): retry after the pause.
+        this.failedAtMs = Date.now();
+        this.opts.logger.warn({ err }, "could not make a spare workspace; retrying in a minute");
+      })
+      .finally(() => {
+        this.filling = null;
+        // Stopped by a failure: fill() schedules the retry.
+        if (Date.now() - this.failedAtMs < this.retryAfterFailureMs) this.fill();
+      });
   }
 
   private async makeSpares(): Promise<void> {

@@ -6,6 +6,8 @@
  * runs on bare node in any host (the runner's build in dist/, tests under
  * vitest). Protocol: fs-batch.ts.
  */
+
+import { randomBytes } from "node:crypto";
 import {
   copyFileSync,
   lstatSync,
@@ -22,6 +24,37 @@ const trees = new Map();
 
 function under(base, rel) {
   return rel === "" ? base : `${base}/${rel}`;
+}
+
+/** ownDir: each component below `root` lstat'ed, and anything but a real directory replaced by one. */
+function ownDir(root, dir) {
+  const rel = dir.slice(root.length);
+  if (dir !== root && !dir.startsWith(`${root}/`)) throw new Error(`${dir} is not under ${root}`);
+  let at = root;
+  for (const part of rel.split("/")) {
+    if (part === "") continue;
+    at = `${at}/${part}`;
+    const st = lstatSync(at, { throwIfNoEntry: false });
+    if (st?.isDirectory()) continue;
+    if (st !== undefined) rmSync(at, { force: true });
+    mkdirSync(at);
+  }
+}
+
+/** replaceFile: a new file (its name random, created exclusively) renamed over the old entry. */
+function replaceFile(file, content, mode) {
+  const slash = file.lastIndexOf("/");
+  const tmp = `${file.slice(0, slash)}/.${file.slice(slash + 1)}.${randomBytes(6).toString("hex")}.tmp`;
+  writeFileSync(tmp, content, { flag: "wx", mode });
+  try {
+    if (lstatSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+      rmSync(file, { recursive: true, force: true });
+    }
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 function apply(op) {
@@ -60,6 +93,12 @@ function apply(op) {
       return;
     case "remove":
       rmSync(op.path, { recursive: true, force: true });
+      return;
+    case "ownDir":
+      ownDir(op.root, op.path);
+      return;
+    case "replaceFile":
+      replaceFile(op.path, op.content, op.mode ?? 0o666);
       return;
     default:
       throw new Error(`unknown file-system op ${op.op}`);

@@ -24,6 +24,18 @@ export type FsOp =
   | { op: "claim"; from: string; to: string }
   /** `rm -rf path`. */
   | { op: "remove"; path: string }
+  /**
+   * Every directory from below `root` down to `path` made a real directory:
+   * a symlink or anything else the session's agent put in the way is
+   * removed (never followed) and replaced by a directory.
+   */
+  | { op: "ownDir"; root: string; path: string }
+  /**
+   * `path`'s content replaced through a fresh file renamed over it, so a
+   * symlink, hard link or FIFO the agent left there is replaced, never
+   * written through or opened.
+   */
+  | { op: "replaceFile"; path: string; content: string | Uint8Array; mode?: number }
   /** Write the tree registered as `tree` (`defineTree`) under the new directory `at`. */
   | { op: "stamp"; tree: string; at: string };
 

@@ -38,13 +38,14 @@ afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function pool(target: number, workspacesRoot = ws): SpareWorkspaces {
+function pool(target: number, workspacesRoot = ws, retryAfterFailureMs?: number): SpareWorkspaces {
   const p = new SpareWorkspaces({
     workspacesRoot,
     target,
     content: () => builtinSpareContent(workspacesRoot),
     fs,
     logger: createLogger("silent"),
+    ...(retryAfterFailureMs === undefined ? {} : { retryAfterFailureMs }),
   });
   pools.push(p);
   return p;
@@ -262,5 +263,37 @@ describe("SpareWorkspaces", () => {
     expect(broken.take()).toBeNull();
     const made = await prep("still-works", broken, blocked);
     expect(made.createdRepo).toBe(true);
+  });
+
+  it("makes spares again after the pause that follows a failure, with no claim to wake it", async () => {
+    const spares = pool(2, ws, 100);
+    await spares.start();
+    await spares.whenFilled();
+    const keyDir = path.dirname(spares.take() as string);
+    spares.take();
+    // The pool's directory gone and a file in its place: the next spare cannot be made.
+    await rm(keyDir, { recursive: true });
+    await writeFile(keyDir, "in the way");
+    spares.settle(path.join(keyDir, "gone"), "broken");
+    await spares.whenFilled();
+    expect(spares.readyCount).toBe(0);
+    await rm(keyDir);
+    await mkdir(keyDir);
+    for (let i = 0; i < 100 && spares.readyCount < 2; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(spares.readyCount).toBe(2);
+  });
+
+  it("survives the worker dying under a batch of spares: no crash, and it makes them again", async () => {
+    const spares = pool(50, ws, 100);
+    const content = await builtinSpareContent(ws);
+    expect(content.agents.length).toBeGreaterThan(0);
+    await spares.start();
+    // The worker killed while it makes the first spares: their batch is rejected.
+    await fs.close();
+    await spares.whenFilled();
+    for (let i = 0; i < 200 && spares.readyCount < 50; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(spares.readyCount).toBe(50);
   });
 });

@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import {
+  link,
   lstat,
   mkdir,
   mkdtemp,
@@ -241,10 +242,80 @@ describe("prepareWorkspace", () => {
     expect(await readFile(settings, "utf8")).toBe('{"s":"pf"}');
   });
 
+  it("writes nothing through what the session's agent planted: symlinks, a hard link, a FIFO, a file for a directory", async () => {
+    const outside = path.join(root, "outside");
+    await mkdir(outside, { recursive: true });
+    const victim = path.join(outside, "victim.txt");
+    await writeFile(victim, "precious");
+    const s = path.join(root, "ws", "planted");
+    const files = {
+      dirs: [path.join(s, ".home", "sessions"), path.join(s, ".tmp")],
+      files: [
+        { path: path.join(s, ".home", "cfg", "settings.json"), content: "settings" },
+        { path: path.join(s, "system.json"), content: "system" },
+        { path: path.join(s, "hard.json"), content: "hard" },
+        { path: path.join(s, "fifo.json"), content: "fifo" },
+      ],
+    };
+    await prep("planted", { providerFiles: files });
+    // What an agent with write access to its session could leave for the next run:
+    await rm(path.join(s, ".home"), { recursive: true });
+    await symlink(outside, path.join(s, ".home")); // the provider home -> outside
+    await rm(path.join(s, "system.json"));
+    await symlink(victim, path.join(s, "system.json")); // a settings file -> outside
+    await rm(path.join(s, "hard.json"));
+    await link(victim, path.join(s, "hard.json")); // a hard link to an outside file
+    await rm(path.join(s, "fifo.json"));
+    execFileSync("mkfifo", [path.join(s, "fifo.json")]); // an open() that never returns
+    await rm(path.join(s, ".tmp"), { recursive: true });
+    await writeFile(path.join(s, ".tmp"), "a file where a directory goes");
+
+    await prep("planted", { providerFiles: files });
+    expect(await readFile(victim, "utf8")).toBe("precious");
+    expect(await readdir(outside)).toEqual(["victim.txt"]);
+    for (const dir of [".home", ".home/cfg", ".home/sessions", ".tmp"]) {
+      expect((await lstat(path.join(s, dir))).isDirectory()).toBe(true);
+    }
+    for (const f of files.files) {
+      expect((await lstat(f.path)).isFile()).toBe(true);
+      expect(await readFile(f.path, "utf8")).toBe(f.content);
+    }
+    // No temporary file is left behind.
+    expect((await readdir(s)).filter((n) => n.endsWith(".tmp") && n !== ".tmp")).toEqual([]);
+  });
+
+  it("rewrites AGENTS.md through a fresh file, never a link planted at a name it could guess", async () => {
+    const outside = path.join(root, "outside-agents");
+    await mkdir(outside, { recursive: true });
+    const victim = path.join(outside, "victim.txt");
+    await writeFile(victim, "precious");
+    const { repoDir } = await prep("guess");
+    const policy = await readFile(path.join(repoDir, "AGENTS.md"), "utf8");
+    // The agent edits the policy file (so the next run rewrites it) and plants links at every
+    // name a pid-and-clock temp name could take in the next seconds.
+    await writeFile(path.join(repoDir, "AGENTS.md"), "edited by the agent");
+    const now = Date.now();
+    for (let t = now; t < now + 3000; t++) {
+      await symlink(victim, path.join(repoDir, `AGENTS.md.tmp-${process.pid}-${t}`));
+    }
+    await prep("guess");
+    expect(await readFile(victim, "utf8")).toBe("precious");
+    expect(await readFile(path.join(repoDir, "AGENTS.md"), "utf8")).toBe(policy);
+    expect((await lstat(path.join(repoDir, "AGENTS.md"))).isFile()).toBe(true);
+  });
+
+  it("repairs a .git the agent replaced by a FIFO without ever opening it", async () => {
+    const { repoDir } = await prep("fifo-git");
+    await rm(path.join(repoDir, ".git"), { recursive: true });
+    execFileSync("mkfifo", [path.join(repoDir, ".git")]);
+    await prep("fifo-git");
+    expect(existsSync(path.join(repoDir, ".git", "HEAD"))).toBe(true);
+  });
+
   it("names the provider's files when they cannot be written", async () => {
     await mkdir(path.join(root, "ws", "pfx"), { recursive: true });
-    await writeFile(path.join(root, "ws", "pfx", "blocker"), "a file, not a directory");
-    const providerFiles = { dirs: [path.join(root, "ws", "pfx", "blocker", "home")], files: [] };
+    // A name longer than any file system allows (ENAMETOOLONG).
+    const providerFiles = { dirs: [path.join(root, "ws", "pfx", "x".repeat(300))], files: [] };
     await expect(prep("pfx", { providerFiles })).rejects.toMatchObject({
       code: "WORKSPACE_SETUP_FAILED",
       message: expect.stringContaining("Could not prepare the provider's files"),
