@@ -111,7 +111,12 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   // Providers are forked by a small helper process, not by the runner (spawner/spawner.ts).
   const spawnHelper = config.run.spawnHelper ? new SpawnHelper() : null;
   const launch = spawnHelper ? spawnHelper.launch : spawnDirect;
-  const sweeper = new OrphanSweeper({ intervalMs: config.run.orphanSweepMs, sweeps: 2, logger });
+  const sweeper = new OrphanSweeper({
+    intervalMs: config.run.orphanSweepMs,
+    sweeps: 2,
+    graceMs: config.run.killGraceMs,
+    logger,
+  });
   const startProcess: RunPipelineDeps["startProcess"] = async (opts) => {
     const runId = opts.env[RUN_ID_ENV];
     try {

@@ -19,6 +19,8 @@ export interface OrphanSweeperOptions {
   intervalMs: number;
   /** Sweeps that look for each run id (a process may fork before it is found). */
   sweeps: number;
+  /** SIGTERM first, and this long to exit before SIGKILL (0: SIGKILL at once). */
+  graceMs: number;
   logger: Logger;
 }
 
@@ -98,7 +100,7 @@ export class OrphanSweeper {
 
   private async sweepFor(ids: ReadonlySet<string>): Promise<void> {
     try {
-      const killed = await reapOrphans(ids);
+      const killed = await reapOrphans(ids, this.opts.graceMs);
       if (killed.length > 0) {
         this.opts.logger.warn({ pids: killed }, "killed processes that finished runs left behind");
       }

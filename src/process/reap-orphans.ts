@@ -31,7 +31,7 @@ async function findByRunId(runIds: ReadonlySet<string>): Promise<number[]> {
   return found;
 }
 
-function signal(pid: number, sig: NodeJS.Signals): boolean {
+function signal(pid: number, sig: NodeJS.Signals | 0): boolean {
   try {
     process.kill(pid, sig);
     return true;
@@ -43,16 +43,27 @@ function signal(pid: number, sig: NodeJS.Signals): boolean {
 /** Passes over /proc at most: each finds what forked while the one before was killing. */
 const MAX_PASSES = 5;
 
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 /**
- * SIGKILL every process whose environment names one of `runIds` (Linux
- * /proc; elsewhere nothing is found). Returns the pids signalled. A pass
- * first stops everything it found, so nothing it found can fork any more,
- * then kills; passes repeat until one finds nothing (a process may have
+ * End every process whose environment names one of `runIds` (Linux /proc;
+ * elsewhere nothing is found). Returns the pids signalled. With a grace,
+ * they first get SIGTERM and up to `graceMs` to exit (a tool's cleanup, such
+ * as removing its lock file, runs); then, or at once without a grace, a pass
+ * stops everything it finds, so nothing it found can fork any more, and
+ * SIGKILLs it; passes repeat until one finds nothing (a process may have
  * forked between the scan and its stop).
  */
-export async function reapOrphans(runIds: ReadonlySet<string>): Promise<number[]> {
+export async function reapOrphans(runIds: ReadonlySet<string>, graceMs = 0): Promise<number[]> {
   if (runIds.size === 0) return [];
   const killed = new Set<number>();
+  if (graceMs > 0) {
+    const found = await findByRunId(runIds);
+    if (found.length === 0) return [];
+    for (const pid of found) if (signal(pid, "SIGTERM")) killed.add(pid);
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && found.some((pid) => signal(pid, 0))) await sleep(25);
+  }
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     const found = await findByRunId(runIds);
     if (found.length === 0) break;

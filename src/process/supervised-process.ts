@@ -189,7 +189,7 @@ export async function startSupervisedProcess(
         cutTimer = setTimeout(() => {
           cut.abort();
           const runId = opts.env[RUN_ID_ENV];
-          if (runId !== undefined) void reapOrphans(new Set([runId]));
+          if (runId !== undefined) void reapOrphans(new Set([runId]), opts.killGraceMs);
         }, PIPES_AFTER_GROUP_MS);
       });
       const gen = merge(

@@ -43,7 +43,7 @@ function alive(pid: number): boolean {
 }
 
 function sweeper(intervalMs: number): OrphanSweeper {
-  const s = new OrphanSweeper({ intervalMs, sweeps: 2, logger });
+  const s = new OrphanSweeper({ intervalMs, sweeps: 2, graceMs: 500, logger });
   sweepers.push(s);
   return s;
 }

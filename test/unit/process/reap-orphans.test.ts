@@ -1,6 +1,9 @@
 /** Processes found by their run id, killed even while they keep forking. */
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
 
@@ -48,6 +51,31 @@ describe("reapOrphans", () => {
     expect(withRunId(runId)).toEqual([]);
     // Another run's processes are not touched.
     expect(withRunId(other).length).toBeGreaterThan(10);
+  });
+
+  it("with a grace, sends SIGTERM first (a cleanup runs), and SIGKILLs what outlives the grace", async () => {
+    const runId = `reap-term-${process.pid}-${Date.now()}`;
+    started.push(runId);
+    const dir = await mkdtemp(path.join(tmpdir(), "flr-reap-"));
+    const cleaned = path.join(dir, "cleaned");
+    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", [RUN_ID_ENV]: runId };
+    const tidy = spawn(
+      "/bin/bash",
+      ["-c", `trap 'echo done > ${cleaned}; exit 0' TERM; while :; do sleep 0.05; done`],
+      { env, detached: true, stdio: "ignore" },
+    );
+    const stubborn = spawn("/bin/bash", ["-c", "trap '' TERM; while :; do sleep 0.05; done"], {
+      env,
+      detached: true,
+      stdio: "ignore",
+    });
+    for (const c of [tidy, stubborn]) c.unref();
+    await new Promise((r) => setTimeout(r, 200));
+    await reapOrphans(new Set([runId]), 300);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await readFile(cleaned, "utf8")).toBe("done\n");
+    expect(withRunId(runId)).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
   });
 
   it("finds nothing for no run ids", async () => {
