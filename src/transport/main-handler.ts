@@ -127,8 +127,17 @@ export function createMainHandler(deps: {
   });
   const directRunStream = createDirectRunStream(deps);
   return (req: AnyRequest, res: AnyResponse) => {
-    if (applyCors(req, res, deps.corsOrigins)) return;
-    if (directRunStream(req, res)) return;
-    connectHandler(req, res);
+    try {
+      if (applyCors(req, res, deps.corsOrigins)) return;
+      if (directRunStream(req, res)) return;
+      connectHandler(req, res);
+    } catch (err) {
+      // A request no URL can be made of (a target like `//[`, a Host like `a b`, no Host on
+      // HTTP/1.0) throws from the URL parsing in here or in connect-node: it is the caller's
+      // mistake, answered 400, and must never end the process.
+      deps.logger.debug({ err, url: req.url }, "malformed request");
+      if (!res.headersSent) sendJson(res, 400, { detail: "Bad Request" });
+      else res.destroy();
+    }
   };
 }

@@ -32,7 +32,12 @@ export async function startMetricsServer(
       res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
       res.end(req.method === "HEAD" ? undefined : body);
     };
-    const path = new URL(req.url ?? "/", "http://metrics").pathname;
+    let path: string;
+    try {
+      path = new URL(req.url ?? "/", "http://metrics").pathname;
+    } catch {
+      return send(400, "application/json", '{"detail":"Bad Request"}');
+    }
     if (path !== "/metrics") return send(404, "application/json", '{"detail":"Not Found"}');
     if (req.method !== "GET" && req.method !== "HEAD") {
       return send(405, "application/json", '{"detail":"Method Not Allowed"}');

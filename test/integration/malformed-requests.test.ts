@@ -1,0 +1,66 @@
+/** Requests no URL can be made of are answered 400, and the server goes on serving. */
+import http2 from "node:http2";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server.stop();
+});
+
+/** Send raw bytes; the status line of the answer (or "closed"). */
+function rawStatus(port: number, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.write(request));
+    let got = "";
+    socket.on("data", (d: Buffer) => {
+      got += d.toString("latin1");
+    });
+    socket.on("error", () => resolve("closed"));
+    socket.on("close", () => resolve(got.split("\r\n")[0] || "closed"));
+  });
+}
+
+const alive = async () => (await fetch(`${server.baseUrl}/healthz`)).status;
+
+describe("malformed requests", () => {
+  it.each([
+    ["a request target no URL parser takes", "GET //[ HTTP/1.1\r\nHost: x\r\n"],
+    ["an absolute target with a bad port", "GET http://a:99999/ HTTP/1.1\r\nHost: x\r\n"],
+    [
+      "a Connect call with a Host no URL can hold",
+      "POST /fermilink.runner.v1.OpsService/GetConcurrency HTTP/1.1\r\nHost: a b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n",
+    ],
+    [
+      "a Connect call over HTTP/1.0 without a Host",
+      "POST /fermilink.runner.v1.OpsService/GetConcurrency HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n",
+    ],
+  ])("answers %s with 400 and keeps serving", async (_, head) => {
+    const body = head.includes("Content-Length: 2") ? "{}" : "";
+    const status = await rawStatus(server.app.port, `${head}Connection: close\r\n\r\n${body}`);
+    expect(status).toBe("HTTP/1.1 400 Bad Request");
+    expect(await alive()).toBe(200);
+  });
+
+  it("answers such a target on the metrics listener with 400, and over HTTP/2 too", async () => {
+    const status = await rawStatus(
+      server.app.metricsPort,
+      "GET //[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    expect(status).toBe("HTTP/1.1 400 Bad Request");
+    const client = http2.connect(server.baseUrl);
+    const stream = client.request({ ":path": "//[", ":method": "GET" });
+    const h2Status = await new Promise((resolve) =>
+      stream.on("response", (h) => resolve(h[":status"])),
+    );
+    stream.resume();
+    await new Promise((r) => stream.on("close", r));
+    client.close();
+    expect(h2Status).toBe(400);
+    expect(await alive()).toBe(200);
+  });
+});
