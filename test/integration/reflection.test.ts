@@ -1,7 +1,15 @@
 import { execFile } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
+import {
+  ServerReflection,
+  type ServerReflectionRequestSchema,
+} from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 const BUF = path.resolve(
@@ -68,5 +76,46 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
       .map((m) => JSON.parse(m) as Record<string, unknown>);
     expect(Object.keys(messages[0] ?? {})).toContain("meta");
     expect(messages.at(-1)?.exit).toMatchObject({ reason: "EXIT_REASON_COMPLETED", returnCode: 0 });
+  });
+
+  it("answers by file name as descriptors name files, and only for symbols that exist", async () => {
+    server = await startTestServer();
+    const client = createClient(ServerReflection, createGrpcTransport({ baseUrl: server.baseUrl }));
+    const asks: MessageInitShape<typeof ServerReflectionRequestSchema>["messageRequest"][] = [
+      { case: "fileByFilename", value: "fermilink/runner/v1/run.proto" },
+      { case: "fileByFilename", value: "google/protobuf/timestamp.proto" },
+      { case: "fileByFilename", value: "fermilink/runner/v1/run" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunService.Run" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunService.NoSuchMethod" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunRequest.session_id" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunRequest.no_such_field" },
+      { case: "allExtensionNumbersOfType", value: "fermilink.runner.v1.RunRequest" },
+      { case: "allExtensionNumbersOfType", value: "no.such.Type" },
+    ];
+    async function* requests() {
+      for (const messageRequest of asks) yield { messageRequest };
+    }
+    const answers: string[] = [];
+    for await (const res of client.serverReflectionInfo(requests())) {
+      const m = res.messageResponse;
+      if (m.case === "fileDescriptorResponse") {
+        const names = m.value.fileDescriptorProto.map(
+          (b) => fromBinary(FileDescriptorProtoSchema, b).name,
+        );
+        answers.push(`file ${names.at(-1)}`);
+      } else if (m.case === "errorResponse") answers.push(`error ${m.value.errorCode}`);
+      else answers.push(m.case ?? "none");
+    }
+    expect(answers).toEqual([
+      "file fermilink/runner/v1/run.proto",
+      "file google/protobuf/timestamp.proto",
+      "error 5",
+      "file fermilink/runner/v1/run.proto",
+      "error 5",
+      "file fermilink/runner/v1/run.proto",
+      "error 5",
+      "allExtensionNumbersResponse",
+      "error 5",
+    ]);
   });
 });

@@ -4,13 +4,17 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
-/** A file and every file it imports, each once, dependencies first. */
+/**
+ * A file and every file it imports, each once, dependencies first, by file
+ * name as the descriptors name them (`fermilink/runner/v1/run.proto`): what
+ * clients ask `file_by_filename` for, after reading a file's dependencies.
+ */
 function withDependencies(roots: DescFile[]): Map<string, DescFile> {
   const out = new Map<string, DescFile>();
   const visit = (f: DescFile) => {
-    if (out.has(f.name)) return;
+    if (out.has(f.proto.name)) return;
     for (const d of f.dependencies) visit(d);
-    out.set(f.name, f);
+    out.set(f.proto.name, f);
   };
   for (const r of roots) visit(r);
   return out;
@@ -26,6 +30,7 @@ type Answer =
     }
   | { case: "errorResponse"; value: { errorCode: number; errorMessage: string } };
 
+const INVALID_ARGUMENT = 3;
 const NOT_FOUND = 5;
 
 /**
@@ -41,7 +46,7 @@ export function registerReflection(
   const registry = createRegistry(...all.values());
   // Descriptors never change while the server runs: encode each file once.
   const encoded = new Map(
-    [...all.values()].map((f) => [f.name, toBinary(FileDescriptorProtoSchema, f.proto)]),
+    [...all.values()].map((f) => [f.proto.name, toBinary(FileDescriptorProtoSchema, f.proto)]),
   );
   const fileAnswer = (f: DescFile): Answer => ({
     case: "fileDescriptorResponse",
@@ -69,17 +74,39 @@ export function registerReflection(
       }
       case "fileContainingSymbol": {
         const symbol = String(r.value);
-        // A method symbol (pkg.Service.Method) lives in its service's file.
-        const desc = registry.get(symbol) ?? registry.get(symbol.slice(0, symbol.lastIndexOf(".")));
-        return desc ? fileAnswer(desc.file) : notFound(`symbol ${symbol}`);
+        const desc = registry.get(symbol);
+        if (desc) return fileAnswer(desc.file);
+        // A method, field or enum value lives in its parent's file, if the parent has it.
+        const dot = symbol.lastIndexOf(".");
+        const parent = registry.get(symbol.slice(0, dot));
+        const name = symbol.slice(dot + 1);
+        const has =
+          parent?.kind === "service"
+            ? parent.methods.some((m) => m.name === name)
+            : parent?.kind === "message"
+              ? parent.fields.some((f) => f.name === name)
+              : parent?.kind === "enum"
+                ? parent.values.some((v) => v.name === name)
+                : false;
+        return parent && has ? fileAnswer(parent.file) : notFound(`symbol ${symbol}`);
       }
-      case "allExtensionNumbersOfType":
-        return {
-          case: "allExtensionNumbersResponse",
-          value: { baseTypeName: String(r.value), extensionNumber: [] },
-        };
-      default:
+      case "allExtensionNumbersOfType": {
+        // No extensions are declared here: an empty list for a known message, else not found.
+        const type = registry.getMessage(String(r.value));
+        return type
+          ? {
+              case: "allExtensionNumbersResponse",
+              value: { baseTypeName: type.typeName, extensionNumber: [] },
+            }
+          : notFound(`type ${String(r.value)}`);
+      }
+      case "fileContainingExtension":
         return notFound("extension");
+      default:
+        return {
+          case: "errorResponse",
+          value: { errorCode: INVALID_ARGUMENT, errorMessage: "the request asks for nothing" },
+        };
     }
   };
   router.service(v1.ServerReflection, {
