@@ -20,6 +20,9 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 
+/** The longest a node timer can wait (2^31-1 ms), in whole seconds: about 24.8 days. */
+const TIMER_MAX_SECONDS = 2_147_483;
+
 /** Reads variables, collecting every problem instead of stopping at the first. */
 class EnvReader {
   readonly problems: string[] = [];
@@ -104,17 +107,32 @@ class EnvReader {
   }
 
   /** Seconds as a decimal number (tests use fractions), returned in milliseconds. */
-  secondsMs(name: string, defSeconds: number, opts: { allowZero: boolean; unit?: string }): number {
+  /**
+   * A decimal number of seconds (or `unit`), in milliseconds. A value that
+   * rounds to 0 ms counts as 0; `max` bounds a timer (node's timers hold at
+   * most 2^31-1 ms and fire at once beyond it).
+   */
+  secondsMs(
+    name: string,
+    defSeconds: number,
+    opts: { allowZero: boolean; unit?: string; max?: number },
+  ): number {
     const raw = this.str(name);
     if (raw === null) return defSeconds * 1000;
-    const value = Number(raw);
-    if (!Number.isFinite(value) || value < 0 || (!opts.allowZero && value === 0)) {
+    const value = /^\+?\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
+    const ms = Math.round(value * 1000);
+    if (
+      Number.isNaN(ms) ||
+      (!opts.allowZero && ms === 0) ||
+      (opts.max !== undefined && value > opts.max)
+    ) {
       const unit = opts.unit ?? "seconds";
-      const rule = opts.allowZero ? `a number of ${unit} >= 0` : `a number of ${unit} > 0`;
-      this.problems.push(`${name}=${JSON.stringify(raw)} must be ${rule}.`);
+      const rule = `a decimal number of ${unit} ${opts.allowZero ? ">= 0" : "> 0"}`;
+      const bound = opts.max === undefined ? "" : `, at most ${opts.max}`;
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be ${rule}${bound}.`);
       return defSeconds * 1000;
     }
-    return Math.round(value * 1000);
+    return ms;
   }
 
   oneOf<T extends string>(name: string, allowed: readonly T[]): T | null {
@@ -244,11 +262,21 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       corsOrigins: r.origins("FERMILINK_RUNNER_CORS_ORIGINS"),
     },
     run: {
-      maxRuntimeMs: r.secondsMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, { allowZero: false }),
-      idleTimeoutMs: r.secondsMs("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS", 0, { allowZero: true }),
-      killGraceMs: r.secondsMs("FERMILINK_RUNNER_KILL_GRACE_SECONDS", 5, { allowZero: true }),
+      maxRuntimeMs: r.secondsMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, {
+        allowZero: false,
+        max: TIMER_MAX_SECONDS,
+      }),
+      idleTimeoutMs: r.secondsMs("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS", 0, {
+        allowZero: true,
+        max: TIMER_MAX_SECONDS,
+      }),
+      killGraceMs: r.secondsMs("FERMILINK_RUNNER_KILL_GRACE_SECONDS", 5, {
+        allowZero: true,
+        max: TIMER_MAX_SECONDS,
+      }),
       orphanSweepMs: r.secondsMs("FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS", 10, {
         allowZero: false,
+        max: TIMER_MAX_SECONDS,
       }),
       maxLineBytes: r.int(
         "FERMILINK_RUNNER_MAX_LINE_BYTES",
@@ -260,9 +288,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       spawnHelper: r.int("FERMILINK_RUNNER_SPAWN_HELPER", 1, 0, 1) === 1,
       sseHeartbeatMs: r.secondsMs("FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS", 15, {
         allowZero: true,
+        max: TIMER_MAX_SECONDS,
       }),
       shutdownGraceMs: r.secondsMs("FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS", 10, {
         allowZero: true,
+        max: TIMER_MAX_SECONDS,
       }),
     },
     admission: {

@@ -73,6 +73,23 @@ describe("loadConfig", () => {
     expect(loadConfig({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1.5" }).run.maxRuntimeMs).toBe(1500);
   });
 
+  it("refuses a timer node cannot hold (it would fire at once), hex, and a value that rounds to 0 ms", () => {
+    const refused = (env: Record<string, string>) =>
+      expect(() => loadConfig(env)).toThrow(ConfigError);
+    refused({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "3000000" });
+    refused({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "2147484" });
+    refused({ FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS: "1e9" });
+    refused({ FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "0x10" });
+    refused({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "0.0001" });
+    refused({ FERMILINK_RUNNER_RUN_RETENTION_HOURS: "0.0000001" });
+    const c = loadConfig({
+      FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "2147483",
+      FERMILINK_RUNNER_RUN_RETENTION_HOURS: "100000",
+    });
+    expect(c.run.maxRuntimeMs).toBe(2_147_483_000);
+    expect(c.store.retentionMs).toBe(100_000 * 3600 * 1000);
+  });
+
   it("keeps as many spare workspaces as runs can start at once, unless told otherwise", () => {
     expect(loadConfig({}).spareWorkspaces).toBe(200);
     expect(loadConfig({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "7" }).spareWorkspaces).toBe(7);
