@@ -121,6 +121,7 @@ for (let i = 0; i < 20; i++) {
   overCapRuns.push(
     fetch(`${runner.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({
         user_id: OVER_CAP_USER,
         session_id: `over-cap-${i}`,
@@ -183,6 +184,7 @@ const refusedPerBurst: number[] = [];
 const post = (body: Record<string, unknown>, signal?: AbortSignal) =>
   fetch(`${small.baseUrl}/run`, {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
     ...(signal ? { signal } : {}),
   });

@@ -241,6 +241,7 @@ await Promise.all(
     const abort = new AbortController();
     const res = await fetch(`${idle.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ session_id: `warm-${i}`, user_prompt: "wait" }),
       signal: abort.signal,
     });
@@ -257,6 +258,7 @@ const streams = await Promise.all(
     const abort = new AbortController();
     const res = await fetch(`${idle.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({
         user_id: `u${i % 100}`,
         session_id: `idle-${i}`,

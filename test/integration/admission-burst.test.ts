@@ -27,6 +27,7 @@ async function runBurst(s: GatedTestServer, users: number) {
     Array.from({ length: 200 }, (_, i) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({
           user_id: `user${i % users}`,
           session_id: `burst-${users}-${i}`,
@@ -105,6 +106,7 @@ describe("callers still arriving", () => {
       ["../no", "ok-1"].map(async (session_id) => {
         const r = await fetch(`${s.baseUrl}/run`, {
           method: "POST",
+          headers: { "content-type": "application/json" },
           body: JSON.stringify({ session_id, user_prompt: "#scenario=bench-one-line" }),
         });
         await r.text();
@@ -121,6 +123,7 @@ describe("callers still arriving", () => {
     const post = (prompt: string) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ session_id: "held", user_prompt: prompt }),
       });
     const events = async (res: Response) => {
@@ -161,6 +164,7 @@ describe("runs still preparing", () => {
     const post = (session_id: string, user_prompt: string) =>
       fetch(`${s.baseUrl}/run`, {
         method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ session_id, user_prompt }),
       });
     const frames = async (res: Response) => {

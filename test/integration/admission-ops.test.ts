@@ -29,6 +29,7 @@ async function holdSlot(s: TestServer, body: Record<string, unknown>) {
   const ac = new AbortController();
   const res = await fetch(`${s.baseUrl}/run`, {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ user_prompt: "#scenario=slow", ...body }),
     signal: ac.signal,
   });
@@ -51,6 +52,7 @@ describe("admission over the wire", () => {
     const comments: string[] = [];
     const res2 = await fetch(`${s.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ user_prompt: "second", user_id: "bob", session_id: "b1" }),
     });
     expect(res2.status).toBe(200);

@@ -59,6 +59,7 @@ describe("viewers that leave", () => {
     const { s, openGate } = await gatedServer();
     const caller = await fetch(`${s.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ session_id: "quiet", user_prompt: "#scenario=gate" }),
     });
     const callerEvents = parseSse(caller.body as ReadableStream<Uint8Array>)[
@@ -233,6 +234,7 @@ describe("SSE resume with Last-Event-ID", () => {
     const first = new AbortController();
     const res = await fetch(`${s.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({
         session_id: "sse",
         user_prompt: "#scenario=lines-5000",

@@ -105,6 +105,7 @@ describe("the server process (src/main.ts)", () => {
     expect(m.output().out).toContain(tuned);
     const res = await fetch(`http://127.0.0.1:${port}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ session_id: "term", user_prompt: "#scenario=grandchild" }),
     });
     const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
@@ -150,6 +151,7 @@ describe("the server process (src/main.ts)", () => {
     // A new session (template repo, memory file, journal) and a provider's lines, to the end.
     const res = await fetch(`http://127.0.0.1:${port}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ session_id: "first", user_prompt: "hello" }),
     });
     const events: string[] = [];

@@ -72,6 +72,7 @@ async function crashMidRun(env: Record<string, string>) {
   const first = await startServer(env);
   const res = await fetch(`http://127.0.0.1:${first.port}/run`, {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({
       session_id: "crash",
       user_prompt: "#scenario=grandchild",

@@ -164,6 +164,7 @@ describe("run lifecycle", () => {
     // The second run on that session waits for it: its caller hears so, and then keepalives.
     const res = await fetch(`${s.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ session_id: "one", user_prompt: "second" }),
     });
     expect(res.status).toBe(200);
@@ -312,6 +313,7 @@ describe("run lifecycle", () => {
     );
     const res = await fetch(`${server.baseUrl}/run`, {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ session_id: "shared", user_prompt: "#scenario=slow" }),
     });
     // SSE tells a waiting caller its place as a comment (FermiLink's frames have no `queued`).
@@ -408,6 +410,7 @@ describe("a caller that stops reading", () => {
     try {
       const res = await fetch(`${s.baseUrl}/run`, {
         method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ session_id: "slow", user_prompt: "#scenario=flood" }),
       });
       const reader = (res.body as ReadableStream<Uint8Array>).getReader();
@@ -436,6 +439,7 @@ describe("a caller that stops reading", () => {
       // 5,000 lines of 2,000 bytes is far more than the socket buffers hold: the journal is the buffer.
       const res = await fetch(`${s.baseUrl}/run`, {
         method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ session_id: "paused", user_prompt: "#scenario=flood-small" }),
       });
       const reader = (res.body as ReadableStream<Uint8Array>).getReader();

@@ -20,6 +20,40 @@ async function invocation(
 }
 
 describe("POST /run (FermiLink SSE face)", () => {
+  it("reads the body as JSON only without a Content-Type or with a JSON one, as FastAPI does", async () => {
+    server = await startTestServer();
+    const post = (type: string | null) =>
+      fetch(`${(server as TestServer).baseUrl}/run`, {
+        method: "POST",
+        // A string body makes fetch send text/plain unless told otherwise.
+        headers: type === null ? {} : { "content-type": type },
+        body:
+          type === null
+            ? new Blob([JSON.stringify({ user_prompt: "x" })])
+            : JSON.stringify({ user_prompt: "#scenario=bench-one-line" }),
+      });
+    // What a web page can send to any origin without asking: a text or a form body.
+    for (const type of ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded"]) {
+      const res = await post(type);
+      expect(res.status).toBe(422);
+      expect(await res.json()).toMatchObject({
+        detail: [
+          {
+            type: "model_attributes_type",
+            loc: ["body"],
+            msg: "Input should be a valid dictionary or object to extract fields from",
+          },
+        ],
+      });
+    }
+    expect(server.app.pipeline.liveRuns).toBe(0);
+    for (const type of [null, "application/json", "Application/Problem+JSON; charset=utf-8"]) {
+      const res = await post(type);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+  });
+
   it("streams meta, agent, log and runner.exit in order with FermiLink's headers and shapes", async () => {
     server = await startTestServer();
     const res = await postRun(server.baseUrl, {

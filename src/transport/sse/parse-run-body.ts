@@ -15,7 +15,19 @@ const OPTIONAL_STRING_FIELDS = [
  * not a string, or an optional field of the wrong type → 422 with a `detail`
  * list; unknown fields are ignored. Every problem is reported at once.
  */
-export function parseRunBody(raw: Buffer): RunRequestInput {
+export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput {
+  // FastAPI reads the body as JSON only without a Content-Type or with a JSON one; any other
+  // type leaves it bytes, which fail validation. This also keeps a web page from starting runs:
+  // a browser sends text/plain or a form cross-origin without asking (no CORS preflight).
+  if (contentType !== undefined && !isJsonType(contentType)) {
+    throw invalid([
+      {
+        type: "model_attributes_type",
+        loc: ["body"],
+        msg: "Input should be a valid dictionary or object to extract fields from",
+      },
+    ]);
+  }
   let body: unknown;
   try {
     body = JSON.parse(raw.toString("utf8"));
@@ -33,7 +45,7 @@ export function parseRunBody(raw: Buffer): RunRequestInput {
       {
         type: "model_attributes_type",
         loc: ["body"],
-        msg: "Input should be a valid dictionary or object",
+        msg: "Input should be a valid dictionary or object to extract fields from",
       },
     ]);
   }
@@ -80,4 +92,10 @@ export function parseRunBody(raw: Buffer): RunRequestInput {
 function invalid(details: ValidationDetail[]): RunnerError {
   const summary = details.map((d) => `${d.loc.join(".")}: ${d.msg}`).join("; ");
   return new RunnerError("REQUEST_INVALID", `Invalid request body: ${summary}.`, { details });
+}
+
+/** `application/json` or `application/<anything>+json`, parameters ignored (FastAPI's rule). */
+function isJsonType(contentType: string): boolean {
+  const type = (contentType.split(";", 1)[0] ?? "").trim().toLowerCase();
+  return type === "application/json" || (type.startsWith("application/") && type.endsWith("+json"));
 }

@@ -44,7 +44,7 @@ export async function handleRunRoute(
       return;
     }
     // SSE sends each agent line raw: no typed items to re-derive for events read back.
-    started = await pipeline.start(parseRunBody(body), {
+    started = await pipeline.start(parseRunBody(body, req.headers["content-type"]), {
       callerSignal: caller.signal,
       typedItems: false,
     });
