@@ -20,6 +20,20 @@ async function invocation(
 }
 
 describe("POST /run (FermiLink SSE face)", () => {
+  it("takes the user id from the header when ?user_id= is blank", async () => {
+    server = await startTestServer();
+    const run = await postRun(server.baseUrl, { user_prompt: "x", user_id: "ann" });
+    const runId = JSON.parse(run.events[0]?.data ?? "{}").run_id;
+    const get = (query: string, user?: string) =>
+      fetch(`${(server as TestServer).baseUrl}/runs/${runId}${query}`, {
+        headers: user ? { "x-fermilink-user-id": user } : {},
+      }).then((r) => r.status);
+    expect(await get("?user_id=", "ann")).toBe(200);
+    expect(await get("?user_id=%20", "Ann")).toBe(200);
+    expect(await get("?user_id=bob", "ann")).toBe(404);
+    expect(await get("?user_id=")).toBe(404);
+  });
+
   it("reads the body as JSON only without a Content-Type or with a JSON one, as FastAPI does", async () => {
     server = await startTestServer();
     const post = (type: string | null) =>

@@ -38,16 +38,15 @@ export function runRecordJson(r: RunRecord): Record<string, unknown> {
 
 function viewerOf(req: AnyRequest, url: URL): Viewer {
   const header = req.headers[USER_ID_HEADER];
-  const raw = url.searchParams.get("user_id") ?? (typeof header === "string" ? header : "");
+  const query = url.searchParams.get("user_id") ?? "";
+  // A blank `?user_id=` says nothing: the header is asked next.
+  const raw = query.trim() !== "" ? query : typeof header === "string" ? header : "";
   return { userId: raw.trim() === "" ? null : raw };
 }
 
 function nonNegativeInt(raw: string, what: string): number {
   if (!/^\d{1,15}$/.test(raw.trim())) {
-    throw new RunnerError(
-      "REQUEST_INVALID",
-      `${what} must be a non-negative integer (an event seq).`,
-    );
+    throw new RunnerError("REQUEST_INVALID", `${what} must be a non-negative integer.`);
   }
   return Number(raw.trim());
 }
