@@ -22,24 +22,40 @@ export interface DualProtocolServer {
  * only under TLS (ALPN), so a TCP front sniffs the preface and hands each
  * connection to the matching Node server.
  */
+/** How long a new connection may take to send its first bytes (an HTTP/2 preface or a request line). */
+const SNIFF_TIMEOUT_MS = 10_000;
+/** How long an HTTP/1.1 request may take to send its headers (node's default). */
+const HEADERS_TIMEOUT_MS = 60_000;
+
 export function createDualProtocolServer(
   handler: (req: AnyRequest, res: AnyResponse) => void,
+  limits: { sniffTimeoutMs?: number; headersTimeoutMs?: number } = {},
 ): DualProtocolServer {
+  const sniffTimeoutMs = limits.sniffTimeoutMs ?? SNIFF_TIMEOUT_MS;
+  const headersTimeoutMs = limits.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   // HTTP/1.1 requests in flight per socket: an idle keep-alive socket can be
   // closed at once on shutdown, a busy one right after its response.
   const inFlight = new Map<net.Socket, number>();
   let closing = false;
-  const h1 = http.createServer((req, res) => {
-    const socket = req.socket;
-    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
-    res.once("close", () => {
-      const n = (inFlight.get(socket) ?? 1) - 1;
-      inFlight.set(socket, n);
-      if (closing && n === 0) socket.destroy();
-    });
-    if (closing) res.setHeader("connection", "close");
-    handler(req, res);
-  });
+  // Node checks headersTimeout on a timer it starts when the server listens; this one never
+  // does (the TCP front accepts), so it is started by hand below, and stopped on close.
+  const h1 = http.createServer(
+    {
+      headersTimeout: headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.min(30_000, headersTimeoutMs / 2)),
+    },
+    (req, res) => {
+      const socket = req.socket;
+      inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+      res.once("close", () => {
+        const n = (inFlight.get(socket) ?? 1) - 1;
+        inFlight.set(socket, n);
+        if (closing && n === 0) socket.destroy();
+      });
+      if (closing) res.setHeader("connection", "close");
+      handler(req, res);
+    },
+  );
   // Long-lived streams are the point of this service: no per-request timeout.
   h1.requestTimeout = 0;
   const h2 = http2.createServer({}, handler);
@@ -58,6 +74,8 @@ export function createDualProtocolServer(
       inFlight.delete(socket);
     });
     socket.on("error", () => socket.destroy());
+    // A connection that never says which protocol it speaks would be held for good.
+    socket.setTimeout(sniffTimeoutMs, () => socket.destroy());
     let head = Buffer.alloc(0);
     const onReadable = () => {
       let chunk: Buffer | null;
@@ -67,6 +85,7 @@ export function createDualProtocolServer(
       const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
       socket.off("readable", onReadable);
+      socket.setTimeout(0);
       socket.unshift(head);
       if (isH2) isH2Socket.add(socket);
       (isH2 ? h2 : h1).emit("connection", socket);
@@ -80,6 +99,7 @@ export function createDualProtocolServer(
         tcp.once("error", reject);
         tcp.listen(port, host, () => {
           tcp.off("error", reject);
+          h1.emit("listening");
           const addr = tcp.address();
           resolve(typeof addr === "object" && addr ? addr.port : port);
         });
@@ -87,6 +107,8 @@ export function createDualProtocolServer(
     },
     async close(forceAfterMs) {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      // Stops node's headers-timeout timer (h1 itself never listened: its error is expected).
+      h1.close(() => {});
       closing = true;
       for (const s of sockets) if ((inFlight.get(s) ?? 0) === 0 && !isH2Socket.has(s)) s.destroy();
       for (const s of sessions) s.close();

@@ -2,6 +2,7 @@
 import http2 from "node:http2";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDualProtocolServer } from "../../src/transport/http-server.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer;
@@ -62,5 +63,38 @@ describe("malformed requests", () => {
     client.close();
     expect(h2Status).toBe(400);
     expect(await alive()).toBe(200);
+  });
+
+  it("closes a connection that never sends a request, or stops in its headers", async () => {
+    const front = createDualProtocolServer((_req, res) => res.end("ok"), {
+      sniffTimeoutMs: 200,
+      headersTimeoutMs: 300,
+    });
+    const port = await front.listen("127.0.0.1", 0);
+    const closedAfter = (bytes: string) =>
+      new Promise<string>((resolve) => {
+        const t0 = Date.now();
+        let got = "";
+        const socket = net.connect(port, "127.0.0.1", () => {
+          if (bytes !== "") socket.write(bytes);
+        });
+        socket.on("data", (d: Buffer) => {
+          got += d.toString("latin1");
+        });
+        socket.on("error", () => {});
+        socket.on("close", () => resolve(`${Date.now() - t0 < 3000} ${got.split("\r\n")[0]}`));
+      });
+    const [silent, halfHeaders, halfPreface] = await Promise.all([
+      closedAfter(""),
+      closedAfter("GET /healthz HTTP/1.1\r\nHost: x\r\n"),
+      closedAfter("PRI * HTTP/2.0\r\n"),
+    ]);
+    expect(silent).toBe("true ");
+    expect(halfHeaders).toBe("true HTTP/1.1 408 Request Timeout");
+    expect(halfPreface).toBe("true ");
+    // A request that completes is answered as usual.
+    const ok = await rawStatus(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    expect(ok).toBe("HTTP/1.1 200 OK");
+    await front.close(100);
   });
 });
