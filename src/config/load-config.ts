@@ -135,6 +135,11 @@ class EnvReader {
     return ms;
   }
 
+  /** `secondsMs` for a value that becomes a node timer: at most TIMER_MAX_SECONDS. */
+  timerMs(name: string, defSeconds: number, opts: { allowZero: boolean }): number {
+    return this.secondsMs(name, defSeconds, { ...opts, max: TIMER_MAX_SECONDS });
+  }
+
   oneOf<T extends string>(name: string, allowed: readonly T[]): T | null {
     const raw = this.str(name)?.toLowerCase() ?? null;
     if (raw === null) return null;
@@ -262,22 +267,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       corsOrigins: r.origins("FERMILINK_RUNNER_CORS_ORIGINS"),
     },
     run: {
-      maxRuntimeMs: r.secondsMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, {
-        allowZero: false,
-        max: TIMER_MAX_SECONDS,
-      }),
-      idleTimeoutMs: r.secondsMs("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS", 0, {
-        allowZero: true,
-        max: TIMER_MAX_SECONDS,
-      }),
-      killGraceMs: r.secondsMs("FERMILINK_RUNNER_KILL_GRACE_SECONDS", 5, {
-        allowZero: true,
-        max: TIMER_MAX_SECONDS,
-      }),
-      orphanSweepMs: r.secondsMs("FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS", 10, {
-        allowZero: false,
-        max: TIMER_MAX_SECONDS,
-      }),
+      maxRuntimeMs: r.timerMs("FERMILINK_RUNNER_MAX_RUNTIME_SECONDS", 600, { allowZero: false }),
+      idleTimeoutMs: r.timerMs("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS", 0, { allowZero: true }),
+      killGraceMs: r.timerMs("FERMILINK_RUNNER_KILL_GRACE_SECONDS", 5, { allowZero: true }),
+      orphanSweepMs: r.timerMs("FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS", 10, { allowZero: false }),
       maxLineBytes: r.int(
         "FERMILINK_RUNNER_MAX_LINE_BYTES",
         8 * 1024 * 1024,
@@ -286,13 +279,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ),
       providerNice: r.int("FERMILINK_RUNNER_PROVIDER_NICE", 10, 0, 19),
       spawnHelper: r.int("FERMILINK_RUNNER_SPAWN_HELPER", 1, 0, 1) === 1,
-      sseHeartbeatMs: r.secondsMs("FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS", 15, {
+      sseHeartbeatMs: r.timerMs("FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS", 15, { allowZero: true }),
+      shutdownGraceMs: r.timerMs("FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS", 10, {
         allowZero: true,
-        max: TIMER_MAX_SECONDS,
-      }),
-      shutdownGraceMs: r.secondsMs("FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS", 10, {
-        allowZero: true,
-        max: TIMER_MAX_SECONDS,
       }),
     },
     admission: {
