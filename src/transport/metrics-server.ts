@@ -12,7 +12,8 @@ export interface MetricsServer {
 
 function presentedToken(req: http.IncomingMessage): string | undefined {
   const header = req.headers[METRICS_TOKEN_HEADER];
-  if (typeof header === "string") return header;
+  // A blank header says nothing: a bearer token beside it still counts.
+  if (typeof header === "string" && header.trim() !== "") return header;
   // Prometheus' scrape config speaks `authorization: Bearer <token>`.
   const auth = req.headers.authorization;
   return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;

@@ -162,6 +162,9 @@ describe("ops endpoints and metrics", () => {
     expect((await fetch(metricsUrl, { headers: { authorization: "Bearer s3cret" } })).status).toBe(
       200,
     );
+    // A blank token header does not hide the bearer token beside it.
+    const both = { authorization: "Bearer s3cret", "x-runner-metrics-token": "" };
+    expect((await fetch(metricsUrl, { headers: both })).status).toBe(200);
     const ops = createClient(
       OpsService,
       createConnectTransport({ baseUrl: base, httpVersion: "1.1" }),
