@@ -164,13 +164,12 @@ export async function executeRun(
   try {
     lease = await admit(deps, state, plan);
     throwIfAborted(state);
-    state.phase = "locking";
+    state.phase = "preparing";
     // Waiting for an earlier run on the session (it may take minutes) is reported like waiting
     // for a slot: the caller gets its answer at once, and the stream keeps its keepalives.
     unlock = await deps.sessionLocks.acquire(plan.sessionId, state.signal, (position, waiting) =>
       state.emit({ type: "queued", position, queueSize: waiting }),
     );
-    state.phase = "preparing";
     // Counted from here: a run waiting for its session (behind a run that may last minutes)
     // prepares nothing, and must not hold other runs' provider starts back.
     donePreparing = notePreparing();

@@ -3,7 +3,7 @@ import type { RunJournal } from "../journal/run-journal.js";
 import type { RunAborted } from "./run-abort.js";
 
 /** How far a run has got; shutdown treats waiting and running runs differently. */
-export type RunPhase = "admitting" | "locking" | "preparing" | "running" | "finished";
+export type RunPhase = "admitting" | "preparing" | "running" | "finished";
 
 /**
  * Per-run mutable state: the abort controller whose reason decides the exit

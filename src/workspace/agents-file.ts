@@ -1,19 +1,8 @@
-import { randomBytes } from "node:crypto";
-import {
-  copyFile,
-  lstat,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  symlink,
-  unlink,
-  writeFile,
-} from "node:fs/promises";
+import { copyFile, lstat, readFile, readlink, rm, symlink, unlink } from "node:fs/promises";
 import path from "node:path";
 import { PROJECT_ROOT } from "../project-root.js";
 import type { FsOp } from "./fs-batch/fs-batch.js";
-import { readUntrustedFile } from "./untrusted-file.js";
+import { readUntrustedFile, replaceFileAtomic } from "./untrusted-file.js";
 
 /** Built-in template (used when FERMILINK_SOFTWARE_ROOT does not exist). */
 export const BUILTIN_TEMPLATE_DIR = path.join(PROJECT_ROOT, "src", "workspace", "template");
@@ -60,15 +49,7 @@ export async function syncAgentsFile(
   const current = st?.isFile() ? await readUntrustedFile(target, MAX_AGENTS_BYTES) : null;
   if (current !== wanted.toString("utf8")) {
     if (st && !st.isFile()) await rm(target, { recursive: true, force: true });
-    // A random name created exclusively: a name the agent could guess could be a planted link.
-    const tmp = `${target}.tmp-${randomBytes(8).toString("hex")}`;
-    try {
-      await writeFile(tmp, wanted, { flag: "wx" });
-      await rename(tmp, target);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
+    await replaceFileAtomic(target, wanted);
   }
   for (const alias of knownAliases) {
     if (alias === providerAlias) continue;

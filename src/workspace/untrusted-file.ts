@@ -1,5 +1,5 @@
 /**
- * Reading a file the agent could have replaced. A provider CLI runs with
+ * Reading and replacing a file the agent could have replaced. A provider CLI runs with
  * write access to its session, so any file the runner reads back from a
  * session (the package manifest, a `.git` file) may have become a FIFO (an
  * open() that never returns: on the main thread it stops every request, on
@@ -9,8 +9,9 @@
  * at most `maxBytes` is read, all decided on the opened descriptor, so no
  * swap between a check and the read can change what is read.
  */
+import { randomBytes } from "node:crypto";
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { open, rename, rm, writeFile } from "node:fs/promises";
 
 const FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
@@ -54,5 +55,26 @@ export async function readUntrustedFile(file: string, maxBytes: number): Promise
     return null;
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Replace `file` atomically (readers see the old or the new content) through
+ * a fresh file: its name is random and it is created exclusively, so no link
+ * planted at a name the agent could guess is written through, and the rename
+ * replaces whatever entry `file` was without following it.
+ */
+export async function replaceFileAtomic(
+  file: string,
+  content: string | Uint8Array,
+  mode = 0o666,
+): Promise<void> {
+  const tmp = `${file}.tmp-${randomBytes(8).toString("hex")}`;
+  try {
+    await writeFile(tmp, content, { flag: "wx", mode });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
   }
 }
