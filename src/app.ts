@@ -42,6 +42,41 @@ export interface App {
   close(): Promise<void>;
 }
 
+/**
+ * A port or address the runner cannot listen on, said for the operator with
+ * the variable to change (`serve` prints the message and exits 1, no stack).
+ */
+export class ListenError extends Error {
+  override readonly name = "ListenError";
+}
+
+/**
+ * Listen with `start`; a failure that is the environment's doing (the port
+ * taken or privileged, the address not this machine's) becomes a ListenError
+ * naming the variable to change (`<envPrefix>_PORT` / `_HOST`).
+ */
+async function explainListen<T>(
+  start: () => Promise<T>,
+  at: { which: "main" | "metrics"; host: string; port: number },
+  envPrefix: "FERMILINK_RUNNER" | "FERMILINK_RUNNER_METRICS",
+): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException | null)?.code;
+    const what = `the ${at.which} port ${at.port} on ${at.host}`;
+    const fix: Record<string, string> = {
+      EADDRINUSE: `${what} is already in use. Stop the process that holds it, or set ${envPrefix}_PORT to a free port.`,
+      EACCES: `${what} needs privileges this process lacks. Set ${envPrefix}_PORT to a port above 1023.`,
+      EADDRNOTAVAIL: `${at.host} is not an address of this machine. Set ${envPrefix}_HOST to one of its addresses.`,
+    };
+    const message = code === undefined ? undefined : fix[code];
+    throw message === undefined
+      ? err
+      : new ListenError(`cannot listen: ${message}`, { cause: err });
+  }
+}
+
 /** How long start-up waits for the spare workspaces before it listens anyway. */
 const SPARES_AT_START_MS = 5000;
 
@@ -162,15 +197,27 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   // does not hold the start-up past the bound: the rest are made in the background.
   await spares.start();
   await spares.whenFilled(SPARES_AT_START_MS);
-  const port = await server.listen(config.server.host, config.server.port);
+  let port: number;
   let metricsServer: MetricsServer;
   try {
-    metricsServer = await startMetricsServer(metrics.registry, {
-      host: config.server.metricsHost,
-      port: config.server.metricsPort,
-      token: config.metricsToken,
-    });
+    port = await explainListen(
+      () => server.listen(config.server.host, config.server.port),
+      { which: "main", host: config.server.host, port: config.server.port },
+      "FERMILINK_RUNNER",
+    );
+    metricsServer = await explainListen(
+      () =>
+        startMetricsServer(metrics.registry, {
+          host: config.server.metricsHost,
+          port: config.server.metricsPort,
+          token: config.metricsToken,
+        }),
+      { which: "metrics", host: config.server.metricsHost, port: config.server.metricsPort },
+      "FERMILINK_RUNNER_METRICS",
+    );
   } catch (err) {
+    // Nothing may outlive a start that failed: the `--version` child, the listener, timers.
+    versionCheck.abort();
     await server.close(0);
     await spares.stop();
     retention.stop();

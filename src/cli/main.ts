@@ -41,7 +41,9 @@ const SERVE_USAGE = `Usage: fermilink-runner serve
 
 Starts the server on the FERMILINK_* environment, exactly as \`npm start\` does,
 and drains live runs on SIGTERM or SIGINT. Exit code: 0 clean stop, 1 bad
-configuration, missing provider CLI or unusable run store, 2 crash.
+configuration, missing provider CLI, unusable run store or a port it cannot
+listen on (taken: the message names FERMILINK_RUNNER_PORT or
+FERMILINK_RUNNER_METRICS_PORT), 2 crash.
 `;
 
 const DOCTOR_USAGE = `Usage: fermilink-runner doctor

@@ -1,4 +1,4 @@
-import { startApp } from "../app.js";
+import { ListenError, startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
 import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js";
@@ -6,7 +6,8 @@ import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js
 /**
  * Start the server on the environment's configuration (what `npm start` and
  * `fermilink-runner serve` run) and drain on SIGTERM/SIGINT. Exit codes: 0
- * clean stop, 1 bad config, missing provider or unusable run store, 2 crash.
+ * clean stop, 1 bad config, missing provider, unusable run store or a port
+ * that cannot be listened on (in use, privileged, no such address), 2 crash.
  */
 export async function serve(): Promise<void> {
   const v8Flags = tuneV8();
@@ -26,7 +27,8 @@ export async function serve(): Promise<void> {
   try {
     app = await startApp(config);
   } catch (err) {
-    if (err instanceof RunnerError) {
+    // A missing provider CLI, an unusable run store, a port taken: one line, no stack.
+    if (err instanceof RunnerError || err instanceof ListenError) {
       process.stderr.write(`fermilink-runner: ${err.message}\n`);
       process.exit(1);
     }

@@ -18,11 +18,18 @@ export const RUNNER_ERROR_CODES = [
   "PROVIDER_MISMATCH",
   /** `provider` names a provider this runner does not implement (FermiLink's 501). */
   "PROVIDER_UNSUPPORTED",
-  /** The provider CLI binary cannot be found or executed. */
+  /** The provider CLI binary cannot be found or executed (ENOENT, EACCES, bad interpreter, ...). */
   "PROVIDER_BINARY_MISSING",
+  /**
+   * The runner could not start a process for a binary that is fine: its spawn
+   * helper died or missed its deadline, or the system refused a fork (EAGAIN, ENOMEM).
+   */
+  "PROVIDER_START_FAILED",
   /** The requested scientific package is not installed (FermiLink's 400). */
   "PACKAGE_NOT_FOUND",
-  /** The package's metadata or install path is invalid. */
+  /** The requested package id normalises to nothing (FermiLink's 400, spec §5.2): the caller's input. */
+  "PACKAGE_ID_INVALID",
+  /** An installed package's metadata or install path is invalid: the server's registry is at fault. */
   "PACKAGE_INVALID",
   /** The session's package could not be overlaid into the repo (its metadata or tree is broken). */
   "PACKAGE_OVERLAY_FAILED",

@@ -23,7 +23,13 @@ export const STATUS_TABLE: Readonly<Record<RunnerErrorCode, Mapping>> = {
   PROVIDER_MISMATCH: { connect: Code.InvalidArgument, http: 422 },
   PROVIDER_UNSUPPORTED: { connect: Code.Unimplemented, http: 501 },
   PROVIDER_BINARY_MISSING: { connect: Code.FailedPrecondition, http: 500 },
+  // Transient and runner-side (retry): the spawn comes after the first event, so in practice
+  // this code only names the `exit` of reason `error` (FermiLink answered any spawn failure 500).
+  PROVIDER_START_FAILED: { connect: Code.Unavailable, http: 503 },
   PACKAGE_NOT_FOUND: { connect: Code.NotFound, http: 400 },
+  // The caller's id (`invalid_argument`) vs the server's installed package (`failed_precondition`);
+  // FermiLink answers both 400 (a PackageValidationError for a requested package).
+  PACKAGE_ID_INVALID: { connect: Code.InvalidArgument, http: 400 },
   PACKAGE_INVALID: { connect: Code.FailedPrecondition, http: 400 },
   PACKAGE_OVERLAY_FAILED: { connect: Code.FailedPrecondition, http: 500 },
   QUEUE_FULL: { connect: Code.ResourceExhausted, http: 429 },

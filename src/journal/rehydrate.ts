@@ -1,3 +1,4 @@
+import { RunnerError } from "../errors/runner-error.js";
 import type { AgentItem, RunEvent } from "../events/run-event.js";
 import type { RunStore } from "./run-store.js";
 
@@ -26,6 +27,12 @@ export function rehydrate(events: RunEvent[], read: LineReader): RunEvent[] {
  * Up to `max` stored events of a run after `afterSeq`, their typed items
  * re-derived by `read`, or left empty when `read` is null (a viewer that
  * sends raw lines only).
+ *
+ * Throws RUN_NOT_FOUND when the run is no longer in the store (retention
+ * deleted it while a viewer was reading it back): fewer events than asked for
+ * would otherwise end the viewer's stream as if it were complete, without its
+ * exit. Only a short read costs the extra look-up: the end of a run, once or
+ * twice per viewer.
  */
 export function readBack(
   store: RunStore,
@@ -35,5 +42,14 @@ export function readBack(
   read: LineReader | null,
 ): RunEvent[] {
   const events = store.readEvents(runId, afterSeq, max);
+  if (events.length < max && store.getRun(runId) === null) throw deletedWhileRead(runId, afterSeq);
   return read ? rehydrate(events, read) : events;
+}
+
+/** The run's events after `afterSeq` were deleted by retention under a viewer reading them. */
+export function deletedWhileRead(runId: string, afterSeq: number): RunnerError {
+  return new RunnerError(
+    "RUN_NOT_FOUND",
+    `Run ${runId} was deleted by retention while it was being read (after event ${afterSeq}); the stream is incomplete.`,
+  );
 }

@@ -26,7 +26,7 @@ export interface RunRecord {
   succeeded: boolean | null;
   /** Seq of the last event stored. */
   lastSeq: number;
-  /** Bytes of stored event payloads (for retention by size). */
+  /** Bytes of stored event payloads, UTF-8 as stored (for retention by size). */
   eventBytes: number;
 }
 
@@ -72,14 +72,22 @@ export interface RunStore {
    * All or nothing: when `fn` throws, none of its calls took effect.
    */
   atomically(fn: () => void): void;
-  /** Events with seq > afterSeq, ascending, at most `limit`. */
+  /**
+   * Events with seq > afterSeq, ascending, at most `limit`. Notes the run as
+   * being read (see `prune`'s `readSinceMs`).
+   */
   readEvents(runId: string, afterSeq: number, limit: number): RunEvent[];
   getRun(runId: string): RunRecord | null;
   listRuns(query: RunQuery): RunRecord[];
   /** Runs recorded as queued or running (live when the previous process stopped). */
   liveRuns(): RunRecord[];
-  /** Delete finished runs ended before `endedBeforeMs`, then oldest finished ones until the total is under `maxBytes`. */
-  prune(opts: { endedBeforeMs: number; maxBytes: number }): number;
+  /**
+   * Delete finished runs ended before `endedBeforeMs`, then oldest finished
+   * ones until the total is under `maxBytes` (bytes of stored event text,
+   * UTF-8). Runs whose events were read at or after `readSinceMs` (a viewer is
+   * reading them back) are left for a later call. Returns how many were deleted.
+   */
+  prune(opts: { endedBeforeMs: number; maxBytes: number; readSinceMs?: number }): number;
   close(): void;
 }
 

@@ -1,7 +1,12 @@
 import { statSync } from "node:fs";
 import path from "node:path";
 import { writeJsonAtomic } from "./atomic-json.js";
-import { type PackageMeta, REGISTRY_FILENAME, type Registry, registryToJson } from "./registry.js";
+import {
+  REGISTRY_FILENAME,
+  type Registry,
+  registryToJson,
+  validInstalledPath,
+} from "./registry.js";
 
 /** Where FermiLink's legacy MaxwellLink checkout is and the id it registers under (spec §5.6). */
 export interface LegacyMaxwellLink {
@@ -21,10 +26,14 @@ function legacyFields(root: string): Record<string, unknown> {
 }
 
 /**
- * The registry after FermiLink's legacy bootstrap, or null when nothing would
- * change. FermiLink rewrites registry.json on every request (spec §10 item
- * 28); here a write happens only when the entry is missing or differs, or
- * when there is no active package (register_package then activates it).
+ * The registry after FermiLink's legacy bootstrap (spec §5.6), or null when
+ * nothing would change. When the checkout is a directory it is registered
+ * (not activated), and it becomes the active package when there is no valid
+ * one: none, or one whose `installed_path` is not an existing directory
+ * (spec §5.3's validity: a package whose directory was deleted is not kept
+ * active). FermiLink rewrites registry.json on every request (spec §10 item
+ * 28); here a write happens only when the entry is missing or differs, or the
+ * active package has to change.
  */
 export async function planLegacyBootstrap(
   registry: Registry,
@@ -36,25 +45,28 @@ export async function planLegacyBootstrap(
   const root = path.resolve(legacy.root);
   const wanted = legacyFields(root);
   const current = registry.packages.get(legacy.packageId);
-  const upToDate =
-    current !== undefined &&
-    Object.entries(wanted).every(([k, v]) => current[k] === v) &&
-    registry.activePackage !== null;
-  if (upToDate) return null;
+  const entryUpToDate =
+    current !== undefined && Object.entries(wanted).every(([k, v]) => current[k] === v);
   const stamp = now.toISOString();
-  const meta: PackageMeta = {
-    ...(current ?? {}),
-    ...wanted,
-    id: legacy.packageId,
-    updated_at: stamp,
-    installed_at: current?.installed_at ?? stamp,
-  };
   const packages = new Map(registry.packages);
-  packages.set(legacy.packageId, meta);
+  if (!entryUpToDate) {
+    packages.set(legacy.packageId, {
+      ...(current ?? {}),
+      ...wanted,
+      id: legacy.packageId,
+      updated_at: stamp,
+      installed_at: current?.installed_at ?? stamp,
+    });
+  }
+  // Judged on the registry as it will be: an active legacy entry is valid once it is rewritten.
+  const activeMeta =
+    registry.activePackage === null ? undefined : packages.get(registry.activePackage);
+  const activeValid = activeMeta !== undefined && (await validInstalledPath(activeMeta)) !== null;
+  if (entryUpToDate && activeValid) return null;
   return {
     ...registry,
     packages,
-    activePackage: registry.activePackage ?? legacy.packageId,
+    activePackage: activeValid ? registry.activePackage : legacy.packageId,
     updatedAt: stamp,
   };
 }

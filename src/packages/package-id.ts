@@ -12,7 +12,9 @@ export function normalizePackageId(raw: string): string {
   while (id.includes("--")) id = id.replaceAll("--", "-");
   id = id.replace(/^[-_]+|[-_]+$/g, "");
   if (id === "") {
-    throw new RunnerError("PACKAGE_INVALID", "Package id is empty after normalization.");
+    // FermiLink's message and 400; the id is the caller's (ids read from the registry, the
+    // manifest or the environment go through tryNormalizePackageId and never throw).
+    throw new RunnerError("PACKAGE_ID_INVALID", "Package id is empty after normalization.");
   }
   return id;
 }

@@ -125,9 +125,46 @@ async function* merge(
 }
 
 /**
+ * Spawn errors that mean the binary itself cannot be executed: missing, not
+ * executable, a directory, a script whose interpreter is missing (ENOENT), a
+ * format the kernel refuses. Anything else (the spawn helper gone or past its
+ * deadline, EAGAIN/ENOMEM from fork) says nothing about the binary.
+ */
+const BINARY_ERRNOS: ReadonlySet<string> = new Set([
+  "ENOENT",
+  "EACCES",
+  "EPERM",
+  "ENOTDIR",
+  "ELOOP",
+  "ENAMETOOLONG",
+  "ENOEXEC",
+  "EISDIR",
+]);
+
+/** The caller's error for a launch that failed: the binary's fault, or the runner's. */
+function launchError(bin: string, err: unknown): RunnerError {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code !== undefined && BINARY_ERRNOS.has(e.code)) {
+    return new RunnerError(
+      "PROVIDER_BINARY_MISSING",
+      `Could not start the provider CLI ${bin}: ${e.code}.`,
+      { cause: err },
+    );
+  }
+  const said = e.message.replace(/\.$/, "");
+  const why = e.code && !said.includes(e.code) ? `${e.code}, ${said}` : said;
+  return new RunnerError(
+    "PROVIDER_START_FAILED",
+    `The runner failed to start the provider CLI ${bin}: ${why}. This is a runner-side failure, not a problem with the CLI; retry the run.`,
+    { cause: err },
+  );
+}
+
+/**
  * Start the provider (see launch.ts: detached, stdin from /dev/null, exactly
  * the given env) and supervise it. Rejects with PROVIDER_BINARY_MISSING when
- * the binary cannot be executed.
+ * the binary cannot be executed, PROVIDER_START_FAILED when the launch failed
+ * for another reason (see `launchError`).
  */
 export async function startSupervisedProcess(
   opts: StartProcessOptions,
@@ -143,12 +180,7 @@ export async function startSupervisedProcess(
       niceness: opts.niceness ?? 0,
     });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new RunnerError(
-      "PROVIDER_BINARY_MISSING",
-      `Could not start the provider CLI ${opts.bin}: ${e.code ?? e.message}.`,
-      { cause: err },
-    );
+    throw launchError(opts.bin, err);
   }
   const pid = child.pid as number;
   let killedByRunner = false;

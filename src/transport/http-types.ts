@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
 type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
@@ -14,6 +15,24 @@ export function sendJson(res: AnyResponse, status: number, body: unknown): void 
     "content-length": Buffer.byteLength(text),
   });
   res.end(text);
+}
+
+/**
+ * The first value of a request header, as Starlette (FermiLink) reads a
+ * repeated header; node's `req.headers` joins most repeats with ", ", so two
+ * copies of a token header would never match. `name` in lower case; works on
+ * either protocol's request (both keep `rawHeaders`).
+ */
+export function firstHeader(
+  req: { readonly rawHeaders: readonly string[] },
+  name: string,
+): string | undefined {
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i] as string;
+    if (key.length === name.length && key.toLowerCase() === name) return raw[i + 1];
+  }
+  return undefined;
 }
 
 /**
@@ -76,6 +95,37 @@ export function writeWithBackpressure(
 }
 
 /**
+ * Call before answering a request whose body is left unread (larger than its limit).
+ * HTTP/1.1: the unread bytes would be parsed as the next request, so the
+ * connection closes after the response (`connection: close`). HTTP/2 has no
+ * hop-by-hop headers (node warns and drops them); there the stream is reset
+ * with NO_ERROR once the response is complete, which asks the client to stop
+ * sending without failing the response (RFC 9113 §8.1). Without it the
+ * stream stays half-open for good: the server no longer reads, so the
+ * client's flow-control window never reopens and its upload never ends.
+ *
+ * The response must carry a body or trailers. Node's compat layer asks for
+ * trailers once the last DATA frame is out and sends them (or the empty frame
+ * that ends the stream) on the next turn of the loop (setImmediate); the
+ * reset is queued right behind them. A reset submitted any earlier goes out
+ * first (nghttp2 sends control frames before DATA) and cuts the response:
+ * curl then reports error 92 and shows no status. Not on the response's
+ * `finish` either: on HTTP/2 that event comes only once the stream closed.
+ */
+export function stopReadingBody(req: AnyRequest, res: AnyResponse): void {
+  if (!("stream" in req)) {
+    if (!res.headersSent) res.setHeader("connection", "close");
+    return;
+  }
+  const stream = req.stream;
+  stream.once("wantTrailers", () => {
+    setImmediate(() => {
+      if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    });
+  });
+}
+
+/**
  * Read a request body up to `limit` bytes; null when it is larger. Plain
  * listeners, not `for await`: an async iterator per request is a measurable
  * share of a refusal's cost when a flood of callers is answered 429.
@@ -88,7 +138,7 @@ export function readBody(req: AnyRequest, limit: number): Promise<Buffer | null>
       size += chunk.length;
       if (size > limit) {
         cleanup();
-        // Stop buffering; the caller answers 413 and closes the connection.
+        // Stop buffering; the caller answers 413 and calls stopReadingBody.
         req.pause();
         resolve(null);
         return;

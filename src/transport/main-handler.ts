@@ -1,4 +1,4 @@
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createContextValues } from "@connectrpc/connect";
 import { file_fermilink_runner_v1_ops, OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import {
   file_fermilink_runner_v1_packages,
@@ -12,6 +12,7 @@ import type { StreamObserver } from "../metrics/metrics.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
 import { createDirectRunStream } from "./connect/direct-run-stream.js";
+import { createConnectNodeHandler } from "./connect/node-adapter.js";
 import { createOpsService } from "./connect/ops-service.js";
 import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
@@ -22,6 +23,7 @@ import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.j
 import { handlePackagesRoute } from "./packages-route.js";
 import { handleRunRoute } from "./sse/run-route.js";
 import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
+import { RAW_REQUEST_HEADERS } from "./token-guard.js";
 import { loadWebUi, serveWebUi } from "./web-ui.js";
 
 /**
@@ -82,8 +84,8 @@ export function createMainHandler(deps: {
       return;
     }
     if (url.pathname === "/packages") {
-      if (req.method !== "GET") {
-        res.setHeader("allow", "GET");
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.setHeader("allow", "GET, HEAD");
         sendJson(res, 405, { detail: "Method Not Allowed" });
         return;
       }
@@ -100,7 +102,7 @@ export function createMainHandler(deps: {
     }
     sendJson(res, 404, { detail: "Not Found" });
   };
-  const connectHandler = connectNodeAdapter({
+  const connectHandler = createConnectNodeHandler({
     routes: (router) => {
       router.service(RunService, createRunService(deps.pipeline, deps.observer));
       router.service(OpsService, createOpsService(deps.ops));
@@ -124,6 +126,9 @@ export function createMainHandler(deps: {
       );
     },
     fallback: fermilinkRoutes,
+    // The token guard reads the first of repeated headers (token-guard.ts).
+    contextValues: (req) => createContextValues().set(RAW_REQUEST_HEADERS, req.rawHeaders),
+    logger: deps.logger,
   });
   const directRunStream = createDirectRunStream(deps);
   return (req: AnyRequest, res: AnyResponse) => {

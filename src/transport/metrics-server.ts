@@ -2,21 +2,12 @@ import http from "node:http";
 import type { Registry } from "prom-client";
 import { toRunnerError } from "../errors/runner-error.js";
 import { toHttpError } from "../errors/status-table.js";
-import { checkMetricsToken, METRICS_TOKEN_HEADER } from "./token-guard.js";
+import { checkMetricsToken, presentedToken } from "./token-guard.js";
 
-/** The separate Prometheus listener (design §1): `GET /metrics` and nothing else. */
+/** The separate Prometheus listener (design §1): `GET /metrics` (and HEAD) and nothing else. */
 export interface MetricsServer {
   readonly port: number;
   close(): Promise<void>;
-}
-
-function presentedToken(req: http.IncomingMessage): string | undefined {
-  const header = req.headers[METRICS_TOKEN_HEADER];
-  // A blank header says nothing: a bearer token beside it still counts.
-  if (typeof header === "string" && header.trim() !== "") return header;
-  // Prometheus' scrape config speaks `authorization: Bearer <token>`.
-  const auth = req.headers.authorization;
-  return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;
 }
 
 /**
@@ -29,8 +20,17 @@ export async function startMetricsServer(
   opts: { host: string; port: number; token: string | null },
 ): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
-    const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
+    const send = (
+      status: number,
+      type: string,
+      body: string,
+      extra: http.OutgoingHttpHeaders = {},
+    ) => {
+      res.writeHead(status, {
+        "content-type": type,
+        "content-length": Buffer.byteLength(body),
+        ...extra,
+      });
       res.end(req.method === "HEAD" ? undefined : body);
     };
     let path: string;
@@ -41,10 +41,13 @@ export async function startMetricsServer(
     }
     if (path !== "/metrics") return send(404, "application/json", '{"detail":"Not Found"}');
     if (req.method !== "GET" && req.method !== "HEAD") {
-      return send(405, "application/json", '{"detail":"Method Not Allowed"}');
+      return send(405, "application/json", '{"detail":"Method Not Allowed"}', {
+        allow: "GET, HEAD",
+      });
     }
     try {
-      checkMetricsToken(opts.token, presentedToken(req));
+      // Prometheus' scrape config speaks `authorization: Bearer <token>`.
+      checkMetricsToken(opts.token, presentedToken(req, { bearer: true }));
     } catch (err) {
       const { status, body } = toHttpError(toRunnerError(err));
       return send(status, "application/json", JSON.stringify(body));

@@ -1,8 +1,35 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { createContextKey } from "@connectrpc/connect";
 import { RunnerError } from "../errors/runner-error.js";
+import { firstHeader } from "./http-types.js";
 
 /** The header FermiLink's web sends with `/ops/*` calls (spec §7.3). */
 export const METRICS_TOKEN_HEADER = "x-runner-metrics-token";
+
+/**
+ * A Connect call's raw request headers (set by the main handler's
+ * `contextValues`): `ctx.requestHeader` joins a repeated header's values
+ * like node does, and the token guard wants the first one.
+ */
+export const RAW_REQUEST_HEADERS = createContextKey<readonly string[] | undefined>(undefined, {
+  description: "raw request headers",
+});
+
+/**
+ * The token a request presents: the first X-Runner-Metrics-Token header
+ * (Starlette, hence FermiLink, reads the first of repeated headers), or with
+ * `bearer`, when that is missing or blank, the first `Authorization: Bearer`.
+ */
+export function presentedToken(
+  req: { readonly rawHeaders: readonly string[] },
+  opts: { bearer: boolean } = { bearer: false },
+): string | undefined {
+  const header = firstHeader(req, METRICS_TOKEN_HEADER);
+  // A blank header says nothing: a bearer token beside it still counts.
+  if (!opts.bearer || (header !== undefined && header.trim() !== "")) return header;
+  const auth = firstHeader(req, "authorization");
+  return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;
+}
 
 const digest = (s: string) => createHash("sha256").update(s, "utf8").digest();
 

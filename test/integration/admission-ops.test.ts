@@ -1,12 +1,14 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
 import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { rawRequest } from "../helpers/raw-http.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -185,6 +187,56 @@ describe("ops endpoints and metrics", () => {
       globalLimit: 200,
       perUserLimit: 10,
     });
+  });
+
+  it("reads the first of repeated token headers, as Starlette does (node joins them as 'a, a')", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_METRICS_TOKEN: "s3cret" });
+    const { port, metricsPort } = server.app;
+    const token = (...values: string[]): [string, string][] =>
+      values.map((v) => ["X-Runner-Metrics-Token", v]);
+    const status = async (p: number, target: string, headers: [string, string][]) =>
+      (await rawRequest(p, "GET", target, headers)).status;
+    for (const target of ["/ops/concurrency", "/ops/concurrency.prom", "/ops/admission"]) {
+      expect(await status(port, target, token("s3cret", "s3cret"))).toBe(200);
+      expect(await status(port, target, token("s3cret", "wrong"))).toBe(200);
+      expect(await status(port, target, token("wrong", "s3cret"))).toBe(403);
+    }
+    // The metrics listener: the token header, and the bearer token (node already keeps the first
+    // Authorization; the guard reads the first too).
+    expect(await status(metricsPort, "/metrics", token("s3cret", "s3cret"))).toBe(200);
+    expect(await status(metricsPort, "/metrics", token("wrong", "s3cret"))).toBe(403);
+    const bearer = (...values: string[]): [string, string][] =>
+      values.map((v) => ["Authorization", `Bearer ${v}`]);
+    expect(await status(metricsPort, "/metrics", bearer("s3cret", "wrong"))).toBe(200);
+    expect(await status(metricsPort, "/metrics", bearer("wrong", "s3cret"))).toBe(403);
+    // OpsService through connect-node (Connect JSON), whose own header object joins repeats too.
+    const rpc = (headers: [string, string][]) =>
+      rawRequest(
+        port,
+        "POST",
+        `/${OpsService.typeName}/GetConcurrency`,
+        [["Content-Type", "application/json"], ...headers],
+        "{}",
+      );
+    expect((await rpc(token("s3cret", "s3cret"))).status).toBe(200);
+    const denied = await rpc(token("wrong", "s3cret"));
+    expect(JSON.parse(denied.body)).toMatchObject({ code: "permission_denied" });
+    // Over HTTP/2 a header can be repeated as well.
+    const session = http2.connect(server.baseUrl);
+    try {
+      const h2Status = await new Promise((resolve, reject) => {
+        const stream = session.request({
+          ":path": "/ops/concurrency",
+          "x-runner-metrics-token": ["s3cret", "s3cret"],
+        });
+        stream.on("response", (h) => resolve(h[":status"]));
+        stream.on("error", reject);
+        stream.resume();
+      });
+      expect(h2Status).toBe(200);
+    } finally {
+      session.close();
+    }
   });
 
   it("serves FermiLink's prom text on /ops and valid Prometheus exposition on the metrics port", async () => {

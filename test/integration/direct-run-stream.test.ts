@@ -6,6 +6,7 @@
  * check the direct path's own protocol handling with raw requests.
  */
 import http2 from "node:http2";
+import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
@@ -15,6 +16,7 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
+import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import {
   AttachRequestSchema,
   type RunEvent,
@@ -22,6 +24,7 @@ import {
   RunService,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { writeBuffersAllocated } from "../../src/transport/connect/direct-run-stream.js";
+import { h2Upload } from "../helpers/h2-upload.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -65,6 +68,7 @@ async function rawGrpc(
   baseUrl: string,
   path: string,
   body: Buffer,
+  extraHeaders: http2.OutgoingHttpHeaders = {},
 ): Promise<{
   headers: http2.IncomingHttpHeaders;
   body: Buffer;
@@ -78,6 +82,7 @@ async function rawGrpc(
         ":path": path,
         "content-type": "application/grpc",
         te: "trailers",
+        ...extraHeaders,
       });
       let headers: http2.IncomingHttpHeaders = {};
       let trailers: http2.IncomingHttpHeaders = {};
@@ -223,6 +228,118 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     expect(end.error.message).toMatch(message);
   });
 
+  it("answers an undecodable body invalid_argument on connect-node's path too, saying what was expected", async () => {
+    server = await startTestServer();
+    const { baseUrl } = server;
+    const ADMISSION = `/${OpsService.typeName}/GetAdmission`;
+    const garbage = Buffer.from([0xff, 0xff, 0xff]);
+    const post = (path: string, type: string, body: Buffer | string, headers = {}) =>
+      fetch(baseUrl + path, {
+        method: "POST",
+        headers: { "content-type": type, ...headers },
+        body,
+      });
+    /** The status a gRPC-Web answer ends with (its trailer frame). */
+    const grpcWebStatus = async (res: Response) => {
+      const trailer = envelopes(Buffer.from(await res.arrayBuffer())).find((e) => e.flags & 0x80);
+      const fields = new Map(
+        (trailer?.data.toString() ?? "")
+          .split("\r\n")
+          .filter((l) => l !== "")
+          .map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trim()]),
+      );
+      return {
+        code: Number(fields.get("grpc-status")),
+        message: decodeURIComponent(fields.get("grpc-message") ?? ""),
+      };
+    };
+    /** The error a Connect stream ends with. */
+    const connectEnd = async (res: Response) =>
+      JSON.parse(
+        envelopes(Buffer.from(await res.arrayBuffer()))
+          .at(-1)
+          ?.data.toString() ?? "",
+      ).error as { code: string; message: string };
+    const expected = (type: string) =>
+      new RegExp(`expected a binary-encoded fermilink\\.runner\\.v1\\.${type}`);
+
+    // Connect unary, binary (connect-node said `internal`: "parse binary: premature EOF").
+    const unary = await post(ADMISSION, "application/proto", garbage);
+    expect(unary.status).toBe(400);
+    const unaryError = (await unary.json()) as { code: string; message: string };
+    expect(unaryError.code).toBe("invalid_argument");
+    expect(unaryError.message).toMatch(expected("GetAdmissionRequest"));
+    // Connect unary, gzip-compressed.
+    const gzipped = await post(ADMISSION, "application/proto", gzipSync(garbage), {
+      "content-encoding": "gzip",
+    });
+    expect([gzipped.status, ((await gzipped.json()) as { code: string }).code]).toEqual([
+      400,
+      "invalid_argument",
+    ]);
+    // Connect JSON, malformed (connect-node already said invalid_argument; it still does).
+    const json = await post(
+      `/${OpsService.typeName}/GetConcurrency`,
+      "application/json",
+      "{not json",
+    );
+    expect(json.status).toBe(400);
+    expect(((await json.json()) as { code: string }).code).toBe("invalid_argument");
+    const streamJson = await post(
+      RUN,
+      "application/connect+json",
+      envelope(0, Buffer.from("{nope")),
+    );
+    expect((await connectEnd(streamJson)).code).toBe("invalid_argument");
+    // Connect streaming, compressed: connect-node's path (the direct one takes no compression).
+    const streamGzip = await post(
+      RUN,
+      "application/connect+proto",
+      envelope(1, gzipSync(garbage)),
+      {
+        "connect-content-encoding": "gzip",
+      },
+    );
+    const streamGzipError = await connectEnd(streamGzip);
+    expect(streamGzipError.code).toBe("invalid_argument");
+    expect(streamGzipError.message).toMatch(expected("RunRequest"));
+    // gRPC-Web: garbage bytes, a message that is no request, on a stream and a unary method.
+    const raw = await post(
+      RUN,
+      "application/grpc-web+proto",
+      Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    );
+    expect(await grpcWebStatus(raw)).toMatchObject({ code: Code.InvalidArgument });
+    for (const [path, type] of [
+      [RUN, "RunRequest"],
+      [ADMISSION, "GetAdmissionRequest"],
+    ] as const) {
+      const res = await post(path, "application/grpc-web+proto", envelope(0, garbage));
+      const status = await grpcWebStatus(res);
+      expect(status.code).toBe(Code.InvalidArgument);
+      expect(status.message).toMatch(expected(type));
+    }
+    // gRPC with a deadline (connect-node's path) and the direct path say the same.
+    for (const headers of [{ "grpc-timeout": "10S" }, {}]) {
+      const grpc = await rawGrpc(baseUrl, RUN, envelope(0, garbage), headers);
+      expect(grpc.trailers["grpc-status"]).toBe(String(Code.InvalidArgument));
+      expect(decodeURIComponent(String(grpc.trailers["grpc-message"]))).toMatch(
+        expected("RunRequest"),
+      );
+    }
+    // Good calls on the guarded path still work, compressed or not.
+    const ops = createClient(OpsService, createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }));
+    expect((await ops.getAdmission({ sessionId: "s" })).userKey).toBe("session:s");
+    const gz = createClient(
+      OpsService,
+      createConnectTransport({ baseUrl, httpVersion: "1.1", sendCompression: compressionGzip }),
+    );
+    expect((await gz.getAdmission({ sessionId: "t".repeat(5000) })).userKey).toMatch(
+      /^session:t+$/,
+    );
+    expect(server.app.pipeline.liveRuns).toBe(0);
+  });
+
   it("answers a request larger than 1 MiB with resource_exhausted on both protocols", async () => {
     server = await startTestServer();
     const big = envelope(0, Buffer.alloc(2 * 1024 * 1024, 0x41));
@@ -231,6 +348,15 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     const connect = await rawConnect(server.baseUrl, RUN, big);
     const end = JSON.parse(connect.envelopes.at(-1)?.data.toString() ?? "");
     expect(end.error.code).toBe("resource_exhausted");
+    // On HTTP/2 the trailers arrive, then the stream is reset (NO_ERROR): an upload the server
+    // stopped reading ends there instead of hanging on a flow-control window never reopened.
+    const h2 = await h2Upload(
+      server.baseUrl,
+      { ":path": RUN, "content-type": "application/grpc", te: "trailers" },
+      2 * 1024 * 1024,
+    );
+    expect(h2.trailers["grpc-status"]).toBe(String(Code.ResourceExhausted));
+    expect({ closed: h2.closed, rstCode: h2.rstCode }).toEqual({ closed: true, rstCode: 0 });
     expect(server.app.pipeline.liveRuns).toBe(0);
   });
 

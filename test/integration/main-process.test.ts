@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { realpathSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -87,6 +88,43 @@ describe("the server process (src/main.ts)", () => {
       "codex CLI not found. Install it in the runner image or set FERMILINK_CODEX_BIN to its path.",
     );
   });
+
+  it.each([
+    ["main", "FERMILINK_RUNNER_PORT"],
+    ["metrics", "FERMILINK_RUNNER_METRICS_PORT"],
+  ])(
+    "exits 1 with one line naming the variable when the %s port is taken, leaving nothing running",
+    async (_, variable) => {
+      // A port held open by this test.
+      const holder = net.createServer();
+      await new Promise<void>((r) => holder.listen(0, "127.0.0.1", r));
+      const taken = (holder.address() as net.AddressInfo).port;
+      // A provider whose `--version` (started in the background at start-up) would run for 30 s.
+      const codex = path.join(home, "slow-version-codex.sh");
+      const pidFile = path.join(home, "version.pid");
+      await writeFile(codex, `#!/bin/sh\necho $$ > '${pidFile}'\nexec sleep 30\n`, { mode: 0o755 });
+      try {
+        const m = startMain({
+          FERMILINK_CODEX_BIN: codex,
+          FERMILINK_RUNNER_PORT: "0",
+          FERMILINK_RUNNER_METRICS_PORT: "0",
+          [variable]: String(taken),
+        });
+        expect(await m.exited).toBe(1);
+        const lines = m.output().err.trim().split("\n");
+        expect(lines).toHaveLength(1);
+        expect(lines[0]).toMatch(/^fermilink-runner: cannot listen: /);
+        expect(lines[0]).toContain(`port ${taken} on 127.0.0.1 is already in use`);
+        expect(lines[0]).toContain(`set ${variable} to a free port`);
+        // The `--version` child was stopped with the start, not left to run out its 30 s.
+        const versionPid = Number(await readFile(pidFile, "utf8"));
+        expect(versionPid).toBeGreaterThan(0);
+        await waitUntilGone([versionPid], 3000);
+      } finally {
+        await new Promise((r) => holder.close(r));
+      }
+    },
+  );
 
   it("on SIGTERM ends live runs with reason shutdown, leaves no provider behind and exits 0", async () => {
     const m = startMain({

@@ -152,6 +152,44 @@ describe("scientific packages through the runner (both faces)", () => {
     ).toBe("beta");
   });
 
+  it("answers 400 / invalid_argument for a requested package id that normalises to nothing", async () => {
+    server = await startTestServer();
+    // A registered package, so the refusal is about the id, not about an empty registry.
+    await writePackageRoot(path.join(server.home, "scientific_packages"), {
+      alpha: { files: { x: "" } },
+    });
+    const res = await postRun(server.baseUrl, {
+      session_id: "badid",
+      user_prompt: "x",
+      package_id: " -!- ",
+    });
+    // FermiLink's status and message (a PackageValidationError for a requested id, spec §1.1).
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toEqual({
+      detail: "Package id is empty after normalization.",
+      code: "PACKAGE_ID_INVALID",
+    });
+    for (const transport of [
+      createGrpcTransport({ baseUrl: server.baseUrl }),
+      createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "1.1" }),
+    ]) {
+      const client = createClient(RunService, transport);
+      const err = await (async () => {
+        for await (const _ of client.run({
+          sessionId: "badid",
+          userPrompt: "x",
+          packageId: "//",
+        })) {
+          // no event expected
+        }
+      })().catch((e: unknown) => e);
+      const ce = ConnectError.from(err);
+      expect(ce.code).toBe(Code.InvalidArgument);
+      expect(ce.rawMessage).toBe("Package id is empty after normalization.");
+    }
+    expect(await exists(path.join(server.workspacesRoot, "badid"))).toBe(false);
+  });
+
   it("answers 400 / failed_precondition for a requested package whose directory is gone", async () => {
     server = await startTestServer();
     const dirs = await writePackageRoot(path.join(server.home, "scientific_packages"), {

@@ -2,6 +2,8 @@ import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { h2Upload } from "../helpers/h2-upload.js";
+import { rawRequest } from "../helpers/raw-http.js";
 import { postRun } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -32,6 +34,16 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(await get("?user_id=%20", "Ann")).toBe(200);
     expect(await get("?user_id=bob", "ann")).toBe(404);
     expect(await get("?user_id=")).toBe(404);
+    // A repeated header counts once, by its first value (as Starlette reads headers).
+    const repeated = (...users: string[]) =>
+      rawRequest(
+        (server as TestServer).app.port,
+        "GET",
+        `/runs/${runId}`,
+        users.map((u): [string, string] => ["X-Fermilink-User-Id", u]),
+      ).then((r) => r.status);
+    expect(await repeated("ann", "ann")).toBe(200);
+    expect(await repeated("bob", "ann")).toBe(404);
   });
 
   it("reads the body as JSON only without a Content-Type or with a JSON one, as FastAPI does", async () => {
@@ -198,7 +210,15 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(JSON.parse(pkg.text).detail).toBe("Requested package not found: no-such-package");
     const notJson = await postRun(base, null, { rawBody: "{not json" });
     expect(notJson.status).toBe(422);
-    expect(Array.isArray(JSON.parse(notJson.text).detail)).toBe(true);
+    expect(JSON.parse(notJson.text).detail).toEqual([
+      {
+        type: "json_invalid",
+        loc: ["body", 1],
+        msg: "JSON decode error",
+        input: {},
+        ctx: { error: "Expecting property name enclosed in double quotes" },
+      },
+    ]);
     // Nothing was created for any refused request, inside or outside the root: the root holds
     // only the runner's own dot-named directories (its git template and spare workspaces).
     expect(existsSync(path.join(server.home, "escape"))).toBe(false);
@@ -209,12 +229,102 @@ describe("POST /run (FermiLink SSE face)", () => {
     ]);
   });
 
+  it("answers malformed JSON as FastAPI does: json_invalid at Python's position with Python's reason", async () => {
+    server = await startTestServer();
+    const post = (body: string | Buffer) =>
+      fetch(`${(server as TestServer).baseUrl}/run`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+    // [body, loc index (characters, as a Python str counts them), ctx.error]
+    const cases: [string, number, string][] = [
+      ["{not json", 1, "Expecting property name enclosed in double quotes"],
+      ['{"user_prompt": "\u{1F600}é" "x"}', 21, "Expecting ',' delimiter"],
+      ['{"user_prompt": "hi",}', 20, "Illegal trailing comma before end of object"],
+      ['{"user_prompt": "hi"} x', 22, "Extra data"],
+      ['{"user_prompt": "a\nb"}', 18, "Invalid control character at"],
+      ['{"user_prompt": "\\x"}', 17, "Invalid \\escape"],
+      ["   ", 3, "Expecting value"],
+    ];
+    for (const [body, pos, error] of cases) {
+      const res = await post(body);
+      expect({ body, status: res.status, json: await res.json() }).toEqual({
+        body,
+        status: 422,
+        json: {
+          detail: [
+            {
+              type: "json_invalid",
+              loc: ["body", pos],
+              msg: "JSON decode error",
+              input: {},
+              ctx: { error },
+            },
+          ],
+          code: "REQUEST_INVALID",
+        },
+      });
+    }
+    // No body (or `null`) is a missing body, whatever the content type says.
+    for (const body of ["", "null"]) {
+      const res = await post(body);
+      expect(res.status).toBe(422);
+      expect(((await res.json()) as { detail: unknown }).detail).toEqual([
+        { type: "missing", loc: ["body"], msg: "Field required", input: null },
+      ]);
+    }
+    // Bytes that are not UTF-8 never reach the JSON parser: FastAPI's 400.
+    const notUtf8 = await post(Buffer.from([0x7b, 0xff, 0x7d]));
+    expect(notUtf8.status).toBe(400);
+    expect(((await notUtf8.json()) as { detail: unknown }).detail).toBe(
+      "There was an error parsing the body",
+    );
+    // What Python's json.loads takes and JSON.parse does not: a UTF-8 BOM, NaN.
+    const bom = await post(
+      Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"user_prompt": "hi"}')]),
+    );
+    expect(bom.status).toBe(200);
+    await bom.text();
+    const nan = await post('{"user_prompt": NaN}');
+    expect(nan.status).toBe(422);
+    expect(((await nan.json()) as { detail: unknown }).detail).toEqual([
+      { type: "string_type", loc: ["body", "user_prompt"], msg: "Input should be a valid string" },
+    ]);
+  });
+
   it("answers a body over 1 MiB with 413 without reading it all, and keeps serving", async () => {
     server = await startTestServer();
     const huge = JSON.stringify({ user_prompt: "x", pad: "y".repeat(2 * 1024 * 1024) });
     const res = await postRun(server.baseUrl, null, { rawBody: huge });
     expect(res.status).toBe(413);
+    expect(res.headers.get("connection")).toBe("close");
     expect(JSON.parse(res.text).detail).toBe("Request body too large.");
+    expect((await postRun(server.baseUrl, { user_prompt: "after" })).status).toBe(200);
+  });
+
+  it("answers a body over 1 MiB on HTTP/2 with 413, then resets the stream (NO_ERROR) so the upload ends", async () => {
+    server = await startTestServer();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on("warning", onWarning);
+    try {
+      for (const bytes of [1.1 * 1024 * 1024, 4 * 1024 * 1024]) {
+        const res = await h2Upload(
+          server.baseUrl,
+          { ":path": "/run", "content-type": "application/json" },
+          Math.round(bytes),
+        );
+        expect(res.status).toBe(413);
+        expect(JSON.parse(res.body.toString()).detail).toBe("Request body too large.");
+        // The client never ended its upload: only the server's reset can have closed the stream.
+        expect({ closed: res.closed, rstCode: res.rstCode }).toEqual({ closed: true, rstCode: 0 });
+      }
+    } finally {
+      process.off("warning", onWarning);
+    }
+    // No hop-by-hop header on HTTP/2 (node warns and drops a `connection` header).
+    expect(warnings).toEqual([]);
     expect((await postRun(server.baseUrl, { user_prompt: "after" })).status).toBe(200);
   });
 

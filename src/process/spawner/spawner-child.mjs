@@ -15,6 +15,7 @@
  */
 import { spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { setGroupNice, setProcessNice, yieldCpu } from "../yield-cpu.mjs";
 
 /**
@@ -43,9 +44,15 @@ const SOLO_PROVIDERS = 2;
  * installed, which would show as the provider's own log lines; PERL_BADLANG=0
  * silences that, and is taken out again before the CLI starts unless the
  * caller had set it (the first argument says which).
+ *
+ * A CLI that cannot be executed (missing, not executable, a script whose
+ * interpreter is missing) must fail as node's own spawn fails, not start a
+ * run that exits 127: fd 3 is an exec-status pipe, close-on-exec (perl marks
+ * every descriptor above $^F = 2 so when it opens it), so the helper reads EOF
+ * when the exec succeeded and the errno when it failed (libuv's own trick).
  */
 const SETPGID_EXEC =
-  "delete $ENV{PERL_BADLANG} if shift(@ARGV) eq 'drop'; setpgrp(0, 0); exec { $ARGV[0] } @ARGV; print STDERR qq(cannot execute $ARGV[0]: $!\n); exit 127;";
+  "open(my $st, '>&=', 3); delete $ENV{PERL_BADLANG} if shift(@ARGV) eq 'drop'; setpgrp(0, 0); exec { $ARGV[0] } @ARGV; my ($n, $m) = ($! + 0, qq($!)); syswrite($st, qq($n\n)) if $st; print STDERR qq(cannot execute $ARGV[0]: $m\n); exit 127;";
 
 /**
  * Variables that would make perl load code of its own before the one-liner
@@ -81,10 +88,9 @@ const GROUP_LEADER_DEADLINE_MS = Number(process.env.FERMILINK_GROUP_LEADER_DEADL
 
 /**
  * Calls `then(true)` once `pid` leads its own process group or exited
- * (`gone`); `then(false)` when neither happened within the deadline.
+ * (`gone`); `then(false)` when neither happened by `deadline`.
  */
-function whenGroupLeader(pid, gone, then) {
-  const deadline = Date.now() + GROUP_LEADER_DEADLINE_MS;
+function whenGroupLeader(pid, gone, deadline, then) {
   const poll = () => {
     try {
       process.kill(-pid, 0);
@@ -103,6 +109,62 @@ function whenGroupLeader(pid, gone, then) {
     then(true);
   };
   poll();
+}
+
+/** Errno numbers to their names (ENOENT, ...), as node's spawn errors carry them; first name wins. */
+const ERRNO_NAMES = new Map();
+for (const [name, n] of Object.entries(osConstants.errno)) {
+  if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
+}
+
+/**
+ * Reads the wrapper's exec-status pipe (see SETPGID_EXEC) from the spawn on:
+ * a socket that reaches its end unread is destroyed without an 'end', so a
+ * reader attached later (once the group exists) would miss a fast exec.
+ * Returns `wait(deadline, then)`: `then(null)` once the pipe closed empty (the
+ * exec succeeded, or the wrapper died before it: its exit is reported as the
+ * run's), `then(errno)` when the exec failed, `then(undefined)` when neither
+ * happened by `deadline`.
+ */
+function watchExec(pipe) {
+  let text = "";
+  let outcome;
+  let waiter = null;
+  const settle = (result) => {
+    if (outcome !== undefined) return;
+    outcome = result;
+    pipe.destroy();
+    waiter?.(result);
+  };
+  pipe.setEncoding("utf8");
+  pipe.on("data", (d) => {
+    text += d;
+  });
+  const closed = () => {
+    const n = Number.parseInt(text, 10);
+    settle(Number.isInteger(n) && n > 0 ? n : null);
+  };
+  pipe.once("end", closed);
+  pipe.once("close", closed);
+  pipe.once("error", closed);
+  return (deadline, then) => {
+    if (outcome !== undefined) {
+      then(outcome);
+      return;
+    }
+    const timer = setTimeout(
+      () => {
+        waiter = null;
+        pipe.destroy();
+        then(undefined);
+      },
+      Math.max(0, deadline - Date.now()),
+    );
+    waiter = (result) => {
+      clearTimeout(timer);
+      then(result);
+    };
+  };
 }
 
 /** The spawn error node would report for a binary that cannot run (the wrapper itself always can). */
@@ -132,7 +194,8 @@ function start(msg) {
       ? spawn(GROUP_EXEC, ["-e", SETPGID_EXEC, "--", ownBadlang ? "keep" : "drop", bin, ...args], {
           cwd,
           env: ownBadlang ? env : { ...env, PERL_BADLANG: "0" },
-          stdio: ["ignore", "pipe", "pipe"],
+          // fd 3: the exec-status pipe.
+          stdio: ["ignore", "pipe", "pipe", "pipe"],
         })
       : spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
@@ -169,6 +232,9 @@ function start(msg) {
   // close them when the child exits while their handles still wait in the IPC send queue (each
   // handle waits for the runner's acknowledgement of the one before).
   const pipes = [child.stdout, child.stderr];
+  /** The wrapper's exec-status pipe (shared providers only); read here, never the runner's. */
+  const execStatus = shared ? child.stdio[3] : null;
+  const waitForExec = execStatus ? watchExec(execStatus) : null;
   for (const pipe of pipes) {
     pipe.pause();
     pipe._handle?.readStop();
@@ -182,6 +248,7 @@ function start(msg) {
   child.once("error", (err) => {
     uncount();
     closePipes();
+    execStatus?.destroy();
     toRunner({ type: "error", id, code: err.code ?? "", message: err.message });
   });
   child.once("spawn", () => {
@@ -210,23 +277,47 @@ function start(msg) {
       announce();
       return;
     }
+    const deadline = Date.now() + GROUP_LEADER_DEADLINE_MS;
+    const timedOut = (what) => {
+      // It must not run unsupervised, nor become the CLI unannounced. Before the setpgid it is
+      // the perl wrapper alone, so killing the pid kills all there is; after it, its group.
+      killTree(pid);
+      closePipes();
+      toRunner({
+        type: "error",
+        id,
+        code: "ETIMEDOUT",
+        message: `the provider did not start within ${GROUP_LEADER_DEADLINE_MS} ms (${what})`,
+      });
+    };
     whenGroupLeader(
       pid,
       () => exited !== null,
+      deadline,
       (leads) => {
-        if (leads) {
-          announce();
+        if (!leads) {
+          execStatus.destroy();
+          timedOut("its process group was never made");
           return;
         }
-        // A kill of its group could not reach it: it must not run unsupervised. Before the
-        // setpgid it is the perl wrapper alone, so killing the pid kills all there is.
-        killTree(pid);
-        closePipes();
-        toRunner({
-          type: "error",
-          id,
-          code: "ETIMEDOUT",
-          message: `the provider did not start within ${GROUP_LEADER_DEADLINE_MS} ms (its process group was never made)`,
+        waitForExec(deadline, (errno) => {
+          if (errno === null) {
+            announce();
+            return;
+          }
+          if (errno === undefined) {
+            timedOut("the CLI was never executed");
+            return;
+          }
+          // The wrapper exits 127 by itself; nobody is told of that exit (never announced).
+          closePipes();
+          const code = ERRNO_NAMES.get(errno) ?? "";
+          toRunner({
+            type: "error",
+            id,
+            code,
+            message: `spawn ${bin} ${code || `errno ${errno}`}`,
+          });
         });
       },
     );

@@ -9,7 +9,7 @@
  * timeouts) falls through to connect-node's handler, which speaks the full
  * protocols. Both give the same bytes per message.
  */
-import { fromBinary } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AttachRequestSchema,
@@ -30,8 +30,10 @@ import {
   onClientGone,
   readBody,
   responseClosed,
+  stopReadingBody,
   writeWithBackpressure,
 } from "../http-types.js";
+import { MAX_REQUEST_BYTES, undecodableRequest } from "./request-guard.js";
 import { openAttach, openRun } from "./run-service.js";
 
 type Protocol = "grpc" | "connect";
@@ -42,8 +44,6 @@ const PATHS = new Map<string, Method>([
   [`/${RunService.typeName}/${RunService.method.attach.name}`, "attach"],
 ]);
 
-/** A request message is a prompt of at most 10,000 code points plus a few ids. */
-const MAX_REQUEST_BYTES = 1024 * 1024;
 /**
  * Bytes gathered before a write. Small enough that an HTTP/2 stream keeps
  * flowing inside a client's 64 KB window (64 KB writes made the server wait
@@ -129,14 +129,12 @@ function requestMessage(body: Buffer): Uint8Array {
   return body.subarray(5, end);
 }
 
-function decode<T>(parse: () => T): T {
+/** The request message as `schema`, or `invalid_argument` saying what was expected. */
+function decode<Desc extends DescMessage>(schema: Desc, message: Uint8Array): MessageShape<Desc> {
   try {
-    return parse();
+    return fromBinary(schema, message);
   } catch (err) {
-    throw new ConnectError(
-      `cannot decode the request message: ${err instanceof Error ? err.message : String(err)}`,
-      Code.InvalidArgument,
-    );
+    throw undecodableRequest(schema, err);
   }
 }
 
@@ -246,8 +244,8 @@ async function serve(
   try {
     const body = await readBody(req, MAX_REQUEST_BYTES);
     if (body === null) {
-      // The rest of the body is never read: an HTTP/1.1 connection cannot be reused.
-      if (!("stream" in req)) res.setHeader("connection", "close");
+      // The rest of the body is never read: the HTTP/1.1 connection closes, the h2 stream is reset.
+      stopReadingBody(req, res);
       throw new ConnectError(
         `request message larger than ${MAX_REQUEST_BYTES} bytes`,
         Code.ResourceExhausted,
@@ -256,16 +254,8 @@ async function serve(
     const message = requestMessage(body);
     events =
       method === "run"
-        ? await openRun(
-            deps.pipeline,
-            decode(() => fromBinary(RunRequestSchema, message)),
-            caller.signal,
-          )
-        : openAttach(
-            deps.pipeline,
-            decode(() => fromBinary(AttachRequestSchema, message)),
-            caller.signal,
-          );
+        ? await openRun(deps.pipeline, decode(RunRequestSchema, message), caller.signal)
+        : openAttach(deps.pipeline, decode(AttachRequestSchema, message), caller.signal);
   } catch (err) {
     out.finish(asConnectError(err, deps.logger));
     return;

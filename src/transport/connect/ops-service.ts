@@ -10,11 +10,21 @@ import { toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
 import type { OpsRouteDeps } from "../ops/ops-routes.js";
 import { admissionSnapshot, concurrencySnapshot } from "../ops/ops-snapshots.js";
-import { checkMetricsToken, METRICS_TOKEN_HEADER } from "../token-guard.js";
+import {
+  checkMetricsToken,
+  METRICS_TOKEN_HEADER,
+  presentedToken,
+  RAW_REQUEST_HEADERS,
+} from "../token-guard.js";
 
 function guard(deps: OpsRouteDeps, ctx: HandlerContext): void {
   try {
-    checkMetricsToken(deps.metricsToken, ctx.requestHeader.get(METRICS_TOKEN_HEADER));
+    const rawHeaders = ctx.values.get(RAW_REQUEST_HEADERS);
+    // The first of repeated headers, as on the HTTP routes (requestHeader joins them).
+    const token = rawHeaders
+      ? presentedToken({ rawHeaders })
+      : ctx.requestHeader.get(METRICS_TOKEN_HEADER);
+    checkMetricsToken(deps.metricsToken, token);
   } catch (err) {
     throw toConnectError(toRunnerError(err));
   }

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   type AttachRequest,
   ListRunsResponseSchema,
@@ -88,6 +88,10 @@ async function* toProtoStream(
       }
       tally.report();
     }
+  } catch (err) {
+    // A failure after the first event (the run deleted by retention while it was read back)
+    // ends the call with its own code, as on the direct path, not connect-node's `unknown`.
+    throw err instanceof ConnectError ? err : toConnectError(toRunnerError(err));
   } finally {
     tally.report();
   }

@@ -2,7 +2,7 @@ import type { AdmissionController } from "../../admission/admission-controller.j
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import { type AnyRequest, type AnyResponse, sendJson } from "../http-types.js";
-import { checkMetricsToken, METRICS_TOKEN_HEADER } from "../token-guard.js";
+import { checkMetricsToken, presentedToken } from "../token-guard.js";
 import {
   admissionSnapshot,
   concurrencyPrometheusText,
@@ -30,13 +30,12 @@ export function handleOpsRoute(
   deps: OpsRouteDeps,
 ): void {
   if (req.method !== "GET" && req.method !== "HEAD") {
-    res.setHeader("allow", "GET");
+    res.setHeader("allow", "GET, HEAD");
     sendJson(res, 405, { detail: "Method Not Allowed" });
     return;
   }
   try {
-    const header = req.headers[METRICS_TOKEN_HEADER];
-    checkMetricsToken(deps.metricsToken, Array.isArray(header) ? header[0] : header);
+    checkMetricsToken(deps.metricsToken, presentedToken(req));
   } catch (err) {
     const { status, body } = toHttpError(toRunnerError(err));
     sendJson(res, status, body);

@@ -1,5 +1,6 @@
 import { RunnerError, type ValidationDetail } from "../../errors/runner-error.js";
 import type { RunRequestInput } from "../../run/run-request.js";
+import { PyJsonDecodeError, pyJsonLoads } from "./py-json.js";
 
 const OPTIONAL_STRING_FIELDS = [
   "session_id",
@@ -9,13 +10,38 @@ const OPTIONAL_STRING_FIELDS = [
   "provider",
 ] as const;
 
+/** One entry of FastAPI's 422 `detail` list; pydantic also says what it got and why. */
+interface FastApiDetail extends ValidationDetail {
+  input?: unknown;
+  ctx?: Record<string, unknown>;
+}
+
+/**
+ * A body FastAPI fails to read before validating it, answered 400
+ * `{"detail": "There was an error parsing the body"}`: not UTF-8 (Starlette's
+ * `json.loads` raises UnicodeDecodeError) or nested deeper than Python recurses.
+ */
+export class BodyParseError extends Error {
+  override readonly name = "BodyParseError";
+  /** FastAPI's detail for this case, word for word. */
+  readonly detail = "There was an error parsing the body";
+}
+
+/** UTF-8 that must be valid; a leading BOM is dropped, as `json.loads` of bytes does (utf-8-sig). */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
 /**
  * Parse `POST /run`'s JSON body the way FastAPI/pydantic does for FermiLink's
- * `RunRequest` (spec §1.1): not JSON, not an object, `user_prompt` missing or
- * not a string, or an optional field of the wrong type → 422 with a `detail`
- * list; unknown fields are ignored. Every problem is reported at once.
+ * `RunRequest` (spec §1.1): empty, not JSON, not an object, `user_prompt`
+ * missing or not a string, or an optional field of the wrong type → 422 with
+ * a `detail` list; unknown fields are ignored. Every problem is reported at
+ * once. A body that is not UTF-8 throws BodyParseError (400).
  */
 export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput {
+  // FastAPI reads a body only when it has bytes: an empty one is a missing body, whatever its type.
+  if (raw.length === 0) {
+    throw invalid([{ type: "missing", loc: ["body"], msg: "Field required", input: null }]);
+  }
   // FastAPI reads the body as JSON only without a Content-Type or with a JSON one; any other
   // type leaves it bytes, which fail validation. This also keeps a web page from starting runs:
   // a browser sends text/plain or a form cross-origin without asking (no CORS preflight).
@@ -28,19 +54,12 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
       },
     ]);
   }
-  let body: unknown;
-  try {
-    body = JSON.parse(raw.toString("utf8"));
-  } catch (err) {
-    throw invalid([
-      {
-        type: "json_invalid",
-        loc: ["body"],
-        msg: `JSON decode error: ${err instanceof Error ? err.message : String(err)}`,
-      },
-    ]);
+  const body = decodeJson(raw);
+  // `null` is no body at all to FastAPI, as an empty one is.
+  if (body === null) {
+    throw invalid([{ type: "missing", loc: ["body"], msg: "Field required", input: null }]);
   }
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+  if (typeof body !== "object" || Array.isArray(body)) {
     throw invalid([
       {
         type: "model_attributes_type",
@@ -89,8 +108,50 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
   return out;
 }
 
-function invalid(details: ValidationDetail[]): RunnerError {
-  const summary = details.map((d) => `${d.loc.join(".")}: ${d.msg}`).join("; ");
+/**
+ * The body's JSON value as Starlette's `json.loads` reads it. Malformed JSON
+ * is FastAPI's `json_invalid` entry: `loc` ["body", <index in characters>],
+ * `msg` "JSON decode error", `input` {}, and Python's own reason in
+ * `ctx.error` (e.g. "Expecting value", "Expecting ',' delimiter").
+ */
+function decodeJson(raw: Buffer): unknown {
+  let text: string;
+  try {
+    text = utf8.decode(raw);
+  } catch (err) {
+    throw new BodyParseError("request body is not UTF-8", { cause: err });
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    // JSON.parse's messages and positions are V8's; Python's are what FermiLink's callers see.
+    // Python also takes NaN and Infinity, which JSON.parse refuses: their value is returned.
+  }
+  try {
+    return pyJsonLoads(text);
+  } catch (err) {
+    if (!(err instanceof PyJsonDecodeError)) {
+      throw new BodyParseError("request body nested too deeply", { cause: err });
+    }
+    throw invalid([
+      {
+        type: "json_invalid",
+        loc: ["body", err.pos],
+        msg: "JSON decode error",
+        input: {},
+        ctx: { error: err.msg },
+      },
+    ]);
+  }
+}
+
+function invalid(details: FastApiDetail[]): RunnerError {
+  const summary = details
+    .map((d) => {
+      const why = typeof d.ctx?.error === "string" ? ` (${d.ctx.error})` : "";
+      return `${d.loc.join(".")}: ${d.msg}${why}`;
+    })
+    .join("; ");
   return new RunnerError("REQUEST_INVALID", `Invalid request body: ${summary}.`, { details });
 }
 

@@ -9,8 +9,9 @@ import {
   onClientGone,
   readBody,
   sendJson,
+  stopReadingBody,
 } from "../http-types.js";
-import { parseRunBody } from "./parse-run-body.js";
+import { BodyParseError, parseRunBody } from "./parse-run-body.js";
 import { streamSse, writeSseHead } from "./sse-stream.js";
 
 /** A run request body is a prompt of at most 10,000 code points plus a few ids. */
@@ -39,7 +40,7 @@ export async function handleRunRoute(
   try {
     const body = await readBody(req, MAX_BODY_BYTES);
     if (body === null) {
-      res.setHeader("connection", "close");
+      stopReadingBody(req, res);
       sendJson(res, 413, { detail: "Request body too large." });
       return;
     }
@@ -49,6 +50,10 @@ export async function handleRunRoute(
       typedItems: false,
     });
   } catch (err) {
+    if (err instanceof BodyParseError) {
+      if (!res.headersSent) sendJson(res, 400, { detail: err.detail, code: "REQUEST_INVALID" });
+      return;
+    }
     const re = toRunnerError(err);
     if (re.code === "INTERNAL") logger.error({ err }, "POST /run failed before streaming");
     if (!res.headersSent && !res.destroyed) {

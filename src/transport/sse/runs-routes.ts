@@ -5,7 +5,13 @@ import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { listRunsPage } from "../../run/run-listing.js";
 import type { RunPipeline, Viewer } from "../../run/run-pipeline.js";
-import { type AnyRequest, type AnyResponse, onClientGone, sendJson } from "../http-types.js";
+import {
+  type AnyRequest,
+  type AnyResponse,
+  firstHeader,
+  onClientGone,
+  sendJson,
+} from "../http-types.js";
 import { agentPolicyJson } from "./sse-encoder.js";
 import { streamSse, writeSseHead } from "./sse-stream.js";
 
@@ -37,10 +43,10 @@ export function runRecordJson(r: RunRecord): Record<string, unknown> {
 }
 
 function viewerOf(req: AnyRequest, url: URL): Viewer {
-  const header = req.headers[USER_ID_HEADER];
+  const header = firstHeader(req, USER_ID_HEADER);
   const query = url.searchParams.get("user_id") ?? "";
   // A blank `?user_id=` says nothing: the header is asked next.
-  const raw = query.trim() !== "" ? query : typeof header === "string" ? header : "";
+  const raw = query.trim() !== "" ? query : (header ?? "");
   return { userId: raw.trim() === "" ? null : raw };
 }
 
@@ -53,8 +59,8 @@ function nonNegativeInt(raw: string, what: string): number {
 
 /** Where a viewer resumes: `Last-Event-ID` (what EventSource sends on reconnect) beats `?after=`. */
 function resumePoint(req: AnyRequest, url: URL): number {
-  const last = req.headers["last-event-id"];
-  if (typeof last === "string" && last.trim() !== "") return nonNegativeInt(last, "Last-Event-ID");
+  const last = firstHeader(req, "last-event-id");
+  if (last !== undefined && last.trim() !== "") return nonNegativeInt(last, "Last-Event-ID");
   const after = url.searchParams.get("after");
   return after === null || after === "" ? 0 : nonNegativeInt(after, "after");
 }
@@ -91,9 +97,11 @@ export async function handleRunsRoute(
   route: NonNullable<ReturnType<typeof matchRunsRoute>>,
   deps: { pipeline: RunPipeline; logger: Logger; observer: StreamObserver; heartbeatMs: number },
 ): Promise<void> {
-  const wantMethod = route.kind === "cancel" ? "POST" : "GET";
-  if (req.method !== wantMethod) {
-    res.setHeader("allow", wantMethod);
+  // Every GET route answers HEAD too: the same status and headers, no body (RFC 9110 §9.3.2).
+  const head = req.method === "HEAD";
+  const getRoute = route.kind !== "cancel";
+  if (getRoute ? req.method !== "GET" && !head : req.method !== "POST") {
+    res.setHeader("allow", getRoute ? "GET, HEAD" : "POST");
     sendJson(res, 405, { detail: "Method Not Allowed" });
     return;
   }
@@ -122,14 +130,21 @@ export async function handleRunsRoute(
         return;
       case "events": {
         const after = resumePoint(req, url);
-        const record = deps.pipeline.isLive(route.runId)
-          ? null
-          : deps.pipeline.getRun(route.runId, viewer);
+        const live = deps.pipeline.isLive(route.runId);
+        // HEAD reads the record of a live run too: it is where the viewer's access is checked.
+        const record = live && !head ? null : deps.pipeline.getRun(route.runId, viewer);
         // lastSeq is the seq of the run's last stored event (compared, never counted: a run
         // closed after a crash has a gap in seq before its exit, and any cursor a viewer was
         // given by the crashed process is below that exit; recover-interrupted.ts).
-        if (record && after >= record.lastSeq) {
+        if (record && !live && after >= record.lastSeq) {
           res.writeHead(204);
+          res.end();
+          return;
+        }
+        if (head) {
+          // The stream's status and headers, then the end: HEAD never attaches, so it
+          // neither holds a subscriber nor waits for events.
+          writeSseHead(res);
           res.end();
           return;
         }

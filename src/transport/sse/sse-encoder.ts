@@ -98,3 +98,25 @@ export function encodeSseFrame(event: RunEvent): string | null {
 export function encodeSseComment(text: string): string {
   return `: ${text.replace(/[\r\n]+/g, " ")}\n`;
 }
+
+/**
+ * The last frame of an SSE stream that a failure cut short after its headers
+ * were sent (README, Errors: such a stream ends with an exit of reason `error`
+ * and a message), e.g. a run deleted by retention while it was being read
+ * back. It has no `id:`, as it is not one of the run's events: a resuming
+ * `EventSource` keeps the id of the last frame it got (and, for a deleted
+ * run, is then answered 404).
+ */
+export function encodeSseFailure(runId: string | null, message: string): string {
+  const payload = pyJsonDumps({
+    reason: "error",
+    return_code: null,
+    signal: null,
+    duration_ms: null,
+    message,
+    succeeded: false,
+    killed_by_runner: false,
+    run_id: runId ?? undefined,
+  });
+  return `event: runner.exit\ndata: ${payload}\n\n`;
+}

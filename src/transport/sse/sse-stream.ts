@@ -1,8 +1,9 @@
+import { toRunnerError } from "../../errors/runner-error.js";
 import type { RunEvent } from "../../events/run-event.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { StreamTally } from "../../metrics/stream-tally.js";
 import { type AnyResponse, responseClosed, writeWithBackpressure } from "../http-types.js";
-import { encodeSseComment, encodeSseFrame } from "./sse-encoder.js";
+import { encodeSseComment, encodeSseFailure, encodeSseFrame } from "./sse-encoder.js";
 
 /** Characters gathered before a write; bounds the memory of one write whatever the line sizes. */
 const WRITE_CHUNK = 64 * 1024;
@@ -21,7 +22,10 @@ export function writeSseHead(res: AnyResponse): void {
  * `: queued N/M` comments, and keepalive comments on an idle stream so
  * proxies keep it open (FermiLink §10 item 25). Each write waits for the
  * socket to drain, so a slow client only slows its own cursor. Returns when
- * the events end or the client is gone.
+ * the events end or the client is gone. A runner failure while streaming (the
+ * run deleted by retention under a read-back) ends the stream with a
+ * `runner.exit` of reason `error` saying so (`encodeSseFailure`); an internal
+ * one is thrown, for the route to log.
  */
 export async function streamSse(
   res: AnyResponse,
@@ -51,10 +55,13 @@ export async function streamSse(
     return writeWithBackpressure(res, chunk);
   };
   const tally = new StreamTally(opts.observer, "sse");
+  let runId: string | null = null;
+  let failure: string | null = null;
   try {
     stream: for await (const batch of batches) {
       // What is available goes out in few writes (up to WRITE_CHUNK each), not one per event.
       let chunk = "";
+      runId ??= batch[0]?.runId ?? null;
       for (const event of batch) {
         const frame =
           event.body.type === "queued"
@@ -71,9 +78,15 @@ export async function streamSse(
       tally.report();
       if (chunk !== "" && !(await write(chunk))) break;
     }
+  } catch (err) {
+    const re = toRunnerError(err);
+    if (re.code === "INTERNAL") throw err;
+    failure = encodeSseFailure(runId, re.message);
   } finally {
     tally.report();
     clearInterval(heartbeat);
   }
-  if (!responseClosed(res)) res.end();
+  if (responseClosed(res)) return;
+  if (failure === null) res.end();
+  else res.end(failure);
 }

@@ -14,6 +14,11 @@ describe("error status table", () => {
     expect(STATUS_TABLE.QUEUE_FULL).toEqual({ connect: Code.ResourceExhausted, http: 429 });
     expect(STATUS_TABLE.PROVIDER_UNSUPPORTED).toEqual({ connect: Code.Unimplemented, http: 501 });
     expect(STATUS_TABLE.SHUTTING_DOWN).toEqual({ connect: Code.Unavailable, http: 503 });
+    // The caller's malformed package id vs the server's broken package: both FermiLink's 400.
+    expect(STATUS_TABLE.PACKAGE_ID_INVALID).toEqual({ connect: Code.InvalidArgument, http: 400 });
+    expect(STATUS_TABLE.PACKAGE_INVALID).toEqual({ connect: Code.FailedPrecondition, http: 400 });
+    // A start failure that is not the binary's (spawn helper gone or late): transient.
+    expect(STATUS_TABLE.PROVIDER_START_FAILED).toEqual({ connect: Code.Unavailable, http: 503 });
   });
 
   it("documents every code in the README", async () => {

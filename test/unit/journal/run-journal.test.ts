@@ -193,6 +193,47 @@ describe("RunJournal", () => {
     expect(readBack).toBe(100);
   });
 
+  it("counts a line beyond Latin-1 at 2 bytes a character against the tail budget, as V8 holds it", () => {
+    // Lines of 150 characters: Latin-1 ones V8 keeps at 1 byte each, CJK and emoji ones at 2.
+    const tailOf = (runId: string, pad: string) => {
+      let readBack = 0;
+      const j = new RunJournal(record(runId), store, () => 1, {
+        limits: { tailBytes: 64 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
+        onReadBack: (n) => {
+          readBack += n;
+        },
+      });
+      for (let i = 1; i <= 400; i++)
+        j.append({ type: "agent", raw: `{"i":${i},"t":"${pad}"}`, items: [], truncated: false });
+      j.read(150, 50);
+      return readBack;
+    };
+    // ~170 bytes a line: about 280 fit 64 KB, so seq 151-200 are still in memory.
+    expect(tailOf("latin1", "é".repeat(150))).toBe(0);
+    // ~330 bytes a line (length alone said ~170): about 190 fit, so seq 151-200 left memory.
+    expect(tailOf("cjk", "漢".repeat(150))).toBe(50);
+    expect(tailOf("emoji", "😀".repeat(75))).toBe(50);
+  });
+
+  it("tells a viewer behind the tail that its run was deleted under it, instead of ending as if complete", () => {
+    const j = new RunJournal(record("r6"), store, () => 1, {
+      limits: { tailBytes: 8 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
+    });
+    for (let i = 1; i <= 400; i++) j.append(line(i));
+    j.append(exit);
+    j.end();
+    expect(j.read(0, 10).map((e) => e.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    expect(store.prune({ endedBeforeMs: 2, maxBytes: 1e9 })).toBe(1);
+    expect(() => j.read(10, 10)).toThrow(
+      expect.objectContaining({
+        code: "RUN_NOT_FOUND",
+        message: expect.stringMatching(/r6 was deleted by retention while it was being read/),
+      }),
+    );
+    // The tail it still has in memory is served as before.
+    expect(j.read(400, 10).map((e) => e.body.type)).toEqual(["exit"]);
+  });
+
   it("leaves no trace of a run that never produced an event", () => {
     const j = new RunJournal(record("r3"), store, () => 1);
     j.end();
@@ -438,6 +479,61 @@ describe("SqliteRunStore retention", () => {
     expect(store.getRun("new")).not.toBeNull();
     expect(store.prune({ endedBeforeMs: 0, maxBytes: 1 })).toBe(1);
     expect(store.getRun("live")?.status).toBe("running");
+  });
+});
+
+describe("SqliteRunStore sizes and reads", () => {
+  const finishedWith = (id: string, endedAtMs: number, text: string) => {
+    store.createRun(record(id, { status: "finished", endedAtMs }));
+    store.appendEvents(id, [
+      { runId: id, seq: 1, timeMs: 1, body: { type: "log", text, truncated: false } },
+      { runId: id, seq: 2, timeMs: 2, body: { ...exit, message: text } },
+    ]);
+  };
+
+  it("counts stored events in UTF-8 bytes, and retention by size uses that count", () => {
+    // 1,000 CJK characters and 250 emoji: 3,000 + 1,000 bytes of UTF-8, 1,500 UTF-16 units.
+    const text = "漢".repeat(1000) + "😀".repeat(250);
+    finishedWith("wide", 100, text);
+    const exitJson = JSON.stringify({ ...exit, message: text });
+    expect(store.getRun("wide")?.eventBytes).toBe(
+      Buffer.byteLength(text) + Buffer.byteLength(exitJson),
+    );
+    finishedWith("ascii", 200, "x".repeat(1500));
+    // Under a cap the UTF-16 count (about 3,150 a run) would have met, the wide run (oldest) goes.
+    expect(store.prune({ endedBeforeMs: 0, maxBytes: 7000 })).toBe(1);
+    expect(store.getRun("wide")).toBeNull();
+    expect(store.getRun("ascii")).not.toBeNull();
+  });
+
+  it("leaves runs read since readSinceMs to a later pass, and deletes by size no more than it must", async () => {
+    finishedWith("a", 100, "x".repeat(1000));
+    finishedWith("b", 200, "x".repeat(1000));
+    finishedWith("c", 300, "x".repeat(1000));
+    const before = Date.now();
+    await new Promise((r) => setTimeout(r, 5));
+    store.readEvents("a", 0, 1);
+    // By age, every run is due; "a" was read since: kept.
+    expect(store.prune({ endedBeforeMs: 250, maxBytes: 1e9, readSinceMs: before })).toBe(1);
+    expect(store.getRun("a")).not.toBeNull();
+    expect(store.getRun("b")).toBeNull();
+    // By size: "a" is skipped and counted, the next oldest goes, and only that one.
+    const each = store.getRun("c")?.eventBytes ?? 0;
+    expect(store.prune({ endedBeforeMs: 0, maxBytes: each + 10, readSinceMs: before })).toBe(1);
+    expect(store.getRun("c")).toBeNull();
+    // Its reads older than readSinceMs: the run goes.
+    expect(store.prune({ endedBeforeMs: 250, maxBytes: 1e9, readSinceMs: Date.now() + 1 })).toBe(1);
+    expect(store.getRun("a")).toBeNull();
+  });
+
+  it("deletes by age, then by size only what the age pass left over the cap", () => {
+    finishedWith("old", 100, "x".repeat(1000));
+    finishedWith("mid", 200, "x".repeat(1000));
+    finishedWith("new", 300, "x".repeat(1000));
+    const each = store.getRun("new")?.eventBytes ?? 0;
+    // "old" goes by age, which brings the store under the cap: "mid" stays.
+    expect(store.prune({ endedBeforeMs: 150, maxBytes: 2 * each })).toBe(1);
+    expect(store.getRun("mid")).not.toBeNull();
   });
 });
 

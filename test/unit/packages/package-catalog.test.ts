@@ -63,6 +63,34 @@ describe("legacy MaxwellLink bootstrap (spec §5.6)", () => {
     expect([...reg.packages.keys()].sort()).toEqual(["maxwelllink-local", "meep"]);
   });
 
+  it("activates the checkout when the active package's directory is gone (no valid active package)", async () => {
+    const dirs = await writePackageRoot(scipkg, { meep: { files: { x: "" } } }, { active: "meep" });
+    await mkdir(legacyRoot);
+    const c = catalog();
+    // Registered while meep is valid: meep stays active and the legacy entry is up to date.
+    expect((await c.registry()).activePackage).toBe("meep");
+    await rm(dirs.meep as string, { recursive: true });
+    const reg = await c.registry();
+    expect(reg.activePackage).toBe("maxwelllink-local");
+    expect(JSON.parse(await registryText()).active_package).toBe("maxwelllink-local");
+    // The broken entry is kept (only the active pointer moves), and new sessions get the checkout.
+    expect([...reg.packages.keys()].sort()).toEqual(["maxwelllink-local", "meep"]);
+    expect((await c.list()).activeId).toBe("maxwelllink-local");
+    // Once the active package is valid again nothing is rewritten.
+    const text = await registryText();
+    await c.registry();
+    expect(await registryText()).toBe(text);
+  });
+
+  it("activates the checkout on first registration when the active package's directory is gone", async () => {
+    const dirs = await writePackageRoot(scipkg, { meep: { files: { x: "" } } }, { active: "meep" });
+    await rm(dirs.meep as string, { recursive: true });
+    await mkdir(legacyRoot);
+    const reg = await catalog().registry();
+    expect(reg.activePackage).toBe("maxwelllink-local");
+    expect(JSON.parse(await registryText()).active_package).toBe("maxwelllink-local");
+  });
+
   it("never overwrites a corrupt registry", async () => {
     await mkdir(scipkg, { recursive: true });
     await writeFile(path.join(scipkg, "registry.json"), "{corrupt");

@@ -129,7 +129,11 @@ describe("which package a session gets (spec §5.3)", () => {
       code: "PACKAGE_INVALID",
       message: `Installed package path is invalid: ${path.join(root, "nowhere")}`,
     });
-    await expect(checkRequested(registry, "--")).rejects.toMatchObject({ code: "PACKAGE_INVALID" });
+    // A malformed id is the caller's fault, not the registry's: its own code (invalid_argument).
+    await expect(checkRequested(registry, "--")).rejects.toMatchObject({
+      code: "PACKAGE_ID_INVALID",
+      message: "Package id is empty after normalization.",
+    });
   });
 
   it("names a corrupt registry in the not-found message", async () => {

@@ -1,11 +1,12 @@
 /** The spawn helper with real processes: who forks, and what happens when either side dies. */
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { LaunchedChild } from "../../../src/process/launch.js";
+import { RunnerError } from "../../../src/errors/runner-error.js";
+import type { LaunchedChild, Launcher } from "../../../src/process/launch.js";
 import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
@@ -307,6 +308,87 @@ describe("providers' scheduler group", () => {
       .launch({ bin: notExecutable, args: [], env: {}, cwd, niceness: 0 })
       .catch((e: NodeJS.ErrnoException) => e);
     expect((err as NodeJS.ErrnoException).code).toBe("EACCES");
+  });
+
+  it("reports a CLI that cannot be executed through the perl wrapper as the spawn error, not a run exiting 127", async () => {
+    const solo = [await sleeper(helper), await sleeper(helper)];
+    // Executable, but its interpreter is missing: only the exec itself can tell.
+    const badShebang = path.join(cwd, "bad-shebang");
+    writeFileSync(badShebang, "#!/nonexistent/interpreter\necho never\n");
+    chmodSync(badShebang, 0o755);
+    const failure = (bin: string) =>
+      helper.launch({ bin, args: [], env: { PATH: "/usr/bin:/bin" }, cwd, niceness: 0 }).then(
+        async (c) => ({ started: true, exit: await c.exit }),
+        (e: NodeJS.ErrnoException) => ({ started: false, code: e.code, message: e.message }),
+      );
+    // The same code node's own spawn reports (as for the first two, started without the wrapper).
+    expect(await failure(badShebang)).toEqual({
+      started: false,
+      code: "ENOENT",
+      message: `spawn ${badShebang} ENOENT`,
+    });
+    // A bare name is looked up on the child's PATH by the wrapper's exec.
+    expect(await failure("no-such-cli-anywhere")).toMatchObject({ started: false, code: "ENOENT" });
+    // As the caller sees it: the binary's fault.
+    const err = await startSupervisedProcess(
+      { bin: badShebang, args: [], env: {}, cwd, maxLineBytes: 1024, killGraceMs: 100 },
+      helper.launch,
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RunnerError);
+    expect((err as RunnerError).code).toBe("PROVIDER_BINARY_MISSING");
+    // A CLI that does start is not held back and keeps no extra descriptor (ls is not the last
+    // command, so the shell does not exec it: the listing is the shell's own descriptors).
+    const ok = await helper.launch({
+      bin: "/bin/sh",
+      args: ["-c", "ls /proc/$$/fd; true"],
+      env: { PATH: "/usr/bin:/bin" },
+      cwd,
+      niceness: 0,
+    });
+    const { out } = await readAll(ok);
+    // (Descriptors the test runner itself inherited, numbered high, may show too.)
+    expect(out.trim().split("\n")).not.toContain("3");
+    for (const c of solo) process.kill(-c.pid, "SIGKILL");
+    await Promise.all(solo.map((c) => c.exit));
+  });
+
+  it("reports the helper's own failures as PROVIDER_START_FAILED, never as a missing binary", async () => {
+    const startWith = (launch: Launcher, bin: string) =>
+      startSupervisedProcess(
+        { bin, args: ["30"], env: {}, cwd, maxLineBytes: 1024, killGraceMs: 100 },
+        launch,
+      ).catch((e: unknown) => e);
+    const expectStartFailed = (err: unknown, why: RegExp) => {
+      expect(err).toBeInstanceOf(RunnerError);
+      expect((err as RunnerError).code).toBe("PROVIDER_START_FAILED");
+      expect((err as RunnerError).message).toMatch(why);
+      expect((err as RunnerError).message).toMatch(/not a problem with the CLI/);
+    };
+    // The group-leader deadline missed (a wrapper 300 ms slow, against 50 ms).
+    const late = new SpawnHelper({
+      groupExec: path.join(FIXTURES_BIN, "slow-perl.sh"),
+      groupLeaderDeadlineMs: 50,
+    });
+    try {
+      const solo = [await sleeper(late), await sleeper(late)];
+      expectStartFailed(await startWith(late.launch, "/bin/sleep"), /ETIMEDOUT/);
+      for (const c of solo) process.kill(-c.pid, "SIGKILL");
+      await Promise.all(solo.map((c) => c.exit));
+    } finally {
+      await late.close();
+    }
+    // The helper dies while a provider is starting.
+    const doomed = new SpawnHelper({ groupExec: path.join(FIXTURES_BIN, "slow-perl.sh") });
+    try {
+      const solo = [await sleeper(doomed), await sleeper(doomed)];
+      const pending = startWith(doomed.launch, "/bin/sleep");
+      await new Promise((r) => setTimeout(r, 100));
+      process.kill(doomed.helperPid as number, "SIGKILL");
+      expectStartFailed(await pending, /spawn helper exited/);
+      await Promise.all(solo.map((c) => c.exit));
+    } finally {
+      await doomed.close();
+    }
   });
 
   it("without perl, detaches each provider into its own session and autogroup instead", async () => {

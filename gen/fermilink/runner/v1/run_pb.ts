@@ -1458,9 +1458,11 @@ export const RunService: GenService<{
    *
    * Errors before the first event (Connect codes):
    * - invalid_argument: prompt empty or over 10,000 code points, bad session
-   *   id, unknown or widening sandbox, provider other than the configured one.
+   *   id, unknown or widening sandbox, provider other than the configured one,
+   *   a package id that normalises to nothing.
    * - not_found: the requested package is not installed.
-   * - failed_precondition: the requested package's install path is invalid.
+   * - failed_precondition: the requested package is installed but its metadata
+   *   or install path is invalid.
    * - unimplemented: provider name this runner does not know.
    * - failed_precondition: the provider CLI binary cannot be found.
    * - unavailable: the server is shutting down.
@@ -1481,7 +1483,9 @@ export const RunService: GenService<{
    * then follows it live until (and including) its `exit` event. Works for
    * live and finished runs; leaving never ends the run.
    *
-   * Errors: not_found when the run does not exist or belongs to another user.
+   * Errors: not_found when the run does not exist or belongs to another user,
+   * and (after events were sent) when retention deleted the run while it was
+   * being read back: the stream is then incomplete.
    *
    * @generated from rpc fermilink.runner.v1.RunService.Attach
    */

@@ -1,0 +1,166 @@
+/**
+ * The request side of every call connect-node serves (Connect unary and
+ * streaming, gRPC, gRPC-Web; compressed or not): each protobuf request
+ * message is decoded once before connect-node parses it, so a body that does
+ * not decode is the caller's mistake, `invalid_argument` with a message that
+ * says what was expected, as on the direct path (direct-run-stream.ts).
+ * connect-node itself reports a binary message it cannot parse as `internal`
+ * ("parse binary: ..."), and it parses before any interceptor runs, so the
+ * check sits on the request body instead: messages pass through unchanged
+ * once they decoded, one envelope at a time (a bidi stream is never held).
+ * JSON bodies are left to connect-node, which already answers them
+ * `invalid_argument` ("cannot decode message ... from JSON: ...").
+ */
+import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+
+/**
+ * A request message is a prompt of at most 10,000 code points plus a few ids:
+ * the direct path refuses more; here, larger messages go unchecked.
+ */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+const DECOMPRESSORS = new Map([
+  [compressionGzip.name, compressionGzip],
+  [compressionBrotli.name, compressionBrotli],
+]);
+
+/** The envelope flag of a compressed message (all three protocols). */
+const COMPRESSED = 0b1;
+
+/** The error for a request message that does not decode as `schema`. */
+export function undecodableRequest(schema: DescMessage, err: unknown): ConnectError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new ConnectError(
+    `cannot decode the request message: ${why} (expected a binary-encoded ${schema.typeName})`,
+    Code.InvalidArgument,
+  );
+}
+
+/** How a request carries its message, from its content type; null: nothing to check here. */
+function framing(header: Headers): { kind: "whole" | "envelopes"; encodingHeader: string } | null {
+  const type = (header.get("content-type") ?? "").split(";", 1)[0]?.trim().toLowerCase() ?? "";
+  if (type === "application/proto") return { kind: "whole", encodingHeader: "content-encoding" };
+  if (type === "application/connect+proto") {
+    return { kind: "envelopes", encodingHeader: "connect-content-encoding" };
+  }
+  if (/^application\/grpc(-web)?(\+proto)?$/.test(type)) {
+    return { kind: "envelopes", encodingHeader: "grpc-encoding" };
+  }
+  return null;
+}
+
+/**
+ * `body` with each request message checked against `schema`: a message that
+ * does not decode ends the body with an `invalid_argument` ConnectError,
+ * which connect-node answers in the call's protocol. Anything this does not
+ * judge (an unknown encoding, a truncated envelope, a message over `limit`,
+ * which is then neither held nor decoded twice) passes through for
+ * connect-node to take or refuse as it does.
+ */
+export function guardRequestBody(
+  body: AsyncIterable<Uint8Array>,
+  header: Headers,
+  schema: DescMessage,
+  limit = MAX_REQUEST_BYTES,
+): AsyncIterable<Uint8Array> {
+  const how = framing(header);
+  if (how === null) return body;
+  const named = header.get(how.encodingHeader);
+  const encoding = named === null || named === "identity" ? null : named;
+  const decompressor = encoding === null ? null : DECOMPRESSORS.get(encoding);
+  // An encoding the server does not take: connect-node answers `unimplemented` before reading.
+  if (decompressor === undefined) return body;
+  const check = async (bytes: Uint8Array, compressed: boolean): Promise<void> => {
+    let message = bytes;
+    if (compressed) {
+      if (decompressor === null) {
+        throw new ConnectError(
+          `protocol error: received a compressed message without an encoding (set ${how.encodingHeader})`,
+          Code.InvalidArgument,
+        );
+      }
+      try {
+        message = await decompressor.decompress(bytes, limit);
+      } catch (err) {
+        // Larger than the limit once inflated: connect-node reads it under its own bound.
+        if (err instanceof ConnectError && err.code === Code.ResourceExhausted) return;
+        throw err;
+      }
+    }
+    try {
+      fromBinary(schema, message);
+    } catch (err) {
+      throw undecodableRequest(schema, err);
+    }
+  };
+  return how.kind === "whole"
+    ? guardWhole(body, limit, (bytes) => check(bytes, decompressor !== null))
+    : guardEnvelopes(body, limit, check);
+}
+
+/** The rest of an iterator, as is. */
+async function* rest(it: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {
+  for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+}
+
+/** Connect unary: the body is the message (compressed as a whole by Content-Encoding). */
+async function* guardWhole(
+  body: AsyncIterable<Uint8Array>,
+  limit: number,
+  check: (bytes: Uint8Array) => Promise<void>,
+): AsyncGenerator<Uint8Array> {
+  const it = body[Symbol.asyncIterator]();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (let r = await it.next(); !r.done; r = await it.next()) {
+    chunks.push(r.value);
+    size += r.value.byteLength;
+    if (size > limit) {
+      // Over the limit: connect-node refuses it (resource_exhausted); no need to decode it.
+      yield* chunks;
+      yield* rest(it);
+      return;
+    }
+  }
+  const bytes = Buffer.concat(chunks, size);
+  await check(bytes);
+  yield bytes;
+}
+
+/** The envelope protocols: a 5-byte prefix (flags, big-endian length) per message. */
+async function* guardEnvelopes(
+  body: AsyncIterable<Uint8Array>,
+  limit: number,
+  check: (bytes: Uint8Array, compressed: boolean) => Promise<void>,
+): AsyncGenerator<Uint8Array> {
+  const it = body[Symbol.asyncIterator]();
+  let pending = Buffer.alloc(0);
+  for (let r = await it.next(); !r.done; r = await it.next()) {
+    pending = pending.length === 0 ? Buffer.from(r.value) : Buffer.concat([pending, r.value]);
+    let done = 0;
+    while (pending.length - done >= 5) {
+      const flags = pending[done] ?? 0;
+      const length = pending.readUInt32BE(done + 1);
+      if (length > limit) {
+        // connect-node refuses it (resource_exhausted): pass the rest through unread.
+        yield pending;
+        yield* rest(it);
+        return;
+      }
+      if (pending.length - done < 5 + length) break;
+      // Only plain and compressed messages are the caller's; other flags are left to connect-node.
+      if ((flags & ~COMPRESSED) === 0) {
+        await check(pending.subarray(done + 5, done + 5 + length), flags === COMPRESSED);
+      }
+      done += 5 + length;
+    }
+    if (done > 0) {
+      yield pending.subarray(0, done);
+      pending = pending.subarray(done);
+    }
+  }
+  // A truncated envelope: connect-node says "incomplete envelope" (invalid_argument).
+  if (pending.length > 0) yield pending;
+}
