@@ -119,7 +119,7 @@ export class RunnerMetrics implements StreamObserver {
     });
     this.bytesStreamed = new Counter({
       name: "fermilink_runner_streamed_bytes_total",
-      help: "Payload bytes written to callers, by face.",
+      help: "UTF-8 bytes written to callers, by face: SSE frames as written; Connect, the provider lines carried.",
       labelNames: ["face"],
       registers,
     });

@@ -141,6 +141,40 @@ describe("admission over the wire", () => {
 });
 
 describe("ops endpoints and metrics", () => {
+  it("counts streamed bytes in UTF-8: SSE the frames as written, Connect the provider lines", async () => {
+    server = await startTestServer();
+    const s = server;
+    const streamedBytes = async (face: string) => {
+      const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
+      const m = new RegExp(
+        `^fermilink_runner_streamed_bytes_total\\{face="${face}"\\} (\\d+)$`,
+        "m",
+      ).exec(text);
+      return Number(m?.[1] ?? 0);
+    };
+    // CJK and emoji lines (3 and 4 bytes a character in UTF-8, 1 and 2 UTF-16 units).
+    const res = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session_id: "wide-sse", user_prompt: "#scenario=multibyte-lines" }),
+    });
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(body.toString("utf8")).toContain("漢漢漢");
+    expect(await streamedBytes("sse")).toBe(body.length);
+
+    let lineBytes = 0;
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    for await (const ev of client.run({
+      sessionId: "wide-grpc",
+      userPrompt: "#scenario=multibyte-lines",
+    })) {
+      if (ev.event.case === "agent") lineBytes += Buffer.byteLength(ev.event.value.raw);
+      if (ev.event.case === "log") lineBytes += Buffer.byteLength(ev.event.value.text);
+    }
+    expect(lineBytes).toBeGreaterThan(1024 * 1024);
+    expect(await streamedBytes("connect")).toBe(lineBytes);
+  });
+
   it("guards every ops route and OpsService with the metrics token (401 missing, 403 wrong)", async () => {
     server = await startTestServer({ FERMILINK_RUNNER_METRICS_TOKEN: "s3cret" });
     const base = server.baseUrl;

@@ -215,6 +215,27 @@ describe("retention while a viewer reads a run back", () => {
   });
 });
 
+describe("a store failing under a read-back", () => {
+  it("ends the SSE stream with a runner.exit of reason error, not a clean end that reads as a complete run", async () => {
+    const s = await server();
+    const runId = await finishedRun(s, "lines-40mb");
+    const sse = await stalled(await sseEvents(s, runId));
+    // The store's next read fails (as a disk or I/O error would): an internal error.
+    storeOf(s).close();
+    const rest = await drain(sse);
+    expect(rest.error).toBeNull();
+    const last = rest.items.at(-1);
+    expect(last?.event).toBe("runner.exit");
+    expect(JSON.parse(last?.data ?? "{}")).toMatchObject({
+      reason: "error",
+      succeeded: false,
+      run_id: runId,
+      message: "Internal runner error.",
+    });
+    expect(rest.items.filter((f) => f.event === "agent").length).toBeLessThan(20_000);
+  });
+});
+
 describe("retention by size", () => {
   it("counts stored events in UTF-8 bytes, as SQLite stores them: a CJK and emoji run over FERMILINK_RUNNER_STORE_MAX_MB goes", async () => {
     const dir = await mkdtemp(path.join(tmpdir(), "flr-ret-"));

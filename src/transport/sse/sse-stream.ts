@@ -24,8 +24,9 @@ export function writeSseHead(res: AnyResponse): void {
  * socket to drain, so a slow client only slows its own cursor. Returns when
  * the events end or the client is gone. A runner failure while streaming (the
  * run deleted by retention under a read-back) ends the stream with a
- * `runner.exit` of reason `error` saying so (`encodeSseFailure`); an internal
- * one is thrown, for the route to log.
+ * `runner.exit` of reason `error` saying so (`encodeSseFailure`); so does an
+ * internal one (a store read failing), with the generic message, and it is
+ * then thrown for the route to log: a clean end would read as a complete run.
  */
 export async function streamSse(
   res: AnyResponse,
@@ -45,6 +46,7 @@ export async function streamSse(
           Math.max(10, Math.floor(opts.heartbeatMs / 2)),
         )
       : undefined;
+  const tally = new StreamTally(opts.observer, "sse");
   let first = true;
   const write = async (chunk: string): Promise<boolean> => {
     if (first && opts.arrivedAt !== null) {
@@ -52,11 +54,12 @@ export async function streamSse(
     }
     first = false;
     lastWrite = Date.now();
+    tally.addBytes(Buffer.byteLength(chunk, "utf8"));
     return writeWithBackpressure(res, chunk);
   };
-  const tally = new StreamTally(opts.observer, "sse");
   let runId: string | null = null;
   let failure: string | null = null;
+  let internal: { err: unknown } | null = null;
   try {
     stream: for await (const batch of batches) {
       // What is available goes out in few writes (up to WRITE_CHUNK each), not one per event.
@@ -68,7 +71,8 @@ export async function streamSse(
             ? encodeSseComment(`queued ${event.body.position}/${event.body.queueSize}`)
             : encodeSseFrame(event);
         if (frame === null) continue;
-        tally.add(event.body.type, frame.length);
+        // Bytes are counted per write, in UTF-8 (what goes on the wire), not per frame.
+        tally.add(event.body.type, 0);
         chunk += frame;
         if (chunk.length >= WRITE_CHUNK) {
           if (!(await write(chunk))) break stream;
@@ -80,13 +84,15 @@ export async function streamSse(
     }
   } catch (err) {
     const re = toRunnerError(err);
-    if (re.code === "INTERNAL") throw err;
+    if (re.code === "INTERNAL") internal = { err };
     failure = encodeSseFailure(runId, re.message);
   } finally {
     tally.report();
     clearInterval(heartbeat);
   }
-  if (responseClosed(res)) return;
-  if (failure === null) res.end();
-  else res.end(failure);
+  if (!responseClosed(res)) {
+    if (failure === null) res.end();
+    else res.end(failure);
+  }
+  if (internal !== null) throw internal.err;
 }
