@@ -52,7 +52,8 @@ export class ListenError extends Error {
 
 /**
  * Listen with `start`; a failure that is the environment's doing (the port
- * taken or privileged, the address not this machine's) becomes a ListenError
+ * taken or privileged, the address not this machine's or a host name that
+ * does not resolve) becomes a ListenError
  * naming the variable to change (`<envPrefix>_PORT` / `_HOST`).
  */
 async function explainListen<T>(
@@ -69,6 +70,9 @@ async function explainListen<T>(
       EADDRINUSE: `${what} is already in use. Stop the process that holds it, or set ${envPrefix}_PORT to a free port.`,
       EACCES: `${what} needs privileges this process lacks. Set ${envPrefix}_PORT to a port above 1023.`,
       EADDRNOTAVAIL: `${at.host} is not an address of this machine. Set ${envPrefix}_HOST to one of its addresses.`,
+      // A host name the resolver does not know (or cannot reach): also the environment's doing.
+      ENOTFOUND: `${at.host} does not resolve to an address. Set ${envPrefix}_HOST to one of this machine's addresses.`,
+      EAI_AGAIN: `${at.host} could not be resolved (the name server did not answer). Set ${envPrefix}_HOST to one of this machine's addresses.`,
     };
     const message = code === undefined ? undefined : fix[code];
     throw message === undefined

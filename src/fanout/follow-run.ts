@@ -41,8 +41,12 @@ export async function* followRunBatches(
       await source.waitForMore(cursor, signal);
       continue;
     }
-    cursor = batch[batch.length - 1]?.seq ?? cursor;
+    const last = batch[batch.length - 1];
+    cursor = last?.seq ?? cursor;
     yield batch;
+    // The exit is a run's last event: nothing is left to read (reading again could only find
+    // the run deleted by retention meanwhile, and report a complete stream as incomplete).
+    if (last?.body.type === "exit") return;
   }
 }
 

@@ -41,7 +41,9 @@ function interruptedExit(run: RunRecord, nowMs: number): RunEvent {
 export function recoverInterruptedRuns(store: RunStore, nowMs: number): Set<string> {
   const ids = new Set<string>();
   for (const run of store.liveRuns()) {
-    const lastStored = run.lastSeq > 0 ? store.readEvents(run.runId, run.lastSeq - 1, 1)[0] : null;
+    // Not a viewer's read: it must not keep the run from retention's start-up pass.
+    const lastStored =
+      run.lastSeq > 0 ? store.readEvents(run.runId, run.lastSeq - 1, 1, false)[0] : null;
     const stored = lastStored?.body.type === "exit" ? lastStored : null;
     const exit = stored ?? interruptedExit(run, nowMs);
     const body = exit.body;

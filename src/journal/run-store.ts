@@ -74,9 +74,10 @@ export interface RunStore {
   atomically(fn: () => void): void;
   /**
    * Events with seq > afterSeq, ascending, at most `limit`. Notes the run as
-   * being read (see `prune`'s `readSinceMs`).
+   * being read (see `prune`'s `readSinceMs`) unless `viewer` is false: a read
+   * of the runner's own (crash recovery) must not hold the run from retention.
    */
-  readEvents(runId: string, afterSeq: number, limit: number): RunEvent[];
+  readEvents(runId: string, afterSeq: number, limit: number, viewer?: boolean): RunEvent[];
   getRun(runId: string): RunRecord | null;
   listRuns(query: RunQuery): RunRecord[];
   /** Runs recorded as queued or running (live when the previous process stopped). */

@@ -322,9 +322,9 @@ export class SqliteRunStore implements RunStore {
     this.appendTx(runId, events);
   }
 
-  readEvents(runId: string, afterSeq: number, limit: number): RunEvent[] {
+  readEvents(runId: string, afterSeq: number, limit: number, viewer = true): RunEvent[] {
     // Once per batch of up to `limit` events (a viewer reads 256 at a time).
-    this.lastReadMs.set(runId, Date.now());
+    if (viewer) this.lastReadMs.set(runId, Date.now());
     const rows = this.selectEvents.all(runId, afterSeq, limit) as EventTuple[];
     return rows.map((r) => ({ runId, seq: r[0], timeMs: r[1], body: bodyOf(r[2], r[3], r[4]) }));
   }

@@ -117,9 +117,25 @@ export function stopReadingBody(req: AnyRequest, res: AnyResponse): void {
     if (!res.headersSent) res.setHeader("connection", "close");
     return;
   }
+  resetAfterResponse(req, false);
+}
+
+/**
+ * For a handler that may stop reading early without knowing it beforehand
+ * (connect-node refusing a message over its readMaxBytes): on HTTP/2, once
+ * the response is complete and the body was not read to its end, reset the
+ * stream with NO_ERROR as stopReadingBody does. A body read to its end
+ * changes nothing. HTTP/1.1 needs nothing: node discards or closes there.
+ */
+export function stopReadingBodyIfUnread(req: AnyRequest): void {
+  if ("stream" in req) resetAfterResponse(req, true);
+}
+
+function resetAfterResponse(req: http2.Http2ServerRequest, ifUnread: boolean): void {
   const stream = req.stream;
   stream.once("wantTrailers", () => {
     setImmediate(() => {
+      if (ifUnread && req.readableEnded) return;
       if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
     });
   });

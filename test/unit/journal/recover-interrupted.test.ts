@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent } from "../../../src/events/run-event.js";
 import { recoverInterruptedRuns } from "../../../src/journal/recover-interrupted.js";
+import { startRetention } from "../../../src/journal/retention.js";
 import { MAX_UNSTORED_SHOWN } from "../../../src/journal/run-journal.js";
 import type { RunUpdate } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
@@ -183,6 +184,35 @@ describe("recoverInterruptedRuns", () => {
       expect(live?.body).toMatchObject({ reason: "interrupted", killedByRunner: true });
       expect(live?.body.type === "exit" && live.body.message).toMatch(/provider process/);
       expect(store.getRun("waiting")?.exitMessage).toMatch(/no provider process was started/);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe("recoverInterruptedRuns and retention", () => {
+  it("its own look at a run's last event is no viewer's read: retention's start-up pass may still delete the run by size", () => {
+    const store = new SqliteRunStore(file);
+    try {
+      store.createRun(record("crashed", { status: "running" }));
+      store.appendEvents("crashed", [
+        {
+          runId: "crashed",
+          seq: 1,
+          timeMs: 5,
+          body: { type: "log", text: "x".repeat(10_000), truncated: false },
+        },
+      ]);
+      // As app.ts starts: recovery, then retention (here a store capped far below that run).
+      expect(recoverInterruptedRuns(store, Date.now())).toEqual(new Set(["crashed"]));
+      const logged: unknown[] = [];
+      const logger = {
+        info: (o: unknown) => logged.push(o),
+        error: (o: unknown) => logged.push(o),
+      };
+      startRetention(store, { retentionMs: 3_600_000, maxBytes: 1000 }, logger as never).stop();
+      expect(store.getRun("crashed")).toBeNull();
+      expect(logged).toEqual([{ removed: 1 }]);
     } finally {
       store.close();
     }

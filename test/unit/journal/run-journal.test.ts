@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
 import { followRun, followRunBatches } from "../../../src/fanout/follow-run.js";
+import { readBack } from "../../../src/journal/rehydrate.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
 import type { RunRecord, RunUpdate } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
@@ -232,6 +233,28 @@ describe("RunJournal", () => {
     );
     // The tail it still has in memory is served as before.
     expect(j.read(400, 10).map((e) => e.body.type)).toEqual(["exit"]);
+  });
+
+  it("ends a viewer at the run's exit: a run deleted after the viewer got its exit is not reported incomplete", async () => {
+    const j = new RunJournal(record("r7"), store, () => 1, {
+      limits: { tailBytes: 8 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
+    });
+    for (let i = 1; i <= 3; i++) j.append(line(i));
+    j.append(exit);
+    j.end();
+    // A finished run's viewer reads the store, as the pipeline's stored source does.
+    const stored = {
+      read: (after: number, max: number) => readBack(store, "r7", after, max, null),
+      waitForMore: async () => {},
+      isEnded: true,
+    };
+    const seen: string[] = [];
+    for await (const batch of followRunBatches(stored, 0, false)) {
+      seen.push(...batch.map((e) => e.body.type));
+      // Retention deletes the run while the viewer still writes its last batch.
+      if (seen.includes("exit")) expect(store.prune({ endedBeforeMs: 2, maxBytes: 1e9 })).toBe(1);
+    }
+    expect(seen).toEqual(["agent", "agent", "agent", "exit"]);
   });
 
   it("leaves no trace of a run that never produced an event", () => {
