@@ -266,6 +266,21 @@ describe("POST /run (FermiLink SSE face)", () => {
         },
       });
     }
+    // A body over 64 Ki characters is located by V8's parser (Python's scanner is slow enough on
+    // hostile input to stall the loop): same shape, a character position (V8 points at the `}`,
+    // the emoji counted once), V8's wording.
+    const big = `{"user_prompt": "\u{1F600}${"y".repeat(70_000)}",}`;
+    const bigRes = await post(big);
+    expect(bigRes.status).toBe(422);
+    expect(((await bigRes.json()) as { detail: unknown[] }).detail).toEqual([
+      {
+        type: "json_invalid",
+        loc: ["body", 70_020],
+        msg: "JSON decode error",
+        input: {},
+        ctx: { error: "Expected double-quoted property name" },
+      },
+    ]);
     // No body (or `null`) is a missing body, whatever the content type says.
     for (const body of ["", "null"]) {
       const res = await post(body);
