@@ -3,6 +3,7 @@ import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -14,14 +15,6 @@ afterEach(async () => {
 
 const ADMISSION = `/${OpsService.typeName}/GetAdmission`;
 const RUN = `/${RunService.typeName}/Run`;
-
-function envelope(flags: number, message: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out[0] = flags;
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
-}
 
 /** The status a gRPC-Web answer ends with (its trailer frame). */
 function grpcWebStatus(body: Buffer): { code: number; message: string } {

@@ -24,6 +24,7 @@ import {
   RunService,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { writeBuffersAllocated } from "../../src/transport/connect/direct-run-stream.js";
+import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -43,14 +44,6 @@ const json = (events: RunEvent[]) => events.map((e) => toJson(RunEventSchema, e)
 
 const ATTACH = `/${RunService.typeName}/Attach`;
 const RUN = `/${RunService.typeName}/Run`;
-
-function envelope(flags: number, message: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out[0] = flags;
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
-}
 
 /** Split a response body into envelopes. */
 function envelopes(body: Buffer): { flags: number; data: Buffer }[] {
