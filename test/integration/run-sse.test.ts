@@ -295,6 +295,19 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(((await notUtf8.json()) as { detail: unknown }).detail).toBe(
       "There was an error parsing the body",
     );
+    // Valid JSON nested deeper than Python's json.loads goes (its recursion limit) is FastAPI's
+    // 400 too, though JSON.parse would take it; strings holding brackets do not count.
+    const deep = `{"user_prompt": "hi", "a": ${"[".repeat(5000)}${"]".repeat(5000)}}`;
+    const tooDeep = await post(deep);
+    expect(tooDeep.status).toBe(400);
+    expect(((await tooDeep.json()) as { detail: unknown }).detail).toBe(
+      "There was an error parsing the body",
+    );
+    const bracketsInText = await post(
+      JSON.stringify({ session_id: "brackets", user_prompt: `[{"\\"${"[".repeat(5000)}` }),
+    );
+    expect(bracketsInText.status).toBe(200);
+    await bracketsInText.body?.cancel();
     // What Python's json.loads takes and JSON.parse does not: a UTF-8 BOM, NaN.
     const bom = await post(
       Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"user_prompt": "hi"}')]),

@@ -1,6 +1,6 @@
 import { RunnerError, type ValidationDetail } from "../../errors/runner-error.js";
 import type { RunRequestInput } from "../../run/run-request.js";
-import { PyJsonDecodeError, pyJsonLoads } from "./py-json.js";
+import { nestsTooDeep, PyJsonDecodeError, pyJsonLoads } from "./py-json.js";
 
 const OPTIONAL_STRING_FIELDS = [
   "session_id",
@@ -121,12 +121,20 @@ function decodeJson(raw: Buffer): unknown {
   } catch (err) {
     throw new BodyParseError("request body is not UTF-8", { cause: err });
   }
+  let value: unknown;
+  let parsed = false;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
+    parsed = true;
   } catch (err) {
     // JSON.parse's messages and positions are V8's; Python's are what FermiLink's callers see.
     // Python also takes NaN and Infinity, which JSON.parse refuses: their value is returned.
     if (text.length > PY_SCAN_MAX_CHARS) throw jsonInvalid(v8Failure(text, err));
+  }
+  if (parsed) {
+    // JSON.parse takes any depth; Python's json.loads gives up near its recursion limit.
+    if (nestsTooDeep(text)) throw new BodyParseError("request body nested too deeply");
+    return value;
   }
   try {
     return pyJsonLoads(text);

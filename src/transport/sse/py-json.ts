@@ -50,7 +50,32 @@ export class PyJsonDecodeError extends Error {
 }
 
 /** Python gives up on nesting near its recursion limit (1000 frames, some already in use). */
-const PY_MAX_DEPTH = 900;
+export const PY_MAX_DEPTH = 900;
+
+/**
+ * Whether valid JSON `text` nests arrays and objects deeper than Python's
+ * `json.loads` goes (PY_MAX_DEPTH), which JSON.parse takes without complaint.
+ * One pass over the characters, strings skipped; text too short to nest that
+ * deep (every level takes two characters) is not scanned.
+ */
+export function nestsTooDeep(text: string): boolean {
+  if (text.length < 2 * PY_MAX_DEPTH) return false;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // Skip the string: to the next quote that no backslash escapes.
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > PY_MAX_DEPTH) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
 
 const isWs = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
