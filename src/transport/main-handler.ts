@@ -61,7 +61,9 @@ export function createMainHandler(deps: {
       ).catch((err: unknown) => {
         deps.logger.error({ err }, "POST /run crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
-        else res.destroy();
+        // A response the route ended (an SSE stream closed with its error frame) is left to
+        // flush: destroying it would drop what a slow client has not read yet.
+        else if (!res.writableEnded) res.destroy();
       });
       return;
     }
@@ -79,7 +81,7 @@ export function createMainHandler(deps: {
       }).catch((err: unknown) => {
         deps.logger.error({ err }, "runs route crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
-        else res.destroy();
+        else if (!res.writableEnded) res.destroy();
       });
       return;
     }

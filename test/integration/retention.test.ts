@@ -234,6 +234,28 @@ describe("a store failing under a read-back", () => {
     });
     expect(rest.items.filter((f) => f.event === "agent").length).toBeLessThan(20_000);
   });
+
+  it("ends a lagging POST /run caller's stream with the runner.exit error frame too", async () => {
+    const s = await server();
+    const caller = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session_id: "fail-sse", user_prompt: "#scenario=lines-40mb" }),
+    });
+    const { it: sse, head } = await stalledWithHead(
+      parseSse(caller.body as ReadableStream<Uint8Array>),
+    );
+    const runId = JSON.parse(head[0]?.data ?? "{}").run_id as string;
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to finish");
+    storeOf(s).close();
+    const rest = await drain(sse);
+    expect(rest.error).toBeNull();
+    expect(JSON.parse(rest.items.at(-1)?.data ?? "{}")).toMatchObject({
+      reason: "error",
+      run_id: runId,
+      message: "Internal runner error.",
+    });
+  });
 });
 
 describe("retention by size", () => {
