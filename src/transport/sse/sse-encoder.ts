@@ -71,16 +71,7 @@ export function encodeSseFrame(event: RunEvent): string | null {
       break;
     case "exit":
       name = "runner.exit";
-      payload = pyJsonDumps({
-        reason: b.reason,
-        return_code: b.returnCode,
-        signal: b.signal,
-        duration_ms: b.durationMs,
-        message: b.message === "" ? undefined : b.message,
-        succeeded: b.succeeded,
-        killed_by_runner: b.killedByRunner,
-        run_id: event.runId,
-      });
+      payload = exitPayload(b, event.runId);
       break;
   }
   const data = payload
@@ -108,15 +99,46 @@ export function encodeSseComment(text: string): string {
  * run, is then answered 404).
  */
 export function encodeSseFailure(runId: string | null, message: string): string {
-  const payload = pyJsonDumps({
-    reason: "error",
-    return_code: null,
-    signal: null,
-    duration_ms: null,
-    message,
-    succeeded: false,
-    killed_by_runner: false,
+  const payload = exitPayload(
+    {
+      reason: "error",
+      returnCode: null,
+      signal: null,
+      durationMs: null,
+      message,
+      succeeded: false,
+      killedByRunner: false,
+    },
+    runId,
+  );
+  return `event: runner.exit\ndata: ${payload}\n\n`;
+}
+
+/**
+ * `runner.exit`'s JSON (FermiLink's fields, then this runner's additions), one
+ * field order for the run's own exit and for a failure's; `message` and
+ * `run_id` only when there is something to say.
+ */
+function exitPayload(
+  e: {
+    reason: string;
+    returnCode: number | null;
+    signal: string | null;
+    durationMs: number | null;
+    message: string;
+    succeeded: boolean;
+    killedByRunner: boolean;
+  },
+  runId: string | null,
+): string {
+  return pyJsonDumps({
+    reason: e.reason,
+    return_code: e.returnCode,
+    signal: e.signal,
+    duration_ms: e.durationMs,
+    message: e.message === "" ? undefined : e.message,
+    succeeded: e.succeeded,
+    killed_by_runner: e.killedByRunner,
     run_id: runId ?? undefined,
   });
-  return `event: runner.exit\ndata: ${payload}\n\n`;
 }
