@@ -105,25 +105,40 @@ async function* rest(it: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> 
   for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
 }
 
+/**
+ * Hold the body's chunks in `held` (`seen` bytes of it already counted) until
+ * it ends: returns the bytes held. Once more than `limit` bytes came, passes
+ * what it held and the rest through unread and returns null: connect-node
+ * refuses such a message (resource_exhausted, its readMaxBytes), so there is
+ * nothing to decode.
+ */
+async function* holdUnlessOver(
+  held: Uint8Array[],
+  seen: number,
+  it: AsyncIterator<Uint8Array>,
+  limit: number,
+): AsyncGenerator<Uint8Array, number | null> {
+  for (let r = await it.next(); !r.done; r = await it.next()) {
+    held.push(r.value);
+    seen += r.value.byteLength;
+    if (seen > limit) {
+      yield* held;
+      yield* rest(it);
+      return null;
+    }
+  }
+  return seen;
+}
+
 /** Connect unary: the body is the message (compressed as a whole by Content-Encoding). */
 async function* guardWhole(
   body: AsyncIterable<Uint8Array>,
   limit: number,
   check: (bytes: Uint8Array) => Promise<void>,
 ): AsyncGenerator<Uint8Array> {
-  const it = body[Symbol.asyncIterator]();
   const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (let r = await it.next(); !r.done; r = await it.next()) {
-    chunks.push(r.value);
-    size += r.value.byteLength;
-    if (size > limit) {
-      // Over the limit: connect-node refuses it (resource_exhausted); no need to decode it.
-      yield* chunks;
-      yield* rest(it);
-      return;
-    }
-  }
+  const size = yield* holdUnlessOver(chunks, 0, body[Symbol.asyncIterator](), limit);
+  if (size === null) return;
   const bytes = Buffer.concat(chunks, size);
   await check(bytes);
   yield bytes;
@@ -142,16 +157,7 @@ async function* overLimit(
   it: AsyncIterator<Uint8Array>,
   limit: number,
 ): AsyncGenerator<Uint8Array> {
-  const held: Uint8Array[] = [pending];
-  for (let r = await it.next(); !r.done; r = await it.next()) {
-    held.push(r.value);
-    seen += r.value.byteLength;
-    if (seen > limit) {
-      yield* held;
-      yield* rest(it);
-      return;
-    }
-  }
+  if ((yield* holdUnlessOver([pending], seen, it, limit)) === null) return;
   throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
 }
 
