@@ -99,6 +99,11 @@ export function createMainHandler(deps: {
     }
     if (serveWebUi(webUi, url.pathname, req.method, res)) return;
     if (url.pathname === "/healthz") {
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.setHeader("allow", "GET, HEAD");
+        sendJson(res, 405, { detail: "Method Not Allowed" });
+        return;
+      }
       sendJson(res, 200, { status: "ok" });
       return;
     }

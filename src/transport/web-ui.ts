@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { AnyResponse } from "./http-types.js";
+import { type AnyResponse, sendJson } from "./http-types.js";
 
 interface Asset {
   body: Buffer;
@@ -29,7 +29,7 @@ export function loadWebUi(webDir: string): Map<string, Asset> {
   return assets;
 }
 
-/** Serve one asset; false when the path is not part of the app. */
+/** Serve one asset (405 for a method other than GET or HEAD); false when the path is not part of the app. */
 export function serveWebUi(
   assets: Map<string, Asset>,
   pathname: string,
@@ -37,7 +37,12 @@ export function serveWebUi(
   res: AnyResponse,
 ): boolean {
   const asset = assets.get(pathname);
-  if (!asset || (method !== "GET" && method !== "HEAD")) return false;
+  if (!asset) return false;
+  if (method !== "GET" && method !== "HEAD") {
+    res.setHeader("allow", "GET, HEAD");
+    sendJson(res, 405, { detail: "Method Not Allowed" });
+    return true;
+  }
   res.writeHead(200, {
     "content-type": asset.type,
     "content-length": asset.body.length,

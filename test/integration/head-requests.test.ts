@@ -7,6 +7,7 @@
  */
 import http2 from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
+import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { startGatedTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -69,6 +70,9 @@ describe("HEAD on GET routes", () => {
     }
     // Methods a GET route refuses name HEAD beside GET; POST-only routes refuse HEAD.
     for (const p of [
+      "/healthz",
+      "/",
+      "/app.js",
       "/packages",
       "/runs",
       `/runs/${runId}`,
@@ -153,5 +157,44 @@ describe("HEAD on GET routes", () => {
     expect((await fetch(url, { method: "HEAD" })).status).toBe(200);
     const { lastSeq } = s.app.pipeline.getRun(runId, { userId: "ann" });
     expect((await fetch(`${url}&after=${lastSeq}`, { method: "HEAD" })).status).toBe(204);
+  });
+
+  it("finds a live run as GET does when the store has no row for it yet", async () => {
+    const s = await startGatedTestServer();
+    server = s;
+    const caller = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        session_id: "unstored",
+        user_prompt: "#scenario=gate",
+        user_id: "ann",
+      }),
+    });
+    const events = parseSse(caller.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+    const runId = JSON.parse((await events.next()).value?.data ?? "{}").run_id as string;
+    // The store lost the run's row (its first write refused, a full disk): the run goes on.
+    const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
+    const realGetRun = store.getRun.bind(store);
+    store.getRun = (id) => (id === runId ? null : realGetRun(id));
+    try {
+      const url = `${s.baseUrl}/runs/${runId}/events?user_id=ann`;
+      const get = new AbortController();
+      const getRes = await fetch(url, { signal: get.signal });
+      get.abort();
+      const head = await fetch(url, { method: "HEAD" });
+      expect([getRes.status, head.status]).toEqual([200, 200]);
+      // Another user's HEAD is still refused as its GET is.
+      const other = `${s.baseUrl}/runs/${runId}/events?user_id=bob`;
+      const [otherGet, otherHead] = await Promise.all([
+        fetch(other).then((r) => r.status),
+        fetch(other, { method: "HEAD" }).then((r) => r.status),
+      ]);
+      expect([otherGet, otherHead]).toEqual([404, 404]);
+    } finally {
+      store.getRun = realGetRun;
+    }
+    await s.openGate();
+    for (;;) if ((await events.next()).done) break;
   });
 });

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { rawRequest } from "../helpers/raw-http.js";
 import { postRun } from "../helpers/sse-client.js";
@@ -58,8 +59,13 @@ describe("POST /run (FermiLink SSE face)", () => {
             ? new Blob([JSON.stringify({ user_prompt: "x" })])
             : JSON.stringify({ user_prompt: "#scenario=bench-one-line" }),
       });
-    // What a web page can send to any origin without asking: a text or a form body.
-    for (const type of ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded"]) {
+    // What a web page can send to any origin without asking: a text or a form body; and a
+    // type with two slashes, which Python's email.message takes for text/plain.
+    for (const type of [
+      "text/plain;charset=UTF-8",
+      "application/x-www-form-urlencoded",
+      "application/x/+json",
+    ]) {
       const res = await post(type);
       expect(res.status).toBe(422);
       expect(await res.json()).toMatchObject({
@@ -78,6 +84,15 @@ describe("POST /run (FermiLink SSE face)", () => {
       expect(res.status).toBe(200);
       await res.text();
     }
+    // An empty Content-Type is none to FastAPI (`if not content_type_value`): the body is JSON.
+    const empty = await rawRequest(
+      server.app.port,
+      "POST",
+      "/run",
+      [["Content-Type", ""]],
+      JSON.stringify({ user_prompt: "#scenario=bench-one-line" }),
+    );
+    expect(empty.status).toBe(200);
   });
 
   it("streams meta, agent, log and runner.exit in order with FermiLink's headers and shapes", async () => {
@@ -266,19 +281,18 @@ describe("POST /run (FermiLink SSE face)", () => {
         },
       });
     }
-    // A body over 64 Ki characters is located by V8's parser (Python's scanner is slow enough on
-    // hostile input to stall the loop): same shape, a character position (V8 points at the `}`,
-    // the emoji counted once), V8's wording.
+    // Size changes nothing: a body over 64 Ki characters (where JSON.parse once located the
+    // error, in V8's words) gets Python's reason at Python's position too, the emoji counted once.
     const big = `{"user_prompt": "\u{1F600}${"y".repeat(70_000)}",}`;
     const bigRes = await post(big);
     expect(bigRes.status).toBe(422);
     expect(((await bigRes.json()) as { detail: unknown[] }).detail).toEqual([
       {
         type: "json_invalid",
-        loc: ["body", 70_020],
+        loc: ["body", 70_019],
         msg: "JSON decode error",
         input: {},
-        ctx: { error: "Expected double-quoted property name" },
+        ctx: { error: "Illegal trailing comma before end of object" },
       },
     ]);
     // No body (or `null`) is a missing body, whatever the content type says.
@@ -319,6 +333,68 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(((await nan.json()) as { detail: unknown }).detail).toEqual([
       { type: "string_type", loc: ["body", "user_prompt"], msg: "Input should be a valid string" },
     ]);
+  });
+
+  it("reads UTF-16 and UTF-32 bodies, and NaN or Infinity at any size, as Python's json.loads does", async () => {
+    server = await startTestServer();
+    const post = (body: Buffer | string) =>
+      fetch(`${(server as TestServer).baseUrl}/run`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+    const stringType = [
+      { type: "string_type", loc: ["body", "user_prompt"], msg: "Input should be a valid string" },
+    ];
+    const utf16le = Buffer.from('{"user_prompt": 5}', "utf16le");
+    const utf32be = Buffer.alloc(4 * 18);
+    for (const [i, c] of [...'{"user_prompt": 5}'].entries()) {
+      utf32be.writeUInt32BE(c.charCodeAt(0), 4 * i);
+    }
+    for (const body of [
+      utf16le, // no BOM: found by its zero bytes (json.detect_encoding)
+      Buffer.concat([Buffer.from([0xff, 0xfe]), utf16le]),
+      utf32be,
+      Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), utf32be]),
+      // Past 64 Ki characters, where V8's parser locates errors: Python's constants still read.
+      `{"user_prompt": NaN, "pad": "${"y".repeat(70_000)}", "inf": [Infinity, -Infinity]}`,
+    ]) {
+      const res = await post(body);
+      expect({ status: res.status, body: await res.json() }).toEqual({
+        status: 422,
+        body: { detail: stringType, code: "REQUEST_INVALID" },
+      });
+    }
+    // A JSON error in UTF-16 is located in characters; what the codec refuses is FastAPI's 400.
+    const bad = await post(Buffer.from('{"user_prompt" 1}', "utf16le"));
+    // As CPython 3.11 answers it: "Expecting ':' delimiter" at character 15.
+    expect(((await bad.json()) as { detail: { loc: unknown }[] }).detail[0]?.loc).toEqual([
+      "body",
+      15,
+    ]);
+    const truncated = await post(Buffer.concat([utf16le, Buffer.from([0x20])]));
+    expect({ status: truncated.status, body: await truncated.json() }).toEqual({
+      status: 400,
+      body: { detail: "There was an error parsing the body", code: "REQUEST_INVALID" },
+    });
+  });
+
+  it("takes a client that leaves mid-upload for no runner error", async () => {
+    const s = await startTestServer();
+    server = s;
+    const errors = vi.spyOn(s.app.logger, "error");
+    await new Promise<void>((resolve) => {
+      const socket = net.connect(s.app.port, "127.0.0.1", () => {
+        socket.write(
+          'POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"user_',
+        );
+        setTimeout(() => socket.destroy(), 100);
+      });
+      socket.on("close", () => resolve());
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(errors.mock.calls.map((c) => c.at(-1))).toEqual([]);
+    expect((await postRun(s.baseUrl, { user_prompt: "after" })).status).toBe(200);
   });
 
   it("answers a body over 1 MiB with 413 without reading it all, and keeps serving", async () => {

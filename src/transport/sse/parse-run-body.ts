@@ -1,6 +1,12 @@
 import { RunnerError, type ValidationDetail } from "../../errors/runner-error.js";
 import type { RunRequestInput } from "../../run/run-request.js";
-import { nestsTooDeep, PyJsonDecodeError, pyJsonLoads } from "./py-json.js";
+import {
+  jsonParseWithPyConstants,
+  nestsTooDeep,
+  PyJsonDecodeError,
+  pyJsonLoads,
+} from "./py-json.js";
+import { PyUnicodeDecodeError, pyDecodeJsonBytes } from "./py-json-bytes.js";
 
 const OPTIONAL_STRING_FIELDS = [
   "session_id",
@@ -18,8 +24,9 @@ interface FastApiDetail extends ValidationDetail {
 
 /**
  * A body FastAPI fails to read before validating it, answered 400
- * `{"detail": "There was an error parsing the body"}`: not UTF-8 (Starlette's
- * `json.loads` raises UnicodeDecodeError) or nested deeper than Python recurses.
+ * `{"detail": "There was an error parsing the body"}`: bytes the codec
+ * `json.detect_encoding` picks cannot decode (Starlette's `json.loads` raises
+ * UnicodeDecodeError) or nested deeper than Python recurses.
  */
 export class BodyParseError extends Error {
   override readonly name = "BodyParseError";
@@ -27,15 +34,12 @@ export class BodyParseError extends Error {
   readonly detail = "There was an error parsing the body";
 }
 
-/** UTF-8 that must be valid; a leading BOM is dropped, as `json.loads` of bytes does (utf-8-sig). */
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
 /**
  * Parse `POST /run`'s JSON body the way FastAPI/pydantic does for FermiLink's
  * `RunRequest` (spec §1.1): empty, not JSON, not an object, `user_prompt`
  * missing or not a string, or an optional field of the wrong type → 422 with
  * a `detail` list; unknown fields are ignored. Every problem is reported at
- * once. A body that is not UTF-8 throws BodyParseError (400).
+ * once. A body Python cannot decode throws BodyParseError (400).
  */
 export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput {
   // FastAPI reads a body only when it has bytes: an empty one is a missing body, whatever its type.
@@ -45,7 +49,8 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
   // FastAPI reads the body as JSON only without a Content-Type or with a JSON one; any other
   // type leaves it bytes, which fail validation. This also keeps a web page from starting runs:
   // a browser sends text/plain or a form cross-origin without asking (no CORS preflight).
-  if (contentType !== undefined && !isJsonType(contentType)) {
+  // An empty Content-Type is none (FastAPI tests `if not content_type_value`).
+  if (contentType !== undefined && contentType !== "" && !isJsonType(contentType)) {
     throw invalid([
       {
         type: "model_attributes_type",
@@ -117,43 +122,37 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
 function decodeJson(raw: Buffer): unknown {
   let text: string;
   try {
-    text = utf8.decode(raw);
+    // UTF-8 (a BOM dropped), UTF-16 or UTF-32, as Python's json.loads of bytes reads them.
+    text = pyDecodeJsonBytes(raw);
   } catch (err) {
-    throw new BodyParseError("request body is not UTF-8", { cause: err });
+    if (!(err instanceof PyUnicodeDecodeError)) throw err;
+    throw new BodyParseError("request body cannot be decoded", { cause: err });
   }
-  let value: unknown;
-  let parsed = false;
-  try {
-    value = JSON.parse(text);
-    parsed = true;
-  } catch (err) {
-    // JSON.parse's messages and positions are V8's; Python's are what FermiLink's callers see.
-    // Python also takes NaN and Infinity, which JSON.parse refuses: their value is returned.
-    if (text.length > PY_SCAN_MAX_CHARS) throw jsonInvalid(v8Failure(text, err));
-  }
-  if (parsed) {
-    // JSON.parse takes any depth; Python's json.loads gives up near its recursion limit.
-    if (nestsTooDeep(text)) throw new BodyParseError("request body nested too deeply");
-    return value;
-  }
-  try {
-    return pyJsonLoads(text);
-  } catch (err) {
-    if (!(err instanceof PyJsonDecodeError)) {
-      throw new BodyParseError("request body nested too deeply", { cause: err });
-    }
-    throw jsonInvalid(err);
-  }
+  // JSON.parse builds the value, Python's NaN and Infinity read too; Python's scanner (slow
+  // where it builds values) only says why a body is refused.
+  const value = jsonParseWithPyConstants(text);
+  if (value === undefined) return pyRefusal(text);
+  // JSON.parse takes any depth; Python's json.loads gives up near its recursion limit.
+  if (nestsTooDeep(text)) throw new BodyParseError("request body nested too deeply");
+  return value;
 }
 
 /**
- * Above this many characters a malformed body is located by V8's parser, not
- * by Python's scanner (which takes up to ≈ 0.35 µs a character on hostile
- * input: ≈ 360 ms of the event loop for one 1 MiB body). The 422 keeps
- * FastAPI's shape and a character position; `ctx.error` is then V8's wording,
- * and NaN or Infinity in such a body are refused.
+ * Why Python refuses `text` (which JSON.parse refused, Python's constants
+ * read), as FastAPI answers it: Python's message at Python's position, or 400
+ * where it recursed too deep first. The scanner only judges here (no values
+ * built), which keeps it linear and fast on a hostile 1 MiB body.
  */
-const PY_SCAN_MAX_CHARS = 64 * 1024;
+function pyRefusal(text: string): never {
+  try {
+    pyJsonLoads(text, { values: false });
+  } catch (err) {
+    if (err instanceof PyJsonDecodeError) throw jsonInvalid(err);
+    throw new BodyParseError("request body nested too deeply", { cause: err });
+  }
+  // Unreachable while JSON plus Python's three constants is Python's grammar.
+  throw new Error("JSON.parse refused a body Python's scanner accepts");
+}
 
 /** FastAPI's entry for a body that is not JSON. */
 function jsonInvalid(at: { pos: number; msg: string }): RunnerError {
@@ -168,22 +167,6 @@ function jsonInvalid(at: { pos: number; msg: string }): RunnerError {
   ]);
 }
 
-/** Where and why JSON.parse refused `text`, the position in characters (code points), as Python counts. */
-function v8Failure(text: string, err: unknown): { pos: number; msg: string } {
-  const message = err instanceof Error ? err.message : String(err);
-  const at = /^(.*) in JSON at position (\d+)/.exec(message);
-  const units = at ? Math.min(Number(at[2]), text.length) : text.length;
-  let pos = 0;
-  for (let i = 0; i < units; i++) {
-    const c = text.charCodeAt(i);
-    // The second half of a surrogate pair is not a character of its own.
-    if (c >= 0xdc00 && c <= 0xdfff && i > 0 && (text.charCodeAt(i - 1) & 0xfc00) === 0xd800)
-      continue;
-    pos++;
-  }
-  return { pos, msg: at?.[1] ?? message };
-}
-
 function invalid(details: FastApiDetail[]): RunnerError {
   const summary = details
     .map((d) => {
@@ -194,8 +177,15 @@ function invalid(details: FastApiDetail[]): RunnerError {
   return new RunnerError("REQUEST_INVALID", `Invalid request body: ${summary}.`, { details });
 }
 
-/** `application/json` or `application/<anything>+json`, parameters ignored (FastAPI's rule). */
+/**
+ * `application/json` or `application/<anything>+json`, parameters ignored:
+ * FastAPI's test, on the type Python's `email.message` reads (the part before
+ * `;`, stripped, lower case; anything without exactly one `/` is text/plain).
+ */
 function isJsonType(contentType: string): boolean {
   const type = (contentType.split(";", 1)[0] ?? "").trim().toLowerCase();
-  return type === "application/json" || (type.startsWith("application/") && type.endsWith("+json"));
+  const slash = type.indexOf("/");
+  if (slash === -1 || type.includes("/", slash + 1)) return false;
+  const sub = type.slice(slash + 1);
+  return type.slice(0, slash) === "application" && (sub === "json" || sub.endsWith("+json"));
 }

@@ -63,18 +63,146 @@ export function nestsTooDeep(text: string): boolean {
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x22) {
-      // Skip the string: to the next quote that no backslash escapes.
-      for (i++; i < text.length; i++) {
-        const d = text.charCodeAt(i);
-        if (d === 0x5c) i++;
-        else if (d === 0x22) break;
-      }
-    } else if (c === 0x5b || c === 0x7b) {
+    if (c === 0x22) i = closingQuote(text, i);
+    else if (c === 0x5b || c === 0x7b) {
       if (++depth > PY_MAX_DEPTH) return true;
     } else if (c === 0x5d || c === 0x7d) depth--;
   }
   return false;
+}
+
+/** The index of the quote that closes the string opened at `open` (the next one no backslash escapes), or the length. */
+function closingQuote(text: string, open: number): number {
+  let i = open + 1;
+  for (; i < text.length; i++) {
+    const d = text.charCodeAt(i);
+    if (d === 0x5c) i++;
+    else if (d === 0x22) break;
+  }
+  return i;
+}
+
+/**
+ * JSON.parse that reads Python's NaN, Infinity and -Infinity as `json.loads`
+ * does: each one outside strings becomes a JSON value standing for it,
+ * padded with spaces so it never joins its neighbours into one token
+ * (`1Infinity` stays an error). Infinity is `1e999`; NaN is a string the
+ * body itself cannot hold, turned back into NaN afterwards (and met as a key,
+ * it was a NaN where Python wants a property name). Python's grammar is
+ * JSON's plus those three values, so the result is a value exactly when
+ * Python accepts the text; undefined (never a JSON value) when it does not.
+ * One linear pass before JSON.parse, and only for text that spells them.
+ */
+export function jsonParseWithPyConstants(text: string): unknown {
+  if (!text.includes("NaN") && !text.includes("Infinity")) return jsonParseOrUndefined(text);
+  const nanValue = nanStandIn(text);
+  const asJson = {
+    NaN: ` ${JSON.stringify(nanValue)} `,
+    Infinity: " 1e999 ",
+    "-Infinity": " -1e999 ",
+  };
+  // One string grown by `+=` (ropes): an array of slices joined was several times slower here.
+  let json = "";
+  let from = 0;
+  let nanCount = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) === 0x22) {
+      i = closingQuote(text, i);
+      continue;
+    }
+    const token = pyConstantAt(text, i);
+    if (token === null) continue;
+    if (token === "NaN") nanCount++;
+    json += text.slice(from, i) + asJson[token];
+    from = i + token.length;
+    i = from - 1;
+  }
+  // Spelled only inside strings: the text is plain JSON, or not JSON at all.
+  if (json === "") return jsonParseOrUndefined(text);
+  const value = jsonParseOrUndefined(json + text.slice(from));
+  return nanCount === 0 || value === undefined ? value : restoreNaN(value, nanValue);
+}
+
+function jsonParseOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A string no JSON string of `text` decodes to: NUL, which a JSON string can
+ * only spell `\u0000` (a raw one is refused), when the text has no such escape;
+ * else an unguessable one (a body that guessed it only turns its own string into NaN).
+ */
+function nanStandIn(text: string): string {
+  if (!text.includes("\\u0000")) return "\u0000";
+  return `\u0000NaN ${Math.random().toString(36).slice(2, 10)}`;
+}
+
+/**
+ * `value` with every stand-in replaced by NaN, in place; undefined when one
+ * is a key. Iterative: the body may nest deeper than the stack goes.
+ */
+function restoreNaN(value: unknown, nanValue: string): unknown {
+  if (value === nanValue) return Number.NaN;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (Array.isArray(node)) {
+      for (let i = 0; i < node.length; i++) {
+        const v: unknown = node[i];
+        if (v === nanValue) node[i] = Number.NaN;
+        else if (v !== null && typeof v === "object") stack.push(v);
+      }
+      continue;
+    }
+    const holder = node as Record<string, unknown>;
+    // for-in, not Object.keys: no array per object. JSON.parse makes plain objects, and
+    // Object.prototype has no enumerable property, so only their own keys are visited.
+    for (const key in holder) {
+      if (key === nanValue) return undefined;
+      const v = holder[key];
+      // An own property, "__proto__" included (JSON.parse made it one): assignment sets it.
+      if (v === nanValue) holder[key] = Number.NaN;
+      else if (v !== null && typeof v === "object") stack.push(v);
+    }
+  }
+  return value;
+}
+
+/** The constant of Python's scanner (`scan_once`'s N, I and -I cases) starting at `i`, if any. */
+function pyConstantAt(text: string, i: number): "NaN" | "Infinity" | "-Infinity" | null {
+  switch (text.charCodeAt(i)) {
+    case 0x4e:
+      return text.startsWith("NaN", i) ? "NaN" : null;
+    case 0x49:
+      return text.startsWith("Infinity", i) ? "Infinity" : null;
+    case 0x2d:
+      return text.startsWith("-Infinity", i) ? "-Infinity" : null;
+    default:
+      return null;
+  }
+}
+
+/** The code points (a Python str's length) in the first `units` UTF-16 units of `s`. */
+function codePoints(s: string, units: number): number {
+  let n = 0;
+  for (let i = 0; i < units; i++) {
+    const c = s.charCodeAt(i);
+    // The second half of a surrogate pair is not a character of its own.
+    if (c >= 0xdc00 && c <= 0xdfff && i > 0 && (s.charCodeAt(i - 1) & 0xfc00) === 0xd800) continue;
+    n++;
+  }
+  return n;
+}
+
+/** A hex digit's value, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const lower = c | 0x20;
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
 }
 
 const isWs = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
@@ -95,17 +223,24 @@ const ESCAPES: Record<string, string> = {
  * PyJsonDecodeError with Python's message and position, so a 422 says what
  * FastAPI says; a RangeError when the nesting is deeper than Python would
  * go (its RecursionError). Python also takes NaN, Infinity and -Infinity.
- * Slower than JSON.parse: meant for the text JSON.parse refused.
+ * Slower than JSON.parse: meant for the text JSON.parse refused. With
+ * `values: false` it only judges the text (undefined when Python accepts
+ * it): nothing is built, so it stays linear and fast on hostile input.
  * `trailingCommaErrors: false` gives the messages of Python before 3.13
  * ("Expecting value" / "Expecting property name ..." after `,]` / `,}`).
  */
-export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean } = {}): unknown {
+export function pyJsonLoads(
+  text: string,
+  opts: { trailingCommaErrors?: boolean; values?: boolean } = {},
+): unknown {
   const s = text;
   const len = s.length;
   const trailingComma = opts.trailingCommaErrors ?? true;
+  // Without values only the verdict is wanted: no string, number or container is built.
+  const build = opts.values ?? true;
   // Positions are counted in UTF-16 units here and in code points (a Python str's) in the error.
   const fail = (msg: string, pos: number): never => {
-    throw new PyJsonDecodeError(msg, [...s.slice(0, pos)].length);
+    throw new PyJsonDecodeError(msg, codePoints(s, pos));
   };
   const skipWs = (i: number) => {
     while (i < len && isWs(s.charCodeAt(i))) i++;
@@ -113,8 +248,13 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
   };
   /** Four hex digits from `from`, or -1. */
   const hex4 = (from: number): number => {
-    const digits = s.slice(from, from + 4);
-    return /^[0-9a-fA-F]{4}$/.test(digits) ? Number.parseInt(digits, 16) : -1;
+    let code = 0;
+    for (let i = from; i < from + 4; i++) {
+      const d = hexDigit(s.charCodeAt(i));
+      if (d < 0) return -1;
+      code = code * 16 + d;
+    }
+    return code;
   };
 
   // scanstring_unicode: `end` is the index after the opening quote.
@@ -131,7 +271,7 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
         if (c <= 0x1f) fail("Invalid control character at", next);
       }
       if (next >= len) fail("Unterminated string starting at", begin);
-      out += s.slice(end, next);
+      if (build) out += s.slice(end, next);
       next++;
       if (c === 0x22) return [out, next];
       if (next === len) fail("Unterminated string starting at", begin);
@@ -140,7 +280,7 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
         end = next + 1;
         const ch = ESCAPES[esc];
         if (ch === undefined) fail("Invalid \\escape", end - 2);
-        out += ch;
+        if (build) out += ch;
         continue;
       }
       next++;
@@ -163,7 +303,7 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
           code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
         else end -= 6;
       }
-      out += String.fromCodePoint(code);
+      if (build) out += String.fromCodePoint(code);
     }
   };
 
@@ -191,7 +331,7 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
       while (idx <= endIdx && isDigit(s.charCodeAt(idx))) idx++;
       if (!isDigit(s.charCodeAt(idx - 1))) idx = eStart;
     }
-    return [Number(s.slice(start, idx)), idx];
+    return [build ? Number(s.slice(start, idx)) : 0, idx];
   };
 
   const scanOnce = (idx: number, depth: number): [unknown, number] => {
@@ -228,7 +368,7 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
   };
 
   const parseObject = (start: number, depth: number): [unknown, number] => {
-    const obj: Record<string, unknown> = {};
+    const obj: Record<string, unknown> | null = build ? {} : null;
     let idx = skipWs(start);
     if (idx < len && s[idx] === "}") return [obj, idx + 1];
     for (;;) {
@@ -241,12 +381,14 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
       idx = skipWs(idx + 1);
       const [value, afterValue] = scanOnce(idx, depth);
       // An own property even for "__proto__", as JSON.parse makes it (never the prototype).
-      Object.defineProperty(obj, key, {
-        value,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
+      if (obj !== null) {
+        Object.defineProperty(obj, key, {
+          value,
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      }
       idx = skipWs(afterValue);
       if (idx < len && s[idx] === "}") return [obj, idx + 1];
       if (idx >= len || s[idx] !== ",") fail("Expecting ',' delimiter", idx);
@@ -259,12 +401,12 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
   };
 
   const parseArray = (start: number, depth: number): [unknown, number] => {
-    const arr: unknown[] = [];
+    const arr: unknown[] | null = build ? [] : null;
     let idx = skipWs(start);
     if (idx < len && s[idx] === "]") return [arr, idx + 1];
     for (;;) {
       const [value, afterValue] = scanOnce(idx, depth);
-      arr.push(value);
+      arr?.push(value);
       idx = skipWs(afterValue);
       if (idx < len && s[idx] === "]") return [arr, idx + 1];
       if (idx >= len || s[idx] !== ",") fail("Expecting ',' delimiter", idx);
@@ -280,5 +422,5 @@ export function pyJsonLoads(text: string, opts: { trailingCommaErrors?: boolean 
   const [value, end] = scanOnce(skipWs(0), 0);
   const rest = skipWs(end);
   if (rest !== len) fail("Extra data", rest);
-  return value;
+  return build ? value : undefined;
 }

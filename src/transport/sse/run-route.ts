@@ -36,14 +36,20 @@ export async function handleRunRoute(
   const arrivedAt = Date.now();
   const caller = new AbortController();
   onClientGone(req, res, () => caller.abort());
+  let body: Buffer | null;
+  try {
+    body = await readBody(req, MAX_BODY_BYTES);
+  } catch {
+    // The client went away mid-upload: nobody to answer, and nothing went wrong here.
+    return;
+  }
+  if (body === null) {
+    stopReadingBody(req, res);
+    sendJson(res, 413, { detail: "Request body too large." });
+    return;
+  }
   let started: Awaited<ReturnType<RunPipeline["start"]>>;
   try {
-    const body = await readBody(req, MAX_BODY_BYTES);
-    if (body === null) {
-      stopReadingBody(req, res);
-      sendJson(res, 413, { detail: "Request body too large." });
-      return;
-    }
     // SSE sends each agent line raw: no typed items to re-derive for events read back.
     started = await pipeline.start(parseRunBody(body, req.headers["content-type"]), {
       callerSignal: caller.signal,

@@ -131,27 +131,28 @@ export async function handleRunsRoute(
       case "events": {
         const after = resumePoint(req, url);
         const live = deps.pipeline.isLive(route.runId);
-        // HEAD reads the record of a live run too: it is where the viewer's access is checked.
-        const record = live && !head ? null : deps.pipeline.getRun(route.runId, viewer);
+        const record = live ? null : deps.pipeline.getRun(route.runId, viewer);
         // lastSeq is the seq of the run's last stored event (compared, never counted: a run
         // closed after a crash has a gap in seq before its exit, and any cursor a viewer was
         // given by the crashed process is below that exit; recover-interrupted.ts).
-        if (record && !live && after >= record.lastSeq) {
+        if (record && after >= record.lastSeq) {
           res.writeHead(204);
           res.end();
           return;
         }
+        // HEAD looks the run up as GET does, through attach: a live run is found (and its
+        // viewer checked) in memory, where the store may not have its row yet (a refused
+        // first write). The follow it returns starts only when iterated: HEAD never does, so
+        // it neither holds a subscriber nor waits for events.
+        const gone = new AbortController();
+        // Raw lines only (typedItems false): SSE never sends an agent line's items.
+        const events = deps.pipeline.attach(route.runId, after, viewer, false, gone.signal);
         if (head) {
-          // The stream's status and headers, then the end: HEAD never attaches, so it
-          // neither holds a subscriber nor waits for events.
           writeSseHead(res);
           res.end();
           return;
         }
-        // Raw lines only (typedItems false): SSE never sends an agent line's items.
-        const gone = new AbortController();
         onClientGone(req, res, () => gone.abort());
-        const events = deps.pipeline.attach(route.runId, after, viewer, false, gone.signal);
         writeSseHead(res);
         await streamSse(res, events, {
           heartbeatMs: deps.heartbeatMs,

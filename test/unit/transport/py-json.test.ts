@@ -39,7 +39,7 @@ const CPYTHON_311: [string, string, number][] = [
   ["[1e5, 2E-3, -0.5] ]", "Extra data", 18],
 ];
 
-function decodeError(text: string, opts?: { trailingCommaErrors?: boolean }) {
+function decodeError(text: string, opts?: { trailingCommaErrors?: boolean; values?: boolean }) {
   try {
     pyJsonLoads(text, opts);
   } catch (err) {
@@ -52,6 +52,18 @@ function decodeError(text: string, opts?: { trailingCommaErrors?: boolean }) {
 describe("pyJsonLoads (CPython's json.loads)", () => {
   it.each(CPYTHON_311)("refuses %j with Python's message and position", (text, msg, pos) => {
     expect(decodeError(text, { trailingCommaErrors: false })).toEqual([msg, pos]);
+  });
+
+  it.each(CPYTHON_311)(
+    "refuses %j the same way when it only judges (no values)",
+    (text, msg, pos) => {
+      expect(decodeError(text, { trailingCommaErrors: false, values: false })).toEqual([msg, pos]);
+    },
+  );
+
+  it("only judges without values: undefined for what it accepts, nothing built", () => {
+    expect(pyJsonLoads('{"a": [1, "x\\u00e9", NaN]}', { values: false })).toBeUndefined();
+    expect(() => pyJsonLoads("[".repeat(100_000), { values: false })).toThrow(RangeError);
   });
 
   it("words a trailing comma as Python 3.13 does, at the comma", () => {
