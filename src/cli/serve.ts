@@ -1,6 +1,7 @@
 import { ListenError, startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
+import { LAUNCHER_PID_ENV } from "./launcher.js";
 import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js";
 
 /**
@@ -11,6 +12,9 @@ import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js
  */
 export async function serve(): Promise<void> {
   const v8Flags = tuneV8();
+  // Read and removed first: nothing the server starts inherits it.
+  const launcherPid = Number(process.env[LAUNCHER_PID_ENV] ?? 0);
+  delete process.env[LAUNCHER_PID_ENV];
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig();
@@ -35,7 +39,9 @@ export async function serve(): Promise<void> {
     throw err;
   }
   app.logger.info({ v8Flags, youngGenerationMb }, "V8 tuned");
-  const stop = (signal: NodeJS.Signals) => {
+  let watch: NodeJS.Timeout | undefined;
+  const stop = (signal: NodeJS.Signals | "launcher gone") => {
+    clearInterval(watch);
     app.logger.info({ signal }, "shutting down");
     app.close().then(
       () => process.exit(0),
@@ -47,4 +53,17 @@ export async function serve(): Promise<void> {
   };
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
+  if (launcherPid > 0) {
+    // The bin's launcher passes every stop signal on; a launcher killed outright passes none.
+    watch = setInterval(() => {
+      if (process.ppid === launcherPid) return;
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      stop("launcher gone");
+    }, LAUNCHER_WATCH_MS);
+    watch.unref();
+  }
 }
+
+/** How often a server started by the bin's launcher checks that the launcher still runs. */
+const LAUNCHER_WATCH_MS = 250;

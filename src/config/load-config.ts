@@ -199,6 +199,45 @@ function readPassthrough(r: EnvReader): string[] {
   return names;
 }
 
+/** True when `p` is an existing directory (false when it cannot be looked at). */
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A directory the runner creates and writes under (`dir`, set by `name` or
+ * derived from FERMILINK_HOME): a problem when it, or the nearest part of it
+ * that exists, is not a directory. The server would start, and every run fail.
+ */
+function checkDirectory(r: EnvReader, name: string, dir: string): void {
+  const setBy = r.str(name) === null ? `${name} (unset: under FERMILINK_HOME)` : name;
+  for (let p = dir; ; p = path.dirname(p)) {
+    let info: ReturnType<typeof statSync>;
+    try {
+      info = statSync(p, { throwIfNoEntry: false });
+    } catch (err) {
+      // ENOTDIR: a part above is a file, found further up. Anything else is not ours to judge.
+      if ((err as NodeJS.ErrnoException).code === "ENOTDIR") continue;
+      return;
+    }
+    if (info !== undefined) {
+      if (!info.isDirectory()) {
+        const what =
+          p === dir
+            ? `${dir} is not a directory`
+            : `${dir} cannot be made: ${p} is not a directory`;
+        r.problems.push(`${setBy}: ${what}.`);
+      }
+      return;
+    }
+    if (path.dirname(p) === p) return;
+  }
+}
+
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
     Object.freeze(value);
@@ -306,6 +345,14 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     hostEnv,
     logLevel: r.oneOf("FERMILINK_RUNNER_LOG_LEVEL", LOG_LEVELS) ?? "info",
   };
+  checkDirectory(r, "FERMILINK_WORKSPACES_ROOT", config.workspacesRoot);
+  if (isDirectory(config.store.path)) {
+    r.problems.push(
+      `FERMILINK_RUNNER_STORE_PATH: ${config.store.path} is a directory; it names the run store's SQLite file.`,
+    );
+  } else {
+    checkDirectory(r, "FERMILINK_RUNNER_STORE_PATH", path.dirname(config.store.path));
+  }
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze(config);
 }

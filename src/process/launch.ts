@@ -31,7 +31,16 @@ export interface LaunchedChild {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Rejects with the spawn error (an `ErrnoException`: ENOENT, EACCES, ...) when the binary cannot run. */
+/**
+ * What a launcher rejects with: the spawn error (ENOENT, EACCES, E2BIG, ...).
+ * `wrapper` is set when the program that could not be executed is the
+ * launcher's own exec wrapper (the spawn helper's perl), not the CLI.
+ */
+export interface LaunchError extends NodeJS.ErrnoException {
+  wrapper?: string;
+}
+
+/** Rejects with a `LaunchError` when the process cannot be started. */
 export type Launcher = (opts: LaunchOptions) => Promise<LaunchedChild>;
 
 /** Fork the runner itself (blocks its event loop for the fork; see spawn-turns.ts). */

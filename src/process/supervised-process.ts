@@ -1,6 +1,7 @@
+import { accessSync, constants, statSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
-import { type LaunchedChild, type Launcher, spawnDirect } from "./launch.js";
+import { type LaunchError, type LaunchedChild, type Launcher, spawnDirect } from "./launch.js";
 import { splitLineBatches } from "./line-splitter.js";
 import { RUN_ID_ENV, reapOrphans } from "./reap-orphans.js";
 import { terminateGroup } from "./terminate-group.js";
@@ -125,39 +126,126 @@ async function* merge(
 }
 
 /**
- * Spawn errors that mean the binary itself cannot be executed: missing, not
- * executable, a directory, a script whose interpreter is missing (ENOENT), a
- * format the kernel refuses. Anything else (the spawn helper gone or past its
- * deadline, EAGAIN/ENOMEM from fork) says nothing about the binary.
+ * Spawn errors that mean the binary itself cannot be executed, each with what
+ * it says about the file and what the operator can do about it. Anything else
+ * (the spawn helper gone or past its deadline, a refused fork, an oversized
+ * command) says nothing about the binary: see `RUNNER_SIDE`.
  */
-const BINARY_ERRNOS: ReadonlySet<string> = new Set([
+const BINARY_PROBLEMS: Readonly<Record<string, string>> = {
+  ENOENT:
+    "it does not exist, or it is a script whose interpreter (its #! line) does not (ENOENT). Install the CLI, or set the provider's FERMILINK_<PROVIDER>_BIN to its path",
+  EACCES:
+    "permission denied (EACCES): the file is not executable, a directory on its path is not searchable, or its file system is mounted noexec. Make it executable for the runner's user (chmod +x) or install it elsewhere",
+  EPERM:
+    "the system does not permit executing it (EPERM), e.g. a security module's policy. Allow it for the runner's user, or install the CLI elsewhere",
+  ENOTDIR:
+    "a component of its path is not a directory (ENOTDIR). Set the provider's FERMILINK_<PROVIDER>_BIN to the CLI's real path",
+  EISDIR:
+    "it is a directory, or its #! line names one (EISDIR). Set the provider's FERMILINK_<PROVIDER>_BIN to the CLI itself",
+  ELOOP:
+    "its path runs into a loop of symbolic links (ELOOP). Fix the links, or set the provider's FERMILINK_<PROVIDER>_BIN to the CLI's real path",
+  ENAMETOOLONG:
+    "its path is longer than the system allows (ENAMETOOLONG). Install the CLI under a shorter path",
+  ENOEXEC:
+    "the system cannot execute its format (ENOEXEC): a build for another machine, or a script without a #! line. Install the CLI built for this machine",
+  ETXTBSY:
+    "the file is open for writing by another process (ETXTBSY), as while an install or upgrade replaces it. Retry the run once that has finished",
+};
+
+/**
+ * Errors of the runner's own start of a process (the CLI is not at fault):
+ * what happened, and what the operator can do about it.
+ */
+const RUNNER_SIDE: Readonly<Record<string, readonly [why: string, fix: string]>> = {
+  E2BIG: [
+    "its arguments and environment together exceed what the system allows a new program (E2BIG; one variable or argument may hold at most 128 KiB)",
+    "pass the provider fewer or smaller variables (FERMILINK_RUNNER_ENV_PASSTHROUGH, the provider's own variables); retrying the same run will not help",
+  ],
+  EAGAIN: [
+    "the system refused to create a process (EAGAIN): the runner's user or cgroup reached its process limit",
+    "raise the limit (ulimit -u, the cgroup's pids.max) or lower FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS, then retry the run",
+  ],
+  ENOMEM: [
+    "the system is out of memory for a new process (ENOMEM)",
+    "free memory or lower FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS, then retry the run",
+  ],
+  EMFILE: [
+    "the runner ran out of file descriptors (EMFILE)",
+    "raise its open-file limit (ulimit -n, LimitNOFILE) or lower FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS, then retry the run",
+  ],
+  ENFILE: [
+    "the system ran out of file descriptors (ENFILE)",
+    "raise fs.file-max or lower FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS, then retry the run",
+  ],
+};
+
+/** Errnos a spawn reports when its working directory cannot be entered (chdir's). */
+const CWD_ERRNOS: ReadonlySet<string> = new Set([
   "ENOENT",
   "EACCES",
-  "EPERM",
   "ENOTDIR",
   "ELOOP",
   "ENAMETOOLONG",
-  "ENOEXEC",
-  "EISDIR",
 ]);
 
-/** The caller's error for a launch that failed: the binary's fault, or the runner's. */
-function launchError(bin: string, err: unknown): RunnerError {
-  const e = err as NodeJS.ErrnoException;
-  if (e.code !== undefined && BINARY_ERRNOS.has(e.code)) {
+/** True when `dir` is a directory this process may enter. */
+function canEnter(dir: string): boolean {
+  try {
+    accessSync(dir, constants.X_OK);
+    return statSync(dir).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+const startFailed = (bin: string, why: string, fix: string, cause: unknown) =>
+  new RunnerError(
+    "PROVIDER_START_FAILED",
+    `The runner failed to start the provider CLI ${bin}: ${why}. This is a runner-side failure, not a problem with the CLI; ${fix}.`,
+    { cause },
+  );
+
+/**
+ * The caller's error for a launch that failed, naming the culprit (the CLI,
+ * the runner's exec wrapper, the run's directory, the command's size, the
+ * system) and what the operator can do: PROVIDER_BINARY_MISSING when the CLI
+ * cannot be executed, PROVIDER_START_FAILED otherwise.
+ */
+export function launchError(bin: string, cwd: string, err: unknown): RunnerError {
+  const e = err as LaunchError;
+  const code = e.code ?? "";
+  if (e.wrapper !== undefined) {
+    return startFailed(
+      bin,
+      `the spawn helper's exec wrapper ${e.wrapper} cannot be executed (${code || e.message}), so the CLI was never started`,
+      code === "ETXTBSY"
+        ? "it is being replaced (an upgrade of perl in progress): retry the run once that has finished"
+        : "reinstall perl (Debian's perl-base), or set FERMILINK_RUNNER_SPAWN_HELPER=0 and restart the runner to start providers without it",
+      err,
+    );
+  }
+  // A directory that cannot be entered fails the spawn with chdir's errno, named after the binary.
+  if (CWD_ERRNOS.has(code) && !canEnter(cwd)) {
+    return startFailed(
+      bin,
+      `the run's working directory ${cwd} is missing or cannot be entered (${code})`,
+      "retry the run",
+      err,
+    );
+  }
+  const problem = BINARY_PROBLEMS[code];
+  if (problem !== undefined) {
     return new RunnerError(
       "PROVIDER_BINARY_MISSING",
-      `Could not start the provider CLI ${bin}: ${e.code}.`,
+      `Could not start the provider CLI ${bin}: ${problem}.`,
       { cause: err },
     );
   }
+  const known = RUNNER_SIDE[code];
+  if (known !== undefined) return startFailed(bin, known[0], known[1], err);
   const said = e.message.replace(/\.$/, "");
-  const why = e.code && !said.includes(e.code) ? `${e.code}, ${said}` : said;
-  return new RunnerError(
-    "PROVIDER_START_FAILED",
-    `The runner failed to start the provider CLI ${bin}: ${why}. This is a runner-side failure, not a problem with the CLI; retry the run.`,
-    { cause: err },
-  );
+  const why = code && !said.includes(code) ? `${code}, ${said}` : said;
+  return startFailed(bin, why, "retry the run", err);
 }
 
 /**
@@ -180,7 +268,7 @@ export async function startSupervisedProcess(
       niceness: opts.niceness ?? 0,
     });
   } catch (err) {
-    throw launchError(opts.bin, err);
+    throw launchError(opts.bin, opts.cwd, err);
   }
   const pid = child.pid as number;
   let killedByRunner = false;

@@ -1,16 +1,22 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readdirSync, readFileSync, symlinkSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitReason, RunService, RunStatus } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
+import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { parseSse } from "../helpers/sse-client.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = path.join(ROOT, "bin/fermilink-runner.mjs");
+const run = promisify(execFile);
 
 let server: TestServer | undefined;
 const children = new Set<ChildProcess>();
@@ -26,20 +32,28 @@ afterEach(async () => {
 interface Cli {
   proc: ChildProcess;
   exited: Promise<number | null>;
+  /** How it ended, once `exited` resolved. */
+  status(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
   out(): string;
   err(): string;
   /** Resolves once stdout matches (a failed test reports what was printed instead of hanging). */
   waitForOut(pattern: RegExp): Promise<RegExpExecArray>;
 }
 
-/** The real command as a child process, outside a terminal (so: no colours, no spinner). */
-function spawnCli(args: string[], env: Record<string, string> = {}): Cli {
-  const proc = spawn(process.execPath, [BIN, ...args], {
+/**
+ * The real command as a child process, outside a terminal (so: no colours, no
+ * spinner). `bin`: run that file itself, as a shell runs an installed command
+ * (through its `#!` line), instead of `node bin/fermilink-runner.mjs`.
+ */
+function spawnCli(args: string[], env: Record<string, string> = {}, bin?: string): Cli {
+  const [file, argv] = bin === undefined ? [process.execPath, [BIN, ...args]] : [bin, args];
+  const proc = spawn(file, argv, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.add(proc);
+  let status: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let out = "";
   let err = "";
   proc.stdout?.on("data", (d: Buffer) => {
@@ -49,7 +63,10 @@ function spawnCli(args: string[], env: Record<string, string> = {}): Cli {
     err += d.toString();
   });
   const exited = new Promise<number | null>((resolve) =>
-    proc.once("close", (code) => resolve(code)),
+    proc.once("close", (code, signal) => {
+      status = { code, signal };
+      resolve(code);
+    }),
   );
   const waitForOut = async (pattern: RegExp) => {
     for (let i = 0; i < 400; i++) {
@@ -60,7 +77,7 @@ function spawnCli(args: string[], env: Record<string, string> = {}): Cli {
     }
     throw new Error(`no ${pattern} in stdout:\n${out}\nstderr:\n${err}`);
   };
-  return { proc, exited, out: () => out, err: () => err, waitForOut };
+  return { proc, exited, status: () => status, out: () => out, err: () => err, waitForOut };
 }
 
 /** Run the command to its end: exit code, stdout, stderr. */
@@ -215,6 +232,157 @@ describe("fermilink-runner serve", () => {
     const r = await cli(["run", "served", "--url", `http://127.0.0.1:${port}`]);
     expect(r.code).toBe(0);
     expect(r.out).toContain("served\n");
+    s.proc.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+  });
+});
+
+/** Pids of `pid`'s children. */
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) {
+        found.push(Number(entry));
+      }
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+/** `serve` on a throw-away home with the fake agent; resolves once it listens. */
+async function startServe(env: Record<string, string> = {}, bin?: string) {
+  const home = await tempHome();
+  const s = spawnCli(
+    ["serve"],
+    {
+      HOME: home,
+      FERMILINK_HOME: home,
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+      ...env,
+    },
+    bin,
+  );
+  const [, port] = await s.waitForOut(/"port":(\d+)/);
+  // The launcher runs the server as its one child.
+  const [server] = childrenOf(s.proc.pid as number);
+  return { s, home, port: Number(port), server: server as number };
+}
+
+describe("the bin's launcher (serve)", () => {
+  it("starts from a #! line any env(1) understands, and runs the server with the node flags it needs", async () => {
+    const shebang = readFileSync(BIN, "utf8").split("\n")[0];
+    // No `env -S` (BusyBox, older coreutils): the interpreter and one plain word.
+    expect(shebang).toBe("#!/usr/bin/env node");
+    // Run as a shell runs an installed command: the file itself.
+    const { s, server } = await startServe({}, BIN);
+    expect(server).toBeGreaterThan(0);
+    const argv = readFileSync(`/proc/${server}/cmdline`, "utf8").split("\0");
+    for (const flag of NODE_START_FLAGS) expect(argv).toContain(flag);
+    // Ctrl-C reaches the server once (through the launcher): it drains and both exit 0.
+    s.proc.kill("SIGINT");
+    expect(await s.exited).toBe(0);
+    expect(s.out().match(/"shutting down"/g)).toHaveLength(1);
+    expect(s.out()).toContain('"signal":"SIGINT"');
+    await waitUntilGone([server], 3000);
+  });
+
+  it("passes the server's end on: its exit code, or the signal that killed it", async () => {
+    const bad = await cli(["serve"], { FERMILINK_RUNNER_PORT: "abc" });
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain("FERMILINK_RUNNER_PORT");
+    const { s, server } = await startServe();
+    process.kill(server, "SIGKILL");
+    await s.exited;
+    expect(s.status()).toEqual({ code: null, signal: "SIGKILL" });
+  });
+
+  it("stops the server and its runs when the launcher itself is killed outright", async () => {
+    const { s, home, port, server } = await startServe({
+      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
+      FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
+    });
+    const res = await fetch(`http://127.0.0.1:${port}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session_id: "orphan", user_prompt: "#scenario=slow" }),
+    });
+    const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+    for (;;) {
+      const n = await it.next();
+      if (n.done || n.value.event === "agent") break;
+    }
+    const invocation = path.join(
+      home,
+      "workspaces",
+      "orphan",
+      "repo",
+      ".fake-agent",
+      "invocation.json",
+    );
+    let text = "";
+    for (let i = 0; i < 100 && text === ""; i++) {
+      text = await readFile(invocation, "utf8").catch(() => "");
+      if (text === "") await new Promise((r) => setTimeout(r, 50));
+    }
+    const inv = JSON.parse(text) as { pid: number };
+    expect(isAlive(inv.pid)).toBe(true);
+    s.proc.kill("SIGKILL");
+    // The server notices its launcher is gone and shuts down as on SIGTERM.
+    await waitUntilGone([server, inv.pid], 10_000);
+    let last = "";
+    for (;;) {
+      const n = await it.next();
+      if (n.done) break;
+      last = n.value.data;
+    }
+    expect(JSON.parse(last).reason).toBe("shutdown");
+  });
+});
+
+describe("the packed package (npm pack)", () => {
+  it("holds the build the bin runs, and serves runs when unpacked elsewhere", async () => {
+    const dir = await tempHome();
+    // The build is dist/ as it is (the `prepare` script rebuilds it when npm packs for real).
+    const { stdout } = await run(
+      "npm",
+      ["pack", "--json", "--ignore-scripts", "--pack-destination", dir],
+      { cwd: ROOT },
+    );
+    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+    const files = new Set(packed?.files.map((f) => f.path));
+    const built = readdirSync(path.join(ROOT, "dist"), { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(ROOT, path.join(e.parentPath, e.name)));
+    expect(built).toContain("dist/src/cli/main.js");
+    for (const file of [
+      "bin/fermilink-runner.mjs",
+      ...built,
+      "src/workspace/template/AGENTS.md",
+      "web/index.html",
+      "web/dist/app.js",
+      "scripts/build.mjs",
+    ]) {
+      expect(files, file).toContain(file);
+    }
+    expect([...files].filter((f) => /^(test|bench)\//.test(f))).toEqual([]);
+    // Unpacked outside the checkout, with the checkout's dependencies, it serves a run.
+    await run("tar", ["-xzf", path.join(dir, packed?.filename ?? ""), "-C", dir]);
+    const unpacked = path.join(dir, "package");
+    symlinkSync(path.join(ROOT, "node_modules"), path.join(unpacked, "node_modules"));
+    const { s, port } = await startServe({}, path.join(unpacked, "bin/fermilink-runner.mjs"));
+    const page = await fetch(`http://127.0.0.1:${port}/`);
+    expect(page.status).toBe(200);
+    const r = await cli(["run", "from the package", "--url", `http://127.0.0.1:${port}`]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("from the package\n");
     s.proc.kill("SIGTERM");
     expect(await s.exited).toBe(0);
   });

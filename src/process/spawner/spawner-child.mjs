@@ -180,16 +180,48 @@ function execProblem(bin) {
   return Object.assign(new Error(`spawn ${bin} EACCES`), { code: "EACCES" });
 }
 
+/** Errnos only an exec gives (a spawn's chdir into the working directory can fail with the others). */
+const EXEC_ONLY_ERRNOS = new Set(["ENOEXEC", "ETXTBSY", "EISDIR"]);
+const EXEC_ERRNOS = new Set([
+  ...EXEC_ONLY_ERRNOS,
+  "ENOENT",
+  "EACCES",
+  "EPERM",
+  "ENOTDIR",
+  "ELOOP",
+  "ENAMETOOLONG",
+]);
+
+/**
+ * Whether a failed spawn of the wrapper is the wrapper's own fault (perl
+ * removed, no longer executable, being replaced), not the command's (E2BIG),
+ * the working directory's or the system's (EAGAIN): the runner then reports
+ * its own start failure, never a missing CLI.
+ */
+function wrapperAtFault(code) {
+  if (EXEC_ONLY_ERRNOS.has(code)) return true;
+  return EXEC_ERRNOS.has(code) && execProblem(GROUP_EXEC) !== null;
+}
+
 function start(msg) {
   const { id, bin, args, env, cwd, niceness } = msg;
   const crowded = running >= SOLO_PROVIDERS;
   const shared =
     GROUP_EXEC !== "" && crowded && !PERL_CODE_VARS.some((name) => Object.hasOwn(env, name));
   const ownBadlang = Object.hasOwn(env, "PERL_BADLANG");
+  /** Report a spawn that failed; `ofWrapper`: the program spawned was the wrapper. */
+  const failed = (err, ofWrapper) => {
+    const code = err.code ?? "";
+    const wrapper = ofWrapper && wrapperAtFault(code) ? { wrapper: GROUP_EXEC } : {};
+    toRunner({ type: "error", id, code, message: err.message, ...wrapper });
+  };
+  const problem = shared ? execProblem(bin) : null;
+  if (problem) {
+    failed(problem, false);
+    return;
+  }
   let child;
   try {
-    const problem = shared ? execProblem(bin) : null;
-    if (problem) throw problem;
     child = shared
       ? spawn(GROUP_EXEC, ["-e", SETPGID_EXEC, "--", ownBadlang ? "keep" : "drop", bin, ...args], {
           cwd,
@@ -199,7 +231,7 @@ function start(msg) {
         })
       : spawn(bin, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
-    toRunner({ type: "error", id, code: err.code ?? "", message: err.message });
+    failed(err, shared);
     return;
   }
   running += 1;
@@ -249,7 +281,7 @@ function start(msg) {
     uncount();
     closePipes();
     execStatus?.destroy();
-    toRunner({ type: "error", id, code: err.code ?? "", message: err.message });
+    failed(err, shared);
   });
   child.once("spawn", () => {
     const pid = child.pid;

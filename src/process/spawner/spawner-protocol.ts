@@ -13,5 +13,12 @@ export interface SpawnRequest {
 export type SpawnerMessage =
   /** Sent twice per child, each with one of its pipes as the IPC handle. */
   | { type: "spawned"; id: number; pid: number; stream: "stdout" | "stderr" }
-  | { type: "error"; id: number; code: string; message: string }
+  | {
+      type: "error";
+      id: number;
+      code: string;
+      message: string;
+      /** Set when the exec wrapper (perl), not the CLI, could not be executed: its path. */
+      wrapper?: string;
+    }
   | { type: "exit"; id: number; code: number | null; signal: NodeJS.Signals | null };

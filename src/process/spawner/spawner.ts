@@ -13,7 +13,7 @@ import { accessSync, constants } from "node:fs";
 import type { Socket } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { LaunchedChild, LaunchOptions } from "../launch.js";
+import type { LaunchError, LaunchedChild, LaunchOptions } from "../launch.js";
 import type { SpawnerMessage, SpawnRequest } from "./spawner-protocol.js";
 
 const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), "spawner-child.mjs");
@@ -48,9 +48,10 @@ interface Starting {
 }
 
 /** A spawn error as the direct spawn() reports it (code ENOENT, EACCES, ...). */
-function spawnError(code: string, message: string): NodeJS.ErrnoException {
-  const err: NodeJS.ErrnoException = new Error(message);
+function spawnError(code: string, message: string, wrapper?: string): LaunchError {
+  const err: LaunchError = new Error(message);
   if (code !== "") err.code = code;
+  if (wrapper !== undefined) err.wrapper = wrapper;
   return err;
 }
 
@@ -133,7 +134,7 @@ export class SpawnHelper {
       return;
     }
     if (msg.type === "error") {
-      this.fail(msg.id, spawnError(msg.code, msg.message));
+      this.fail(msg.id, spawnError(msg.code, msg.message, msg.wrapper));
     } else if (msg.type === "spawned") {
       child.pid = msg.pid;
       if (!handle) {

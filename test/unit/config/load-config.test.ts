@@ -1,3 +1,5 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../src/config/load-config.js";
@@ -115,6 +117,43 @@ describe("loadConfig", () => {
     expect(c.providerBins.claude).toBe("/opt/claude");
     expect(c.providerBins.codex).toBeNull();
     expect(c.scipkgRoot).toBe("/pk");
+  });
+});
+
+describe("paths the runner writes under", () => {
+  it("stop start-up when they cannot be directories (every run would fail)", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "flr-config-"));
+    try {
+      const file = path.join(dir, "a-file");
+      writeFileSync(file, "");
+      const problems = (env: Record<string, string>) => {
+        try {
+          loadConfig({ FERMILINK_HOME: dir, ...env }, dir);
+          return [];
+        } catch (err) {
+          return (err as ConfigError).problems;
+        }
+      };
+      expect(problems({})).toEqual([]);
+      expect(problems({ FERMILINK_WORKSPACES_ROOT: path.join(file, "ws") })).toEqual([
+        `FERMILINK_WORKSPACES_ROOT: ${path.join(file, "ws")} cannot be made: ${file} is not a directory.`,
+      ]);
+      expect(problems({ FERMILINK_WORKSPACES_ROOT: file })).toEqual([
+        `FERMILINK_WORKSPACES_ROOT: ${file} is not a directory.`,
+      ]);
+      expect(problems({ FERMILINK_RUNNER_STORE_PATH: dir })).toEqual([
+        `FERMILINK_RUNNER_STORE_PATH: ${dir} is a directory; it names the run store's SQLite file.`,
+      ]);
+      expect(problems({ FERMILINK_RUNNER_STORE_PATH: path.join(file, "runs.sqlite3") })).toEqual([
+        `FERMILINK_RUNNER_STORE_PATH: ${file} is not a directory.`,
+      ]);
+      // Derived from FERMILINK_HOME: the message says so.
+      expect(problems({ FERMILINK_HOME: file })[0]).toBe(
+        `FERMILINK_WORKSPACES_ROOT (unset: under FERMILINK_HOME): ${path.join(file, "workspaces")} cannot be made: ${file} is not a directory.`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

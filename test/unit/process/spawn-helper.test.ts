@@ -1,6 +1,15 @@
 /** The spawn helper with real processes: who forks, and what happens when either side dies. */
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
@@ -14,6 +23,12 @@ import { FAKE_AGENT } from "../../helpers/start-server.js";
 
 const FIXTURES_BIN = path.dirname(FAKE_AGENT);
 const FIXTURES = path.dirname(FIXTURES_BIN);
+
+/** For a start expected to fail: a process that started fails the test. */
+const started = async (p: { terminate(): Promise<void> }): Promise<RunnerError> => {
+  await p.terminate();
+  throw new Error("the process started");
+};
 
 let cwd: string;
 let helper: SpawnHelper;
@@ -389,6 +404,63 @@ describe("providers' scheduler group", () => {
     } finally {
       await doomed.close();
     }
+  });
+
+  it("reports an exec wrapper that cannot be executed (perl gone after start-up) as the runner's start failure, naming perl", async () => {
+    const gone = path.join(cwd, "perl-removed");
+    const notExecutable = path.join(cwd, "perl-not-executable");
+    writeFileSync(notExecutable, '#!/bin/sh\nexec perl "$@"\n');
+    const beingReplaced = path.join(cwd, "perl-being-replaced");
+    copyFileSync(path.join(FIXTURES_BIN, "slow-perl.sh"), beingReplaced);
+    chmodSync(beingReplaced, 0o755);
+    const writer = openSync(beingReplaced, "r+");
+    try {
+      for (const [groupExec, code, fix] of [
+        [gone, "ENOENT", /FERMILINK_RUNNER_SPAWN_HELPER=0/],
+        [notExecutable, "EACCES", /reinstall perl/],
+        [beingReplaced, "ETXTBSY", /upgrade of perl in progress/],
+      ] as const) {
+        const h = new SpawnHelper({ groupExec });
+        try {
+          // The first two are started without the wrapper; the third goes through it.
+          const solo = [await sleeper(h), await sleeper(h)];
+          const err = await startSupervisedProcess(
+            { bin: "/bin/sleep", args: ["30"], env: {}, cwd, maxLineBytes: 1024, killGraceMs: 100 },
+            h.launch,
+          ).then(started, (e: unknown) => e as RunnerError);
+          expect(err).toBeInstanceOf(RunnerError);
+          expect(err.code).toBe("PROVIDER_START_FAILED");
+          expect(err.message).toContain(`exec wrapper ${groupExec} cannot be executed (${code})`);
+          expect(err.message).toMatch(/not a problem with the CLI/);
+          expect(err.message).toMatch(fix);
+          for (const c of solo) process.kill(-c.pid, "SIGKILL");
+          await Promise.all(solo.map((c) => c.exit));
+        } finally {
+          await h.close();
+        }
+      }
+    } finally {
+      closeSync(writer);
+    }
+  });
+
+  it("through the wrapper, blames neither perl nor the CLI for an oversized command or a missing directory", async () => {
+    const solo = [await sleeper(helper), await sleeper(helper)];
+    const startFailure = (args: string[], dir: string) =>
+      startSupervisedProcess(
+        { bin: "/bin/true", args, env: {}, cwd: dir, maxLineBytes: 1024, killGraceMs: 100 },
+        helper.launch,
+      ).then(started, (e: unknown) => e as RunnerError);
+    const big = await startFailure(["x".repeat(200_000)], cwd);
+    expect(big.code).toBe("PROVIDER_START_FAILED");
+    expect(big.message).toMatch(/E2BIG/);
+    expect(big.message).not.toMatch(/wrapper/);
+    const gone = path.join(cwd, "removed-repo");
+    const noDir = await startFailure([], gone);
+    expect(noDir.code).toBe("PROVIDER_START_FAILED");
+    expect(noDir.message).toContain(`working directory ${gone} is missing`);
+    for (const c of solo) process.kill(-c.pid, "SIGKILL");
+    await Promise.all(solo.map((c) => c.exit));
   });
 
   it("without perl, detaches each provider into its own session and autogroup instead", async () => {

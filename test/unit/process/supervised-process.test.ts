@@ -1,3 +1,4 @@
+import { chmodSync, closeSync, copyFileSync, openSync, writeFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
@@ -15,6 +16,12 @@ import {
 } from "../../../src/process/supervised-process.js";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
+
+/** For a start expected to fail: a process that started fails the test. */
+const started = async (p: { terminate(): Promise<void> }): Promise<RunnerError> => {
+  await p.terminate();
+  throw new Error("the process started");
+};
 
 let cwd: string;
 beforeEach(async () => {
@@ -236,6 +243,65 @@ describe.each([
     let n = 1;
     while (!(await it.next()).done) n++;
     expect(n).toBe(100_000);
+  });
+
+  it("says what is wrong with a CLI that cannot be executed, and what to do (PROVIDER_BINARY_MISSING)", async () => {
+    const failure = (bin: string) =>
+      startSupervisedProcess(
+        { bin, args: [], env: {}, cwd, maxLineBytes: 1024, killGraceMs: 100 },
+        launcher,
+      ).then(started, (e: unknown) => e as RunnerError);
+    // Open for writing (an upgrade replacing it): the kernel refuses to execute it.
+    const busy = path.join(cwd, "busy-cli");
+    copyFileSync("/bin/true", busy);
+    chmodSync(busy, 0o755);
+    const writer = openSync(busy, "r+");
+    try {
+      const err = await failure(busy);
+      expect(err).toBeInstanceOf(RunnerError);
+      expect(err.code).toBe("PROVIDER_BINARY_MISSING");
+      expect(err.message).toContain(busy);
+      expect(err.message).toMatch(/open for writing.*\(ETXTBSY\).*Retry the run once/);
+    } finally {
+      closeSync(writer);
+    }
+    const plain = path.join(cwd, "plain-cli");
+    writeFileSync(plain, "#!/bin/sh\n");
+    const denied = await failure(plain);
+    expect(denied.code).toBe("PROVIDER_BINARY_MISSING");
+    expect(denied.message).toMatch(/EACCES.*not executable.*chmod \+x/);
+  });
+
+  it("blames an oversized command, not the CLI, for E2BIG (PROVIDER_START_FAILED, no pointless retry)", async () => {
+    const err = await startSupervisedProcess(
+      {
+        bin: "/bin/true",
+        // One argument over the kernel's 128 KiB per string.
+        args: ["x".repeat(200_000)],
+        env: {},
+        cwd,
+        maxLineBytes: 1024,
+        killGraceMs: 100,
+      },
+      launcher,
+    ).then(started, (e: unknown) => e as RunnerError);
+    expect(err).toBeInstanceOf(RunnerError);
+    expect(err.code).toBe("PROVIDER_START_FAILED");
+    expect(err.message).toMatch(/E2BIG/);
+    expect(err.message).toMatch(/not a problem with the CLI/);
+    expect(err.message).toMatch(/FERMILINK_RUNNER_ENV_PASSTHROUGH/);
+    expect(err.message).toMatch(/retrying the same run will not help/);
+  });
+
+  it("blames the run's directory, not the CLI, when it is gone", async () => {
+    const gone = path.join(cwd, "removed-repo");
+    const err = await startSupervisedProcess(
+      { bin: "/bin/true", args: [], env: {}, cwd: gone, maxLineBytes: 1024, killGraceMs: 100 },
+      launcher,
+    ).then(started, (e: unknown) => e as RunnerError);
+    expect(err).toBeInstanceOf(RunnerError);
+    expect(err.code).toBe("PROVIDER_START_FAILED");
+    expect(err.message).toContain(`working directory ${gone} is missing`);
   });
 
   it("refuses a missing or non-executable binary with PROVIDER_BINARY_MISSING", async () => {
