@@ -13,6 +13,11 @@ export interface RunEventSource {
   waitForMore(afterSeq: number, signal?: AbortSignal): Promise<void>;
   /** No event will be added any more. */
   readonly isEnded: boolean;
+  /**
+   * Told when a viewer starts (+1) and stops (-1) following: a live run's
+   * viewers read its tail from memory, which the store does not see.
+   */
+  follow?(delta: 1 | -1): void;
 }
 
 /** Events read per step: small enough to keep a viewer's memory flat, big enough to be cheap. */
@@ -33,20 +38,25 @@ export async function* followRunBatches(
   signal?: AbortSignal,
 ): AsyncGenerator<readonly RunEvent[]> {
   let cursor = afterSeq;
-  for (;;) {
-    if (signal?.aborted) return;
-    const batch = source.read(cursor, READ_BATCH, typedItems);
-    if (batch.length === 0) {
-      if (source.isEnded) return;
-      await source.waitForMore(cursor, signal);
-      continue;
+  source.follow?.(1);
+  try {
+    for (;;) {
+      if (signal?.aborted) return;
+      const batch = source.read(cursor, READ_BATCH, typedItems);
+      if (batch.length === 0) {
+        if (source.isEnded) return;
+        await source.waitForMore(cursor, signal);
+        continue;
+      }
+      const last = batch[batch.length - 1];
+      cursor = last?.seq ?? cursor;
+      yield batch;
+      // The exit is a run's last event: nothing is left to read (reading again could only find
+      // the run deleted by retention meanwhile, and report a complete stream as incomplete).
+      if (last?.body.type === "exit") return;
     }
-    const last = batch[batch.length - 1];
-    cursor = last?.seq ?? cursor;
-    yield batch;
-    // The exit is a run's last event: nothing is left to read (reading again could only find
-    // the run deleted by retention meanwhile, and report a complete stream as incomplete).
-    if (last?.body.type === "exit") return;
+  } finally {
+    source.follow?.(-1);
   }
 }
 

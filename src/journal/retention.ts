@@ -17,6 +17,7 @@ export const READ_GRACE_MS = RETENTION_INTERVAL_MS;
  * Enforce the run store's retention in the background: finished runs older
  * than `retentionMs`, then the oldest finished runs while stored events exceed
  * `maxBytes`. Live runs are never deleted, nor runs being read (READ_GRACE_MS).
+ * `now` must be the clock the store stamps reads with (SqliteRunStore's `now`).
  */
 export function startRetention(
   store: RunStore,

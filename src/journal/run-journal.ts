@@ -114,6 +114,10 @@ export class RunJournal {
   /** Delay of the next retry of a refused write; 0 while writes succeed. */
   private retryMs = 0;
   private writeErrorReported = false;
+  /** Viewers following this journal now (`followRunBatches`). */
+  private followers = 0;
+  /** Told once the journal ended and the store took its every write (`whenWritten`). */
+  private onWritten: (() => void) | undefined;
 
   private readonly readLine: LineReader;
   private readonly limits: JournalLimits;
@@ -162,6 +166,35 @@ export class RunJournal {
     return this.ended;
   }
 
+  /** Ended, and the store has every event and the run's final row. */
+  get isWritten(): boolean {
+    return this.ended && this.pending.length === 0 && this.pendingUpdate === null;
+  }
+
+  /**
+   * Resolves once `isWritten`: a run that ended while the store refused its
+   * writes is only complete in this journal until then.
+   */
+  whenWritten(): Promise<void> {
+    if (this.isWritten) return Promise.resolve();
+    return new Promise((resolve) => {
+      const before = this.onWritten;
+      this.onWritten = () => {
+        before?.();
+        resolve();
+      };
+    });
+  }
+
+  /**
+   * The run's row as the store will have it once it took every write: `stored`
+   * (null while even the row is unwritten) with the status changes still
+   * pending, and the last seq appended.
+   */
+  recordWithPending(stored: RunRecord | null): RunRecord {
+    return { ...(stored ?? this.record), ...this.pendingUpdate, lastSeq: this.seq };
+  }
+
   /**
    * Append one event; it never throws for the store. The run's row is created
    * with the first one (a run refused earlier leaves nothing).
@@ -195,7 +228,17 @@ export class RunJournal {
     if (this.ended) return;
     this.ended = true;
     this.flush();
+    // A viewer still following now fell behind (one that kept up has read the exit and left):
+    // it read the tail from memory until now, and what it has not read may be only in the
+    // store, which retention must leave to it as to a viewer reading back (READ_GRACE_MS).
+    if (this.followers > 0) this.store.noteRead(this.runId);
     this.wakeWaiters();
+    if (this.isWritten) this.written();
+  }
+
+  /** RunEventSource: a viewer started (+1) or stopped (-1) following. */
+  follow(delta: 1 | -1): void {
+    this.followers += delta;
   }
 
   /**
@@ -315,6 +358,13 @@ export class RunJournal {
     this.pending = [];
     if (last !== undefined) this.flushedSeq = last.seq;
     if (this.retryMs !== 0) this.writesResumed();
+    if (this.ended) this.written();
+  }
+
+  private written(): void {
+    const told = this.onWritten;
+    this.onWritten = undefined;
+    told?.();
   }
 
   /** The store refused a write: keep everything, retry on a timer, tell the run once. */
@@ -323,8 +373,11 @@ export class RunJournal {
     this.retryMs =
       this.retryMs === 0 ? this.limits.flushIntervalMs : Math.min(this.retryMs * 2, MAX_RETRY_MS);
     clearTimeout(this.flushTimer);
-    // Unref'd: a store that stays broken must not keep a stopping process alive.
-    this.flushTimer = setTimeout(this.onFlushTimer, this.retryMs).unref();
+    this.flushTimer = undefined;
+    // Unref'd: a store that stays broken must not keep a stopping process alive. None for a
+    // closed store (the runner stopped): it never takes them, and retrying would keep a timer
+    // and this journal alive for as long as the process lives.
+    if (!this.store.isClosed) this.flushTimer = setTimeout(this.onFlushTimer, this.retryMs).unref();
     if (this.writeErrorReported) return;
     this.writeErrorReported = true;
     // Never inside append: the callback may end the run, which appends.

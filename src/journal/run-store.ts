@@ -78,6 +78,11 @@ export interface RunStore {
    * of the runner's own (crash recovery) must not hold the run from retention.
    */
   readEvents(runId: string, afterSeq: number, limit: number, viewer?: boolean): RunEvent[];
+  /**
+   * A viewer is reading the run from memory (a live run's tail), which `readEvents`
+   * does not see: `prune` leaves it to a later pass as it does a run read back.
+   */
+  noteRead(runId: string): void;
   getRun(runId: string): RunRecord | null;
   listRuns(query: RunQuery): RunRecord[];
   /** Runs recorded as queued or running (live when the previous process stopped). */
@@ -90,6 +95,8 @@ export interface RunStore {
    */
   prune(opts: { endedBeforeMs: number; maxBytes: number; readSinceMs?: number }): number;
   close(): void;
+  /** After `close()`: every call fails, and a journal stops retrying its writes. */
+  readonly isClosed: boolean;
 }
 
 /** How user ids compare (FermiLink's admission key rule: trimmed, lowercase). */

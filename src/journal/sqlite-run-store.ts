@@ -168,13 +168,20 @@ export class SqliteRunStore implements RunStore {
   /** `atomically`'s transaction (better-sqlite3 nests appendTx inside it as a savepoint). */
   private readonly atomicTx: (fn: () => void) => void;
   /**
-   * When each run's events were last read (`Date.now()`): a viewer is reading
-   * it back, so `prune` leaves it to a later pass. Entries older than prune's
+   * When each run's events were last read (`now()`): a viewer is reading it
+   * back, so `prune` leaves it to a later pass. Entries older than prune's
    * `readSinceMs` are dropped there.
    */
   private readonly lastReadMs = new Map<string, number>();
+  /**
+   * The clock read times are stamped with. Retention computes `readSinceMs`
+   * from its own clock (`startRetention`'s `now`): the two must be the same
+   * one, or a read is held too long or not at all.
+   */
+  private readonly now: () => number;
 
-  constructor(file: string) {
+  constructor(file: string, opts: { now?: () => number } = {}) {
+    this.now = opts.now ?? Date.now;
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file);
     // One runner per store: at start-up a runner closes the runs it finds live and kills their
@@ -324,9 +331,13 @@ export class SqliteRunStore implements RunStore {
 
   readEvents(runId: string, afterSeq: number, limit: number, viewer = true): RunEvent[] {
     // Once per batch of up to `limit` events (a viewer reads 256 at a time).
-    if (viewer) this.lastReadMs.set(runId, Date.now());
+    if (viewer) this.lastReadMs.set(runId, this.now());
     const rows = this.selectEvents.all(runId, afterSeq, limit) as EventTuple[];
     return rows.map((r) => ({ runId, seq: r[0], timeMs: r[1], body: bodyOf(r[2], r[3], r[4]) }));
+  }
+
+  noteRead(runId: string): void {
+    this.lastReadMs.set(runId, this.now());
   }
 
   getRun(runId: string): RunRecord | null {
@@ -402,5 +413,9 @@ export class SqliteRunStore implements RunStore {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  get isClosed(): boolean {
+    return !this.db.open;
   }
 }

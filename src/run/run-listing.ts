@@ -1,5 +1,6 @@
+import { createHash } from "node:crypto";
 import { RunnerError } from "../errors/runner-error.js";
-import type { RunRecord } from "../journal/run-store.js";
+import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import type { RunPipeline, Viewer } from "./run-pipeline.js";
 
 export const DEFAULT_PAGE_SIZE = 50;
@@ -17,27 +18,49 @@ function invalid(message: string): RunnerError {
   return new RunnerError("REQUEST_INVALID", message);
 }
 
+/**
+ * The listing a page token belongs to (user and session filter): a position in
+ * another user's or session's listing would page this one silently wrong, skipping
+ * runs. A digest, so a token does not carry the user id in the clear.
+ */
+function listingOf(userId: string | null, sessionId: string | null): string {
+  return createHash("sha256")
+    .update(JSON.stringify([normalizeUser(userId), sessionId]))
+    .digest("base64url")
+    .slice(0, 16);
+}
+
 /** Page tokens are opaque to callers: the position after the last run of the previous page. */
-function decodeToken(token: string): { createdAtMs: number; runId: string } | null {
+function decodeToken(
+  token: string,
+  listing: string,
+): { createdAtMs: number; runId: string } | null {
   if (token === "") return null;
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (
-      Array.isArray(parsed) &&
-      parsed.length === 2 &&
-      Number.isSafeInteger(parsed[0]) &&
-      typeof parsed[1] === "string"
-    ) {
-      return { createdAtMs: parsed[0] as number, runId: parsed[1] as string };
-    }
+    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
   } catch {
     // Reported below.
+  }
+  if (
+    Array.isArray(parsed) &&
+    parsed.length === 3 &&
+    Number.isSafeInteger(parsed[0]) &&
+    typeof parsed[1] === "string" &&
+    typeof parsed[2] === "string"
+  ) {
+    if (parsed[2] !== listing) {
+      throw invalid(
+        "page_token belongs to another listing (a different user_id or session_id); pass the same ones as for the first page, or omit it.",
+      );
+    }
+    return { createdAtMs: parsed[0] as number, runId: parsed[1] as string };
   }
   throw invalid("page_token is not a token this runner issued; omit it to get the first page.");
 }
 
-function encodeToken(r: RunRecord): string {
-  return Buffer.from(JSON.stringify([r.createdAtMs, r.runId])).toString("base64url");
+function encodeToken(r: RunRecord, listing: string): string {
+  return Buffer.from(JSON.stringify([r.createdAtMs, r.runId, listing])).toString("base64url");
 }
 
 /** One page of the caller's runs, newest first, and the token of the next page ("" at the end). */
@@ -52,13 +75,14 @@ export function listRunsPage(
     );
   }
   const viewer: Viewer = { userId: input.userId };
+  const listing = listingOf(input.userId, input.sessionId);
   const rows = pipeline.listRuns({
     viewer,
     sessionId: input.sessionId,
     limit: size + 1,
-    after: decodeToken(input.pageToken),
+    after: decodeToken(input.pageToken, listing),
   });
   const runs = rows.slice(0, size);
   const last = runs.at(-1);
-  return { runs, nextPageToken: rows.length > size && last ? encodeToken(last) : "" };
+  return { runs, nextPageToken: rows.length > size && last ? encodeToken(last, listing) : "" };
 }

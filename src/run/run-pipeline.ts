@@ -44,6 +44,12 @@ const PROMPT_PREVIEW_CHARS = 200;
  */
 export class RunPipeline {
   private readonly runs = new Map<string, { state: RunState; done: Promise<void> }>();
+  /**
+   * Runs that ended while the store refused their last writes: until it takes
+   * them, only their journal has the run's end (the store's events stop short
+   * of the exit and its row still says running), so viewers are served from it.
+   */
+  private readonly unwritten = new Map<string, RunState>();
   private closing = false;
 
   constructor(private readonly deps: RunPipelineDeps) {}
@@ -142,6 +148,11 @@ export class RunPipeline {
       .finally(() => {
         opts.callerSignal.removeEventListener("abort", onCallerGone);
         this.runs.delete(state.runId);
+        const { journal } = state;
+        if (journal.isEnded && !journal.isWritten) {
+          this.unwritten.set(state.runId, state);
+          void journal.whenWritten().then(() => this.unwritten.delete(state.runId));
+        }
       });
     this.runs.set(state.runId, { state, done });
     await state.firstEvent;
@@ -187,10 +198,10 @@ export class RunPipeline {
     typedItems = true,
     viewerGone?: AbortSignal,
   ): AsyncIterable<readonly RunEvent[]> {
-    const live = this.runs.get(runId);
-    if (live) {
-      this.checkVisible(live.state.userId, runId, viewer);
-      return followRunBatches(live.state.journal, afterSeq, typedItems, viewerGone);
+    const inMemory = this.runs.get(runId)?.state ?? this.unwritten.get(runId);
+    if (inMemory) {
+      this.checkVisible(inMemory.userId, runId, viewer);
+      return followRunBatches(inMemory.journal, afterSeq, typedItems, viewerGone);
     }
     const record = this.findStored(runId, viewer);
     const { store } = this.deps;
@@ -221,12 +232,14 @@ export class RunPipeline {
     limit: number;
     after: { createdAtMs: number; runId: string } | null;
   }): RunRecord[] {
-    return this.deps.store.listRuns({
+    const rows = this.deps.store.listRuns({
       userNorm: normalizeUser(opts.viewer.userId),
       sessionId: opts.sessionId,
       limit: opts.limit,
       after: opts.after,
     });
+    if (this.unwritten.size === 0) return rows;
+    return rows.map((r) => this.unwritten.get(r.runId)?.journal.recordWithPending(r) ?? r);
   }
 
   /**
@@ -245,6 +258,11 @@ export class RunPipeline {
   }
 
   private findStored(runId: string, viewer: Viewer): RunRecord {
+    const unwritten = this.unwritten.get(runId);
+    if (unwritten) {
+      this.checkVisible(unwritten.userId, runId, viewer);
+      return unwritten.journal.recordWithPending(this.deps.store.getRun(runId));
+    }
     const record = this.deps.store.getRun(runId);
     if (!record) throw notFound(runId);
     this.checkVisible(record.userId, runId, viewer);

@@ -217,6 +217,58 @@ describe("a run store that refuses writes", () => {
   });
 });
 
+describe("a run that ended while the store refused its last writes", () => {
+  it("is served from memory until the store takes them: Attach gets every event to the exit, GetRun says finished", async () => {
+    const s = await startTestServer();
+    server = s;
+    const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
+    const realAppend = store.appendEvents.bind(store);
+    let failing = false;
+    store.appendEvents = (runId, events) => {
+      if (failing) throw new Error("SQLITE_FULL: database or disk is full");
+      realAppend(runId, events);
+    };
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const events: RunEvent[] = [];
+    for await (const ev of client.run({ sessionId: "full", userPrompt: "#scenario=slow" })) {
+      events.push(ev);
+      if (ev.event.case === "agent") failing = true;
+    }
+    const runId = events[0]?.runId ?? "";
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    // The store still refuses: its events stop short of the exit, its row says running.
+    expect(store.getRun(runId)?.status).toBe("running");
+    const replay = await collect(client.attach({ runId }));
+    expect(seqs(replay)).toEqual(seqs(events));
+    expect(exitOf(replay)?.reason).toBe(ExitReason.ERROR);
+    const tail = await collect(client.attach({ runId, afterSeq: BigInt(events.length - 1) }));
+    expect(seqs(tail)).toEqual([events.length]);
+    const info = await client.getRun({ runId });
+    expect(info.status).toBe(RunStatus.FINISHED);
+    expect(info.exitReason).toBe(ExitReason.ERROR);
+    expect(Number(info.lastSeq)).toBe(events.length);
+    const listed = await client.listRuns({ sessionId: "full" });
+    expect(listed.runs.map((r) => [r.runId, r.status])).toEqual([[runId, RunStatus.FINISHED]]);
+    // On SSE, a viewer resuming after its first frame gets the rest (the store's lastSeq would
+    // have said there was nothing more: 204); one that saw it all is told so (204).
+    const sse = await fetch(`${s.baseUrl}/runs/${runId}/events`, {
+      headers: { "last-event-id": "1" },
+    });
+    expect(sse.status).toBe(200);
+    const frames: SseEvent[] = [];
+    for await (const f of parseSse(sse.body as ReadableStream<Uint8Array>)) frames.push(f);
+    expect(frames.map((f) => Number(f.id))).toEqual(seqs(events).slice(1));
+    expect(frames.at(-1)?.event).toBe("runner.exit");
+    const sawAll = await fetch(`${s.baseUrl}/runs/${runId}/events`, {
+      headers: { "last-event-id": String(events.length) },
+    });
+    expect(sawAll.status).toBe(204);
+    failing = false;
+    await until(() => store.getRun(runId)?.status === "finished", "the kept events to be written");
+    expect(seqs(await collect(client.attach({ runId })))).toEqual(seqs(events));
+  });
+});
+
 describe("SSE resume with Last-Event-ID", () => {
   async function readFrames(res: Response, max: number, onFrame?: (e: SseEvent) => void) {
     const frames: SseEvent[] = [];
@@ -386,5 +438,22 @@ describe("ListRuns, GetRun and visibility", () => {
     expect(ConnectError.from(badPage).code).toBe(Code.InvalidArgument);
     const badToken = await client.listRuns({ pageToken: "nope" }).catch((e: unknown) => e);
     expect(ConnectError.from(badToken).code).toBe(Code.InvalidArgument);
+
+    // A token pages only the listing that issued it: another user's, or the same user's with
+    // another session filter, would silently skip runs (vic's run is newer than uma's cursor).
+    const umaPage = await client.listRuns({ userId: "uma", pageSize: 2 });
+    const asVic = await client
+      .listRuns({ userId: "vic", pageSize: 2, pageToken: umaPage.nextPageToken })
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(asVic).code).toBe(Code.InvalidArgument);
+    expect(ConnectError.from(asVic).rawMessage).toMatch(/another listing/);
+    const otherSession = await client
+      .listRuns({ userId: "uma", sessionId: "b", pageSize: 2, pageToken: umaPage.nextPageToken })
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(otherSession).code).toBe(Code.InvalidArgument);
+    const overHttp = await fetch(
+      `${s.baseUrl}/runs?user_id=vic&page_token=${encodeURIComponent(umaPage.nextPageToken)}`,
+    );
+    expect(overHttp.status).toBe(422);
   });
 });

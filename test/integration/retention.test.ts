@@ -190,6 +190,23 @@ describe("retention while a viewer reads a run back", () => {
     expectDeletedError(rpcRest.error, rpcRunId);
   });
 
+  it("leaves a finished run whose Run caller fell behind while it was live to a later pass: its reads were recent, from memory", async () => {
+    const s = await server();
+    const { it: rpc, head } = await stalledWithHead(
+      grpc(s).run({ sessionId: "lag-kept", userPrompt: "#scenario=lines-40mb" }),
+    );
+    const runId = head[0]?.runId ?? "";
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to finish");
+    // A minute on: past its age, and the caller's last read (of the in-memory tail) is well
+    // within the read grace. The rest of the run is only in the store: kept.
+    retentionPass(s, 60_000);
+    expect(storeOf(s).getRun(runId)).not.toBeNull();
+    const rest = await drain(rpc);
+    expect(rest.error).toBeNull();
+    expect(rest.items.at(-1)?.event.case).toBe("exit");
+    expect(head.length + rest.items.length).toBe(20_002);
+  });
+
   it("leaves a run that is being read to a later pass: the viewer gets all of it, then the run goes", async () => {
     const s = await server();
     const runId = await finishedRun(s, "lines-40mb");

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
 import { followRun, followRunBatches } from "../../../src/fanout/follow-run.js";
 import { readBack } from "../../../src/journal/rehydrate.js";
+import { READ_GRACE_MS, startRetention } from "../../../src/journal/retention.js";
 import { RunJournal } from "../../../src/journal/run-journal.js";
 import type { RunRecord, RunUpdate } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
@@ -451,6 +452,31 @@ describe("RunJournal when the store refuses writes", () => {
     }
   });
 
+  it("stops retrying once the store is closed (the runner stopped): no timer keeps the journal alive", async () => {
+    let attempts = 0;
+    const realAtomically = flaky.atomically.bind(flaky);
+    flaky.atomically = (fn) => {
+      attempts++;
+      realAtomically(fn);
+    };
+    const j = new RunJournal(record("rc"), flaky, () => 1, {
+      limits: { tailBytes: 64 * 1024, flushIntervalMs: 5, flushMaxEvents: 64 },
+    });
+    flaky.failing = true;
+    j.append(meta);
+    j.append(line(1));
+    j.append(exit);
+    j.end();
+    expect(j.isWritten).toBe(false);
+    await new Promise((r) => setTimeout(r, 40));
+    expect(attempts).toBeGreaterThan(2); // retried while the store was open
+    flaky.close();
+    const atClose = attempts;
+    await new Promise((r) => setTimeout(r, 1200));
+    // At most the retry already scheduled when it closed (open, it retries 3-4 times in this).
+    expect(attempts - atClose).toBeLessThanOrEqual(1);
+  });
+
   it("keeps a refused start pending: no row until the store takes it, then the row, the events and the status in one go", async () => {
     const errors: unknown[] = [];
     const j = new RunJournal(record("rf"), flaky, () => 42, {
@@ -547,6 +573,32 @@ describe("SqliteRunStore sizes and reads", () => {
     // Its reads older than readSinceMs: the run goes.
     expect(store.prune({ endedBeforeMs: 250, maxBytes: 1e9, readSinceMs: Date.now() + 1 })).toBe(1);
     expect(store.getRun("a")).toBeNull();
+  });
+
+  it("stamps a viewer's read with the clock retention runs on: held for READ_GRACE_MS of it, then deleted", () => {
+    let clock = 5_000_000;
+    const now = () => clock;
+    const clocked = new SqliteRunStore(path.join(dir, "clocked.sqlite3"), { now });
+    try {
+      clocked.createRun(record("read", { status: "finished", endedAtMs: 100 }));
+      clocked.appendEvents("read", [
+        { runId: "read", seq: 1, timeMs: 1, body: { type: "log", text: "x", truncated: false } },
+      ]);
+      clocked.readEvents("read", 0, 1);
+      const logger = { info: () => {}, error: () => {} } as never;
+      const pass = () =>
+        startRetention(clocked, { retentionMs: 1000, maxBytes: 1e9 }, logger, now).stop();
+      // Past its age, but read within the grace (on the shared clock): kept.
+      clock += READ_GRACE_MS - 1;
+      pass();
+      expect(clocked.getRun("read")).not.toBeNull();
+      // The read is older than the grace: the run goes.
+      clock += 2;
+      pass();
+      expect(clocked.getRun("read")).toBeNull();
+    } finally {
+      clocked.close();
+    }
   });
 
   it("deletes by age, then by size only what the age pass left over the cap", () => {
