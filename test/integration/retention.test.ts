@@ -291,8 +291,8 @@ describe("retention by size", () => {
         db
           .prepare(
             `SELECT event_bytes AS counted,
-                    (SELECT SUM(length(CAST(text AS BLOB))) FROM events e WHERE e.run_id = r.run_id) AS utf8,
-                    (SELECT SUM(length(text)) FROM events e WHERE e.run_id = r.run_id) AS chars
+                    (SELECT SUM(length(CAST(text AS BLOB))) FROM events e WHERE e.run_key = r.run_key) AS utf8,
+                    (SELECT SUM(length(text)) FROM events e WHERE e.run_key = r.run_key) AS chars
                FROM runs r WHERE run_id = ?`,
           )
           .get(runId) as { counted: number; utf8: number; chars: number };

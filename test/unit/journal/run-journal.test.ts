@@ -646,4 +646,64 @@ describe("SqliteRunStore schema", () => {
     db2.close();
     expect(() => new SqliteRunStore(first)).toThrow(/old layout; move it away/);
   });
+
+  it("moves a schema-1 store's events under integer run keys: every event kept, byte counts in UTF-8, no key shared with a new run", async () => {
+    const Database = (await import("better-sqlite3")).default;
+    const v1 = path.join(dir, "v1.sqlite3");
+    const db = new Database(v1);
+    // Schema 1 as runners before session 15 made it: events keyed by the 36-character run id.
+    db.exec(`
+      CREATE TABLE runs (run_id TEXT PRIMARY KEY, user_id TEXT, user_norm TEXT NOT NULL,
+        session_id TEXT NOT NULL, provider TEXT NOT NULL, policy_json TEXT NOT NULL, package_id TEXT,
+        detached INTEGER NOT NULL, prompt_preview TEXT NOT NULL, status TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL, started_at_ms INTEGER, ended_at_ms INTEGER, exit_reason TEXT,
+        return_code INTEGER, exit_message TEXT NOT NULL DEFAULT '', last_seq INTEGER NOT NULL DEFAULT 0,
+        event_bytes INTEGER NOT NULL DEFAULT 0, succeeded INTEGER);
+      CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL, text TEXT NOT NULL, truncated INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+      PRAGMA user_version = 1;`);
+    const addRun = db.prepare(
+      `INSERT INTO runs (run_id, user_norm, session_id, provider, policy_json, detached, prompt_preview,
+         status, created_at_ms, ended_at_ms, last_seq, event_bytes)
+       VALUES (?, 'u', 's', 'codex', '{}', 0, 'p', 'finished', 1000, ?, ?, ?)`,
+    );
+    const addEvent = db.prepare(
+      "INSERT INTO events (run_id, seq, time_ms, kind, text) VALUES (?, ?, 1000, ?, ?)",
+    );
+    // "wide": two CJK lines that schema 1 counted in UTF-16 units (6), 18 bytes in UTF-8.
+    addRun.run("wide", 100, 2, 6);
+    addEvent.run("wide", 1, "agent", "漢字漢");
+    addEvent.run("wide", 2, "log", "字漢字");
+    addRun.run("plain", 200, 3, 3);
+    for (const seq of [1, 2, 3]) addEvent.run("plain", seq, "agent", "x");
+    addEvent.run("gone", 1, "agent", "of no run"); // deleted run's leftover: nothing reads it
+    db.close();
+
+    const migrated = new SqliteRunStore(v1);
+    expect(migrated.readEvents("wide", 0, 10).map((e) => e.seq)).toEqual([1, 2]);
+    expect(migrated.readEvents("wide", 1, 10)[0]?.body).toEqual({
+      type: "log",
+      text: "字漢字",
+      truncated: false,
+    });
+    expect(migrated.readEvents("plain", 1, 10).map((e) => e.seq)).toEqual([2, 3]);
+    expect(migrated.getRun("wide")?.eventBytes).toBe(18);
+    expect(migrated.getRun("plain")?.eventBytes).toBe(3);
+    // A new run's events stay its own, and the old runs' stay theirs.
+    migrated.createRun(record("new"));
+    migrated.appendEvents("new", [{ runId: "new", seq: 1, timeMs: 2000, body: line(1) }]);
+    expect(migrated.readEvents("new", 0, 10)).toHaveLength(1);
+    expect(migrated.readEvents("plain", 0, 10)).toHaveLength(3);
+    // Retention deletes a migrated run with its events.
+    expect(migrated.prune({ endedBeforeMs: 150, maxBytes: 1e9 })).toBe(1);
+    expect(migrated.readEvents("wide", 0, 10)).toEqual([]);
+    migrated.close();
+
+    const after = new Database(v1, { readonly: true });
+    const count = (sql: string) => (after.prepare(sql).get() as { n: number }).n;
+    expect(count("SELECT COUNT(*) AS n FROM events")).toBe(4); // plain's 3 and new's 1
+    expect(after.pragma("user_version", { simple: true })).toBe(2);
+    after.close();
+  });
 });
