@@ -2,8 +2,8 @@
  * `npm run build` (and the first step of `npm start`): the TypeScript of src/
  * and gen/ transpiled file by file into dist/, in the checkout's tree (so
  * dist/src imports dist/gen as src imports gen), and the plain-JavaScript
- * modules (.mjs: the spawn helper, the file-system worker, what they share)
- * copied beside their compiled neighbours, which load them by relative path.
+ * modules (.mjs: the spawn helper, the file-system worker, what they share;
+ * .cjs: the run store's checkpoint worker) copied beside their compiled neighbours, which load them by relative path.
  * Transpiling only, in a fraction of a second: `npm test` type-checks.
  */
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
@@ -26,7 +26,7 @@ await build({
   logLevel: "warning",
 });
 for (const entry of readdirSync(path.join(root, "src"), { recursive: true, withFileTypes: true })) {
-  if (!entry.isFile() || !entry.name.endsWith(".mjs")) continue;
+  if (!entry.isFile() || (!entry.name.endsWith(".mjs") && !entry.name.endsWith(".cjs"))) continue;
   const from = path.join(entry.parentPath, entry.name);
   const to = path.join(dist, path.relative(root, from));
   mkdirSync(path.dirname(to), { recursive: true });

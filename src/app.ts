@@ -225,7 +225,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     await server.close(0);
     await spares.stop();
     retention.stop();
-    store.close();
+    await store.close();
     await spawnHelper?.close();
     throw err;
   }
@@ -258,7 +258,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
         await server.close(1000);
         await metricsServer.close();
         retention.stop();
-        store.close();
+        await store.close();
         await spawnHelper?.close();
         logger.info("runner stopped");
       })();

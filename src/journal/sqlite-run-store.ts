@@ -3,6 +3,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent, RunEventBody } from "../events/run-event.js";
+import { Checkpointer } from "./checkpointer.js";
 import {
   normalizeUser,
   type RunQuery,
@@ -119,6 +120,20 @@ function fromRow(r: RunRow): RunRecord {
  */
 const PAGE_CACHE_KIB = 512;
 
+/**
+ * SQLite's own checkpoint, left on as a backstop: at this many log pages (≈ 100 MB) a commit
+ * checkpoints if the checkpointer has fallen that far behind. Back to SQLite's default (1,000)
+ * if the checkpointer fails.
+ */
+const BACKSTOP_CHECKPOINT_PAGES = 25_000;
+
+/** The log file's size kept on disk when the log restarts (it reaches ≈ 100 MB before, see above). */
+const WAL_FILE_LIMIT_BYTES = 16 * 1024 * 1024;
+
+/** What the log takes beyond the text: per row (key, columns) and per transaction (pages). */
+const LOG_BYTES_PER_ROW = 32;
+const LOG_BYTES_PER_TX = 3 * 4096;
+
 /** Rows per multi-row INSERT (6 parameters each, well under SQLite's limit). */
 const INSERT_ROWS = 64;
 
@@ -179,7 +194,8 @@ export class SqliteRunStore implements RunStore {
   private readonly selectEvents: Database.Statement;
   private readonly selectKey: Database.Statement;
   private readonly statements = new Map<string, Database.Statement>();
-  private readonly appendTx: (runId: string, events: readonly RunEvent[]) => void;
+  /** Returns the UTF-8 bytes of the text written. */
+  private readonly appendTx: (runId: string, events: readonly RunEvent[]) => number;
   /** `atomically`'s transaction (better-sqlite3 nests appendTx inside it as a savepoint). */
   private readonly atomicTx: (fn: () => void) => void;
   /**
@@ -194,20 +210,31 @@ export class SqliteRunStore implements RunStore {
    * one, or a read is held too long or not at all.
    */
   private readonly now: () => number;
+  /** Holds the one-runner-per-store lock (`<file>.lock`) while this store is open. */
+  private readonly lock: Database.Database | null;
+  private readonly checkpointer: Checkpointer | null;
 
   constructor(file: string, opts: { now?: () => number } = {}) {
     this.now = opts.now ?? Date.now;
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new Database(file);
     // One runner per store: at start-up a runner closes the runs it finds live and kills their
-    // processes, which must never hit another runner's runs. The exclusive lock is held until close.
-    this.db.pragma("locking_mode = EXCLUSIVE");
+    // processes, which must never hit another runner's runs. The store itself is shared with this
+    // runner's checkpointer, so the lock is a database of its own beside it, held exclusively from
+    // its first write until close. (A runner from before session 15 holds the store itself
+    // exclusively: reading it fails below, with the same message.)
+    const memory = file === ":memory:";
+    this.lock = memory ? null : new Database(`${file}.lock`);
+    this.db = new Database(file);
+    this.lock?.pragma("locking_mode = EXCLUSIVE");
+    this.lock?.pragma("busy_timeout = 200");
+    if (memory) this.db.pragma("locking_mode = EXCLUSIVE");
     this.db.pragma("busy_timeout = 200");
     try {
+      this.lock?.exec("BEGIN EXCLUSIVE; COMMIT;");
       this.db.pragma("journal_mode = WAL");
-      this.db.exec("BEGIN EXCLUSIVE; COMMIT;");
     } catch (err) {
       this.db.close();
+      this.lock?.close();
       throw new RunnerError(
         "INTERNAL",
         `The run store ${file} is in use by another runner process (or unreadable: ${(err as Error).message}); give each runner its own FERMILINK_RUNNER_STORE_PATH.`,
@@ -217,6 +244,14 @@ export class SqliteRunStore implements RunStore {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     this.migrate(file);
+    this.db.pragma(`wal_autocheckpoint = ${memory ? 1000 : BACKSTOP_CHECKPOINT_PAGES}`);
+    // The log restarts from its beginning once checkpointed; its file is then cut back to this.
+    this.db.pragma(`journal_size_limit = ${WAL_FILE_LIMIT_BYTES}`);
+    this.checkpointer = memory
+      ? null
+      : new Checkpointer(file, () => {
+          if (this.db.open) this.db.pragma("wal_autocheckpoint = 1000");
+        });
     const insert = "INSERT INTO events (run_key, seq, time_ms, kind, text, truncated) VALUES ";
     this.insertEvent = this.db.prepare(`${insert}(?, ?, ?, ?, ?, ?)`);
     // Many rows per statement: far fewer calls into SQLite for a burst of lines.
@@ -253,12 +288,14 @@ export class SqliteRunStore implements RunStore {
       }
       const last = events[events.length - 1];
       if (last) this.bumpRun.run(last.seq, bytes, runId);
+      return bytes;
     });
     this.atomicTx = this.db.transaction((fn: () => void) => fn());
   }
 
   atomically(fn: () => void): void {
     this.atomicTx(fn);
+    this.checkpointer?.wrote(LOG_BYTES_PER_TX);
   }
 
   /**
@@ -348,6 +385,7 @@ export class SqliteRunStore implements RunStore {
       r.lastSeq,
       r.eventBytes,
     );
+    this.checkpointer?.wrote(LOG_BYTES_PER_TX);
   }
 
   updateRun(runId: string, update: RunUpdate): void {
@@ -361,10 +399,12 @@ export class SqliteRunStore implements RunStore {
       ...entries.map(([, v]) => (typeof v === "boolean" ? (v ? 1 : 0) : v)),
       runId,
     );
+    this.checkpointer?.wrote(LOG_BYTES_PER_TX);
   }
 
   appendEvents(runId: string, events: readonly RunEvent[]): void {
-    this.appendTx(runId, events);
+    const bytes = this.appendTx(runId, events);
+    this.checkpointer?.wrote(bytes + LOG_BYTES_PER_ROW * events.length + LOG_BYTES_PER_TX);
   }
 
   readEvents(runId: string, afterSeq: number, limit: number, viewer = true): RunEvent[] {
@@ -453,8 +493,18 @@ export class SqliteRunStore implements RunStore {
     return victims.size;
   }
 
-  close(): void {
+  /**
+   * Close now (every later call fails); resolves once the checkpointer has
+   * stopped. Its connection closes after this one, so it is the store's last:
+   * it empties the log into the file as it closes, as this one did when it was
+   * the only connection. (A process that exits before leaves the log to the
+   * next runner; nothing is lost either way.)
+   */
+  close(): Promise<void> {
+    const stopped = this.checkpointer?.close() ?? Promise.resolve();
     if (this.db.open) this.db.close();
+    if (this.lock?.open) this.lock.close();
+    return stopped;
   }
 
   get isClosed(): boolean {

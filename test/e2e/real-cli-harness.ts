@@ -69,6 +69,9 @@ export async function runRealCli(
     const baseUrl = id === "codex" || id === "opencode" ? `${model.url}/v1` : model.url;
     server = await startTestServer({
       FERMILINK_HOME: home,
+      // The CLIs' shells (Claude's Bash tool runs a login shell) must not read this machine's
+      // dotfiles: a ~/.bashrc running `pyenv init` made every such shell wait on pyenv's lock.
+      HOME: home,
       FERMILINK_AGENT_PROVIDER: id,
       // opencode is found without FERMILINK_OPENCODE_BIN, as on a clean clone (its platform package).
       ...(id === "opencode" ? {} : { [`FERMILINK_${upper}_BIN`]: realCli(id) }),

@@ -1,0 +1,112 @@
+import { existsSync, statSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Worker } from "node:worker_threads";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { RunEvent } from "../../../src/events/run-event.js";
+import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
+import { runRecord } from "../../helpers/run-record.js";
+
+let dir: string;
+let file: string;
+const open: SqliteRunStore[] = [];
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "flr-ckpt-"));
+  file = path.join(dir, "runs.sqlite3");
+});
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function store(): SqliteRunStore {
+  const s = new SqliteRunStore(file);
+  open.push(s);
+  return s;
+}
+
+const raw = `{"type":"item.completed","item":{"id":"l1","type":"agent_message","text":"${"y".repeat(140)}"}}`;
+
+/** `lines` 200-byte agent lines appended to a new run `runId`, in the journal's batches of 512. */
+function stream(s: SqliteRunStore, runId: string, lines: number): void {
+  s.createRun(runRecord(runId));
+  for (let seq = 1; seq <= lines; ) {
+    const batch: RunEvent[] = [];
+    for (; batch.length < 512 && seq <= lines; seq++)
+      batch.push({
+        runId,
+        seq,
+        timeMs: 1000,
+        body: { type: "agent", raw, items: [], truncated: false },
+      });
+    s.appendEvents(runId, batch);
+  }
+}
+
+/** Block this thread (no event-loop turn at all) until `done()` or `ms` pass. */
+function blockUntil(done: () => boolean, ms: number): boolean {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (done()) return true;
+    Atomics.wait(cell, 0, 0, 20);
+  }
+  return done();
+}
+
+const fileBytes = () => statSync(file).size;
+
+/** The store's checkpoint worker, reached into to make it fail (a fault, not a stand-in). */
+function checkpointWorker(s: SqliteRunStore): Worker {
+  return (s as unknown as { checkpointer: { worker: Worker } }).checkpointer.worker;
+}
+
+describe("the run store's checkpointer", () => {
+  it("copies the log into the store file on its own thread, never on the event loop: the file grows while this thread is blocked", () => {
+    const s = store();
+    const before = fileBytes();
+    // ≈ 12 MB of log: past the 4 MB that asks the worker for a checkpoint, far below SQLite's own
+    // (backstop) checkpoint at ≈ 100 MB, so only the worker can have copied it.
+    stream(s, "r1", 45_000);
+    // This thread did not checkpoint on the way (SQLite's default would have, every ≈ 4 MB, and
+    // then started the log over): the log is still all there. (The log also starts over when a
+    // write finds it all copied, which a stream this fast never leaves time for.)
+    expect(statSync(`${file}-wal`).size).toBeGreaterThan(5 * 1024 * 1024);
+    const copied = blockUntil(() => fileBytes() > before + 4 * 1024 * 1024, 5000);
+    expect(copied).toBe(true);
+    expect(s.readEvents("r1", 44_997, 100).map((e) => e.seq)).toEqual([44_998, 44_999, 45_000]);
+  });
+
+  it("hands checkpoints back to SQLite when the worker fails: the log is still copied", async () => {
+    const s = store();
+    const worker = checkpointWorker(s);
+    await new Promise((resolve) => worker.once("online", resolve));
+    const exited = new Promise((resolve) => worker.once("exit", resolve));
+    await worker.terminate();
+    await exited;
+    const before = fileBytes();
+    stream(s, "r1", 30_000);
+    // SQLite's own checkpoint runs inside the commits, on this thread: done when they return.
+    expect(fileBytes()).toBeGreaterThan(before + 4 * 1024 * 1024);
+    expect(s.readEvents("r1", 0, 5)).toHaveLength(5);
+  });
+
+  it("leaves no log behind once closed, and the next store reads every event", async () => {
+    const s = store();
+    stream(s, "r1", 20_000);
+    await s.close();
+    expect(existsSync(`${file}-wal`)).toBe(false);
+    const again = store();
+    expect(again.getRun("r1")?.lastSeq).toBe(20_000);
+    expect(again.readEvents("r1", 19_998, 10).map((e) => e.seq)).toEqual([19_999, 20_000]);
+  });
+
+  it("keeps one runner per store: a second store on the file is refused while the first is open", async () => {
+    const first = store();
+    expect(() => new SqliteRunStore(file)).toThrow(/in use by another runner process/);
+    await first.close();
+    open.splice(0);
+    expect(() => store()).not.toThrow();
+  });
+});
