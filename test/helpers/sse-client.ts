@@ -84,3 +84,32 @@ export async function postRun(
   for await (const ev of parseSse(res.body, (c) => result.comments.push(c))) result.events.push(ev);
   return result;
 }
+
+/**
+ * POST a run and read its stream up to its first agent event (the provider is
+ * running then); `rest` is the rest of the stream, `runId` read from `meta`.
+ */
+export async function startSseRun(
+  baseUrl: string,
+  body: unknown,
+): Promise<{ runId: string; rest: AsyncIterator<SseEvent> }> {
+  const res = await fetch(`${baseUrl}/run`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const rest = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+  let runId = "";
+  for (let n = await rest.next(); !n.done; n = await rest.next()) {
+    if (n.value.event === "meta") runId = JSON.parse(n.value.data).run_id;
+    if (n.value.event === "agent") break;
+  }
+  return { runId, rest };
+}
+
+/** Read a stream to its end; the last event's data ("" if none). */
+export async function lastData(events: AsyncIterator<SseEvent>): Promise<string> {
+  let last = "";
+  for (let n = await events.next(); !n.done; n = await events.next()) last = n.value.data;
+  return last;
+}

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ExitReason, RunService, RunStatus } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
-import { parseSse } from "../helpers/sse-client.js";
+import { lastData, startSseRun } from "../helpers/sse-client.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -309,16 +309,10 @@ describe("the bin's launcher (serve)", () => {
       FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
       FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
     });
-    const res = await fetch(`http://127.0.0.1:${port}/run`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ session_id: "orphan", user_prompt: "#scenario=slow" }),
+    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
+      session_id: "orphan",
+      user_prompt: "#scenario=slow",
     });
-    const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
-    for (;;) {
-      const n = await it.next();
-      if (n.done || n.value.event === "agent") break;
-    }
     const invocation = path.join(
       home,
       "workspaces",
@@ -337,13 +331,7 @@ describe("the bin's launcher (serve)", () => {
     s.proc.kill("SIGKILL");
     // The server notices its launcher is gone and shuts down as on SIGTERM.
     await waitUntilGone([server, inv.pid], 10_000);
-    let last = "";
-    for (;;) {
-      const n = await it.next();
-      if (n.done) break;
-      last = n.value.data;
-    }
-    expect(JSON.parse(last).reason).toBe("shutdown");
+    expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
   });
 });
 

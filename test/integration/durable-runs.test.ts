@@ -12,7 +12,7 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
-import { parseSse, type SseEvent } from "../helpers/sse-client.js";
+import { parseSse, type SseEvent, startSseRun } from "../helpers/sse-client.js";
 import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -57,19 +57,10 @@ async function providerPid(s: TestServer, session: string): Promise<number> {
 describe("viewers that leave", () => {
   it("stop following a quiet live run at once, on SSE, gRPC and the Connect protocol (binary and JSON)", async () => {
     const { s, openGate } = await gatedServer();
-    const caller = await fetch(`${s.baseUrl}/run`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ session_id: "quiet", user_prompt: "#scenario=gate" }),
+    const { runId, rest: callerEvents } = await startSseRun(s.baseUrl, {
+      session_id: "quiet",
+      user_prompt: "#scenario=gate",
     });
-    const callerEvents = parseSse(caller.body as ReadableStream<Uint8Array>)[
-      Symbol.asyncIterator
-    ]();
-    let runId = "";
-    for (let n = await callerEvents.next(); !n.done; n = await callerEvents.next()) {
-      if (n.value.event === "meta") runId = JSON.parse(n.value.data).run_id;
-      if (n.value.event === "agent") break;
-    }
     const pending = callerEvents.next();
     const waiting = () => s.app.pipeline.viewersWaiting(runId);
     const until = async (n: number) => {
@@ -178,24 +169,29 @@ describe("detach and Attach (Connect)", () => {
   });
 });
 
+/** The app's own store, refusing every write while `refuse.on` (a full disk). */
+function refusingWrites(s: TestServer): { store: SqliteRunStore; refuse: { on: boolean } } {
+  const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
+  const realAppend = store.appendEvents.bind(store);
+  const refuse = { on: false };
+  store.appendEvents = (runId, events) => {
+    if (refuse.on) throw new Error("SQLITE_FULL: database or disk is full");
+    realAppend(runId, events);
+  };
+  return { store, refuse };
+}
+
 describe("a run store that refuses writes", () => {
   it("ends the run with an exit of reason error saying the store could not be written, and loses no event", async () => {
     const s = await startTestServer();
     server = s;
-    // The app's own store, refusing every write while `failing` (a full disk).
-    const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
-    const realAppend = store.appendEvents.bind(store);
-    let failing = false;
-    store.appendEvents = (runId, events) => {
-      if (failing) throw new Error("SQLITE_FULL: database or disk is full");
-      realAppend(runId, events);
-    };
+    const { refuse } = refusingWrites(s);
     const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
     const events: RunEvent[] = [];
     // A tick every 200 ms for a minute: only the store's failure ends it early.
     for await (const ev of client.run({ sessionId: "full", userPrompt: "#scenario=slow" })) {
       events.push(ev);
-      if (ev.event.case === "agent") failing = true;
+      if (ev.event.case === "agent") refuse.on = true;
     }
     const runId = events[0]?.runId ?? "";
     const exit = exitOf(events);
@@ -204,7 +200,7 @@ describe("a run store that refuses writes", () => {
     expect(seqs(events)).toEqual(events.map((_, i) => i + 1));
     await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
     // The store takes writes again: the journal's retry writes what it kept, exit included.
-    failing = false;
+    refuse.on = false;
     await until(
       async () => (await client.getRun({ runId })).status === RunStatus.FINISHED,
       "the kept events to be written",
@@ -221,18 +217,12 @@ describe("a run that ended while the store refused its last writes", () => {
   it("is served from memory until the store takes them: Attach gets every event to the exit, GetRun says finished", async () => {
     const s = await startTestServer();
     server = s;
-    const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
-    const realAppend = store.appendEvents.bind(store);
-    let failing = false;
-    store.appendEvents = (runId, events) => {
-      if (failing) throw new Error("SQLITE_FULL: database or disk is full");
-      realAppend(runId, events);
-    };
+    const { store, refuse } = refusingWrites(s);
     const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
     const events: RunEvent[] = [];
     for await (const ev of client.run({ sessionId: "full", userPrompt: "#scenario=slow" })) {
       events.push(ev);
-      if (ev.event.case === "agent") failing = true;
+      if (ev.event.case === "agent") refuse.on = true;
     }
     const runId = events[0]?.runId ?? "";
     await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
@@ -263,7 +253,7 @@ describe("a run that ended while the store refused its last writes", () => {
       headers: { "last-event-id": String(events.length) },
     });
     expect(sawAll.status).toBe(204);
-    failing = false;
+    refuse.on = false;
     await until(() => store.getRun(runId)?.status === "finished", "the kept events to be written");
     expect(seqs(await collect(client.attach({ runId })))).toEqual(seqs(events));
   });

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
-import { parseSse } from "../helpers/sse-client.js";
+import { lastData, parseSse, startSseRun } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -141,16 +141,10 @@ describe("the server process (src/main.ts)", () => {
     for (let i = 0; i < 100 && !m.output().out.includes(tuned); i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(m.output().out).toContain(tuned);
-    const res = await fetch(`http://127.0.0.1:${port}/run`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ session_id: "term", user_prompt: "#scenario=grandchild" }),
+    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
+      session_id: "term",
+      user_prompt: "#scenario=grandchild",
     });
-    const it = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
-    for (;;) {
-      const n = await it.next();
-      if (n.done || n.value.event === "agent") break;
-    }
     const repo = path.join(home, "workspaces", "term", "repo", ".fake-agent");
     const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
     let grandchild = 0;
@@ -161,13 +155,7 @@ describe("the server process (src/main.ts)", () => {
       if (grandchild === 0) await new Promise((r) => setTimeout(r, 50));
     }
     m.proc.kill("SIGTERM");
-    let last = "";
-    for (;;) {
-      const n = await it.next();
-      if (n.done) break;
-      last = n.value.data;
-    }
-    expect(JSON.parse(last).reason).toBe("shutdown");
+    expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
     expect(await m.exited).toBe(0);
     await waitUntilGone([inv.pid, grandchild], 5000);
     expect(isAlive(inv.pid)).toBe(false);
