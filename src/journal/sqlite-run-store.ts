@@ -211,30 +211,28 @@ export class SqliteRunStore implements RunStore {
    */
   private readonly now: () => number;
   /** Holds the one-runner-per-store lock (`<file>.lock`) while this store is open. */
-  private readonly lock: Database.Database | null;
-  private readonly checkpointer: Checkpointer | null;
+  private readonly lock: Database.Database;
+  private readonly checkpointer: Checkpointer;
 
   constructor(file: string, opts: { now?: () => number } = {}) {
     this.now = opts.now ?? Date.now;
-    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
+    mkdirSync(path.dirname(file), { recursive: true });
     // One runner per store: at start-up a runner closes the runs it finds live and kills their
     // processes, which must never hit another runner's runs. The store itself is shared with this
     // runner's checkpointer, so the lock is a database of its own beside it, held exclusively from
     // its first write until close. (A runner from before session 15 holds the store itself
     // exclusively: reading it fails below, with the same message.)
-    const memory = file === ":memory:";
-    this.lock = memory ? null : new Database(`${file}.lock`);
+    this.lock = new Database(`${file}.lock`);
     this.db = new Database(file);
-    this.lock?.pragma("locking_mode = EXCLUSIVE");
-    this.lock?.pragma("busy_timeout = 200");
-    if (memory) this.db.pragma("locking_mode = EXCLUSIVE");
+    this.lock.pragma("locking_mode = EXCLUSIVE");
+    this.lock.pragma("busy_timeout = 200");
     this.db.pragma("busy_timeout = 200");
     try {
-      this.lock?.exec("BEGIN EXCLUSIVE; COMMIT;");
+      this.lock.exec("BEGIN EXCLUSIVE; COMMIT;");
       this.db.pragma("journal_mode = WAL");
     } catch (err) {
       this.db.close();
-      this.lock?.close();
+      this.lock.close();
       throw new RunnerError(
         "INTERNAL",
         `The run store ${file} is in use by another runner process (or unreadable: ${(err as Error).message}); give each runner its own FERMILINK_RUNNER_STORE_PATH.`,
@@ -243,15 +241,20 @@ export class SqliteRunStore implements RunStore {
     }
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
-    this.migrate(file);
-    this.db.pragma(`wal_autocheckpoint = ${memory ? 1000 : BACKSTOP_CHECKPOINT_PAGES}`);
+    try {
+      this.migrate(file);
+    } catch (err) {
+      // A store refused (or a migration that failed) releases the lock with the file.
+      this.db.close();
+      this.lock.close();
+      throw err;
+    }
+    this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
     // The log restarts from its beginning once checkpointed; its file is then cut back to this.
     this.db.pragma(`journal_size_limit = ${WAL_FILE_LIMIT_BYTES}`);
-    this.checkpointer = memory
-      ? null
-      : new Checkpointer(file, () => {
-          if (this.db.open) this.db.pragma("wal_autocheckpoint = 1000");
-        });
+    this.checkpointer = new Checkpointer(file, () => {
+      if (this.db.open) this.db.pragma("wal_autocheckpoint = 1000");
+    });
     const insert = "INSERT INTO events (run_key, seq, time_ms, kind, text, truncated) VALUES ";
     this.insertEvent = this.db.prepare(`${insert}(?, ?, ?, ?, ?, ?)`);
     // Many rows per statement: far fewer calls into SQLite for a burst of lines.
@@ -295,7 +298,7 @@ export class SqliteRunStore implements RunStore {
 
   atomically(fn: () => void): void {
     this.atomicTx(fn);
-    this.checkpointer?.wrote(LOG_BYTES_PER_TX);
+    this.checkpointer.wrote(LOG_BYTES_PER_TX);
   }
 
   /**
@@ -314,7 +317,6 @@ export class SqliteRunStore implements RunStore {
         (c) => c.name,
       );
     const refuse = (why: string): never => {
-      this.db.close();
       throw new RunnerError("INTERNAL", `The run store ${file} ${why}`);
     };
     if (version > SCHEMA_VERSION) refuse(`was written by a newer runner (schema ${version}).`);
@@ -385,7 +387,7 @@ export class SqliteRunStore implements RunStore {
       r.lastSeq,
       r.eventBytes,
     );
-    this.checkpointer?.wrote(LOG_BYTES_PER_TX);
+    this.checkpointer.wrote(LOG_BYTES_PER_TX);
   }
 
   updateRun(runId: string, update: RunUpdate): void {
@@ -399,12 +401,12 @@ export class SqliteRunStore implements RunStore {
       ...entries.map(([, v]) => (typeof v === "boolean" ? (v ? 1 : 0) : v)),
       runId,
     );
-    this.checkpointer?.wrote(LOG_BYTES_PER_TX);
+    this.checkpointer.wrote(LOG_BYTES_PER_TX);
   }
 
   appendEvents(runId: string, events: readonly RunEvent[]): void {
     const bytes = this.appendTx(runId, events);
-    this.checkpointer?.wrote(bytes + LOG_BYTES_PER_ROW * events.length + LOG_BYTES_PER_TX);
+    this.checkpointer.wrote(bytes + LOG_BYTES_PER_ROW * events.length + LOG_BYTES_PER_TX);
   }
 
   readEvents(runId: string, afterSeq: number, limit: number, viewer = true): RunEvent[] {
@@ -501,9 +503,9 @@ export class SqliteRunStore implements RunStore {
    * next runner; nothing is lost either way.)
    */
   close(): Promise<void> {
-    const stopped = this.checkpointer?.close() ?? Promise.resolve();
+    const stopped = this.checkpointer.close();
     if (this.db.open) this.db.close();
-    if (this.lock?.open) this.lock.close();
+    if (this.lock.open) this.lock.close();
     return stopped;
   }
 

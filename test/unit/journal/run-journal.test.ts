@@ -647,6 +647,23 @@ describe("SqliteRunStore schema", () => {
     expect(() => new SqliteRunStore(first)).toThrow(/old layout; move it away/);
   });
 
+  it("refuses a store of a newer schema, and lets go of it: once fixed, the next store opens it", async () => {
+    const Database = (await import("better-sqlite3")).default;
+    const newer = path.join(dir, "newer.sqlite3");
+    const db = new Database(newer);
+    db.pragma("user_version = 99");
+    db.close();
+    expect(() => new SqliteRunStore(newer)).toThrow(/written by a newer runner \(schema 99\)/);
+    // The refusal released the store and its lock: nothing in this process holds them.
+    const fix = new Database(newer);
+    fix.pragma("user_version = 0");
+    fix.close();
+    const opened = new SqliteRunStore(newer);
+    opened.createRun(record("n1"));
+    expect(opened.getRun("n1")).not.toBeNull();
+    await opened.close();
+  });
+
   it("moves a schema-1 store's events under integer run keys: every event kept, byte counts in UTF-8, no key shared with a new run", async () => {
     const Database = (await import("better-sqlite3")).default;
     const v1 = path.join(dir, "v1.sqlite3");
