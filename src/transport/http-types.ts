@@ -18,6 +18,22 @@ export function sendJson(res: AnyResponse, status: number, body: unknown): void 
 }
 
 /**
+ * True when the request's method is one `allow` names (a GET route answers
+ * HEAD too); otherwise answers 405 with the `Allow` header, as FastAPI does.
+ */
+export function methodAllowed(
+  req: AnyRequest,
+  res: AnyResponse,
+  allow: "GET, HEAD" | "POST",
+): boolean {
+  const m = req.method;
+  if (allow === "POST" ? m === "POST" : m === "GET" || m === "HEAD") return true;
+  res.setHeader("allow", allow);
+  sendJson(res, 405, { detail: "Method Not Allowed" });
+  return false;
+}
+
+/**
  * The first value of a request header, as Starlette (FermiLink) reads a
  * repeated header; node's `req.headers` joins most repeats with ", ", so two
  * copies of a token header would never match. `name` in lower case; works on

@@ -18,7 +18,7 @@ import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
 import { createRunService } from "./connect/run-service.js";
 import { applyCors } from "./cors.js";
-import { type AnyRequest, type AnyResponse, sendJson } from "./http-types.js";
+import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
 import { handleRunRoute } from "./sse/run-route.js";
@@ -46,11 +46,7 @@ export function createMainHandler(deps: {
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     const url = new URL(req.url ?? "/", "http://runner");
     if (url.pathname === "/run") {
-      if (req.method !== "POST") {
-        res.setHeader("allow", "POST");
-        sendJson(res, 405, { detail: "Method Not Allowed" });
-        return;
-      }
+      if (!methodAllowed(req, res, "POST")) return;
       handleRunRoute(
         req,
         res,
@@ -86,24 +82,16 @@ export function createMainHandler(deps: {
       return;
     }
     if (url.pathname === "/packages") {
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        res.setHeader("allow", "GET, HEAD");
-        sendJson(res, 405, { detail: "Method Not Allowed" });
-        return;
-      }
+      if (!methodAllowed(req, res, "GET, HEAD")) return;
       handlePackagesRoute(res, deps.packages).catch((err: unknown) => {
         deps.logger.error({ err }, "GET /packages crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
       });
       return;
     }
-    if (serveWebUi(webUi, url.pathname, req.method, res)) return;
+    if (serveWebUi(webUi, url.pathname, req, res)) return;
     if (url.pathname === "/healthz") {
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        res.setHeader("allow", "GET, HEAD");
-        sendJson(res, 405, { detail: "Method Not Allowed" });
-        return;
-      }
+      if (!methodAllowed(req, res, "GET, HEAD")) return;
       sendJson(res, 200, { status: "ok" });
       return;
     }

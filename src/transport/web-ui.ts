@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { type AnyResponse, sendJson } from "./http-types.js";
+import { type AnyRequest, type AnyResponse, methodAllowed } from "./http-types.js";
 
 interface Asset {
   body: Buffer;
@@ -33,16 +33,12 @@ export function loadWebUi(webDir: string): Map<string, Asset> {
 export function serveWebUi(
   assets: Map<string, Asset>,
   pathname: string,
-  method: string | undefined,
+  req: AnyRequest,
   res: AnyResponse,
 ): boolean {
   const asset = assets.get(pathname);
   if (!asset) return false;
-  if (method !== "GET" && method !== "HEAD") {
-    res.setHeader("allow", "GET, HEAD");
-    sendJson(res, 405, { detail: "Method Not Allowed" });
-    return true;
-  }
+  if (!methodAllowed(req, res, "GET, HEAD")) return true;
   res.writeHead(200, {
     "content-type": asset.type,
     "content-length": asset.body.length,
@@ -51,7 +47,7 @@ export function serveWebUi(
     "content-security-policy":
       "default-src 'self'; connect-src *; style-src 'self'; script-src 'self'; img-src 'self' data:",
   });
-  if (method === "HEAD") res.end();
+  if (req.method === "HEAD") res.end();
   else res.end(asset.body);
   return true;
 }

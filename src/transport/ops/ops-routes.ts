@@ -1,7 +1,7 @@
 import type { AdmissionController } from "../../admission/admission-controller.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
-import { type AnyRequest, type AnyResponse, sendJson } from "../http-types.js";
+import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "../http-types.js";
 import { checkMetricsToken, presentedToken } from "../token-guard.js";
 import {
   admissionSnapshot,
@@ -29,11 +29,7 @@ export function handleOpsRoute(
   url: URL,
   deps: OpsRouteDeps,
 ): void {
-  if (req.method !== "GET" && req.method !== "HEAD") {
-    res.setHeader("allow", "GET, HEAD");
-    sendJson(res, 405, { detail: "Method Not Allowed" });
-    return;
-  }
+  if (!methodAllowed(req, res, "GET, HEAD")) return;
   try {
     checkMetricsToken(deps.metricsToken, presentedToken(req));
   } catch (err) {

@@ -9,6 +9,7 @@ import {
   type AnyRequest,
   type AnyResponse,
   firstHeader,
+  methodAllowed,
   onClientGone,
   sendJson,
 } from "../http-types.js";
@@ -99,12 +100,7 @@ export async function handleRunsRoute(
 ): Promise<void> {
   // Every GET route answers HEAD too: the same status and headers, no body (RFC 9110 §9.3.2).
   const head = req.method === "HEAD";
-  const getRoute = route.kind !== "cancel";
-  if (getRoute ? req.method !== "GET" && !head : req.method !== "POST") {
-    res.setHeader("allow", getRoute ? "GET, HEAD" : "POST");
-    sendJson(res, 405, { detail: "Method Not Allowed" });
-    return;
-  }
+  if (!methodAllowed(req, res, route.kind === "cancel" ? "POST" : "GET, HEAD")) return;
   try {
     const viewer = viewerOf(req, url);
     switch (route.kind) {
