@@ -613,16 +613,19 @@ describe("SqliteRunStore sizes and reads", () => {
 });
 
 describe("SqliteRunStore memory", () => {
-  it("keeps its page cache small: writing 21 MB of events grows memory outside the V8 heap by a few MB, not 16", async () => {
+  it("keeps its page cache small: writing 21 MB of events grows memory outside the V8 heap by well under 4 MB, not 10", async () => {
     // better-sqlite3's SQLite defaults to a 16 MB page cache, which the exclusive lock never drops.
     const { stdout } = await run(process.execPath, [
+      "--expose-gc",
+      "--max-semi-space-size=1",
       "--import",
       "tsx",
       path.join(import.meta.dirname, "../../fixtures/store-page-cache.ts"),
       path.join(dir, "child"), // this test's own store holds the lock on dir's
     ]);
     const { grewMb } = JSON.parse(stdout) as { grewMb: number };
-    expect(grewMb).toBeLessThan(8);
+    // Measured: 0 to 0.3 MB at the store's 512 KiB cache; about 10 MB at SQLite's 16 MB default.
+    expect(grewMb).toBeLessThan(4);
   });
 });
 
