@@ -26,13 +26,21 @@ export interface DualProtocolServer {
 const SNIFF_TIMEOUT_MS = 10_000;
 /** How long an HTTP/1.1 request may take to send its headers (node's default). */
 const HEADERS_TIMEOUT_MS = 60_000;
+/**
+ * How long an HTTP/2 connection may stay open with no call on it before it is
+ * closed (GOAWAY; a gRPC client reconnects for its next call). HTTP/1.1's
+ * keep-alive ends after node's 5 s; an h2 connection had no limit, so clients
+ * that connect and go quiet held a socket each for good. Pings are not calls.
+ */
+const H2_IDLE_TIMEOUT_MS = 180_000;
 
 export function createDualProtocolServer(
   handler: (req: AnyRequest, res: AnyResponse) => void,
-  limits: { sniffTimeoutMs?: number; headersTimeoutMs?: number } = {},
+  limits: { sniffTimeoutMs?: number; headersTimeoutMs?: number; h2IdleTimeoutMs?: number } = {},
 ): DualProtocolServer {
   const sniffTimeoutMs = limits.sniffTimeoutMs ?? SNIFF_TIMEOUT_MS;
   const headersTimeoutMs = limits.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const h2IdleTimeoutMs = limits.h2IdleTimeoutMs ?? H2_IDLE_TIMEOUT_MS;
   // HTTP/1.1 requests in flight per socket: an idle keep-alive socket can be
   // closed at once on shutdown, a busy one right after its response.
   const inFlight = new Map<net.Socket, number>();
@@ -64,6 +72,7 @@ export function createDualProtocolServer(
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (s) => {
     sessions.add(s);
+    closeWhenIdle(s, h2IdleTimeoutMs);
     s.once("close", () => sessions.delete(s));
   });
 
@@ -124,4 +133,27 @@ export function createDualProtocolServer(
       return sockets.size;
     },
   };
+}
+
+/**
+ * Close `session` gracefully once it has had no open stream for `idleMs`: a
+ * long call, however quiet, keeps it open (node's own session timeout counts
+ * bytes, and would cut a run waiting on its agent).
+ */
+function closeWhenIdle(session: http2.Http2Session, idleMs: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(() => session.close(), idleMs);
+    timer.unref();
+  };
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    open++;
+    clearTimeout(timer);
+    stream.once("close", () => {
+      if (--open === 0 && !session.closed) arm();
+    });
+  });
+  session.once("close", () => clearTimeout(timer));
+  arm();
 }

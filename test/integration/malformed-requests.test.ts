@@ -97,4 +97,58 @@ describe("malformed requests", () => {
     expect(ok).toBe("HTTP/1.1 200 OK");
     await front.close(100);
   });
+
+  it("closes an HTTP/2 connection that has no call for the idle time, but never under a long quiet call", async () => {
+    const front = createDualProtocolServer(
+      (req, res) => {
+        // "/quiet": a call that sends nothing for longer than the idle time, then answers.
+        if (req.url === "/quiet") setTimeout(() => res.end("late"), 900);
+        else res.end("ok");
+      },
+      { h2IdleTimeoutMs: 300 },
+    );
+    const port = await front.listen("127.0.0.1", 0);
+    const session = () => {
+      const client = http2.connect(`http://127.0.0.1:${port}`);
+      client.on("error", () => {});
+      const t0 = Date.now();
+      const closedAfter = new Promise<number>((r) =>
+        client.once("close", () => r(Date.now() - t0)),
+      );
+      return { client, closedAfter };
+    };
+    const call = (client: http2.ClientHttp2Session, path: string) =>
+      new Promise<string>((resolve, reject) => {
+        const stream = client.request({ ":path": path });
+        let body = "";
+        stream.setEncoding("utf8");
+        stream.on("data", (d: string) => {
+          body += d;
+        });
+        stream.on("end", () => resolve(body));
+        stream.on("error", reject);
+      });
+    try {
+      const silent = session(); // never calls
+      const quiet = session();
+      const busy = session(); // a call every 100 ms, each shorter than the idle time apart
+      const answer = call(quiet.client, "/quiet");
+      const busyAnswers: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        busyAnswers.push(await call(busy.client, "/ok"));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(busyAnswers).toEqual(Array(8).fill("ok"));
+      expect(busy.client.closed).toBe(false);
+      expect(await answer).toBe("late");
+      // The silent one went after about the idle time; the quiet one only once its call ended.
+      const silentMs = await silent.closedAfter;
+      expect(silentMs).toBeGreaterThanOrEqual(250);
+      expect(silentMs).toBeLessThan(900);
+      expect(await quiet.closedAfter).toBeGreaterThanOrEqual(900 + 250);
+      expect(await busy.closedAfter).toBeGreaterThan(800);
+    } finally {
+      await front.close(100);
+    }
+  });
 });
