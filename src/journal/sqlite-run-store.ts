@@ -182,6 +182,28 @@ const UPDATE_COLUMNS: Record<keyof RunUpdate, string> = {
 };
 
 /**
+ * Why the store at `file` cannot be opened, as the operator can act on it:
+ * SQLite's code tells a store another runner holds from one that is not a
+ * database, or a file or directory this process cannot use.
+ */
+function storeOpenError(file: string, err: unknown): RunnerError {
+  const code = (err as { code?: unknown }).code;
+  const detail = (err as Error).message;
+  const which = `The run store ${file} (with its lock file ${file}.lock)`;
+  let message: string;
+  if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") {
+    message = `The run store ${file} is in use by another runner process; give each runner its own FERMILINK_RUNNER_STORE_PATH.`;
+  } else if (code === "SQLITE_NOTADB" || code === "SQLITE_CORRUPT") {
+    message = `${which} is not a readable SQLite database (${detail}); move the file aside, or set FERMILINK_RUNNER_STORE_PATH to a new file.`;
+  } else if (code === "SQLITE_FULL") {
+    message = `${which} cannot be written: the disk is full (${detail}); free space, or set FERMILINK_RUNNER_STORE_PATH to another disk.`;
+  } else {
+    message = `${which} cannot be opened (${detail}); check that the files and their directory are readable and writable by this process, or set FERMILINK_RUNNER_STORE_PATH elsewhere.`;
+  }
+  return new RunnerError("INTERNAL", message, { cause: err });
+}
+
+/**
  * The embedded run store: one SQLite file (WAL, so readers never wait for the
  * writer and a `kill -9` never corrupts it; synchronous=NORMAL, so a commit
  * costs no fsync while a crash of this process still loses nothing committed).
@@ -222,23 +244,23 @@ export class SqliteRunStore implements RunStore {
     // runner's checkpointer, so the lock is a database of its own beside it, held exclusively from
     // its first write until close. (A runner from before session 15 holds the store itself
     // exclusively: reading it fails below, with the same message.)
-    this.lock = new Database(`${file}.lock`);
-    this.db = new Database(file);
-    this.lock.pragma("locking_mode = EXCLUSIVE");
-    this.lock.pragma("busy_timeout = 200");
-    this.db.pragma("busy_timeout = 200");
+    let lock: Database.Database | undefined;
+    let db: Database.Database | undefined;
     try {
-      this.lock.exec("BEGIN EXCLUSIVE; COMMIT;");
-      this.db.pragma("journal_mode = WAL");
+      lock = new Database(`${file}.lock`);
+      db = new Database(file);
+      lock.pragma("locking_mode = EXCLUSIVE");
+      lock.pragma("busy_timeout = 200");
+      db.pragma("busy_timeout = 200");
+      lock.exec("BEGIN EXCLUSIVE; COMMIT;");
+      db.pragma("journal_mode = WAL");
     } catch (err) {
-      this.db.close();
-      this.lock.close();
-      throw new RunnerError(
-        "INTERNAL",
-        `The run store ${file} is in use by another runner process (or unreadable: ${(err as Error).message}); give each runner its own FERMILINK_RUNNER_STORE_PATH.`,
-        { cause: err },
-      );
+      db?.close();
+      lock?.close();
+      throw storeOpenError(file, err);
     }
+    this.lock = lock;
+    this.db = db;
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     try {
@@ -247,7 +269,7 @@ export class SqliteRunStore implements RunStore {
       // A store refused (or a migration that failed) releases the lock with the file.
       this.db.close();
       this.lock.close();
-      throw err;
+      throw err instanceof RunnerError ? err : storeOpenError(file, err);
     }
     this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
     // The log restarts from its beginning once checkpointed; its file is then cut back to this.

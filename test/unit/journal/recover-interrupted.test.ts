@@ -24,7 +24,7 @@ beforeEach(async () => {
   file = path.join(dir, "runs.sqlite3");
 });
 afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
+  await rm(dir, { recursive: true, force: true, maxRetries: 5 });
 });
 
 const log = (runId: string, seq: number): RunEvent => ({
@@ -92,15 +92,15 @@ describe("recoverInterruptedRuns", () => {
       const seqs = store.readEvents("r", 0, 10_000).map((e) => e.seq);
       expect(seqs).toEqual([...Array.from({ length: 513 }, (_, i) => i + 1), rec?.lastSeq]);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 
-  it("writes a run's exit and status in one transaction: a crash in between never leaves two exits", () => {
+  it("writes a run's exit and status in one transaction: a crash in between never leaves two exits", async () => {
     let store = new SqliteRunStore(file);
     store.createRun(record("r", { status: "running" }));
     store.appendEvents("r", [log("r", 1), log("r", 2)]);
-    store.close();
+    await store.close();
     // The first restart dies after writing the exit, before the status.
     const dying = new (class extends SqliteRunStore {
       override updateRun(_runId: string, _update: RunUpdate): void {
@@ -108,7 +108,7 @@ describe("recoverInterruptedRuns", () => {
       }
     })(file);
     expect(() => recoverInterruptedRuns(dying, 5000)).toThrow("kill -9 right here");
-    dying.close();
+    await dying.close();
     store = new SqliteRunStore(file);
     try {
       recoverInterruptedRuns(store, 6000);
@@ -118,11 +118,11 @@ describe("recoverInterruptedRuns", () => {
       expect(recoverInterruptedRuns(store, 7000).size).toBe(0);
       expect(exitsOf(store, "r")).toHaveLength(1);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 
-  it("only sets the status of a run whose last stored event is already an exit", () => {
+  it("only sets the status of a run whose last stored event is already an exit", async () => {
     const store = new SqliteRunStore(file);
     try {
       // What a recovery that committed its exit and then died (an older runner) left behind.
@@ -156,11 +156,11 @@ describe("recoverInterruptedRuns", () => {
         succeeded: false,
       });
     } finally {
-      store.close();
+      await store.close();
     }
   });
 
-  it("says a provider was killed only for a run that could have started one", () => {
+  it("says a provider was killed only for a run that could have started one", async () => {
     const store = new SqliteRunStore(file);
     try {
       store.createRun(record("waiting", { status: "queued" }));
@@ -185,13 +185,13 @@ describe("recoverInterruptedRuns", () => {
       expect(live?.body.type === "exit" && live.body.message).toMatch(/provider process/);
       expect(store.getRun("waiting")?.exitMessage).toMatch(/no provider process was started/);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });
 
 describe("recoverInterruptedRuns and retention", () => {
-  it("its own look at a run's last event is no viewer's read: retention's start-up pass may still delete the run by size", () => {
+  it("its own look at a run's last event is no viewer's read: retention's start-up pass may still delete the run by size", async () => {
     const store = new SqliteRunStore(file);
     try {
       store.createRun(record("crashed", { status: "running" }));
@@ -214,7 +214,7 @@ describe("recoverInterruptedRuns and retention", () => {
       expect(store.getRun("crashed")).toBeNull();
       expect(logged).toEqual([{ removed: 1 }]);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });

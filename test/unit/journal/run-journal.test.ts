@@ -22,8 +22,9 @@ beforeEach(async () => {
   store = new SqliteRunStore(path.join(dir, "runs.sqlite3"));
 });
 afterEach(async () => {
-  store.close();
-  await rm(dir, { recursive: true, force: true });
+  // Awaited: the store's checkpoint worker empties and removes the log as it closes.
+  await store.close();
+  await rm(dir, { recursive: true, force: true, maxRetries: 5 });
 });
 
 const line = (i: number) => ({
@@ -287,7 +288,7 @@ describe("RunJournal writes", () => {
       }
     })(oneByOneFile);
     const separate = await logBytesFor40Runs(oneByOneFile, oneByOne);
-    oneByOne.close();
+    await oneByOne.close();
     const together = await logBytesFor40Runs(path.join(dir, "runs.sqlite3"), store);
     // Each commit appends every page it touched to the log: 3 commits per start and 2 per end
     // wrote the runs table's pages again each time (≈ 14 pages a run against ≈ 10).
@@ -301,7 +302,7 @@ describe("RunJournal writes", () => {
     ]);
   });
 
-  it("writes lines in one appendEvents per batch, with a transaction only for meta and exit", () => {
+  it("writes lines in one appendEvents per batch, with a transaction only for meta and exit", async () => {
     const counting = new CountingStore(path.join(dir, "counting.sqlite3"));
     const j = new RunJournal(record("rc"), counting, () => 42, {
       limits: { tailBytes: 64 * 1024, flushIntervalMs: 1000, flushMaxEvents: 100 },
@@ -313,7 +314,7 @@ describe("RunJournal writes", () => {
     // meta (with the row) and exit each in one transaction; the lines, 10 batches, none.
     expect(counting.calls).toEqual({ appendEvents: 12, atomically: 2 });
     expect(counting.getRun("rc")).toMatchObject({ status: "finished", lastSeq: 1002 });
-    counting.close();
+    await counting.close();
   });
 });
 
@@ -367,9 +368,9 @@ describe("RunJournal when the store refuses writes", () => {
   beforeEach(() => {
     flaky = new FlakyStore(path.join(dir, "flaky.sqlite3"));
   });
-  afterEach(() => {
+  afterEach(async () => {
     flaky.failing = false;
-    flaky.close();
+    await flaky.close();
   });
 
   it("loses no event and reuses no seq: the batch stays pending, in memory, and is written once the store takes it", async () => {
@@ -470,7 +471,7 @@ describe("RunJournal when the store refuses writes", () => {
     expect(j.isWritten).toBe(false);
     await new Promise((r) => setTimeout(r, 40));
     expect(attempts).toBeGreaterThan(2); // retried while the store was open
-    flaky.close();
+    await flaky.close();
     const atClose = attempts;
     await new Promise((r) => setTimeout(r, 1200));
     // At most the retry already scheduled when it closed (open, it retries 3-4 times in this).
@@ -575,7 +576,7 @@ describe("SqliteRunStore sizes and reads", () => {
     expect(store.getRun("a")).toBeNull();
   });
 
-  it("stamps a viewer's read with the clock retention runs on: held for READ_GRACE_MS of it, then deleted", () => {
+  it("stamps a viewer's read with the clock retention runs on: held for READ_GRACE_MS of it, then deleted", async () => {
     let clock = 5_000_000;
     const now = () => clock;
     const clocked = new SqliteRunStore(path.join(dir, "clocked.sqlite3"), { now });
@@ -597,7 +598,7 @@ describe("SqliteRunStore sizes and reads", () => {
       pass();
       expect(clocked.getRun("read")).toBeNull();
     } finally {
-      clocked.close();
+      await clocked.close();
     }
   });
 
@@ -641,13 +642,37 @@ describe("SqliteRunStore schema", () => {
     const migrated = new SqliteRunStore(older);
     migrated.createRun(record("m1", { succeeded: true }));
     expect(migrated.getRun("m1")?.succeeded).toBe(true);
-    migrated.close();
+    await migrated.close();
 
     const first = path.join(dir, "first.sqlite3");
     const db2 = new Database(first);
     db2.exec("CREATE TABLE events (run_id TEXT, seq INTEGER, time_ms INTEGER, body TEXT)");
     db2.close();
     expect(() => new SqliteRunStore(first)).toThrow(/old layout; move it away/);
+  });
+
+  it("says why a store cannot be opened, and what to do: not a database, a lock path it cannot use, another runner's", async () => {
+    const { mkdir, writeFile } = await import("node:fs/promises");
+    const garbage = path.join(dir, "garbage.sqlite3");
+    await writeFile(garbage, "not a database at all, ".repeat(20));
+    expect(() => new SqliteRunStore(garbage)).toThrow(
+      /garbage\.sqlite3 \(with its lock file .*\) is not a readable SQLite database \(file is not a database\); move the file aside/,
+    );
+    const lockIsDir = path.join(dir, "lockdir.sqlite3");
+    await mkdir(`${lockIsDir}.lock`);
+    expect(() => new SqliteRunStore(lockIsDir)).toThrow(
+      /lockdir\.sqlite3 \(with its lock file .*lockdir\.sqlite3\.lock\) cannot be opened \(unable to open database file\); check that the files and their directory/,
+    );
+    // Still held by the suite's own store: another runner's, and only then is that the message.
+    expect(() => new SqliteRunStore(path.join(dir, "runs.sqlite3"))).toThrow(
+      /runs\.sqlite3 is in use by another runner process; give each runner its own/,
+    );
+    // Neither refusal kept anything open: the garbage file, replaced, opens.
+    await rm(garbage);
+    const fixed = new SqliteRunStore(garbage);
+    fixed.createRun(record("g1"));
+    expect(fixed.getRun("g1")).not.toBeNull();
+    await fixed.close();
   });
 
   it("refuses a store of a newer schema, and lets go of it: once fixed, the next store opens it", async () => {
@@ -718,12 +743,12 @@ describe("SqliteRunStore schema", () => {
     // Retention deletes a migrated run with its events.
     expect(migrated.prune({ endedBeforeMs: 150, maxBytes: 1e9 })).toBe(1);
     expect(migrated.readEvents("wide", 0, 10)).toEqual([]);
-    migrated.close();
+    await migrated.close();
 
     const after = new Database(v1, { readonly: true });
     const count = (sql: string) => (after.prepare(sql).get() as { n: number }).n;
     expect(count("SELECT COUNT(*) AS n FROM events")).toBe(4); // plain's 3 and new's 1
     expect(after.pragma("user_version", { simple: true })).toBe(2);
-    after.close();
+    await after.close();
   });
 });
