@@ -5,6 +5,13 @@ import type { AnyRequest, AnyResponse } from "./http-types.js";
 const EXTRA_ALLOWED_HEADERS = ["Last-Event-ID", "X-Fermilink-User-Id", "X-Runner-Metrics-Token"];
 
 /**
+ * One serialized origin (RFC 6454), or "null": what a browser sends. Node
+ * joins repeated Origin headers with ", ", which under `*` must not be
+ * echoed back as a grant.
+ */
+const ONE_ORIGIN = /^(?:null|[a-z][a-z0-9+.-]*:\/\/[^\s,/?#]+)$/i;
+
+/**
  * CORS for browser clients (Connect-Web, EventSource) on other origins: off
  * unless FERMILINK_RUNNER_CORS_ORIGINS lists the origin (or is `*`). Returns
  * true when the request was a preflight and has been answered.
@@ -16,7 +23,8 @@ export function applyCors(
 ): boolean {
   const origin = req.headers.origin;
   if (allowedOrigins.length === 0 || typeof origin !== "string") return false;
-  const allowed = allowedOrigins.includes("*") || allowedOrigins.includes(origin);
+  const allowed =
+    (allowedOrigins.includes("*") && ONE_ORIGIN.test(origin)) || allowedOrigins.includes(origin);
   res.setHeader("vary", "Origin");
   if (!allowed) return false;
   res.setHeader("access-control-allow-origin", origin);

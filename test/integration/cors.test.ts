@@ -1,3 +1,4 @@
+import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../src/config/load-config.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -46,6 +47,30 @@ describe("CORS for browser clients on other origins", () => {
     });
     expect(get.headers.get("access-control-allow-origin")).toBe("http://app.example");
     expect(get.headers.get("access-control-expose-headers")).toContain("Grpc-Status");
+  });
+
+  it("under `*` grants any one origin, but never echoes repeated Origin headers (node joins them)", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_CORS_ORIGINS: "*" });
+    const get = await fetch(`${server.baseUrl}/healthz`, {
+      headers: { origin: "http://any.example:3000" },
+    });
+    expect(get.headers.get("access-control-allow-origin")).toBe("http://any.example:3000");
+    const port = new URL(server.baseUrl).port;
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(port), "127.0.0.1", () =>
+        socket.write(
+          "GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: http://a.example\r\nOrigin: http://b.example\r\nConnection: close\r\n\r\n",
+        ),
+      );
+      let got = "";
+      socket.on("data", (d: Buffer) => {
+        got += d.toString("latin1");
+      });
+      socket.on("error", reject);
+      socket.on("close", () => resolve(got.split("\r\n\r\n")[0] ?? ""));
+    });
+    expect(head).toMatch(/^HTTP\/1\.1 200 /);
+    expect(head.toLowerCase()).not.toContain("access-control-allow-origin");
   });
 
   it("refuses a malformed origin at start-up with a message naming the variable", () => {
