@@ -8,7 +8,7 @@
 // them portably (`env -S` is missing from BusyBox and older coreutils), so `serve` runs the
 // server as a child node with them: in its own session, so a terminal's Ctrl-C reaches it once,
 // through this process; every stop signal is passed on, and the server's exit code (or the
-// signal that ended it) is this process's. The server stops itself when this process dies
+// signal that ended it) is this process's; Ctrl-Z stops both, and `fg` continues both. The server stops itself when this process dies
 // (serve.ts, LAUNCHER_PID_ENV). Other commands run here directly.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -51,6 +51,13 @@ if (!needsFlags) {
     }
   };
   for (const signal of FORWARDED) process.on(signal, forward);
+  // Ctrl-Z stops the terminal's foreground group, which is this process alone: the server (in a
+  // session of its own) stops with it, and goes on when the shell continues it (fg, bg).
+  process.on("SIGTSTP", () => {
+    forward("SIGSTOP");
+    process.kill(process.pid, "SIGSTOP");
+  });
+  process.on("SIGCONT", () => forward("SIGCONT"));
   child.once("error", (err) => {
     process.stderr.write(`fermilink-runner: cannot start the server: ${err.message}\n`);
     process.exit(2);

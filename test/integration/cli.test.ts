@@ -294,6 +294,26 @@ describe("the bin's launcher (serve)", () => {
     await waitUntilGone([server], 3000);
   });
 
+  it("stops the server with it on Ctrl-Z (SIGTSTP), and continues it with it (SIGCONT)", async () => {
+    const { s, port, server } = await startServe({}, BIN);
+    const launcher = s.proc.pid as number;
+    const state = (pid: number) => {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    };
+    const until = async (what: () => boolean) => {
+      for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 25));
+      return what();
+    };
+    process.kill(launcher, "SIGTSTP");
+    expect(await until(() => state(launcher) === "T" && state(server) === "T")).toBe(true);
+    process.kill(launcher, "SIGCONT");
+    expect(await until(() => state(launcher) !== "T" && state(server) !== "T")).toBe(true);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    s.proc.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+  });
+
   it("passes the server's end on: its exit code, or the signal that killed it", async () => {
     const bad = await cli(["serve"], { FERMILINK_RUNNER_PORT: "abc" });
     expect(bad.code).toBe(1);
