@@ -298,7 +298,11 @@ export async function overlayPackage(input: OverlayInput): Promise<PackageOverla
     dependency_collisions: depCollisionsSorted,
     updated_at: input.now.toISOString(),
   };
-  await writeJsonAtomic(manifestPath(input.sessionDir), manifest);
+  const manifestFile = manifestPath(input.sessionDir);
+  // The session's agent can write there: a directory in the manifest's place (which a rename
+  // cannot replace) would otherwise fail every later run of the session.
+  if ((await lstatOrNull(manifestFile))?.isDirectory()) await removeEntry(manifestFile);
+  await writeJsonAtomic(manifestFile, manifest);
   return {
     package_id: packageId,
     package_path: packagePath,

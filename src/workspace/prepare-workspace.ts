@@ -71,9 +71,28 @@ export async function builtinSpareContent(workspacesRoot: string): Promise<Spare
   };
 }
 
+/**
+ * FermiLink's web prepends its unified-memory instructions (1–2k characters)
+ * to every prompt; the memory file records the request after them (spec
+ * §4.3 step 5). Their wording changes between FermiLink versions, their
+ * first and last lines do not.
+ */
+const WEB_MEMORY_PREFIX_START = "You are running in **FermiLink unified-memory mode**.";
+const WEB_MEMORY_PREFIX_END = "Current request/context:\n";
+
+/** The prompt without the web's memory instructions, as memory.md's "Original request". */
+function originalRequest(prompt: string): string {
+  let request = prompt;
+  if (request.startsWith(WEB_MEMORY_PREFIX_START)) {
+    const end = request.indexOf(WEB_MEMORY_PREFIX_END);
+    if (end >= 0) request = request.slice(end + WEB_MEMORY_PREFIX_END.length);
+  }
+  return request.trim() === "" ? "(request unavailable)" : request.trim();
+}
+
 /** FermiLink's memory skeleton (spec §4.3 step 5). */
 export function memorySkeleton(prompt: string, now: Date): string {
-  const request = prompt.trim() === "" ? "(request unavailable)" : prompt.trim();
+  const request = originalRequest(prompt);
   return [
     "# FermiLink Loop Memory",
     "",
@@ -279,9 +298,12 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     if (repoStat?.isSymbolicLink()) throw symlinkRefused(repoDir, "repo");
     const createdRepo = repoStat === null;
     if (createdRepo) {
+      // Links are copied as they are: by default cp re-points a relative link at the template's
+      // own file, so an agent editing its copy would change the template of every later session.
       await cp(opts.softwareRoot ?? BUILTIN_TEMPLATE_DIR, repoDir, {
         recursive: true,
         errorOnExist: false,
+        verbatimSymlinks: true,
       });
     }
     // AGENTS.md and .git are disjoint paths: both at once.

@@ -293,6 +293,17 @@ describe("overlay against hostile input", () => {
     expect(s.dependency_collisions).toEqual(["dep"]);
   });
 
+  it("writes its manifest where the agent left a directory in its place", async () => {
+    await install({ p: { files: { ok: "" } } });
+    await mkdir(path.join(sessionDir, ".package_manifest.json", "junk"), { recursive: true });
+    const s = await overlay("p");
+    expect(s.linked_count).toBe(1);
+    expect((await manifest()).package_id).toBe("p");
+    // The next run reads it back: the session is not stuck.
+    await overlay("p");
+    expect(await readlink(path.join(repoDir, "ok"))).toBe(path.join(scipkg, "packages", "p", "ok"));
+  });
+
   it("refuses a broken overlay_entries with a typed error", async () => {
     await install({ p: { files: { ok: "" }, meta: { overlay_entries: ["../etc"] } } });
     await expect(overlay("p")).rejects.toMatchObject({ code: "PACKAGE_OVERLAY_FAILED" });

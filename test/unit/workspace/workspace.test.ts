@@ -178,6 +178,53 @@ describe("prepareWorkspace", () => {
     expect(existsSync(path.join(ws.repoDir, "tool.py"))).toBe(true);
   });
 
+  it("copies the template's links as links, so a session never edits the template through one", async () => {
+    const sw = path.join(root, "software");
+    await mkdir(path.join(sw, "defaults"), { recursive: true });
+    await writeFile(path.join(sw, "defaults", "config.yaml"), "template default");
+    await symlink("defaults/config.yaml", path.join(sw, "config.yaml"));
+    const ws = await prep("tpl-links", { softwareRoot: sw });
+    expect(await readlink(path.join(ws.repoDir, "config.yaml"))).toBe("defaults/config.yaml");
+    // The agent edits its config: its own copy changes, the template does not.
+    await writeFile(path.join(ws.repoDir, "config.yaml"), "edited in the session");
+    expect(await readFile(path.join(sw, "defaults", "config.yaml"), "utf8")).toBe(
+      "template default",
+    );
+    expect(await readFile(path.join(ws.repoDir, "defaults", "config.yaml"), "utf8")).toBe(
+      "edited in the session",
+    );
+  });
+
+  it("records the request without the FermiLink web's unified-memory instructions", async () => {
+    // The web's UNIFIED_MEMORY_PROMPT_PREFIX (one version of its wording) + the transcript.
+    const prefix = [
+      "You are running in **FermiLink unified-memory mode**.",
+      "",
+      "Persistent shared memory lives at `projects/memory.md` (relative to the repo root).",
+      "Before acting, read `projects/memory.md`.",
+      "",
+      "When you finish this turn, update memory with concise, factual entries:",
+      "- Short-term memory:",
+      "  - `## Short-Term Memory (Operational) -> ### Plan`",
+      "",
+      "Always include touched file paths in progress entries when applicable.",
+      "",
+      "Current request/context:",
+      "",
+    ].join("\n");
+    const memoryOf = async (id: string, prompt: string) =>
+      readFile(path.join((await prep(id, { prompt })).repoDir, "projects", "memory.md"), "utf8");
+    const memory = await memoryOf("web", `${prefix}User: simulate a dipole in meep\n`);
+    expect(memory).toContain("## Original request\n\nUser: simulate a dipole in meep\n\n## Plan");
+    expect(memory).not.toContain("unified-memory mode");
+    expect(await memoryOf("web-empty", `${prefix}  \n`)).toContain(
+      "## Original request\n\n(request unavailable)\n",
+    );
+    // A prompt that only mentions the mode is the user's request, kept whole.
+    const own = "You are running in **FermiLink unified-memory mode**. Explain it.";
+    expect(await memoryOf("not-web", own)).toContain(`## Original request\n\n${own}\n`);
+  });
+
   it.each(["CLAUDE.md", "GEMINI.md"])(
     "creates only the active provider alias %s",
     async (alias) => {
