@@ -40,8 +40,14 @@ export async function planLegacyBootstrap(
   legacy: LegacyMaxwellLink,
   now: Date,
 ): Promise<Registry | null> {
-  const st = statSync(legacy.root, { throwIfNoEntry: false });
-  if (!st?.isDirectory()) return null;
+  let isDir: boolean;
+  try {
+    isDir = statSync(legacy.root, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  } catch {
+    // A link loop or a directory it may not search: no checkout it could register.
+    isDir = false;
+  }
+  if (!isDir) return null;
   const root = path.resolve(legacy.root);
   const wanted = legacyFields(root);
   const current = registry.packages.get(legacy.packageId);

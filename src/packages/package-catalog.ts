@@ -178,8 +178,15 @@ export class PackageCatalog {
   private async read(): Promise<Registry> {
     const file = path.join(this.opts.scipkgRoot, REGISTRY_FILENAME);
     // Synchronous for the reason readManifest gives; the file itself is read only when it changed.
-    const st = statSync(file, { throwIfNoEntry: false });
-    const key = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : "absent";
+    let key: string;
+    try {
+      const st = statSync(file, { throwIfNoEntry: false });
+      key = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : "absent";
+    } catch (err) {
+      // A link loop, a directory it may not search: reading it fails too, and says so as the
+      // registry's problem (runs go on without packages) instead of failing every run here.
+      key = `unusable:${(err as NodeJS.ErrnoException).code}`;
+    }
     if (this.cached?.key === key) return this.cached.registry;
     const registry = await readRegistryFile(this.opts.scipkgRoot);
     this.cached = { key, registry };

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -102,6 +102,21 @@ describe("legacy MaxwellLink bootstrap (spec §5.6)", () => {
 });
 
 describe("listing packages", () => {
+  it("runs on without packages when the registry or the legacy checkout cannot even be looked at (a link loop)", async () => {
+    await mkdir(scipkg, { recursive: true });
+    await symlink("registry.json", path.join(scipkg, "registry.json"));
+    await symlink("maxwelllink", legacyRoot);
+    const c = catalog();
+    const reg = await c.registry();
+    expect(reg.packages.size).toBe(0);
+    expect(reg.problem).toMatch(/registry\.json/);
+    expect((await c.list()).packages).toEqual([]);
+    // Fixed by hand: the next look reads it.
+    await rm(path.join(scipkg, "registry.json"));
+    await writePackageRoot(scipkg, { meep: { files: { x: "" } } }, { active: "meep" });
+    expect((await c.registry()).activePackage).toBe("meep");
+  });
+
   it("lists every package sorted, with the effective active one and availability", async () => {
     const dirs = await writePackageRoot(
       scipkg,
