@@ -198,6 +198,7 @@ export class RunPipeline {
     typedItems = true,
     viewerGone?: AbortSignal,
   ): AsyncIterable<readonly RunEvent[]> {
+    requireRunId(runId);
     const inMemory = this.runs.get(runId)?.state ?? this.unwritten.get(runId);
     if (inMemory) {
       this.checkVisible(inMemory.userId, runId, viewer);
@@ -222,6 +223,7 @@ export class RunPipeline {
 
   /** A run's record, as stored (live runs are written through as they go). */
   getRun(runId: string, viewer: Viewer): RunRecord {
+    requireRunId(runId);
     return this.findStored(runId, viewer);
   }
 
@@ -248,6 +250,7 @@ export class RunPipeline {
    * changes nothing and returns it as it is.
    */
   async cancel(runId: string, viewer: Viewer): Promise<RunRecord> {
+    requireRunId(runId);
     const live = this.runs.get(runId);
     if (live) {
       this.checkVisible(live.state.userId, runId, viewer);
@@ -310,6 +313,16 @@ export class RunPipeline {
     clearTimeout(graceTimer);
     abortAll(false);
     await allDone();
+  }
+}
+
+/** A call that names no run is a request to fix, not a run that does not exist. */
+function requireRunId(runId: string): void {
+  if (runId.trim() === "") {
+    throw new RunnerError(
+      "REQUEST_INVALID",
+      "run_id is required: pass the run_id of the run's events (RunEvent.run_id) or from ListRuns.",
+    );
   }
 }
 

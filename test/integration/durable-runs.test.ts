@@ -373,6 +373,26 @@ describe("Cancel", () => {
 });
 
 describe("ListRuns, GetRun and visibility", () => {
+  it("answers a call that names no run invalid_argument, saying run_id is missing", async () => {
+    const s = await startTestServer();
+    server = s;
+    for (const transport of [
+      createGrpcTransport({ baseUrl: s.baseUrl }),
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    ]) {
+      const client = createClient(RunService, transport);
+      for (const call of [
+        client.getRun({ runId: "" }),
+        client.cancel({ runId: " ", userId: "u" }),
+        collect(client.attach({ runId: "" })),
+      ]) {
+        const err = ConnectError.from(await call.catch((e: unknown) => e));
+        expect(err.code).toBe(Code.InvalidArgument);
+        expect(err.rawMessage).toMatch(/run_id is required/);
+      }
+    }
+  });
+
   it("pages a user's runs newest first, filters by session, and hides other users' runs", async () => {
     const s = await startTestServer();
     server = s;

@@ -3,8 +3,8 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterEach, describe, expect, it } from "vitest";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
 import { SPARES_DIRNAME } from "../../src/workspace/spare-workspaces.js";
@@ -366,6 +366,71 @@ describe("run lifecycle", () => {
     expect(await r.json()).toMatchObject({ code: "SHUTTING_DOWN" });
     await closing;
     expect((await busy).failedAt).toBe(-1);
+  });
+
+  it("a caller that leaves before its run's first event is not logged as an internal error", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SPARE_WORKSPACES: "0" });
+    const s = server;
+    const errors = vi.spyOn(s.app.logger, "error");
+    const grpc = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const faces: [string, (signal: AbortSignal) => Promise<unknown>][] = [
+      [
+        "SSE",
+        (signal) =>
+          fetch(`${s.baseUrl}/run`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ session_id: "left-sse", user_prompt: "#scenario=slow" }),
+            signal,
+          }),
+      ],
+      [
+        "gRPC",
+        async (signal) => {
+          for await (const _ of grpc.run(
+            { sessionId: "left-grpc", userPrompt: "#scenario=slow" },
+            { signal },
+          ));
+        },
+      ],
+    ];
+    for (const [face, call] of faces) {
+      // The file-system worker busy with a big batch: the run waits there, before its first event.
+      const busyDir = path.join(s.workspacesRoot, "..", `busy-${face}`);
+      const busy = workspaceFs.run(
+        Array.from({ length: 3000 }, (_, i) => ({ op: "mkdir" as const, path: `${busyDir}-${i}` })),
+      );
+      const ac = new AbortController();
+      const answer = call(ac.signal).catch(() => null);
+      for (let i = 0; i < 400 && s.app.pipeline.liveRuns === 0; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(s.app.pipeline.liveRuns, face).toBe(1);
+      ac.abort();
+      await answer;
+      await busy;
+      for (let i = 0; i < 400 && s.app.pipeline.liveRuns > 0; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(s.app.pipeline.liveRuns, face).toBe(0);
+      // The handler's catch runs once the pipeline gave up on the run.
+      await new Promise((r) => setTimeout(r, 50));
+      expect(
+        errors.mock.calls.map((c) => c.at(-1)),
+        face,
+      ).toEqual([]);
+      // It did end before its first event: such a run leaves no record.
+      const session = face === "SSE" ? "left-sse" : "left-grpc";
+      expect(
+        s.app.pipeline.listRuns({
+          viewer: { userId: null },
+          sessionId: session,
+          limit: 1,
+          after: null,
+        }),
+      ).toEqual([]);
+      expect(s.app.admission.activeTotal).toBe(0);
+    }
   });
 
   it("shutdown ends a live run with reason shutdown and leaves no process behind", async () => {

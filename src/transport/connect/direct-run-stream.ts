@@ -23,6 +23,7 @@ import { EnvelopeBuffer } from "../../events/run-event-wire.js";
 import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { StreamTally } from "../../metrics/stream-tally.js";
+import { RunAborted } from "../../run/run-abort.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
 import {
   type AnyRequest,
@@ -301,6 +302,9 @@ async function stream(
 function asConnectError(err: unknown, logger: Logger): ConnectError {
   if (err instanceof ConnectError) return err;
   const re = toRunnerError(err);
-  if (re.code === "INTERNAL") logger.error({ err }, "RunService call failed");
+  // A RunAborted is the caller leaving before its run's first event: nothing went wrong.
+  if (re.code === "INTERNAL" && !(err instanceof RunAborted)) {
+    logger.error({ err }, "RunService call failed");
+  }
   return toConnectError(re);
 }

@@ -2,6 +2,7 @@ import { toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
+import { RunAborted } from "../../run/run-abort.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
 import {
   type AnyRequest,
@@ -61,7 +62,10 @@ export async function handleRunRoute(
       return;
     }
     const re = toRunnerError(err);
-    if (re.code === "INTERNAL") logger.error({ err }, "POST /run failed before streaming");
+    // A RunAborted here is the caller leaving before the run's first event: nothing went wrong.
+    if (re.code === "INTERNAL" && !(err instanceof RunAborted)) {
+      logger.error({ err }, "POST /run failed before streaming");
+    }
     if (!res.headersSent && !res.destroyed) {
       const { status, body } = toHttpError(re);
       sendJson(res, status, body);
