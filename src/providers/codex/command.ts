@@ -8,7 +8,7 @@ import path from "node:path";
 import { pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
 import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
-import { applyCodexEnvRules, CODEX_ENV_VARS } from "./env.js";
+import { applyCodexEnvRules, CODEX_ENV_VARS, isPlaceholderKey } from "./env.js";
 
 /** The model provider the runner defines when FERMILINK_CODEX_BASE_URL is set. */
 const PROVIDER_NAME = "fermilink";
@@ -68,7 +68,12 @@ export function buildCodexCommand(input: BuildCommandInput): CommandSpec {
 
   const picked = pickChildEnv(input.hostEnv, CODEX_ENV_VARS, input.envPassthrough);
   const { env, codexHome } = applyCodexEnvRules(picked, input.hostEnv);
-  if (endpoint?.apiKey) env.CODEX_API_KEY = endpoint.apiKey;
+  // FERMILINK_CODEX_API_KEY is also FermiLink's prefixed key, which the rules above already
+  // promoted or dropped (stored login, placeholder, a native key set). It overrides them only
+  // as the key of the runner's own endpoint, read through that provider's env_key.
+  if (endpoint?.baseUrl && endpoint.apiKey && !isPlaceholderKey(endpoint.apiKey)) {
+    env.CODEX_API_KEY = endpoint.apiKey;
+  }
   // Without an admin CODEX_HOME each session gets its own, beside (never inside) the repo.
   const home = codexHome ?? (input.runDir ? path.join(input.runDir, ".codex-home") : null);
   if (home !== null) env.CODEX_HOME = home;

@@ -49,6 +49,22 @@ export const GEMINI_HEADLESS_SETTINGS = {
   },
 };
 
+/**
+ * A user-tier policy (read from `$HOME/.gemini/policies/`) for every enforced
+ * run. Headless, Gemini allows `enter_plan_mode` and `exit_plan_mode` by
+ * itself, and leaving plan mode switches a non-interactive run to YOLO
+ * (gemini-cli 0.61, `ExitPlanModeTool.getAllowApprovalMode`): a read-only
+ * (`plan`) or workspace-write (`auto_edit`) run could widen itself to yolo.
+ * User-tier rules outrank the built-in ones whatever their priority.
+ */
+export const GEMINI_ENFORCE_POLICY = `# Written by fermilink-runner for enforced runs: the approval mode may not change.
+[[rule]]
+toolName = ["enter_plan_mode", "exit_plan_mode"]
+decision = "deny"
+priority = 999
+denyMessage = "This run's approval mode is fixed by the runner and cannot be changed."
+`;
+
 /** Gemini's default model name when the policy names none (FermiLink's `_GEMINI_DEFAULT_MODEL`). */
 const DEFAULT_MODEL = "auto-gemini-3";
 
@@ -129,6 +145,10 @@ export function buildGeminiCommand(input: BuildCommandInput): CommandSpec {
       path: path.join(home, ".gemini", "settings.json"),
       content: `${JSON.stringify(GEMINI_HEADLESS_SETTINGS, null, 2)}\n`,
     });
+    if (input.policy.sandboxPolicy !== "bypass") {
+      const policyFile = path.join(home, ".gemini", "policies", "fermilink-enforce.toml");
+      files.push({ path: policyFile, content: GEMINI_ENFORCE_POLICY });
+    }
     spec.env = sortEnv(env);
   }
   const effort = policyEffort(input.policy);

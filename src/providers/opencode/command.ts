@@ -53,16 +53,23 @@ const PROVIDER_NAME = "fermilink";
 /**
  * opencode config for an OpenAI-compatible endpoint (its bundled
  * `@ai-sdk/openai-compatible`, nothing installed at run time). Permissions are
- * answered up front: a headless run cannot answer an `ask`.
+ * answered up front: a headless run cannot answer an `ask`. opencode appends
+ * the config's rules after an agent's own and the last matching rule wins, so
+ * `edit: allow` would undo the plan agent's edit ban: read-only denies it.
  */
-function endpointConfig(baseURL: string, apiKey: string | null, model: string | null): unknown {
+function endpointConfig(
+  baseURL: string,
+  apiKey: string | null,
+  model: string | null,
+  readOnly: boolean,
+): unknown {
   const id = model ?? "default";
   return {
     model: `${PROVIDER_NAME}/${id}`,
     small_model: `${PROVIDER_NAME}/${id}`,
     autoupdate: false,
     share: "disabled",
-    permission: { edit: "allow", bash: "allow", webfetch: "deny" },
+    permission: { edit: readOnly ? "deny" : "allow", bash: "allow", webfetch: "deny" },
     provider: {
       [PROVIDER_NAME]: {
         npm: "@ai-sdk/openai-compatible",
@@ -94,8 +101,9 @@ const VARIANT_FOR_EFFORT: Readonly<Record<string, string>> = { xhigh: "max" };
 export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
   const { policy } = input;
   const args = ["run", "--dir", input.repoDir];
+  const readOnly = policy.sandboxPolicy !== "bypass" && enforcedMode(policy) === "read-only";
   if (policy.sandboxPolicy === "bypass") args.push("--dangerously-skip-permissions");
-  else if (enforcedMode(policy) === "read-only") args.push("--agent", "plan");
+  else if (readOnly) args.push("--agent", "plan");
   const model = policyModel(policy);
   const endpoint = input.endpoint;
   // With a configured endpoint the runner defines the provider, so the model is addressed in it.
@@ -112,7 +120,7 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
   for (const [name, value] of Object.entries(OPENCODE_ENV_DEFAULTS)) env[name] ??= value;
   if (endpoint?.baseUrl && env.OPENCODE_CONFIG_CONTENT === undefined) {
     env.OPENCODE_CONFIG_CONTENT = JSON.stringify(
-      endpointConfig(endpoint.baseUrl, endpoint.apiKey, model),
+      endpointConfig(endpoint.baseUrl, endpoint.apiKey, model, readOnly),
     );
   }
   const dirs: string[] = [];

@@ -284,6 +284,30 @@ describe("codex key rules (spec §7.1)", () => {
     expect(envFor("codex", base).dirs).toBeUndefined();
   });
 
+  it("keeps the rules when the runner passes FERMILINK_CODEX_API_KEY as the endpoint key", () => {
+    // As the runner builds it (load-config): apiKey is FERMILINK_CODEX_API_KEY, base URL or not.
+    const withEndpoint = (host: Record<string, string>, baseUrl: string | null = null) =>
+      getProviderAdapter("codex").buildCommand({
+        bin: "/b",
+        repoDir: "/srv/ws/s/repo",
+        prompt: "p",
+        policy: POLICY,
+        hostEnv: host,
+        envPassthrough: [],
+        endpoint: { baseUrl, apiKey: host.FERMILINK_CODEX_API_KEY ?? null },
+      }).env;
+    const login = { ...base, FERMILINK_CODEX_AUTH_MODE: "login", FERMILINK_CODEX_API_KEY: "sk-a" };
+    expect(withEndpoint(login).CODEX_API_KEY).toBeUndefined();
+    expect(
+      withEndpoint({ ...base, FERMILINK_CODEX_API_KEY: "YOUR_KEY_HERE" }).CODEX_API_KEY,
+    ).toBeUndefined();
+    const native = { ...base, CODEX_API_KEY: "sk-native", FERMILINK_CODEX_API_KEY: "sk-prefixed" };
+    expect(withEndpoint(native).CODEX_API_KEY).toBe("sk-native");
+    // With its own endpoint the runner's key is that provider's key (its env_key).
+    expect(withEndpoint(native, "http://127.0.0.1:9/v1").CODEX_API_KEY).toBe("sk-prefixed");
+    expect(withEndpoint(login, "http://127.0.0.1:9/v1").CODEX_API_KEY).toBe("sk-a");
+  });
+
   it("applies to codex only: other providers never get OpenAI keys from FermiLink's names", () => {
     const host = { ...base, FERMILINK_OPENAI_API_KEY: "sk-x", FERMILINK_CODEX_HOME: "/c" };
     expect(envFor("claude", host).env).toEqual({ ...base, ...CLAUDE_ENV_DEFAULTS });

@@ -180,6 +180,34 @@ describe("buildCommand argv", () => {
     expect(shared.env.CODEX_HOME).toBe("/var/lib/codex");
   });
 
+  it("opencode's endpoint config never re-allows edits under read-only (its rules come after the plan agent's)", () => {
+    const permission = (c: PolicyCase) => {
+      const spec = getProviderAdapter("opencode").buildCommand({
+        ...input(policy(c)),
+        endpoint: { baseUrl: "http://127.0.0.1:9/v1", apiKey: "k" },
+      });
+      return JSON.parse(spec.env.OPENCODE_CONFIG_CONTENT ?? "{}").permission;
+    };
+    expect(permission("read-only")).toEqual({ edit: "deny", bash: "allow", webfetch: "deny" });
+    expect(permission("workspace-write").edit).toBe("allow");
+    expect(permission("bypass").edit).toBe("allow");
+  });
+
+  it("gemini: an enforced run cannot leave its approval mode (headless exit_plan_mode switches to yolo)", () => {
+    const policyFile = (c: PolicyCase) =>
+      getProviderAdapter("gemini")
+        .buildCommand({ ...input(policy(c)), runDir: "/srv/ws/s1" })
+        .files?.find(
+          (f) => f.path === "/srv/ws/s1/.gemini-home/.gemini/policies/fermilink-enforce.toml",
+        );
+    for (const c of ["read-only", "workspace-write"] as const) {
+      const content = policyFile(c)?.content ?? "";
+      expect(content).toContain('toolName = ["enter_plan_mode", "exit_plan_mode"]');
+      expect(content).toContain('decision = "deny"');
+    }
+    expect(policyFile("bypass")).toBeUndefined();
+  });
+
   it("codex has no --full-auto any more (removed in 0.169)", () => {
     expect(argv("codex", policy("workspace-write"))).not.toContain("--full-auto");
   });
