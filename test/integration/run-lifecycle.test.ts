@@ -272,7 +272,7 @@ describe("run lifecycle", () => {
 
   it("a cancel after the provider exited with its result (its group still being cleaned up) changes nothing", async () => {
     // The grandchild ignores SIGTERM and holds the pipes: the group takes the kill grace to go.
-    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "2" });
+    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "4" });
     const { events, it: reader } = await openRun(
       server,
       { session_id: "done-then-cancel", user_prompt: "#scenario=done-leaving-stubborn-grandchild" },
@@ -292,6 +292,9 @@ describe("run lifecycle", () => {
       ),
     );
     await waitUntilGone([inv.pid], 5000);
+    // The spawn helper reaped it; its word reaches the runner over IPC a moment later (a cancel
+    // before that is a cancel of a live provider). Well inside the group's 4 s kill grace.
+    await new Promise((r) => setTimeout(r, 1000));
     const cancel = await fetch(`${server.baseUrl}/runs/${runId}/cancel`, { method: "POST" });
     expect(cancel.status).toBe(200);
     let last: SseEvent | undefined;
