@@ -20,19 +20,32 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /**
  * Resolves when it is this caller's turn to spawn. `othersFirst` says whether
  * work that should go before a fork is pending; it is waited for at most
- * `maxWaitMs` from when the turn came up.
+ * `maxWaitMs` from when the turn came up. A run whose `signal` aborts (its
+ * caller left, a cancel, shutdown) stops waiting at once, so its slot and
+ * session go without waiting for the turns before it, and its own turn, when
+ * it comes, is passed on at once.
  */
 export function nextSpawnTurn(
   othersFirst: () => boolean = () => false,
   maxWaitMs = 1000,
+  signal?: AbortSignal,
 ): Promise<void> {
   const turn = lastTurn.then(async () => {
     await new Promise<void>((resolve) => setImmediate(resolve));
     const deadline = Date.now() + maxWaitMs;
-    while (othersFirst() && Date.now() < deadline) await sleep(2);
+    while (!signal?.aborted && othersFirst() && Date.now() < deadline) await sleep(2);
   });
   lastTurn = turn;
-  return turn;
+  if (signal === undefined) return turn;
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const left = () => resolve();
+    signal.addEventListener("abort", left, { once: true });
+    void turn.then(() => {
+      signal.removeEventListener("abort", left);
+      resolve();
+    });
+  });
 }
 
 /**

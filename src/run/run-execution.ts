@@ -218,7 +218,11 @@ export async function executeRun(
     donePreparing();
     donePreparing = undefined;
     const preparingBefore = runsPreparingBefore();
-    await nextSpawnTurn(() => preparingBefore() || callersArrivingSince(plan.arrival));
+    await nextSpawnTurn(
+      () => preparingBefore() || callersArrivingSince(plan.arrival),
+      undefined,
+      state.signal,
+    );
     throwIfAborted(state);
     proc = await deps.startProcess({
       bin: spec.bin,

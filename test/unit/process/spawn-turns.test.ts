@@ -42,6 +42,24 @@ describe("spawn turns", () => {
     expect(Date.now() - start).toBeGreaterThanOrEqual(30);
   });
 
+  it("lets a run that was aborted stop waiting at once, and pass its turn on", async () => {
+    // An earlier turn that holds the line for its whole bound.
+    const first = nextSpawnTurn(() => true, 400);
+    const gone = new AbortController();
+    const t = Date.now();
+    const aborted = nextSpawnTurn(() => true, 400, gone.signal);
+    const after = nextSpawnTurn(() => false, 400);
+    setTimeout(() => gone.abort(), 20);
+    await aborted;
+    // Not after the earlier turn's 400 ms: when its caller left.
+    expect(Date.now() - t).toBeLessThan(300);
+    await first;
+    const firstDone = Date.now();
+    await after;
+    // Its own turn, when it came, waited for nothing.
+    expect(Date.now() - firstDone).toBeLessThan(100);
+  });
+
   it("counts callers as arriving while another came in within the last 10 ms", () => {
     const t = 1_000_000;
     const own = noteCallerArrival(t);
