@@ -65,14 +65,20 @@ function firstLineOf(bin: string, args: string[], pathEnv: string): Promise<stri
 export async function checkProvider(config: Config, id: ProviderId): Promise<Check> {
   const adapter = getProviderAdapter(id);
   const name = `${id} CLI`;
+  const configured = config.providerBins[id];
   let bin: string;
   try {
-    bin = await resolveProviderBinary(adapter, config.providerBins[id], {
+    bin = await resolveProviderBinary(adapter, configured, {
       projectBinDir: PROJECT_BIN_DIR,
       pathEnv: config.hostEnv.PATH ?? "",
     });
   } catch {
-    return { name, state: "missing", detail: `not found (set ${adapter.binEnvKey})` };
+    // "Set it" is no help when it is set: the value is what needs fixing.
+    const detail =
+      configured === null
+        ? `not found (set ${adapter.binEnvKey})`
+        : `not found: ${adapter.binEnvKey}=${configured} is not an executable file${configured.includes("/") ? "" : " on PATH"}`;
+    return { name, state: "missing", detail };
   }
   const report = await checkProviderVersion(id, bin, {
     PATH: config.hostEnv.PATH ?? "",

@@ -146,9 +146,12 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
   // Unquoted words are joined, so `run list the files` works like `run "list the files"`.
   const prompt = parsed.positionals.join(" ").trim();
   if (prompt === "") return usageError("run needs a prompt", RUN_USAGE);
-  const url = v.url ?? process.env.FERMILINK_RUNNER_URL ?? DEFAULT_URL;
+  // A blank variable is unset, as every FERMILINK_* variable is; a bad URL is named by where it came from.
+  const envUrl = process.env.FERMILINK_RUNNER_URL?.trim() || undefined;
+  const url = v.url ?? envUrl ?? DEFAULT_URL;
   if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) {
-    return usageError(`--url ${JSON.stringify(url)} is not an http(s) URL`, RUN_USAGE);
+    const source = v.url !== undefined ? "--url " : "FERMILINK_RUNNER_URL=";
+    return usageError(`${source}${JSON.stringify(url)} is not an http(s) URL`, RUN_USAGE);
   }
   return runCommand({
     prompt,

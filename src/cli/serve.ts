@@ -40,7 +40,15 @@ export async function serve(): Promise<void> {
   }
   app.logger.info({ v8Flags, youngGenerationMb }, "V8 tuned");
   let watch: NodeJS.Timeout | undefined;
+  let stopping = false;
   const stop = (signal: NodeJS.Signals | "launcher gone") => {
+    // A repeated signal (a second Ctrl-C, passed on by the launcher) must not fall through to
+    // node's default and kill the server mid-drain: live callers would lose their exit event.
+    if (stopping) {
+      app.logger.info({ signal }, "already shutting down");
+      return;
+    }
+    stopping = true;
     clearInterval(watch);
     app.logger.info({ signal }, "shutting down");
     app.close().then(
@@ -51,14 +59,12 @@ export async function serve(): Promise<void> {
       },
     );
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
   if (launcherPid > 0) {
     // The bin's launcher passes every stop signal on; a launcher killed outright passes none.
     watch = setInterval(() => {
       if (process.ppid === launcherPid) return;
-      process.off("SIGTERM", stop);
-      process.off("SIGINT", stop);
       stop("launcher gone");
     }, LAUNCHER_WATCH_MS);
     watch.unref();

@@ -149,7 +149,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     name: "FERMILINK_RUNNER_MAX_LINE_BYTES",
     default: "8388608",
     description:
-      "Longest provider output line kept (>= 65536); longer lines are cut and flagged truncated.",
+      "Longest provider output line kept (65536-268435456); longer lines are cut and flagged truncated.",
   },
   {
     name: "FERMILINK_RUNNER_SUBPROCESS_STREAM_LIMIT",
@@ -160,27 +160,28 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
   {
     name: "FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS",
     default: "200",
-    description: "Active runs at once (>= 1).",
+    description: "Active runs at once (1-4294967295).",
   },
   {
     name: "FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS",
     default: "10",
-    description: "Active runs per user key (>= 1).",
+    description: "Active runs per user key (1-4294967295).",
   },
   {
     name: "FERMILINK_RUNNER_MAX_QUEUE_SIZE",
     default: "2000",
-    description: "Waiting runs in all (0 = unbounded).",
+    description: "Waiting runs in all (0-4294967295; 0 = unbounded).",
   },
   {
     name: "FERMILINK_RUNNER_MAX_PENDING_PER_USER",
     default: "10",
-    description: "Waiting runs per user key (0 = unbounded).",
+    description: "Waiting runs per user key (0-4294967295; 0 = unbounded).",
   },
   {
     name: "FERMILINK_RUNNER_METRICS_TOKEN",
     default: null,
-    description: "When set, /ops/* and OpsService require header X-Runner-Metrics-Token.",
+    description:
+      "When set, /ops/* and OpsService require header X-Runner-Metrics-Token, and /metrics that header or Authorization: Bearer.",
   },
   {
     name: "FERMILINK_RUNNER_ENV_PASSTHROUGH",

@@ -20,6 +20,12 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 
+/**
+ * The largest admission limit or queue size: OpsService reports them as
+ * uint32, and a larger value fails every GetConcurrency/GetAdmission call.
+ */
+const UINT32_MAX = 4_294_967_295;
+
 /** The longest a node timer can wait (2^31-1 ms), in whole seconds: about 24.8 days. */
 const TIMER_MAX_SECONDS = 2_147_483;
 
@@ -100,7 +106,12 @@ class EnvReader {
     }
     const value = Number(raw);
     if (value < min || value > max) {
-      this.problems.push(`${name}=${raw} must be between ${min} and ${max}.`);
+      // No made-up upper bound in the message when there is none to speak of.
+      const range =
+        max === Number.MAX_SAFE_INTEGER && value < min
+          ? `at least ${min}`
+          : `between ${min} and ${max}`;
+      this.problems.push(`${name}=${raw} must be ${range}.`);
       return def;
     }
     return value;
@@ -265,7 +276,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const hostEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) hostEnv[k] = v;
 
-  const globalLimit = r.int("FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS", 200, 1);
+  const globalLimit = r.int("FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS", 200, 1, UINT32_MAX);
   const config: Config = {
     home,
     workspacesRoot: abs(r.str("FERMILINK_WORKSPACES_ROOT") ?? path.join(home, "workspaces")),
@@ -325,9 +336,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
     admission: {
       globalLimit,
-      perUserLimit: r.int("FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS", 10, 1),
-      maxQueueSize: r.int("FERMILINK_RUNNER_MAX_QUEUE_SIZE", 2000, 0),
-      maxPendingPerUser: r.int("FERMILINK_RUNNER_MAX_PENDING_PER_USER", 10, 0),
+      perUserLimit: r.int("FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS", 10, 1, UINT32_MAX),
+      maxQueueSize: r.int("FERMILINK_RUNNER_MAX_QUEUE_SIZE", 2000, 0, UINT32_MAX),
+      maxPendingPerUser: r.int("FERMILINK_RUNNER_MAX_PENDING_PER_USER", 10, 0, UINT32_MAX),
     },
     metricsToken: r.str("FERMILINK_RUNNER_METRICS_TOKEN"),
     agentEnv: readAgentEnv(r),

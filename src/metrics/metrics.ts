@@ -44,7 +44,8 @@ export class RunnerMetrics implements StreamObserver {
         registers,
         collect() {
           const v = value(readAdmission());
-          if (v === null) this.reset();
+          // No sample, as FermiLink leaves the line out: reset() would report 0 (an empty queue).
+          if (v === null) this.remove();
           else this.set(v);
         },
       });

@@ -273,6 +273,19 @@ describe("ops endpoints and metrics", () => {
     }
   });
 
+  it("leaves the queue capacity and utilization out when the queue is unbounded, on /ops and /metrics", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_MAX_QUEUE_SIZE: "0" });
+    const prom = await (await fetch(`${server.baseUrl}/ops/concurrency.prom`)).text();
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${server.app.metricsPort}/metrics`)
+    ).text();
+    for (const text of [prom, metrics]) {
+      expect(text).toMatch(/^runner_queue_bounded 0$/m);
+      // A sample of 0 would read as an empty queue of no capacity.
+      expect(text).not.toMatch(/^runner_queue_(capacity|utilization)\b.* \S+$/m);
+    }
+  });
+
   it("serves FermiLink's prom text on /ops and valid Prometheus exposition on the metrics port", async () => {
     server = await startTestServer();
     const run = await postRun(server.baseUrl, { user_prompt: "count me" });

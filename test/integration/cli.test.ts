@@ -175,6 +175,20 @@ describe("fermilink-runner run", () => {
     ]);
   });
 
+  it("treats a blank FERMILINK_RUNNER_URL as unset and names a bad one as the variable, not --url", async () => {
+    const [bad, blank] = await Promise.all([
+      cli(["run", "x"], { FERMILINK_RUNNER_URL: "runner:8000" }),
+      cli(["run", "x"], { FERMILINK_RUNNER_URL: " " }),
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.err.split("\n")[0]).toBe(
+      'fermilink-runner: FERMILINK_RUNNER_URL="runner:8000" is not an http(s) URL',
+    );
+    // The default URL is tried (nothing listens there in the tests: unreachable, not bad usage).
+    expect(blank.err).not.toContain("is not an http(s) URL");
+    expect(blank.err).toContain("(http://127.0.0.1:8000)");
+  });
+
   it("on Ctrl-C (SIGINT) ends the call, so the run ends on the server, and exits 130", async () => {
     server = await startTestServer();
     const c = spawnCli(["run", "#scenario=slow", "--session", "sig", "--url", server.baseUrl]);
@@ -412,9 +426,15 @@ describe("fermilink-runner doctor", () => {
     expect(ok.out).toMatch(
       /^warn\s+codex CLI\s+\S*fake-agent\.mjs · 0\.0\.1 is outside the tested 0\.169\.x/m,
     );
-    expect(ok.out).toMatch(/^--\s+claude CLI\s+not found \(set FERMILINK_CLAUDE_BIN\)$/m);
-    expect(ok.out).toMatch(/^--\s+gemini CLI\s+not found \(set FERMILINK_GEMINI_BIN\)$/m);
-    expect(ok.out).toMatch(/^--\s+opencode CLI\s+not found \(set FERMILINK_OPENCODE_BIN\)$/m);
+    // Set, but to nothing usable: the advice is to fix the value, not to set it.
+    for (const id of ["claude", "gemini", "opencode"]) {
+      expect(ok.out).toMatch(
+        new RegExp(
+          `^--\\s+${id} CLI\\s+not found: FERMILINK_${id.toUpperCase()}_BIN=/nonexistent/${id} is not an executable file$`,
+          "m",
+        ),
+      );
+    }
     expect(ok.out).toMatch(/^ok\s+git\s+git version/m);
     expect(ok.out).toMatch(/^(ok\s+bubblewrap\s+bubblewrap|--\s+bubblewrap\s+not found on PATH)/m);
     expect(ok.out).toMatch(/^ok\s+default provider\s+codex \(from built-in default\)$/m);
@@ -426,8 +446,15 @@ describe("fermilink-runner doctor", () => {
       FERMILINK_CODEX_BIN: "/nonexistent/codex",
     });
     expect(missing.code).toBe(1);
-    expect(missing.out).toMatch(/^--\s+codex CLI\s+not found \(set FERMILINK_CODEX_BIN\)$/m);
+    expect(missing.out).toMatch(
+      /^--\s+codex CLI\s+not found: FERMILINK_CODEX_BIN=\/nonexistent\/codex is not an executable file$/m,
+    );
     expect(missing.out).toMatch(/^--\s+default provider\s+codex/m);
+    // A bare name is looked for on PATH, and said so.
+    const onPath = await cli(["doctor"], { ...elsewhere, FERMILINK_CODEX_BIN: "no-such-codex" });
+    expect(onPath.out).toMatch(
+      /^--\s+codex CLI\s+not found: FERMILINK_CODEX_BIN=no-such-codex is not an executable file on PATH$/m,
+    );
 
     // The policy file picks the provider, as it does for the server.
     await writeFile(path.join(home, "agent_runtime.json"), '{"provider": "claude"}');

@@ -162,6 +162,32 @@ describe("the server process (src/main.ts)", () => {
     expect(isAlive(grandchild)).toBe(false);
   });
 
+  it("a repeated SIGINT or SIGTERM during the drain does not cut it short: live runs still end with reason shutdown", async () => {
+    const m = startMain({
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "1",
+      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+    });
+    const port = await portOf(m);
+    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
+      session_id: "twice",
+      user_prompt: "#scenario=slow",
+    });
+    const repo = path.join(home, "workspaces", "twice", "repo", ".fake-agent");
+    const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
+    m.proc.kill("SIGINT");
+    // Impatient: again while the live run has its grace (the bin's launcher passes each on).
+    await new Promise((r) => setTimeout(r, 200));
+    m.proc.kill("SIGINT");
+    m.proc.kill("SIGTERM");
+    // The drain goes on to its end: the run's exit event, a clean exit, no provider left.
+    expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
+    expect(await m.exited).toBe(0);
+    await waitUntilGone([inv.pid], 5000);
+  });
+
   it("loads at start-up what a first run would load: node's own pages do not grow in it", async () => {
     const m = startMain({
       FERMILINK_CODEX_BIN: FAKE_AGENT,

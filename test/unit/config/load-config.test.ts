@@ -92,6 +92,29 @@ describe("loadConfig", () => {
     expect(c.store.retentionMs).toBe(100_000 * 3600 * 1000);
   });
 
+  it("refuses admission limits OpsService cannot report (uint32: its calls would all fail)", () => {
+    for (const name of [
+      "FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS",
+      "FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS",
+      "FERMILINK_RUNNER_MAX_QUEUE_SIZE",
+      "FERMILINK_RUNNER_MAX_PENDING_PER_USER",
+    ]) {
+      expect(() => loadConfig({ [name]: "4294967296" })).toThrow(
+        `${name}=4294967296 must be between`,
+      );
+      expect(() => loadConfig({ [name]: "4294967295" })).not.toThrow();
+    }
+  });
+
+  it("states a lower bound alone when there is no upper bound to speak of", () => {
+    expect(() => loadConfig({ FERMILINK_RUNNER_STORE_MAX_MB: "0" })).toThrow(
+      "FERMILINK_RUNNER_STORE_MAX_MB=0 must be at least 1.",
+    );
+    expect(() => loadConfig({ FERMILINK_RUNNER_SUBPROCESS_STREAM_LIMIT: "4096" })).toThrow(
+      "FERMILINK_RUNNER_SUBPROCESS_STREAM_LIMIT=4096 must be at least 65536.",
+    );
+  });
+
   it("keeps as many spare workspaces as runs can start at once, unless told otherwise", () => {
     expect(loadConfig({}).spareWorkspaces).toBe(200);
     expect(loadConfig({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "7" }).spareWorkspaces).toBe(7);
