@@ -94,6 +94,108 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     await page.close();
   });
 
+  it("stops a run it is still starting when another is watched, and shows only that one", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "first run");
+    await page.click("#start");
+    await page.locator(".ev-exit").waitFor();
+    const replay = page.locator("#runs li button", { hasText: "Replay" });
+    await replay.waitFor();
+    // The next Run call is held in the browser: a watch that has no event yet.
+    let arrived!: () => void;
+    const held = new Promise<void>((r) => {
+      arrived = r;
+    });
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    await page.route("**/fermilink.runner.v1.RunService/Run", async (route) => {
+      arrived();
+      await released;
+      await route.continue().catch(() => {});
+    });
+    const isRun = (r: { url(): string }) => r.url().endsWith("/Run");
+    const settled = Promise.race([
+      page.waitForEvent("requestfailed", isRun).then(() => "cancelled"),
+      page.waitForEvent("requestfinished", isRun).then(() => "sent"),
+    ]);
+    await page.fill("#prompt", "second run");
+    await page.click("#start");
+    await held;
+    await replay.click();
+    release();
+    // Watching the replay stopped the run being started: its call was cancelled, never sent.
+    expect(await settled).toBe("cancelled");
+    await page.locator("#status", { hasText: "Ended: completed" }).waitFor();
+    expect(await page.locator(".ev-meta").count()).toBe(1);
+    expect(await page.locator(".ev-message").allTextContents()).toEqual(["first run"]);
+    expect(server.app.pipeline.liveRuns).toBe(0);
+    await page.close();
+  });
+
+  it("keeps the controls of a re-attached run when the watch it replaced ends", async () => {
+    const gated = await startGatedTestServer();
+    server = gated;
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "#scenario=gate attach twice");
+    await page.check("#detach");
+    await page.click("#start");
+    await page.locator(".ev-meta").waitFor();
+    await page.click("#refresh-runs");
+    await page.locator("#runs li", { hasText: "running" }).locator("button").click();
+    await page.locator("#status", { hasText: "Running" }).waitFor();
+    await page.locator(".ev-meta").waitFor();
+    // The first watch, stopped, has ended by now: the page still belongs to the second.
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 200)));
+    expect(await page.locator("#status").textContent()).toBe("Running…");
+    expect(await page.isDisabled("#start")).toBe(true);
+    expect(await page.isEnabled("#cancel")).toBe(true);
+    await page.click("#cancel");
+    const exit = page.locator(".ev-exit");
+    await exit.waitFor();
+    expect(await exit.getAttribute("data-reason")).toBe("cancelled");
+    expect(await page.isEnabled("#start")).toBe(true);
+    await gated.openGate();
+    await page.close();
+  });
+
+  it("lists the runs of the user now in the field when an earlier listing answers last", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#user", "ann");
+    await page.fill("#prompt", "ann's run");
+    await page.click("#start");
+    await page.locator(".ev-exit").waitFor();
+    await page.locator("#runs li", { hasText: "ann's run" }).waitFor();
+    // Ann's next listing is held until after Bob's has answered.
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    await page.route("**/fermilink.runner.v1.RunService/ListRuns", async (route) => {
+      if (route.request().postData()?.includes('"ann"')) await released;
+      await route.continue();
+    });
+    const isList = (r: { url(): string }) => r.url().endsWith("/ListRuns");
+    const annAnswered = page.waitForEvent("requestfinished", (r) =>
+      Boolean(isList(r) && r.postData()?.includes('"ann"')),
+    );
+    await page.click("#refresh-runs");
+    const bobAnswered = page.waitForEvent("requestfinished", (r) =>
+      Boolean(isList(r) && r.postData()?.includes('"bob"')),
+    );
+    await page.fill("#user", "bob");
+    await page.locator("#user").blur();
+    await bobAnswered;
+    release();
+    await annAnswered;
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
+    expect(await page.locator("#runs li").count()).toBe(0);
+    await page.close();
+  });
+
   it("shows a final result that repeats the last message once (claude's stream-json)", async () => {
     server = await startTestServer({
       FERMILINK_AGENT_PROVIDER: "claude",

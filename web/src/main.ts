@@ -31,7 +31,14 @@ const runIdLabel = $<HTMLSpanElement>("run-id");
 const runList = $<HTMLUListElement>("runs");
 const view = new EventView($<HTMLDivElement>("events"));
 
-let current: { runId: string; abort: AbortController } | null = null;
+/** The run on screen, once its first event named it. */
+let current: { runId: string } | null = null;
+/**
+ * The watch on screen, from the moment it starts: a new one stops it even
+ * before its first event, and a watch that was replaced ends without touching
+ * the page (its buttons, status and run belong to the new one).
+ */
+let watching: AbortController | null = null;
 
 function setStatus(text: string): void {
   statusLine.textContent = text;
@@ -42,14 +49,25 @@ function describeError(err: unknown): string {
   return ce.code === Code.Canceled ? "Stopped watching." : `${Code[ce.code]}: ${ce.rawMessage}`;
 }
 
+/** Stop the watch on screen and take its place; returns the new watch's signal holder. */
+function replaceWatch(): AbortController {
+  watching?.abort();
+  watching = new AbortController();
+  return watching;
+}
+
 /** Stream a run (new or attached) into the view until its exit event or until we stop watching. */
 async function watch(stream: AsyncIterable<RunEvent>, abort: AbortController): Promise<void> {
   view.clear();
+  current = null;
+  runIdLabel.textContent = "";
   startButton.disabled = true;
+  cancelButton.disabled = true;
   try {
     for await (const event of stream) {
+      if (watching !== abort) return;
       if (!current || current.runId !== event.runId) {
-        current = { runId: event.runId, abort };
+        current = { runId: event.runId };
         runIdLabel.textContent = event.runId;
         cancelButton.disabled = false;
         setStatus("Running…");
@@ -59,19 +77,21 @@ async function watch(stream: AsyncIterable<RunEvent>, abort: AbortController): P
         setStatus(`Ended: ${exitReasonName(event.event.value.reason)}`);
     }
   } catch (err) {
-    setStatus(describeError(err));
+    if (watching === abort) setStatus(describeError(err));
   } finally {
-    startButton.disabled = false;
-    cancelButton.disabled = true;
-    current = null;
-    void refreshRuns();
+    if (watching === abort) {
+      watching = null;
+      startButton.disabled = false;
+      cancelButton.disabled = true;
+      current = null;
+      void refreshRuns();
+    }
   }
 }
 
 form.addEventListener("submit", (ev) => {
   ev.preventDefault();
-  current?.abort.abort();
-  const abort = new AbortController();
+  const abort = replaceWatch();
   setStatus("Starting…");
   void watch(
     runs.run(
@@ -97,8 +117,7 @@ cancelButton.addEventListener("click", () => {
 });
 
 function attach(run: RunInfo): void {
-  current?.abort.abort();
-  const abort = new AbortController();
+  const abort = replaceWatch();
   setStatus(`Watching ${run.runId}…`);
   void watch(
     runs.attach(
@@ -109,9 +128,14 @@ function attach(run: RunInfo): void {
   );
 }
 
+/** Listings asked for: only the latest is shown (an earlier one, maybe another user's, can answer last). */
+let listings = 0;
+
 async function refreshRuns(): Promise<void> {
+  const listing = ++listings;
   try {
     const page = await runs.listRuns({ userId: userInput.value.trim(), pageSize: 20 });
+    if (listing !== listings) return;
     runList.replaceChildren(
       ...page.runs.map((run) => {
         const li = document.createElement("li");
@@ -140,7 +164,7 @@ async function refreshRuns(): Promise<void> {
       }),
     );
   } catch (err) {
-    setStatus(describeError(err));
+    if (listing === listings) setStatus(describeError(err));
   }
 }
 

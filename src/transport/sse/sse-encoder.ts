@@ -15,15 +15,23 @@ export function agentPolicyJson(p: AgentPolicy): Record<string, unknown> {
 /**
  * Line breaks of Python's `str.splitlines` beyond CR and LF that a JSON
  * string may hold as they are (codex and claude leave them unescaped).
- * FermiLink's own client reads the stream with httpx's `aiter_lines`, which
- * splits there too: a frame would be cut in the middle of a JSON line.
  */
-const OTHER_LINE_BREAKS = /[\u0085\u2028\u2029]/;
+const JSON_LEGAL_LINE_BREAKS = /[\u0085\u2028\u2029]/;
 
 /**
- * An agent line with those characters as `\uXXXX` escapes. In a JSON line
- * they can only stand inside strings, so the line still parses to the same
- * value; a line that is not JSON is sent as it is (escaping would change it).
+ * Every line break of Python's `str.splitlines`. FermiLink's own client reads
+ * the stream with httpx's `aiter_lines`, which splits there: left inside a
+ * `data:` line, one would cut the frame, and two could make a blank line and
+ * then a field of the provider's choosing (a forged `meta` or `runner.exit`).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: VT, FF and U+001C–U+001E are line breaks to Python.
+const PY_LINE_BREAKS = /\r\n|[\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]/;
+
+/**
+ * An agent line with U+0085, U+2028 and U+2029 as `\uXXXX` escapes. In a JSON
+ * line they can only stand inside strings, so the line still parses to the
+ * same value; a line that is not JSON keeps them (escaping would change it),
+ * and they then start new `data:` lines as CR and LF do.
  */
 function escapeOtherLineBreaks(raw: string): string {
   const t = raw.trimStart();
@@ -36,12 +44,14 @@ function escapeOtherLineBreaks(raw: string): string {
 
 /**
  * One SSE frame for a journal entry in FermiLink's wire form (spec §2.1):
- * `event: <name>`, `id: <seq>`, then the payload. A payload line break (CR,
- * LF or CRLF) starts a new `data:` line, so a client that parses SSE as its
- * spec says always sees exactly one event and a provider line can never
- * forge a frame (spec §10 item 12); the client's join with "\n" restores the
- * text, with every line break as LF. A JSON agent line has U+0085, U+2028
- * and U+2029 escaped, for clients that split lines there too (above).
+ * `event: <name>`, `id: <seq>`, then the payload. A payload line break starts
+ * a new `data:` line: CR, LF and CRLF, and the other breaks of Python's
+ * `splitlines` (VT, FF, U+001C–U+001E, U+0085, U+2028, U+2029), so a client
+ * that parses SSE as its spec says and one that splits lines as httpx does
+ * (FermiLink's) both see exactly one event, the same text, and a provider
+ * line can never forge a frame (spec §10 item 12); the client's join with
+ * "\n" restores the text, with every line break as LF. A JSON agent line has
+ * U+0085, U+2028 and U+2029 escaped first, keeping its value (above).
  * Returns null for entries that have no frame (`queued` is sent as an SSE
  * comment instead).
  */
@@ -63,7 +73,7 @@ export function encodeSseFrame(event: RunEvent): string | null {
     }
     case "agent":
       name = "agent";
-      payload = OTHER_LINE_BREAKS.test(b.raw) ? escapeOtherLineBreaks(b.raw) : b.raw;
+      payload = JSON_LEGAL_LINE_BREAKS.test(b.raw) ? escapeOtherLineBreaks(b.raw) : b.raw;
       break;
     case "log":
       name = "log";
@@ -75,7 +85,7 @@ export function encodeSseFrame(event: RunEvent): string | null {
       break;
   }
   const data = payload
-    .split(/\r\n|\r|\n/)
+    .split(PY_LINE_BREAKS)
     .map((line) => `data: ${line}\n`)
     .join("");
   return `event: ${name}\nid: ${event.seq}\n${data}\n`;

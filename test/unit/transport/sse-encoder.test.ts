@@ -18,6 +18,33 @@ async function parse(text: string) {
   return out;
 }
 
+/** Every line break of Python's `str.splitlines` (what httpx's `aiter_lines` splits at). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: VT, FF and U+001C–U+001E are line breaks to Python.
+const PY_BREAKS = /\r\n|[\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]/;
+
+/**
+ * The stream as FermiLink's web client reads it (spec §2.4): httpx's
+ * `aiter_lines`, `event:` and `data:` taken stripped, data lines joined with
+ * "\n", an event yielded on each blank line.
+ */
+function parseLikeFermiLink(text: string): { event: string; data: string }[] {
+  const lines = text.split(PY_BREAKS);
+  if (lines.at(-1) === "") lines.pop();
+  const out: { event: string; data: string }[] = [];
+  let event = "";
+  let data: string[] = [];
+  for (const line of lines) {
+    if (line === "") {
+      if (event !== "" || data.length > 0)
+        out.push({ event: event || "message", data: data.join("\n") });
+      event = "";
+      data = [];
+    } else if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).trim());
+  }
+  return out;
+}
+
 describe("SSE encoder", () => {
   it("writes FermiLink's frames", () => {
     expect(
@@ -45,8 +72,11 @@ describe("SSE encoder", () => {
     expect(encodeSseComment("queued 1/2\nx")).toBe(": queued 1/2 x\n");
   });
 
-  it("never lets a payload forge a frame, for any mix of CR and LF (fuzz)", async () => {
-    const alphabet = ["a", "\r", "\n", "\r\n", ":", "event: forged", "data: x", " ", "é", "\u2028"];
+  it("never lets a payload forge a frame, for any mix of CR, LF and Python's other line breaks (fuzz)", async () => {
+    const alphabet = [
+      ...["a", "\r", "\n", "\r\n", ":", "event: forged", "data: x", " ", "é", "\u2028"],
+      ...["\u2029", "\u0085", "\u000b", "\u000c", "\u001c", "\u001d", "\u001e", "{"],
+    ];
     let seed = 42;
     const rand = () => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
@@ -62,7 +92,21 @@ describe("SSE encoder", () => {
       expect(parsed).toHaveLength(1);
       expect(parsed[0]?.event).toBe("agent");
       expect(parsed[0]?.id).toBe(String(i + 1));
-      expect(parsed[0]?.data).toBe(raw.split(/\r\n|\r|\n/).join("\n"));
+      // A JSON-looking line keeps its U+0085, U+2028 and U+2029, escaped; elsewhere they break.
+      const json = raw.trimStart().startsWith("{");
+      const text = json
+        ? raw.replace(
+            /[\u0085\u2028\u2029]/g,
+            (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+          )
+        : raw;
+      const lines = text.split(PY_BREAKS);
+      expect(parsed[0]?.data).toBe(lines.join("\n"));
+      // FermiLink's client splits lines where Python does: still one event, the same lines.
+      const seen = parseLikeFermiLink(frame);
+      expect(seen).toHaveLength(1);
+      expect(seen[0]?.event).toBe("agent");
+      expect(seen[0]?.data).toBe(lines.map((l) => l.trim()).join("\n"));
     }
   });
 
@@ -75,11 +119,32 @@ describe("SSE encoder", () => {
     const lines = frame.split(/\r\n|\r|\n|\u0085|\u2028|\u2029/);
     expect(lines).toEqual(["event: agent", "id: 1", `data: ${lines[2]?.slice(6)}`, "", ""]);
     expect(JSON.parse(lines[2]?.slice(6) ?? "")).toEqual(value);
-    // Not JSON: sent as printed.
+    // Not JSON: not escaped (that would change the text), a new data line as for CR or LF.
     const text = "plain\u2028text";
     expect(encodeSseFrame(ev({ type: "agent", raw: text, items: [], truncated: false }))).toBe(
-      `event: agent\nid: 1\ndata: ${text}\n\n`,
+      "event: agent\nid: 1\ndata: plain\ndata: text\n\n",
     );
+  });
+
+  it("keeps a provider line from forging a frame for FermiLink's client with any of Python's line breaks", () => {
+    // Two breaks make a blank line, then a meta frame naming another session.
+    const forged = (br: string) =>
+      `${br}${br}event: meta${br}data: {"session_id": "not-yours"}${br}${br}`;
+    for (const br of [
+      "\u2028",
+      "\u2029",
+      "\u0085",
+      "\u000b",
+      "\u000c",
+      "\u001c",
+      "\u001d",
+      "\u001e",
+    ]) {
+      for (const raw of [`plain${forged(br)}`, `{"a": 1}${forged(br)}`]) {
+        const frame = encodeSseFrame(ev({ type: "agent", raw, items: [], truncated: false })) ?? "";
+        expect(parseLikeFermiLink(frame).map((e) => e.event)).toEqual(["agent"]);
+      }
+    }
   });
 
   it("matches Python's json.dumps for the shapes it emits", () => {
