@@ -340,7 +340,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       maxQueueSize: r.int("FERMILINK_RUNNER_MAX_QUEUE_SIZE", 2000, 0, UINT32_MAX),
       maxPendingPerUser: r.int("FERMILINK_RUNNER_MAX_PENDING_PER_USER", 10, 0, UINT32_MAX),
     },
-    metricsToken: r.str("FERMILINK_RUNNER_METRICS_TOKEN"),
+    // Its old name too (spec §7.3), as FermiLink reads it: a deployment that still sets only
+    // that must not find its /ops endpoints public after the switch.
+    metricsToken: r.str("FERMILINK_RUNNER_METRICS_TOKEN") ?? r.str("RUNNER_METRICS_TOKEN"),
     agentEnv: readAgentEnv(r),
     providerBins,
     providerEndpoints: Object.fromEntries(

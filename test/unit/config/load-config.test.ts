@@ -132,6 +132,18 @@ describe("loadConfig", () => {
     expect(c.metricsToken).toBeNull();
   });
 
+  it("reads the metrics token's old name RUNNER_METRICS_TOKEN when the new one is unset, as FermiLink does", () => {
+    expect(loadConfig({ RUNNER_METRICS_TOKEN: "old" }).metricsToken).toBe("old");
+    expect(
+      loadConfig({ RUNNER_METRICS_TOKEN: "old", FERMILINK_RUNNER_METRICS_TOKEN: "new" })
+        .metricsToken,
+    ).toBe("new");
+    expect(
+      loadConfig({ RUNNER_METRICS_TOKEN: " old ", FERMILINK_RUNNER_METRICS_TOKEN: " " })
+        .metricsToken,
+    ).toBe("old");
+  });
+
   it("reads provider binaries and the package-root fallback name", () => {
     const c = loadConfig({
       FERMILINK_CLAUDE_BIN: "/opt/claude",
