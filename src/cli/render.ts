@@ -121,7 +121,9 @@ export function renderEvent(event: RunEvent, st: Style): string | null {
       const ok = x.succeeded;
       const signal = x.signal ? ` (${x.signal})` : "";
       const code = x.returnCode === undefined ? "" : `, return code ${x.returnCode}${signal}`;
-      const line = `${EXIT_REASON_NAMES[x.reason]}${code}, ${secs.toFixed(1)} s${x.message ? ` — ${x.message}` : ""}`;
+      // A reason from a newer server (proto enums are open) by its number, never "undefined".
+      const reason = EXIT_REASON_NAMES[x.reason] ?? `reason ${x.reason}`;
+      const line = `${reason}${code}, ${secs.toFixed(1)} s${x.message ? ` — ${x.message}` : ""}`;
       return ok ? st.green(`✓ ${line}`) : st.red(`✗ ${line}`);
     }
     case undefined:

@@ -143,6 +143,11 @@ describe("terminal rendering of one event", () => {
       event: { case: "exit", value: { reason: ExitReason.COMPLETED, returnCode: 0 } },
     });
     expect(exitSucceeded(noResult)).toBe(false);
+    // A reason this client does not know (a newer server): named by its number.
+    const newer = create(RunEventSchema, {
+      event: { case: "exit", value: { reason: 42 as ExitReason, returnCode: 1 } },
+    });
+    expect(renderEvent(newer, PLAIN)).toMatch(/^✗ reason 42, return code 1/);
   });
 });
 
