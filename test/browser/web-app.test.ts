@@ -61,6 +61,8 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     expect(await page.locator(".ev-meta").textContent()).toContain("package meep");
     expect(await page.locator(".ev-message").allTextContents()).toContain("hello from the browser");
     expect(await page.locator(".ev-log").count()).toBeGreaterThan(0);
+    // Screen readers announce streamed events as they come: the events panel is a live log.
+    expect(await page.getByRole("log").locator(".ev-exit").count()).toBe(1);
     await page.locator("#runs li").first().waitFor();
     expect(await page.locator("#runs li").first().textContent()).toContain(
       "hello from the browser",
