@@ -63,14 +63,31 @@ class Writer {
   varint(v: number): void {
     // Arithmetic, not 32-bit shifts: values go up to 2^53. Anything else is refused, as
     // toBinary refuses it (Infinity would never leave the loop below).
-    if (!(Number.isSafeInteger(v) && v >= 0))
+    if (!(Number.isSafeInteger(v) && v >= 0)) {
+      // Past 2^53 a uint64 still holds it, and toBinary writes it.
+      if (Number.isInteger(v) && v > 0 && v < 2 ** 64) {
+        this.bigVarint(BigInt(v));
+        return;
+      }
       throw new RangeError(`cannot encode ${v} as a varint`);
+    }
     this.room(10);
     while (v >= 0x80) {
       this.buf[this.pos++] = (v % 0x80) | 0x80;
       v = Math.floor(v / 0x80);
     }
     this.buf[this.pos++] = v;
+  }
+
+  /** A varint of up to 64 bits (the rare values past 2^53, or negative int64s as two's complement). */
+  bigVarint(v: bigint): void {
+    this.room(10);
+    let u = BigInt.asUintN(64, v);
+    while (u >= 0x80n) {
+      this.buf[this.pos++] = Number(u & 0x7fn) | 0x80;
+      u >>= 7n;
+    }
+    this.buf[this.pos++] = Number(u);
   }
 
   tag(field: number, wire: number): void {
@@ -244,7 +261,13 @@ function writeLineEvent(w: Writer, event: RunEvent): boolean {
   const seconds = Math.floor(event.timeMs / 1000);
   const nanos = (event.timeMs - seconds * 1000) * 1_000_000;
   w.message(3, () => {
-    w.num(1, seconds);
+    if (seconds < 0) {
+      // Before 1970: Timestamp.seconds is an int64, ten bytes when negative (as toBinary writes it).
+      if (!Number.isSafeInteger(seconds))
+        throw new RangeError(`cannot encode ${seconds} as an int64`);
+      w.tag(1, VARINT);
+      w.bigVarint(BigInt(seconds));
+    } else w.num(1, seconds);
     w.num(2, nanos);
   });
   if (b.type === "agent") {

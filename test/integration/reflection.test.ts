@@ -78,7 +78,7 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
     expect(messages.at(-1)?.exit).toMatchObject({ reason: "EXIT_REASON_COMPLETED", returnCode: 0 });
   });
 
-  it("answers by file name as descriptors name files, and only for symbols that exist", async () => {
+  it("answers by file name as descriptors name files, the answer first, and only for symbols that exist", async () => {
     server = await startTestServer();
     const client = createClient(ServerReflection, createGrpcTransport({ baseUrl: server.baseUrl }));
     const asks: MessageInitShape<typeof ServerReflectionRequestSchema>["messageRequest"][] = [
@@ -89,6 +89,11 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
       { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunService.NoSuchMethod" },
       { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunRequest.session_id" },
       { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunRequest.no_such_field" },
+      // Enum values are named beside their enum, as protoc scopes them; a oneof is a symbol too.
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RUN_STATUS_QUEUED" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunStatus.RUN_STATUS_QUEUED" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.RunEvent.event" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.GetConcurrencyResponse" },
       { case: "allExtensionNumbersOfType", value: "fermilink.runner.v1.RunRequest" },
       { case: "allExtensionNumbersOfType", value: "no.such.Type" },
     ];
@@ -102,18 +107,23 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
         const names = m.value.fileDescriptorProto.map(
           (b) => fromBinary(FileDescriptorProtoSchema, b).name,
         );
-        answers.push(`file ${names.at(-1)}`);
+        // The answer first (grpc-go's order; older grpcurl reads only the first), then its imports.
+        answers.push(`file ${names[0]} +${names.length - 1}`);
       } else if (m.case === "errorResponse") answers.push(`error ${m.value.errorCode}`);
       else answers.push(m.case ?? "none");
     }
     expect(answers).toEqual([
-      "file fermilink/runner/v1/run.proto",
-      "file google/protobuf/timestamp.proto",
+      "file fermilink/runner/v1/run.proto +2",
+      "file google/protobuf/timestamp.proto +0",
       "error 5",
-      "file fermilink/runner/v1/run.proto",
+      "file fermilink/runner/v1/run.proto +2",
       "error 5",
-      "file fermilink/runner/v1/run.proto",
+      "file fermilink/runner/v1/run.proto +2",
       "error 5",
+      "file fermilink/runner/v1/run.proto +2",
+      "error 5",
+      "file fermilink/runner/v1/run.proto +2",
+      "file fermilink/runner/v1/ops.proto +1",
       "allExtensionNumbersResponse",
       "error 5",
     ]);

@@ -1,4 +1,5 @@
 import { create, createRegistry, type DescFile, toBinary } from "@bufbuild/protobuf";
+import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
@@ -17,6 +18,31 @@ function withDependencies(roots: DescFile[]): Map<string, DescFile> {
     out.set(f.proto.name, f);
   };
   for (const r of roots) visit(r);
+  return out;
+}
+
+/**
+ * Every fully-qualified name the files declare, with its file, scoped as
+ * protoc scopes them (what `file_containing_symbol` is asked for): types,
+ * fields, oneofs, methods, and enum values, which are siblings of their enum
+ * (`fermilink.runner.v1.RUN_STATUS_QUEUED`, not `...RunStatus.RUN_STATUS_QUEUED`).
+ */
+function symbolFiles(files: Iterable<DescFile>): Map<string, DescFile> {
+  const out = new Map<string, DescFile>();
+  for (const file of files) {
+    for (const t of nestedTypes(file)) {
+      out.set(t.typeName, file);
+      if (t.kind === "message") {
+        for (const f of t.fields) out.set(`${t.typeName}.${f.name}`, file);
+        for (const o of t.oneofs) out.set(`${t.typeName}.${o.name}`, file);
+      } else if (t.kind === "enum") {
+        const scope = t.typeName.slice(0, t.typeName.lastIndexOf(".") + 1);
+        for (const v of t.values) out.set(scope + v.name, file);
+      } else if (t.kind === "service") {
+        for (const m of t.methods) out.set(`${t.typeName}.${m.name}`, file);
+      }
+    }
+  }
   return out;
 }
 
@@ -44,16 +70,19 @@ export function registerReflection(
 ): void {
   const all = withDependencies(files);
   const registry = createRegistry(...all.values());
+  const symbols = symbolFiles(all.values());
   // Descriptors never change while the server runs: encode each file once.
   const encoded = new Map(
     [...all.values()].map((f) => [f.proto.name, toBinary(FileDescriptorProtoSchema, f.proto)]),
   );
+  // The answer first, then what it imports, as grpc-go sends them: clients that take the first
+  // file as the answer (grpcurl built with jhump/protoreflect before v1.10.3) found an import.
   const fileAnswer = (f: DescFile): Answer => ({
     case: "fileDescriptorResponse",
     value: {
-      fileDescriptorProto: [...withDependencies([f]).keys()].flatMap(
-        (name) => encoded.get(name) ?? [],
-      ),
+      fileDescriptorProto: [...withDependencies([f]).keys()]
+        .reverse()
+        .flatMap((name) => encoded.get(name) ?? []),
     },
   });
   const notFound = (what: string): Answer => ({
@@ -73,22 +102,8 @@ export function registerReflection(
         return f ? fileAnswer(f) : notFound(`file ${String(r.value)}`);
       }
       case "fileContainingSymbol": {
-        const symbol = String(r.value);
-        const desc = registry.get(symbol);
-        if (desc) return fileAnswer(desc.file);
-        // A method, field or enum value lives in its parent's file, if the parent has it.
-        const dot = symbol.lastIndexOf(".");
-        const parent = registry.get(symbol.slice(0, dot));
-        const name = symbol.slice(dot + 1);
-        const has =
-          parent?.kind === "service"
-            ? parent.methods.some((m) => m.name === name)
-            : parent?.kind === "message"
-              ? parent.fields.some((f) => f.name === name)
-              : parent?.kind === "enum"
-                ? parent.values.some((v) => v.name === name)
-                : false;
-        return parent && has ? fileAnswer(parent.file) : notFound(`symbol ${symbol}`);
+        const f = symbols.get(String(r.value));
+        return f ? fileAnswer(f) : notFound(`symbol ${String(r.value)}`);
       }
       case "allExtensionNumbersOfType": {
         // No extensions are declared here: an empty list for a known message, else not found.

@@ -136,6 +136,25 @@ const edgeCases: RunEvent[] = [
   item({ kind: "error", message: "", retryable: false, fatal: true }),
   item({ kind: "result", success: true, text: "" }),
   item({ kind: "result", success: false, text: "done" }),
+  // Before 1970: a negative int64 of seconds (ten bytes) and nanos counted forward from it.
+  ...[-1, -1500, -999, -31_536_000_000].map(
+    (timeMs): RunEvent => ({
+      runId: RUN_ID,
+      seq: 3,
+      timeMs,
+      body: { type: "log", text: "early", truncated: false },
+    }),
+  ),
+  // Past 2^53 a uint64 still holds a value: toBinary writes it, and so must this.
+  { runId: RUN_ID, seq: 2 ** 53, timeMs: 1, body: { type: "log", text: "", truncated: false } },
+  item({
+    kind: "usage",
+    inputTokens: 2 ** 53,
+    cachedInputTokens: 1e19,
+    outputTokens: 2 ** 64 - 2048,
+    reasoningTokens: 2 ** 53 + 2,
+    costUsd: null,
+  }),
 ];
 
 describe("hand-encoded line events", () => {
@@ -213,6 +232,16 @@ describe("values no field can hold", () => {
       costUsd: null,
     });
     expect(() => encodeLineEvent(usage)).toThrow(RangeError);
+    const beyondUint64 = item({
+      kind: "usage",
+      inputTokens: 2 ** 64,
+      cachedInputTokens: 0,
+      outputTokens: 0,
+      reasoningTokens: 0,
+      costUsd: null,
+    });
+    expect(() => toBinary(RunEventSchema, runEventToProto(beyondUint64))).toThrow();
+    expect(() => encodeLineEvent(beyondUint64)).toThrow(RangeError);
   });
 
   it("leave nothing behind in a stream's gathered bytes", () => {
