@@ -4,7 +4,9 @@ export interface SplitLine {
   truncated: boolean;
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: false });
+// ignoreBOM: a U+FEFF that starts a line is text (FermiLink's decode keeps it); each line is a
+// separate decode, so the default would drop it from every line that begins with one.
+const decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
 /** Length of the longest prefix of `buf` that does not end inside a UTF-8 sequence. */
 function completeUtf8Prefix(buf: Buffer): number {

@@ -9,11 +9,24 @@ import { terminateGroup } from "./terminate-group.js";
 /**
  * Once the leader has exited and its group is gone, only a process that left
  * the group (`setsid`, a detached spawn) can still hold the pipes open, and it
- * may never close them: the lines end this long after the group, and that
- * process is killed (found by its run id). Until then, output still in the
- * pipes is read: nothing the provider printed is dropped.
+ * may never close them: this long after the group, that process is killed
+ * (found by its run id) and the lines end as soon as the pipes are quiet.
+ * Output still in the pipes is read first, however far behind the consumer
+ * is: nothing the provider printed is dropped.
  */
 export const PIPES_AFTER_GROUP_MS = 2000;
+
+/**
+ * After the cut, at most this much more is read from the pipes: far more than
+ * they can hold, so it only ends a process without a run id that keeps
+ * writing (it would hold the run open for good).
+ */
+const DRAIN_AFTER_CUT_BYTES = 8 << 20;
+
+/** Two turns of the event loop: a poll phase lies between them. */
+const twoTurns = async () => {
+  for (let i = 0; i < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
 
 /** One line of the child's output, tagged with its stream. */
 export interface ProcessLine {
@@ -77,16 +90,29 @@ async function* tagged(
  * pull that stays pending (a silent stderr), and through it kept every batch
  * of the other source reachable until the process ended (≈30 MB per 100,000
  * lines); here each pull has exactly one reaction.
+ *
+ * After `cut`, the merge ends without waiting for the sources' end once they
+ * are quiet: nothing arrived and nothing was read from the pipes (`bytesRead`)
+ * over a poll of them. Not at once: a consumer behind the pipes (a slow
+ * journal) would lose what they still held after the process had exited.
  */
 async function* merge(
   sources: AsyncIterator<ProcessLine[]>[],
   cut: AbortSignal,
+  bytesRead: () => number,
 ): AsyncGenerator<ProcessLine[]> {
   const arrived: { i: number; r: IteratorResult<ProcessLine[]> }[] = [];
   let failed: { err: unknown } | null = null;
   let wake: (() => void) | null = null;
-  // Cut: what has arrived is still yielded, then the merge ends without waiting for the sources.
-  cut.addEventListener("abort", () => wake?.(), { once: true });
+  let readAtCut: number | null = null;
+  cut.addEventListener(
+    "abort",
+    () => {
+      readAtCut = bytesRead();
+      wake?.();
+    },
+    { once: true },
+  );
   const pull = (i: number) => {
     (sources[i] as AsyncIterator<ProcessLine[]>).next().then(
       (r) => {
@@ -103,12 +129,19 @@ async function* merge(
   let open = sources.length;
   try {
     while (open > 0) {
-      if (arrived.length === 0 && cut.aborted) return;
+      if (readAtCut !== null && bytesRead() - readAtCut > DRAIN_AFTER_CUT_BYTES) return;
       if (arrived.length === 0 && failed === null) {
+        if (readAtCut !== null) {
+          const before = bytesRead();
+          await twoTurns();
+          if (arrived.length === 0 && failed === null && bytesRead() === before) return;
+          continue;
+        }
         await new Promise<void>((resolve) => {
           wake = resolve;
         });
         wake = null;
+        continue;
       }
       if (failed !== null) throw (failed as { err: unknown }).err;
       const next = arrived.shift();
@@ -318,6 +351,9 @@ export async function startSupervisedProcess(
           tagged(child.stderr, "stderr", opts.maxLineBytes),
         ],
         cut.signal,
+        () =>
+          ((child.stdout as { bytesRead?: number }).bytesRead ?? 0) +
+          ((child.stderr as { bytesRead?: number }).bytesRead ?? 0),
       );
       return (async function* () {
         let finished = false;

@@ -22,6 +22,11 @@ describe("splitLines", () => {
     expect(got.map((l) => l.text)).toEqual(["é", "a\uFFFD"]);
   });
 
+  it("keeps a U+FEFF (byte order mark) that begins a line, as FermiLink's decode does", async () => {
+    const got = await split(["\uFEFFa\n\uFEFF", "b\n", "\uFEFFc"]);
+    expect(got.map((l) => l.text)).toEqual(["\uFEFFa", "\uFEFFb", "\uFEFFc"]);
+  });
+
   it("keeps a 70,000-character line intact under the default cap", async () => {
     const line = "x".repeat(70_000);
     const got = await split([line.slice(0, 30_000), line.slice(30_000), "\n"], 8 << 20);

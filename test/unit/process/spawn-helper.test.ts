@@ -16,6 +16,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
 import type { LaunchedChild, Launcher } from "../../../src/process/launch.js";
+import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
 import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
@@ -368,9 +369,9 @@ describe("providers' scheduler group", () => {
   });
 
   it("reports the helper's own failures as PROVIDER_START_FAILED, never as a missing binary", async () => {
-    const startWith = (launch: Launcher, bin: string) =>
+    const startWith = (launch: Launcher, bin: string, env: Record<string, string> = {}) =>
       startSupervisedProcess(
-        { bin, args: ["30"], env: {}, cwd, maxLineBytes: 1024, killGraceMs: 100 },
+        { bin, args: ["30"], env, cwd, maxLineBytes: 1024, killGraceMs: 100 },
         launch,
       ).catch((e: unknown) => e);
     const expectStartFailed = (err: unknown, why: RegExp) => {
@@ -396,10 +397,14 @@ describe("providers' scheduler group", () => {
     const doomed = new SpawnHelper({ groupExec: path.join(FIXTURES_BIN, "slow-perl.sh") });
     try {
       const solo = [await sleeper(doomed), await sleeper(doomed)];
-      const pending = startWith(doomed.launch, "/bin/sleep");
+      // Nobody supervises the provider the dead helper was starting: the runner's orphan sweep
+      // finds it by its run id, as this test does (it would otherwise outlive the test).
+      const runId = `doomed-${process.pid}`;
+      const pending = startWith(doomed.launch, "/bin/sleep", { [RUN_ID_ENV]: runId });
       await new Promise((r) => setTimeout(r, 100));
       process.kill(doomed.helperPid as number, "SIGKILL");
       expectStartFailed(await pending, /spawn helper exited/);
+      expect((await reapOrphans(new Set([runId]))).length).toBeGreaterThan(0);
       await Promise.all(solo.map((c) => c.exit));
     } finally {
       await doomed.close();

@@ -226,6 +226,56 @@ describe.each([
     },
   );
 
+  it("delivers what the pipes still hold, however far behind its consumer, once a process exited", async () => {
+    // 150 KB written at once fits in the pipes: the process exits before the consumer reads on.
+    // The cut for pipes held past the group must not drop it (it ended the lines 2 s after the
+    // exit, whatever was still unread).
+    const script = `const l = (s) => s.repeat(99) + "\\n";
+      process.stderr.write(l("e").repeat(300)); process.stdout.write(l("o").repeat(1200));`;
+    const p = await startSupervisedProcess(
+      {
+        bin: process.execPath,
+        args: ["-e", script],
+        env: {},
+        cwd,
+        maxLineBytes: 1 << 20,
+        killGraceMs: 200,
+      },
+      launcher,
+    );
+    const it = p.lineBatches()[Symbol.asyncIterator]();
+    const lines: ProcessLine[] = [];
+    const first = await it.next();
+    if (!first.done) lines.push(...first.value);
+    expect((await p.exited).code).toBe(0);
+    await new Promise((r) => setTimeout(r, PIPES_AFTER_GROUP_MS + 500));
+    for (let r = await it.next(); !r.done; r = await it.next()) lines.push(...r.value);
+    expect(lines.filter((l) => l.stream === "stdout").length).toBe(1200);
+    expect(lines.filter((l) => l.stream === "stderr").length).toBe(300);
+  });
+
+  it("ends lines() even when a process out of the group, without the run id, never stops writing", async () => {
+    const p = await startSupervisedProcess(
+      {
+        bin: "/bin/sh",
+        // 0.3 s for \`setsid\` to leave the group before the group is killed.
+        args: ["-c", `setsid yes & echo $! > ${cwd}/yes.pid; sleep 0.3; exit 0`],
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+        cwd,
+        maxLineBytes: 1 << 20,
+        killGraceMs: 200,
+      },
+      launcher,
+    );
+    try {
+      let n = 0;
+      for await (const batch of p.lineBatches()) n += batch.length;
+      expect(n).toBeGreaterThan(0);
+    } finally {
+      process.kill(Number(await readFile(path.join(cwd, "yes.pid"), "utf8")), "SIGKILL");
+    }
+  });
+
   it("terminates the process when the consumer abandons lines()", async () => {
     const p = await start("#scenario=slow");
     for await (const _ of p.lines()) break;
