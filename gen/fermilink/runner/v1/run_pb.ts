@@ -1465,6 +1465,8 @@ export const RunService: GenService<{
    *   or install path is invalid.
    * - unimplemented: provider name this runner does not know.
    * - failed_precondition: the provider CLI binary cannot be found.
+   * - resource_exhausted: the admission queue is full, or the caller already
+   *   has as many runs waiting as a user may (FermiLink's 429).
    * - unavailable: the server is shutting down.
    * - internal: workspace setup failed (git, disk).
    *
