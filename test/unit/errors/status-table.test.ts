@@ -21,9 +21,20 @@ describe("error status table", () => {
     expect(STATUS_TABLE.PROVIDER_START_FAILED).toEqual({ connect: Code.Unavailable, http: 503 });
   });
 
-  it("documents every code in the README", async () => {
+  it("documents every code in the README's error table, with the Connect code and HTTP status it maps to", async () => {
     const readme = await readFile(new URL("../../../README.md", import.meta.url), "utf8");
-    for (const code of RUNNER_ERROR_CODES) expect(readme).toContain(`\`${code}\``);
+    // Rows of the table: | `CODE` | connect_name | status | when |
+    const documented = new Map<string, [string, number]>();
+    for (const m of readme.matchAll(/^\| `([A-Z_]+)` +\| ([a-z_]+) +\| (\d{3}) +\|/gm)) {
+      documented.set(m[1] as string, [m[2] as string, Number(m[3])]);
+    }
+    // `NotFound` → `not_found`, the spelling the table uses (the Connect protocol's).
+    const snake = (code: Code) =>
+      Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? "" : "_") + c.toLowerCase());
+    for (const code of RUNNER_ERROR_CODES) {
+      const { connect, http } = STATUS_TABLE[code];
+      expect([code, documented.get(code)]).toEqual([code, [snake(connect), http]]);
+    }
   });
 
   it("never sends the cause to the caller", () => {
