@@ -102,10 +102,10 @@ describe("malformed requests", () => {
     const front = createDualProtocolServer(
       (req, res) => {
         // "/quiet": a call that sends nothing for longer than the idle time, then answers.
-        if (req.url === "/quiet") setTimeout(() => res.end("late"), 900);
+        if (req.url === "/quiet") setTimeout(() => res.end("late"), 1500);
         else res.end("ok");
       },
-      { h2IdleTimeoutMs: 300 },
+      { h2IdleTimeoutMs: 600 },
     );
     const port = await front.listen("127.0.0.1", 0);
     const session = () => {
@@ -131,22 +131,22 @@ describe("malformed requests", () => {
     try {
       const silent = session(); // never calls
       const quiet = session();
-      const busy = session(); // a call every 100 ms, each shorter than the idle time apart
+      const busy = session(); // a call every 50 ms, far less than the idle time apart
       const answer = call(quiet.client, "/quiet");
       const busyAnswers: string[] = [];
-      for (let i = 0; i < 8; i++) {
+      for (let i = 0; i < 16; i++) {
         busyAnswers.push(await call(busy.client, "/ok"));
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 50));
       }
-      expect(busyAnswers).toEqual(Array(8).fill("ok"));
+      expect(busyAnswers).toEqual(Array(16).fill("ok"));
       expect(busy.client.closed).toBe(false);
       expect(await answer).toBe("late");
       // The silent one went after about the idle time; the quiet one only once its call ended.
       const silentMs = await silent.closedAfter;
-      expect(silentMs).toBeGreaterThanOrEqual(250);
-      expect(silentMs).toBeLessThan(900);
-      expect(await quiet.closedAfter).toBeGreaterThanOrEqual(900 + 250);
-      expect(await busy.closedAfter).toBeGreaterThan(800);
+      expect(silentMs).toBeGreaterThanOrEqual(550);
+      expect(silentMs).toBeLessThan(1500);
+      expect(await quiet.closedAfter).toBeGreaterThanOrEqual(1500 + 550);
+      expect(await busy.closedAfter).toBeGreaterThan(800 + 550);
     } finally {
       await front.close(100);
     }
