@@ -254,21 +254,15 @@ export class SqliteRunStore implements RunStore {
       db.pragma("busy_timeout = 200");
       lock.exec("BEGIN EXCLUSIVE; COMMIT;");
       db.pragma("journal_mode = WAL");
-    } catch (err) {
-      db?.close();
-      lock?.close();
-      throw storeOpenError(file, err);
-    }
-    this.lock = lock;
-    this.db = db;
-    this.db.pragma("synchronous = NORMAL");
-    this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
-    try {
+      db.pragma("synchronous = NORMAL");
+      db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
+      this.lock = lock;
+      this.db = db;
       this.migrate(file);
     } catch (err) {
-      // A store refused (or a migration that failed) releases the lock with the file.
-      this.db.close();
-      this.lock.close();
+      // Whatever failed (the lock, the file, a store refused or a migration), both are let go.
+      db?.close();
+      lock?.close();
       throw err instanceof RunnerError ? err : storeOpenError(file, err);
     }
     this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
@@ -319,8 +313,8 @@ export class SqliteRunStore implements RunStore {
   }
 
   atomically(fn: () => void): void {
+    // The log bytes are counted by the writes fn makes (each counts its own transaction's pages).
     this.atomicTx(fn);
-    this.checkpointer.wrote(LOG_BYTES_PER_TX);
   }
 
   /**
