@@ -2,6 +2,7 @@ import http from "node:http";
 import type { Registry } from "prom-client";
 import { toRunnerError } from "../errors/runner-error.js";
 import { toHttpError } from "../errors/status-table.js";
+import { methodAllowed } from "./http-types.js";
 import { checkMetricsToken, presentedToken } from "./token-guard.js";
 
 /** The separate Prometheus listener (design §1): `GET /metrics` (and HEAD) and nothing else. */
@@ -20,16 +21,10 @@ export async function startMetricsServer(
   opts: { host: string; port: number; token: string | null },
 ): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
-    const send = (
-      status: number,
-      type: string,
-      body: string,
-      extra: http.OutgoingHttpHeaders = {},
-    ) => {
+    const send = (status: number, type: string, body: string) => {
       res.writeHead(status, {
         "content-type": type,
         "content-length": Buffer.byteLength(body),
-        ...extra,
       });
       res.end(req.method === "HEAD" ? undefined : body);
     };
@@ -40,11 +35,7 @@ export async function startMetricsServer(
       return send(400, "application/json", '{"detail":"Bad Request"}');
     }
     if (path !== "/metrics") return send(404, "application/json", '{"detail":"Not Found"}');
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return send(405, "application/json", '{"detail":"Method Not Allowed"}', {
-        allow: "GET, HEAD",
-      });
-    }
+    if (!methodAllowed(req, res, "GET, HEAD")) return;
     try {
       // Prometheus' scrape config speaks `authorization: Bearer <token>`.
       checkMetricsToken(opts.token, presentedToken(req, { bearer: true }));
