@@ -159,7 +159,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   const startProcess: RunPipelineDeps["startProcess"] = async (opts) => {
     const runId = opts.env[RUN_ID_ENV];
     try {
-      const proc = await startSupervisedProcess(opts, launch);
+      const proc = await startSupervisedProcess({ ...opts, logger }, launch);
       if (runId !== undefined) void proc.exited.then(() => sweeper.runEnded(runId));
       return proc;
     } catch (err) {

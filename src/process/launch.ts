@@ -27,8 +27,20 @@ export interface LaunchedChild {
   pid: number;
   stdout: Readable;
   stderr: Readable;
-  /** Resolves once the leader exited and was reaped. Never rejects. */
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves once the leader exited and was reaped, or its exit was lost. Never rejects. */
+  exit: Promise<LeaderExit>;
+}
+
+/** How the leader ended, as far as the runner knows. */
+export interface LeaderExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /**
+   * Set (with code and signal null) when the runner does not know how the
+   * leader ended, and says why: the spawn helper died with its status, or the
+   * leader was given up on after its SIGKILL (supervised-process.ts).
+   */
+  lost?: string;
 }
 
 /**

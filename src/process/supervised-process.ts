@@ -1,10 +1,17 @@
 import { accessSync, constants, statSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { RunnerError } from "../errors/runner-error.js";
-import { type LaunchError, type LaunchedChild, type Launcher, spawnDirect } from "./launch.js";
+import type { Logger } from "../log/logger.js";
+import {
+  type LaunchError,
+  type LaunchedChild,
+  type Launcher,
+  type LeaderExit,
+  spawnDirect,
+} from "./launch.js";
 import { splitLineBatches } from "./line-splitter.js";
 import { RUN_ID_ENV, reapOrphans } from "./reap-orphans.js";
-import { terminateGroup } from "./terminate-group.js";
+import { KILL_WAIT_MS, terminateGroup } from "./terminate-group.js";
 
 /**
  * Once the leader has exited and its group is gone, only a process that left
@@ -35,10 +42,8 @@ export interface ProcessLine {
   truncated: boolean;
 }
 
-/** How the leader ended. */
-export interface ProcessExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
+/** How the leader ended; `lost` says why the runner does not know (code and signal are null). */
+export interface ProcessExit extends LeaderExit {
   /** The runner signalled the group before the leader exited by itself. */
   killedByRunner: boolean;
 }
@@ -57,7 +62,10 @@ export interface SupervisedProcess {
   readonly exited: Promise<ProcessExit>;
   /** Resolves as soon as the leader exited, before its group is cleaned up. Never rejects. */
   readonly leaderExited: Promise<void>;
-  /** Idempotent: SIGTERM the group, SIGKILL after the grace; resolves when the leader is reaped. */
+  /**
+   * Idempotent: SIGTERM the group, SIGKILL after the grace; resolves when the
+   * leader is reaped, or when the runner gave up on it (see `killWaitMs`).
+   */
   terminate(): Promise<void>;
 }
 
@@ -71,6 +79,16 @@ export interface StartProcessOptions {
   killGraceMs: number;
   /** Nice value for the provider (0 = the runner's own priority). */
   niceness?: number;
+  /**
+   * After the group's SIGKILL, how long the group, and then the report of the
+   * leader's exit, are each waited for. A leader still unreported then (stuck
+   * in uninterruptible sleep, or a zombie nobody reaps: a wedged spawn helper)
+   * is given up on: its exit is reported as lost, so the run ends and its slot
+   * and session are released.
+   */
+  killWaitMs?: number;
+  /** Where a leader given up on is reported. */
+  logger?: Pick<Logger, "warn">;
 }
 
 async function* tagged(
@@ -304,21 +322,43 @@ export async function startSupervisedProcess(
     throw launchError(opts.bin, opts.cwd, err);
   }
   const pid = child.pid as number;
+  const killWaitMs = opts.killWaitMs ?? KILL_WAIT_MS;
   let killedByRunner = false;
   let leaderExited = false;
   let terminating: Promise<void> | undefined;
-  const leaderExit = child.exit.then((r) => {
+  let giveUp: (r: LeaderExit) => void = () => {};
+  const givenUp = new Promise<LeaderExit>((resolve) => {
+    giveUp = resolve;
+  });
+  const leaderExit = Promise.race([child.exit, givenUp]).then((r) => {
     leaderExited = true;
     return r;
   });
+  /** The group's end; a leader whose exit is still unreported after it is given up on. */
+  const endGroup = async (): Promise<void> => {
+    await terminateGroup(pid, opts.killGraceMs, killWaitMs);
+    if (leaderExited) return;
+    let timer: NodeJS.Timeout | undefined;
+    const reported = await Promise.race([
+      leaderExit.then(() => true),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), killWaitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (reported) return;
+    const lost = `The provider's process ${pid} did not end within ${killWaitMs} ms of its SIGKILL (stuck in the kernel, or not reaped); the runner stopped waiting for it.`;
+    opts.logger?.warn({ pid, runId: opts.env[RUN_ID_ENV] }, lost);
+    giveUp({ code: null, signal: null, lost });
+  };
   const terminate = (): Promise<void> => {
     if (!leaderExited) killedByRunner = true;
-    terminating ??= terminateGroup(pid, opts.killGraceMs);
+    terminating ??= endGroup();
     return terminating.then(() => leaderExit.then(() => undefined));
   };
   // A leader that exits by itself may leave grandchildren holding the pipes: they are orphans.
   const exited = leaderExit.then(async (r) => {
-    terminating ??= terminateGroup(pid, opts.killGraceMs);
+    terminating ??= endGroup();
     await terminating;
     return { ...r, killedByRunner };
   });

@@ -23,12 +23,19 @@ export function groupExists(pgid: number): boolean {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** How long a group is waited for after its SIGKILL, by default. */
+export const KILL_WAIT_MS = 2000;
+
 /**
  * SIGTERM to the group, wait up to `graceMs` for it to disappear, then SIGKILL
- * to the group and wait a bounded time (never forever: a process stuck in
+ * to the group and wait up to `killWaitMs` (never forever: a process stuck in
  * uninterruptible sleep must not hang the runner).
  */
-export async function terminateGroup(pgid: number, graceMs: number): Promise<void> {
+export async function terminateGroup(
+  pgid: number,
+  graceMs: number,
+  killWaitMs = KILL_WAIT_MS,
+): Promise<void> {
   if (!signalGroup(pgid, "SIGTERM")) return;
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
@@ -36,6 +43,6 @@ export async function terminateGroup(pgid: number, graceMs: number): Promise<voi
     await sleep(Math.min(25, Math.max(1, deadline - Date.now())));
   }
   if (!signalGroup(pgid, "SIGKILL")) return;
-  const killDeadline = Date.now() + 2000;
+  const killDeadline = Date.now() + killWaitMs;
   while (groupExists(pgid) && Date.now() < killDeadline) await sleep(10);
 }

@@ -1,4 +1,4 @@
-import { copyFile, lstat, readFile, readlink, rm, symlink, unlink } from "node:fs/promises";
+import { lstat, readFile, readlink, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PROJECT_ROOT } from "../project-root.js";
 import type { FsOp } from "./fs-batch/fs-batch.js";
@@ -54,26 +54,62 @@ export async function syncAgentsFile(
   for (const alias of knownAliases) {
     if (alias === providerAlias) continue;
     const p = path.join(repoDir, alias);
-    if ((await lstat(p).catch(() => null))?.isSymbolicLink()) await unlink(p);
+    if ((await lstat(p).catch(() => null))?.isSymbolicLink()) await unlink(p).catch(unlessGone);
   }
-  if (!providerAlias) return;
-  const aliasPath = path.join(repoDir, providerAlias);
-  const ast = await lstat(aliasPath).catch(() => null);
-  if (ast?.isSymbolicLink()) {
-    if ((await readlink(aliasPath)) === "AGENTS.md") return;
-    await unlink(aliasPath);
-  } else if (ast) {
-    return; // a real file: the user's, left alone
-  }
-  await linkAlias(target, aliasPath);
+  if (providerAlias) await syncAlias(path.join(repoDir, providerAlias), wanted);
 }
 
-/** The alias as a relative symlink to AGENTS.md, or a copy where symlinks fail. */
-async function linkAlias(target: string, aliasPath: string): Promise<void> {
+/** Rethrows anything but ENOENT: what was to be removed is gone already (the agent's doing). */
+function unlessGone(err: NodeJS.ErrnoException): void {
+  if (err.code !== "ENOENT") throw err;
+}
+
+/**
+ * Rounds of looking at the alias and making it: a process left over from an
+ * earlier run may still be changing the repo, and each round it changed the
+ * alias under us starts again. After the last, what it left stays, as a real
+ * alias file would: the repo is the agent's, only writing outside it matters.
+ */
+const ALIAS_ROUNDS = 3;
+
+/** The active alias: the link is kept or made; a real file (the user's) is left alone. */
+async function syncAlias(aliasPath: string, wanted: Buffer): Promise<void> {
+  for (let round = 0; round < ALIAS_ROUNDS; round++) {
+    const ast = await lstat(aliasPath).catch(() => null);
+    if (ast?.isSymbolicLink()) {
+      const to = await readlink(aliasPath).catch(() => null);
+      if (to === "AGENTS.md") return;
+      // No longer a link (or gone): look again.
+      if (to === null) continue;
+      await unlink(aliasPath).catch(unlessGone);
+    } else if (ast) {
+      return;
+    }
+    if (await linkAlias(aliasPath, wanted)) return;
+  }
+}
+
+/**
+ * The alias as a relative symlink to AGENTS.md, or a copy where symlinks fail;
+ * false when something took its place first. Never a copy over what took it:
+ * that may be a link out of the repo, and a copy opened through it would
+ * overwrite whatever it names. The copy is created exclusively (O_EXCL opens
+ * no link) from the template's text in hand, not from the repo's AGENTS.md,
+ * which the agent could have made a link to a file it may not read.
+ */
+async function linkAlias(aliasPath: string, wanted: Buffer): Promise<boolean> {
   try {
     await symlink("AGENTS.md", aliasPath);
-  } catch {
-    await copyFile(target, aliasPath);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+  }
+  try {
+    await writeFile(aliasPath, wanted, { flag: "wx" });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw err;
   }
 }
 

@@ -37,6 +37,11 @@ export function findGroupExec(): string | null {
 
 type ExitInfo = Awaited<LaunchedChild["exit"]>;
 
+const HELPER_LOST =
+  "The runner's spawn helper exited unexpectedly and the provider's exit status was lost with it; its process group was killed.";
+const HELPER_CLOSED =
+  "The runner closed its spawn helper while the provider ran; its process group was killed, and its exit status is unknown.";
+
 interface Starting {
   resolve(child: LaunchedChild): void;
   reject(err: Error): void;
@@ -57,6 +62,8 @@ function spawnError(code: string, message: string, wrapper?: string): LaunchErro
 
 export class SpawnHelper {
   private helper: ChildProcess | null = null;
+  /** The helper `close` stopped: its death is no crash. */
+  private closed: ChildProcess | null = null;
   /** perl for shared-autogroup providers, or null: each provider detached on its own. */
   private readonly groupExec: string | null;
   private nextId = 1;
@@ -98,6 +105,7 @@ export class SpawnHelper {
     const helper = this.helper;
     if (!helper || helper.exitCode !== null || helper.signalCode !== null) return;
     const gone = new Promise<void>((r) => helper.once("exit", () => r()));
+    this.closed = helper;
     helper.disconnect();
     await gone;
   }
@@ -122,7 +130,12 @@ export class SpawnHelper {
     (helper.channel as { unref?: () => void } | undefined)?.unref?.();
     helper.on("message", (msg: SpawnerMessage, handle?: Socket) => this.onMessage(msg, handle));
     helper.on("error", () => {}); // reported through "exit"
-    helper.once("exit", () => this.onHelperGone(helper));
+    // Gone once its channel has ended too, so every exit it reported before it died is handled.
+    // Not 'close': a channel the runner disconnected itself (close()) never counts for it.
+    helper.once("exit", () => {
+      if (helper.connected) helper.once("disconnect", () => this.onHelperGone(helper));
+      else this.onHelperGone(helper);
+    });
     this.helper = helper;
     return helper;
   }
@@ -181,12 +194,15 @@ export class SpawnHelper {
   }
 
   /**
-   * The helper died (it is only killed with the runner, so this is a crash):
-   * runs still starting fail; children it started live on in their own
-   * process groups, so their groups are killed and their exit reported as
-   * SIGKILL. A child whose pid never arrived cannot be killed from here: the
-   * caller's orphan sweep finds it by its run id (orphan-sweeper.ts). The
-   * next launch starts a new helper.
+   * The helper died (closed by the runner, or a crash): runs still starting
+   * fail; children it started live on in their own process groups, so their
+   * groups are killed. Their exit status died with the helper: only it could
+   * reap them, and every exit it reported has been handled by now (see
+   * startHelper). So a child not reported yet ends as lost, not as SIGKILLed:
+   * it may as well have exited 0 just before, unreaped or with its report
+   * still queued in the helper. A child whose pid never arrived cannot be
+   * killed from here: the caller's orphan sweep finds it by its run id
+   * (orphan-sweeper.ts). The next launch starts a new helper.
    */
   private onHelperGone(helper: ChildProcess): void {
     if (this.helper === helper) this.helper = null;
@@ -198,7 +214,11 @@ export class SpawnHelper {
       }
       this.killGroup(child.pid);
       this.children.delete(id);
-      child.onExit({ code: null, signal: "SIGKILL" });
+      child.onExit({
+        code: null,
+        signal: null,
+        lost: this.closed === helper ? HELPER_CLOSED : HELPER_LOST,
+      });
     }
   }
 }

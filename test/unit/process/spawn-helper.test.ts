@@ -13,8 +13,10 @@ import {
 import { mkdtemp, rm } from "node:fs/promises";
 import { getPriority, tmpdir } from "node:os";
 import path from "node:path";
+import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
+import { createLogger } from "../../../src/log/logger.js";
 import type { LaunchedChild, Launcher } from "../../../src/process/launch.js";
 import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
 import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
@@ -41,6 +43,16 @@ afterEach(async () => {
   await helper.close();
   await rm(cwd, { recursive: true, force: true });
 });
+
+/** The process state letter of `pid` (R, S, Z, ...), or "" when it is gone. */
+const stateOf = (pid: number) => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  } catch {
+    return "";
+  }
+};
 
 const parentOf = (pid: number) => {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -78,12 +90,12 @@ describe("SpawnHelper", () => {
     expect(helper.helperPid).toBe(helperPid);
   });
 
-  it("when the helper dies, its runs end as SIGKILLed with their groups gone, and the next run gets a new helper", async () => {
+  it("when the helper dies, its runs end with their exit lost and their groups gone, and the next run gets a new helper", async () => {
     const p = await start("#scenario=grandchild");
     const first = helper.helperPid as number;
     process.kill(first, "SIGKILL");
     const exit = await p.exited;
-    expect(exit.signal).toBe("SIGKILL");
+    expect(exit).toMatchObject({ code: null, signal: null, lost: expect.stringMatching(/helper/) });
     await waitUntilGone([p.pid], 5000);
     const q = await start("#scenario=bench-one-line");
     for await (const _ of q.lines());
@@ -97,7 +109,86 @@ describe("SpawnHelper", () => {
     const helperPid = helper.helperPid as number;
     await helper.close();
     await waitUntilGone([p.pid, helperPid], 5000);
-    expect((await p.exited).signal).toBe("SIGKILL");
+    expect(await p.exited).toMatchObject({
+      signal: null,
+      lost: expect.stringMatching(/closed its spawn helper/),
+    });
+  });
+
+  it("a provider that exited by itself just before the helper crashed is reported lost, not SIGKILLed", async () => {
+    const p = await start("#scenario=sleep-1s");
+    const helperPid = helper.helperPid as number;
+    // Stopped, the helper can neither reap the provider nor report its exit: it dies knowing both.
+    process.kill(helperPid, "SIGSTOP");
+    try {
+      const deadline = Date.now() + 10_000;
+      while (stateOf(p.pid) !== "Z") {
+        if (Date.now() > deadline) throw new Error(`provider ${p.pid} never exited`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      process.kill(helperPid, "SIGKILL");
+    }
+    const lines: string[] = [];
+    for await (const l of p.lines()) lines.push(l.text);
+    expect(lines.join("\n")).toContain("sleep-1s");
+    expect(await p.exited).toMatchObject({
+      code: null,
+      signal: null,
+      killedByRunner: false,
+      lost: expect.stringMatching(/spawn helper exited unexpectedly/),
+    });
+  });
+
+  it("gives up on a provider the helper never reports after its SIGKILL, so teardown ends", async () => {
+    let logged = "";
+    const logger = createLogger(
+      "warn",
+      new Writable({
+        write(chunk, _enc, done) {
+          logged += chunk;
+          done();
+        },
+      }),
+    );
+    const p = await startSupervisedProcess(
+      {
+        bin: FAKE_AGENT,
+        args: ["exec", "--json", "--", "#scenario=slow"],
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+        cwd,
+        maxLineBytes: 1 << 20,
+        killGraceMs: 200,
+        killWaitMs: 300,
+        logger,
+      },
+      helper.launch,
+    );
+    const helperPid = helper.helperPid as number;
+    // A wedged helper: the killed provider stays a zombie nobody reaps, its exit never reported.
+    process.kill(helperPid, "SIGSTOP");
+    try {
+      const lines = (async () => {
+        for await (const _ of p.lines());
+      })();
+      const started = Date.now();
+      const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 10_000).unref());
+      expect(await Promise.race([p.terminate().then(() => "ended"), hung])).toBe("ended");
+      // The grace, the group's wait after SIGKILL, then the wait for the leader's report.
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(stateOf(p.pid)).toBe("Z");
+      expect(await p.exited).toMatchObject({
+        code: null,
+        signal: null,
+        killedByRunner: true,
+        lost: expect.stringMatching(/did not end within 300 ms of its SIGKILL/),
+      });
+      expect(await Promise.race([lines.then(() => "ended"), hung])).toBe("ended");
+      expect(logged).toContain(`"pid":${p.pid}`);
+      expect(logged).toContain("the runner stopped waiting for it");
+    } finally {
+      process.kill(helperPid, "SIGCONT");
+    }
   });
 
   it("reports a binary that cannot run as the spawn error", async () => {
