@@ -6,7 +6,7 @@
  * reported under its `tool_use_id`, with the fields that line does not carry
  * (command text, tool name) left empty for consumers to merge by id.
  */
-import type { AgentItem } from "../../events/run-event.js";
+import type { AgentItem, ItemStatus } from "../../events/run-event.js";
 import {
   asArray,
   asCount,
@@ -85,19 +85,62 @@ function toolResultText(content: unknown): string {
 }
 
 /**
+ * `tool_result_meta[].non_execution_kind` values for a call Claude's
+ * permission check refused (the others, `interrupted` and `cancelled`, are no
+ * refusal).
+ */
+const REFUSED_KINDS = new Set([
+  "user-rejected",
+  "permission-rule",
+  "automode-blocked",
+  "automode-unavailable",
+  "automode-parsing-error",
+]);
+
+/**
+ * Claude's own refusal templates ("ask" unanswered in `--print`, and a deny
+ * rule), for a line without `tool_result_meta`. Anything else that is_error is
+ * a failure: the refusal messages of Bash and of the auto-mode check are many
+ * and worded freely, so only the meta tells them.
+ */
+const REFUSAL_TEXTS = [
+  /^Claude requested permissions to .+, but you haven't granted it yet\./,
+  /^Permission to .+ has been denied\./,
+];
+
+/**
+ * A result's status. Claude 2.1 prints, beside the `tool_result`, a
+ * `tool_result_meta` entry per call whose `permission_decision.decision` is
+ * `reject` when its permission check refused it (a Bash write needing
+ * approval, plan mode, a deny rule); the run's `permission_denials` lists the
+ * same calls at the end. A refused call ran nothing: declined, not failed.
+ */
+function toolResultStatus(block: JsonObject, meta: JsonObject | null, output: string): ItemStatus {
+  if (block.is_error !== true) return "completed";
+  if (meta) {
+    const decision = asString(asObject(meta.permission_decision)?.decision);
+    const refused = decision === "reject" || REFUSED_KINDS.has(asString(meta.non_execution_kind));
+    return refused ? "declined" : "failed";
+  }
+  return REFUSAL_TEXTS.some((re) => re.test(output)) ? "declined" : "failed";
+}
+
+/**
  * A Bash result is recognised by the line's `tool_use_result.stdout`, or,
  * when it failed (then `tool_use_result` is only an error string), by the
  * "Exit code N" Claude writes first. Claude marks a non-zero exit `is_error`.
  */
-function toolResultItem(block: JsonObject, toolUseResult: JsonObject | null): AgentItem {
+function toolResultItem(
+  block: JsonObject,
+  toolUseResult: JsonObject | null,
+  status: ItemStatus,
+): AgentItem {
   const id = asString(block.tool_use_id);
   const output = toolResultText(block.content);
-  const failed = block.is_error === true;
-  const status = failed ? "failed" : "completed";
-  const exitMatch = failed ? /^Exit code (\d+)/.exec(output) : null;
+  const exitMatch = status === "failed" ? /^Exit code (\d+)/.exec(output) : null;
   if (typeof toolUseResult?.stdout === "string" || exitMatch !== null) {
     // Tool output can hold any number of digits: beyond int32 it is no exit code (null).
-    const exitCode = failed ? asExitCode(Number(exitMatch?.[1] ?? Number.NaN)) : 0;
+    const exitCode = status === "completed" ? 0 : asExitCode(Number(exitMatch?.[1] ?? Number.NaN));
     return { kind: "command", id, command: "", output, exitCode, status };
   }
   return { kind: "tool_call", id, name: "", inputJson: "", output, status };
@@ -108,7 +151,11 @@ function toolResultItem(block: JsonObject, toolUseResult: JsonObject | null): Ag
  * `type` create/update for Write and a `structuredPatch` for both): the
  * completed change, whose kind the result knows better than the call.
  */
-function fileResultItem(block: JsonObject, toolUseResult: JsonObject | null): AgentItem | null {
+function fileResultItem(
+  block: JsonObject,
+  toolUseResult: JsonObject | null,
+  status: ItemStatus,
+): AgentItem | null {
   const path = asString(toolUseResult?.filePath);
   const type = asString(toolUseResult?.type);
   const isWrite = type === "create" || type === "update";
@@ -117,17 +164,24 @@ function fileResultItem(block: JsonObject, toolUseResult: JsonObject | null): Ag
     kind: "file_change",
     id: asString(block.tool_use_id),
     changes: [{ path, kind: type === "create" ? "add" : "update" }],
-    status: block.is_error === true ? "failed" : "completed",
+    status,
   };
 }
 
 function userItems(event: JsonObject): AgentItem[] {
   const toolUseResult = asObject(event.tool_use_result);
+  const metas = asArray(event.tool_result_meta).flatMap((m): JsonObject[] => {
+    const meta = asObject(m);
+    return meta ? [meta] : [];
+  });
   return asArray(asObject(event.message)?.content).flatMap((b): AgentItem[] => {
     const block = asObject(b);
     if (block?.type !== "tool_result") return [];
-    const change = fileResultItem(block, toolUseResult);
-    const result = toolResultItem(block, toolUseResult);
+    const id = asString(block.tool_use_id);
+    const meta = metas.find((m) => asString(m.id) === id) ?? null;
+    const status = toolResultStatus(block, meta, toolResultText(block.content));
+    const change = fileResultItem(block, toolUseResult, status);
+    const result = toolResultItem(block, toolUseResult, status);
     return change ? [result, change] : [result];
   });
 }

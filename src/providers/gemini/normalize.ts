@@ -48,11 +48,19 @@ function toolUseItems(event: JsonObject): AgentItem[] {
   return change ? [call, change] : [call];
 }
 
+/**
+ * Gemini's error type for a call its policy engine (or a blocking hook)
+ * refused: "Tool execution denied by policy." The call ran nothing.
+ */
+const POLICY_VIOLATION = "policy_violation";
+
 /** A result names only its tool id: a file tool's change comes without entries, to pair by id. */
 function toolResultItems(event: JsonObject): AgentItem[] {
   const id = asString(event.tool_id);
-  const status = asItemStatus(event.status);
-  const output = asString(event.output) || asString(asObject(event.error)?.message);
+  const error = asObject(event.error);
+  const refused = asString(error?.type) === POLICY_VIOLATION;
+  const status = refused ? "declined" : asItemStatus(event.status);
+  const output = asString(event.output) || asString(error?.message);
   const name = toolNameFromId(id);
   if (name === SHELL_TOOL) {
     return [{ kind: "command", id, command: "", output, exitCode: null, status }];

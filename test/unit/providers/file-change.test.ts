@@ -102,4 +102,50 @@ describe("file changes", () => {
     });
     expect(changesOf(tool("read", { filePath: "/r/b" }))).toEqual([]);
   });
+
+  it("opencode: apply_patch names its files in the patch headers (add, update, delete, move)", () => {
+    const patch = (status: string, patchText: string) =>
+      normalizeOpencodeLine(
+        line({
+          type: "tool_use",
+          part: {
+            tool: "apply_patch",
+            callID: "p1",
+            state: { status, input: { patchText }, output: "", error: "" },
+          },
+        }),
+      );
+    const text = [
+      "*** Begin Patch",
+      "*** Add File: a.txt",
+      "+*** Update File: not-a-header.txt",
+      "*** Update File:  src/b.py ",
+      "@@",
+      "-x",
+      "+y",
+      "*** Delete File: c.txt",
+      "*** Update File: d.py",
+      "*** Move to: e.py",
+      "*** End Patch",
+    ].join("\n");
+    expect(changesOf(patch("completed", text))).toEqual([
+      {
+        kind: "file_change",
+        id: "p1",
+        changes: [
+          { path: "a.txt", kind: "add" },
+          { path: "src/b.py", kind: "update" },
+          { path: "c.txt", kind: "delete" },
+          { path: "d.py", kind: "delete" },
+          { path: "e.py", kind: "add" },
+        ],
+        status: "completed",
+      },
+    ]);
+    expect(
+      changesOf(patch("error", "*** Begin Patch\r\n*** Delete File: f\r\n*** End Patch")),
+    ).toEqual([
+      { kind: "file_change", id: "p1", changes: [{ path: "f", kind: "delete" }], status: "failed" },
+    ]);
+  });
 });
