@@ -11,17 +11,38 @@ export const CHECKPOINT_BYTES = 4 * 1024 * 1024;
 const STOP_MS = 5000;
 
 /**
+ * How soon after a write the log is copied to its end, when less than
+ * CHECKPOINT_BYTES is owed. SQLite starts the log over (and cuts its file back
+ * to the store's journal_size_limit) only from a write that finds every frame
+ * copied; asked only per CHECKPOINT_BYTES, a checkpoint left the frames after
+ * it uncopied, even across idle minutes, and the log grew to the ≈ 100 MB
+ * backstop. The delay bounds the passes a trickle of writes costs (each ends
+ * with two fsyncs) to 1000 / CATCH_UP_MS a second.
+ */
+const CATCH_UP_MS = 50;
+
+/**
  * Checkpoints the run store's write-ahead log on a worker thread (see
- * checkpoint-worker.cjs): the store reports what it writes (`wrote`), and
- * every CHECKPOINT_BYTES one checkpoint is asked for, never two at once. If
- * the worker fails, `onFailed` is told once (the store then lets SQLite
- * checkpoint on its own again) and nothing more is asked of it.
+ * checkpoint-worker.cjs): the store reports what it writes (`wrote`); one
+ * checkpoint is asked for every CHECKPOINT_BYTES, and CATCH_UP_MS after any
+ * write not yet asked for, never two at once. PASSIVE passes never hold the
+ * writer up, so the log starts over only when the writer pauses for as long
+ * as a pass takes; a writer that never pauses is bounded by SQLite's own
+ * backstop (see the store). If the worker fails, `onFailed` is told once (the
+ * store then lets SQLite checkpoint on its own again) and nothing more is
+ * asked of it.
  */
 export class Checkpointer {
   private readonly worker: Worker;
   private owed = 0;
   private inFlight = false;
   private failed = false;
+  /** Set while a catch-up pass waits for CATCH_UP_MS (armed only while none is in flight). */
+  private catchUp: NodeJS.Timeout | undefined;
+  private readonly onCatchUp = () => {
+    this.catchUp = undefined;
+    if (this.owed > 0 && !this.inFlight) this.ask();
+  };
   private readonly exited: Promise<void>;
 
   constructor(
@@ -44,7 +65,7 @@ export class Checkpointer {
     this.worker.on("message", (msg: { error: string | null }) => {
       this.inFlight = false;
       if (msg.error !== null) return this.fail(msg.error);
-      if (this.owed >= CHECKPOINT_BYTES) this.ask();
+      this.next();
     });
     this.worker.on("error", (err) => this.fail(err.message));
     this.worker.on("exit", (code) => this.fail(`the checkpoint worker exited (${code})`));
@@ -53,7 +74,7 @@ export class Checkpointer {
   /** About `bytes` went into the log (the caller's estimate: text plus page overhead). */
   wrote(bytes: number): void {
     this.owed += bytes;
-    if (this.owed >= CHECKPOINT_BYTES && !this.inFlight) this.ask();
+    if (!this.inFlight) this.next();
   }
 
   /**
@@ -62,6 +83,7 @@ export class Checkpointer {
    * than STOP_MS (a store on a stalled disk) is terminated, which loses nothing.
    */
   close(): Promise<void> {
+    clearTimeout(this.catchUp);
     if (!this.failed) {
       this.failed = true;
       this.worker.postMessage("stop");
@@ -72,8 +94,18 @@ export class Checkpointer {
     return this.exited;
   }
 
+  /** No pass in flight: one now if CHECKPOINT_BYTES are owed, else one soon if anything is. */
+  private next(): void {
+    if (this.owed >= CHECKPOINT_BYTES) this.ask();
+    else if (this.owed > 0 && this.catchUp === undefined && !this.failed)
+      // Unref'd: a pending catch-up never keeps the runner alive (close empties the log anyway).
+      this.catchUp = setTimeout(this.onCatchUp, CATCH_UP_MS).unref();
+  }
+
   private ask(): void {
     if (this.failed) return;
+    clearTimeout(this.catchUp);
+    this.catchUp = undefined;
     this.owed = 0;
     this.inFlight = true;
     this.worker.postMessage("checkpoint");
@@ -82,6 +114,7 @@ export class Checkpointer {
   private fail(why: string): void {
     if (this.failed) return;
     this.failed = true;
+    clearTimeout(this.catchUp);
     void this.worker.terminate();
     this.onFailed(why);
   }

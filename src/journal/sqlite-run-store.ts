@@ -127,7 +127,11 @@ const PAGE_CACHE_KIB = 512;
  */
 const BACKSTOP_CHECKPOINT_PAGES = 25_000;
 
-/** The log file's size kept on disk when the log restarts (it reaches ≈ 100 MB before, see above). */
+/**
+ * The log file's size kept on disk when the log restarts: it grows past this only under a writer
+ * that never pauses long enough for the checkpointer to copy the log to its end (then up to the
+ * backstop above).
+ */
 const WAL_FILE_LIMIT_BYTES = 16 * 1024 * 1024;
 
 /** What the log takes beyond the text: per row (key, columns) and per transaction (pages). */
@@ -250,7 +254,11 @@ export class SqliteRunStore implements RunStore {
       lock = new Database(`${file}.lock`);
       db = new Database(file);
       lock.pragma("locking_mode = EXCLUSIVE");
+      // First: setting the journal mode reads the file, which another runner's lock refuses.
       lock.pragma("busy_timeout = 200");
+      // The lock's one write (a new file's first page) needs no rollback journal on disk: in
+      // exclusive mode SQLite keeps a journal file open until close, a stray `.lock-journal`.
+      lock.pragma("journal_mode = MEMORY");
       db.pragma("busy_timeout = 200");
       lock.exec("BEGIN EXCLUSIVE; COMMIT;");
       db.pragma("journal_mode = WAL");

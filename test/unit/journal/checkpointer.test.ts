@@ -1,10 +1,12 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Worker } from "node:worker_threads";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent } from "../../../src/events/run-event.js";
+import { CHECKPOINT_BYTES } from "../../../src/journal/checkpointer.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
 import { runRecord } from "../../helpers/run-record.js";
 
@@ -78,6 +80,24 @@ describe("the run store's checkpointer", () => {
     expect(s.readEvents("r1", 44_997, 100).map((e) => e.seq)).toEqual([44_998, 44_999, 45_000]);
   });
 
+  it("keeps the log small across a long stream of bursts: it starts over once a pause lets it be copied to its end", async () => {
+    const s = store();
+    const wal = `${file}-wal`;
+    let largest = 0;
+    // 14 runs of ≈ 4.3 MB of log each (≈ 60 MB in all), written as the journal does (batches
+    // of 512 lines, back to back: each run a burst), with a pause between them as between a
+    // CLI's bursts of output. The log starts over only from a write that finds it copied to its
+    // end, and each burst leaves frames behind the checkpoint its 4 MB asked for.
+    for (let r = 1; r <= 14; r++) {
+      stream(s, `r${r}`, 12_000);
+      largest = Math.max(largest, statSync(wal).size);
+      await sleep(150);
+    }
+    expect(largest).toBeGreaterThan(CHECKPOINT_BYTES / 2);
+    expect(largest).toBeLessThan(4 * CHECKPOINT_BYTES);
+    expect(s.readEvents("r14", 11_998, 10).map((e) => e.seq)).toEqual([11_999, 12_000]);
+  });
+
   it("hands checkpoints back to SQLite when the worker fails: the log is still copied", async () => {
     const s = store();
     const worker = checkpointWorker(s);
@@ -108,5 +128,17 @@ describe("the run store's checkpointer", () => {
     await first.close();
     open.splice(0);
     expect(() => store()).not.toThrow();
+  });
+
+  it("holds that lock without a journal file beside it: the store's directory has only the store, its log and the lock", () => {
+    store();
+    expect(readdirSync(dir).sort()).toEqual([
+      "runs.sqlite3",
+      "runs.sqlite3-shm",
+      "runs.sqlite3-wal",
+      "runs.sqlite3.lock",
+    ]);
+    expect(() => new SqliteRunStore(file)).toThrow(/in use by another runner process/);
+    expect(readdirSync(dir)).not.toContain("runs.sqlite3.lock-journal");
   });
 });
