@@ -150,16 +150,22 @@ export async function executeRun(
     unlock?.();
     lease?.release();
   };
-  const exitBody = (
+  /** Set once the run's exit event was produced: a run ends (and is counted) once. */
+  let exited = false;
+  const emitExit = (
     body: Omit<
       Extract<RunEventBody, { type: "exit" }>,
       "type" | "durationMs" | "killedByRunner" | "succeeded"
     > &
       Partial<Pick<Extract<RunEventBody, { type: "exit" }>, "killedByRunner" | "succeeded">>,
-  ): RunEventBody => {
+  ): void => {
+    // A failure after the exit (its log line, when the log's reader is gone) reaches the catch
+    // below: a second exit would tell the journal, the run's row and runs_ended another outcome.
+    if (exited) return;
+    exited = true;
     const durationMs = deps.now() - plan.startedAtMs;
     deps.observer.runEnded(plan.policy.provider, body.reason, durationMs);
-    return { type: "exit", durationMs, killedByRunner: false, succeeded: false, ...body };
+    state.emit({ type: "exit", durationMs, killedByRunner: false, succeeded: false, ...body });
   };
   try {
     lease = await admit(deps, state, plan);
@@ -284,24 +290,22 @@ export async function executeRun(
     // A CLI can exit 0 without finishing its work (gemini does on SIGTERM): success also needs
     // the provider's own successful final result (real-clis.md §5).
     const noResult = !aborted && returnCode === 0 && lastResult === null;
-    state.emit(
-      exitBody({
-        reason: aborted ? aborted.reason : "completed",
-        returnCode,
-        signal: exit.signal,
-        message: aborted
-          ? aborted.message
-          : noResult
-            ? "The provider exited without a final result event; the run is reported as failed."
-            : "",
-        killedByRunner: exit.killedByRunner || aborted !== null,
-        succeeded: !aborted && returnCode === 0 && lastResult === true,
-      }),
-    );
-    log().info(
-      { returnCode: returnCodeOf(exit), reason: aborted?.reason ?? "completed" },
-      "run ended",
-    );
+    // An exit the runner lost (its spawn helper died, or a leader it gave up on) is its own
+    // failure, not the provider's outcome: an error saying so, unless the run was already ending.
+    const lost = exit.lost ?? null;
+    const reason = aborted ? aborted.reason : lost !== null ? "error" : "completed";
+    const noResultMessage = noResult
+      ? "The provider exited without a final result event; the run is reported as failed."
+      : null;
+    emitExit({
+      reason,
+      returnCode,
+      signal: exit.signal,
+      message: [aborted?.message, lost, noResultMessage].filter((m) => m).join(" "),
+      killedByRunner: exit.killedByRunner || aborted !== null || lost !== null,
+      succeeded: !aborted && returnCode === 0 && lastResult === true,
+    });
+    log().info({ returnCode, reason }, "run ended");
   } catch (err) {
     if (!state.emittedAny) {
       state.failBeforeFirstEvent(beforeFirstEvent(err));
@@ -309,21 +313,20 @@ export async function executeRun(
     }
     await releaseAll();
     if (err instanceof RunAborted) {
-      state.emit(
-        exitBody({
-          reason: err.reason,
-          returnCode: null,
-          signal: null,
-          message: err.message,
-          killedByRunner: proc !== undefined,
-        }),
-      );
+      emitExit({
+        reason: err.reason,
+        returnCode: null,
+        signal: null,
+        message: err.message,
+        killedByRunner: proc !== undefined,
+      });
     } else {
       const re = toRunnerError(err);
-      log().error({ err, code: re.code }, "run failed after streaming began");
-      state.emit(
-        exitBody({ reason: "error", returnCode: null, signal: null, message: re.message }),
+      log().error(
+        { err, code: re.code },
+        exited ? "run failed after its exit event" : "run failed after streaming began",
       );
+      emitExit({ reason: "error", returnCode: null, signal: null, message: re.message });
     }
   } finally {
     donePreparing?.();

@@ -1,0 +1,70 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { type App, startApp } from "../../src/app.js";
+import { loadConfig } from "../../src/config/load-config.js";
+import { createLogger } from "../../src/log/logger.js";
+import { postRun } from "../helpers/sse-client.js";
+import { FAKE_AGENT } from "../helpers/start-server.js";
+
+let app: App | undefined;
+let home: string | undefined;
+afterEach(async () => {
+  await app?.close();
+  if (home) await rm(home, { recursive: true, force: true });
+  app = undefined;
+  home = undefined;
+});
+
+/**
+ * A log destination that fails the write of the line a run logs once its exit
+ * event is out ("run ended"), as a stdout whose reader went away does (EPIPE):
+ * pino writes synchronously, so the failure is thrown into the run.
+ */
+function failingAtRunEnded(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      if (chunk.toString().includes('"msg":"run ended"')) throw new Error("EPIPE: log reader gone");
+      done();
+    },
+  });
+}
+
+describe("a run that fails after its exit event", () => {
+  it("is counted in runs_ended once and streams one exit event", async () => {
+    home = await mkdtemp(path.join(tmpdir(), "flr-ended-"));
+    const config = loadConfig({
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: process.env.HOME ?? home,
+      FERMILINK_HOME: home,
+      FERMILINK_SOFTWARE_ROOT: path.join(home, "no-software"),
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
+      FERMILINK_RUNNER_SPARE_WORKSPACES: "0",
+    });
+    app = await startApp(config, { logger: createLogger("info", failingAtRunEnded()) });
+    const run = await postRun(`http://127.0.0.1:${app.port}`, { user_prompt: "fine" });
+    const exits = run.events.filter((e) => e.event === "runner.exit");
+    expect(exits.map((e) => JSON.parse(e.data).reason)).toEqual(["completed"]);
+    const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
+    // The producer finishes after the caller read the exit: wait for it to let the run go.
+    for (let i = 0; i < 100 && app.pipeline.isLive(runId); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(app.pipeline.isLive(runId)).toBe(false);
+    // The stored run ends as the stream did: no second exit (of reason error) after the first.
+    const stored = app.pipeline.getRun(runId, { userId: null });
+    expect(stored).toMatchObject({ exitReason: "completed", succeeded: true });
+    expect(stored.lastSeq).toBe(run.events.length);
+    const metrics = await (await fetch(`http://127.0.0.1:${app.metricsPort}/metrics`)).text();
+    const ended = [...metrics.matchAll(/^fermilink_runner_runs_ended_total\{[^}]*\} (\d+)$/gm)];
+    expect(ended.map((m) => Number(m[1])).reduce((a, b) => a + b, 0)).toBe(1);
+    expect(metrics).toMatch(
+      /^fermilink_runner_runs_ended_total\{provider="codex",reason="completed"\} 1$/m,
+    );
+  });
+});
