@@ -5,6 +5,9 @@ export interface ValidationDetail {
   type: string;
   loc: (string | number)[];
   msg: string;
+  /** Required: pydantic v2 always says what it refused (the value at `loc`, or its parent object). */
+  input: unknown;
+  ctx?: Record<string, unknown>;
 }
 
 /** Failures whose reason is the request or the load, never the runner's own code. */

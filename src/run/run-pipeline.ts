@@ -197,14 +197,18 @@ export class RunPipeline {
     viewer: Viewer,
     typedItems = true,
     viewerGone?: AbortSignal,
+    /** How the caller named its cursor, for the error of one past the run's end. */
+    cursorName = "after_seq",
   ): AsyncIterable<readonly RunEvent[]> {
     requireRunId(runId);
     const inMemory = this.runs.get(runId)?.state ?? this.unwritten.get(runId);
     if (inMemory) {
       this.checkVisible(inMemory.userId, runId, viewer);
+      checkCursor(runId, afterSeq, inMemory.journal.lastSeq, cursorName);
       return followRunBatches(inMemory.journal, afterSeq, typedItems, viewerGone);
     }
     const record = this.findStored(runId, viewer);
+    checkCursor(runId, afterSeq, record.lastSeq, cursorName);
     const { store } = this.deps;
     const adapter = isProviderId(record.provider) ? getProviderAdapter(record.provider) : null;
     const read = (raw: string) => (adapter ? readLine(adapter, raw) : []);
@@ -330,5 +334,20 @@ function notFound(runId: string): RunnerError {
   return new RunnerError(
     "RUN_NOT_FOUND",
     `No run ${runId} is visible to this caller (check the run id and user_id).`,
+  );
+}
+
+/**
+ * A resume point past the run's last event names nothing it sent, live or not: a client bug (a
+ * cursor of another run, or made up). Refused rather than followed: a live run would hold the
+ * stream silent, then skip the events up to the cursor, which the viewer never had. (A run closed
+ * after a crash numbers its exit past anything a viewer was shown: recover-interrupted.ts.)
+ */
+function checkCursor(runId: string, afterSeq: number, lastSeq: number, cursorName: string): void {
+  if (afterSeq <= lastSeq) return;
+  throw new RunnerError(
+    "REQUEST_INVALID",
+    `${cursorName} ${afterSeq} is past the last event of run ${runId} (seq ${lastSeq}): ` +
+      "resume after the seq of an event this run sent, or 0 for all of them.",
   );
 }

@@ -60,6 +60,8 @@ export function validateRunRequest(input: RunRequestInput): ValidRunRequest {
             type: "string_too_short",
             loc: ["body", "user_prompt"],
             msg: "String should have at least 1 character",
+            input: prompt,
+            ctx: { min_length: 1 },
           },
         ],
       },

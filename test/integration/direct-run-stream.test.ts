@@ -353,6 +353,58 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     expect(server.app.pipeline.liveRuns).toBe(0);
   });
 
+  it("counts only events written to a live stream: none more once the client has reset it", async () => {
+    server = await startTestServer();
+    const s = server;
+    const runId = (await runOverGrpc(s, "gone", "#scenario=lines-5000"))[0]?.runId ?? "";
+    const streamed = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
+      let n = 0;
+      for (const m of text.matchAll(
+        /^fermilink_runner_events_streamed_total\{face="connect",type="[a-z]+"\} (\d+)$/gm,
+      )) {
+        n += Number(m[1]);
+      }
+      return n;
+    };
+    const before = await streamed();
+    // A client that grants no flow-control window: the replay (batches of hundreds of events,
+    // written ~30 at a time) soon waits for a write the socket cannot drain.
+    const session = http2.connect(s.baseUrl, { settings: { initialWindowSize: 0 } });
+    try {
+      const call = session.request({
+        ":method": "POST",
+        ":path": ATTACH,
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      call.on("error", () => {});
+      await new Promise<void>((resolve, reject) => {
+        call.on("response", () => resolve());
+        call.on("close", () => reject(new Error("the call closed before its response head")));
+        call.end(attachBody(runId));
+      });
+      // Until the counter stops moving: the server is stuck in a write.
+      let held = await streamed();
+      for (let i = 0; i < 50; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        const now = await streamed();
+        if (now === held && i >= 2) break;
+        held = now;
+      }
+      // What the stream took is counted, far from all 5,000 lines.
+      expect(held - before).toBeGreaterThan(0);
+      expect(held - before).toBeLessThan(1000);
+      call.close(http2.constants.NGHTTP2_CANCEL);
+      await new Promise((r) => call.on("close", r));
+      // The events gathered for the write that found the client gone are not counted.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await streamed()).toBe(held);
+    } finally {
+      session.destroy();
+    }
+  });
+
   it("maps a runner error to its code with a readable message (gRPC)", async () => {
     server = await startTestServer();
     const client = createClient(RunService, createGrpcTransport({ baseUrl: server.baseUrl }));

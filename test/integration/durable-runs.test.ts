@@ -127,6 +127,10 @@ describe("detach and Attach (Connect)", () => {
     // A live Attach from 0 gets what the caller saw, then follows live events to the exit.
     const attached = collect(client.attach({ runId, afterSeq: 0n, userId: "ANN" }));
     await new Promise((r) => setTimeout(r, 100));
+    // A cursor past anything the live run sent names no event of it: refused, not followed.
+    await expect(
+      collect(client.attach({ runId, afterSeq: 1000n, userId: "ann" })),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument });
     await openGate();
     const all = await attached;
     expect(seqs(all)).toEqual(all.map((_, i) => i + 1));
@@ -138,6 +142,16 @@ describe("detach and Attach (Connect)", () => {
     const middle = await collect(client.attach({ runId, afterSeq: 37n, userId: "ann" }));
     expect(seqs(middle)).toEqual(seqs(all).slice(37));
     expect(middle.map((e) => e.event)).toEqual(all.slice(37).map((e) => e.event));
+    // At its end: nothing more; past it: refused, saying which cursor.
+    expect(
+      await collect(client.attach({ runId, afterSeq: BigInt(all.length), userId: "ann" })),
+    ).toEqual([]);
+    await expect(
+      collect(client.attach({ runId, afterSeq: BigInt(all.length + 1), userId: "ann" })),
+    ).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+      rawMessage: expect.stringContaining(`after_seq ${all.length + 1} is past the last event`),
+    });
     const done = await client.getRun({ runId, userId: "ann" });
     expect(done.status).toBe(RunStatus.FINISHED);
     expect(done.exitReason).toBe(ExitReason.COMPLETED);
@@ -310,6 +324,96 @@ describe("SSE resume with Last-Event-ID", () => {
     const replay = await fetch(`${s.baseUrl}/runs/${runId}/events?after=4990`);
     const replayed = await readFrames(replay, Number.POSITIVE_INFINITY);
     expect(replayed.map((f) => Number(f.id))).toEqual(ids.slice(4990));
+  });
+
+  it("refuses a cursor past the run's last event, live or ended; one at the end stays open on a live run", async () => {
+    const { s, openGate } = await gatedServer();
+    const { runId, rest: callerEvents } = await startSseRun(s.baseUrl, {
+      session_id: "cursor",
+      user_prompt: "#scenario=gate",
+    });
+    // The run holds at its gate: its last event so far is the agent's first line.
+    await until(() => s.app.pipeline.viewersWaiting(runId) === 1, "the caller to wait");
+    // Nothing more comes before the gate opens: the stored last seq catches up (one flush) and stays.
+    const stored = () => s.app.pipeline.getRun(runId, { userId: null }).lastSeq;
+    await until(() => stored() >= 2, "the run's first events to be stored");
+    const last = stored();
+    const events = (init: RequestInit, query = "") =>
+      fetch(`${s.baseUrl}/runs/${runId}/events${query}`, init);
+    for (const [init, query, from] of [
+      [{ headers: { "last-event-id": String(last + 1) } }, "", "Last-Event-ID"],
+      [{}, `?after=${last + 1000}`, "after"],
+      [{ method: "HEAD" }, `?after=${last + 1}`, ""],
+    ] as const) {
+      const res = await events(init, query);
+      expect({ query, from, status: res.status }).toEqual({ query, from, status: 422 });
+      if (from === "") continue;
+      const body = (await res.json()) as { detail: string; code: string };
+      expect(body.code).toBe("REQUEST_INVALID");
+      expect(body.detail).toContain(`${from} `);
+      expect(body.detail).toContain(`(seq ${last})`);
+    }
+    // Refused before any follow began: only the run's own caller waits.
+    expect(s.app.pipeline.viewersWaiting(runId)).toBe(1);
+    // At the end of what was sent: a normal resume, held open, given what comes next. Its 200
+    // comes at once, while the run is still quiet (not with the first keepalive, 15 s on).
+    const atEnd = await Promise.race([
+      events({ headers: { "last-event-id": String(last) } }),
+      new Promise<null>((r) => setTimeout(() => r(null), 3000)),
+    ]);
+    if (atEnd === null) throw new Error("no response head within 3 s for a resume at the end");
+    expect(atEnd.status).toBe(200);
+    await until(() => s.app.pipeline.viewersWaiting(runId) === 2, "the resumed viewer to wait");
+    await openGate();
+    const frames: SseEvent[] = [];
+    for await (const f of parseSse(atEnd.body as ReadableStream<Uint8Array>)) frames.push(f);
+    const ids = frames.map((f) => Number(f.id));
+    expect(ids[0]).toBe(last + 1);
+    expect(ids).toEqual(ids.map((_, i) => last + 1 + i));
+    expect(frames.at(-1)?.event).toBe("runner.exit");
+    for (let n = await callerEvents.next(); !n.done; n = await callerEvents.next());
+    // Ended: the last event's seq is answered 204 (nothing more, ever), one past it 422 as above.
+    const exitSeq = ids.at(-1) ?? 0;
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    expect((await events({ headers: { "last-event-id": String(exitSeq) } })).status).toBe(204);
+    const past = await events({ headers: { "last-event-id": String(exitSeq + 1) } });
+    expect(past.status).toBe(422);
+    expect(((await past.json()) as { detail: string }).detail).toContain(`(seq ${exitSeq})`);
+  });
+
+  it("reads a blank cursor or page size as none given, as it reads a blank user_id", async () => {
+    const { s, openGate } = await gatedServer();
+    await openGate();
+    const { runId, rest } = await startSseRun(s.baseUrl, {
+      session_id: "blank",
+      user_prompt: "#scenario=gate",
+    });
+    for (let n = await rest.next(); !n.done; n = await rest.next());
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    const all = async (query: string, headers: Record<string, string> = {}) => {
+      const res = await fetch(`${s.baseUrl}/runs/${runId}/events${query}`, { headers });
+      expect({ query, headers, status: res.status }).toEqual({ query, headers, status: 200 });
+      const ids: number[] = [];
+      for await (const f of parseSse(res.body as ReadableStream<Uint8Array>))
+        ids.push(Number(f.id));
+      return ids;
+    };
+    const everything = await all("");
+    expect(everything[0]).toBe(1);
+    expect(everything.length).toBeGreaterThanOrEqual(3);
+    for (const query of ["?after=", "?after=%20", "?after=%09%20"]) {
+      expect(await all(query)).toEqual(everything);
+    }
+    // A blank Last-Event-ID leaves the choice to ?after=.
+    expect(await all("?after=%20", { "last-event-id": " " })).toEqual(everything);
+    expect(await all("?after=1", { "last-event-id": " " })).toEqual(everything.slice(1));
+    for (const query of ["", "?page_size=", "?page_size=%20"]) {
+      const list = await fetch(`${s.baseUrl}/runs${query}`);
+      expect({ query, status: list.status }).toEqual({ query, status: 200 });
+      expect(((await list.json()) as { runs: unknown[] }).runs).toHaveLength(1);
+    }
+    // Not blank and not a number is still refused.
+    expect((await fetch(`${s.baseUrl}/runs/${runId}/events?after=%201x`)).status).toBe(422);
   });
 
   it("answers bad resume points and unknown runs with clear statuses", async () => {

@@ -244,6 +244,131 @@ describe("POST /run (FermiLink SSE face)", () => {
     ]);
   });
 
+  it("gives every 422 entry the input pydantic v2 gives, in the model's field order", async () => {
+    server = await startTestServer();
+    const post = (body: string, type = "application/json") =>
+      fetch(`${(server as TestServer).baseUrl}/run`, {
+        method: "POST",
+        headers: { "content-type": type },
+        body,
+      });
+    const notObject = "Input should be a valid dictionary or object to extract fields from";
+    // [body, content type, detail]: as FastAPI 0.142 / pydantic 2.13 answer them for
+    // FermiLink's RunRequest (user_prompt: str = Field(..., min_length=1)).
+    const cases: [string, string, unknown[]][] = [
+      [
+        '{"a": 1}',
+        "application/json",
+        [{ type: "missing", loc: ["body", "user_prompt"], msg: "Field required", input: { a: 1 } }],
+      ],
+      [
+        '{"user_prompt": 5, "session_id": 7}',
+        "application/json",
+        [
+          {
+            type: "string_type",
+            loc: ["body", "session_id"],
+            msg: "Input should be a valid string",
+            input: 7,
+          },
+          {
+            type: "string_type",
+            loc: ["body", "user_prompt"],
+            msg: "Input should be a valid string",
+            input: 5,
+          },
+        ],
+      ],
+      [
+        '{"user_prompt": "", "session_id": 7}',
+        "application/json",
+        [
+          {
+            type: "string_type",
+            loc: ["body", "session_id"],
+            msg: "Input should be a valid string",
+            input: 7,
+          },
+          {
+            type: "string_too_short",
+            loc: ["body", "user_prompt"],
+            msg: "String should have at least 1 character",
+            input: "",
+            ctx: { min_length: 1 },
+          },
+        ],
+      ],
+      [
+        '{"user_prompt": ""}',
+        "application/json",
+        [
+          {
+            type: "string_too_short",
+            loc: ["body", "user_prompt"],
+            msg: "String should have at least 1 character",
+            input: "",
+            ctx: { min_length: 1 },
+          },
+        ],
+      ],
+      [
+        '{"user_prompt": null, "sandbox": ["x"]}',
+        "application/json",
+        [
+          {
+            type: "string_type",
+            loc: ["body", "user_prompt"],
+            msg: "Input should be a valid string",
+            input: null,
+          },
+          {
+            type: "string_type",
+            loc: ["body", "sandbox"],
+            msg: "Input should be a valid string",
+            input: ["x"],
+          },
+        ],
+      ],
+      [
+        '{"user_prompt": "hi", "detach": "yes"}',
+        "application/json",
+        [
+          {
+            type: "bool_type",
+            loc: ["body", "detach"],
+            msg: "Input should be a valid boolean",
+            input: "yes",
+          },
+        ],
+      ],
+      [
+        "[1,2]",
+        "application/json",
+        [{ type: "model_attributes_type", loc: ["body"], msg: notObject, input: [1, 2] }],
+      ],
+      [
+        '"s"',
+        "application/json",
+        [{ type: "model_attributes_type", loc: ["body"], msg: notObject, input: "s" }],
+      ],
+      [
+        "hello",
+        "text/plain",
+        [{ type: "model_attributes_type", loc: ["body"], msg: notObject, input: "hello" }],
+      ],
+    ];
+    for (const [body, type, detail] of cases) {
+      const res = await post(body, type);
+      const got = (await res.json()) as { detail: unknown };
+      expect({ body, status: res.status, detail: got.detail }).toEqual({
+        body,
+        status: 422,
+        detail,
+      });
+    }
+    expect(server.app.pipeline.liveRuns).toBe(0);
+  });
+
   it("answers malformed JSON as FastAPI does: json_invalid at Python's position with Python's reason", async () => {
     server = await startTestServer();
     const post = (body: string | Buffer) =>
@@ -330,8 +455,14 @@ describe("POST /run (FermiLink SSE face)", () => {
     await bom.text();
     const nan = await post('{"user_prompt": NaN}');
     expect(nan.status).toBe(422);
+    // pydantic's input is Python's nan, which FastAPI cannot even encode (a 500); JSON says null.
     expect(((await nan.json()) as { detail: unknown }).detail).toEqual([
-      { type: "string_type", loc: ["body", "user_prompt"], msg: "Input should be a valid string" },
+      {
+        type: "string_type",
+        loc: ["body", "user_prompt"],
+        msg: "Input should be a valid string",
+        input: null,
+      },
     ]);
   });
 
@@ -343,26 +474,32 @@ describe("POST /run (FermiLink SSE face)", () => {
         headers: { "content-type": "application/json" },
         body,
       });
-    const stringType = [
-      { type: "string_type", loc: ["body", "user_prompt"], msg: "Input should be a valid string" },
+    const stringType = (input: unknown) => [
+      {
+        type: "string_type",
+        loc: ["body", "user_prompt"],
+        msg: "Input should be a valid string",
+        input,
+      },
     ];
     const utf16le = Buffer.from('{"user_prompt": 5}', "utf16le");
     const utf32be = Buffer.alloc(4 * 18);
     for (const [i, c] of [...'{"user_prompt": 5}'].entries()) {
       utf32be.writeUInt32BE(c.charCodeAt(0), 4 * i);
     }
-    for (const body of [
-      utf16le, // no BOM: found by its zero bytes (json.detect_encoding)
-      Buffer.concat([Buffer.from([0xff, 0xfe]), utf16le]),
-      utf32be,
-      Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), utf32be]),
-      // Past 64 Ki characters, where V8's parser locates errors: Python's constants still read.
-      `{"user_prompt": NaN, "pad": "${"y".repeat(70_000)}", "inf": [Infinity, -Infinity]}`,
-    ]) {
+    for (const [body, input] of [
+      [utf16le, 5], // no BOM: found by its zero bytes (json.detect_encoding)
+      [Buffer.concat([Buffer.from([0xff, 0xfe]), utf16le]), 5],
+      [utf32be, 5],
+      [Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), utf32be]), 5],
+      // Past 64 Ki characters, where V8's parser locates errors: Python's constants still read
+      // (the input, Python's nan, is JSON's null).
+      [`{"user_prompt": NaN, "pad": "${"y".repeat(70_000)}", "inf": [Infinity, -Infinity]}`, null],
+    ] as const) {
       const res = await post(body);
       expect({ status: res.status, body: await res.json() }).toEqual({
         status: 422,
-        body: { detail: stringType, code: "REQUEST_INVALID" },
+        body: { detail: stringType(input), code: "REQUEST_INVALID" },
       });
     }
     // A JSON error in UTF-16 is located in characters; what the codec refuses is FastAPI's 400.

@@ -281,21 +281,27 @@ async function stream(
     first = false;
     return out.flush();
   };
+  // The tally is reported after each write the stream took, never before or in a `finally`:
+  // events gathered for a write that found the client gone (up to a chunk, ~30) were not
+  // streamed. An error ends the loop only between batches, when nothing is gathered.
   try {
     for await (const batch of events) {
       for (const event of batch) {
         out.add(event);
         tally.addEvent(event.body);
-        if (out.gathered >= WRITE_CHUNK && !(await flush())) return null;
+        if (out.gathered >= WRITE_CHUNK) {
+          if (!(await flush())) return null;
+          tally.report();
+        }
       }
-      tally.report();
-      if (out.gathered > 0 && !(await flush())) return null;
+      if (out.gathered > 0) {
+        if (!(await flush())) return null;
+        tally.report();
+      }
     }
     return null;
   } catch (err) {
     return asConnectError(err, logger);
-  } finally {
-    tally.report();
   }
 }
 

@@ -8,19 +8,18 @@ import {
 } from "./py-json.js";
 import { PyUnicodeDecodeError, pyDecodeJsonBytes } from "./py-json-bytes.js";
 
-const OPTIONAL_STRING_FIELDS = [
+/**
+ * `RunRequest`'s fields in their declared order (spec §1.1), which is the order
+ * pydantic lists their errors in; `detach` is ours and comes last.
+ */
+const FIELDS = [
   "session_id",
   "user_id",
+  "user_prompt",
   "package_id",
   "sandbox",
   "provider",
 ] as const;
-
-/** One entry of FastAPI's 422 `detail` list; pydantic also says what it got and why. */
-interface FastApiDetail extends ValidationDetail {
-  input?: unknown;
-  ctx?: Record<string, unknown>;
-}
 
 /**
  * A body FastAPI fails to read before validating it, answered 400
@@ -56,6 +55,9 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
         type: "model_attributes_type",
         loc: ["body"],
         msg: "Input should be a valid dictionary or object to extract fields from",
+        // FastAPI's jsonable_encoder sends bytes as `bytes.decode()`. It fails with a 500 on
+        // bytes that are not UTF-8; a lossy decoding answers them with the 422 all others get.
+        input: raw.toString("utf8"),
       },
     ]);
   }
@@ -70,32 +72,40 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
         type: "model_attributes_type",
         loc: ["body"],
         msg: "Input should be a valid dictionary or object to extract fields from",
+        input: body,
       },
     ]);
   }
   const obj = body as Record<string, unknown>;
   const details: ValidationDetail[] = [];
-  const prompt = obj.user_prompt;
-  if (prompt === undefined) {
-    details.push({ type: "missing", loc: ["body", "user_prompt"], msg: "Field required" });
-  } else if (typeof prompt !== "string") {
-    details.push({
-      type: "string_type",
-      loc: ["body", "user_prompt"],
-      msg: "Input should be a valid string",
-    });
-  }
-  const out: RunRequestInput = { user_prompt: typeof prompt === "string" ? prompt : "" };
-  for (const field of OPTIONAL_STRING_FIELDS) {
+  const out: RunRequestInput = { user_prompt: "" };
+  let emptyPrompt = false;
+  for (const field of FIELDS) {
     const v = obj[field];
-    if (v === undefined || v === null) continue;
+    if (field === "user_prompt" && v === undefined) {
+      // A missing field's input is the object it is missing from, as pydantic reports it.
+      details.push({ type: "missing", loc: ["body", field], msg: "Field required", input: obj });
+      continue;
+    }
+    if (field !== "user_prompt" && (v === undefined || v === null)) continue;
     if (typeof v !== "string") {
       details.push({
         type: "string_type",
         loc: ["body", field],
         msg: "Input should be a valid string",
+        input: v,
       });
       continue;
+    }
+    if (field === "user_prompt" && v === "") {
+      emptyPrompt = true;
+      details.push({
+        type: "string_too_short",
+        loc: ["body", field],
+        msg: "String should have at least 1 character",
+        input: v,
+        ctx: { min_length: 1 },
+      });
     }
     out[field] = v;
   }
@@ -107,9 +117,12 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
         type: "bool_type",
         loc: ["body", "detach"],
         msg: "Input should be a valid boolean",
+        input: detach,
       });
   }
-  if (details.length > 0) throw invalid(details);
+  // Alone, an empty prompt is left to validateRunRequest, which answers it with its own code
+  // (PROMPT_EMPTY) on both faces; pydantic lists it with any other error.
+  if (details.length > (emptyPrompt ? 1 : 0)) throw invalid(details);
   return out;
 }
 
@@ -167,7 +180,7 @@ function jsonInvalid(at: { pos: number; msg: string }): RunnerError {
   ]);
 }
 
-function invalid(details: FastApiDetail[]): RunnerError {
+function invalid(details: ValidationDetail[]): RunnerError {
   const summary = details
     .map((d) => {
       const why = typeof d.ctx?.error === "string" ? ` (${d.ctx.error})` : "";

@@ -51,19 +51,27 @@ function viewerOf(req: AnyRequest, url: URL): Viewer {
   return { userId: raw.trim() === "" ? null : raw };
 }
 
-function nonNegativeInt(raw: string, what: string): number {
-  if (!/^\d{1,15}$/.test(raw.trim())) {
+/**
+ * A non-negative integer query value or header; null when absent or blank. Blank is absent
+ * (as `?user_id=` and a blank `Last-Event-ID` are): `?after=` and `?after=%20` say the same.
+ */
+function optionalNonNegativeInt(raw: string | null | undefined, what: string): number | null {
+  const value = raw?.trim() ?? "";
+  if (value === "") return null;
+  if (!/^\d{1,15}$/.test(value)) {
     throw new RunnerError("REQUEST_INVALID", `${what} must be a non-negative integer.`);
   }
-  return Number(raw.trim());
+  return Number(value);
 }
 
 /** Where a viewer resumes: `Last-Event-ID` (what EventSource sends on reconnect) beats `?after=`. */
-function resumePoint(req: AnyRequest, url: URL): number {
-  const last = firstHeader(req, "last-event-id");
-  if (last !== undefined && last.trim() !== "") return nonNegativeInt(last, "Last-Event-ID");
-  const after = url.searchParams.get("after");
-  return after === null || after === "" ? 0 : nonNegativeInt(after, "after");
+function resumePoint(req: AnyRequest, url: URL): { after: number; from: string } {
+  const last = optionalNonNegativeInt(firstHeader(req, "last-event-id"), "Last-Event-ID");
+  if (last !== null) return { after: last, from: "Last-Event-ID" };
+  return {
+    after: optionalNonNegativeInt(url.searchParams.get("after"), "after") ?? 0,
+    from: "after",
+  };
 }
 
 /** `/runs...` paths this module answers, or null. */
@@ -105,11 +113,10 @@ export async function handleRunsRoute(
     const viewer = viewerOf(req, url);
     switch (route.kind) {
       case "list": {
-        const sizeRaw = url.searchParams.get("page_size");
         const page = listRunsPage(deps.pipeline, {
           userId: viewer.userId,
           sessionId: url.searchParams.get("session_id") || null,
-          pageSize: sizeRaw ? nonNegativeInt(sizeRaw, "page_size") : 0,
+          pageSize: optionalNonNegativeInt(url.searchParams.get("page_size"), "page_size") ?? 0,
           pageToken: url.searchParams.get("page_token") ?? "",
         });
         sendJson(res, 200, {
@@ -125,13 +132,15 @@ export async function handleRunsRoute(
         sendJson(res, 200, runRecordJson(await deps.pipeline.cancel(route.runId, viewer)));
         return;
       case "events": {
-        const after = resumePoint(req, url);
+        const at = resumePoint(req, url);
         const live = deps.pipeline.isLive(route.runId);
         const record = live ? null : deps.pipeline.getRun(route.runId, viewer);
         // lastSeq is the seq of the run's last stored event (compared, never counted: a run
         // closed after a crash has a gap in seq before its exit, and any cursor a viewer was
-        // given by the crashed process is below that exit; recover-interrupted.ts).
-        if (record && after >= record.lastSeq) {
+        // given by the crashed process is below that exit; recover-interrupted.ts). One past
+        // it is refused by attach, live or not; one equal to a live run's is a resume at its
+        // end: the stream stays open for more.
+        if (record && at.after === record.lastSeq) {
           res.writeHead(204);
           res.end();
           return;
@@ -142,7 +151,14 @@ export async function handleRunsRoute(
         // it neither holds a subscriber nor waits for events.
         const gone = new AbortController();
         // Raw lines only (typedItems false): SSE never sends an agent line's items.
-        const events = deps.pipeline.attach(route.runId, after, viewer, false, gone.signal);
+        const events = deps.pipeline.attach(
+          route.runId,
+          at.after,
+          viewer,
+          false,
+          gone.signal,
+          at.from,
+        );
         if (head) {
           writeSseHead(res);
           res.end();
@@ -150,6 +166,10 @@ export async function handleRunsRoute(
         }
         onClientGone(req, res, () => gone.abort());
         writeSseHead(res);
+        // HTTP/1.1 holds a head until the first body write (HTTP/2's writeHead sends it): a viewer
+        // resuming a quiet run would get its 200 (EventSource's `open`) only with the next event
+        // or keepalive, up to 15 s on.
+        if ("flushHeaders" in res) res.flushHeaders();
         await streamSse(res, events, {
           heartbeatMs: deps.heartbeatMs,
           observer: deps.observer,

@@ -1487,7 +1487,8 @@ export const RunService: GenService<{
    *
    * Errors: not_found when the run does not exist or belongs to another user,
    * and (after events were sent) when retention deleted the run while it was
-   * being read back: the stream is then incomplete.
+   * being read back: the stream is then incomplete. invalid_argument when
+   * `after_seq` is past the run's last event (it names no event of the run).
    *
    * @generated from rpc fermilink.runner.v1.RunService.Attach
    */
