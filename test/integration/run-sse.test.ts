@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
+import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -600,5 +601,50 @@ describe("POST /run (FermiLink SSE face)", () => {
     const get = await fetch(`${server.baseUrl}/run`);
     expect(get.status).toBe(405);
     await get.text();
+  });
+});
+
+describe("SSE stream metrics", () => {
+  it("counts no event of a write the client never took: none once it has reset the stream", async () => {
+    server = await startTestServer();
+    const s = server;
+    const run = await postRun(s.baseUrl, {
+      session_id: "gone",
+      user_prompt: "#scenario=lines-5000",
+    });
+    const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
+    const streamed = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
+      let n = 0;
+      for (const m of text.matchAll(
+        /^fermilink_runner_events_streamed_total\{face="sse",type="[a-z]+"\} (\d+)$/gm,
+      )) {
+        n += Number(m[1]);
+      }
+      return n;
+    };
+    const before = await streamed();
+    // h2c with no flow-control window: the replay's first write (a 64 KB chunk of frames) waits
+    // for a drain that never comes.
+    const session = http2.connect(s.baseUrl, { settings: { initialWindowSize: 0 } });
+    try {
+      const call = session.request({ ":method": "GET", ":path": `/runs/${runId}/events` });
+      call.on("error", () => {});
+      await new Promise<void>((resolve, reject) => {
+        call.on("response", (h) =>
+          h[":status"] === 200 ? resolve() : reject(new Error(`status ${h[":status"]}`)),
+        );
+        call.on("close", () => reject(new Error("the call closed before its response head")));
+      });
+      // The replay reads its first batches and blocks in its first write.
+      await new Promise((r) => setTimeout(r, 300));
+      call.close(http2.constants.NGHTTP2_CANCEL);
+      await new Promise((r) => call.on("close", r));
+      // The frames gathered for the write that found the client gone are not counted.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await streamed()).toBe(before);
+    } finally {
+      session.destroy();
+    }
   });
 });

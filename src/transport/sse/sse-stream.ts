@@ -54,8 +54,12 @@ export async function streamSse(
     }
     first = false;
     lastWrite = Date.now();
+    // Counted once the stream took the write, never before nor at the end: the frames of a
+    // write that found the client gone were not streamed.
+    if (!(await writeWithBackpressure(res, chunk))) return false;
     tally.addBytes(Buffer.byteLength(chunk, "utf8"));
-    return writeWithBackpressure(res, chunk);
+    tally.report();
+    return true;
   };
   let runId: string | null = null;
   let failure: string | null = null;
@@ -79,7 +83,6 @@ export async function streamSse(
           chunk = "";
         }
       }
-      tally.report();
       if (chunk !== "" && !(await write(chunk))) break;
     }
   } catch (err) {
@@ -87,7 +90,6 @@ export async function streamSse(
     if (re.code === "INTERNAL") internal = { err };
     failure = encodeSseFailure(runId, re.message);
   } finally {
-    tally.report();
     clearInterval(heartbeat);
   }
   if (!responseClosed(res)) {
