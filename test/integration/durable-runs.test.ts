@@ -407,7 +407,7 @@ describe("SSE resume with Last-Event-ID", () => {
     // A blank Last-Event-ID leaves the choice to ?after=.
     expect(await all("?after=%20", { "last-event-id": " " })).toEqual(everything);
     expect(await all("?after=1", { "last-event-id": " " })).toEqual(everything.slice(1));
-    for (const query of ["", "?page_size=", "?page_size=%20"]) {
+    for (const query of ["", "?page_size=", "?page_size=%20", "?session_id=%20"]) {
       const list = await fetch(`${s.baseUrl}/runs${query}`);
       expect({ query, status: list.status }).toEqual({ query, status: 200 });
       expect(((await list.json()) as { runs: unknown[] }).runs).toHaveLength(1);

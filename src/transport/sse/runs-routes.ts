@@ -64,6 +64,11 @@ function optionalNonNegativeInt(raw: string | null | undefined, what: string): n
   return Number(value);
 }
 
+/** A query value; null when absent or blank (blank says nothing, as for `user_id`). */
+function nonBlank(raw: string | null): string | null {
+  return raw === null || raw.trim() === "" ? null : raw;
+}
+
 /** Where a viewer resumes: `Last-Event-ID` (what EventSource sends on reconnect) beats `?after=`. */
 function resumePoint(req: AnyRequest, url: URL): { after: number; from: string } {
   const last = optionalNonNegativeInt(firstHeader(req, "last-event-id"), "Last-Event-ID");
@@ -115,7 +120,7 @@ export async function handleRunsRoute(
       case "list": {
         const page = listRunsPage(deps.pipeline, {
           userId: viewer.userId,
-          sessionId: url.searchParams.get("session_id") || null,
+          sessionId: nonBlank(url.searchParams.get("session_id")),
           pageSize: optionalNonNegativeInt(url.searchParams.get("page_size"), "page_size") ?? 0,
           pageToken: url.searchParams.get("page_token") ?? "",
         });
