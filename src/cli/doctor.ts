@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import type { Config } from "../config/config.js";
 import { PROVIDER_IDS, type ProviderId } from "../config/providers.js";
 import { PROJECT_BIN_DIR } from "../project-root.js";
+import { findWorkingBwrap, NO_BWRAP_CONSEQUENCE } from "../providers/read-only-sandbox.js";
 import { getProviderAdapter } from "../providers/registry.js";
 import { resolveProviderBinary } from "../providers/resolve-binary.js";
 import {
@@ -103,6 +104,22 @@ async function checkTool(
     : { name, state: "ok", detail: line };
 }
 
+/**
+ * The bwrap the server would use for opencode's read-only runs (the system's,
+ * else codex's bundled one; codex picks the same way for its own sandbox),
+ * tried as the server tries it.
+ */
+async function checkBwrap(config: Config): Promise<Check> {
+  const name = "bubblewrap";
+  const found = await findWorkingBwrap(config.hostEnv.PATH ?? "");
+  if (found.bin !== null) return { name, state: "ok", detail: `${found.version} · ${found.bin}` };
+  const where =
+    found.refused.length === 0
+      ? "not found on PATH nor in codex's npm package"
+      : `not usable here: ${found.refused.join(", ")}`;
+  return { name, state: "missing", detail: `${where}; ${NO_BWRAP_CONSEQUENCE}` };
+}
+
 /** The admin policy the server would use now: FERMILINK_AGENT_* over agent_runtime.json over defaults. */
 async function readPolicy(
   config: Config,
@@ -121,21 +138,15 @@ async function readPolicy(
 
 /**
  * What this machine can run: each provider CLI (found the way the server
- * finds it, with its version), git (session repos), bubblewrap (codex's
- * sandbox prefers the system one),
+ * finds it, with its version), git (session repos), bubblewrap (opencode's
+ * read-only runs; codex's sandbox),
  * the provider the policy selects, and where the runner keeps its files.
  */
 export async function doctor(config: Config): Promise<DoctorReport> {
   const [providers, git, bwrap, { policy, source, warning }] = await Promise.all([
     Promise.all(PROVIDER_IDS.map((id) => checkProvider(config, id))),
     checkTool(config, "git", "git", ["--version"], "session workspaces are git repos"),
-    checkTool(
-      config,
-      "bubblewrap",
-      "bwrap",
-      ["--version"],
-      "codex's sandbox then uses the bwrap bundled in its npm package",
-    ),
+    checkBwrap(config),
     readPolicy(config),
   ]);
   const defaultCheck = providers[PROVIDER_IDS.indexOf(policy.provider)];

@@ -55,6 +55,12 @@ export interface BuildCommandInput {
    * session are serialised, so a fixed file name there cannot be raced.
    */
   runDir?: string;
+  /**
+   * A bubblewrap that works here (`read-only-sandbox.ts`), given to a
+   * read-only run of an adapter with `readOnlyNeedsBwrap`. Absent or null:
+   * none, and that run keeps the CLI's own permissions.
+   */
+  bwrap?: string | null;
 }
 
 /**
@@ -93,6 +99,12 @@ export interface ProviderAdapter {
    * retries the runner allows before it ends the run (`retries_exhausted`).
    */
   readonly retryGuard?: RetryGuard;
+  /**
+   * The CLI's own read-only mode still lets its shell write (opencode's plan
+   * agent runs bash): its read-only runs go inside bubblewrap when one works
+   * (`BuildCommandInput.bwrap`).
+   */
+  readonly readOnlyNeedsBwrap?: boolean;
 }
 
 export interface RetryGuard {

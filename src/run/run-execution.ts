@@ -14,6 +14,7 @@ import {
 import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
 import { agentLineBody, resultOf } from "../providers/agent-line.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
+import { bwrapForRun } from "../providers/read-only-sandbox.js";
 import {
   resolveSessionDir,
   SESSION_TMP_DIRNAME,
@@ -191,6 +192,7 @@ export async function executeRun(
       endpoint: config.providerEndpoints[plan.adapter.id],
       envPassthrough: config.envPassthrough,
       runDir: sessionDir,
+      bwrap: await bwrapForRun(plan.adapter, plan.policy, config.hostEnv.PATH ?? "", log()),
     });
     // Each run's temp files stay in its session (CLIs leave error reports and caches there),
     // and codex refuses helper binaries when its home is under the temp dir (real-clis.md §7).

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ExitReason } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { opencodeFailedCall } from "../../src/providers/opencode/retry-guard.js";
+import { findWorkingBwrap } from "../../src/providers/read-only-sandbox.js";
 import { haveCli, runRealCli } from "./real-cli-harness.js";
 
 describe.skipIf(!haveCli("opencode"))(
@@ -24,6 +25,30 @@ describe.skipIf(!haveCli("opencode"))(
         true,
       );
       expect(run.model.requests.some((r) => r.path === "/v1/chat/completions")).toBe(true);
+    }, 60_000);
+
+    it("cannot write into the session repo in a read-only run, though its plan agent runs bash", async () => {
+      const lookup = await findWorkingBwrap(process.env.PATH ?? "");
+      expect(lookup.bin, `no working bwrap here: ${lookup.refused.join("; ")}`).not.toBeNull();
+      const run = await runRealCli(
+        "opencode",
+        { mode: "tool", command: "echo hello > made-by-agent.txt", answer: "done" },
+        { env: { FERMILINK_AGENT_SANDBOX_MODE: "read-only" } },
+      );
+      // The model did ask for the write, and opencode ran it: the file system refused it.
+      const call = run.items.find(
+        (k) =>
+          (k.case === "command" || k.case === "toolCall") &&
+          JSON.stringify(k.value).includes("made-by-agent.txt"),
+      );
+      expect(call).toBeDefined();
+      expect(JSON.stringify(call?.value)).toContain("Read-only file system");
+      expect(run.madeFile).toBeNull();
+      // The refused call is the tool's failure, not the run's: the model answers and opencode ends.
+      expect(run.exit).toMatchObject({ reason: "completed", return_code: 0 });
+      expect(run.items.some((k) => k.case === "message" && k.value.text.includes("done"))).toBe(
+        true,
+      );
     }, 60_000);
 
     it("ends with a failure when the model answers 401", async () => {

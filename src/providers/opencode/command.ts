@@ -2,12 +2,16 @@
  * opencode headless command (spec §6.2, real-clis.md §3): `run --dir <repo>
  * --format json`. Only read-only (`--agent plan`) and bypass
  * (`--dangerously-skip-permissions`) get a flag; workspace-write uses the
- * permissions of opencode's config, as in FermiLink.
+ * permissions of opencode's config, as in FermiLink. The plan agent still
+ * runs bash, so a read-only run also goes inside bubblewrap when the caller
+ * found one (`read-only-sandbox.ts`).
  */
 import path from "node:path";
+import { SESSION_TMP_DIRNAME } from "../../workspace/session-path.js";
 import { type ProviderEnvVars, pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
 import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
+import { bwrapArgs } from "../read-only-sandbox.js";
 
 /** opencode reads `OPENCODE_*`; model keys live in its own config (real-clis.md §3). */
 export const OPENCODE_ENV_VARS: ProviderEnvVars = Object.freeze({
@@ -123,10 +127,13 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
       endpointConfig(endpoint.baseUrl, endpoint.apiKey, model, readOnly),
     );
   }
+  const bwrap = readOnly ? (input.bwrap ?? null) : null;
+  // Sandboxed, opencode needs a home of its own to write to, so the documented default applies.
+  const runDir = input.runDir ?? (bwrap !== null ? path.dirname(input.repoDir) : undefined);
   const dirs: string[] = [];
-  if (input.runDir) {
+  if (runDir) {
     // A per-session home: opencode keeps its data, cache, snapshots and plugins under XDG dirs.
-    const home = path.join(input.runDir, ".opencode-home");
+    const home = path.join(runDir, ".opencode-home");
     Object.assign(env, {
       HOME: home,
       XDG_CONFIG_HOME: path.join(home, ".config"),
@@ -135,6 +142,20 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
       XDG_STATE_HOME: path.join(home, ".local", "state"),
     });
     dirs.push(home);
+  }
+  if (bwrap !== null && runDir) {
+    // The session's temp dir even when the host sets TMPDIR: only these two dirs are writable,
+    // and a shared host temp dir would let the agent write outside its session.
+    const tmp = path.join(runDir, SESSION_TMP_DIRNAME);
+    env.TMPDIR = tmp;
+    dirs.push(tmp);
+    // bwrap is what gets exec'd; opencode's binary was resolved (and checked) by the caller.
+    return {
+      bin: bwrap,
+      args: [...bwrapArgs(dirs), input.bin, ...args],
+      env: sortEnv(env),
+      dirs,
+    };
   }
   const spec: CommandSpec = { bin: input.bin, args, env: sortEnv(env) };
   if (dirs.length > 0) spec.dirs = dirs;

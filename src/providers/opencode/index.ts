@@ -19,4 +19,5 @@ export const opencodeAdapter: ProviderAdapter = Object.freeze({
     "../opencode-linux-arm64/bin/opencode",
   ],
   retryGuard: OPENCODE_RETRY_GUARD,
+  readOnlyNeedsBwrap: true,
 });

@@ -1,0 +1,176 @@
+/**
+ * bubblewrap around a provider whose own read-only mode leaves its shell free
+ * to write: opencode's plan agent denies edits but still runs bash, so
+ * `echo hi > f` lands in the session repo. The whole file system is bound
+ * read-only and only the provider's private dirs (never the repo) writable.
+ *
+ * Like resolve-binary.ts this module touches the system (it looks for a bwrap
+ * and tries it once); the argv it builds is pure. Without a working bwrap a
+ * read-only run keeps the provider's own permissions and the runner says so
+ * once in its log (doctor says it too): refusing every read-only run would
+ * also refuse FermiLink's routing preflight, which is always read-only.
+ */
+import { execFile } from "node:child_process";
+import { accessSync, constants, statSync } from "node:fs";
+import path from "node:path";
+import type { AgentPolicy } from "../events/run-event.js";
+import { PROJECT_ROOT } from "../project-root.js";
+import { enforcedMode } from "./command-parts.js";
+import type { ProviderAdapter } from "./provider-adapter.js";
+
+/**
+ * The bwrap codex's npm package bundles, by CPU (the package and target
+ * names of codex's own launcher, bin/codex.js). Used when the system has none,
+ * as codex itself does.
+ */
+const CODEX_BUNDLED_BWRAP: Readonly<Partial<Record<string, string>>> = {
+  x64: "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/codex-resources/bwrap",
+  arm64:
+    "node_modules/@openai/codex-linux-arm64/vendor/aarch64-unknown-linux-musl/codex-resources/bwrap",
+};
+
+/**
+ * bwrap's options before the wrapped command. Each flag and why:
+ * - `--unshare-user`: a user namespace even for a root runner. As root
+ *   without one, the sandboxed process keeps a path to the host's writable
+ *   mounts: `/proc/<bwrap's pid>/root` of its own monitor process, which it
+ *   may open because they share uid and (dropped) capabilities. From a child
+ *   user namespace that needs CAP_SYS_PTRACE in the parent, which it lacks.
+ * - `--cap-drop ALL`: as root, bwrap keeps every capability by default, and
+ *   `mount -o remount,rw /` then undoes the read-only bind.
+ * - no `--unshare-net`: the model endpoint is reached over the network.
+ * - no `--unshare-pid`: the runner finds a run's processes by pid (group
+ *   kill) and by their run-id variable in /proc (orphan sweep).
+ * - no `--new-session`: the runner ends a run by killing its process group,
+ *   which must include bwrap and everything under it.
+ * - `--die-with-parent`: the provider dies with bwrap (and bwrap with its
+ *   parent) even when only the leader was killed.
+ */
+export function bwrapArgs(writableDirs: readonly string[]): string[] {
+  return [
+    "--unshare-user",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    ...writableDirs.flatMap((dir) => ["--bind", dir, dir]),
+    "--die-with-parent",
+    "--cap-drop",
+    "ALL",
+    "--",
+  ];
+}
+
+/** Where a bwrap may be: the system's on PATH (Debian's `bubblewrap`), then codex's bundled one. */
+export function bwrapCandidates(pathEnv: string, projectRoot = PROJECT_ROOT): string[] {
+  const candidates = pathEnv
+    .split(path.delimiter)
+    .filter((d) => d !== "" && path.isAbsolute(d))
+    .map((d) => path.join(d, "bwrap"));
+  const bundled = CODEX_BUNDLED_BWRAP[process.arch];
+  if (bundled !== undefined) candidates.push(path.join(projectRoot, bundled));
+  return candidates;
+}
+
+/** What the lookup found: the first bwrap that ran a sandbox here, and what was refused and why. */
+export interface BwrapLookup {
+  bin: string | null;
+  /** Its `--version` line, or null. */
+  version: string | null;
+  /** `<path> (<why>)` for each candidate that exists but could not be used. */
+  refused: string[];
+}
+
+function isExecutableFile(file: string): boolean {
+  try {
+    if (!statSync(file).isFile()) return false;
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Run `bin args` (5 s at most): its output, or why it failed. */
+function run(
+  bin: string,
+  args: string[],
+  pathEnv: string,
+): Promise<{ out: string; err: string | null }> {
+  return new Promise((resolve) => {
+    execFile(bin, args, { timeout: 5_000, env: { PATH: pathEnv } }, (err, stdout, stderr) => {
+      const said = `${stderr}`.trim().split("\n").at(-1) ?? "";
+      resolve({ out: `${stdout}`, err: err ? said || err.message : null });
+    });
+  });
+}
+
+/**
+ * Try each candidate as the runner will use it: the same options (namespaces
+ * may be refused, as in many containers), running bwrap's own `--version`
+ * inside (a file every candidate has, and bound read-only like the rest).
+ */
+async function lookUp(pathEnv: string, projectRoot: string): Promise<BwrapLookup> {
+  const refused: string[] = [];
+  for (const candidate of bwrapCandidates(pathEnv, projectRoot)) {
+    if (!isExecutableFile(candidate)) continue;
+    const probe = await run(candidate, [...bwrapArgs([]), candidate, "--version"], pathEnv);
+    if (probe.err === null) {
+      const version = probe.out.trim().split("\n")[0] ?? "";
+      return { bin: candidate, version, refused };
+    }
+    refused.push(`${candidate} (${probe.err})`);
+  }
+  return { bin: null, version: null, refused };
+}
+
+/** One lookup per PATH and project for the process's life: bwrap does not come and go. */
+const lookups = new Map<string, Promise<BwrapLookup>>();
+
+/** The first bwrap that works on this machine (cached; see `lookUp`). Never rejects. */
+export function findWorkingBwrap(
+  pathEnv: string,
+  projectRoot = PROJECT_ROOT,
+): Promise<BwrapLookup> {
+  const key = `${projectRoot}\0${pathEnv}`;
+  let found = lookups.get(key);
+  if (found === undefined) {
+    found = lookUp(pathEnv, projectRoot);
+    lookups.set(key, found);
+  }
+  return found;
+}
+
+/** What a read-only run without a working bwrap still has, for the log and doctor. */
+export const NO_BWRAP_CONSEQUENCE =
+  "opencode's read-only runs are not isolated: its plan agent denies edits, but its shell can still write in the session repo";
+
+let warnedNoBwrap = false;
+
+/**
+ * The bwrap for one run (`BuildCommandInput.bwrap`): only a read-only run of
+ * a provider that needs it (`ProviderAdapter.readOnlyNeedsBwrap`) looks it
+ * up, so other deployments never start the probe. When none works, says so
+ * once per process.
+ */
+export async function bwrapForRun(
+  adapter: Pick<ProviderAdapter, "readOnlyNeedsBwrap">,
+  policy: AgentPolicy,
+  pathEnv: string,
+  logger: { warn(fields: object, message: string): void },
+  projectRoot = PROJECT_ROOT,
+): Promise<string | null> {
+  if (adapter.readOnlyNeedsBwrap !== true || enforcedMode(policy) !== "read-only") return null;
+  const found = await findWorkingBwrap(pathEnv, projectRoot);
+  if (found.bin === null && !warnedNoBwrap) {
+    warnedNoBwrap = true;
+    logger.warn(
+      { tried: found.refused },
+      `No working bubblewrap (install Debian's bubblewrap): ${NO_BWRAP_CONSEQUENCE}.`,
+    );
+  }
+  return found.bin;
+}
