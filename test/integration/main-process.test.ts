@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { realpathSync } from "node:fs";
+import { readdirSync, readFileSync, realpathSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -54,6 +54,23 @@ async function portOf(m: ReturnType<typeof startMain>): Promise<number> {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`the server did not start: ${m.output().err}`);
+}
+
+/** Pids of the servers (argument dist/src/main.js, not a shell naming it) whose environment has FERMILINK_HOME=`homeDir`. */
+function serverPidsOf(homeDir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      const environ = readFileSync(`/proc/${entry}/environ`, "utf8").split("\0");
+      if (argv.includes("dist/src/main.js") && environ.includes(`FERMILINK_HOME=${homeDir}`))
+        pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
+  return pids;
 }
 
 /** KB of the node binary's own pages (code and read-only data) resident in process `pid`. */
@@ -160,6 +177,62 @@ describe("the server process (src/main.ts)", () => {
     await waitUntilGone([inv.pid, grandchild], 5000);
     expect(isAlive(inv.pid)).toBe(false);
     expect(isAlive(grandchild)).toBe(false);
+  });
+
+  it("started by package.json's start script as npm runs it, a SIGTERM that npm passes on drains the server", async () => {
+    // npm runs a script as `sh -c <script>` and passes a SIGTERM it gets (a supervisor's, a
+    // container stop) on to that shell alone. dash neither forwards it nor execs the last
+    // command of `a && b`: without `exec` the shell died and the server ran on as an orphan,
+    // its runs never drained.
+    const pkg = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")) as {
+      scripts: Record<string, string>;
+    };
+    // dist/ is built once for the whole test run; building again would pull it from under
+    // the other tests, so the build step becomes `true` (same `a && b` shape).
+    const script = pkg.scripts.start?.replace("node scripts/build.mjs", "true") ?? "";
+    expect(script).toMatch(/^true && /);
+    const proc = spawn("sh", ["-c", script], {
+      cwd: ROOT,
+      env: {
+        PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}`,
+        HOME: home,
+        FERMILINK_HOME: home,
+        FERMILINK_CODEX_BIN: FAKE_AGENT,
+        FERMILINK_RUNNER_PORT: "0",
+        FERMILINK_RUNNER_METRICS_PORT: "0",
+        FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
+        FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = proc;
+    let out = "";
+    proc.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) =>
+      proc.once("exit", (code) => resolve(code)),
+    );
+    const m = { proc, exited, output: () => ({ out, err: "" }) };
+    try {
+      const port = await portOf(m);
+      // The server, found by this test's own FERMILINK_HOME: the shell itself under `exec`,
+      // its child otherwise.
+      const server = serverPidsOf(home);
+      expect(server).toHaveLength(1);
+      const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
+        session_id: "npm-start",
+        user_prompt: "#scenario=hold",
+      });
+      proc.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
+      await waitUntilGone(server, 5000);
+      expect(out).toContain('"msg":"runner stopped"');
+    } finally {
+      // A server the shell left behind (the defect) must not outlive the test.
+      for (const pid of serverPidsOf(home)) process.kill(pid, "SIGKILL");
+    }
   });
 
   it("a repeated SIGINT or SIGTERM during the drain does not cut it short: live runs still end with reason shutdown", async () => {

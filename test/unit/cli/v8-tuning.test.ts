@@ -64,7 +64,8 @@ describe("pretouchYoungGeneration", () => {
     const launcher = await import("../../../src/cli/launcher.js");
     expect(NODE_START_FLAGS.length).toBeGreaterThan(0);
     for (const flag of NODE_START_FLAGS) {
-      expect(pkg.scripts.start).toMatch(new RegExp(`&& node .*${flag}.* dist/src/main\\.js$`));
+      // `exec`: the shell npm runs the script in becomes the server, so npm's SIGTERM reaches it.
+      expect(pkg.scripts.start).toMatch(new RegExp(`&& exec node .*${flag}.* dist/src/main\\.js$`));
     }
     // The bin's launcher starts the server with the same list (test/integration/cli.test.ts
     // reads them from the running server's command line).
