@@ -6,7 +6,12 @@
 export const RUNNER_ERROR_CODES = [
   /** The request body is not JSON, or a field has the wrong type (FastAPI's 422). */
   "REQUEST_INVALID",
-  /** `user_prompt` is missing or empty. */
+  /**
+   * The body's bytes cannot be decoded, or it nests deeper than Python
+   * recurses: FastAPI fails to read it before validating (its 400).
+   */
+  "BODY_UNREADABLE",
+  /** `user_prompt` is empty. */
   "PROMPT_EMPTY",
   /** `user_prompt` has more than 10,000 Unicode code points (FermiLink's 413). */
   "PROMPT_TOO_LONG",

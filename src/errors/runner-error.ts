@@ -13,6 +13,7 @@ export interface ValidationDetail {
 /** Failures whose reason is the request or the load, never the runner's own code. */
 const CALLER_CAUSED: ReadonlySet<RunnerErrorCode> = new Set<RunnerErrorCode>([
   "REQUEST_INVALID",
+  "BODY_UNREADABLE",
   "PROMPT_EMPTY",
   "PROMPT_TOO_LONG",
   "SESSION_ID_INVALID",

@@ -16,6 +16,7 @@ interface Mapping {
  */
 export const STATUS_TABLE: Readonly<Record<RunnerErrorCode, Mapping>> = {
   REQUEST_INVALID: { connect: Code.InvalidArgument, http: 422 },
+  BODY_UNREADABLE: { connect: Code.InvalidArgument, http: 400 },
   PROMPT_EMPTY: { connect: Code.InvalidArgument, http: 422 },
   PROMPT_TOO_LONG: { connect: Code.InvalidArgument, http: 413 },
   SESSION_ID_INVALID: { connect: Code.InvalidArgument, http: 422 },

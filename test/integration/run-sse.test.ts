@@ -513,7 +513,7 @@ describe("POST /run (FermiLink SSE face)", () => {
     const truncated = await post(Buffer.concat([utf16le, Buffer.from([0x20])]));
     expect({ status: truncated.status, body: await truncated.json() }).toEqual({
       status: 400,
-      body: { detail: "There was an error parsing the body", code: "REQUEST_INVALID" },
+      body: { detail: "There was an error parsing the body", code: "BODY_UNREADABLE" },
     });
   });
 

@@ -23,14 +23,14 @@ const FIELDS = [
 
 /**
  * A body FastAPI fails to read before validating it, answered 400
- * `{"detail": "There was an error parsing the body"}`: bytes the codec
- * `json.detect_encoding` picks cannot decode (Starlette's `json.loads` raises
- * UnicodeDecodeError) or nested deeper than Python recurses.
+ * `{"detail": "There was an error parsing the body"}` (FastAPI's words): bytes
+ * the codec `json.detect_encoding` picks cannot decode (Starlette's
+ * `json.loads` raises UnicodeDecodeError) or nested deeper than Python recurses.
  */
-export class BodyParseError extends Error {
-  override readonly name = "BodyParseError";
-  /** FastAPI's detail for this case, word for word. */
-  readonly detail = "There was an error parsing the body";
+function unreadable(why: string, cause?: unknown): RunnerError {
+  return new RunnerError("BODY_UNREADABLE", "There was an error parsing the body", {
+    cause: cause ?? new Error(why),
+  });
 }
 
 /**
@@ -38,7 +38,7 @@ export class BodyParseError extends Error {
  * `RunRequest` (spec §1.1): empty, not JSON, not an object, `user_prompt`
  * missing or not a string, or an optional field of the wrong type → 422 with
  * a `detail` list; unknown fields are ignored. Every problem is reported at
- * once. A body Python cannot decode throws BodyParseError (400).
+ * once. A body Python cannot decode throws BODY_UNREADABLE (400).
  */
 export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput {
   // FastAPI reads a body only when it has bytes: an empty one is a missing body, whatever its type.
@@ -139,14 +139,14 @@ function decodeJson(raw: Buffer): unknown {
     text = pyDecodeJsonBytes(raw);
   } catch (err) {
     if (!(err instanceof PyUnicodeDecodeError)) throw err;
-    throw new BodyParseError("request body cannot be decoded", { cause: err });
+    throw unreadable("request body cannot be decoded", err);
   }
   // JSON.parse builds the value, Python's NaN and Infinity read too; Python's scanner (slow
   // where it builds values) only says why a body is refused.
   const value = jsonParseWithPyConstants(text);
   if (value === undefined) return pyRefusal(text);
   // JSON.parse takes any depth; Python's json.loads gives up near its recursion limit.
-  if (nestsTooDeep(text)) throw new BodyParseError("request body nested too deeply");
+  if (nestsTooDeep(text)) throw unreadable("request body nested too deeply");
   return value;
 }
 
@@ -161,7 +161,7 @@ function pyRefusal(text: string): never {
     pyJsonLoads(text, { values: false });
   } catch (err) {
     if (err instanceof PyJsonDecodeError) throw jsonInvalid(err);
-    throw new BodyParseError("request body nested too deeply", { cause: err });
+    throw unreadable("request body nested too deeply", err);
   }
   // Unreachable while JSON plus Python's three constants is Python's grammar.
   throw new Error("JSON.parse refused a body Python's scanner accepts");

@@ -12,7 +12,7 @@ import {
   sendJson,
   stopReadingBody,
 } from "../http-types.js";
-import { BodyParseError, parseRunBody } from "./parse-run-body.js";
+import { parseRunBody } from "./parse-run-body.js";
 import { streamSse, writeSseHead } from "./sse-stream.js";
 
 /** A run request body is a prompt of at most 10,000 code points plus a few ids. */
@@ -57,10 +57,6 @@ export async function handleRunRoute(
       typedItems: false,
     });
   } catch (err) {
-    if (err instanceof BodyParseError) {
-      if (!res.headersSent) sendJson(res, 400, { detail: err.detail, code: "REQUEST_INVALID" });
-      return;
-    }
     const re = toRunnerError(err);
     // A RunAborted here is the caller leaving before the run's first event: nothing went wrong.
     if (re.code === "INTERNAL" && !(err instanceof RunAborted)) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { BodyParseError, parseRunBody } from "../../../src/transport/sse/parse-run-body.js";
+import { RunnerError } from "../../../src/errors/runner-error.js";
+import { parseRunBody } from "../../../src/transport/sse/parse-run-body.js";
 import { jsonParseWithPyConstants } from "../../../src/transport/sse/py-json.js";
 import {
   PyUnicodeDecodeError,
@@ -32,7 +33,7 @@ function loads(b: Buffer): unknown {
   try {
     return { ok: parseRunBody(b) };
   } catch (err) {
-    if (err instanceof BodyParseError) return "400";
+    if (err instanceof RunnerError && err.code === "BODY_UNREADABLE") return "400";
     const details = (err as { details?: { type: string; loc: unknown[]; ctx?: unknown }[] })
       .details;
     return details?.map((d) => [d.type, d.loc, d.ctx]);
