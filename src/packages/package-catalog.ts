@@ -8,6 +8,7 @@ import {
 } from "./legacy-maxwelllink.js";
 import { readManifest } from "./manifest.js";
 import { type OverlayInput, overlayPackage, type PackageOverlaySummary } from "./overlay.js";
+import { normalizeDependencyIds, normalizeOverlayEntries } from "./package-id.js";
 import {
   REGISTRY_FILENAME,
   type Registry,
@@ -34,7 +35,7 @@ export interface PackageListing {
   status: string;
   /** The package new sessions get when they ask for none (env override, then registry). */
   active: boolean;
-  /** Its install directory exists, so a run can use it. */
+  /** Its install directory exists and its metadata is valid, so a run can use it. */
   available: boolean;
   overlayEntries: string[] | null;
   dependencyPackageIds: string[];
@@ -147,7 +148,7 @@ export class PackageCatalog {
     for (const id of [...registry.packages.keys()].sort()) {
       const meta = registry.packages.get(id);
       if (!meta) continue;
-      const overlay = meta.overlay_entries;
+      const usable = listedMetadata(meta, id);
       packages.push({
         id,
         title: str(meta.title) || id,
@@ -155,18 +156,10 @@ export class PackageCatalog {
         source: str(meta.source),
         status: str(meta.status),
         active: id === activeId,
-        available: (await validInstalledPath(meta)) !== null,
-        overlayEntries: Array.isArray(overlay)
-          ? overlay.filter((x): x is string => typeof x === "string")
-          : typeof overlay === "string"
-            ? overlay
-                .split(",")
-                .map((s) => s.trim())
-                .filter(Boolean)
-            : null,
-        dependencyPackageIds: Array.isArray(meta.dependency_package_ids)
-          ? (meta.dependency_package_ids as string[])
-          : [],
+        available: usable !== null && (await validInstalledPath(meta)) !== null,
+        overlayEntries: usable?.overlayEntries ?? rawStrings(meta.overlay_entries),
+        dependencyPackageIds:
+          usable?.dependencyPackageIds ?? rawStrings(meta.dependency_package_ids) ?? [],
         legacy: meta.legacy === true,
         installedAt: str(meta.installed_at),
         updatedAt: str(meta.updated_at),
@@ -199,4 +192,34 @@ export class PackageCatalog {
     this.reportedProblem = registry.problem;
     return registry;
   }
+}
+
+/**
+ * The overlay list and dependencies a run would use (the overlay's own
+ * normalisation), or null when a run would refuse them: such a package is
+ * listed, but not as available.
+ */
+function listedMetadata(
+  meta: Record<string, unknown>,
+  id: string,
+): { overlayEntries: string[] | null; dependencyPackageIds: string[] } | null {
+  try {
+    return {
+      overlayEntries: normalizeOverlayEntries(meta.overlay_entries),
+      dependencyPackageIds: normalizeDependencyIds(meta.dependency_package_ids, id) ?? [],
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** The strings of a registry list field (an array, or comma-separated text) as recorded. */
+function rawStrings(raw: unknown): string[] | null {
+  if (Array.isArray(raw)) return raw.filter((x): x is string => typeof x === "string");
+  if (typeof raw === "string")
+    return raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+  return null;
 }

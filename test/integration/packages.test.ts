@@ -220,6 +220,8 @@ describe("scientific packages through the runner (both faces)", () => {
       {
         zeta: { files: { x: "" }, meta: { dependency_package_ids: ["alpha"] } },
         alpha: { files: { y: "" } },
+        // A run refuses this overlay list (PACKAGE_OVERLAY_FAILED): not available, though installed.
+        omega: { files: { z: "" }, meta: { overlay_entries: [5] } },
       },
       { active: "zeta" },
     );
@@ -234,6 +236,7 @@ describe("scientific packages through the runner (both faces)", () => {
       listed.packages.map((p) => [p.id, p.active, p.available, p.dependencyPackageIds]),
     ).toEqual([
       ["alpha", false, true, []],
+      ["omega", false, false, []],
       ["zeta", true, true, ["alpha"]],
     ]);
     const res = await fetch(`${server.baseUrl}/packages`);
@@ -243,7 +246,7 @@ describe("scientific packages through the runner (both faces)", () => {
       packages: { id: string; installed_path: string }[];
     };
     expect(body.active_package).toBe("zeta");
-    expect(body.packages.map((p) => p.id)).toEqual(["alpha", "zeta"]);
+    expect(body.packages.map((p) => p.id)).toEqual(["alpha", "omega", "zeta"]);
     expect((await fetch(`${server.baseUrl}/packages`, { method: "POST" })).status).toBe(405);
 
     await writeFile(path.join(scipkg, "registry.json"), "{broken");
