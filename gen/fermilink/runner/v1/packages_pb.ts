@@ -114,7 +114,8 @@ export type Package = Message<"fermilink.runner.v1.Package"> & {
   active: boolean;
 
   /**
-   * True when the install directory exists, so a run can use it.
+   * True when the install directory exists and its metadata (overlay entries,
+   * dependencies) is valid, so a run can use it.
    *
    * @generated from field: bool available = 7;
    */
