@@ -5,13 +5,14 @@
  * read-only and only the provider's private dirs (never the repo) writable.
  *
  * Like resolve-binary.ts this module touches the system (it looks for a bwrap
- * and tries it once); the argv it builds is pure. Without a working bwrap a
- * read-only run keeps the provider's own permissions and the runner says so
- * once in its log (doctor says it too): refusing every read-only run would
- * also refuse FermiLink's routing preflight, which is always read-only.
+ * and tries it once, and resolves the workspaces root for the binds); the
+ * argv `bwrapArgs` builds is pure. Without a working bwrap a read-only run
+ * keeps the provider's own permissions and the runner says so once in its log
+ * (doctor says it too): refusing every read-only run would also refuse
+ * FermiLink's routing preflight, which is always read-only.
  */
 import { execFile } from "node:child_process";
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants, realpathSync, statSync } from "node:fs";
 import path from "node:path";
 import type { AgentPolicy } from "../events/run-event.js";
 import { PROJECT_ROOT } from "../project-root.js";
@@ -62,6 +63,28 @@ export function bwrapArgs(writableDirs: readonly string[]): string[] {
     "ALL",
     "--",
   ];
+}
+
+/**
+ * `dirs`, all inside the session dir `runDir`, as bwrap's `--bind` must name
+ * them. bwrap makes each mount point under its new root, where an absolute
+ * symlink on the way (a workspaces root under a linked /home, as on Fedora
+ * Atomic, or a linked FERMILINK_HOME) is read against its empty staging root:
+ * "Can't mkdir ...", and every read-only run failed. Only the session dir's
+ * parent, the admin's workspaces root, is resolved: the dirs below it are made
+ * real by the runner just before the spawn (`ownDir`), whereas resolving them
+ * here would follow a link an agent planted (one to the repo) into the bind.
+ */
+export function bindPaths(dirs: readonly string[], runDir: string): string[] {
+  let root: string;
+  try {
+    root = realpathSync(path.dirname(runDir));
+  } catch {
+    // Not there (yet): bwrap then says what is wrong with the path.
+    return [...dirs];
+  }
+  const realRunDir = path.join(root, path.basename(runDir));
+  return dirs.map((dir) => path.join(realRunDir, path.relative(runDir, dir)));
 }
 
 /** Where a bwrap may be: the system's on PATH (Debian's `bubblewrap`), then codex's bundled one. */

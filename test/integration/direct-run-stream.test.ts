@@ -384,12 +384,13 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
         call.on("close", () => reject(new Error("the call closed before its response head")));
         call.end(attachBody(runId));
       });
-      // Until the counter stops moving: the server is stuck in a write.
+      // Until the counter has moved and then stopped: the server is stuck in a write. A loaded
+      // box may take longer than a few samples to start the replay, or pause inside it.
       let held = await streamed();
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0, still = 0; i < 100 && still < 3; i++) {
         await new Promise((r) => setTimeout(r, 100));
         const now = await streamed();
-        if (now === held && i >= 2) break;
+        still = now === held && now > before ? still + 1 : 0;
         held = now;
       }
       // What the stream took is counted, far from all 5,000 lines.

@@ -11,7 +11,7 @@ import { SESSION_TMP_DIRNAME } from "../../workspace/session-path.js";
 import { type ProviderEnvVars, pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
 import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
-import { bwrapArgs } from "../read-only-sandbox.js";
+import { bindPaths, bwrapArgs } from "../read-only-sandbox.js";
 
 /** opencode reads `OPENCODE_*`; model keys live in its own config (real-clis.md §3). */
 export const OPENCODE_ENV_VARS: ProviderEnvVars = Object.freeze({
@@ -152,7 +152,7 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
     // bwrap is what gets exec'd; opencode's binary was resolved (and checked) by the caller.
     return {
       bin: bwrap,
-      args: [...bwrapArgs(dirs), input.bin, ...args],
+      args: [...bwrapArgs(bindPaths(dirs, runDir)), input.bin, ...args],
       env: sortEnv(env),
       dirs,
     };

@@ -4,7 +4,17 @@
  * opencode's place), started the way the runner starts providers.
  */
 import { execFile, spawn } from "node:child_process";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  symlink,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AgentPolicy } from "../../../src/events/run-event.js";
@@ -154,6 +164,64 @@ describe.skipIf(lookup.bin === null)(`the read-only sandbox (${lookup.bin})`, ()
     } finally {
       if (isAlive(sleeper)) process.kill(sleeper, "SIGKILL");
     }
+  });
+
+  it("works under a workspaces root reached through an absolute symlink (a linked /home or FERMILINK_HOME), whatever its name", async () => {
+    // bwrap makes its mount points under its own new root, where an absolute link on the way
+    // leads nowhere: given the linked path, it failed every run ("Can't mkdir").
+    // The real root's name with the characters a path may have (session ids are plain).
+    const realRoot = path.join(session, "work spaces 'x' $HOME");
+    const root = `${session}-link`;
+    await symlink(realRoot, root);
+    const realSession = path.join(realRoot, "s1");
+    await mkdir(path.join(realSession, "repo"), { recursive: true });
+    try {
+      const spec = getProviderAdapter("opencode").buildCommand({
+        bin: "/bin/sh",
+        repoDir: path.join(root, "s1", "repo"),
+        prompt: "x",
+        policy: READ_ONLY,
+        hostEnv: { PATH },
+        envPassthrough: [],
+        runDir: path.join(root, "s1"),
+        bwrap: lookup.bin,
+      });
+      for (const dir of spec.dirs ?? []) await mkdir(dir, { recursive: true });
+      const end = spec.args.indexOf("--");
+      const script = `echo h > "$HOME/h" && echo t > "$TMPDIR/t" && echo ok; echo r > ${root}/s1/repo/r`;
+      const out = await new Promise<string>((resolve) => {
+        const args = [...spec.args.slice(0, end + 1), "/bin/sh", "-c", script];
+        execFile(spec.bin, args, { cwd: repo, env: spec.env }, (_err, stdout, stderr) =>
+          resolve(`${stdout}${stderr}`),
+        );
+      });
+      expect(out).toMatch(/^ok\n.*Read-only file system/s);
+      expect(await readFile(path.join(realSession, ".opencode-home", "h"), "utf8")).toBe("h\n");
+      expect(await readFile(path.join(realSession, ".tmp", "t"), "utf8")).toBe("t\n");
+      expect(await readdir(path.join(realSession, "repo"))).toEqual([]);
+    } finally {
+      await unlink(root);
+    }
+  });
+
+  it("never binds what a link planted in the session leads to: the runner makes its dirs real first", async () => {
+    // An earlier, unsandboxed run may leave the home a link to the repo. The command is built
+    // before the workspace is prepared, which replaces that link with a real dir (ownDir): a bind
+    // resolved at build time would have made the repo writable.
+    await symlink(repo, path.join(session, ".opencode-home"));
+    const spec = await command("/bin/sh", "x");
+    await unlink(path.join(session, ".opencode-home"));
+    await mkdir(path.join(session, ".opencode-home"));
+    const end = spec.args.indexOf("--");
+    const args = [...spec.args.slice(0, end + 1), "/bin/sh", "-c", 'echo h > "$HOME/h"; echo end'];
+    const out = await new Promise<string>((resolve) => {
+      execFile(spec.bin, args, { cwd: repo, env: spec.env }, (_err, stdout, stderr) =>
+        resolve(`${stdout}${stderr}`),
+      );
+    });
+    expect(out).toContain("end");
+    expect(await readdir(repo)).toEqual([]);
+    expect(await readFile(path.join(session, ".opencode-home", "h"), "utf8")).toBe("h\n");
   });
 
   it("cannot be undone from inside: no remount, no way through bwrap's own /proc/<pid>/root", async () => {
