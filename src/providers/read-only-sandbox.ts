@@ -150,21 +150,42 @@ async function lookUp(pathEnv: string, projectRoot: string): Promise<BwrapLookup
   return { bin: null, version: null, refused };
 }
 
-/** One lookup per PATH and project for the process's life: bwrap does not come and go. */
-const lookups = new Map<string, Promise<BwrapLookup>>();
+/** Lookups per PATH and project (see `findWorkingBwrap`). */
+const lookups = new Map<string, { found: Promise<BwrapLookup>; atMs: number }>();
 
-/** The first bwrap that works on this machine (cached; see `lookUp`). Never rejects. */
+/**
+ * How long a lookup that found no working bwrap stands before the next run
+ * looks again: a probe can fail for a passing reason (its 5 s deadline on a
+ * machine busy with a burst), and a failure kept for the process's life would
+ * leave every later read-only run unsandboxed.
+ */
+export const RETRY_LOOKUP_MS = 60_000;
+
+/**
+ * The first bwrap that works on this machine (see `lookUp`): found once for
+ * the process's life, or not found for RETRY_LOOKUP_MS. Never rejects.
+ */
 export function findWorkingBwrap(
   pathEnv: string,
   projectRoot = PROJECT_ROOT,
+  nowMs = Date.now(),
 ): Promise<BwrapLookup> {
   const key = `${projectRoot}\0${pathEnv}`;
-  let found = lookups.get(key);
-  if (found === undefined) {
-    found = lookUp(pathEnv, projectRoot);
-    lookups.set(key, found);
+  const cached = lookups.get(key);
+  if (cached !== undefined) {
+    const stale = nowMs - cached.atMs >= RETRY_LOOKUP_MS;
+    return cached.found.then((r) => (r.bin === null && stale ? relook() : r));
   }
-  return found;
+  return relook();
+
+  function relook(): Promise<BwrapLookup> {
+    const entry = lookups.get(key);
+    // One probe at a time: callers that see the same stale failure share the new lookup.
+    if (entry !== undefined && nowMs - entry.atMs < RETRY_LOOKUP_MS) return entry.found;
+    const found = lookUp(pathEnv, projectRoot);
+    lookups.set(key, { found, atMs: nowMs });
+    return found;
+  }
 }
 
 /** What a read-only run without a working bwrap still has, for the log and doctor. */

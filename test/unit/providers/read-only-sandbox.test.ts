@@ -24,7 +24,11 @@ import { SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
 import { PROJECT_ROOT } from "../../../src/project-root.js";
 import type { CommandSpec } from "../../../src/providers/provider-adapter.js";
-import { bwrapForRun, findWorkingBwrap } from "../../../src/providers/read-only-sandbox.js";
+import {
+  bwrapForRun,
+  findWorkingBwrap,
+  RETRY_LOOKUP_MS,
+} from "../../../src/providers/read-only-sandbox.js";
 import { getProviderAdapter } from "../../../src/providers/registry.js";
 import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
@@ -112,6 +116,35 @@ describe("findWorkingBwrap", () => {
       expect(warnings).toEqual([
         expect.stringMatching(/^No working bubblewrap .*its shell can still write/),
       ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("findWorkingBwrap after a failure", () => {
+  it("looks again once RETRY_LOOKUP_MS has passed (a probe may fail for a passing reason), and keeps a success", async () => {
+    const dir = await mkdtemp(path.join("/var/tmp", "flr-bwrap-"));
+    try {
+      // A bwrap that works only once the test says so, as a probe that timed out on a busy box.
+      const ready = path.join(dir, "ready");
+      const flaky = path.join(dir, "bin", "bwrap");
+      await mkdir(path.dirname(flaky));
+      await writeFile(
+        flaky,
+        `#!/bin/sh\nif [ -e '${ready}' ]; then echo 'bubblewrap 0.0-test'; exit 0; fi\necho 'bwrap: timed out' >&2\nexit 1\n`,
+      );
+      await chmod(flaky, 0o755);
+      const t0 = 1_000_000;
+      const bin = path.dirname(flaky);
+      expect((await findWorkingBwrap(bin, dir, t0)).bin).toBeNull();
+      await writeFile(ready, "");
+      // Within the window the failure stands (no probe per run)...
+      expect((await findWorkingBwrap(bin, dir, t0 + RETRY_LOOKUP_MS - 1)).bin).toBeNull();
+      // ...after it, the next run looks again and finds it; a success is kept.
+      expect((await findWorkingBwrap(bin, dir, t0 + RETRY_LOOKUP_MS)).bin).toBe(flaky);
+      await rm(ready);
+      expect((await findWorkingBwrap(bin, dir, t0 + 10 * RETRY_LOOKUP_MS)).bin).toBe(flaky);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
