@@ -5,7 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type App, startApp } from "../../src/app.js";
 import { loadConfig } from "../../src/config/load-config.js";
-import { createLogger } from "../../src/log/logger.js";
+import { createLogger, type Logger } from "../../src/log/logger.js";
 
 /** The scripted fake provider (prints codex-style JSONL). */
 export const FAKE_AGENT = path.resolve(
@@ -32,8 +32,12 @@ export interface TestServer {
 /**
  * Boot the real app (composition root) with a test environment. `env`
  * overrides FERMILINK_* variables; the default provider binary is the fake agent.
+ * `logger` replaces the silent one (a test of what the runner logs, or of a log that fails).
  */
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  opts: { logger?: Logger } = {},
+): Promise<TestServer> {
   const home = await mkdtemp(path.join(tmpdir(), "flr-test-"));
   const config = loadConfig({
     PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -50,7 +54,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
     ...env,
   });
-  const app = await startApp(config, { logger: createLogger(config.logLevel) });
+  const app = await startApp(config, { logger: opts.logger ?? createLogger(config.logLevel) });
   return {
     app,
     home,

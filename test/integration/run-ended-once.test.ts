@@ -1,21 +1,13 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { type App, startApp } from "../../src/app.js";
-import { loadConfig } from "../../src/config/load-config.js";
 import { createLogger } from "../../src/log/logger.js";
 import { postRun } from "../helpers/sse-client.js";
-import { FAKE_AGENT } from "../helpers/start-server.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
-let app: App | undefined;
-let home: string | undefined;
+let server: TestServer | undefined;
 afterEach(async () => {
-  await app?.close();
-  if (home) await rm(home, { recursive: true, force: true });
-  app = undefined;
-  home = undefined;
+  await server?.stop();
+  server = undefined;
 });
 
 /**
@@ -34,21 +26,12 @@ function failingAtRunEnded(): Writable {
 
 describe("a run that fails after its exit event", () => {
   it("is counted in runs_ended once and streams one exit event", async () => {
-    home = await mkdtemp(path.join(tmpdir(), "flr-ended-"));
-    const config = loadConfig({
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: process.env.HOME ?? home,
-      FERMILINK_HOME: home,
-      FERMILINK_SOFTWARE_ROOT: path.join(home, "no-software"),
-      FERMILINK_RUNNER_PORT: "0",
-      FERMILINK_RUNNER_METRICS_PORT: "0",
-      FERMILINK_CODEX_BIN: FAKE_AGENT,
-      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
-      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
-      FERMILINK_RUNNER_SPARE_WORKSPACES: "0",
-    });
-    app = await startApp(config, { logger: createLogger("info", failingAtRunEnded()) });
-    const run = await postRun(`http://127.0.0.1:${app.port}`, { user_prompt: "fine" });
+    server = await startTestServer(
+      { FERMILINK_RUNNER_SPARE_WORKSPACES: "0" },
+      { logger: createLogger("info", failingAtRunEnded()) },
+    );
+    const app = server.app;
+    const run = await postRun(server.baseUrl, { user_prompt: "fine" });
     const exits = run.events.filter((e) => e.event === "runner.exit");
     expect(exits.map((e) => JSON.parse(e.data).reason)).toEqual(["completed"]);
     const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
