@@ -1,4 +1,4 @@
-import { RunnerError } from "../errors/runner-error.js";
+import { RunnerError, type ValidationDetail } from "../errors/runner-error.js";
 
 /** FermiLink's hard prompt limit (spec §7.4), counted in Unicode code points. */
 export const MAX_PROMPT_CODE_POINTS = 10_000;
@@ -39,6 +39,17 @@ export function countCodePoints(s: string): number {
   return n;
 }
 
+/** pydantic's entry for an empty `user_prompt` (its `min_length=1`), for both 422 paths. */
+export function emptyPromptDetail(): ValidationDetail {
+  return {
+    type: "string_too_short",
+    loc: ["body", "user_prompt"],
+    msg: "String should have at least 1 character",
+    input: "",
+    ctx: { min_length: 1 },
+  };
+}
+
 /**
  * Prompt checks in FermiLink's order (spec §1.1: 413 before anything else),
  * then blank-to-null for the optional fields. Session id, sandbox and
@@ -55,15 +66,7 @@ export function validateRunRequest(input: RunRequestInput): ValidRunRequest {
       "PROMPT_EMPTY",
       "user_prompt must have at least 1 character (and at most 10,000).",
       {
-        details: [
-          {
-            type: "string_too_short",
-            loc: ["body", "user_prompt"],
-            msg: "String should have at least 1 character",
-            input: prompt,
-            ctx: { min_length: 1 },
-          },
-        ],
+        details: [emptyPromptDetail()],
       },
     );
   }

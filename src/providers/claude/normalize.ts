@@ -133,10 +133,10 @@ function toolResultStatus(block: JsonObject, meta: JsonObject | null, output: st
 function toolResultItem(
   block: JsonObject,
   toolUseResult: JsonObject | null,
+  output: string,
   status: ItemStatus,
 ): AgentItem {
   const id = asString(block.tool_use_id);
-  const output = toolResultText(block.content);
   const exitMatch = status === "failed" ? /^Exit code (\d+)/.exec(output) : null;
   if (typeof toolUseResult?.stdout === "string" || exitMatch !== null) {
     // Tool output can hold any number of digits: beyond int32 it is no exit code (null).
@@ -179,9 +179,10 @@ function userItems(event: JsonObject): AgentItem[] {
     if (block?.type !== "tool_result") return [];
     const id = asString(block.tool_use_id);
     const meta = metas.find((m) => asString(m.id) === id) ?? null;
-    const status = toolResultStatus(block, meta, toolResultText(block.content));
+    const output = toolResultText(block.content);
+    const status = toolResultStatus(block, meta, output);
     const change = fileResultItem(block, toolUseResult, status);
-    const result = toolResultItem(block, toolUseResult, status);
+    const result = toolResultItem(block, toolUseResult, output, status);
     return change ? [result, change] : [result];
   });
 }

@@ -1,5 +1,5 @@
 import { RunnerError, type ValidationDetail } from "../../errors/runner-error.js";
-import type { RunRequestInput } from "../../run/run-request.js";
+import { emptyPromptDetail, type RunRequestInput } from "../../run/run-request.js";
 import {
   jsonParseWithPyConstants,
   nestsTooDeep,
@@ -33,6 +33,24 @@ function unreadable(why: string, cause?: unknown): RunnerError {
   });
 }
 
+/** No body at all (empty, or JSON `null`), as pydantic reports the missing model. */
+const MISSING_BODY: ValidationDetail = {
+  type: "missing",
+  loc: ["body"],
+  msg: "Field required",
+  input: null,
+};
+
+/** A body that is not a JSON object, with what pydantic says it got. */
+function notAnObject(input: unknown): ValidationDetail {
+  return {
+    type: "model_attributes_type",
+    loc: ["body"],
+    msg: "Input should be a valid dictionary or object to extract fields from",
+    input,
+  };
+}
+
 /**
  * Parse `POST /run`'s JSON body the way FastAPI/pydantic does for FermiLink's
  * `RunRequest` (spec §1.1): empty, not JSON, not an object, `user_prompt`
@@ -43,38 +61,24 @@ function unreadable(why: string, cause?: unknown): RunnerError {
 export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput {
   // FastAPI reads a body only when it has bytes: an empty one is a missing body, whatever its type.
   if (raw.length === 0) {
-    throw invalid([{ type: "missing", loc: ["body"], msg: "Field required", input: null }]);
+    throw invalid([MISSING_BODY]);
   }
   // FastAPI reads the body as JSON only without a Content-Type or with a JSON one; any other
   // type leaves it bytes, which fail validation. This also keeps a web page from starting runs:
   // a browser sends text/plain or a form cross-origin without asking (no CORS preflight).
   // An empty Content-Type is none (FastAPI tests `if not content_type_value`).
   if (contentType !== undefined && contentType !== "" && !isJsonType(contentType)) {
-    throw invalid([
-      {
-        type: "model_attributes_type",
-        loc: ["body"],
-        msg: "Input should be a valid dictionary or object to extract fields from",
-        // FastAPI's jsonable_encoder sends bytes as `bytes.decode()`. It fails with a 500 on
-        // bytes that are not UTF-8; a lossy decoding answers them with the 422 all others get.
-        input: raw.toString("utf8"),
-      },
-    ]);
+    // FastAPI's jsonable_encoder sends bytes as `bytes.decode()`. It fails with a 500 on bytes
+    // that are not UTF-8; a lossy decoding answers them with the 422 all others get.
+    throw invalid([notAnObject(raw.toString("utf8"))]);
   }
   const body = decodeJson(raw);
   // `null` is no body at all to FastAPI, as an empty one is.
   if (body === null) {
-    throw invalid([{ type: "missing", loc: ["body"], msg: "Field required", input: null }]);
+    throw invalid([MISSING_BODY]);
   }
   if (typeof body !== "object" || Array.isArray(body)) {
-    throw invalid([
-      {
-        type: "model_attributes_type",
-        loc: ["body"],
-        msg: "Input should be a valid dictionary or object to extract fields from",
-        input: body,
-      },
-    ]);
+    throw invalid([notAnObject(body)]);
   }
   const obj = body as Record<string, unknown>;
   const details: ValidationDetail[] = [];
@@ -99,13 +103,7 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
     }
     if (field === "user_prompt" && v === "") {
       emptyPrompt = true;
-      details.push({
-        type: "string_too_short",
-        loc: ["body", field],
-        msg: "String should have at least 1 character",
-        input: v,
-        ctx: { min_length: 1 },
-      });
+      details.push(emptyPromptDetail());
     }
     out[field] = v;
   }
