@@ -44,11 +44,10 @@ export function runRecordJson(r: RunRecord): Record<string, unknown> {
 }
 
 function viewerOf(req: AnyRequest, url: URL): Viewer {
-  const header = firstHeader(req, USER_ID_HEADER);
-  const query = url.searchParams.get("user_id") ?? "";
   // A blank `?user_id=` says nothing: the header is asked next.
-  const raw = query.trim() !== "" ? query : (header ?? "");
-  return { userId: raw.trim() === "" ? null : raw };
+  const userId =
+    nonBlank(url.searchParams.get("user_id")) ?? nonBlank(firstHeader(req, USER_ID_HEADER) ?? null);
+  return { userId };
 }
 
 /**
@@ -64,7 +63,7 @@ function optionalNonNegativeInt(raw: string | null | undefined, what: string): n
   return Number(value);
 }
 
-/** A query value; null when absent or blank (blank says nothing, as for `user_id`). */
+/** A query value or header; null when absent or blank (blank says nothing). */
 function nonBlank(raw: string | null): string | null {
   return raw === null || raw.trim() === "" ? null : raw;
 }
