@@ -111,14 +111,20 @@ describe.each([
     const gc = vm.runInNewContext("gc") as () => void;
     const p = await start("#scenario=lines-then-sleep");
     const it = p.lineBatches()[Symbol.asyncIterator]();
-    const handedOut: WeakRef<object>[] = [];
-    let lines = 0;
-    while (lines < 3000) {
-      const r = await it.next();
-      if (r.done) throw new Error("ended early");
-      lines += r.value.length;
-      handedOut.push(new WeakRef(r.value));
-    }
+    // Read in a function of its own that has returned before the count: a suspended async
+    // frame can keep the last batch it saw in a register, which would count against the runner.
+    const readBatches = async (): Promise<WeakRef<object>[]> => {
+      const refs: WeakRef<object>[] = [];
+      let lines = 0;
+      while (lines < 3000) {
+        const r = await it.next();
+        if (r.done) throw new Error("ended early");
+        lines += r.value.length;
+        refs.push(new WeakRef(r.value));
+      }
+      return refs;
+    };
+    const handedOut = await readBatches();
     expect(isAlive(p.pid)).toBe(true);
     // WeakRefs made in this job hold their target until it ends: collect after a turn.
     await new Promise((r) => setTimeout(r, 0));
