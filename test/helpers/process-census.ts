@@ -19,3 +19,15 @@ export async function waitUntilGone(pids: number[], timeoutMs: number): Promise<
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * SIGKILL `pid` (a negative pid is a group) for a test's cleanup, ignoring one
+ * that exited since it was listed: a cleanup must not fail a passing test.
+ */
+export function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+}

@@ -30,6 +30,7 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import type { RunRecord } from "../../src/journal/run-store.js";
 import { Prng } from "../helpers/prng.js";
+import { killQuietly } from "../helpers/process-census.js";
 import { processesWithRunIds } from "../helpers/run-id-census.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { type GatedTestServer, startGatedTestServer } from "../helpers/start-server.js";
@@ -332,7 +333,7 @@ describe("chaos: random callers over every face", () => {
       await server?.stop();
     } finally {
       server = undefined;
-      for (const { pid } of processesWithRunIds(runIds)) process.kill(pid, "SIGKILL");
+      for (const { pid } of processesWithRunIds(runIds)) killQuietly(pid);
     }
   });
 

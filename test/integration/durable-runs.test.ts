@@ -485,12 +485,14 @@ describe("ListRuns, GetRun and visibility", () => {
       createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
     ]) {
       const client = createClient(RunService, transport);
+      // Thunks, started one at a time: a call started early could reject
+      // before its catch was attached, an unhandled rejection.
       for (const call of [
-        client.getRun({ runId: "" }),
-        client.cancel({ runId: " ", userId: "u" }),
-        collect(client.attach({ runId: "" })),
+        () => client.getRun({ runId: "" }),
+        () => client.cancel({ runId: " ", userId: "u" }),
+        () => collect(client.attach({ runId: "" })),
       ]) {
-        const err = ConnectError.from(await call.catch((e: unknown) => e));
+        const err = ConnectError.from(await call().catch((e: unknown) => e));
         expect(err.code).toBe(Code.InvalidArgument);
         expect(err.rawMessage).toMatch(/run_id is required/);
       }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
-import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { isAlive, killQuietly, waitUntilGone } from "../helpers/process-census.js";
 import { lastData, parseSse, startSseRun } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
@@ -231,7 +231,7 @@ describe("the server process (src/main.ts)", () => {
       expect(out).toContain('"msg":"runner stopped"');
     } finally {
       // A server the shell left behind (the defect) must not outlive the test.
-      for (const pid of serverPidsOf(home)) process.kill(pid, "SIGKILL");
+      for (const pid of serverPidsOf(home)) killQuietly(pid);
     }
   });
 

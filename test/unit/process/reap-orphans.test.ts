@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
+import { killQuietly } from "../../helpers/process-census.js";
 
 /** Live (non-zombie) processes whose environment names `runId`. */
 function withRunId(runId: string): number[] {
@@ -24,7 +25,7 @@ function withRunId(runId: string): number[] {
 
 const started: string[] = [];
 afterEach(() => {
-  for (const id of started.splice(0)) for (const pid of withRunId(id)) process.kill(pid, "SIGKILL");
+  for (const id of started.splice(0)) for (const pid of withRunId(id)) killQuietly(pid);
 });
 
 describe("reapOrphans", () => {

@@ -21,7 +21,7 @@ import type { LaunchedChild, Launcher } from "../../../src/process/launch.js";
 import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
 import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
-import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
+import { isAlive, killQuietly, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
 
 const FIXTURES_BIN = path.dirname(FAKE_AGENT);
@@ -251,7 +251,7 @@ describe("SpawnHelper when its runner is killed", () => {
     }
     const left = withMarker(marker);
     const helperLeft = isAlive(helperPid);
-    for (const pid of [...left, ...(helperLeft ? [helperPid] : [])]) process.kill(pid, "SIGKILL");
+    for (const pid of [...left, ...(helperLeft ? [helperPid] : [])]) killQuietly(pid);
     expect(left).toEqual([]);
     expect(helperLeft).toBe(false);
   }, 30_000);

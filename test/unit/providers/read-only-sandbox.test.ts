@@ -30,7 +30,7 @@ import {
   RETRY_LOOKUP_MS,
 } from "../../../src/providers/read-only-sandbox.js";
 import { getProviderAdapter } from "../../../src/providers/registry.js";
-import { isAlive, waitUntilGone } from "../../helpers/process-census.js";
+import { isAlive, killQuietly, waitUntilGone } from "../../helpers/process-census.js";
 import { FAKE_AGENT } from "../../helpers/start-server.js";
 
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
@@ -354,7 +354,7 @@ describe.skipIf(lookup.bin === null).each([
     await p.terminate();
     expect((await p.exited).killedByRunner).toBe(true);
     const left = await withRunId(runId);
-    for (const pid of left) process.kill(pid, "SIGKILL");
+    for (const pid of left) killQuietly(pid);
     expect(left).toEqual([]);
   });
 });
