@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Worker } from "node:worker_threads";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { RunEvent } from "../../../src/events/run-event.js";
-import { CHECKPOINT_BYTES } from "../../../src/journal/checkpointer.js";
+import { CHECKPOINT_BYTES, IDLE_CATCH_UP_MS } from "../../../src/journal/checkpointer.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
 import { runRecord } from "../../helpers/run-record.js";
 
@@ -98,6 +98,34 @@ describe("the run store's checkpointer", () => {
     expect(largest).toBeGreaterThan(CHECKPOINT_BYTES / 2);
     expect(largest).toBeLessThan(4 * CHECKPOINT_BYTES);
     expect(s.readEvents("r14", 11_998, 10).map((e) => e.seq)).toEqual([11_999, 12_000]);
+  });
+
+  it("starts the log over rarely under a trickle of small writes (each start costs that commit an fsync), and still once they stop", async () => {
+    const s = store();
+    // The log's salt (header bytes 16-23) changes each time a write starts it over.
+    const salt = () => readFileSync(`${file}-wal`).subarray(16, 24).toString("hex");
+    s.createRun(runRecord("t"));
+    const line = (seq: number): RunEvent => ({
+      runId: "t",
+      seq,
+      timeMs: 1000,
+      body: { type: "agent", raw, items: [], truncated: false },
+    });
+    const salts = new Set<string>();
+    // A run's start and end, as trivial runs come one after another: small commits, with pauses
+    // a catch-up pass fits in. A pass after each (the old 50 ms catch-up) started the log over at
+    // nearly every one of these writes.
+    for (let seq = 1; seq <= 10; seq++) {
+      s.appendEvents("t", [line(seq)]);
+      salts.add(salt());
+      await sleep(100);
+    }
+    expect(salts.size).toBeLessThanOrEqual(3);
+    // Once the writes stop, the log is still copied to its end: the next write starts it over.
+    await sleep(IDLE_CATCH_UP_MS + 500);
+    s.appendEvents("t", [line(11)]);
+    expect(salts.has(salt())).toBe(false);
+    expect(s.readEvents("t", 9, 5).map((e) => e.seq)).toEqual([10, 11]);
   });
 
   it("hands checkpoints back to SQLite when the worker fails: the log is still copied", async () => {
