@@ -1,8 +1,9 @@
+import { lstatSync, readlinkSync } from "node:fs";
 import { lstat, readFile, readlink, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PROJECT_ROOT } from "../project-root.js";
 import type { FsOp } from "./fs-batch/fs-batch.js";
-import { readUntrustedFile, replaceFileAtomic } from "./untrusted-file.js";
+import { readUntrustedFile, readUntrustedFileSync, replaceFileAtomic } from "./untrusted-file.js";
 
 /** Built-in template (used when FERMILINK_SOFTWARE_ROOT does not exist). */
 export const BUILTIN_TEMPLATE_DIR = path.join(PROJECT_ROOT, "src", "workspace", "template");
@@ -57,6 +58,39 @@ export async function syncAgentsFile(
     if ((await lstat(p).catch(() => null))?.isSymbolicLink()) await unlink(p).catch(unlessGone);
   }
   if (providerAlias) await syncAlias(path.join(repoDir, providerAlias), wanted);
+}
+
+/**
+ * True when `syncAgentsFile` would change nothing: AGENTS.md is the template's,
+ * no inactive alias is a symlink, and the active alias is the link (or a real
+ * file, which is left alone). Synchronous and read-only (a few lstat calls and
+ * one untrusted read, microseconds): a session's every later run checks this
+ * first instead of a dozen thread-pool round trips.
+ */
+export function agentsFileInPlace(
+  repoDir: string,
+  wanted: Buffer,
+  providerAlias: string | null,
+  knownAliases: readonly string[],
+): boolean {
+  const target = path.join(repoDir, "AGENTS.md");
+  if (!lstatSync(target, { throwIfNoEntry: false })?.isFile()) return false;
+  if (readUntrustedFileSync(target, MAX_AGENTS_BYTES) !== wanted.toString("utf8")) return false;
+  for (const alias of knownAliases) {
+    if (alias === providerAlias) continue;
+    if (lstatSync(path.join(repoDir, alias), { throwIfNoEntry: false })?.isSymbolicLink())
+      return false;
+  }
+  if (providerAlias === null) return true;
+  const aliasPath = path.join(repoDir, providerAlias);
+  const ast = lstatSync(aliasPath, { throwIfNoEntry: false });
+  if (!ast) return false;
+  if (!ast.isSymbolicLink()) return true;
+  try {
+    return readlinkSync(aliasPath) === "AGENTS.md";
+  } catch {
+    return false;
+  }
 }
 
 /** Rethrows anything but ENOENT: what was to be removed is gone already (the agent's doing). */

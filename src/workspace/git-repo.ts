@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
+import { statSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import { type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
-import { readUntrustedFile } from "./untrusted-file.js";
+import { readUntrustedFile, readUntrustedFileSync } from "./untrusted-file.js";
 
 /** A `.git` file holds one `gitdir: <path>` line. */
 const MAX_GITDIR_FILE_BYTES = 64 * 1024;
@@ -17,6 +18,16 @@ async function isGitRepo(repoDir: string): Promise<boolean> {
   // The agent can put anything at .git (a FIFO, a link to /dev/zero): read it as untrusted.
   const text = await readUntrustedFile(dotGit, MAX_GITDIR_FILE_BYTES);
   return text?.startsWith("gitdir:") ?? false;
+}
+
+/** `isGitRepo`, synchronously (stat calls and at most one untrusted read of a small file). */
+export function isGitRepoSync(repoDir: string): boolean {
+  const dotGit = path.join(repoDir, ".git");
+  const st = statSync(dotGit, { throwIfNoEntry: false });
+  if (!st) return false;
+  if (st.isDirectory())
+    return statSync(path.join(dotGit, "HEAD"), { throwIfNoEntry: false }) !== undefined;
+  return readUntrustedFileSync(dotGit, MAX_GITDIR_FILE_BYTES)?.startsWith("gitdir:") ?? false;
 }
 
 function gitInit(dir: string, env: NodeJS.ProcessEnv, target: string): Promise<void> {

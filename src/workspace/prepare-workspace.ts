@@ -1,9 +1,11 @@
+import { lstatSync } from "node:fs";
 import { cp, lstat, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
 import type { SessionPackage } from "../packages/package-catalog.js";
 import {
+  agentsFileInPlace,
   aliasLinkOps,
   BUILTIN_TEMPLATE_DIR,
   freshAgentsFileOps,
@@ -11,7 +13,7 @@ import {
   templateAgentsText,
 } from "./agents-file.js";
 import { type FsBatchResult, type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
-import { ensureGitRepo, freshGitRepoOps, gitSkeleton } from "./git-repo.js";
+import { ensureGitRepo, freshGitRepoOps, gitSkeleton, isGitRepoSync } from "./git-repo.js";
 import { resolveSessionDir, sessionRepoDir } from "./session-path.js";
 import type { SpareContent, SpareSource } from "./spare-workspaces.js";
 
@@ -174,6 +176,71 @@ function providerFileOps(files: ProviderFiles, sessionDir: string): FsOp[] {
   ];
 }
 
+/** Something (a link included) at `p`; false when it cannot be looked at either. */
+function exists(p: string): boolean {
+  try {
+    return lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** A real directory (not a link to one) at `p`. */
+const isRealDir = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+
+/**
+ * True when the checking path would change nothing in an existing session's
+ * repo: a real repo directory, AGENTS.md and its aliases in place, a valid git
+ * repo, `projects/memory.md` and `outputs/`. Synchronous and read-only (about a
+ * dozen lstat calls, microseconds on the loop), where that path's checks are a
+ * chain of about fifteen thread-pool round trips (≈ 2 ms per run). Anything
+ * else, an error included, takes that path, which repairs or reports it.
+ */
+function sessionInPlace(
+  repoDir: string,
+  agents: Buffer,
+  providerAlias: string | null,
+  knownAliases: readonly string[],
+): boolean {
+  try {
+    const projects = path.join(repoDir, "projects");
+    return (
+      isRealDir(repoDir) &&
+      agentsFileInPlace(repoDir, agents, providerAlias, knownAliases) &&
+      isGitRepoSync(repoDir) &&
+      isRealDir(projects) &&
+      lstatSync(path.join(projects, "memory.md"), { throwIfNoEntry: false }) !== undefined &&
+      isRealDir(path.join(repoDir, "outputs"))
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True when the provider's files need no batch: no files to write, and each of
+ * its directories is a real directory at every level below the session
+ * directory (what `ownDir` would otherwise make so). Files are always
+ * rewritten: the runner's settings of this run.
+ */
+function providerDirsInPlace(files: ProviderFiles, sessionDir: string): boolean {
+  if (files.files.length > 0) return false;
+  try {
+    return files.dirs.every((dir) => {
+      if (!dir.startsWith(`${sessionDir}/`)) return false;
+      let at = sessionDir;
+      for (const part of dir.slice(sessionDir.length + 1).split("/")) {
+        if (part === "") continue;
+        at = `${at}/${part}`;
+        if (!isRealDir(at)) return false;
+      }
+      return true;
+    });
+  } catch {
+    return false;
+  }
+}
+
 /** Run staged ops on the worker; on failure, which stage the failed op belongs to. */
 async function runStaged(
   staged: { stage: Stage; ops: FsOp[] }[],
@@ -228,8 +295,24 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
       })) ?? null;
     // A new session on the built-in template without a package is made in one batch (or claimed).
     const builtinPlain = opts.softwareRoot === null && pkg === null;
+    // A session seen to exist claims no spare (the claim would fail): a worker round trip saved.
+    const seen = exists(sessionDir);
+    if (
+      seen &&
+      pkg === null &&
+      sessionInPlace(repoDir, agents, opts.providerAlias, opts.knownAliases)
+    ) {
+      if (providerDirsInPlace(providerFiles, sessionDir)) {
+        return { sessionDir, repoDir, createdRepo: false, package: null };
+      }
+      const result = await runStaged([
+        { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
+      ]);
+      if (result.failedAt >= 0) throw stageError("provider", result.message, result.code);
+      return { sessionDir, repoDir, createdRepo: false, package: null };
+    }
     let sessionExists = false;
-    const spare = builtinPlain ? (opts.spares?.take() ?? null) : null;
+    const spare = builtinPlain && !seen ? (opts.spares?.take() ?? null) : null;
     if (spare !== null) {
       // One rename instead of a dozen creations; the claim fails when the session dir exists.
       // A batch that never answered (the worker died) leaves the spare unknown: given up.

@@ -243,6 +243,53 @@ describe("prepareWorkspace", () => {
     expect(await readFile(path.join(ws.repoDir, "CLAUDE.md"), "utf8")).toBe("user's own");
   });
 
+  it("puts back on the next run whatever was changed in an existing session, one change at a time", async () => {
+    // Each change makes a session no longer in place, so its next run repairs it (a session left
+    // as it was is checked without the thread pool: nothing to put back).
+    const changes: [string, (repo: string) => Promise<void>][] = [
+      ["AGENTS.md edited", (r) => writeFile(path.join(r, "AGENTS.md"), "edited")],
+      [
+        "AGENTS.md made a link",
+        async (r) => {
+          await rm(path.join(r, "AGENTS.md"));
+          await symlink("projects/memory.md", path.join(r, "AGENTS.md"));
+        },
+      ],
+      ["active alias removed", (r) => rm(path.join(r, "CLAUDE.md"))],
+      [
+        "active alias re-pointed",
+        async (r) => {
+          await rm(path.join(r, "CLAUDE.md"));
+          await symlink("projects/memory.md", path.join(r, "CLAUDE.md"));
+        },
+      ],
+      ["inactive alias linked", (r) => symlink("AGENTS.md", path.join(r, "GEMINI.md"))],
+      [".git removed", (r) => rm(path.join(r, ".git"), { recursive: true })],
+      [".git/HEAD removed", (r) => rm(path.join(r, ".git", "HEAD"))],
+      ["memory.md removed", (r) => rm(path.join(r, "projects", "memory.md"))],
+      ["outputs removed", (r) => rm(path.join(r, "outputs"), { recursive: true })],
+    ];
+    for (const [what, change] of changes) {
+      const id = `fix-${changes.findIndex(([w]) => w === what)}`;
+      const ws = await prep(id, { providerAlias: "CLAUDE.md" });
+      const template = await readFile(path.join(ws.repoDir, "AGENTS.md"), "utf8");
+      await change(ws.repoDir);
+      const again = await prep(id, { providerAlias: "CLAUDE.md" });
+      expect(again.createdRepo, what).toBe(false);
+      const repo = again.repoDir;
+      expect((await lstat(path.join(repo, "AGENTS.md"))).isFile(), what).toBe(true);
+      expect(await readFile(path.join(repo, "AGENTS.md"), "utf8"), what).toBe(template);
+      expect(await readlink(path.join(repo, "CLAUDE.md")), what).toBe("AGENTS.md");
+      expect(existsSync(path.join(repo, "GEMINI.md")), what).toBe(false);
+      expect(
+        execFileSync("git", ["rev-parse", "--git-dir"], { cwd: repo }).toString().trim(),
+        what,
+      ).toBe(".git");
+      expect(existsSync(path.join(repo, "projects", "memory.md")), what).toBe(true);
+      expect((await lstat(path.join(repo, "outputs"))).isDirectory(), what).toBe(true);
+    }
+  });
+
   it("refuses to write through a symlinked projects directory", async () => {
     const ws = await prep("s5");
     const outside = path.join(root, "outside");
@@ -287,6 +334,38 @@ describe("prepareWorkspace", () => {
     const again = await prep("pf", { providerFiles: files("pf") });
     expect(again.createdRepo).toBe(false);
     expect(await readFile(settings, "utf8")).toBe('{"s":"pf"}');
+  });
+
+  it("makes a provider's directories real again in an existing session (a provider with no files, as codex)", async () => {
+    const dirs = (s: string) => ({ dirs: [path.join(root, "ws", s, ".home", "tmp")], files: [] });
+    const outside = path.join(root, "outside-dirs");
+    await mkdir(outside);
+    const ws = await prep("pd", { providerFiles: dirs("pd") });
+    const home = path.join(ws.sessionDir, ".home");
+    const changes: [string, () => Promise<void>][] = [
+      ["removed", () => rm(home, { recursive: true })],
+      [
+        "a link out of the session",
+        async () => {
+          await rm(home, { recursive: true });
+          await symlink(outside, home);
+        },
+      ],
+      [
+        "a file",
+        async () => {
+          await rm(path.join(home, "tmp"), { recursive: true });
+          await writeFile(path.join(home, "tmp"), "x");
+        },
+      ],
+    ];
+    for (const [what, change] of changes) {
+      await change();
+      await prep("pd", { providerFiles: dirs("pd") });
+      expect((await lstat(home)).isDirectory(), what).toBe(true);
+      expect((await lstat(path.join(home, "tmp"))).isDirectory(), what).toBe(true);
+    }
+    expect(await readdir(outside)).toEqual([]);
   });
 
   it("writes nothing through what the session's agent planted: symlinks, a hard link, a FIFO, a file for a directory", async () => {
