@@ -10,10 +10,17 @@
  * keeps the provider's own permissions and the runner says so once in its log
  * (doctor says it too): refusing every read-only run would also refuse
  * FermiLink's routing preflight, which is always read-only.
+ *
+ * A provider killed alone by signal N (the OOM killer) shows as bwrap's exit
+ * 128+N, not FermiLink's -N: bwrap's `--json-status-fd` reports that same
+ * 128+N, and the CLIs exit 128+N themselves (opencode 143 on SIGTERM, gemini
+ * 144 for an HTTP 400), so the runner cannot tell a signal from such an exit
+ * and passes the code on as it is.
  */
 import { execFile } from "node:child_process";
 import { accessSync, constants, realpathSync, statSync } from "node:fs";
 import path from "node:path";
+import { RunnerError } from "../errors/runner-error.js";
 import type { AgentPolicy } from "../events/run-event.js";
 import { PROJECT_ROOT } from "../project-root.js";
 import { enforcedMode } from "./command-parts.js";
@@ -217,4 +224,71 @@ export async function bwrapForRun(
     );
   }
   return found.bin;
+}
+
+/**
+ * Forget every lookup: the bwrap found cannot be executed any more (removed
+ * or replaced, as by an upgrade), so the next read-only run looks again, and
+ * says again when none is left.
+ */
+export function forgetWorkingBwrap(): void {
+  lookups.clear();
+  warnedNoBwrap = false;
+}
+
+/**
+ * The error of a sandboxed run whose bwrap could not be executed (`err`, the
+ * launch's `PROVIDER_BINARY_MISSING`, names bwrap as the CLI and advises
+ * FERMILINK_<PROVIDER>_BIN): a runner-side failure, and the lookup is
+ * forgotten. Any other start failure is returned as it is.
+ */
+export function bwrapStartError(bwrap: string, err: unknown): unknown {
+  if (!(err instanceof RunnerError) || err.code !== "PROVIDER_BINARY_MISSING") return err;
+  forgetWorkingBwrap();
+  const code = (err.cause as NodeJS.ErrnoException | undefined)?.code ?? "";
+  return new RunnerError(
+    "PROVIDER_START_FAILED",
+    `The runner failed to start the provider CLI inside its read-only sandbox: the bubblewrap ${bwrap} it had found can no longer be executed${code === "" ? "" : ` (${code})`}, removed or replaced since. This is a runner-side failure, not a problem with the CLI; the next read-only run looks for a working bubblewrap again, so retry the run (install Debian's bubblewrap if none is left).`,
+    { cause: err },
+  );
+}
+
+/**
+ * The errno names of exec's failures as bwrap prints them (strerror): glibc's
+ * words, and musl's where they differ (codex's bundled bwrap is a musl build).
+ */
+const EXEC_ERRNO_BY_TEXT: Readonly<Record<string, string>> = {
+  "No such file or directory": "ENOENT",
+  "Permission denied": "EACCES",
+  "Operation not permitted": "EPERM",
+  "Not a directory": "ENOTDIR",
+  "Is a directory": "EISDIR",
+  "Too many levels of symbolic links": "ELOOP",
+  "Symbolic link loop": "ELOOP",
+  "File name too long": "ENAMETOOLONG",
+  "Filename too long": "ENAMETOOLONG",
+  "Exec format error": "ENOEXEC",
+  "Text file busy": "ETXTBSY",
+};
+
+/**
+ * The spawn error a direct start of `bin` would have given, when a sandboxed
+ * run is bwrap failing to exec it (the CLI removed after the runner checked
+ * it): bwrap then prints `bwrap: execvp <bin>: <strerror>` and exits 1, and
+ * nothing else is printed, since the CLI never ran. So it takes that line as
+ * the run's only line (`onlyLine`, null when the run printed none or more
+ * than one, or its only one on stdout) and exit code 1; null otherwise.
+ */
+export function sandboxExecFailure(
+  bin: string,
+  exitCode: number | null,
+  onlyLine: string | null,
+): NodeJS.ErrnoException | null {
+  const prefix = `bwrap: execvp ${bin}: `;
+  if (exitCode !== 1 || onlyLine === null || !onlyLine.startsWith(prefix)) return null;
+  const said = onlyLine.slice(prefix.length);
+  const code = EXEC_ERRNO_BY_TEXT[said];
+  const err: NodeJS.ErrnoException = new Error(`spawn ${bin} ${code ?? said}`);
+  if (code !== undefined) err.code = code;
+  return err;
 }

@@ -11,10 +11,19 @@ import {
   notePreparing,
   runsPreparingBefore,
 } from "../process/spawn-turns.js";
-import type { ProcessExit, SupervisedProcess } from "../process/supervised-process.js";
+import {
+  launchError,
+  type ProcessExit,
+  type ProcessLine,
+  type SupervisedProcess,
+} from "../process/supervised-process.js";
 import { agentLineBody, resultOf } from "../providers/agent-line.js";
 import type { ProviderAdapter } from "../providers/provider-adapter.js";
-import { bwrapForRun } from "../providers/read-only-sandbox.js";
+import {
+  bwrapForRun,
+  bwrapStartError,
+  sandboxExecFailure,
+} from "../providers/read-only-sandbox.js";
 import {
   resolveSessionDir,
   SESSION_TMP_DIRNAME,
@@ -183,6 +192,7 @@ export async function executeRun(
     // The command first (it only needs the paths): its home and settings files are then written
     // with the workspace, for a new session in the same file-system batch.
     const sessionDir = resolveSessionDir(config.workspacesRoot, plan.sessionId);
+    const bwrap = await bwrapForRun(plan.adapter, plan.policy, config.hostEnv.PATH ?? "", log());
     const spec = plan.adapter.buildCommand({
       bin: plan.bin,
       repoDir: sessionRepoDir(sessionDir),
@@ -192,8 +202,10 @@ export async function executeRun(
       endpoint: config.providerEndpoints[plan.adapter.id],
       envPassthrough: config.envPassthrough,
       runDir: sessionDir,
-      bwrap: await bwrapForRun(plan.adapter, plan.policy, config.hostEnv.PATH ?? "", log()),
+      bwrap,
     });
+    // bwrap is exec'd, and it execs the CLI: failures of either are told apart below.
+    const sandboxed = bwrap !== null && spec.bin === bwrap;
     // Each run's temp files stay in its session (CLIs leave error reports and caches there),
     // and codex refuses helper binaries when its home is under the temp dir (real-clis.md §7).
     const dirs = [...(spec.dirs ?? [])];
@@ -232,15 +244,19 @@ export async function executeRun(
       state.signal,
     );
     throwIfAborted(state);
-    proc = await deps.startProcess({
-      bin: spec.bin,
-      args: spec.args,
-      env: { ...spec.env, [RUN_ID_ENV]: state.runId },
-      cwd: ws.repoDir,
-      maxLineBytes: config.run.maxLineBytes,
-      killGraceMs: config.run.killGraceMs,
-      niceness: config.run.providerNice,
-    });
+    proc = await deps
+      .startProcess({
+        bin: spec.bin,
+        args: spec.args,
+        env: { ...spec.env, [RUN_ID_ENV]: state.runId },
+        cwd: ws.repoDir,
+        maxLineBytes: config.run.maxLineBytes,
+        killGraceMs: config.run.killGraceMs,
+        niceness: config.run.providerNice,
+      })
+      .catch((err: unknown) => {
+        throw sandboxed ? bwrapStartError(spec.bin, err) : err;
+      });
     const running = proc;
     state.phase = "running";
     log().info({ pid: running.pid }, "provider started");
@@ -267,9 +283,14 @@ export async function executeRun(
     if (idle) timers.push(idle);
     const guard = plan.adapter.retryGuard;
     let failedCalls = 0;
+    /** The run's first line and how many it printed: a sandboxed CLI that never ran prints one. */
+    let firstLine: ProcessLine | undefined;
+    let lineCount = 0;
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
     for await (const batch of running.lineBatches()) {
       idle?.refresh();
+      firstLine ??= batch[0];
+      lineCount += batch.length;
       for (const line of batch) {
         if (line.stream === "stdout") {
           const body = agentLineBody(plan.adapter, line.text, line.truncated);
@@ -287,6 +308,12 @@ export async function executeRun(
     const exit = await running.exited;
     state.signal.removeEventListener("abort", onAbort);
     const aborted = state.abortReason;
+    if (sandboxed && !aborted) {
+      const onlyLine = lineCount === 1 && firstLine?.stream === "stderr" ? firstLine.text : null;
+      const failure = sandboxExecFailure(plan.bin, exit.code, onlyLine);
+      // Ends the run as a direct start of a missing CLI does, not as the CLI's exit code 1.
+      if (failure !== null) throw launchError(plan.bin, ws.repoDir, failure);
+    }
     await releaseAll();
     const returnCode = returnCodeOf(exit);
     // A CLI can exit 0 without finishing its work (gemini does on SIGTERM): success also needs

@@ -45,6 +45,7 @@ describe("a run whose spawn helper dies", () => {
     expect(exit.signal ?? null).toBeNull();
     expect(exit.return_code ?? null).toBeNull();
     expect(exit.message).toMatch(/spawn helper exited unexpectedly.*exit status was lost/);
+    expect(exit.killed_by_runner).toBe(true);
     const stored = server.app.pipeline.getRun(run.runId, { userId: null });
     expect(stored.exitReason).toBe("error");
     expect(stored.succeeded).toBe(false);

@@ -83,8 +83,11 @@ async function* toProtoStream(
       for (const event of batch) {
         if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
         first = false;
-        tally.addEvent(event.body);
         yield toProto(event);
+        // Counted once connect-node asks for the next message, which it does only after the
+        // write of this one was taken: a client that reset the stream while that write waited
+        // (and the generator is ended at this yield) never got the event.
+        tally.addEvent(event.body);
       }
       tally.report();
     }

@@ -28,6 +28,7 @@ import {
   bwrapForRun,
   findWorkingBwrap,
   RETRY_LOOKUP_MS,
+  sandboxExecFailure,
 } from "../../../src/providers/read-only-sandbox.js";
 import { getProviderAdapter } from "../../../src/providers/registry.js";
 import { isAlive, killQuietly, waitUntilGone } from "../../helpers/process-census.js";
@@ -119,6 +120,30 @@ describe("findWorkingBwrap", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("sandboxExecFailure", () => {
+  const BIN = "/opt/opencode/bin/opencode";
+  it("reads bwrap's report of an exec that failed, in glibc's and musl's words", () => {
+    const missing = sandboxExecFailure(BIN, 1, `bwrap: execvp ${BIN}: No such file or directory`);
+    expect(missing?.code).toBe("ENOENT");
+    expect(sandboxExecFailure(BIN, 1, `bwrap: execvp ${BIN}: Symbolic link loop`)?.code).toBe(
+      "ELOOP",
+    );
+    // Words it does not know still end the run as a failed start, saying them.
+    const odd = sandboxExecFailure(BIN, 1, `bwrap: execvp ${BIN}: Something new`);
+    expect({ code: odd?.code, message: odd?.message }).toEqual({
+      code: undefined,
+      message: `spawn ${BIN} Something new`,
+    });
+  });
+
+  it("is no failed exec unless the run's only line is that report and bwrap exited 1", () => {
+    const line = `bwrap: execvp ${BIN}: No such file or directory`;
+    expect(sandboxExecFailure(BIN, 0, line)).toBeNull();
+    expect(sandboxExecFailure(BIN, 1, null)).toBeNull();
+    expect(sandboxExecFailure("/other/opencode", 1, line)).toBeNull();
   });
 });
 
