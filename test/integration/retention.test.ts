@@ -3,11 +3,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitReason, type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { READ_GRACE_MS, startRetention } from "../../src/journal/retention.js";
-import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
+import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { parseSse, type SseEvent } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -286,19 +285,22 @@ describe("retention by size", () => {
       await a.stop();
       servers = [];
 
-      const db = new Database(storePath, { readonly: true });
-      const row = (runId: string) =>
-        db
-          .prepare(
-            `SELECT event_bytes AS counted,
-                    (SELECT SUM(length(CAST(text AS BLOB))) FROM events e WHERE e.run_key = r.run_key) AS utf8,
-                    (SELECT SUM(length(text)) FROM events e WHERE e.run_key = r.run_key) AS chars
-               FROM runs r WHERE run_id = ?`,
-          )
-          .get(runId) as { counted: number; utf8: number; chars: number };
+      // What the store holds, read back through it: UTF-8 bytes and characters of every text.
+      const check = new SqliteRunStore(storePath);
+      const row = (runId: string) => {
+        let utf8 = 0;
+        let chars = 0;
+        for (const e of check.readEvents(runId, 0, 1_000_000, false)) {
+          const b = e.body;
+          const text = b.type === "agent" ? b.raw : b.type === "log" ? b.text : JSON.stringify(b);
+          utf8 += Buffer.byteLength(text, "utf8");
+          chars += [...text].length;
+        }
+        return { counted: check.getRun(runId)?.eventBytes ?? -1, utf8, chars };
+      };
       const w = row(wide);
       const n = row(ascii);
-      db.close();
+      await check.close();
       expect(w.counted).toBe(w.utf8);
       expect(n.counted).toBe(n.utf8);
       // 400 lines of 1,000 CJK characters and 100 of 200 emoji: 1.3 MB, 0.5 M characters.

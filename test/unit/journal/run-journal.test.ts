@@ -747,8 +747,10 @@ describe("SqliteRunStore schema", () => {
 
     const after = new Database(v1, { readonly: true });
     const count = (sql: string) => (after.prepare(sql).get() as { n: number }).n;
-    expect(count("SELECT COUNT(*) AS n FROM events")).toBe(4); // plain's 3 and new's 1
-    expect(after.pragma("user_version", { simple: true })).toBe(2);
+    // plain's 3 (one chunk) and new's 1; no per-event table left.
+    expect(count("SELECT COUNT(*) AS n FROM event_chunks")).toBe(2);
+    expect(count("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'events'")).toBe(0);
+    expect(after.pragma("user_version", { simple: true })).toBe(3);
     await after.close();
   });
 });
