@@ -23,6 +23,12 @@ function withRunId(runId: string): number[] {
   return pids;
 }
 
+/** Poll until `done()`, at most 10 s (then the assertions after it report what is missing). */
+async function until(done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
+
 const started: string[] = [];
 afterEach(() => {
   for (const id of started.splice(0)) for (const pid of withRunId(id)) killQuietly(pid);
@@ -43,12 +49,14 @@ describe("reapOrphans", () => {
         stdio: "ignore",
       }).unref();
     }
-    await new Promise((r) => setTimeout(r, 300));
+    // More than ten of each, however slowly a loaded box forks (a fixed 300 ms saw exactly ten).
+    await until(() => withRunId(runId).length > 10 && withRunId(other).length > 10);
     expect(withRunId(runId).length).toBeGreaterThan(10);
 
     const killed = await reapOrphans(new Set([runId]));
     expect(killed.length).toBeGreaterThan(10);
-    await new Promise((r) => setTimeout(r, 200));
+    // SIGKILLed processes leave as soon as they run again; a survivor (sleep 30, or the loop) stays.
+    await until(() => withRunId(runId).length === 0);
     expect(withRunId(runId)).toEqual([]);
     // Another run's processes are not touched.
     expect(withRunId(other).length).toBeGreaterThan(10);
