@@ -75,6 +75,15 @@ export async function runRealCli(
       FERMILINK_AGENT_PROVIDER: id,
       // opencode is found without FERMILINK_OPENCODE_BIN, as on a clean clone (its platform package).
       ...(id === "opencode" ? {} : { [`FERMILINK_${upper}_BIN`]: realCli(id) }),
+      // In every fresh home opencode installs its plugin package from npmjs.org in the background
+      // (~95 MB fetched and unpacked: about half of its CPU in a run, and a lookup outside this
+      // machine); a registry that refuses at once ends that, not the run (real-clis.md §6).
+      ...(id === "opencode"
+        ? {
+            FERMILINK_RUNNER_ENV_PASSTHROUGH: "npm_config_registry",
+            npm_config_registry: "http://127.0.0.1:9/",
+          }
+        : {}),
       [`FERMILINK_${upper}_BASE_URL`]: baseUrl,
       [`FERMILINK_${upper}_API_KEY`]: "sk-fake-key",
       FERMILINK_AGENT_MODEL: "fake-model",

@@ -171,6 +171,8 @@ describe("the server process (src/main.ts)", () => {
       );
       if (grandchild === 0) await new Promise((r) => setTimeout(r, 50));
     }
+    // Without it the checks below would pass on pid 0 and check nothing.
+    expect(grandchild).toBeGreaterThan(0);
     m.proc.kill("SIGTERM");
     expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
     expect(await m.exited).toBe(0);

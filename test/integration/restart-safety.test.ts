@@ -67,6 +67,21 @@ async function startServer(env: Record<string, string> = {}): Promise<{
   throw new Error(`server did not start: ${out}`);
 }
 
+/**
+ * The pid a process writes to `file`, once it has: the fake agent spawns its grandchild
+ * before it prints, but the grandchild writes its pid only once its own node has started,
+ * which on a loaded machine can come after the agent's first events.
+ */
+async function readPid(file: string, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
+    if (pid > 0) return pid;
+    if (Date.now() > deadline) throw new Error(`no pid in ${file}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 /** Start a detached run that leaves a grandchild, read a few events, then kill -9 the server. */
 async function crashMidRun(env: Record<string, string>) {
   const first = await startServer(env);
@@ -88,7 +103,7 @@ async function crashMidRun(env: Record<string, string>) {
   const repo = path.join(home, "workspaces", "crash", "repo", ".fake-agent");
   const provider = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"))
     .pid as number;
-  const grandchild = Number(await readFile(path.join(repo, "grandchild.pid"), "utf8"));
+  const grandchild = await readPid(path.join(repo, "grandchild.pid"));
   // Let a batch of ticks reach the store, then kill the server without any chance to clean up.
   await new Promise((r) => setTimeout(r, 300));
   first.proc.kill("SIGKILL");

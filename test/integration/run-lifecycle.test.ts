@@ -484,11 +484,28 @@ describe("a caller that stops reading", () => {
       const reader = (res.body as ReadableStream<Uint8Array>).getReader();
       const decoder = new TextDecoder();
       let text = "";
+      let runId: string | undefined;
+      while (runId === undefined) {
+        const n = await reader.read();
+        if (n.done) throw new Error(`no meta frame in: ${text}`);
+        text += decoder.decode(n.value, { stream: true });
+        runId = /"run_id": ?"([^"]+)"/.exec(text)?.[1];
+      }
+      // Not a reader that is merely slower than the provider prints: on a loaded machine the
+      // provider can be the slower one and the reader never falls behind. It stops until the
+      // run is 10 MB (far more than the tail and the socket buffers) past what it read.
+      for (;;) {
+        const run = (await (await fetch(`${s.baseUrl}/runs/${runId}`)).json()) as {
+          last_seq: number;
+        };
+        if (run.last_seq >= 50_000) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
       for (;;) {
         const n = await reader.read();
         if (n.done) break;
         text += decoder.decode(n.value, { stream: true });
-        await new Promise((r) => setTimeout(r, 5)); // slower than the provider prints
+        await new Promise((r) => setTimeout(r, 5));
       }
       const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
       expect(ids).toEqual(ids.map((_, i) => (ids[0] as number) + i));

@@ -1,6 +1,6 @@
 /** Processes found by their run id, killed even while they keep forking. */
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -68,18 +68,26 @@ describe("reapOrphans", () => {
     const dir = await mkdtemp(path.join(tmpdir(), "flr-reap-"));
     const cleaned = path.join(dir, "cleaned");
     const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", [RUN_ID_ENV]: runId };
+    // Each says when its trap is set: a SIGTERM before that (a slow start on a loaded machine)
+    // would kill the tidy one without its cleanup.
+    const ready = (name: string) => `: > ${path.join(dir, `${name}.ready`)}`;
     const tidy = spawn(
       "/bin/bash",
-      ["-c", `trap 'echo done > ${cleaned}; exit 0' TERM; while :; do sleep 0.05; done`],
+      [
+        "-c",
+        `trap 'echo done > ${cleaned}; exit 0' TERM; ${ready("tidy")}; while :; do sleep 0.05; done`,
+      ],
       { env, detached: true, stdio: "ignore" },
     );
-    const stubborn = spawn("/bin/bash", ["-c", "trap '' TERM; while :; do sleep 0.05; done"], {
-      env,
-      detached: true,
-      stdio: "ignore",
-    });
+    const stubborn = spawn(
+      "/bin/bash",
+      ["-c", `trap '' TERM; ${ready("stubborn")}; while :; do sleep 0.05; done`],
+      { env, detached: true, stdio: "ignore" },
+    );
     for (const c of [tidy, stubborn]) c.unref();
-    await new Promise((r) => setTimeout(r, 200));
+    await until(() =>
+      ["tidy", "stubborn"].every((name) => existsSync(path.join(dir, `${name}.ready`))),
+    );
     await reapOrphans(new Set([runId]), 300);
     await new Promise((r) => setTimeout(r, 100));
     expect(await readFile(cleaned, "utf8")).toBe("done\n");
