@@ -60,6 +60,13 @@ const MAX_SEQ = 2 ** 32 - 1;
 /** Events per chunk row at most (one journal write of 512 is 8 rows). */
 const CHUNK_EVENTS = 64;
 
+/**
+ * A chunk is closed once its text reaches this many characters, whatever its
+ * count: 64 lines at the line cap would make one string (and SQLite copy) of
+ * tens of MB.
+ */
+const CHUNK_MAX_CHARS = 256 * 1024;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY,
@@ -383,17 +390,25 @@ export class SqliteRunStore implements RunStore {
       if (last !== undefined && last.seq > MAX_SEQ)
         throw new Error(`run ${runId}: seq ${last.seq} is past ${MAX_SEQ}`);
       let bytes = 0;
-      for (let i = 0; i < events.length; i += CHUNK_EVENTS) {
-        const end = Math.min(events.length, i + CHUNK_EVENTS);
-        let chunk = "";
-        for (let k = i; k < end; k++) {
-          const record = encodeRecord(events[k] as RunEvent);
-          bytes += recordTextBytes;
-          chunk = k === i ? record : `${chunk}\n${record}`;
-        }
-        const head = events[i] as RunEvent;
-        this.insertChunk.run(runKey, head.seq, (events[end - 1] as RunEvent).seq, chunk);
+      let chunk = "";
+      let head: RunEvent | undefined;
+      let tail: RunEvent | undefined;
+      let count = 0;
+      const put = () => {
+        if (head && tail) this.insertChunk.run(runKey, head.seq, tail.seq, chunk);
+        head = undefined;
+        count = 0;
+      };
+      for (const e of events) {
+        const record = encodeRecord(e);
+        bytes += recordTextBytes;
+        chunk = head === undefined ? record : `${chunk}\n${record}`;
+        head ??= e;
+        tail = e;
+        count += 1;
+        if (count === CHUNK_EVENTS || chunk.length >= CHUNK_MAX_CHARS) put();
       }
+      put();
       if (last) this.bumpRun.run(last.seq, bytes, runId);
       return bytes;
     });

@@ -108,6 +108,27 @@ describe("the run store's event chunks", () => {
     expect(s.readEvents("b", 0, 100)).toHaveLength(6);
   });
 
+  it("closes a chunk at 256 K characters whatever its count: long lines read back whole from any seq", () => {
+    const file = path.join(dir, "runs.sqlite3");
+    const s = store(file);
+    s.createRun(runRecord("long"));
+    const long = (seq: number): RunEvent => ({
+      runId: "long",
+      seq,
+      timeMs: seq,
+      body: { type: "agent", raw: `${seq}:${"z".repeat(100_000)}`, items: [], truncated: false },
+    });
+    const all = Array.from({ length: 20 }, (_, i) => long(i + 1));
+    s.appendEvents("long", all);
+    for (let after = 0; after < 20; after++) {
+      expect(s.readEvents("long", after, 2), `after ${after}`).toEqual(all.slice(after, after + 2));
+    }
+    const db = new Database(file, { readonly: true });
+    // Three 100 KB lines reach 256 K characters: 7 chunks for 20, not one.
+    expect((db.prepare("SELECT COUNT(*) AS n FROM event_chunks").get() as { n: number }).n).toBe(7);
+    db.close();
+  });
+
   it("refuses events that do not follow the stored ones (a chunk is found by its first seq)", () => {
     const s = store();
     s.createRun(runRecord("a"));
