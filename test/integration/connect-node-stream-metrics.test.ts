@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { RunRequestSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { envelope } from "../helpers/envelope.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { streamedEvents } from "../helpers/streamed-events.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -19,16 +20,7 @@ afterEach(async () => {
 });
 
 /** Events the runner counts as streamed over Connect, all types. */
-async function streamed(s: TestServer): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
-  let n = 0;
-  for (const m of text.matchAll(
-    /^fermilink_runner_events_streamed_total\{face="connect",type="[a-z]+"\} (\d+)$/gm,
-  )) {
-    n += Number(m[1]);
-  }
-  return n;
-}
+const streamed = (s: TestServer) => streamedEvents(s, "connect");
 
 describe("connect-node's path counts streamed events", () => {
   it("does not count the event whose write was still waiting when the client reset the stream", async () => {

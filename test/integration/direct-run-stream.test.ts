@@ -27,6 +27,7 @@ import { writeBuffersAllocated } from "../../src/transport/connect/direct-run-st
 import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { streamedEvents } from "../helpers/streamed-events.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -357,16 +358,7 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     server = await startTestServer();
     const s = server;
     const runId = (await runOverGrpc(s, "gone", "#scenario=lines-5000"))[0]?.runId ?? "";
-    const streamed = async () => {
-      const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
-      let n = 0;
-      for (const m of text.matchAll(
-        /^fermilink_runner_events_streamed_total\{face="connect",type="[a-z]+"\} (\d+)$/gm,
-      )) {
-        n += Number(m[1]);
-      }
-      return n;
-    };
+    const streamed = () => streamedEvents(s, "connect");
     const before = await streamed();
     // A client that grants no flow-control window: the replay (batches of hundreds of events,
     // written ~30 at a time) soon waits for a write the socket cannot drain.

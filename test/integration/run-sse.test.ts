@@ -8,6 +8,7 @@ import { h2Upload } from "../helpers/h2-upload.js";
 import { rawRequest } from "../helpers/raw-http.js";
 import { postRun } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { streamedEvents } from "../helpers/streamed-events.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -613,16 +614,7 @@ describe("SSE stream metrics", () => {
       user_prompt: "#scenario=lines-5000",
     });
     const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
-    const streamed = async () => {
-      const text = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
-      let n = 0;
-      for (const m of text.matchAll(
-        /^fermilink_runner_events_streamed_total\{face="sse",type="[a-z]+"\} (\d+)$/gm,
-      )) {
-        n += Number(m[1]);
-      }
-      return n;
-    };
+    const streamed = () => streamedEvents(s, "sse");
     const before = await streamed();
     // h2c with no flow-control window: the replay's first write (a 64 KB chunk of frames) waits
     // for a drain that never comes.
