@@ -1,4 +1,4 @@
-import { lstatSync } from "node:fs";
+import { lstatSync, statSync } from "node:fs";
 import { cp, lstat, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
@@ -168,13 +168,22 @@ type Stage = "workspace" | "memory" | "provider";
  */
 function providerFileOps(files: ProviderFiles, sessionDir: string): FsOp[] {
   return [
-    ...files.dirs.map((dir): FsOp => ({ op: "ownDir", root: sessionDir, path: dir })),
+    // A directory outside the session is the admin's (CODEX_HOME): made if missing, as FermiLink
+    // does; nothing the agent plants is in its path.
+    ...files.dirs.map(
+      (dir): FsOp =>
+        underSession(dir, sessionDir)
+          ? { op: "ownDir", root: sessionDir, path: dir }
+          : { op: "mkdir", path: dir, recursive: true },
+    ),
     ...files.files.flatMap((f): FsOp[] => [
       { op: "ownDir", root: sessionDir, path: path.dirname(f.path) },
       { op: "replaceFile", path: f.path, content: f.content, mode: 0o600 },
     ]),
   ];
 }
+
+const underSession = (p: string, sessionDir: string) => p.startsWith(`${sessionDir}/`);
 
 /** Something (a link included) at `p`; false when it cannot be looked at either. */
 function exists(p: string): boolean {
@@ -227,7 +236,8 @@ function providerDirsInPlace(files: ProviderFiles, sessionDir: string): boolean 
   if (files.files.length > 0) return false;
   try {
     return files.dirs.every((dir) => {
-      if (!dir.startsWith(`${sessionDir}/`)) return false;
+      if (!underSession(dir, sessionDir))
+        return statSync(dir, { throwIfNoEntry: false })?.isDirectory() ?? false;
       let at = sessionDir;
       for (const part of dir.slice(sessionDir.length + 1).split("/")) {
         if (part === "") continue;

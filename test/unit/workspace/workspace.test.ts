@@ -336,6 +336,19 @@ describe("prepareWorkspace", () => {
     expect(await readFile(settings, "utf8")).toBe('{"s":"pf"}');
   });
 
+  it("makes a provider directory outside the session (an admin's CODEX_HOME) for new and existing sessions", async () => {
+    // It was refused as "not under" the session, which failed every run with an admin home.
+    const adminHome = path.join(root, "admin", "codex-home");
+    const files = { dirs: [adminHome], files: [] };
+    const fresh = await prep("adm", { providerFiles: files });
+    expect(fresh.createdRepo).toBe(true);
+    expect((await lstat(adminHome)).isDirectory()).toBe(true);
+    await rm(path.join(root, "admin"), { recursive: true });
+    const again = await prep("adm", { providerFiles: files });
+    expect(again.createdRepo).toBe(false);
+    expect((await lstat(adminHome)).isDirectory()).toBe(true);
+  });
+
   it("makes a provider's directories real again in an existing session (a provider with no files, as codex)", async () => {
     const dirs = (s: string) => ({ dirs: [path.join(root, "ws", s, ".home", "tmp")], files: [] });
     const outside = path.join(root, "outside-dirs");
