@@ -1,32 +1,32 @@
 import { execFile } from "node:child_process";
 import { statSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import { type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
-import { readUntrustedFile, readUntrustedFileSync } from "./untrusted-file.js";
+import { readUntrustedFileSync } from "./untrusted-file.js";
 
 /** A `.git` file holds one `gitdir: <path>` line. */
 const MAX_GITDIR_FILE_BYTES = 64 * 1024;
 
-/** FermiLink's validity rule (spec §4.3 step 4): `.git` dir with HEAD, or a `gitdir:` file. */
-async function isGitRepo(repoDir: string): Promise<boolean> {
+/**
+ * FermiLink's validity rule (spec §4.3 step 4): `.git` dir with HEAD, or a
+ * `gitdir:` file. Synchronous: a few stat calls and at most one read of a
+ * small file, microseconds, where each thread-pool round trip costs more.
+ */
+export function isGitRepo(repoDir: string): boolean {
   const dotGit = path.join(repoDir, ".git");
-  const st = await stat(dotGit).catch(() => null);
+  const stOf = (p: string) => {
+    try {
+      return statSync(p, { throwIfNoEntry: false });
+    } catch {
+      return undefined;
+    }
+  };
+  const st = stOf(dotGit);
   if (!st) return false;
-  if (st.isDirectory()) return (await stat(path.join(dotGit, "HEAD")).catch(() => null)) !== null;
+  if (st.isDirectory()) return stOf(path.join(dotGit, "HEAD")) !== undefined;
   // The agent can put anything at .git (a FIFO, a link to /dev/zero): read it as untrusted.
-  const text = await readUntrustedFile(dotGit, MAX_GITDIR_FILE_BYTES);
-  return text?.startsWith("gitdir:") ?? false;
-}
-
-/** `isGitRepo`, synchronously (stat calls and at most one untrusted read of a small file). */
-export function isGitRepoSync(repoDir: string): boolean {
-  const dotGit = path.join(repoDir, ".git");
-  const st = statSync(dotGit, { throwIfNoEntry: false });
-  if (!st) return false;
-  if (st.isDirectory())
-    return statSync(path.join(dotGit, "HEAD"), { throwIfNoEntry: false }) !== undefined;
   return readUntrustedFileSync(dotGit, MAX_GITDIR_FILE_BYTES)?.startsWith("gitdir:") ?? false;
 }
 
@@ -119,7 +119,7 @@ export function gitSkeleton(
   let made = pristine.get(templateDir);
   if (!made) {
     made = (async () => {
-      if (!(await isGitRepo(templateDir))) {
+      if (!isGitRepo(templateDir)) {
         await rm(templateDir, { recursive: true, force: true });
         await mkdir(path.dirname(templateDir), { recursive: true });
         const tmp = await mkdtemp(`${templateDir}.tmp-`);
@@ -128,7 +128,7 @@ export function gitSkeleton(
           await rename(tmp, templateDir);
         } catch (err) {
           await rm(tmp, { recursive: true, force: true });
-          if (!(await isGitRepo(templateDir))) throw err;
+          if (!isGitRepo(templateDir)) throw err;
         }
       }
       return readSkeleton(path.join(templateDir, ".git"));
@@ -150,14 +150,14 @@ export async function ensureGitRepo(
   env: NodeJS.ProcessEnv,
   templateDir: string,
 ): Promise<void> {
-  if (await isGitRepo(repoDir)) return;
+  if (isGitRepo(repoDir)) return;
   const skeleton = await gitSkeleton(templateDir, env, repoDir);
   await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
   const written = await workspaceFs.run(freshGitRepoOps(repoDir, skeleton));
   // The OS error as it is; prepareWorkspace reports it as a workspace setup failure.
   if (written.failedAt >= 0)
     throw Object.assign(new Error(written.message), { code: written.code });
-  if (!(await isGitRepo(repoDir))) {
+  if (!isGitRepo(repoDir)) {
     throw new RunnerError(
       "WORKSPACE_SETUP_FAILED",
       `Git did not produce a valid git repo at ${repoDir}.`,

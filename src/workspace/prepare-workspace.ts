@@ -13,7 +13,7 @@ import {
   templateAgentsText,
 } from "./agents-file.js";
 import { type FsBatchResult, type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
-import { ensureGitRepo, freshGitRepoOps, gitSkeleton, isGitRepoSync } from "./git-repo.js";
+import { ensureGitRepo, freshGitRepoOps, gitSkeleton, isGitRepo } from "./git-repo.js";
 import { resolveSessionDir, sessionRepoDir } from "./session-path.js";
 import type { SpareContent, SpareSource } from "./spare-workspaces.js";
 
@@ -216,9 +216,9 @@ function sessionInPlace(
     return (
       isRealDir(repoDir) &&
       agentsFileInPlace(repoDir, agents, providerAlias, knownAliases) &&
-      isGitRepoSync(repoDir) &&
+      isGitRepo(repoDir) &&
       isRealDir(projects) &&
-      lstatSync(path.join(projects, "memory.md"), { throwIfNoEntry: false }) !== undefined &&
+      exists(path.join(projects, "memory.md")) &&
       isRealDir(path.join(repoDir, "outputs"))
     );
   } catch {
@@ -276,6 +276,13 @@ function stageError(stage: Stage, message: string, code: string): RunnerError {
   );
 }
 
+/** The provider's files on the worker, or nothing when they need nothing (`providerDirsInPlace`). */
+async function writeProviderFiles(files: ProviderFiles, sessionDir: string): Promise<void> {
+  if (providerDirsInPlace(files, sessionDir)) return;
+  const result = await runStaged([{ stage: "provider", ops: providerFileOps(files, sessionDir) }]);
+  if (result.failedAt >= 0) throw stageError("provider", result.message, result.code);
+}
+
 /**
  * Create or refresh a session workspace (spec §4.3): session dir; the
  * template tree copied into `repo/` on first use only; AGENTS.md and the
@@ -312,13 +319,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
       pkg === null &&
       sessionInPlace(repoDir, agents, opts.providerAlias, opts.knownAliases)
     ) {
-      if (providerDirsInPlace(providerFiles, sessionDir)) {
-        return { sessionDir, repoDir, createdRepo: false, package: null };
-      }
-      const result = await runStaged([
-        { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
-      ]);
-      if (result.failedAt >= 0) throw stageError("provider", result.message, result.code);
+      await writeProviderFiles(providerFiles, sessionDir);
       return { sessionDir, repoDir, createdRepo: false, package: null };
     }
     let sessionExists = false;
@@ -409,10 +410,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     if (overlay) await syncAgentsFile(repoDir, agents, opts.providerAlias, opts.knownAliases);
     await ensureMemoryFile(repoDir, memory);
     await ensureOutputs(repoDir);
-    const result = await runStaged([
-      { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
-    ]);
-    if (result.failedAt >= 0) throw stageError("provider", result.message, result.code);
+    await writeProviderFiles(providerFiles, sessionDir);
     return { sessionDir, repoDir, createdRepo, package: overlay };
   } catch (err) {
     if (err instanceof RunnerError) throw err;
