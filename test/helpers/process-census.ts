@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 
 /** True while `pid` exists and is not a zombie. */
 export function isAlive(pid: number): boolean {
@@ -29,5 +30,21 @@ export function killQuietly(pid: number): void {
     process.kill(pid, "SIGKILL");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+}
+
+/**
+ * The pid a process writes to `file`, once it has (throws after `timeoutMs`):
+ * the fake agent spawns its grandchild before it prints, but the grandchild
+ * writes its pid only once its own node has started, which on a loaded
+ * machine can come after the agent's first events.
+ */
+export async function readPidFile(file: string, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
+    if (pid > 0) return pid;
+    if (Date.now() > deadline) throw new Error(`no pid in ${file}`);
+    await new Promise((r) => setTimeout(r, 25));
   }
 }

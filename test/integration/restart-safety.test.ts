@@ -14,7 +14,7 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { MAX_UNSTORED_SHOWN } from "../../src/journal/run-journal.js";
-import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { isAlive, readPidFile, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
@@ -67,21 +67,6 @@ async function startServer(env: Record<string, string> = {}): Promise<{
   throw new Error(`server did not start: ${out}`);
 }
 
-/**
- * The pid a process writes to `file`, once it has: the fake agent spawns its grandchild
- * before it prints, but the grandchild writes its pid only once its own node has started,
- * which on a loaded machine can come after the agent's first events.
- */
-async function readPid(file: string, timeoutMs = 5000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
-    if (pid > 0) return pid;
-    if (Date.now() > deadline) throw new Error(`no pid in ${file}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 /** Start a detached run that leaves a grandchild, read a few events, then kill -9 the server. */
 async function crashMidRun(env: Record<string, string>) {
   const first = await startServer(env);
@@ -103,7 +88,7 @@ async function crashMidRun(env: Record<string, string>) {
   const repo = path.join(home, "workspaces", "crash", "repo", ".fake-agent");
   const provider = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"))
     .pid as number;
-  const grandchild = await readPid(path.join(repo, "grandchild.pid"));
+  const grandchild = await readPidFile(path.join(repo, "grandchild.pid"));
   // Let a batch of ticks reach the store, then kill the server without any chance to clean up.
   await new Promise((r) => setTimeout(r, 300));
   first.proc.kill("SIGKILL");
