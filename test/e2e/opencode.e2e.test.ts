@@ -25,6 +25,14 @@ describe.skipIf(!haveCli("opencode"))(
         true,
       );
       expect(run.model.requests.some((r) => r.path === "/v1/chat/completions")).toBe(true);
+      // opencode's background install of its plugin package into the session's config dir did
+      // not run (it fetched and unpacked ~95 MB per new session), and said nothing about it.
+      const installed = run.sessionPaths.filter(
+        (p) => /(^|\/)\.npm(\/|$)/.test(p) || /node_modules\/(?!\.package-lock\.json$)/.test(p),
+      );
+      expect(installed).toEqual([]);
+      expect(run.sessionPaths).toContain(".opencode-home/.config/opencode/.npmrc");
+      expect(run.frames.filter((f) => f.data.includes("dependency install"))).toEqual([]);
     }, 60_000);
 
     it("cannot write into the session repo in a read-only run, though its plan agent runs bash", async () => {

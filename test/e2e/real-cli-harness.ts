@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
@@ -43,6 +43,8 @@ export interface RealRun {
   repoDir: string;
   /** Content of `made-by-agent.txt` in the session repo after the run (null: absent). */
   madeFile: string | null;
+  /** Paths in the session dir outside its repo after the run, relative, at most four levels deep. */
+  sessionPaths: string[];
   model: FakeModel;
   elapsedMs: number;
 }
@@ -75,15 +77,6 @@ export async function runRealCli(
       FERMILINK_AGENT_PROVIDER: id,
       // opencode is found without FERMILINK_OPENCODE_BIN, as on a clean clone (its platform package).
       ...(id === "opencode" ? {} : { [`FERMILINK_${upper}_BIN`]: realCli(id) }),
-      // In every fresh home opencode installs its plugin package from npmjs.org in the background
-      // (~95 MB fetched and unpacked: about half of its CPU in a run, and a lookup outside this
-      // machine); a registry that refuses at once ends that, not the run (real-clis.md §6).
-      ...(id === "opencode"
-        ? {
-            FERMILINK_RUNNER_ENV_PASSTHROUGH: "npm_config_registry",
-            npm_config_registry: "http://127.0.0.1:9/",
-          }
-        : {}),
       [`FERMILINK_${upper}_BASE_URL`]: baseUrl,
       [`FERMILINK_${upper}_API_KEY`]: "sk-fake-key",
       FERMILINK_AGENT_MODEL: "fake-model",
@@ -100,6 +93,7 @@ export async function runRealCli(
       path.join(server.workspacesRoot, "e2e", "repo", "made-by-agent.txt"),
       "utf8",
     ).catch(() => null);
+    const sessionPaths = await listTree(path.dirname(repoDir), 4, (rel) => rel !== "repo");
     const res = await fetch(`${server.baseUrl}/runs/${events[0]?.runId}/events`);
     const frames: SseEvent[] = [];
     for await (const ev of parseSse(res.body as ReadableStream<Uint8Array>)) frames.push(ev);
@@ -112,6 +106,7 @@ export async function runRealCli(
       frames,
       exit: last?.event === "runner.exit" ? (JSON.parse(last.data) as Record<string, unknown>) : {},
       madeFile,
+      sessionPaths,
       repoDir,
       model,
       elapsedMs,
@@ -121,4 +116,24 @@ export async function runRealCli(
     if (!opts.modelDown) await model.close();
     await rm(home, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** Relative paths under `dir`, `depth` levels deep, skipping the top-level entries `keep` refuses. */
+async function listTree(
+  dir: string,
+  depth: number,
+  keep: (rel: string) => boolean,
+): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string, left: number): Promise<void> => {
+    const entries = await readdir(path.join(dir, rel), { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const child = rel === "" ? e.name : `${rel}/${e.name}`;
+      if (rel === "" && !keep(child)) continue;
+      out.push(child);
+      if (e.isDirectory() && left > 1) await walk(child, left - 1);
+    }
+  };
+  await walk("", depth);
+  return out.sort();
 }

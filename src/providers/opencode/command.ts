@@ -10,7 +10,7 @@ import path from "node:path";
 import { SESSION_TMP_DIRNAME } from "../../workspace/session-path.js";
 import { type ProviderEnvVars, pickChildEnv, sortEnv } from "../child-env.js";
 import { END_OF_OPTIONS, enforcedMode, policyEffort, policyModel } from "../command-parts.js";
-import type { BuildCommandInput, CommandSpec } from "../provider-adapter.js";
+import type { BuildCommandInput, CommandSpec, SpecFile } from "../provider-adapter.js";
 import { bindPaths, bwrapArgs } from "../read-only-sandbox.js";
 
 /** opencode reads `OPENCODE_*`; model keys live in its own config (real-clis.md §3). */
@@ -50,6 +50,34 @@ export const OPENCODE_ENV_DEFAULTS: Readonly<Record<string, string>> = {
 };
 
 const STREAM_IDLE_TIMEOUT_MS = 30_000;
+
+/**
+ * Files in opencode's config dir of the session home that keep opencode from
+ * installing `@opencode-ai/plugin` there. It does so in the background on
+ * every new home (~95 MB fetched from registry.npmjs.org and unpacked: about
+ * half of its CPU in a short run), for plugins that dir never holds: the
+ * runner owns it. Two layers:
+ * - a lock naming the package and a `node_modules/` (npm's hidden lockfile of
+ *   an empty tree): opencode 1.18 installs only when `node_modules` is missing
+ *   or the lock lacks a package it wants, so it does not try, and says nothing;
+ * - `.npmrc` with `offline`: should a later opencode try anyway, the install
+ *   fails at once (one warning on stderr) instead of downloading. npm reads a
+ *   project `.npmrc` only for installs into that dir: the agent's own
+ *   `npm install` and a repo's `.opencode/` are untouched, and npm plugins
+ *   named in opencode's config go to its cache dir, not here.
+ */
+const PLUGIN_PACKAGE = "@opencode-ai/plugin";
+const NO_PLUGIN_INSTALL: readonly { name: string; content: string }[] = [
+  { name: ".npmrc", content: "offline=true\n" },
+  {
+    name: "package-lock.json",
+    content: `${JSON.stringify({ lockfileVersion: 3, requires: true, packages: { "": { dependencies: { [PLUGIN_PACKAGE]: "*" } } } })}\n`,
+  },
+  {
+    name: "node_modules/.package-lock.json",
+    content: `${JSON.stringify({ lockfileVersion: 3, requires: true, packages: {} })}\n`,
+  },
+];
 
 /** The provider the runner defines when FERMILINK_OPENCODE_BASE_URL is set. */
 const PROVIDER_NAME = "fermilink";
@@ -131,6 +159,7 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
   // Sandboxed, opencode needs a home of its own to write to, so the documented default applies.
   const runDir = input.runDir ?? (bwrap !== null ? path.dirname(input.repoDir) : undefined);
   const dirs: string[] = [];
+  const files: SpecFile[] = [];
   if (runDir) {
     // A per-session home: opencode keeps its data, cache, snapshots and plugins under XDG dirs.
     const home = path.join(runDir, ".opencode-home");
@@ -142,6 +171,9 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
       XDG_STATE_HOME: path.join(home, ".local", "state"),
     });
     dirs.push(home);
+    const configDir = path.join(home, ".config", "opencode");
+    for (const f of NO_PLUGIN_INSTALL)
+      files.push({ path: path.join(configDir, f.name), content: f.content });
   }
   if (bwrap !== null && runDir) {
     // The session's temp dir even when the host sets TMPDIR: only these two dirs are writable,
@@ -155,9 +187,11 @@ export function buildOpencodeCommand(input: BuildCommandInput): CommandSpec {
       args: [...bwrapArgs(bindPaths(dirs, runDir)), input.bin, ...args],
       env: sortEnv(env),
       dirs,
+      files,
     };
   }
   const spec: CommandSpec = { bin: input.bin, args, env: sortEnv(env) };
   if (dirs.length > 0) spec.dirs = dirs;
+  if (files.length > 0) spec.files = files;
   return spec;
 }

@@ -95,6 +95,31 @@ describe("opencode read-only command under bubblewrap", () => {
     expect(flags.join(" ")).toContain("--cap-drop ALL");
   });
 
+  it("keeps opencode from installing its plugin package into the session home's config dir", () => {
+    const configDir = `${HOME}/.config/opencode`;
+    for (const spec of [
+      opencode.buildCommand(input(policy("read-only"))),
+      opencode.buildCommand(input(policy("workspace-write"))),
+      opencode.buildCommand(input(policy("bypass"))),
+    ]) {
+      expect(spec.env.XDG_CONFIG_HOME).toBe(`${HOME}/.config`);
+      const files = new Map(spec.files?.map((f) => [f.path, f.content]));
+      expect([...files.keys()].sort()).toEqual([
+        `${configDir}/.npmrc`,
+        `${configDir}/node_modules/.package-lock.json`,
+        `${configDir}/package-lock.json`,
+      ]);
+      expect(files.get(`${configDir}/.npmrc`)).toBe("offline=true\n");
+      // What opencode 1.18 reads to decide: node_modules there, and the package in the lock's root.
+      const lock = JSON.parse(files.get(`${configDir}/package-lock.json`) ?? "{}");
+      expect(Object.keys(lock.packages[""].dependencies)).toEqual(["@opencode-ai/plugin"]);
+    }
+    // No session home (not sandboxed, no runDir): opencode keeps the host's config dir, untouched.
+    const bare = opencode.buildCommand(input(policy("workspace-write"), { runDir: undefined }));
+    expect(bare.files).toBeUndefined();
+    expect(bare.env.XDG_CONFIG_HOME).toBeUndefined();
+  });
+
   it("uses the repo's parent as the session dir when no runDir is given", () => {
     const spec = opencode.buildCommand(input(policy("read-only"), { runDir: undefined }));
     expect(binds(spec.args, "--bind").map(([src]) => src)).toEqual([HOME, TMP]);
