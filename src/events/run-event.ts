@@ -108,3 +108,16 @@ export interface RunEvent {
   timeMs: number;
   body: RunEventBody;
 }
+
+/**
+ * The run's earlier stdout lines, newest first, for a provider line that
+ * names what an earlier one started (a Claude tool result names only its
+ * call's id): the first of them that holds `needle` and that `pick` reads as
+ * non-null, or null. How far back it looks is fixed per line
+ * (`journal/earlier-lines.ts`), whoever asks and whenever (live, or read back
+ * from the store), so every viewer gets the same reading of a line.
+ */
+export type EarlierLines = <T>(needle: string, pick: (raw: string) => T | null) => T | null;
+
+/** No earlier lines (a line read alone). */
+export const NO_EARLIER_LINES: EarlierLines = () => null;

@@ -1,26 +1,44 @@
 import { RunnerError } from "../errors/runner-error.js";
-import type { AgentItem, RunEvent } from "../events/run-event.js";
+import type { AgentItem, EarlierLines, RunEvent } from "../events/run-event.js";
+import { LOOK_BACK_LINES, newBudget, searchStored } from "./earlier-lines.js";
 import type { RunStore } from "./run-store.js";
 
 /** Reads a provider line into typed items (a provider adapter's `normalize`). */
-export type LineReader = (raw: string) => AgentItem[];
+export type LineReader = (raw: string, earlier: EarlierLines) => AgentItem[];
+
+/** The run's lines before the event at `seq` (see `EarlierLines`). */
+export type LineHistory = (seq: number) => EarlierLines;
 
 /**
- * Give agent events read from the store their typed items again (the store
- * keeps only the raw line). A reader that throws yields no items: the raw
- * line always travels.
+ * Give agent events their typed items (live lines get them when a typed
+ * viewer first reads them; the store keeps only the raw line). A reader that
+ * throws yields no items: the raw line always travels.
  */
-export function rehydrate(events: RunEvent[], read: LineReader): RunEvent[] {
+export function rehydrate(events: RunEvent[], read: LineReader, history: LineHistory): RunEvent[] {
   for (const e of events) {
     if (e.body.type === "agent" && e.body.items.length === 0) {
       try {
-        e.body.items = read(e.body.raw);
+        e.body.items = read(e.body.raw, history(e.seq));
       } catch {
         e.body.items = [];
       }
     }
   }
   return events;
+}
+
+/** A stored run's lines before a seq: read from the store only when a reader asks. */
+export function storedHistory(store: RunStore, runId: string): LineHistory {
+  return (seq) => (needle, pick) =>
+    searchStored(
+      store,
+      runId,
+      Math.max(1, seq - LOOK_BACK_LINES),
+      seq - 1,
+      needle,
+      pick,
+      newBudget(),
+    );
 }
 
 /**
@@ -43,7 +61,7 @@ export function readBack(
 ): RunEvent[] {
   const events = store.readEvents(runId, afterSeq, max);
   if (events.length < max && store.getRun(runId) === null) throw deletedWhileRead(runId, afterSeq);
-  return read ? rehydrate(events, read) : events;
+  return read ? rehydrate(events, read, storedHistory(store, runId)) : events;
 }
 
 /** The run's events after `afterSeq` were deleted by retention under a viewer reading them. */

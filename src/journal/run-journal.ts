@@ -1,5 +1,6 @@
 import type { RunEvent, RunEventBody } from "../events/run-event.js";
-import { type LineReader, readBack, rehydrate } from "./rehydrate.js";
+import { LOOK_BACK_LINES, newBudget, searchEvents, searchStored } from "./earlier-lines.js";
+import { type LineHistory, type LineReader, readBack, rehydrate } from "./rehydrate.js";
 import type { RunRecord, RunStore, RunUpdate } from "./run-store.js";
 
 /** Limits of one run's in-memory tail and write batching. */
@@ -196,6 +197,26 @@ export class RunJournal {
   }
 
   /**
+   * The run's lines before the event at `seq` (`EarlierLines`): from the
+   * tail, then from the store for what the tail no longer holds (evicted
+   * events were written first).
+   */
+  readonly history: LineHistory = (seq) => (needle, pick) => {
+    const lo = Math.max(1, seq - LOOK_BACK_LINES);
+    const budget = newBudget();
+    // An empty tail: every event so far was evicted, so written.
+    const firstSeq = this.tail[this.tailHead]?.seq ?? this.seq + 1;
+    const fromTail = Math.max(lo, firstSeq);
+    if (fromTail < seq) {
+      const at = (s: number) => this.tailHead + s - firstSeq;
+      const found = searchEvents(this.tail, needle, pick, budget, at(fromTail), at(seq));
+      if (found !== null) return found;
+    }
+    const hi = Math.min(seq, firstSeq) - 1;
+    return searchStored(this.store, this.runId, lo, hi, needle, pick, budget);
+  };
+
+  /**
    * Append one event; it never throws for the store. The run's row is created
    * with the first one (a run refused earlier leaves nothing).
    */
@@ -255,7 +276,7 @@ export class RunJournal {
       const start = this.tailHead + afterSeq + 1 - first.seq;
       const events = this.tail.slice(start, start + count);
       // Live lines carry no items until a typed viewer reads them (providers/agent-line.ts).
-      return typedItems ? rehydrate(events, this.readLine) : events;
+      return typedItems ? rehydrate(events, this.readLine, this.history) : events;
     }
     // Evicted events were flushed before eviction, so the store has them.
     const events = readBack(

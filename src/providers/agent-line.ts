@@ -10,28 +10,42 @@
  * item id), which grew a fresh runner's string table by megabytes over its
  * first large run.
  */
-import type { AgentItem, RunEventBody } from "../events/run-event.js";
+import {
+  type AgentItem,
+  type EarlierLines,
+  NO_EARLIER_LINES,
+  type RunEventBody,
+} from "../events/run-event.js";
 import type { ProviderAdapter } from "./provider-adapter.js";
 
 type AgentBody = Extract<RunEventBody, { type: "agent" }>;
 
 /** The adapter's reading of a line; a normaliser bug never loses the raw line, which always travels. */
-export function readLine(adapter: ProviderAdapter, line: string): AgentItem[] {
+export function readLine(
+  adapter: ProviderAdapter,
+  line: string,
+  earlier: EarlierLines = NO_EARLIER_LINES,
+): AgentItem[] {
   try {
-    return adapter.normalize(line);
+    return adapter.normalize(line, earlier);
   } catch {
     return [];
   }
 }
 
-/** The `agent` event body of a stdout line: items read now only when it may hold a result. */
+/**
+ * The `agent` event body of a stdout line: items read now only when it may
+ * hold a result. `earlier` gives the run's lines before it (called only then).
+ */
 export function agentLineBody(
   adapter: ProviderAdapter,
   raw: string,
   truncated: boolean,
+  earlier: () => EarlierLines = () => NO_EARLIER_LINES,
 ): AgentBody {
   const mayHoldResult = adapter.resultEventTypes.some((t) => raw.includes(t));
-  return { type: "agent", raw, items: mayHoldResult ? readLine(adapter, raw) : [], truncated };
+  const items = mayHoldResult ? readLine(adapter, raw, earlier()) : [];
+  return { type: "agent", raw, items, truncated };
 }
 
 /** The line's final-result reading (its last `result` item), or null. */

@@ -1,6 +1,6 @@
 import type { ProviderEndpoint } from "../config/config.js";
 import type { ProviderId } from "../config/providers.js";
-import type { AgentItem, AgentPolicy } from "../events/run-event.js";
+import type { AgentItem, AgentPolicy, EarlierLines } from "../events/run-event.js";
 
 /** A file the caller must write (mode 0600, parent created) before it spawns the command. */
 export interface SpecFile {
@@ -78,8 +78,12 @@ export interface ProviderAdapter {
   readonly workspaceAlias: string | null;
   /** The argv and env for one headless JSON run. Pure; throws only on a programming error. */
   buildCommand(input: BuildCommandInput): CommandSpec;
-  /** Typed readings of one stdout line. Pure; `[]` when the line is not understood; never throws. */
-  normalize(line: string): AgentItem[];
+  /**
+   * Typed readings of one stdout line. Pure (`earlier` reads only the run's
+   * lines before this one, which never change); `[]` when the line is not
+   * understood; never throws.
+   */
+  normalize(line: string, earlier?: EarlierLines): AgentItem[];
   /**
    * The event types whose lines can be read as a `result` item, as they
    * appear in the line: a line containing none of them never holds one, so

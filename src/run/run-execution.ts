@@ -286,6 +286,8 @@ export async function executeRun(
     /** The run's first line and how many it printed: a sandboxed CLI that never ran prints one. */
     let firstLine: ProcessLine | undefined;
     let lineCount = 0;
+    // The run's lines before the one being read now (the journal's next event).
+    const earlierLines = () => state.journal.history(state.journal.lastSeq + 1);
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
     for await (const batch of running.lineBatches()) {
       idle?.refresh();
@@ -293,7 +295,7 @@ export async function executeRun(
       lineCount += batch.length;
       for (const line of batch) {
         if (line.stream === "stdout") {
-          const body = agentLineBody(plan.adapter, line.text, line.truncated);
+          const body = agentLineBody(plan.adapter, line.text, line.truncated, earlierLines);
           lastResult = resultOf(body) ?? lastResult;
           state.emit(body);
         } else {

@@ -4,7 +4,7 @@ import { isProviderId } from "../config/providers.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
 import { followRunBatches, type RunEventSource } from "../fanout/follow-run.js";
-import { readBack } from "../journal/rehydrate.js";
+import { type LineReader, readBack } from "../journal/rehydrate.js";
 import { RunJournal } from "../journal/run-journal.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import { noteCallerArrival } from "../process/spawn-turns.js";
@@ -117,7 +117,7 @@ export class RunPipeline {
       eventBytes: 0,
     };
     const journal = new RunJournal(record, this.deps.store, this.deps.now, {
-      readLine: (raw) => readLine(adapter, raw),
+      readLine: (raw, earlier) => readLine(adapter, raw, earlier),
       onReadBack: (events) => this.deps.observer.readBack(events),
       // The journal keeps every event and retries; the run ends as any failure after streaming began.
       onWriteError: (err) => {
@@ -211,7 +211,7 @@ export class RunPipeline {
     checkCursor(runId, afterSeq, record.lastSeq, cursorName);
     const { store } = this.deps;
     const adapter = isProviderId(record.provider) ? getProviderAdapter(record.provider) : null;
-    const read = (raw: string) => (adapter ? readLine(adapter, raw) : []);
+    const read: LineReader = (raw, earlier) => (adapter ? readLine(adapter, raw, earlier) : []);
     const stored: RunEventSource = {
       read: (after, max, typed) => readBack(store, record.runId, after, max, typed ? read : null),
       waitForMore: () => Promise.resolve(),

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { ItemStatus } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { haveCli, runRealCli } from "./real-cli-harness.js";
 
 describe.skipIf(!haveCli("claude"))(
@@ -22,6 +23,28 @@ describe.skipIf(!haveCli("claude"))(
       expect((first?.body as { model?: string } | undefined)?.model).toBe("fake-model");
       // CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: nothing but the messages API was called.
       expect(run.model.requests.every((r) => r.path.startsWith("/v1/messages"))).toBe(true);
+    });
+
+    it("reports a Bash call its permission check refused as that command, declined", async () => {
+      // Plan mode (read-only): Claude refuses a shell command that writes, so it runs nothing.
+      const run = await runRealCli(
+        "claude",
+        { mode: "tool", command: "echo hello > made-by-agent.txt", answer: "done" },
+        { env: { FERMILINK_AGENT_SANDBOX_MODE: "read-only" } },
+      );
+      expect(run.madeFile).toBeNull();
+      const started = run.items.find(
+        (k) => k.case === "command" && k.value.command.includes("made-by-agent.txt"),
+      );
+      expect(started).toBeDefined();
+      // Its result, under the same id: a command (not an unnamed tool call), declined.
+      const id = started?.case === "command" ? started.value.id : "";
+      const ended = run.items.filter(
+        (k) => k.value !== undefined && "id" in k.value && k.value.id === id,
+      );
+      expect(ended.map((k) => k.case)).toEqual(["command", "command"]);
+      const result = ended[1];
+      expect(result?.case === "command" && result.value.status).toBe(ItemStatus.DECLINED);
     });
 
     it.each(["http401", "http500"] as const)(

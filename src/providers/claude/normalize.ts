@@ -2,11 +2,19 @@
  * `claude --print --output-format stream-json --verbose` lines → `AgentItem`s
  * (real-clis.md §4, spec §6.3). Without `--include-partial-messages` Claude
  * prints one `assistant` line per finished content block, so messages are
- * never deltas. The normaliser sees one line at a time: a `tool_result` is
- * reported under its `tool_use_id`, with the fields that line does not carry
- * (command text, tool name) left empty for consumers to merge by id.
+ * never deltas. A `tool_result` names only its call's id: it is reported
+ * under that id with the kind of its call (a `command` for Bash) and, for a
+ * `tool_call`, its tool's name, both from the call's `tool_use` line among the
+ * run's earlier lines; the call's input (command text, arguments) stays with
+ * the call, for consumers to merge by id. A Bash result that shows itself as
+ * one (its stdout, or "Exit code N") needs no look-back.
  */
-import type { AgentItem, ItemStatus } from "../../events/run-event.js";
+import {
+  type AgentItem,
+  type EarlierLines,
+  type ItemStatus,
+  NO_EARLIER_LINES,
+} from "../../events/run-event.js";
 import {
   asArray,
   asCount,
@@ -125,25 +133,62 @@ function toolResultStatus(block: JsonObject, meta: JsonObject | null, output: st
   return REFUSAL_TEXTS.some((re) => re.test(output)) ? "declined" : "failed";
 }
 
+/** A call as its `tool_use` block in an earlier assistant line gave it. */
+interface ToolCall {
+  name: string;
+  input: unknown;
+}
+
+/** The `tool_use` block with id `id` in an assistant line, or null. */
+function toolUseIn(raw: string, id: string): ToolCall | null {
+  const event = parseJsonObject(raw);
+  if (event?.type !== "assistant") return null;
+  for (const b of asArray(asObject(event.message)?.content)) {
+    const block = asObject(b);
+    if (block?.type === "tool_use" && block.id === id) {
+      return { name: asString(block.name), input: block.input };
+    }
+  }
+  return null;
+}
+
 /**
- * A Bash result is recognised by the line's `tool_use_result.stdout`, or,
- * when it failed (then `tool_use_result` is only an error string), by the
- * "Exit code N" Claude writes first. Claude marks a non-zero exit `is_error`.
+ * A result's items. A Bash result is recognised by the line's
+ * `tool_use_result.stdout`, or, when it failed (then `tool_use_result` is
+ * only an error string), by the "Exit code N" Claude writes first; Claude
+ * marks a non-zero exit `is_error`. Any other result (a refused Bash call
+ * among them, which ran nothing) takes its kind and name from its call. A
+ * file tool's result that reports no file (refused, failed) ends the call's
+ * change with its own status, for the path the call named.
  */
-function toolResultItem(
+function toolResultItems(
   block: JsonObject,
   toolUseResult: JsonObject | null,
   output: string,
   status: ItemStatus,
-): AgentItem {
+  earlier: EarlierLines,
+): AgentItem[] {
   const id = asString(block.tool_use_id);
   const exitMatch = status === "failed" ? /^Exit code (\d+)/.exec(output) : null;
   if (typeof toolUseResult?.stdout === "string" || exitMatch !== null) {
     // Tool output can hold any number of digits: beyond int32 it is no exit code (null).
     const exitCode = status === "completed" ? 0 : asExitCode(Number(exitMatch?.[1] ?? Number.NaN));
-    return { kind: "command", id, command: "", output, exitCode, status };
+    return [{ kind: "command", id, command: "", output, exitCode, status }];
   }
-  return { kind: "tool_call", id, name: "", inputJson: "", output, status };
+  const call =
+    id === "" ? null : earlier(`"id":${JSON.stringify(id)}`, (raw) => toolUseIn(raw, id));
+  if (call?.name === SHELL_TOOL) {
+    return [{ kind: "command", id, command: "", output, exitCode: null, status }];
+  }
+  const name = call?.name ?? "";
+  const items: AgentItem[] = [{ kind: "tool_call", id, name, inputJson: "", output, status }];
+  const change =
+    fileResultItem(block, toolUseResult, status) ??
+    (call && status !== "completed"
+      ? fileChangeItem(FILE_TOOLS, { id, name, input: call.input, status })
+      : null);
+  if (change) items.push(change);
+  return items;
 }
 
 /**
@@ -168,7 +213,7 @@ function fileResultItem(
   };
 }
 
-function userItems(event: JsonObject): AgentItem[] {
+function userItems(event: JsonObject, earlier: EarlierLines): AgentItem[] {
   const toolUseResult = asObject(event.tool_use_result);
   const metas = asArray(event.tool_result_meta).flatMap((m): JsonObject[] => {
     const meta = asObject(m);
@@ -181,9 +226,7 @@ function userItems(event: JsonObject): AgentItem[] {
     const meta = metas.find((m) => asString(m.id) === id) ?? null;
     const output = toolResultText(block.content);
     const status = toolResultStatus(block, meta, output);
-    const change = fileResultItem(block, toolUseResult, status);
-    const result = toolResultItem(block, toolUseResult, output, status);
-    return change ? [result, change] : [result];
+    return toolResultItems(block, toolUseResult, output, status, earlier);
   });
 }
 
@@ -230,14 +273,17 @@ function apiRetryItem(event: JsonObject): AgentItem {
 }
 
 /** Normalise one stdout line of Claude's stream-json. Pure; never throws. */
-export function normalizeClaudeLine(line: string): AgentItem[] {
+export function normalizeClaudeLine(
+  line: string,
+  earlier: EarlierLines = NO_EARLIER_LINES,
+): AgentItem[] {
   const event = parseJsonObject(line);
   if (!event) return [];
   switch (asString(event.type)) {
     case "assistant":
       return assistantItems(event);
     case "user":
-      return userItems(event);
+      return userItems(event, earlier);
     case "result":
       return resultItems(event);
     case "system":

@@ -59,6 +59,43 @@ const meta = {
 } satisfies RunEventBody;
 
 describe("RunJournal", () => {
+  it("finds a line's earlier lines in the tail and in the store, newest first, within the look-back", () => {
+    let readBackEvents = 0;
+    const j = new RunJournal(record("rh"), store, () => 42, {
+      limits: { tailBytes: 8 * 1024, flushIntervalMs: 5, flushMaxEvents: 16 },
+      onReadBack: (n) => {
+        readBackEvents += n;
+      },
+    });
+    j.append(meta);
+    for (let i = 1; i <= 600; i++) j.append(line(i));
+    // About 45 of these 171-character lines fit the tail: the ones searched below at 346 and 501
+    // were written, then evicted (a viewer reads them from the store), and 601 is in the tail.
+    const fromStore = (seq: number) => {
+      const before = readBackEvents;
+      j.read(seq - 1, 1);
+      return readBackEvents > before;
+    };
+    expect([fromStore(346), fromStore(501), fromStore(601)]).toEqual([true, true, false]);
+    const seqOf = (raw: string) => Number(/"i":(\d+)/.exec(raw)?.[1]) + 1;
+    const newest = (seq: number, needle: string) => j.history(seq)(needle, (raw) => seqOf(raw));
+    // Seq 602 (line 601) is next: the newest earlier line holding the needle, in the tail or not.
+    expect(newest(602, '"i":600,')).toBe(601);
+    expect(newest(602, '"i":500,')).toBe(501);
+    expect(newest(602, '"pad"')).toBe(601);
+    // `pick` decides: a line it refuses is skipped for an older one.
+    expect(j.history(602)('"pad"', (raw) => (seqOf(raw) < 400 ? seqOf(raw) : null))).toBe(399);
+    // Only the LOOK_BACK_LINES events before the line: 602 - 256 = 346 is the oldest searched.
+    expect(newest(602, '"i":345,')).toBe(346);
+    expect(newest(602, '"i":344,')).toBeNull();
+    // And never the line itself or anything after it.
+    expect(newest(300, '"i":299,')).toBeNull();
+    expect(newest(300, '"i":300,')).toBeNull();
+    expect(newest(300, '"i":298,')).toBe(299);
+    j.append(exit);
+    j.end();
+  });
+
   it("keeps a bounded tail in memory and serves older events from the store, in order", () => {
     const j = new RunJournal(record("r1"), store, () => 42, {
       limits: { tailBytes: 8 * 1024, flushIntervalMs: 5, flushMaxEvents: 64 },

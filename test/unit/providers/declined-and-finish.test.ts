@@ -13,6 +13,7 @@ import { normalizeCodexLine } from "../../../src/providers/codex/normalize.js";
 import { normalizeGeminiLine } from "../../../src/providers/gemini/normalize.js";
 import { opencodeAdapter } from "../../../src/providers/opencode/index.js";
 import { normalizeOpencodeLine } from "../../../src/providers/opencode/normalize.js";
+import { readLines } from "../../helpers/read-lines.js";
 
 const line = (v: unknown) => JSON.stringify(v);
 const statuses = (items: AgentItem[]) =>
@@ -70,16 +71,24 @@ describe("opencode step_finish", () => {
 });
 
 describe("declined vs failed", () => {
-  it("claude: a call its permission check refused is declined (captured, default mode)", () => {
-    const items = transcript("claude", "real-permission-denied").flatMap(normalizeClaudeLine);
+  it("claude: a call its permission check refused is declined, as the command it was (captured, default mode)", () => {
+    const items = readLines(
+      normalizeClaudeLine,
+      transcript("claude", "real-permission-denied"),
+    ).flat();
     expect(statuses(items)).toEqual([
       ["command", "in_progress"],
-      ["tool_call", "declined"],
+      ["command", "declined"],
     ]);
+    // Read alone (its call out of reach), the result still says declined, under the call's id.
+    const alone = transcript("claude", "real-permission-denied").flatMap((l) =>
+      normalizeClaudeLine(l),
+    );
+    expect(statuses(alone).at(-1)).toEqual(["tool_call", "declined"]);
   });
 
   it("claude: a command that ran and failed stays failed (captured)", () => {
-    const items = transcript("claude", "real-tool-failure").flatMap(normalizeClaudeLine);
+    const items = readLines(normalizeClaudeLine, transcript("claude", "real-tool-failure")).flat();
     expect(statuses(items)).toEqual([
       ["command", "in_progress"],
       ["command", "failed"],
@@ -121,6 +130,76 @@ describe("declined vs failed", () => {
     const rule = "Permission to edit /r/a.py has been denied.";
     expect(statuses(claudeResult(rule))).toEqual([["tool_call", "declined"]]);
     expect(statuses(claudeResult("File does not exist."))).toEqual([["tool_call", "failed"]]);
+  });
+
+  it("claude: a result takes its call's kind and tool name from the call's line, within the look-back", () => {
+    const use = (id: string, name: string, input: unknown) =>
+      line({ type: "assistant", message: { content: [{ type: "tool_use", id, name, input }] } });
+    const result = (id: string, content: string, isError: boolean) =>
+      line({
+        type: "user",
+        message: {
+          content: [{ type: "tool_result", tool_use_id: id, content, is_error: isError }],
+        },
+        ...(isError ? { tool_use_result: `Error: ${content}` } : {}),
+      });
+    const filler = (n: number) => Array.from({ length: n }, (_, i) => line({ type: "x", i }));
+    const lastItems = (lines: string[]) => readLines(normalizeClaudeLine, lines).at(-1);
+    // A refused Write: its tool call named, and its change (still in progress after the call's
+    // line) ended as declined, for the file the call named.
+    const deny = "Permission to use Write has been denied.";
+    expect(
+      lastItems([use("w1", "Write", { file_path: "a.md" }), result("w1", deny, true)]),
+    ).toEqual([
+      {
+        kind: "tool_call",
+        id: "w1",
+        name: "Write",
+        inputJson: "",
+        output: deny,
+        status: "declined",
+      },
+      {
+        kind: "file_change",
+        id: "w1",
+        changes: [{ path: "a.md", kind: "write" }],
+        status: "declined",
+      },
+    ]);
+    // A Read that worked: its name, nothing else from the call.
+    expect(
+      lastItems([use("r1", "Read", { file_path: "b" }), ...filler(254), result("r1", "ok", false)]),
+    ).toEqual([
+      {
+        kind: "tool_call",
+        id: "r1",
+        name: "Read",
+        inputJson: "",
+        output: "ok",
+        status: "completed",
+      },
+    ]);
+    // Beyond LOOK_BACK_LINES (256 events before the result), the call is not looked for.
+    expect(
+      lastItems([use("r1", "Read", { file_path: "b" }), ...filler(256), result("r1", "ok", false)]),
+    ).toEqual([
+      { kind: "tool_call", id: "r1", name: "", inputJson: "", output: "ok", status: "completed" },
+    ]);
+    // Another call's line, or a line that only mentions the id, is not this call.
+    const mention = line({
+      type: "assistant",
+      message: { content: [{ type: "text", text: '"id":"b1"' }] },
+    });
+    expect(
+      lastItems([
+        use("b1", "Bash", { command: "ls" }),
+        mention,
+        use("b2", "Read", {}),
+        result("b1", "no", true),
+      ]),
+    ).toEqual([
+      { kind: "command", id: "b1", command: "", output: "no", exitCode: null, status: "failed" },
+    ]);
   });
 
   it("gemini: a policy refusal is declined, other errors failed", () => {

@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { PROVIDER_IDS } from "../../../src/config/providers.js";
 import { getProviderAdapter } from "../../../src/providers/registry.js";
+import { readLines } from "../../helpers/read-lines.js";
 
 const ROOT = fileURLToPath(new URL("../../fixtures/transcripts/", import.meta.url));
 const UPDATE = process.env.UPDATE_GOLDEN === "1";
@@ -43,9 +44,8 @@ describe("golden transcripts", () => {
     for (const name of caseDirs(provider)) {
       it(`${provider}/${name}`, () => {
         const dir = path.join(ROOT, provider, name);
-        const actual = stdoutLines(path.join(dir, "stdout.jsonl")).map((line) =>
-          adapter.normalize(line),
-        );
+        // In order, each line with the ones before it: a result finds its call (journal's look-back).
+        const actual = readLines(adapter.normalize, stdoutLines(path.join(dir, "stdout.jsonl")));
         const expectedFile = path.join(dir, "expected-items.json");
         if (UPDATE) writeFileSync(expectedFile, `${JSON.stringify(actual, null, 2)}\n`);
         const expected: unknown = JSON.parse(readFileSync(expectedFile, "utf8"));
