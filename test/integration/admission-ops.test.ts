@@ -11,20 +11,13 @@ import { type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.
 import { rawRequest } from "../helpers/raw-http.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { until } from "../helpers/until.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
   await server?.stop();
   server = undefined;
 });
-
-async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error("condition not reached");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Start a slow SSE run and return once it is streaming; abort() ends it. */
 async function holdSlot(s: TestServer, body: Record<string, unknown>) {
@@ -65,7 +58,7 @@ describe("admission over the wire", () => {
       ))
         events2.push(e);
     })();
-    await until(() => s.app.admission.pendingTotal === 1);
+    await until(() => s.app.admission.pendingTotal === 1, "one queued run");
     // Queue full: a third caller gets FermiLink's 429 at once.
     const third = await postRun(s.baseUrl, { user_prompt: "third", user_id: "carol" });
     expect(third.status).toBe(429);
@@ -102,12 +95,15 @@ describe("admission over the wire", () => {
     for (let i = 0; i < 5; i++) {
       const waiter = await holdSlot(s, { user_id: "bob", session_id: `w${i}` });
       expect(waiter.status).toBe(200);
-      await until(() => s.app.admission.pendingTotal === 1);
+      await until(() => s.app.admission.pendingTotal === 1, "one queued run");
       waiter.ac.abort();
-      await until(() => s.app.admission.pendingTotal === 0);
+      await until(() => s.app.admission.pendingTotal === 0, "an empty queue");
     }
     holder.ac.abort();
-    await until(() => s.app.admission.activeTotal === 0 && s.app.pipeline.liveRuns === 0);
+    await until(
+      () => s.app.admission.activeTotal === 0 && s.app.pipeline.liveRuns === 0,
+      "no run left",
+    );
     const after = await postRun(s.baseUrl, { user_prompt: "after", user_id: "bob" });
     expect(JSON.parse(after.events.at(-1)?.data ?? "{}").reason).toBe("completed");
   });
@@ -126,7 +122,7 @@ describe("admission over the wire", () => {
       for await (const ev of client.run({ userPrompt: "queued one", sessionId: "q" }))
         seen.push(ev);
     })();
-    await until(() => seen.length > 0);
+    await until(() => seen.length > 0, "a first event");
     expect(seen[0]?.event.case).toBe("queued");
     const err = await (async () => {
       for await (const _ of client.run({ userPrompt: "overflow" })) {

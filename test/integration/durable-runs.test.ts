@@ -14,6 +14,7 @@ import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, type SseEvent, startSseRun } from "../helpers/sse-client.js";
 import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
+import { until } from "../helpers/until.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -38,14 +39,6 @@ async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
   const out: RunEvent[] = [];
   for await (const e of stream) out.push(e);
   return out;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 async function providerPid(s: TestServer, session: string): Promise<number> {

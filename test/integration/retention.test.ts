@@ -9,6 +9,7 @@ import { READ_GRACE_MS, startRetention } from "../../src/journal/retention.js";
 import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { parseSse, type SseEvent } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { until } from "../helpers/until.js";
 
 let servers: TestServer[] = [];
 afterEach(async () => {
@@ -40,14 +41,6 @@ function retentionPass(s: TestServer, aheadMs: number): void {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, what: string, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 const grpc = (s: TestServer) =>
   createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
@@ -175,7 +168,7 @@ describe("retention while a viewer reads a run back", () => {
     );
     const rpcRunId = rpcHead[0]?.runId ?? "";
     // The runs go on without their callers (they only move their own cursors) and finish.
-    await until(() => s.app.pipeline.liveRuns === 0, "both runs to finish");
+    await until(() => s.app.pipeline.liveRuns === 0, "both runs to finish", 20_000);
     retentionPass(s, READ_GRACE_MS + 60_000);
 
     expect(storeOf(s).getRun(sseRunId)).toBeNull();
@@ -195,7 +188,7 @@ describe("retention while a viewer reads a run back", () => {
       grpc(s).run({ sessionId: "lag-kept", userPrompt: "#scenario=lines-40mb" }),
     );
     const runId = head[0]?.runId ?? "";
-    await until(() => s.app.pipeline.liveRuns === 0, "the run to finish");
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to finish", 20_000);
     // A minute on: past its age, and the caller's last read (of the in-memory tail) is well
     // within the read grace. The rest of the run is only in the store: kept.
     retentionPass(s, 60_000);
@@ -262,7 +255,7 @@ describe("a store failing under a read-back", () => {
       parseSse(caller.body as ReadableStream<Uint8Array>),
     );
     const runId = JSON.parse(head[0]?.data ?? "{}").run_id as string;
-    await until(() => s.app.pipeline.liveRuns === 0, "the run to finish");
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to finish", 20_000);
     storeOf(s).close();
     const rest = await drain(sse);
     expect(rest.error).toBeNull();

@@ -12,6 +12,7 @@ import { RunJournal } from "../../../src/journal/run-journal.js";
 import type { RunRecord, RunUpdate } from "../../../src/journal/run-store.js";
 import { SqliteRunStore } from "../../../src/journal/sqlite-run-store.js";
 import { runRecord as record } from "../../helpers/run-record.js";
+import { until } from "../../helpers/until.js";
 
 const run = promisify(execFile);
 
@@ -385,14 +386,6 @@ class CountingStore extends SqliteRunStore {
   override atomically(fn: () => void): void {
     this.calls.atomically++;
     super.atomically(fn);
-  }
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 

@@ -7,6 +7,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
 import { killQuietly } from "../../helpers/process-census.js";
+import { until } from "../../helpers/until.js";
 
 /** Live (non-zombie) processes whose environment names `runId`. */
 function withRunId(runId: string): number[] {
@@ -24,11 +25,6 @@ function withRunId(runId: string): number[] {
 }
 
 /** Poll until `done()`, at most 10 s (then the assertions after it report what is missing). */
-async function until(done: () => boolean): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-}
-
 const started: string[] = [];
 afterEach(() => {
   for (const id of started.splice(0)) for (const pid of withRunId(id)) killQuietly(pid);
@@ -50,13 +46,16 @@ describe("reapOrphans", () => {
       }).unref();
     }
     // More than ten of each, however slowly a loaded box forks (a fixed 300 ms saw exactly ten).
-    await until(() => withRunId(runId).length > 10 && withRunId(other).length > 10);
+    await until(
+      () => withRunId(runId).length > 10 && withRunId(other).length > 10,
+      "more than ten processes of each run",
+    );
     expect(withRunId(runId).length).toBeGreaterThan(10);
 
     const killed = await reapOrphans(new Set([runId]));
     expect(killed.length).toBeGreaterThan(10);
     // SIGKILLed processes leave as soon as they run again; a survivor (sleep 30, or the loop) stays.
-    await until(() => withRunId(runId).length === 0);
+    await until(() => withRunId(runId).length === 0, "the killed processes gone");
     expect(withRunId(runId)).toEqual([]);
     // Another run's processes are not touched.
     expect(withRunId(other).length).toBeGreaterThan(10);
@@ -85,8 +84,9 @@ describe("reapOrphans", () => {
       { env, detached: true, stdio: "ignore" },
     );
     for (const c of [tidy, stubborn]) c.unref();
-    await until(() =>
-      ["tidy", "stubborn"].every((name) => existsSync(path.join(dir, `${name}.ready`))),
+    await until(
+      () => ["tidy", "stubborn"].every((name) => existsSync(path.join(dir, `${name}.ready`))),
+      "both shells' traps",
     );
     await reapOrphans(new Set([runId]), 300);
     await new Promise((r) => setTimeout(r, 100));
