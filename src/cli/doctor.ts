@@ -172,9 +172,20 @@ export async function doctor(config: Config): Promise<DoctorReport> {
 
 const MARK: Record<CheckState, string> = { ok: "ok", warn: "warn", missing: "--", info: "" };
 
-/** The report as aligned lines: mark, name, detail. */
+/**
+ * The report as aligned lines: mark, name, detail. A detail is kept on its
+ * line: a failed `--version` carries the CLI's stderr, often several lines,
+ * which would otherwise break the table into lines with no mark or name.
+ */
 export function formatChecks(checks: Check[]): string {
   return checks
-    .map((c) => `${MARK[c.state].padEnd(5)} ${c.name.padEnd(17)} ${c.detail}\n`)
+    .map((c) => {
+      const detail = c.detail
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l !== "")
+        .join("; ");
+      return `${MARK[c.state].padEnd(5)} ${c.name.padEnd(17)} ${detail}\n`;
+    })
     .join("");
 }

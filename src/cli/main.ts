@@ -55,6 +55,8 @@ Exit code: 0 when the default provider's CLI and git are usable, 1 otherwise,
 2 bad configuration.
 `;
 
+const COMMAND_USAGE = { run: RUN_USAGE, serve: SERVE_USAGE, doctor: DOCTOR_USAGE } as const;
+
 /** A usage error: the message and the relevant usage on stderr. */
 function usageError(message: string, usage: string): number {
   process.stderr.write(`fermilink-runner: ${message}\n\n${usage}`);
@@ -66,7 +68,16 @@ async function main(argv: string[]): Promise<number | null> {
   const [command, ...rest] = argv;
   if (command === undefined) return usageError("no command given", USAGE);
   if (command === "--help" || command === "-h" || command === "help") {
-    process.stdout.write(USAGE);
+    // `help run` is what many CLIs take for `run --help`.
+    const topic = command === "help" ? rest[0] : undefined;
+    if (topic === undefined) {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    // Own keys only: `help toString` is an unknown command, not Object.prototype's.
+    if (!Object.hasOwn(COMMAND_USAGE, topic))
+      return usageError(`unknown command ${JSON.stringify(topic)}`, USAGE);
+    process.stdout.write(COMMAND_USAGE[topic as keyof typeof COMMAND_USAGE]);
     return 0;
   }
   if (command === "serve") return serveCommand(rest);

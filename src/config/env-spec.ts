@@ -223,6 +223,24 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     description: "Codex's API key for that endpoint (never logged; reaches only that provider).",
   },
   {
+    name: "FERMILINK_OPENAI_API_KEY",
+    default: null,
+    description:
+      "Promoted to codex's OPENAI_API_KEY when that is unset (FermiLink's rules: not in a stored-login mode, placeholders dropped).",
+  },
+  {
+    name: "FERMILINK_CODEX_AUTH_MODE",
+    default: null,
+    description:
+      "CODEX_AUTH_MODE for codex; login, oauth, keychain or stored removes every API key so codex uses its stored login.",
+  },
+  {
+    name: "FERMILINK_CODEX_HOME",
+    default: null,
+    description:
+      "Codex's CODEX_HOME when that is unset (made absolute); unset: a per-session home.",
+  },
+  {
     name: "FERMILINK_CLAUDE_BASE_URL",
     default: null,
     description:

@@ -29,6 +29,13 @@ const UINT32_MAX = 4_294_967_295;
 /** The longest a node timer can wait (2^31-1 ms), in whole seconds: about 24.8 days. */
 const TIMER_MAX_SECONDS = 2_147_483;
 
+/** Spellings of a switch: FermiLink's (Python) boolean settings take these, in any case. */
+const FLAG_TRUE = new Set(["1", "true", "yes", "on"]);
+const FLAG_FALSE = new Set(["0", "false", "no", "off"]);
+
+/** Addresses that listen on every interface: a port there is taken on all of them. */
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::"]);
+
 /** Reads variables, collecting every problem instead of stopping at the first. */
 class EnvReader {
   readonly problems: string[] = [];
@@ -89,6 +96,11 @@ class EnvReader {
     return id;
   }
 
+  /** True when `name`'s value was refused (the default stands in for it). */
+  refused(name: string): boolean {
+    return this.problems.some((p) => p.startsWith(`${name}=`));
+  }
+
   /** Trimmed value, or null when unset or blank (FermiLink treats blank as unset). */
   str(name: string): string | null {
     const raw = this.env[name];
@@ -117,31 +129,46 @@ class EnvReader {
     return value;
   }
 
-  /** Seconds as a decimal number (tests use fractions), returned in milliseconds. */
+  /** A switch (`FLAG_TRUE` / `FLAG_FALSE`); `def` when unset. */
+  flag(name: string, def: boolean): boolean {
+    const raw = this.str(name);
+    if (raw === null) return def;
+    const v = raw.toLowerCase();
+    if (FLAG_TRUE.has(v)) return true;
+    if (FLAG_FALSE.has(v)) return false;
+    this.problems.push(
+      `${name}=${JSON.stringify(raw)} must be 1 or 0 (also true/false, yes/no, on/off).`,
+    );
+    return def;
+  }
+
   /**
-   * A decimal number of seconds (or `unit`), in milliseconds. A value that
-   * rounds to 0 ms counts as 0; `max` bounds a timer (node's timers hold at
-   * most 2^31-1 ms and fire at once beyond it).
+   * A decimal number of seconds (or hours), in milliseconds (tests use
+   * fractions). A value that rounds to 0 ms counts as 0; `max` (in the same
+   * unit) bounds a timer (node's timers hold at most 2^31-1 ms and fire at
+   * once beyond it).
    */
   secondsMs(
     name: string,
-    defSeconds: number,
-    opts: { allowZero: boolean; unit?: string; max?: number },
+    def: number,
+    opts: { allowZero: boolean; unit?: "seconds" | "hours"; max?: number },
   ): number {
+    const unit = opts.unit ?? "seconds";
+    // Rounded in milliseconds, not in the unit: 0.0004 hours is 1.44 s, not 0.
+    const unitMs = unit === "hours" ? 3_600_000 : 1000;
     const raw = this.str(name);
-    if (raw === null) return defSeconds * 1000;
+    if (raw === null) return def * unitMs;
     const value = /^\+?\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
-    const ms = Math.round(value * 1000);
+    const ms = Math.round(value * unitMs);
     if (
       Number.isNaN(ms) ||
       (!opts.allowZero && ms === 0) ||
       (opts.max !== undefined && value > opts.max)
     ) {
-      const unit = opts.unit ?? "seconds";
       const rule = `a decimal number of ${unit} ${opts.allowZero ? ">= 0" : "> 0"}`;
       const bound = opts.max === undefined ? "" : `, at most ${opts.max}`;
       this.problems.push(`${name}=${JSON.stringify(raw)} must be ${rule}${bound}.`);
-      return defSeconds * 1000;
+      return def * unitMs;
     }
     return ms;
   }
@@ -249,6 +276,22 @@ function checkDirectory(r: EnvReader, name: string, dir: string): void {
   }
 }
 
+/**
+ * The main and metrics listeners on one port: the second would find it taken
+ * and start-up would blame "the process that holds it", which is this one.
+ */
+function checkPortsApart(r: EnvReader, s: Config["server"]): void {
+  if (s.port === 0 || s.port !== s.metricsPort) return;
+  // A refused value is reported already; its default clashing would only confuse.
+  if (r.refused("FERMILINK_RUNNER_PORT") || r.refused("FERMILINK_RUNNER_METRICS_PORT")) return;
+  const overlap =
+    s.host === s.metricsHost || WILDCARD_HOSTS.has(s.host) || WILDCARD_HOSTS.has(s.metricsHost);
+  if (!overlap) return;
+  r.problems.push(
+    `FERMILINK_RUNNER_PORT and FERMILINK_RUNNER_METRICS_PORT are both ${s.port} (FERMILINK_RUNNER_HOST=${s.host}, FERMILINK_RUNNER_METRICS_HOST=${s.metricsHost}): the main and metrics listeners each need a port of their own, or addresses apart.`,
+  );
+}
+
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
     Object.freeze(value);
@@ -295,11 +338,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     scipkgActive: r.str("FERMILINK_SCIPKG_ACTIVE"),
     store: {
       path: abs(r.str("FERMILINK_RUNNER_STORE_PATH") ?? path.join(home, "runner", "runs.sqlite3")),
-      retentionMs:
-        r.secondsMs("FERMILINK_RUNNER_RUN_RETENTION_HOURS", 168, {
-          allowZero: false,
-          unit: "hours",
-        }) * 3600,
+      retentionMs: r.secondsMs("FERMILINK_RUNNER_RUN_RETENTION_HOURS", 168, {
+        allowZero: false,
+        unit: "hours",
+      }),
       maxBytes: r.int("FERMILINK_RUNNER_STORE_MAX_MB", 1024, 1) * 1024 * 1024,
     },
     legacyMaxwellLink: {
@@ -328,7 +370,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
         256 * 1024 * 1024,
       ),
       providerNice: r.int("FERMILINK_RUNNER_PROVIDER_NICE", 10, 0, 19),
-      spawnHelper: r.int("FERMILINK_RUNNER_SPAWN_HELPER", 1, 0, 1) === 1,
+      spawnHelper: r.flag("FERMILINK_RUNNER_SPAWN_HELPER", true),
       sseHeartbeatMs: r.timerMs("FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS", 15, { allowZero: true }),
       shutdownGraceMs: r.timerMs("FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS", 10, {
         allowZero: true,
@@ -359,6 +401,16 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: r.oneOf("FERMILINK_RUNNER_LOG_LEVEL", LOG_LEVELS) ?? "info",
   };
   checkDirectory(r, "FERMILINK_WORKSPACES_ROOT", config.workspacesRoot);
+  // The legacy MaxwellLink registration writes registry.json there; a file there would leave
+  // every run without packages, with nothing but a warning in the log.
+  checkDirectory(
+    r,
+    r.str("FERMILINK_SCIPKG_ROOT") === null && r.str("FERMILINK_SCIENTIFIC_PACKAGES_ROOT") !== null
+      ? "FERMILINK_SCIENTIFIC_PACKAGES_ROOT"
+      : "FERMILINK_SCIPKG_ROOT",
+    config.scipkgRoot,
+  );
+  checkPortsApart(r, config.server);
   if (isDirectory(config.store.path)) {
     r.problems.push(
       `FERMILINK_RUNNER_STORE_PATH: ${config.store.path} is a directory; it names the run store's SQLite file.`,

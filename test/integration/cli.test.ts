@@ -229,6 +229,25 @@ describe("fermilink-runner --help", () => {
     expect(doctor.code).toBe(0);
     expect(doctor.out).toContain("Usage: fermilink-runner doctor");
   });
+
+  it("takes `help <command>` for `<command> --help`, and refuses an unknown one", async () => {
+    const [run, doctor, unknown, inherited] = await Promise.all([
+      cli(["help", "run"]),
+      cli(["help", "doctor"]),
+      cli(["help", "frobnicate"]),
+      cli(["help", "toString"]),
+    ]);
+    expect(run.code).toBe(0);
+    expect(run.out).toContain("--session ID");
+    expect(doctor.code).toBe(0);
+    expect(doctor.out.split("\n")[0]).toBe("Usage: fermilink-runner doctor");
+    for (const r of [unknown, inherited]) {
+      expect(r.code).toBe(2);
+      expect(r.out).toBe("");
+    }
+    expect(unknown.err.split("\n")[0]).toBe('fermilink-runner: unknown command "frobnicate"');
+    expect(inherited.err.split("\n")[0]).toBe('fermilink-runner: unknown command "toString"');
+  });
 });
 
 describe("fermilink-runner serve", () => {
@@ -461,5 +480,31 @@ describe("fermilink-runner doctor", () => {
     const policy = await cli(["doctor"], { ...elsewhere, FERMILINK_CODEX_BIN: FAKE_AGENT });
     expect(policy.code).toBe(1);
     expect(policy.out).toContain(`claude (from ${path.join(home, "agent_runtime.json")})`);
+  });
+
+  it("keeps each check on one line when a CLI's --version fails with several lines", async () => {
+    const home = await tempHome();
+    // What a CLI whose #! interpreter is missing from PATH prints: a multi-line failure.
+    const broken = path.join(home, "broken-codex");
+    await writeFile(broken, "#!/bin/sh\necho 'first line' >&2\necho 'second line' >&2\nexit 1\n", {
+      mode: 0o755,
+    });
+    const r = await cli(["doctor"], {
+      FERMILINK_HOME: home,
+      FERMILINK_CODEX_BIN: broken,
+      FERMILINK_CLAUDE_BIN: "/nonexistent/claude",
+      FERMILINK_GEMINI_BIN: "/nonexistent/gemini",
+      FERMILINK_OPENCODE_BIN: "/nonexistent/opencode",
+    });
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(
+      new RegExp(
+        `^--\\s+codex CLI\\s+${broken} · .*--version\` failed: .*first line; second line$`,
+        "m",
+      ),
+    );
+    // Every line is a check: a mark (or none, for a path), then its name.
+    for (const line of r.out.trimEnd().split("\n"))
+      expect(line).toMatch(/^(ok {3}|warn |-- {3}| {5}) \S/);
   });
 });
