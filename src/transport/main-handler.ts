@@ -21,6 +21,7 @@ import { applyCors } from "./cors.js";
 import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
+import { requestPath } from "./request-path.js";
 import { handleRunRoute } from "./sse/run-route.js";
 import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
 import { RAW_REQUEST_HEADERS } from "./token-guard.js";
@@ -44,8 +45,10 @@ export function createMainHandler(deps: {
 }) {
   const webUi = loadWebUi(deps.webDir);
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
+    // Parsed for its query (and to refuse a target no URL can be made of); routed by the path as sent.
     const url = new URL(req.url ?? "/", "http://runner");
-    if (url.pathname === "/run") {
+    const pathname = requestPath(req.url ?? "/");
+    if (pathname === "/run") {
       if (!methodAllowed(req, res, "POST")) return;
       handleRunRoute(
         req,
@@ -63,11 +66,11 @@ export function createMainHandler(deps: {
       });
       return;
     }
-    if (OPS_PATHS.has(url.pathname)) {
+    if (OPS_PATHS.has(pathname)) {
       handleOpsRoute(req, res, url, deps.ops);
       return;
     }
-    const runsRoute = matchRunsRoute(url.pathname);
+    const runsRoute = matchRunsRoute(pathname);
     if (runsRoute) {
       handleRunsRoute(req, res, url, runsRoute, {
         pipeline: deps.pipeline,
@@ -81,7 +84,7 @@ export function createMainHandler(deps: {
       });
       return;
     }
-    if (url.pathname === "/packages") {
+    if (pathname === "/packages") {
       if (!methodAllowed(req, res, "GET, HEAD")) return;
       handlePackagesRoute(res, deps.packages).catch((err: unknown) => {
         deps.logger.error({ err }, "GET /packages crashed");
@@ -89,8 +92,8 @@ export function createMainHandler(deps: {
       });
       return;
     }
-    if (serveWebUi(webUi, url.pathname, req, res)) return;
-    if (url.pathname === "/healthz") {
+    if (serveWebUi(webUi, pathname, req, res)) return;
+    if (pathname === "/healthz") {
       if (!methodAllowed(req, res, "GET, HEAD")) return;
       sendJson(res, 200, { status: "ok" });
       return;

@@ -3,6 +3,7 @@ import type { Registry } from "prom-client";
 import { toRunnerError } from "../errors/runner-error.js";
 import { toHttpError } from "../errors/status-table.js";
 import { methodAllowed } from "./http-types.js";
+import { requestPath } from "./request-path.js";
 import { checkMetricsToken, presentedToken } from "./token-guard.js";
 
 /** The separate Prometheus listener (design §1): `GET /metrics` (and HEAD) and nothing else. */
@@ -30,7 +31,9 @@ export async function startMetricsServer(
     };
     let path: string;
     try {
-      path = new URL(req.url ?? "/", "http://metrics").pathname;
+      // Throws on a target no URL can be made of (400); routing uses the path as sent.
+      new URL(req.url ?? "/", "http://metrics");
+      path = requestPath(req.url ?? "/");
     } catch {
       return send(400, "application/json", '{"detail":"Bad Request"}');
     }

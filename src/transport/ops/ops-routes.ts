@@ -48,8 +48,8 @@ export function handleOpsRoute(
         200,
         admissionSnapshot(
           deps.admission,
-          url.searchParams.get("user_id") ?? undefined,
-          url.searchParams.get("session_id") ?? undefined,
+          lastQueryValue(url, "user_id"),
+          lastQueryValue(url, "session_id"),
           now,
         ),
       );
@@ -63,4 +63,13 @@ export function handleOpsRoute(
       res.end(text);
     }
   }
+}
+
+/**
+ * A repeated query parameter counts by its last value, as FastAPI reads a
+ * scalar one (Starlette's QueryParams keep the last): a gateway that appends
+ * the caller's `user_id` to the query then names the user, not the caller.
+ */
+function lastQueryValue(url: URL, name: string): string | undefined {
+  return url.searchParams.getAll(name).at(-1);
 }
