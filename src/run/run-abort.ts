@@ -13,12 +13,19 @@ export class RunAborted extends Error {
   constructor(
     readonly reason: AbortReason,
     message: string,
+    /** The message for a run aborted while queued or preparing: nothing was killed. */
+    readonly messageBeforeStart: string = message,
   ) {
     super(message);
   }
 }
 
 const KILLED = "the runner ended the provider's process group";
+
+/** An abort that ends the provider's process group, or says none had been started yet. */
+function ending(reason: AbortReason, why: string): RunAborted {
+  return new RunAborted(reason, `${why}; ${KILLED}.`, `${why}, before its provider was started.`);
+}
 
 /** Build the abort for a reason, with a message that says what happened and which knob applies. */
 export function runAborted(
@@ -27,26 +34,23 @@ export function runAborted(
 ): RunAborted {
   switch (reason) {
     case "timeout":
-      return new RunAborted(
+      return ending(
         "timeout",
-        `The run exceeded FERMILINK_RUNNER_MAX_RUNTIME_SECONDS=${limits.maxRuntimeMs / 1000}; ${KILLED}.`,
+        `The run exceeded FERMILINK_RUNNER_MAX_RUNTIME_SECONDS=${limits.maxRuntimeMs / 1000}`,
       );
     case "idle":
-      return new RunAborted(
+      return ending(
         "timeout",
-        `The provider printed nothing for FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS=${limits.idleTimeoutMs / 1000}; ${KILLED}.`,
+        `The provider printed nothing for FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS=${limits.idleTimeoutMs / 1000}`,
       );
     case "cancelled":
-      return new RunAborted("cancelled", `The run was cancelled; ${KILLED}.`);
+      return ending("cancelled", "The run was cancelled");
     case "client_gone":
-      return new RunAborted("client_gone", `The caller went away; ${KILLED}.`);
+      return ending("client_gone", "The caller went away");
     case "shutdown":
-      return new RunAborted("shutdown", `The runner is shutting down; ${KILLED}.`);
+      return ending("shutdown", "The runner is shutting down");
     case "retries_exhausted":
-      return new RunAborted(
-        "retries_exhausted",
-        `The provider's model calls kept failing; ${KILLED}.`,
-      );
+      return ending("retries_exhausted", "The provider's model calls kept failing");
   }
 }
 

@@ -348,7 +348,7 @@ export async function executeRun(
         reason: err.reason,
         returnCode: null,
         signal: null,
-        message: err.message,
+        message: proc !== undefined ? err.message : err.messageBeforeStart,
         killedByRunner: proc !== undefined,
       });
     } else {

@@ -449,10 +449,18 @@ describe("Cancel", () => {
     for (let n = await queuedIter.next(); !n.done; n = await queuedIter.next())
       queuedRest.push(n.value);
     expect(exitOf(queuedRest)?.reason).toBe(ExitReason.CANCELLED);
+    // Nothing was started, so nothing was killed, and the message does not say otherwise.
+    expect(exitOf(queuedRest)?.message).toBe(
+      "The run was cancelled, before its provider was started.",
+    );
+    expect(exitOf(queuedRest)?.killedByRunner).toBe(false);
     expect(queuedRest.some((e) => e.event.case === "meta")).toBe(false);
 
     const l = await client.cancel({ runId: liveFirst.runId, userId: "u" });
     expect(l.exitReason).toBe(ExitReason.CANCELLED);
+    expect(l.exitMessage).toBe(
+      "The run was cancelled; the runner ended the provider's process group.",
+    );
     await waitUntilGone([pid], 5000);
     expect(s.app.admission.activeTotal).toBe(0);
     // Cancelling again changes nothing; over HTTP too.
