@@ -9,7 +9,11 @@ export type AnyResponse = Parameters<NodeHandlerFn>[1];
 
 /** Send a JSON body with a status (FermiLink's error shape is `{"detail": ...}`). */
 export function sendJson(res: AnyResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  sendJsonText(res, status, JSON.stringify(body));
+}
+
+/** JSON already written as text (where `JSON.stringify` cannot write what FermiLink does). */
+export function sendJsonText(res: AnyResponse, status: number, text: string): void {
   res.writeHead(status, {
     "content-type": "application/json",
     "content-length": Buffer.byteLength(text),

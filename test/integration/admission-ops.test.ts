@@ -269,6 +269,45 @@ describe("ops endpoints and metrics", () => {
     }
   });
 
+  it("writes /ops/concurrency and its .prom text byte for byte as FermiLink does, ratios as Python floats", async () => {
+    server = await startTestServer();
+    const json = await (await fetch(`${server.baseUrl}/ops/concurrency`)).text();
+    // FastAPI: compact JSON; Python floats keep ".0"; isoformat() has microseconds and "Z".
+    expect(json).toMatch(
+      /^\{"active_total":0,"global_limit":200,"global_utilization":0\.0,"pending_total":0,"queue_bounded":true,"queue_capacity":2000,"queue_utilization":0\.0,"per_user_limit":10,"timestamp_utc":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"\}$/,
+    );
+    const prom = await (await fetch(`${server.baseUrl}/ops/concurrency.prom`)).text();
+    expect(prom).toBe(
+      [
+        "# HELP runner_active_runs Active admitted runs in this runner process.",
+        "# TYPE runner_active_runs gauge",
+        "runner_active_runs 0",
+        "# HELP runner_global_run_limit Configured global active-run limit.",
+        "# TYPE runner_global_run_limit gauge",
+        "runner_global_run_limit 200",
+        "# HELP runner_global_run_utilization Active/global limit ratio.",
+        "# TYPE runner_global_run_utilization gauge",
+        "runner_global_run_utilization 0.0",
+        "# HELP runner_pending_runs Number of runs waiting in the admission queue.",
+        "# TYPE runner_pending_runs gauge",
+        "runner_pending_runs 0",
+        "# HELP runner_per_user_run_limit Configured per-user active-run limit.",
+        "# TYPE runner_per_user_run_limit gauge",
+        "runner_per_user_run_limit 10",
+        "# HELP runner_queue_bounded Whether queue capacity is bounded (1) or unbounded (0).",
+        "# TYPE runner_queue_bounded gauge",
+        "runner_queue_bounded 1",
+        "# HELP runner_queue_capacity Configured max number of pending queued runs.",
+        "# TYPE runner_queue_capacity gauge",
+        "runner_queue_capacity 2000",
+        "# HELP runner_queue_utilization Pending/queue capacity ratio.",
+        "# TYPE runner_queue_utilization gauge",
+        "runner_queue_utilization 0.0",
+        "",
+      ].join("\n"),
+    );
+  });
+
   it("leaves the queue capacity and utilization out when the queue is unbounded, on /ops and /metrics", async () => {
     server = await startTestServer({ FERMILINK_RUNNER_MAX_QUEUE_SIZE: "0" });
     const prom = await (await fetch(`${server.baseUrl}/ops/concurrency.prom`)).text();

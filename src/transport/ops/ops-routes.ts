@@ -1,12 +1,18 @@
 import type { AdmissionController } from "../../admission/admission-controller.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
-import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "../http-types.js";
+import {
+  type AnyRequest,
+  type AnyResponse,
+  methodAllowed,
+  sendJson,
+  sendJsonText,
+} from "../http-types.js";
 import { checkMetricsToken, presentedToken } from "../token-guard.js";
 import {
   admissionSnapshot,
+  concurrencyJsonText,
   concurrencyPrometheusText,
-  concurrencySnapshot,
 } from "./ops-snapshots.js";
 
 /** Dependencies of FermiLink's `/ops/*` routes. */
@@ -40,7 +46,7 @@ export function handleOpsRoute(
   const now = deps.now();
   switch (url.pathname) {
     case "/ops/concurrency":
-      sendJson(res, 200, concurrencySnapshot(deps.admission, now));
+      sendJsonText(res, 200, concurrencyJsonText(deps.admission, now));
       return;
     case "/ops/admission":
       sendJson(

@@ -8,7 +8,7 @@ export function pyJsonDumps(value: unknown): string {
   if (typeof value === "string") return asciiJsonString(value);
   if (typeof value === "number") {
     if (!Number.isFinite(value)) return "null";
-    return Number.isInteger(value) ? String(value) : pyFloat(value);
+    return Number.isInteger(value) ? String(value) : pyFloatRepr(value);
   }
   if (typeof value === "boolean") return value ? "true" : "false";
   if (Array.isArray(value)) return `[${value.map(pyJsonDumps).join(", ")}]`;
@@ -23,10 +23,21 @@ export function pyJsonDumps(value: unknown): string {
   return "null";
 }
 
-function pyFloat(n: number): string {
-  const s = String(n);
-  // Python writes 1e-07 where JS writes 1e-7, and 1e+22 likewise.
-  return s.replace(/e([+-])(\d)$/, "e$10$2");
+/**
+ * Python's `repr` of a float (what `json.dumps` and `str()` write): the
+ * shortest digits that read back to `n`, as JS's, but a whole number keeps
+ * `.0`, and the exponent form starts below 1e-4 and at 1e16 (JS: 1e-6 and
+ * 1e21) with at least two exponent digits (`1e-05`, `2.5e+16`).
+ */
+export function pyFloatRepr(n: number): string {
+  if (!Number.isFinite(n)) return Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity";
+  if (n === 0) return Object.is(n, -0) ? "-0.0" : "0.0";
+  const [mantissa = "", exp = "0"] = n.toExponential().split("e");
+  const e = Number(exp);
+  if (e < -4 || e >= 16)
+    return `${mantissa}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  const fixed = String(n);
+  return fixed.includes(".") ? fixed : `${fixed}.0`;
 }
 
 function asciiJsonString(s: string): string {
