@@ -6,8 +6,12 @@ import type { RunStore } from "./run-store.js";
 /** Reads a provider line into typed items (a provider adapter's `normalize`). */
 export type LineReader = (raw: string, earlier: EarlierLines) => AgentItem[];
 
-/** The run's lines before the event at `seq` (see `EarlierLines`). */
-export type LineHistory = (seq: number) => EarlierLines;
+/** `EarlierLines` for the event at `seq`: the run's lines before it. */
+export type LineHistory = <T>(
+  seq: number,
+  needle: string,
+  pick: (raw: string) => T | null,
+) => T | null;
 
 /**
  * Give agent events their typed items (live lines get them when a typed
@@ -15,10 +19,14 @@ export type LineHistory = (seq: number) => EarlierLines;
  * throws yields no items: the raw line always travels.
  */
 export function rehydrate(events: RunEvent[], read: LineReader, history: LineHistory): RunEvent[] {
+  // One function for the batch, not one per line: most readers never call it.
+  let seq = 0;
+  const earlier: EarlierLines = (needle, pick) => history(seq, needle, pick);
   for (const e of events) {
     if (e.body.type === "agent" && e.body.items.length === 0) {
+      seq = e.seq;
       try {
-        e.body.items = read(e.body.raw, history(e.seq));
+        e.body.items = read(e.body.raw, earlier);
       } catch {
         e.body.items = [];
       }
@@ -29,7 +37,7 @@ export function rehydrate(events: RunEvent[], read: LineReader, history: LineHis
 
 /** A stored run's lines before a seq: read from the store only when a reader asks. */
 export function storedHistory(store: RunStore, runId: string): LineHistory {
-  return (seq) => (needle, pick) =>
+  return (seq, needle, pick) =>
     searchStored(
       store,
       runId,

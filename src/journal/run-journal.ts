@@ -201,7 +201,7 @@ export class RunJournal {
    * tail, then from the store for what the tail no longer holds (evicted
    * events were written first).
    */
-  readonly history: LineHistory = (seq) => (needle, pick) => {
+  readonly history: LineHistory = (seq, needle, pick) => {
     const lo = Math.max(1, seq - LOOK_BACK_LINES);
     const budget = newBudget();
     // An empty tail: every event so far was evicted, so written.

@@ -35,16 +35,16 @@ export function readLine(
 
 /**
  * The `agent` event body of a stdout line: items read now only when it may
- * hold a result. `earlier` gives the run's lines before it (called only then).
+ * hold a result. `earlier`: the run's lines before it.
  */
 export function agentLineBody(
   adapter: ProviderAdapter,
   raw: string,
   truncated: boolean,
-  earlier: () => EarlierLines = () => NO_EARLIER_LINES,
+  earlier: EarlierLines = NO_EARLIER_LINES,
 ): AgentBody {
   const mayHoldResult = adapter.resultEventTypes.some((t) => raw.includes(t));
-  const items = mayHoldResult ? readLine(adapter, raw, earlier()) : [];
+  const items = mayHoldResult ? readLine(adapter, raw, earlier) : [];
   return { type: "agent", raw, items, truncated };
 }
 

@@ -2,7 +2,7 @@ import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Lease } from "../admission/lease.js";
 import { RunnerError, toRunnerError } from "../errors/runner-error.js";
-import type { AgentPolicy, RunEventBody } from "../events/run-event.js";
+import type { AgentPolicy, EarlierLines, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import {
@@ -287,7 +287,9 @@ export async function executeRun(
     let firstLine: ProcessLine | undefined;
     let lineCount = 0;
     // The run's lines before the one being read now (the journal's next event).
-    const earlierLines = () => state.journal.history(state.journal.lastSeq + 1);
+    const { journal } = state;
+    const earlierLines: EarlierLines = (needle, pick) =>
+      journal.history(journal.lastSeq + 1, needle, pick);
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
     for await (const batch of running.lineBatches()) {
       idle?.refresh();

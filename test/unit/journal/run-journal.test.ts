@@ -79,13 +79,13 @@ describe("RunJournal", () => {
     };
     expect([fromStore(346), fromStore(501), fromStore(601)]).toEqual([true, true, false]);
     const seqOf = (raw: string) => Number(/"i":(\d+)/.exec(raw)?.[1]) + 1;
-    const newest = (seq: number, needle: string) => j.history(seq)(needle, (raw) => seqOf(raw));
+    const newest = (seq: number, needle: string) => j.history(seq, needle, (raw) => seqOf(raw));
     // Seq 602 (line 601) is next: the newest earlier line holding the needle, in the tail or not.
     expect(newest(602, '"i":600,')).toBe(601);
     expect(newest(602, '"i":500,')).toBe(501);
     expect(newest(602, '"pad"')).toBe(601);
     // `pick` decides: a line it refuses is skipped for an older one.
-    expect(j.history(602)('"pad"', (raw) => (seqOf(raw) < 400 ? seqOf(raw) : null))).toBe(399);
+    expect(j.history(602, '"pad"', (raw) => (seqOf(raw) < 400 ? seqOf(raw) : null))).toBe(399);
     // Only the LOOK_BACK_LINES events before the line: 602 - 256 = 346 is the oldest searched.
     expect(newest(602, '"i":345,')).toBe(346);
     expect(newest(602, '"i":344,')).toBeNull();
