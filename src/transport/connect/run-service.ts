@@ -19,12 +19,23 @@ import type { RunPipeline } from "../../run/run-pipeline.js";
 
 const blankToNull = (s: string) => (s.trim() === "" ? null : s);
 
+/**
+ * Why connect-node ended the call (its deadline, the client leaving), when it
+ * did. A run or a follow ends quietly when the call's signal aborts, and
+ * connect-node reports a handler that returns as OK: without this, a call cut
+ * by its deadline ended `ok` with no `exit` event, and one that arrived
+ * already past its deadline (`grpc-timeout: 0n`) was `internal`.
+ */
+function callEnded(signal: AbortSignal | undefined): ConnectError | null {
+  return signal?.aborted ? ConnectError.from(signal.reason) : null;
+}
+
 /** Run a handler body, turning runner failures into Connect errors with their mapped code. */
-async function guarded<T>(fn: () => T | Promise<T>): Promise<T> {
+async function guarded<T>(fn: () => T | Promise<T>, signal?: AbortSignal): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    throw toConnectError(toRunnerError(err));
+    throw callEnded(signal) ?? toConnectError(toRunnerError(err));
   }
 }
 
@@ -74,9 +85,11 @@ async function* toProtoStream(
   observer: StreamObserver,
   arrivedAt: number | null,
   binary: boolean,
+  signal: AbortSignal,
 ): AsyncGenerator<ProtoRunEvent> {
   const toProto = binary ? runEventToBinaryProto : runEventToProto;
   let first = true;
+  let sawExit = false;
   const tally = new StreamTally(observer, "connect");
   try {
     for await (const batch of batches) {
@@ -84,6 +97,7 @@ async function* toProtoStream(
         if (first && arrivedAt !== null) observer.firstEventSent("connect", Date.now() - arrivedAt);
         first = false;
         yield toProto(event);
+        if (event.body.type === "exit") sawExit = true;
         // Counted once connect-node asks for the next message, which it does only after the
         // write of this one was taken: a client that reset the stream while that write waited
         // (and the generator is ended at this yield) never got the event.
@@ -94,9 +108,16 @@ async function* toProtoStream(
   } catch (err) {
     // A failure after the first event (the run deleted by retention while it was read back)
     // ends the call with its own code, as on the direct path, not connect-node's `unknown`.
-    throw err instanceof ConnectError ? err : toConnectError(toRunnerError(err));
+    throw (
+      callEnded(signal) ?? (err instanceof ConnectError ? err : toConnectError(toRunnerError(err)))
+    );
   } finally {
     tally.report();
+  }
+  // A stream that reached its `exit` is complete, whatever ended the call just after.
+  if (!sawExit) {
+    const ended = callEnded(signal);
+    if (ended) throw ended;
   }
 }
 
@@ -114,21 +135,23 @@ export function createRunService(
   return {
     async *run(req, ctx) {
       const arrivedAt = Date.now();
-      const events = await guarded(() => openRun(pipeline, req, ctx.signal));
+      const events = await guarded(() => openRun(pipeline, req, ctx.signal), ctx.signal);
       yield* toProtoStream(
         events,
         observer,
         arrivedAt,
         isBinaryCall(ctx.requestHeader.get("content-type")),
+        ctx.signal,
       );
     },
     async *attach(req, ctx) {
-      const events = await guarded(() => openAttach(pipeline, req, ctx.signal));
+      const events = await guarded(() => openAttach(pipeline, req, ctx.signal), ctx.signal);
       yield* toProtoStream(
         events,
         observer,
         null,
         isBinaryCall(ctx.requestHeader.get("content-type")),
+        ctx.signal,
       );
     },
     async cancel(req) {

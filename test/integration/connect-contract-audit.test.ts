@@ -1,0 +1,176 @@
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  ExitReason,
+  type RunEvent,
+  RunService,
+  RunStatus,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { until } from "../helpers/until.js";
+
+let server: TestServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+/**
+ * Each protocol with the deadline header it carries. The header is sent as is
+ * (no `timeoutMs`): the client does not enforce the deadline itself, so what
+ * ends the call is the server's reading of it, as with a client in any language.
+ */
+const protocols: [
+  string,
+  (baseUrl: string) => Transport,
+  (ms: number) => Record<string, string>,
+][] = [
+  [
+    "gRPC over h2c",
+    (baseUrl) => createGrpcTransport({ baseUrl }),
+    (ms) => ({ "grpc-timeout": `${ms}m` }),
+  ],
+  [
+    "the Connect protocol",
+    (baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+    (ms) => ({ "connect-timeout-ms": String(ms) }),
+  ],
+  [
+    "gRPC-Web",
+    (baseUrl) => createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
+    (ms) => ({ "grpc-timeout": `${ms}m` }),
+  ],
+];
+
+/** The events a stream sent and the code it ended with (OK: null). */
+async function drain(
+  stream: AsyncIterable<RunEvent>,
+): Promise<{ events: RunEvent[]; code: Code | null }> {
+  const events: RunEvent[] = [];
+  try {
+    for await (const e of stream) events.push(e);
+    return { events, code: null };
+  } catch (err) {
+    return { events, code: ConnectError.from(err).code };
+  }
+}
+
+describe.each(protocols)("the server's deadline over %s", (_name, transport, deadline) => {
+  it("ends a long run's call deadline_exceeded (not ok without an exit), the run client_gone, its process and slot freed", async () => {
+    server = await startTestServer();
+    const s = server;
+    const client = createClient(RunService, transport(s.baseUrl));
+    const t0 = Date.now();
+    const { events, code } = await drain(
+      client.run(
+        { userPrompt: "#scenario=hold", sessionId: "deadline" },
+        { headers: deadline(1000) },
+      ),
+    );
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(events[0]?.event.case).toBe("meta");
+    expect(events.some((e) => e.event.case === "exit")).toBe(false);
+    expect(code).toBe(Code.DeadlineExceeded);
+    const runId = events[0]?.runId ?? "";
+    const info = await client.getRun({ runId });
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    const ended = await client.getRun({ runId });
+    expect([RunStatus[ended.status], ExitReason[ended.exitReason]]).toEqual([
+      "FINISHED",
+      "CLIENT_GONE",
+    ]);
+    expect(info.runId).toBe(runId);
+    expect(s.app.admission.activeTotal).toBe(0);
+  });
+
+  it("ends a detached run's call deadline_exceeded and keeps the run, which Cancel ends", async () => {
+    server = await startTestServer();
+    const s = server;
+    const client = createClient(RunService, transport(s.baseUrl));
+    const { events, code } = await drain(
+      client.run(
+        { userPrompt: "#scenario=hold", sessionId: "deadline-detached", detach: true },
+        { headers: deadline(1000) },
+      ),
+    );
+    expect(code).toBe(Code.DeadlineExceeded);
+    const runId = events[0]?.runId ?? "";
+    expect(RunStatus[(await client.getRun({ runId })).status]).toBe("RUNNING");
+    expect(s.app.admission.activeTotal).toBe(1);
+    const cancelled = await client.cancel({ runId });
+    expect(ExitReason[cancelled.exitReason]).toBe("CANCELLED");
+    expect(s.app.admission.activeTotal).toBe(0);
+  });
+
+  it("ends an Attach cut by its deadline deadline_exceeded, and the run goes on", async () => {
+    server = await startTestServer();
+    const client = createClient(RunService, transport(server.baseUrl));
+    let runId = "";
+    for await (const e of client.run({
+      userPrompt: "#scenario=hold",
+      sessionId: "deadline-attach",
+      detach: true,
+    })) {
+      runId = e.runId;
+      break;
+    }
+    const { events, code } = await drain(client.attach({ runId }, { headers: deadline(500) }));
+    expect(events[0]?.event.case).toBe("meta");
+    expect(code).toBe(Code.DeadlineExceeded);
+    expect(RunStatus[(await client.getRun({ runId })).status]).toBe("RUNNING");
+    await client.cancel({ runId });
+  });
+
+  it("refuses a call that arrives past its deadline deadline_exceeded (not internal), starting nothing", async () => {
+    server = await startTestServer();
+    const s = server;
+    const client = createClient(RunService, transport(s.baseUrl));
+    const { events, code } = await drain(
+      client.run({ userPrompt: "hi", sessionId: "expired" }, { headers: deadline(0) }),
+    );
+    expect({ events: events.length, code }).toEqual({ events: 0, code: Code.DeadlineExceeded });
+    await until(() => s.app.pipeline.liveRuns === 0, "no live run");
+    expect((await client.listRuns({})).runs.every((r) => r.status === RunStatus.FINISHED)).toBe(
+      true,
+    );
+  });
+});
+
+describe("a deadline longer than a timer holds (~24.8 days)", () => {
+  // A Go client's context.WithTimeout(ctx, 30*24*time.Hour): Node's setTimeout fired such a
+  // deadline after 1 ms, and the call ended before its first event.
+  it.each([
+    ["gRPC", (baseUrl: string) => createGrpcTransport({ baseUrl }), { "grpc-timeout": "720H" }],
+    [
+      "gRPC, 8 digits of hours",
+      (baseUrl: string) => createGrpcTransport({ baseUrl }),
+      {
+        "grpc-timeout": "99999999H",
+      },
+    ],
+    [
+      "the Connect protocol",
+      (baseUrl: string) => createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+      { "connect-timeout-ms": "9999999999" },
+    ],
+    [
+      "gRPC-Web",
+      (baseUrl: string) => createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
+      { "grpc-timeout": "2592000S" },
+    ],
+  ])("lets the run finish over %s", async (_name, transport, headers) => {
+    server = await startTestServer();
+    const client = createClient(RunService, transport(server.baseUrl));
+    const { events, code } = await drain(
+      client.run({ userPrompt: "#scenario=sleep-1s", sessionId: "long-deadline" }, { headers }),
+    );
+    expect(code).toBeNull();
+    const last = events.at(-1)?.event;
+    expect(last?.case === "exit" && ExitReason[last.value.reason]).toBe("COMPLETED");
+  });
+});
