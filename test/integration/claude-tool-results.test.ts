@@ -10,6 +10,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ItemStatus, type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { collect } from "../helpers/collect.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -17,12 +18,6 @@ afterEach(async () => {
   await server?.stop();
   server = undefined;
 });
-
-async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const ev of stream) out.push(ev);
-  return out;
-}
 
 /** Each item of the line that holds the results, as [case, id, name, status]. */
 function resultReadings(events: RunEvent[]): unknown[][] {

@@ -24,6 +24,7 @@ import {
   RunService,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { writeBuffersAllocated } from "../../src/transport/connect/direct-run-stream.js";
+import { collect } from "../helpers/collect.js";
 import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -34,12 +35,6 @@ afterEach(async () => {
   await server?.stop();
   server = undefined;
 });
-
-async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const ev of stream) out.push(ev);
-  return out;
-}
 
 const json = (events: RunEvent[]) => events.map((e) => toJson(RunEventSchema, e));
 

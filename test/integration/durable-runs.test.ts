@@ -11,6 +11,7 @@ import {
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
+import { collect } from "../helpers/collect.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, type SseEvent, startSseRun } from "../helpers/sse-client.js";
 import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -34,12 +35,6 @@ const exitOf = (events: RunEvent[]) => {
   const last = events.at(-1)?.event;
   return last?.case === "exit" ? last.value : undefined;
 };
-
-async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const e of stream) out.push(e);
-  return out;
-}
 
 async function providerPid(s: TestServer, session: string): Promise<number> {
   const file = path.join(s.workspacesRoot, session, "repo", ".fake-agent", "invocation.json");

@@ -6,6 +6,7 @@ import {
 } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitReason, type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { collect } from "../helpers/collect.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -24,12 +25,6 @@ const transports = {
   "gRPC-Web over HTTP/1.1": (baseUrl: string) =>
     createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
 };
-
-async function collect(stream: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const ev of stream) out.push(ev);
-  return out;
-}
 
 describe.each(Object.entries(transports))("RunService.Run via %s", (_name, makeTransport) => {
   it("streams typed events: meta first, agent lines with typed readings, exit last", async () => {
