@@ -217,6 +217,28 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     expect(end.error.message).toMatch(message);
   });
 
+  it.each([
+    ["an empty body", Buffer.alloc(0), /missing input message for server-streaming method/],
+    [
+      "two messages",
+      Buffer.concat([attachBody("a"), attachBody("b")]),
+      /extra input message for server-streaming method/,
+    ],
+  ])(
+    "answers %s with invalid_argument on connect-node's path too (a deadline sent)",
+    async (_name, body, message) => {
+      server = await startTestServer();
+      // A deadline takes connect-node's path, which called these `unimplemented`.
+      const grpc = await rawGrpc(server.baseUrl, ATTACH, body, { "grpc-timeout": "10S" });
+      expect(grpc.trailers["grpc-status"]).toBe(String(Code.InvalidArgument));
+      expect(decodeURIComponent(String(grpc.trailers["grpc-message"]))).toMatch(message);
+      // A unary method over gRPC takes one message as well.
+      const unary = await rawGrpc(server.baseUrl, `/${OpsService.typeName}/GetConcurrency`, body);
+      expect(unary.trailers["grpc-status"]).toBe(String(Code.InvalidArgument));
+      expect(decodeURIComponent(String(unary.trailers["grpc-message"]))).toMatch(/unary method/);
+    },
+  );
+
   it("answers an undecodable body invalid_argument on connect-node's path too, saying what was expected", async () => {
     server = await startTestServer();
     const { baseUrl } = server;

@@ -82,7 +82,9 @@ export function createConnectNodeHandler(opts: {
     // A message over readMaxBytes is refused unread: on HTTP/2 the upload must still end.
     stopReadingBodyIfUnread(req);
     const body = uReq.body as AsyncIterable<Uint8Array>;
-    handler({ ...uReq, body: guardRequestBody(body, uReq.header, handler.method.input) })
+    const { input, methodKind } = handler.method;
+    const guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
+    handler({ ...uReq, body: guarded })
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;

@@ -11,6 +11,8 @@
  * JSON bodies are left to connect-node, which already answers them
  * `invalid_argument` ("cannot decode message ... from JSON: ...").
  */
+
+import type { DescMethod } from "@bufbuild/protobuf";
 import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
@@ -25,6 +27,8 @@ const DECOMPRESSORS = new Map([
   [compressionGzip.name, compressionGzip],
   [compressionBrotli.name, compressionBrotli],
 ]);
+
+type MethodKind = DescMethod["methodKind"];
 
 /** The envelope flag of a compressed message (all three protocols). */
 const COMPRESSED = 0b1;
@@ -64,6 +68,7 @@ export function guardRequestBody(
   header: Headers,
   schema: DescMessage,
   limit = MAX_REQUEST_BYTES,
+  methodKind: MethodKind = "unary",
 ): AsyncIterable<Uint8Array> {
   const how = framing(header);
   if (how === null) return body;
@@ -95,9 +100,11 @@ export function guardRequestBody(
       throw undecodableRequest(schema, err);
     }
   };
-  return how.kind === "whole"
-    ? guardWhole(body, limit, (bytes) => check(bytes, decompressor !== null))
-    : guardEnvelopes(body, limit, check);
+  if (how.kind === "whole") {
+    return guardWhole(body, limit, (bytes) => check(bytes, decompressor !== null));
+  }
+  const one = methodKind === "unary" || methodKind === "server_streaming";
+  return guardEnvelopes(body, limit, check, one ? methodKind.replace("_", "-") : null);
 }
 
 /** The rest of an iterator, as is. */
@@ -173,10 +180,13 @@ async function* guardEnvelopes(
   body: AsyncIterable<Uint8Array>,
   limit: number,
   check: (bytes: Uint8Array, compressed: boolean) => Promise<void>,
+  /** The method kind ("unary", "server-streaming") when the call takes exactly one message. */
+  one: string | null,
 ): AsyncGenerator<Uint8Array> {
   const it = body[Symbol.asyncIterator]();
   let parts: Uint8Array[] = [];
   let size = 0;
+  let messages = 0;
   /** Bytes needed before the next look: a prefix, then its whole message. */
   let want = 5;
   for (let r = await it.next(); !r.done; r = await it.next()) {
@@ -199,6 +209,7 @@ async function* guardEnvelopes(
       }
       // Only plain and compressed messages are the caller's; other flags are left to connect-node.
       if ((flags & ~COMPRESSED) === 0) {
+        if (one !== null && ++messages > 1) throw extraMessage(one);
         await check(pending.subarray(done + 5, done + 5 + length), flags === COMPRESSED);
       }
       done += 5 + length;
@@ -210,4 +221,21 @@ async function* guardEnvelopes(
   }
   // A truncated envelope: connect-node says "incomplete envelope" (invalid_argument).
   if (size > 0) yield Buffer.concat(parts, size);
+  else if (one !== null && messages === 0) throw missingMessage(one);
 }
+
+/*
+ * A call that takes one message and got none, or more: connect-node answers
+ * these `unimplemented`, the direct path (direct-run-stream.ts) `invalid_argument`
+ * in the same words; the caller's mistake either way.
+ */
+const missingMessage = (kind: string) =>
+  new ConnectError(
+    `protocol error: missing input message for ${kind} method`,
+    Code.InvalidArgument,
+  );
+const extraMessage = (kind: string) =>
+  new ConnectError(
+    `protocol error: received extra input message for ${kind} method`,
+    Code.InvalidArgument,
+  );
