@@ -343,8 +343,10 @@ describe("chaos: random callers over every face", () => {
       FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS: "2",
       FERMILINK_RUNNER_MAX_QUEUE_SIZE: "8",
       FERMILINK_RUNNER_MAX_PENDING_PER_USER: "3",
-      FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "6",
-      FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "3",
+      // A quick run prints nothing until it ends: its node start must fit the idle limit even on a
+      // loaded 2-core box (at 3 s, an escapee-daemon run once ended `timeout` under load).
+      FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "8",
+      FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "5",
       FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
       FERMILINK_RUNNER_ORPHAN_SWEEP_SECONDS: "0.5",
     });
