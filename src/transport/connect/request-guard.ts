@@ -68,7 +68,8 @@ export function guardRequestBody(
   header: Headers,
   schema: DescMessage,
   limit = MAX_REQUEST_BYTES,
-  methodKind: MethodKind = "unary",
+  /** The method's kind: a unary or server-streaming one takes exactly one message. */
+  methodKind?: MethodKind,
 ): AsyncIterable<Uint8Array> {
   const how = framing(header);
   if (how === null) return body;

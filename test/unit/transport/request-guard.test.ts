@@ -30,6 +30,29 @@ async function collect(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
 const GRPC_WEB = new Headers({ "content-type": "application/grpc-web+proto" });
 
 describe("guardRequestBody (envelope protocols)", () => {
+  it("refuses no message or two for a method that takes one, and counts only when told the kind", async () => {
+    const one = envelope(toBinary(GetAdmissionRequestSchema, create(GetAdmissionRequestSchema)));
+    const guard = (body: Buffer, kind?: "unary" | "server_streaming" | "bidi_streaming") =>
+      collect(
+        guardRequestBody(inChunks(body, 3), GRPC_WEB, GetAdmissionRequestSchema, 1 << 20, kind),
+      );
+    for (const kind of ["unary", "server_streaming"] as const) {
+      const words = kind.replace("_", "-");
+      await expect(guard(Buffer.alloc(0), kind)).rejects.toThrow(
+        `[invalid_argument] protocol error: missing input message for ${words} method`,
+      );
+      await expect(guard(Buffer.concat([one, one]), kind)).rejects.toThrow(
+        `[invalid_argument] protocol error: received extra input message for ${words} method`,
+      );
+      expect((await guard(one, kind)).equals(one)).toBe(true);
+    }
+    // A streaming request, or no kind named: any number passes, for connect-node to judge.
+    for (const kind of ["bidi_streaming", undefined] as const) {
+      expect((await guard(Buffer.alloc(0), kind)).length).toBe(0);
+      expect((await guard(Buffer.concat([one, one]), kind)).length).toBe(2 * one.length);
+    }
+  });
+
   it("copies a message sent in tiny chunks about once, not once per chunk", async () => {
     const message = toBinary(
       GetAdmissionRequestSchema,
