@@ -31,6 +31,21 @@ import { loadWebUi, serveWebUi } from "./web-ui.js";
  * The main port's request handler: Connect, gRPC and gRPC-Web for the
  * services, and FermiLink's HTTP routes as the fallback for any other path.
  */
+/**
+ * Routes a trailing slash redirects to, as Starlette's `redirect_slashes`
+ * does for FermiLink's: `POST /run/` is a 307 to `/run` (the method and body
+ * are kept), not a 404. `/runs…` takes a trailing slash as it is.
+ */
+const SLASH_REDIRECTS = new Set(["/run", ...OPS_PATHS, "/packages", "/healthz"]);
+
+/** Starlette's RedirectResponse: 307 to the URL on the host the client named, no body. */
+function redirectTo(req: AnyRequest, res: AnyResponse, target: string): void {
+  const host = req.headers[":authority"] ?? req.headers.host;
+  const location = typeof host === "string" && host !== "" ? `http://${host}${target}` : target;
+  res.writeHead(307, { location, "content-length": 0 });
+  res.end();
+}
+
 export function createMainHandler(deps: {
   pipeline: RunPipeline;
   logger: Logger;
@@ -96,6 +111,11 @@ export function createMainHandler(deps: {
     if (pathname === "/healthz") {
       if (!methodAllowed(req, res, "GET, HEAD")) return;
       sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    const bare = pathname.replace(/\/+$/, "");
+    if (bare !== pathname && SLASH_REDIRECTS.has(bare)) {
+      redirectTo(req, res, `${bare}${url.search}`);
       return;
     }
     sendJson(res, 404, { detail: "Not Found" });

@@ -97,3 +97,34 @@ describe("GET /ops/admission query", () => {
     expect(await ask("user_id=ann&user_id=&session_id=s3")).toBe("session:s3");
   });
 });
+
+describe("a trailing slash on a route", () => {
+  // Starlette's redirect_slashes: FermiLink answers `POST /run/` 307 to `/run`, so a client that
+  // follows redirects (307 keeps the method and body) reaches the route; a 404 stopped it.
+  it("is a 307 to the route without it, query kept, before any token check", async () => {
+    const port = server.app.port;
+    for (const [method, target, location] of [
+      ["POST", "/run/", "/run"],
+      ["POST", "/run///", "/run"],
+      ["GET", "/ops/concurrency/?x=1", "/ops/concurrency?x=1"],
+      ["GET", "/ops/admission/", "/ops/admission"],
+      ["GET", "/healthz/", "/healthz"],
+    ] as const) {
+      const res = await rawRequest(port, method, target);
+      expect([target, res.status, res.headers.location, res.body]).toEqual([
+        target,
+        307,
+        `http://127.0.0.1${location}`,
+        "",
+      ]);
+    }
+    // No route without the slash either: still 404.
+    expect((await rawRequest(port, "GET", "/nothing/")).status).toBe(404);
+    // A client that follows the redirect gets the route.
+    const followed = await fetch(`${server.baseUrl}/ops/concurrency/`, {
+      headers: { "x-runner-metrics-token": "t0k" },
+    });
+    expect(followed.status).toBe(200);
+    expect(followed.url).toBe(`${server.baseUrl}/ops/concurrency`);
+  });
+});
