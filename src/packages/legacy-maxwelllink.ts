@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import path from "node:path";
 import { writeJsonAtomic } from "./atomic-json.js";
 import {
@@ -40,15 +40,16 @@ export async function planLegacyBootstrap(
   legacy: LegacyMaxwellLink,
   now: Date,
 ): Promise<Registry | null> {
-  let isDir: boolean;
+  let root: string;
   try {
-    isDir = statSync(legacy.root, { throwIfNoEntry: false })?.isDirectory() ?? false;
+    if (!statSync(legacy.root, { throwIfNoEntry: false })?.isDirectory()) return null;
+    // FermiLink stores `Path.resolve()`, links resolved: the same entry whichever program wrote
+    // it, not one rewritten back and forth when the checkout is reached through a link.
+    root = realpathSync(legacy.root);
   } catch {
     // A link loop or a directory it may not search: no checkout it could register.
-    isDir = false;
+    return null;
   }
-  if (!isDir) return null;
-  const root = path.resolve(legacy.root);
   const wanted = legacyFields(root);
   const current = registry.packages.get(legacy.packageId);
   const entryUpToDate =

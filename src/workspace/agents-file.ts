@@ -1,5 +1,5 @@
 import { lstatSync, readlinkSync } from "node:fs";
-import { lstat, readFile, readlink, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { lstat, readFile, readlink, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PROJECT_ROOT } from "../project-root.js";
 import type { FsOp } from "./fs-batch/fs-batch.js";
@@ -19,7 +19,9 @@ let builtinAgents: Promise<Buffer> | null = null;
 export async function templateAgentsText(softwareRoot: string | null): Promise<Buffer> {
   if (softwareRoot) {
     const custom = path.join(softwareRoot, "AGENTS.md");
-    if ((await lstat(custom).catch(() => null))?.isFile()) return readFile(custom);
+    // Followed: the admin's tree, not the agent's, and a policy file kept elsewhere and linked
+    // in (config management) must not silently give way to the built-in one.
+    if ((await stat(custom).catch(() => null))?.isFile()) return readFile(custom);
   }
   builtinAgents ??= readFile(path.join(BUILTIN_TEMPLATE_DIR, "AGENTS.md"));
   builtinAgents.catch(() => {

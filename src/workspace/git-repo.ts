@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { statSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import { type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
@@ -152,16 +152,53 @@ export async function ensureGitRepo(
 ): Promise<void> {
   if (isGitRepo(repoDir)) return;
   const skeleton = await gitSkeleton(templateDir, env, repoDir);
-  await rm(path.join(repoDir, ".git"), { recursive: true, force: true });
-  const written = await workspaceFs.run(freshGitRepoOps(repoDir, skeleton));
-  // The OS error as it is; prepareWorkspace reports it as a workspace setup failure.
-  if (written.failedAt >= 0)
-    throw Object.assign(new Error(written.message), { code: written.code });
+  const dotGit = path.join(repoDir, ".git");
+  if ((await lstat(dotGit).catch(() => null))?.isDirectory()) {
+    // A real .git that lost its HEAD still holds the session's history, which FermiLink's
+    // `git init -q` keeps: only what is missing is added, never the directory replaced.
+    await restoreGitDir(dotGit, skeleton);
+  } else {
+    await rm(dotGit, { recursive: true, force: true });
+    const written = await workspaceFs.run(freshGitRepoOps(repoDir, skeleton));
+    // The OS error as it is; prepareWorkspace reports it as a workspace setup failure.
+    if (written.failedAt >= 0)
+      throw Object.assign(new Error(written.message), { code: written.code });
+  }
   if (!isGitRepo(repoDir)) {
     throw new RunnerError(
       "WORKSPACE_SETUP_FAILED",
       `Git did not produce a valid git repo at ${repoDir}.`,
     );
+  }
+}
+
+function keepExisting(err: NodeJS.ErrnoException): void {
+  if (err.code !== "EEXIST") throw err;
+}
+
+/** True when every directory from `dotGit` down to `rel`'s parent is a real one, not a link. */
+async function realParents(dotGit: string, rel: string): Promise<boolean> {
+  let at = dotGit;
+  for (const part of path.dirname(rel).split("/")) {
+    if (part === ".") continue;
+    at = path.join(at, part);
+    if (!(await lstat(at).catch(() => null))?.isDirectory()) return false;
+  }
+  return true;
+}
+
+/**
+ * Add the skeleton's missing parts to an existing `.git`, as `git init` does
+ * when it reinitialises. Nothing there is replaced, and no link the agent
+ * planted inside is gone through (it could lead out of the session).
+ */
+async function restoreGitDir(dotGit: string, skeleton: GitSkeleton): Promise<void> {
+  for (const d of skeleton.dirs) {
+    if (await realParents(dotGit, d)) await mkdir(path.join(dotGit, d)).catch(keepExisting);
+  }
+  for (const f of skeleton.files) {
+    if (await realParents(dotGit, f.rel))
+      await writeFile(path.join(dotGit, f.rel), f.content, { flag: "wx" }).catch(keepExisting);
   }
 }
 

@@ -55,6 +55,34 @@ describe("legacy MaxwellLink bootstrap (spec §5.6)", () => {
     expect(await registryText()).toBe(first);
   });
 
+  it("registers a checkout reached through a link at its resolved path, as FermiLink does", async () => {
+    const real = path.join(tmp, "maxwelllink-1.2");
+    await mkdir(real);
+    await symlink(real, legacyRoot);
+    // What FermiLink's bootstrap wrote for this checkout: nothing to rewrite.
+    await mkdir(scipkg, { recursive: true });
+    const fermilinkEntry = {
+      id: "maxwelllink-local",
+      title: "MaxwellLink (local)",
+      installed_path: real,
+      source: `local-path:${real}`,
+      status: "installed",
+      legacy: true,
+      installed_at: "2026-01-01T00:00:00+00:00",
+      updated_at: "2026-01-01T00:00:00+00:00",
+    };
+    const payload = {
+      version: 1,
+      active_package: "maxwelllink-local",
+      packages: { "maxwelllink-local": fermilinkEntry },
+      updated_at: "2026-01-01T00:00:00+00:00",
+    };
+    await writeFile(path.join(scipkg, "registry.json"), JSON.stringify(payload));
+    const reg = await catalog().registry();
+    expect(reg.packages.get("maxwelllink-local")).toMatchObject({ installed_path: real });
+    expect(JSON.parse(await registryText())).toEqual(payload);
+  });
+
   it("keeps the existing active package and the other entries", async () => {
     await writePackageRoot(scipkg, { meep: { files: { x: "" } } }, { active: "meep" });
     await mkdir(legacyRoot);

@@ -178,6 +178,16 @@ describe("prepareWorkspace", () => {
     expect(existsSync(path.join(ws.repoDir, "tool.py"))).toBe(true);
   });
 
+  it("uses FERMILINK_SOFTWARE_ROOT's AGENTS.md when it is a link to the policy kept elsewhere", async () => {
+    const sw = path.join(root, "software");
+    await mkdir(sw);
+    await writeFile(path.join(root, "site-policy.md"), "site policy");
+    await symlink(path.join(root, "site-policy.md"), path.join(sw, "AGENTS.md"));
+    const ws = await prep("linked-policy", { softwareRoot: sw });
+    expect((await lstat(path.join(ws.repoDir, "AGENTS.md"))).isFile()).toBe(true);
+    expect(await readFile(path.join(ws.repoDir, "AGENTS.md"), "utf8")).toBe("site policy");
+  });
+
   it("copies the template's links as links, so a session never edits the template through one", async () => {
     const sw = path.join(root, "software");
     await mkdir(path.join(sw, "defaults"), { recursive: true });
@@ -301,6 +311,21 @@ describe("prepareWorkspace", () => {
     expect((await lstat(path.join(ws.repoDir, "projects"))).isSymbolicLink()).toBe(true);
   });
 
+  it("leaves an outputs symlink as the session made it, creating nothing through it", async () => {
+    const ws = await prep("linked-outputs");
+    const scratch = path.join(root, "scratch");
+    await mkdir(scratch);
+    await rm(path.join(ws.repoDir, "outputs"), { recursive: true });
+    await symlink(scratch, path.join(ws.repoDir, "outputs"));
+    await prep("linked-outputs");
+    expect(await readlink(path.join(ws.repoDir, "outputs"))).toBe(scratch);
+    // Dangling (the scratch disk gone): still a run, and nothing made where it points.
+    await rm(scratch, { recursive: true });
+    const again = await prep("linked-outputs");
+    expect(again.createdRepo).toBe(false);
+    expect(existsSync(scratch)).toBe(false);
+  });
+
   it("writes a new session's git repo without the parts git makes on demand, and git uses it", async () => {
     const ws = await prep("lean");
     const dotGit = path.join(ws.repoDir, ".git");
@@ -315,6 +340,35 @@ describe("prepareWorkspace", () => {
     git("gc", "-q");
     expect(git("fsck")).toBe("");
     expect(git("log", "--format=%s")).toBe("first\n");
+  });
+
+  it("keeps a session's git history when its .git lost HEAD, as FermiLink's `git init -q` does", async () => {
+    const ws = await prep("lost-head");
+    const dotGit = path.join(ws.repoDir, ".git");
+    const git = (...args: string[]) =>
+      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
+        cwd: ws.repoDir,
+      }).toString();
+    await writeFile(path.join(ws.repoDir, "result.txt"), "42\n");
+    git("add", "-A");
+    git("commit", "-qm", "the user's work");
+    const head = git("rev-parse", "HEAD").trim();
+    const branch = git("symbolic-ref", "HEAD").trim();
+    await writeFile(path.join(dotGit, "config"), "[flr]\n\tmarker = kept\n", { flag: "a" });
+    await rm(path.join(dotGit, "HEAD"));
+    // An outside directory the agent links into .git is never written through.
+    const outside = path.join(root, "outside-tags");
+    await mkdir(outside);
+    await rm(path.join(dotGit, "refs", "tags"), { recursive: true });
+    await symlink(outside, path.join(dotGit, "refs", "tags"));
+
+    const again = await prep("lost-head");
+    expect(again.createdRepo).toBe(false);
+    expect(git("symbolic-ref", "HEAD").trim()).toBe(branch);
+    expect(git("rev-parse", "HEAD").trim()).toBe(head);
+    expect(git("log", "--format=%s")).toBe("the user's work\n");
+    expect(git("config", "flr.marker").trim()).toBe("kept");
+    expect(await readdir(outside)).toEqual([]);
   });
 
   it("writes the provider's directories and files with a new and with an existing session", async () => {
