@@ -167,6 +167,11 @@ export class RunJournal {
     return this.ended;
   }
 
+  /** The store has the run's row (its first write was taken). */
+  get hasRow(): boolean {
+    return this.created;
+  }
+
   /** Ended, and the store has every event and the run's final row. */
   get isWritten(): boolean {
     return this.ended && this.pending.length === 0 && this.pendingUpdate === null;

@@ -238,14 +238,45 @@ export class RunPipeline {
     limit: number;
     after: { createdAtMs: number; runId: string } | null;
   }): RunRecord[] {
+    const userNorm = normalizeUser(opts.viewer.userId);
     const rows = this.deps.store.listRuns({
-      userNorm: normalizeUser(opts.viewer.userId),
+      userNorm,
       sessionId: opts.sessionId,
       limit: opts.limit,
       after: opts.after,
     });
-    if (this.unwritten.size === 0) return rows;
-    return rows.map((r) => this.unwritten.get(r.runId)?.journal.recordWithPending(r) ?? r);
+    const rowless = this.rowlessRuns(userNorm, opts.sessionId, opts.after);
+    if (this.unwritten.size === 0 && rowless.length === 0) return rows;
+    const page = rows.map((r) => this.unwritten.get(r.runId)?.journal.recordWithPending(r) ?? r);
+    if (rowless.length === 0) return page;
+    return [...page, ...rowless].sort(newestFirst).slice(0, opts.limit);
+  }
+
+  /**
+   * Runs with events but no row in the store (it refused their first write),
+   * served from memory as GetRun serves them: the listing's filter and cursor
+   * applied. Only while the store refuses writes is there any.
+   */
+  private rowlessRuns(
+    userNorm: string,
+    sessionId: string | null,
+    after: { createdAtMs: number; runId: string } | null,
+  ): RunRecord[] {
+    const out: RunRecord[] = [];
+    for (const state of [
+      ...[...this.runs.values()].map((r) => r.state),
+      ...this.unwritten.values(),
+    ]) {
+      const { journal } = state;
+      if (journal.hasRow || journal.lastSeq === 0) continue;
+      const r = journal.recordWithPending(null);
+      if (normalizeUser(r.userId) !== userNorm) continue;
+      if (sessionId !== null && r.sessionId !== sessionId) continue;
+      if (after && newestFirst(r, { createdAtMs: after.createdAtMs, runId: after.runId }) <= 0)
+        continue;
+      out.push(r);
+    }
+    return out;
   }
 
   /**
@@ -343,6 +374,15 @@ function notFound(runId: string): RunnerError {
  * stream silent, then skip the events up to the cursor, which the viewer never had. (A run closed
  * after a crash numbers its exit past anything a viewer was shown: recover-interrupted.ts.)
  */
+/** The store's listing order: newest first, then by run id, descending. */
+function newestFirst(
+  a: Pick<RunRecord, "createdAtMs" | "runId">,
+  b: Pick<RunRecord, "createdAtMs" | "runId">,
+): number {
+  if (a.createdAtMs !== b.createdAtMs) return b.createdAtMs - a.createdAtMs;
+  return a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0;
+}
+
 function checkCursor(runId: string, afterSeq: number, lastSeq: number, cursorName: string): void {
   if (afterSeq <= lastSeq) return;
   throw new RunnerError(

@@ -261,6 +261,34 @@ describe("a run that ended while the store refused its last writes", () => {
   });
 });
 
+describe("a run whose first write the store refused", () => {
+  it("is listed from memory, as GetRun serves it, and once when the store takes it", async () => {
+    const s = await startTestServer();
+    server = s;
+    const { store, refuse } = refusingWrites(s);
+    refuse.on = true;
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const events = await collect(
+      client.run({ sessionId: "rowless", userPrompt: "#scenario=slow" }),
+    );
+    const runId = events[0]?.runId ?? "";
+    expect(exitOf(events)?.reason).toBe(ExitReason.ERROR);
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end");
+    // No row at all: the store refused the run's very first write (its meta, with the row).
+    expect(store.getRun(runId)).toBeNull();
+    expect((await client.getRun({ runId })).status).toBe(RunStatus.FINISHED);
+    const listed = async () =>
+      (await client.listRuns({ sessionId: "rowless" })).runs.map((r) => [r.runId, r.status]);
+    expect(await listed()).toEqual([[runId, RunStatus.FINISHED]]);
+    // Another session's listing and another user's do not show it.
+    expect((await client.listRuns({ sessionId: "other" })).runs).toEqual([]);
+    expect((await client.listRuns({ userId: "someone-else" })).runs).toEqual([]);
+    refuse.on = false;
+    await until(() => store.getRun(runId)?.status === "finished", "the kept events to be written");
+    expect(await listed()).toEqual([[runId, RunStatus.FINISHED]]);
+  });
+});
+
 describe("SSE resume with Last-Event-ID", () => {
   async function readFrames(res: Response, max: number, onFrame?: (e: SseEvent) => void) {
     const frames: SseEvent[] = [];
