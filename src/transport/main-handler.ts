@@ -82,7 +82,7 @@ export function createMainHandler(deps: {
       return;
     }
     if (OPS_PATHS.has(pathname)) {
-      handleOpsRoute(req, res, url, deps.ops);
+      handleOpsRoute(req, res, pathname, url, deps.ops);
       return;
     }
     const runsRoute = matchRunsRoute(pathname);

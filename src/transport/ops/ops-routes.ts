@@ -27,11 +27,13 @@ export const OPS_PATHS = new Set(["/ops/concurrency", "/ops/concurrency.prom", "
 
 /**
  * FermiLink's `GET /ops/concurrency`, `/ops/concurrency.prom` and
- * `/ops/admission` (spec §1.2–1.4), token-guarded (§7.3).
+ * `/ops/admission` (spec §1.2–1.4), token-guarded (§7.3). `path` is the
+ * one of OPS_PATHS the router matched (the path as sent); `url` gives the query.
  */
 export function handleOpsRoute(
   req: AnyRequest,
   res: AnyResponse,
+  path: string,
   url: URL,
   deps: OpsRouteDeps,
 ): void {
@@ -44,7 +46,7 @@ export function handleOpsRoute(
     return;
   }
   const now = deps.now();
-  switch (url.pathname) {
+  switch (path) {
     case "/ops/concurrency":
       sendJsonText(res, 200, concurrencyJsonText(deps.admission, now));
       return;
