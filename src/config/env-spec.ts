@@ -73,7 +73,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     name: "FERMILINK_RUNNER_STORE_MAX_MB",
     default: "1024",
     description:
-      "When stored events exceed this many MB, the oldest finished runs are deleted first.",
+      "When stored events exceed this many MiB, the oldest finished runs are deleted first.",
   },
   {
     name: "FERMILINK_MAXWELLLINK_ROOT",
