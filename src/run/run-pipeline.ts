@@ -193,7 +193,8 @@ export class RunPipeline {
    */
   attach(
     runId: string,
-    afterSeq: number,
+    /** A bigint as Connect's uint64 carries it: one past 2^53 is quoted exactly when refused. */
+    afterSeq: number | bigint,
     viewer: Viewer,
     typedItems = true,
     viewerGone?: AbortSignal,
@@ -205,7 +206,7 @@ export class RunPipeline {
     if (inMemory) {
       this.checkVisible(inMemory.userId, runId, viewer);
       checkCursor(runId, afterSeq, inMemory.journal.lastSeq, cursorName);
-      return followRunBatches(inMemory.journal, afterSeq, typedItems, viewerGone);
+      return followRunBatches(inMemory.journal, Number(afterSeq), typedItems, viewerGone);
     }
     const record = this.findStored(runId, viewer);
     checkCursor(runId, afterSeq, record.lastSeq, cursorName);
@@ -217,7 +218,7 @@ export class RunPipeline {
       waitForMore: () => Promise.resolve(),
       isEnded: true,
     };
-    return followRunBatches(stored, afterSeq, typedItems);
+    return followRunBatches(stored, Number(afterSeq), typedItems);
   }
 
   /** True while the run is queued or running in this process. */
@@ -383,7 +384,13 @@ function newestFirst(
   return a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0;
 }
 
-function checkCursor(runId: string, afterSeq: number, lastSeq: number, cursorName: string): void {
+/** Past this check `afterSeq` is at most a seq, so a safe integer. */
+function checkCursor(
+  runId: string,
+  afterSeq: number | bigint,
+  lastSeq: number,
+  cursorName: string,
+): void {
   if (afterSeq <= lastSeq) return;
   throw new RunnerError(
     "REQUEST_INVALID",

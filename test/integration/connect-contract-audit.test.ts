@@ -1,4 +1,10 @@
-import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
@@ -11,6 +17,8 @@ import {
   RunService,
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { collect } from "../helpers/collect.js";
+import { h2Upload } from "../helpers/h2-upload.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { until } from "../helpers/until.js";
 
@@ -138,6 +146,137 @@ describe.each(protocols)("the server's deadline over %s", (_name, transport, dea
     expect((await client.listRuns({})).runs.every((r) => r.status === RunStatus.FINISHED)).toBe(
       true,
     );
+  });
+});
+
+describe.each(protocols)("a unary call's deadline over %s", (_name, transport, deadline) => {
+  it("ends a Cancel still waiting out a stubborn process's kill grace deadline_exceeded; the run still ends", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "4" });
+    const s = server;
+    const client = createClient(RunService, transport(s.baseUrl));
+    let runId = "";
+    for await (const e of client.run({
+      userPrompt: "#scenario=ignore-sigterm",
+      sessionId: "unary-deadline",
+      detach: true,
+    })) {
+      runId = e.runId;
+      if (e.event.case === "agent") break;
+    }
+    const t0 = Date.now();
+    const code = await client.cancel({ runId }, { headers: deadline(500) }).then(
+      () => null,
+      (err: unknown) => ConnectError.from(err).code,
+    );
+    // Answered at its deadline, not after the 4 s grace.
+    expect({ code, fast: Date.now() - t0 < 3000 }).toEqual({
+      code: Code.DeadlineExceeded,
+      fast: true,
+    });
+    // The cancel asked for goes on: the run ends cancelled once the grace is over.
+    await until(() => s.app.pipeline.liveRuns === 0, "the run to end", 10_000);
+    expect(ExitReason[(await client.getRun({ runId })).exitReason]).toBe("CANCELLED");
+  });
+
+  it("refuses a unary call that arrives past its deadline, doing nothing", async () => {
+    server = await startTestServer();
+    const s = server;
+    const client = createClient(RunService, transport(s.baseUrl));
+    let runId = "";
+    for await (const e of client.run({
+      userPrompt: "#scenario=hold",
+      sessionId: "unary-expired",
+      detach: true,
+    })) {
+      runId = e.runId;
+      break;
+    }
+    await expect(client.cancel({ runId }, { headers: deadline(0) })).rejects.toMatchObject({
+      code: Code.DeadlineExceeded,
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(RunStatus[(await client.getRun({ runId })).status]).toBe("RUNNING");
+    await client.cancel({ runId });
+  });
+});
+
+/** Sends each call of a client to `path` instead: a procedure the server does not serve. */
+const callingPath =
+  (path: string): Interceptor =>
+  (next) =>
+  (req) =>
+    next({ ...req, url: new URL(path, req.url).toString() });
+
+describe("a procedure the server does not serve", () => {
+  const unknown: [string, (baseUrl: string, i: Interceptor) => Transport, string | null][] = [
+    [
+      "gRPC over h2c",
+      (baseUrl, i) => createGrpcTransport({ baseUrl, interceptors: [i] }),
+      "unknown method Nope for service fermilink.runner.v1.RunService",
+    ],
+    [
+      "gRPC-Web",
+      (baseUrl, i) => createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors: [i] }),
+      "unknown method Nope for service fermilink.runner.v1.RunService",
+    ],
+    [
+      "gRPC-Web over h2c",
+      (baseUrl, i) => createGrpcWebTransport({ baseUrl, httpVersion: "2", interceptors: [i] }),
+      "unknown method Nope for service fermilink.runner.v1.RunService",
+    ],
+    // connect-node's (and connect-go's) answer: HTTP 404, which Connect clients read as unimplemented.
+    [
+      "the Connect protocol",
+      (baseUrl, i) => createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [i] }),
+      null,
+    ],
+  ];
+
+  it.each(unknown)("is unimplemented over %s", async (_name, transport, message) => {
+    server = await startTestServer();
+    const base = server.baseUrl;
+    const nope = callingPath("/fermilink.runner.v1.RunService/Nope");
+    const unary = createClient(RunService, transport(base, nope));
+    const err = await unary.getRun({ runId: "x" }).then(
+      () => null,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(err?.code).toBe(Code.Unimplemented);
+    if (message !== null) expect(err?.rawMessage).toBe(message);
+    // A server-streaming call too; an unknown service names the service.
+    const streaming = createClient(RunService, transport(base, callingPath("/no.such.v1.Svc/Run")));
+    const streamErr = await collect(streaming.run({ userPrompt: "hi" })).then(
+      () => null,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(streamErr?.code).toBe(Code.Unimplemented);
+    if (message !== null) expect(streamErr?.rawMessage).toBe("unknown service no.such.v1.Svc");
+  });
+
+  it("answers gRPC with HTTP 200 and grpc-status 12 in the trailers, and stops an upload it never reads", async () => {
+    server = await startTestServer();
+    const h2 = await h2Upload(
+      server.baseUrl,
+      {
+        ":path": "/fermilink.runner.v1.RunService/Nope",
+        "content-type": "application/grpc",
+        te: "trailers",
+      },
+      2 * 1024 * 1024,
+    );
+    expect(h2.status).toBe(200);
+    expect(h2.trailers["grpc-status"]).toBe(String(Code.Unimplemented));
+    expect({ closed: h2.closed, rstCode: h2.rstCode }).toEqual({ closed: true, rstCode: 0 });
+    // Connect and FermiLink's own routes still get the 404 of an unknown path.
+    const connect = await fetch(`${server.baseUrl}/fermilink.runner.v1.RunService/Nope`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "connect-protocol-version": "1" },
+      body: "{}",
+    });
+    expect([connect.status, connect.headers.get("content-type")]).toEqual([
+      404,
+      "application/json",
+    ]);
   });
 });
 

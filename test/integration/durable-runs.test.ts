@@ -140,6 +140,14 @@ describe("detach and Attach (Connect)", () => {
       code: Code.InvalidArgument,
       rawMessage: expect.stringContaining(`after_seq ${all.length + 1} is past the last event`),
     });
+    // uint64's largest, quoted as sent (a float made it 18446744073709552000).
+    const huge = 2n ** 64n - 1n;
+    await expect(
+      collect(client.attach({ runId, afterSeq: huge, userId: "ann" })),
+    ).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+      rawMessage: expect.stringContaining(`after_seq ${huge} is past the last event`),
+    });
     const done = await client.getRun({ runId, userId: "ann" });
     expect(done.status).toBe(RunStatus.FINISHED);
     expect(done.exitReason).toBe(ExitReason.COMPLETED);

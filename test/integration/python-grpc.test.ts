@@ -48,11 +48,14 @@ afterEach(async () => {
 
 async function pythonClient(
   request: unknown,
+  /** The path called; RunService/Run by default. */
+  method?: string,
 ): Promise<{ code: number; lines: Record<string, unknown>[] }> {
   if (!server) throw new Error("no server");
   const target = server.baseUrl.replace("http://", "");
+  const args = [CLIENT, target, descriptors, JSON.stringify(request), ...(method ? [method] : [])];
   // Under vitest's 30 s test timeout, so a hung call is killed rather than orphaned.
-  const out = await run(PYTHON, [CLIENT, target, descriptors, JSON.stringify(request)], {
+  const out = await run(PYTHON, args, {
     timeout: 20_000,
   }).then(
     (r) => ({ code: 0, stdout: r.stdout }),
@@ -98,6 +101,21 @@ describe.skipIf(!available)("a Python gRPC client (Debian python3-grpcio)", () =
     expect(pkg.lines[0]).toMatchObject({
       error: "NOT_FOUND",
       details: "Requested package not found: no-such-package",
+    });
+  });
+
+  it("gets unimplemented, with the server's words, for a method or service it does not serve", async () => {
+    server = await startTestServer();
+    // An HTTP 404 reached grpcio as "Received http2 header with status: 404".
+    const method = await pythonClient({ userPrompt: "x" }, "/fermilink.runner.v1.RunService/Nope");
+    expect(method.lines[0]).toEqual({
+      error: "UNIMPLEMENTED",
+      details: "unknown method Nope for service fermilink.runner.v1.RunService",
+    });
+    const service = await pythonClient({ userPrompt: "x" }, "/no.such.v1.Service/Run");
+    expect(service.lines[0]).toEqual({
+      error: "UNIMPLEMENTED",
+      details: "unknown service no.such.v1.Service",
     });
   });
 });

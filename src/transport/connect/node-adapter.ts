@@ -4,6 +4,7 @@ import {
   type ConnectRouter,
   type ContextValues,
   createConnectRouter,
+  type Interceptor,
 } from "@connectrpc/connect";
 import {
   compressionBrotli,
@@ -49,6 +50,74 @@ function clampDeadline(header: Headers): void {
   }
 }
 
+/** A gRPC or gRPC-Web request (any codec): its clients expect a grpc-status, not an HTTP error. */
+const GRPC_CONTENT_TYPE = /^application\/grpc(-web(-text)?)?(\+[^;\s]*)?\s*(;|$)/i;
+
+/**
+ * The status a gRPC server gives a procedure it does not serve, in grpc-go's
+ * words. connect-node leaves every path it has no handler for to the
+ * fallback, whose JSON 404 a gRPC client can only guess a code from (grpcio:
+ * "Received http2 header with status: 404"), never learning what was missing.
+ */
+function unimplemented(path: string, services: ReadonlySet<string>): ConnectError {
+  const m = /^\/([^/]+)\/([^/]+)$/.exec(path);
+  if (!m)
+    return new ConnectError(`malformed method name: ${JSON.stringify(path)}`, Code.Unimplemented);
+  const [, service = "", method = ""] = m;
+  return new ConnectError(
+    services.has(service)
+      ? `unknown method ${method} for service ${service}`
+      : `unknown service ${service}`,
+    Code.Unimplemented,
+  );
+}
+
+/**
+ * Answer a gRPC or gRPC-Web call to an unknown procedure with its status, as
+ * a gRPC server does: HTTP 200, then `grpc-status`. On HTTP/2 it goes in
+ * trailers (a gRPC client over h2 reads a status only at the end of the
+ * stream); gRPC-Web and HTTP/1.1 have no trailers of their own, so there it
+ * is the "trailers-only" answer, the status in the headers.
+ */
+function answerUnimplemented(req: AnyRequest, res: AnyResponse, error: ConnectError): void {
+  const type = (req.headers["content-type"] ?? "").split(";", 1)[0]?.trim() ?? "";
+  const status = {
+    "grpc-status": String(error.code),
+    "grpc-message": encodeURIComponent(error.rawMessage),
+  };
+  // Nothing of the request is read: on HTTP/2 its upload is stopped once the answer is out.
+  stopReadingBodyIfUnread(req);
+  if ("stream" in req && !/^application\/grpc-web/i.test(type)) {
+    res.writeHead(200, { "content-type": type });
+    res.addTrailers(status);
+    res.end();
+    return;
+  }
+  res.writeHead(200, { "content-type": type, ...status });
+  res.end();
+}
+
+/**
+ * Unary calls end at their deadline, as streams do (run-service.ts):
+ * connect-node aborts the call's signal then but waits for a unary
+ * implementation to return, so a Cancel waiting out a stubborn process's
+ * kill grace answered long after its caller's deadline. The work already
+ * asked for goes on (a cancelled run still ends); a call that arrives past
+ * its deadline starts nothing.
+ */
+const unaryDeadline: Interceptor = (next) => (req) => {
+  if (req.stream) return next(req);
+  const signal = req.signal;
+  if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(ConnectError.from(signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    next(req)
+      .then(resolve, reject)
+      .finally(() => signal.removeEventListener("abort", onAbort));
+  });
+};
+
 /**
  * connect-node's `connectNodeAdapter` (same router options, paths and
  * fallback), with each request body checked on its way in (request-guard.ts:
@@ -57,6 +126,9 @@ function clampDeadline(header: Headers): void {
  * direct path (connect-node's default is 4 GiB, held in memory): a larger one,
  * or a compressed one that inflates past it, is `resource_exhausted`. A
  * deadline longer than a timer holds is shortened to the longest one that does.
+ * A gRPC or gRPC-Web call for a procedure not served is `unimplemented`; any
+ * other unknown path (the Connect protocol's too: connect-node answers it 404,
+ * which Connect clients read as `unimplemented`) goes to the fallback.
  */
 export function createConnectNodeHandler(opts: {
   routes: (router: ConnectRouter) => void;
@@ -68,13 +140,20 @@ export function createConnectNodeHandler(opts: {
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
     readMaxBytes: MAX_REQUEST_BYTES,
+    interceptors: [unaryDeadline],
   });
   opts.routes(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const services = new Set(router.handlers.map((h) => h.service.typeName));
   return (req, res) => {
-    const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
+    const path = (req.url ?? "").split("?", 1)[0] ?? "";
+    const handler = handlers.get(path);
     if (!handler) {
-      opts.fallback(req, res);
+      if (GRPC_CONTENT_TYPE.test(req.headers["content-type"] ?? "")) {
+        answerUnimplemented(req, res, unimplemented(path, services));
+      } else {
+        opts.fallback(req, res);
+      }
       return;
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, opts.contextValues(req));

@@ -68,7 +68,7 @@ export function openAttach(
 ): AsyncIterable<readonly RunEvent[]> {
   return pipeline.attach(
     req.runId,
-    Number(req.afterSeq),
+    req.afterSeq,
     { userId: blankToNull(req.userId) },
     true,
     viewerGone,
