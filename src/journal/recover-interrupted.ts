@@ -4,11 +4,13 @@ import type { RunRecord, RunStore } from "./run-store.js";
 
 /** The final exit of a run the previous process left live, and the row that goes with it. */
 function interruptedExit(run: RunRecord, nowMs: number): RunEvent {
-  // Only a running run (its `meta` was written) can have had a provider process.
+  // A queued row says only that the store never took the run's `meta`: the run was still waiting,
+  // or that write was refused, which ends the run before its spawn (run-execution.ts aborts on
+  // it). Either way no provider was started, but "waiting" alone would be untrue of the second.
   const couldHaveRun = run.status === "running";
   const message = couldHaveRun
     ? "The runner stopped (crash or kill) while this run was live; any provider process it had left was killed when the runner started again."
-    : "The runner stopped (crash or kill) while this run was waiting to start; no provider process was started.";
+    : "The runner stopped (crash or kill) before the store recorded this run's start (it was waiting, or the store refused the record); no provider process was started.";
   return {
     runId: run.runId,
     // Past anything a viewer can have been shown from the dead process's memory (the journal's

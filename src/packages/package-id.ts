@@ -46,6 +46,8 @@ function splitListField(raw: unknown, field: string): unknown[] {
 export function normalizeDependencyIds(raw: unknown, ownerId: string): string[] | null {
   if (raw === null || raw === undefined) return null;
   const out: string[] = [];
+  // A set beside the list: `includes` per id made a long list quadratic.
+  const seen = new Set<string>();
   for (const candidate of splitListField(raw, "dependency_package_ids")) {
     if (typeof candidate !== "string") {
       throw new RunnerError("PACKAGE_INVALID", "dependency_package_ids can only contain strings.");
@@ -59,7 +61,10 @@ export function normalizeDependencyIds(raw: unknown, ownerId: string): string[] 
         `Invalid dependency package id: ${JSON.stringify(trimmed)}`,
       );
     }
-    if (id !== ownerId && !out.includes(id)) out.push(id);
+    if (id !== ownerId && !seen.has(id)) {
+      seen.add(id);
+      out.push(id);
+    }
   }
   return out;
 }
@@ -104,6 +109,7 @@ export function isExportableEntryName(name: string): boolean {
 export function normalizeOverlayEntries(raw: unknown): string[] | null {
   if (raw === null || raw === undefined) return null;
   const out: string[] = [];
+  const seen = new Set<string>();
   for (const candidate of splitListField(raw, "overlay_entries")) {
     if (typeof candidate !== "string") {
       throw new RunnerError("PACKAGE_INVALID", "overlay_entries can only contain strings.");
@@ -119,7 +125,10 @@ export function normalizeOverlayEntries(raw: unknown): string[] | null {
     if (!isExportableEntryName(name)) {
       throw new RunnerError("PACKAGE_INVALID", `Overlay entry is not exportable: ${name}`);
     }
-    if (!out.includes(name)) out.push(name);
+    if (!seen.has(name)) {
+      seen.add(name);
+      out.push(name);
+    }
   }
   return out;
 }

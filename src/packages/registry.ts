@@ -92,17 +92,44 @@ export async function readRegistryFile(scipkgRoot: string): Promise<Registry> {
   }
 }
 
+/** Where the local accounts are: Python's `pwd.getpwnam` also asks NSS (LDAP and the like). */
+const PASSWD_FILE = "/etc/passwd";
+
+/** The home directory of the account `name` in the passwd file, or null (none, or unreadable). */
+async function passwdHome(name: string): Promise<string | null> {
+  const text = await readFile(PASSWD_FILE, "utf8").catch(() => "");
+  for (const line of text.split("\n")) {
+    // name:password:uid:gid:gecos:home:shell; the first entry of a name wins, as getpwnam's does.
+    const fields = line.split(":");
+    if (fields.length >= 7 && fields[0] === name) return fields[5] ?? null;
+  }
+  return null;
+}
+
+/**
+ * Python's `os.path.expanduser`, which FermiLink applies to `installed_path`:
+ * `~` and `~/...` from the runner's home, `~name` and `~name/...` from that
+ * account's home; a name with no account leaves the path as it is.
+ */
+async function expandUser(p: string): Promise<string> {
+  if (!p.startsWith("~")) return p;
+  const slash = p.indexOf("/", 1);
+  const end = slash < 0 ? p.length : slash;
+  const home = end === 1 ? homedir() : await passwdHome(p.slice(1, end));
+  if (home === null) return p;
+  return home.replace(/\/+$/, "") + p.slice(end) || "/";
+}
+
 /**
  * The validated install directory of a package (spec §5.3: a string naming an
- * existing directory; `~` expanded, relative paths resolved against the CWD).
+ * existing directory; `~` and `~user` expanded, relative paths resolved against the CWD).
  */
 export async function resolveInstalledPath(meta: PackageMeta): Promise<string> {
   const raw = meta.installed_path;
   if (typeof raw !== "string" || raw === "") {
     throw new RunnerError("PACKAGE_INVALID", "Package metadata is missing installed_path.");
   }
-  const expanded = raw === "~" || raw.startsWith("~/") ? path.join(homedir(), raw.slice(1)) : raw;
-  const abs = path.resolve(process.cwd(), expanded);
+  const abs = path.resolve(process.cwd(), await expandUser(raw));
   const st = await stat(abs).catch(() => null);
   if (!st?.isDirectory()) {
     throw new RunnerError("PACKAGE_INVALID", `Installed package path is invalid: ${abs}`);

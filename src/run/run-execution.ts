@@ -174,8 +174,14 @@ export async function executeRun(
     if (exited) return;
     exited = true;
     const durationMs = deps.now() - plan.startedAtMs;
-    deps.observer.runEnded(plan.policy.provider, body.reason, durationMs);
+    // The exit first: `exited` now stops any later one, so an observer that throws must not
+    // come between (the run would end with no exit in its journal, its row left running).
     state.emit({ type: "exit", durationMs, killedByRunner: false, succeeded: false, ...body });
+    try {
+      deps.observer.runEnded(plan.policy.provider, body.reason, durationMs);
+    } catch (err) {
+      log().error({ err }, "run observer failed at the run's end");
+    }
   };
   try {
     lease = await admit(deps, state, plan);

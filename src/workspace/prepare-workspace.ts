@@ -115,11 +115,6 @@ export function memorySkeleton(prompt: string, now: Date): string {
   ].join("\n");
 }
 
-/** Refuse a path the runner writes into when it is a symlink (it could point outside the session). */
-async function refuseSymlink(p: string, what: string): Promise<void> {
-  if ((await lstat(p).catch(() => null))?.isSymbolicLink()) throw symlinkRefused(p, what);
-}
-
 function symlinkRefused(p: string, what: string): RunnerError {
   return new RunnerError(
     "WORKSPACE_SETUP_FAILED",
@@ -135,10 +130,22 @@ function memoryFileFailed(err: unknown): RunnerError {
   );
 }
 
-/** `projects/memory.md`, created once and never overwritten (the agent owns it afterwards). */
+/**
+ * `projects/memory.md`, created once and never overwritten (the agent owns it
+ * afterwards). A symlinked `projects/` (the session keeps its notes elsewhere)
+ * is never written through, as it may lead out of the session: with a
+ * `memory.md` there already the runner has nothing to write, so the run goes on.
+ */
 async function ensureMemoryFile(repoDir: string, text: string): Promise<void> {
   const projects = path.join(repoDir, "projects");
-  await refuseSymlink(projects, "projects");
+  if ((await lstat(projects).catch(() => null))?.isSymbolicLink()) {
+    // lstat: memory.md itself may be a link (or anything else the agent made); it is not opened.
+    if (await lstat(path.join(projects, "memory.md")).catch(() => null)) return;
+    throw new RunnerError(
+      "WORKSPACE_SETUP_FAILED",
+      `Failed to initialize workspace memory file: ${projects} is a symlink and has no memory.md; the runner does not create files through it. Create memory.md where it points, or replace the link with a directory.`,
+    );
+  }
   try {
     await mkdir(projects, { recursive: true });
     await writeFile(path.join(projects, "memory.md"), text, { flag: "wx" }).catch(
@@ -214,13 +221,12 @@ function sessionInPlace(
   knownAliases: readonly string[],
 ): boolean {
   try {
-    const projects = path.join(repoDir, "projects");
     return (
       isRealDir(repoDir) &&
       agentsFileInPlace(repoDir, agents, providerAlias, knownAliases) &&
       isGitRepo(repoDir) &&
-      isRealDir(projects) &&
-      exists(path.join(projects, "memory.md")) &&
+      // Through a symlinked projects/ too: with memory.md there, nothing is written (ensureMemoryFile).
+      exists(path.join(repoDir, "projects", "memory.md")) &&
       isRealDir(path.join(repoDir, "outputs"))
     );
   } catch {

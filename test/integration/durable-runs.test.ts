@@ -10,7 +10,8 @@ import {
   RunService,
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
-import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
+import { recoverInterruptedRuns } from "../../src/journal/recover-interrupted.js";
+import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { collect } from "../helpers/collect.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, type SseEvent, startSseRun } from "../helpers/sse-client.js";
@@ -294,6 +295,51 @@ describe("a run whose first write the store refused", () => {
     refuse.on = false;
     await until(() => store.getRun(runId)?.status === "finished", "the kept events to be written");
     expect(await listed()).toEqual([[runId, RunStatus.FINISHED]]);
+  });
+});
+
+describe("a run whose start the store refused", () => {
+  it("never starts its provider; after a crash, recovery says its start was not recorded and none ran", async () => {
+    const { s, openGate } = await gatedServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    const { store, refuse } = refusingWrites(s);
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    // The one slot is taken, so the second run waits: its row is written with its queued event.
+    const holder = collect(client.run({ sessionId: "holder", userPrompt: "#scenario=gate" }));
+    await providerPid(s, "holder");
+    const waiting = client
+      .run({ sessionId: "refused-start", userPrompt: "#scenario=slow" })
+      [Symbol.asyncIterator]();
+    const first = await waiting.next();
+    const runId = first.done ? "" : first.value.runId;
+    await until(() => (store.getRun(runId)?.lastSeq ?? 0) > 0, "the queued event to be stored");
+    // From now on the store takes nothing: the holder's next write (once its gate opens) ends
+    // it, which lets the waiting run start, and its start (meta) is refused too.
+    refuse.on = true;
+    await openGate();
+    const events: RunEvent[] = first.done ? [] : [first.value];
+    for (let n = await waiting.next(); !n.done; n = await waiting.next()) events.push(n.value);
+    await holder;
+    expect(events.map((e) => e.event.case)).toEqual(["queued", "meta", "exit"]);
+    expect(exitOf(events)?.message).toMatch(/run store could not be written/);
+    await until(() => s.app.pipeline.liveRuns === 0, "the runs to end");
+    // Prepared, but no provider started: the store never took the run's start.
+    const repo = path.join(s.workspacesRoot, "refused-start", "repo");
+    expect(existsSync(path.join(repo, "projects", "memory.md"))).toBe(true);
+    expect(existsSync(path.join(repo, ".fake-agent"))).toBe(false);
+    expect(store.getRun(runId)?.status).toBe("queued");
+    // The runner dies before the store takes the kept events; the next one recovers the run.
+    await s.app.close();
+    const after = new SqliteRunStore(path.join(s.home, "runner", "runs.sqlite3"));
+    try {
+      expect(recoverInterruptedRuns(after, Date.now()).has(runId)).toBe(true);
+      const rec = after.getRun(runId);
+      expect(rec).toMatchObject({ status: "finished", exitReason: "interrupted" });
+      expect(rec?.exitMessage).toMatch(
+        /before the store recorded this run's start.*; no provider process was started/,
+      );
+    } finally {
+      await after.close();
+    }
   });
 });
 

@@ -1,6 +1,7 @@
 import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
+import type { RunObserver, RunPipelineDeps } from "../../src/run/run-deps.js";
 import { postRun } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -49,5 +50,38 @@ describe("a run that fails after its exit event", () => {
     expect(metrics).toMatch(
       /^fermilink_runner_runs_ended_total\{provider="codex",reason="completed"\} 1$/m,
     );
+  });
+});
+
+describe("a run whose observer throws at its end", () => {
+  it("still streams and stores its exit event", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SPARE_WORKSPACES: "0" });
+    const app = server.app;
+    // The pipeline's observer is passed in (app.ts gives it the metrics): one that fails at the end.
+    const deps = (app.pipeline as unknown as { deps: RunPipelineDeps }).deps;
+    const ended: string[] = [];
+    const throwing: RunObserver = {
+      runStarted: () => {},
+      runEnded: (_provider, reason) => {
+        ended.push(reason);
+        throw new Error("metrics backend gone");
+      },
+      readBack: () => {},
+    };
+    deps.observer = throwing;
+    const run = await postRun(server.baseUrl, { user_prompt: "fine" });
+    expect(ended).toEqual(["completed"]);
+    const exits = run.events.filter((e) => e.event === "runner.exit");
+    expect(exits.map((e) => JSON.parse(e.data).reason)).toEqual(["completed"]);
+    const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
+    for (let i = 0; i < 100 && app.pipeline.isLive(runId); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(app.pipeline.isLive(runId)).toBe(false);
+    expect(app.pipeline.getRun(runId, { userId: null })).toMatchObject({
+      status: "finished",
+      exitReason: "completed",
+      succeeded: true,
+      lastSeq: run.events.length,
+    });
   });
 });

@@ -178,8 +178,9 @@ describe("recoverInterruptedRuns", () => {
       const [waiting] = exitsOf(store, "waiting");
       const [live] = exitsOf(store, "live");
       expect(waiting?.body).toMatchObject({ reason: "interrupted", killedByRunner: false });
+      // Queued in the store: waiting, or its start (meta) refused; both said, and why no provider ran.
       expect(waiting?.body.type === "exit" && waiting.body.message).toMatch(
-        /waiting to start; no provider process was started/,
+        /before the store recorded this run's start \(it was waiting, or the store refused the record\); no provider process was started/,
       );
       expect(live?.body).toMatchObject({ reason: "interrupted", killedByRunner: true });
       expect(live?.body.type === "exit" && live.body.message).toMatch(/provider process/);

@@ -201,6 +201,38 @@ describe("overlay (spec §5.4)", () => {
     expect(await exists(path.join(repoDir, "external_packages"))).toBe(false);
   });
 
+  it("selects from a package of hundreds of entries as from a small one: sorted, allow-list order, missing ones named once", async () => {
+    // The selection is linear in the entries (40k took seconds of CPU when it was quadratic);
+    // what it selects must not change with that.
+    const files: Record<string, string> = { ".hidden": "", "AGENTS.md": "" };
+    for (let i = 0; i < 600; i++) files[`e${String(i).padStart(4, "0")}`] = "";
+    const all = Object.keys(files).filter((n) => n.startsWith("e"));
+    const dirs = await install({ big: { files } });
+    const pkgDir = dirs.big as string;
+    const everything = await overlay("big", true);
+    expect(everything.linked_count).toBe(600);
+    const m = await manifest();
+    expect((m.linked_entries as { name: string }[]).map((e) => e.name)).toEqual(all.sort());
+
+    const listed = [...all.slice(0, 450)].reverse();
+    const missing = Array.from({ length: 200 }, (_, i) => `absent${i}`);
+    await install({
+      big: {
+        files,
+        meta: { overlay_entries: [...listed, ...missing, ...listed.slice(0, 10), "absent0"] },
+      },
+    });
+    const some = await overlay("big");
+    expect(some.requested_entries).toEqual([...listed, ...missing]);
+    expect(some.missing_requested_entries).toEqual(missing);
+    expect(some.linked_count).toBe(450);
+    const again = await manifest();
+    expect((again.linked_entries as { name: string }[]).map((e) => e.name)).toEqual(listed);
+    // The entries no longer listed were the overlay's own: removed.
+    expect(await exists(path.join(repoDir, "e0599"))).toBe(false);
+    expect(await readlink(path.join(repoDir, "e0000"))).toBe(path.join(pkgDir, "e0000"));
+  });
+
   it("reports collisions on a later run and never touches what is in the way", async () => {
     await install({
       p: { files: { skills: "pkg", docs: "pkg" }, meta: { dependency_package_ids: ["dep"] } },

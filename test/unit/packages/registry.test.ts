@@ -1,8 +1,13 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { normalizeRegistry, readRegistryFile } from "../../../src/packages/registry.js";
+import {
+  normalizeRegistry,
+  readRegistryFile,
+  resolveInstalledPath,
+} from "../../../src/packages/registry.js";
 import { checkRequested, resolveSessionPackage } from "../../../src/packages/resolve-package.js";
 import { writePackageRoot, writeRegistry } from "../../helpers/package-tree.js";
 
@@ -141,5 +146,21 @@ describe("which package a session gets (spec §5.3)", () => {
     await expect(checkRequested(await readRegistryFile(root), "meep")).rejects.toThrow(
       /registry is unusable/,
     );
+  });
+
+  it("expands ~ and ~user in installed_path as Python's expanduser does", async () => {
+    const at = (installed_path: string) => resolveInstalledPath({ id: "p", installed_path });
+    // root's home as the system's own account lookup (NSS) has it.
+    const rootHome = execFileSync("getent", ["passwd", "root"]).toString().trim().split(":")[5];
+    expect(rootHome).toMatch(/^\//);
+    expect(await at("~root")).toBe(rootHome);
+    expect(await at("~root/")).toBe(rootHome);
+    expect(await at("~root/..")).toBe(path.dirname(rootHome as string));
+    expect(await at("~")).toBe(homedir());
+    // A name with no account is left as it is: a path relative to the working directory.
+    await expect(at("~no-such-user-flr/pkg")).rejects.toMatchObject({
+      code: "PACKAGE_INVALID",
+      message: `Installed package path is invalid: ${path.resolve("~no-such-user-flr/pkg")}`,
+    });
   });
 });

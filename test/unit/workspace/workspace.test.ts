@@ -306,9 +306,31 @@ describe("prepareWorkspace", () => {
     await mkdir(outside);
     await rm(path.join(ws.repoDir, "projects"), { recursive: true });
     await symlink(outside, path.join(ws.repoDir, "projects"));
-    await expect(prep("s5")).rejects.toMatchObject({ code: "WORKSPACE_SETUP_FAILED" });
+    await expect(prep("s5")).rejects.toMatchObject({
+      code: "WORKSPACE_SETUP_FAILED",
+      message: expect.stringMatching(
+        /^Failed to initialize workspace memory file: .*projects is a symlink and has no memory\.md/,
+      ),
+    });
     expect(await readdir(outside)).toEqual([]);
     expect((await lstat(path.join(ws.repoDir, "projects"))).isSymbolicLink()).toBe(true);
+  });
+
+  it("runs a session whose symlinked projects directory has its memory.md, writing nothing through it", async () => {
+    const ws = await prep("linked-projects");
+    const notes = path.join(root, "notes");
+    await mkdir(notes);
+    await writeFile(path.join(notes, "memory.md"), "the agent's memory");
+    await rm(path.join(ws.repoDir, "projects"), { recursive: true });
+    await symlink(notes, path.join(ws.repoDir, "projects"));
+    // Twice: the first run repairs nothing else, the second finds the session in place.
+    for (let i = 0; i < 2; i++) {
+      const again = await prep("linked-projects", { prompt: "another request" });
+      expect(again.createdRepo).toBe(false);
+    }
+    expect(await readlink(path.join(ws.repoDir, "projects"))).toBe(notes);
+    expect(await readdir(notes)).toEqual(["memory.md"]);
+    expect(await readFile(path.join(notes, "memory.md"), "utf8")).toBe("the agent's memory");
   });
 
   it("leaves an outputs symlink as the session made it, creating nothing through it", async () => {
