@@ -71,7 +71,9 @@ export function validateRunRequest(input: RunRequestInput): ValidRunRequest {
     );
   }
   return {
-    sessionId: blankToNull(input.session_id),
+    // Only a missing or empty one gets a new session, as in FermiLink; a blank one is refused
+    // (resolveSessionDir) rather than silently made a new session on every run.
+    sessionId: input.session_id === "" ? null : (input.session_id ?? null),
     userId: blankToNull(input.user_id),
     prompt,
     packageId: blankToNull(input.package_id),

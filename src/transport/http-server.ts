@@ -37,6 +37,13 @@ const H2_IDLE_TIMEOUT_MS = 180_000;
 export function createDualProtocolServer(
   handler: (req: AnyRequest, res: AnyResponse) => void,
   limits: { sniffTimeoutMs?: number; headersTimeoutMs?: number; h2IdleTimeoutMs?: number } = {},
+  /**
+   * Whether a request that asks `Expect: 100-continue` is told to send its
+   * body; false for one the handler answers unread (a body declared over its
+   * limit). Node's default tells every one, and the client then uploads what
+   * is never read.
+   */
+  continuesBody: (req: AnyRequest) => boolean = () => true,
 ): DualProtocolServer {
   const sniffTimeoutMs = limits.sniffTimeoutMs ?? SNIFF_TIMEOUT_MS;
   const headersTimeoutMs = limits.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
@@ -67,6 +74,14 @@ export function createDualProtocolServer(
   // Long-lived streams are the point of this service: no per-request timeout.
   h1.requestTimeout = 0;
   const h2 = http2.createServer({}, handler);
+  // Without a 100 Continue the client sends no body (RFC 9110 §10.1.1); node closes the
+  // HTTP/1.1 connection after such a response, as the body may still come.
+  for (const server of [h1, h2] as const) {
+    server.on("checkContinue", (req: AnyRequest, res: AnyResponse) => {
+      if (continuesBody(req)) res.writeContinue();
+      server.emit("request", req, res);
+    });
+  }
   const sockets = new Set<net.Socket>();
   const isH2Socket = new WeakSet<net.Socket>();
   const sessions = new Set<http2.Http2Session>();

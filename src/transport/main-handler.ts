@@ -22,7 +22,7 @@ import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "./ht
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
 import { requestPath } from "./request-path.js";
-import { handleRunRoute } from "./sse/run-route.js";
+import { declaresRunBodyTooLarge, handleRunRoute } from "./sse/run-route.js";
 import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
 import { RAW_REQUEST_HEADERS } from "./token-guard.js";
 import { loadWebUi, serveWebUi } from "./web-ui.js";
@@ -44,6 +44,19 @@ function redirectTo(req: AnyRequest, res: AnyResponse, target: string): void {
   const location = typeof host === "string" && host !== "" ? `http://${host}${target}` : target;
   res.writeHead(307, { location, "content-length": 0 });
   res.end();
+}
+
+/**
+ * Whether a request that asks `Expect: 100-continue` may send its body:
+ * not to `POST /run` when its Content-Length is over the route's limit (the
+ * route answers 413 at once, unread). For createDualProtocolServer.
+ */
+export function continuesBody(req: AnyRequest): boolean {
+  return !(
+    req.method === "POST" &&
+    requestPath(req.url ?? "/") === "/run" &&
+    declaresRunBodyTooLarge(req)
+  );
 }
 
 export function createMainHandler(deps: {

@@ -16,3 +16,13 @@ export function requestPath(target: string): string {
   const path = end === -1 ? rest : rest.slice(0, end);
   return path === "" ? "/" : path;
 }
+
+/**
+ * A query parameter's value; a repeated one counts by its last value, as
+ * FastAPI reads a scalar one (Starlette's QueryParams keep the last). Every
+ * route reads its query through this: a gateway that appends the caller's
+ * `user_id` to the query then names the user, not the caller, on all of them.
+ */
+export function lastQueryValue(url: URL, name: string): string | undefined {
+  return url.searchParams.getAll(name).at(-1);
+}

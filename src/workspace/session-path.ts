@@ -16,10 +16,14 @@ export function generateSessionId(): string {
  * resolved path must lie strictly under the resolved root.
  */
 export function resolveSessionDir(workspacesRoot: string, sessionId: string): string {
+  const rule =
+    "use 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit";
   const refuse = () =>
     new RunnerError(
       "SESSION_ID_INVALID",
-      `session_id ${JSON.stringify(sessionId.slice(0, 140))} is not allowed: use 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit (or omit it to get a new one).`,
+      sessionId.trim() === ""
+        ? `session_id ${JSON.stringify(sessionId.slice(0, 140))} is blank: ${rule}, or omit it (or send it empty) to get a new session.`
+        : `session_id ${JSON.stringify(sessionId.slice(0, 140))} is not allowed: ${rule} (or omit it to get a new one).`,
     );
   if (!SESSION_ID.test(sessionId) || sessionId === "." || sessionId === "..") throw refuse();
   const root = path.resolve(workspacesRoot);

@@ -650,4 +650,40 @@ describe("ListRuns, GetRun and visibility", () => {
     );
     expect(overHttp.status).toBe(422);
   });
+
+  // FastAPI reads a scalar query parameter's last value, and /ops/admission does: a gateway that
+  // appends the authenticated user to the query must name the user on /runs… too, not whoever
+  // the caller put first.
+  it("takes a repeated query parameter by its last value on every /runs route, as /ops/admission does", async () => {
+    const s = await startTestServer();
+    server = s;
+    const client = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    );
+    const ann = await collect(client.run({ sessionId: "q1", userPrompt: "ann's", userId: "ann" }));
+    const annId = ann[0]?.runId ?? "";
+    await collect(client.run({ sessionId: "q2", userPrompt: "bob's", userId: "bob" }));
+    const status = (target: string, method = "GET") =>
+      fetch(`${s.baseUrl}${target}`, { method }).then(async (r) => {
+        await r.body?.cancel();
+        return r.status;
+      });
+    const listed = async (query: string) => {
+      const res = await fetch(`${s.baseUrl}/runs?${query}`);
+      return ((await res.json()) as { runs: { prompt_preview: string }[] }).runs.map(
+        (r) => r.prompt_preview,
+      );
+    };
+    expect(await listed("user_id=bob&user_id=ann")).toEqual(["ann's"]);
+    expect(await listed("user_id=ann&user_id=bob")).toEqual(["bob's"]);
+    expect(await listed("user_id=ann&session_id=q2&session_id=q1")).toEqual(["ann's"]);
+    expect(await listed("user_id=ann&page_size=x&page_size=1")).toEqual(["ann's"]);
+    expect(await status(`/runs/${annId}?user_id=ann&user_id=bob`)).toBe(404);
+    expect(await status(`/runs/${annId}?user_id=bob&user_id=ann`)).toBe(200);
+    expect(await status(`/runs/${annId}/events?user_id=ann&user_id=bob`)).toBe(404);
+    expect(await status(`/runs/${annId}/events?user_id=bob&user_id=ann&after=x&after=0`)).toBe(200);
+    expect(await status(`/runs/${annId}/cancel?user_id=ann&user_id=bob`, "POST")).toBe(404);
+    expect(await status(`/runs/${annId}/cancel?user_id=bob&user_id=ann`, "POST")).toBe(200);
+  });
 });

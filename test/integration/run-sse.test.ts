@@ -3,7 +3,11 @@ import { readdir, readFile } from "node:fs/promises";
 import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { collect } from "../helpers/collect.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { rawRequest } from "../helpers/raw-http.js";
 import { postRun } from "../helpers/sse-client.js";
@@ -246,6 +250,44 @@ describe("POST /run (FermiLink SSE face)", () => {
     ]);
   });
 
+  // FermiLink makes a new session only for a missing or empty session_id. A blank one made a new
+  // session on every run, so a client sending it never saw its earlier work.
+  it("refuses a blank session_id on both faces, saying what to send; an empty one gets a new session", async () => {
+    const s = await startTestServer();
+    server = s;
+    const connect = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    );
+    const grpc = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    for (const blank of ["   ", "\t", " \n "]) {
+      const message = `session_id ${JSON.stringify(blank)} is blank: use 1 to 128 characters from A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit, or omit it (or send it empty) to get a new session.`;
+      const res = await postRun(s.baseUrl, { user_prompt: "hi", session_id: blank });
+      expect({ status: res.status, body: JSON.parse(res.text) }).toEqual({
+        status: 422,
+        body: { detail: message, code: "SESSION_ID_INVALID" },
+      });
+      for (const client of [connect, grpc]) {
+        const err = await collect(client.run({ userPrompt: "hi", sessionId: blank })).then(
+          () => null,
+          (e: unknown) => ConnectError.from(e),
+        );
+        expect({ code: err?.code, message: err?.rawMessage }).toEqual({
+          code: Code.InvalidArgument,
+          message,
+        });
+      }
+    }
+    await s.app.spares.whenFilled();
+    expect((await readdir(s.workspacesRoot)).sort()).toEqual([
+      ".runner-git-template",
+      ".runner-spares",
+    ]);
+    const empty = await postRun(s.baseUrl, { user_prompt: "hi", session_id: "" });
+    expect(empty.status).toBe(200);
+    expect(JSON.parse(empty.events[0]?.data ?? "{}").session_id).toMatch(/^[0-9a-f]{32}$/);
+  });
+
   it("gives every 422 entry the input pydantic v2 gives, in the model's field order", async () => {
     server = await startTestServer();
     const post = (body: string, type = "application/json") =>
@@ -331,15 +373,50 @@ describe("POST /run (FermiLink SSE face)", () => {
           },
         ],
       ],
-      [
-        '{"user_prompt": "hi", "detach": "yes"}',
+      // detach is read as pydantic's lax bool: a string or whole number it cannot read is
+      // bool_parsing, any other type (a fraction too) bool_type.
+      ...(
+        [
+          ['"maybe"', "maybe", "bool_parsing"],
+          ['" true"', " true", "bool_parsing"],
+          ['""', "", "bool_parsing"],
+          ["2", 2, "bool_parsing"],
+          ["-1", -1, "bool_parsing"],
+          ["2.0", 2, "bool_parsing"],
+          ["0.5", 0.5, "bool_type"],
+          ["[true]", [true], "bool_type"],
+          ["{}", {}, "bool_type"],
+        ] as const
+      ).map(([json, input, type]): [string, string, unknown[]] => [
+        `{"user_prompt": "hi", "detach": ${json}}`,
         "application/json",
         [
           {
-            type: "bool_type",
+            type,
             loc: ["body", "detach"],
-            msg: "Input should be a valid boolean",
-            input: "yes",
+            msg:
+              type === "bool_type"
+                ? "Input should be a valid boolean"
+                : "Input should be a valid boolean, unable to interpret input",
+            input,
+          },
+        ],
+      ]),
+      [
+        '{"user_prompt": 5, "detach": "nope"}',
+        "application/json",
+        [
+          {
+            type: "string_type",
+            loc: ["body", "user_prompt"],
+            msg: "Input should be a valid string",
+            input: 5,
+          },
+          {
+            type: "bool_parsing",
+            loc: ["body", "detach"],
+            msg: "Input should be a valid boolean, unable to interpret input",
+            input: "nope",
           },
         ],
       ],
@@ -369,6 +446,34 @@ describe("POST /run (FermiLink SSE face)", () => {
       });
     }
     expect(server.app.pipeline.liveRuns).toBe(0);
+  });
+
+  it("reads detach as pydantic's lax bool: true/false, 0/1 and its words in any case", async () => {
+    const s = await startTestServer();
+    server = s;
+    const cases: [string, boolean][] = [
+      ["1", true],
+      ['"True"', true],
+      ['"yes"', true],
+      ['"ON"', true],
+      ['"t"', true],
+      ["1.0", true],
+      ["0", false],
+      ['"off"', false],
+      ['"N"', false],
+      ["false", false],
+    ];
+    for (const [json, detached] of cases) {
+      const res = await postRun(s.baseUrl, null, {
+        rawBody: `{"user_prompt": "hi", "session_id": "lax", "detach": ${json}}`,
+      });
+      expect({ json, status: res.status }).toEqual({ json, status: 200 });
+      const runId = JSON.parse(res.events[0]?.data ?? "{}").run_id;
+      const run = (await (await fetch(`${s.baseUrl}/runs/${runId}`)).json()) as {
+        detached: boolean;
+      };
+      expect({ json, detached: run.detached }).toEqual({ json, detached });
+    }
   });
 
   it("answers malformed JSON as FastAPI does: json_invalid at Python's position with Python's reason", async () => {
@@ -544,6 +649,104 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(res.headers.get("connection")).toBe("close");
     expect(JSON.parse(res.text).detail).toBe("Request body too large.");
     expect((await postRun(server.baseUrl, { user_prompt: "after" })).status).toBe(200);
+  });
+
+  it("answers Expect: 100-continue with a Content-Length over 1 MiB 413 at once, never inviting the body", async () => {
+    const s = await startTestServer();
+    server = s;
+    // Headers only: a client that asked to be told waits, and no body byte is ever sent.
+    const got = await new Promise<{ text: string; closed: boolean }>((resolve) => {
+      const chunks: Buffer[] = [];
+      const socket = net.connect(s.app.port, "127.0.0.1", () => {
+        socket.write(
+          "POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+            `Content-Length: ${2 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`,
+        );
+      });
+      const wait = setTimeout(() => {
+        socket.destroy();
+        resolve({ text: Buffer.concat(chunks).toString("latin1"), closed: false });
+      }, 3000);
+      socket.on("data", (d: Buffer) => chunks.push(d));
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        clearTimeout(wait);
+        resolve({ text: Buffer.concat(chunks).toString("latin1"), closed: true });
+      });
+    });
+    expect(got.text.split("\r\n", 1)[0]).toBe("HTTP/1.1 413 Payload Too Large");
+    expect(got.text).not.toContain("100 Continue");
+    expect(got.text.slice(got.text.indexOf("\r\n\r\n") + 4)).toBe(
+      '{"detail":"Request body too large."}',
+    );
+    // The body may still come after a refusal without 100 Continue: the connection ends.
+    expect(got.closed).toBe(true);
+  });
+
+  it("still answers 100 Continue to a body within the limit, reads it, and runs", async () => {
+    const s = await startTestServer();
+    server = s;
+    const body = JSON.stringify({ user_prompt: "hi", session_id: "expect-continue" });
+    const text = await new Promise<string>((resolve, reject) => {
+      let seen = "";
+      let sent = false;
+      const socket = net.connect(s.app.port, "127.0.0.1", () => {
+        socket.write(
+          "POST /run HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+            `Content-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`,
+        );
+      });
+      socket.on("data", (d: Buffer) => {
+        seen += d.toString("latin1");
+        // Nothing is sent before the server said to.
+        if (!sent && seen.startsWith("HTTP/1.1 100 Continue\r\n\r\n")) {
+          sent = true;
+          socket.write(body);
+        }
+      });
+      socket.on("error", reject);
+      socket.on("close", () => resolve(seen));
+    });
+    const final = text.slice("HTTP/1.1 100 Continue\r\n\r\n".length);
+    expect(text.startsWith("HTTP/1.1 100 Continue\r\n\r\n")).toBe(true);
+    expect(final.split("\r\n", 1)[0]).toBe("HTTP/1.1 200 OK");
+    expect(final).toContain("event: runner.exit");
+    expect(final).toContain('"session_id": "expect-continue"');
+  });
+
+  it("refuses an HTTP/2 request that expects 100-continue with a Content-Length over 1 MiB without a 100", async () => {
+    const s = await startTestServer();
+    server = s;
+    const session = http2.connect(s.baseUrl);
+    session.on("error", () => {});
+    try {
+      const got = await new Promise<{ status: number | undefined; continued: boolean }>(
+        (resolve) => {
+          let continued = false;
+          const stream = session.request({
+            ":method": "POST",
+            ":path": "/run",
+            "content-type": "application/json",
+            "content-length": String(2 * 1024 * 1024),
+            expect: "100-continue",
+          });
+          // A server that invited the body waits for it: no answer then.
+          const wait = setTimeout(() => resolve({ status: undefined, continued }), 3000);
+          stream.on("error", () => {});
+          stream.on("continue", () => {
+            continued = true;
+          });
+          stream.on("response", (h) => {
+            clearTimeout(wait);
+            resolve({ status: h[":status"], continued });
+            stream.close();
+          });
+        },
+      );
+      expect(got).toEqual({ status: 413, continued: false });
+    } finally {
+      session.close();
+    }
   });
 
   it("answers a body over 1 MiB on HTTP/2 with 413, then resets the stream (NO_ERROR) so the upload ends", async () => {

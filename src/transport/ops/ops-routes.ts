@@ -8,6 +8,7 @@ import {
   sendJson,
   sendJsonText,
 } from "../http-types.js";
+import { lastQueryValue } from "../request-path.js";
 import { checkMetricsToken, presentedToken } from "../token-guard.js";
 import {
   admissionSnapshot,
@@ -71,13 +72,4 @@ export function handleOpsRoute(
       res.end(text);
     }
   }
-}
-
-/**
- * A repeated query parameter counts by its last value, as FastAPI reads a
- * scalar one (Starlette's QueryParams keep the last): a gateway that appends
- * the caller's `user_id` to the query then names the user, not the caller.
- */
-function lastQueryValue(url: URL, name: string): string | undefined {
-  return url.searchParams.getAll(name).at(-1);
 }

@@ -109,19 +109,47 @@ export function parseRunBody(raw: Buffer, contentType?: string): RunRequestInput
   }
   const detach = obj.detach;
   if (detach !== undefined && detach !== null) {
-    if (typeof detach === "boolean") out.detach = detach;
-    else
-      details.push({
-        type: "bool_type",
-        loc: ["body", "detach"],
-        msg: "Input should be a valid boolean",
-        input: detach,
-      });
+    const read = laxBool(detach);
+    if (typeof read === "boolean") out.detach = read;
+    else details.push({ ...read, loc: ["body", "detach"], input: detach });
   }
   // Alone, an empty prompt is left to validateRunRequest, which answers it with its own code
   // (PROMPT_EMPTY) on both faces; pydantic lists it with any other error.
   if (details.length > (emptyPrompt ? 1 : 0)) throw invalid(details);
   return out;
+}
+
+/** pydantic's lax-mode strings for a bool (compared ASCII case-insensitively, never trimmed). */
+const FALSE_STRINGS = new Set(["0", "f", "n", "no", "off", "false"]);
+const TRUE_STRINGS = new Set(["1", "t", "y", "on", "yes", "true"]);
+
+/**
+ * A JSON value as pydantic's lax `bool` reads it (FermiLink's other fields are
+ * validated lax too): a bool; 0 or 1 (0.0, 1.0); one of its strings. Another
+ * string or whole number is `bool_parsing`; anything else (a fraction, a whole
+ * number outside i64, an object) `bool_type`.
+ */
+function laxBool(v: unknown): boolean | Pick<ValidationDetail, "type" | "msg"> {
+  const parsing = {
+    type: "bool_parsing",
+    msg: "Input should be a valid boolean, unable to interpret input",
+  };
+  if (typeof v === "boolean") return v;
+  if (typeof v === "string") {
+    // ASCII letters only, as pydantic's eq_ignore_ascii_case.
+    const lower = v.replace(/[A-Z]/g, (c) => c.toLowerCase());
+    if (FALSE_STRINGS.has(lower)) return false;
+    if (TRUE_STRINGS.has(lower)) return true;
+    return parsing;
+  }
+  // A Python int or float that is a whole number within i64 (pydantic's float_as_int); JSON.parse
+  // keeps no difference between 1 and 1.0, and pydantic reads both alike.
+  if (typeof v === "number" && Number.isInteger(v) && Math.abs(v) < 2 ** 63) {
+    if (v === 0) return false;
+    if (v === 1) return true;
+    return parsing;
+  }
+  return { type: "bool_type", msg: "Input should be a valid boolean" };
 }
 
 /**

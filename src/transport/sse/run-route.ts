@@ -19,6 +19,18 @@ import { streamSse, writeSseHead } from "./sse-stream.js";
 const MAX_BODY_BYTES = 1024 * 1024;
 
 /**
+ * True when the request's Content-Length already says its body is over the
+ * limit: it is answered 413 unread, so one that asks `Expect: 100-continue`
+ * must not be told to send it (http-server.ts).
+ */
+export function declaresRunBodyTooLarge(req: AnyRequest): boolean {
+  const declared = req.headers["content-length"];
+  return (
+    typeof declared === "string" && /^\d+$/.test(declared) && Number(declared) > MAX_BODY_BYTES
+  );
+}
+
+/**
  * FermiLink's `POST /run` (spec §1.1, §2): errors before the first event are
  * HTTP statuses with `{"detail": ...}`; then a `text/event-stream` of `meta`,
  * `agent`, `log` and a final `runner.exit`, each frame with `id: <seq>`. A
@@ -37,12 +49,16 @@ export async function handleRunRoute(
   const arrivedAt = Date.now();
   const caller = new AbortController();
   onClientGone(req, res, () => caller.abort());
-  let body: Buffer | null;
-  try {
-    body = await readBody(req, MAX_BODY_BYTES);
-  } catch {
-    // The client went away mid-upload: nobody to answer, and nothing went wrong here.
-    return;
+  let body: Buffer | null = null;
+  // A body declared too large is refused before a byte of it is read (or, with
+  // `Expect: 100-continue`, sent); a chunked one only once it passed the limit.
+  if (!declaresRunBodyTooLarge(req)) {
+    try {
+      body = await readBody(req, MAX_BODY_BYTES);
+    } catch {
+      // The client went away mid-upload: nobody to answer, and nothing went wrong here.
+      return;
+    }
   }
   if (body === null) {
     stopReadingBody(req, res);

@@ -13,6 +13,7 @@ import {
   onClientGone,
   sendJson,
 } from "../http-types.js";
+import { lastQueryValue } from "../request-path.js";
 import { agentPolicyJson } from "./sse-encoder.js";
 import { streamSse, writeSseHead } from "./sse-stream.js";
 
@@ -46,7 +47,7 @@ export function runRecordJson(r: RunRecord): Record<string, unknown> {
 function viewerOf(req: AnyRequest, url: URL): Viewer {
   // A blank `?user_id=` says nothing: the header is asked next.
   const userId =
-    nonBlank(url.searchParams.get("user_id")) ?? nonBlank(firstHeader(req, USER_ID_HEADER) ?? null);
+    nonBlank(lastQueryValue(url, "user_id")) ?? nonBlank(firstHeader(req, USER_ID_HEADER));
   return { userId };
 }
 
@@ -64,8 +65,8 @@ function optionalNonNegativeInt(raw: string | null | undefined, what: string): n
 }
 
 /** A query value or header; null when absent or blank (blank says nothing). */
-function nonBlank(raw: string | null): string | null {
-  return raw === null || raw.trim() === "" ? null : raw;
+function nonBlank(raw: string | undefined): string | null {
+  return raw === undefined || raw.trim() === "" ? null : raw;
 }
 
 /** Where a viewer resumes: `Last-Event-ID` (what EventSource sends on reconnect) beats `?after=`. */
@@ -73,7 +74,7 @@ function resumePoint(req: AnyRequest, url: URL): { after: number; from: string }
   const last = optionalNonNegativeInt(firstHeader(req, "last-event-id"), "Last-Event-ID");
   if (last !== null) return { after: last, from: "Last-Event-ID" };
   return {
-    after: optionalNonNegativeInt(url.searchParams.get("after"), "after") ?? 0,
+    after: optionalNonNegativeInt(lastQueryValue(url, "after"), "after") ?? 0,
     from: "after",
   };
 }
@@ -119,9 +120,9 @@ export async function handleRunsRoute(
       case "list": {
         const page = listRunsPage(deps.pipeline, {
           userId: viewer.userId,
-          sessionId: nonBlank(url.searchParams.get("session_id")),
-          pageSize: optionalNonNegativeInt(url.searchParams.get("page_size"), "page_size") ?? 0,
-          pageToken: url.searchParams.get("page_token") ?? "",
+          sessionId: nonBlank(lastQueryValue(url, "session_id")),
+          pageSize: optionalNonNegativeInt(lastQueryValue(url, "page_size"), "page_size") ?? 0,
+          pageToken: lastQueryValue(url, "page_token") ?? "",
         });
         sendJson(res, 200, {
           runs: page.runs.map(runRecordJson),
