@@ -1,7 +1,7 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { doctor, formatChecks } from "./doctor.js";
-import { RUN_EXIT, runCommand } from "./run-command.js";
+import { DEFAULT_CONNECT_TIMEOUT_MS, RUN_EXIT, runCommand } from "./run-command.js";
 import { serve } from "./serve.js";
 
 const DEFAULT_URL = "http://127.0.0.1:8000";
@@ -30,11 +30,14 @@ Options:
   --detach          keep the run going when this command stops (Ctrl-C)
   --json            print every event as one JSON line (the proto's JSON form)
   --url URL         the server (default $FERMILINK_RUNNER_URL or ${DEFAULT_URL})
+  --connect-timeout S
+                    seconds to wait for the server to answer (default ${DEFAULT_CONNECT_TIMEOUT_MS / 1000}): connecting
+                    and the run's start; the stream after that may stay quiet for longer
   -h, --help        this text
 
 Exit code: ${RUN_EXIT.succeeded} the run succeeded, ${RUN_EXIT.failed} it failed, ${RUN_EXIT.usage} bad usage,
-${RUN_EXIT.unreachable} the server cannot be reached or refuses the request (its code and message
-are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach).
+${RUN_EXIT.unreachable} the server cannot be reached, does not answer in time or refuses the request
+(its code and message are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach).
 `;
 
 const SERVE_USAGE = `Usage: fermilink-runner serve
@@ -142,6 +145,7 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
       sandbox: { type: "string" },
       provider: { type: "string" },
       url: { type: "string" },
+      "connect-timeout": { type: "string" },
       detach: { type: "boolean" },
       json: { type: "boolean" },
       ...HELP_OPTION,
@@ -164,6 +168,15 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
     const source = v.url !== undefined ? "--url " : "FERMILINK_RUNNER_URL=";
     return usageError(`${source}${JSON.stringify(url)} is not an http(s) URL`, RUN_USAGE);
   }
+  const timeout = v["connect-timeout"];
+  const timeoutS = timeout === undefined ? DEFAULT_CONNECT_TIMEOUT_MS / 1000 : Number(timeout);
+  // setTimeout takes up to 2^31-1 ms; a longer wait would fire at once.
+  if (timeout?.trim() === "" || !(timeoutS > 0 && timeoutS * 1000 <= 2 ** 31 - 1)) {
+    return usageError(
+      `--connect-timeout ${JSON.stringify(timeout)} is not a positive number of seconds`,
+      RUN_USAGE,
+    );
+  }
   return runCommand({
     prompt,
     url,
@@ -174,6 +187,7 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
     provider: v.provider ?? "",
     detach: v.detach ?? false,
     json: v.json ?? false,
+    connectTimeoutMs: timeoutS * 1000,
   });
 }
 

@@ -14,7 +14,16 @@ export interface RunCommandOptions {
   provider: string;
   detach: boolean;
   json: boolean;
+  /**
+   * How long to wait for the server to answer: connect, then the response
+   * headers (sent with the run's first event). Not a limit on the stream, which
+   * may stay quiet for minutes while a provider thinks.
+   */
+  connectTimeoutMs: number;
 }
+
+/** The default of `--connect-timeout`. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 
 /** Exit codes of `fermilink-runner run` (also in the usage text and the README). */
 export const RUN_EXIT = {
@@ -47,6 +56,13 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   );
   const abort = new AbortController();
   let stoppedBy: "sigint" | "epipe" | null = null;
+  // A server that takes the connection but never answers (a hung process, a proxy with
+  // nothing behind it) would otherwise leave this command waiting forever.
+  let unanswered = false;
+  const answerTimer = setTimeout(() => {
+    unanswered = true;
+    abort.abort();
+  }, opts.connectTimeoutMs);
   const onSigint = () => {
     stoppedBy = "sigint";
     abort.abort();
@@ -84,7 +100,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
         provider: opts.provider,
         detach: opts.detach,
       },
-      { signal: abort.signal },
+      { signal: abort.signal, onHeader: () => clearTimeout(answerTimer) },
     )) {
       last = event;
       if (opts.json) {
@@ -105,10 +121,18 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     stopSpinner();
     out.write(renderer.end());
     if (stoppedBy !== null) return stopped(stoppedBy, last, opts.detach);
+    if (unanswered) {
+      const seconds = opts.connectTimeoutMs / 1000;
+      process.stderr.write(
+        `fermilink-runner: no answer from the server within ${seconds} s (${opts.url}); see --connect-timeout\n`,
+      );
+      return RUN_EXIT.unreachable;
+    }
     const ce = ConnectError.from(err);
     process.stderr.write(`fermilink-runner: ${Code[ce.code]}: ${ce.rawMessage} (${opts.url})\n`);
     return RUN_EXIT.unreachable;
   } finally {
+    clearTimeout(answerTimer);
     stopSpinner();
     process.off("SIGINT", onSigint);
   }

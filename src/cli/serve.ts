@@ -51,11 +51,13 @@ export async function serve(): Promise<void> {
     stopping = true;
     clearInterval(watch);
     app.logger.info({ signal }, "shutting down");
+    // process.exit drops what stdout still holds for a reader that lags: the log goes first.
+    const exit = (code: number) => app.logger.flush(() => process.exit(code));
     app.close().then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         app.logger.error({ err }, "shutdown failed");
-        process.exit(2);
+        exit(2);
       },
     );
   };

@@ -33,6 +33,14 @@ const TIMER_MAX_SECONDS = 2_147_483;
 const FLAG_TRUE = new Set(["1", "true", "yes", "on"]);
 const FLAG_FALSE = new Set(["0", "false", "no", "off"]);
 
+/**
+ * Providers whose CLI gets its base URL in argv (codex: `--config
+ * model_providers…base_url=…`, src/providers/codex/command.ts). The others
+ * get it only in their environment (ANTHROPIC_BASE_URL, GOOGLE_GEMINI_BASE_URL,
+ * opencode's OPENCODE_CONFIG_CONTENT), which only the runner's own user can read.
+ */
+const BASE_URL_IN_ARGV: ReadonlySet<ProviderId> = new Set(["codex"]);
+
 /** Addresses that listen on every interface: a port there is taken on all of them. */
 const WILDCARD_HOSTS = new Set(["0.0.0.0", "::"]);
 
@@ -41,12 +49,24 @@ class EnvReader {
   readonly problems: string[] = [];
   constructor(private readonly env: Env) {}
 
-  /** An http(s) URL (a model endpoint), without a trailing slash; null when unset. */
-  httpUrl(name: string): string | null {
+  /**
+   * An http(s) URL (a model endpoint), without a trailing slash; null when
+   * unset. `argvOf`: the CLI that gets this URL in its argv, which any user of
+   * the host can read (`ps`), so a password or token in it is refused.
+   */
+  httpUrl(name: string, opts: { argvOf?: string } = {}): string | null {
     const raw = this.str(name);
     if (raw === null) return null;
     try {
       const u = new URL(raw);
+      if (opts.argvOf !== undefined && (u.username !== "" || u.password !== "")) {
+        // Masked: the message goes to stderr and the service's log.
+        const shown = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\\]*@/i, "$1***@");
+        this.problems.push(
+          `${name}=${JSON.stringify(shown)} has credentials (user:password@): ${opts.argvOf} gets this URL on its command line, which any user of the host can read (ps). Give the key in ${name.replace(/_BASE_URL$/, "_API_KEY")} instead.`,
+        );
+        return null;
+      }
       if (u.protocol === "http:" || u.protocol === "https:") return raw.replace(/\/+$/, "");
     } catch {
       // reported below
@@ -391,7 +411,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       PROVIDER_IDS.map((id) => [
         id,
         {
-          baseUrl: r.httpUrl(`FERMILINK_${id.toUpperCase()}_BASE_URL`),
+          baseUrl: r.httpUrl(`FERMILINK_${id.toUpperCase()}_BASE_URL`, {
+            argvOf: BASE_URL_IN_ARGV.has(id) ? id : undefined,
+          }),
           apiKey: r.str(`FERMILINK_${id.toUpperCase()}_API_KEY`),
         },
       ]),

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readdirSync, readFileSync, symlinkSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -159,17 +160,78 @@ describe("fermilink-runner run", () => {
     expect(down.err).toMatch(/Unavailable: .*ECONNREFUSED.*\(http:\/\/127\.0\.0\.1:9\)/);
   });
 
+  it("gives up on a server that takes the connection but never answers, and exits 3", async () => {
+    // Accepts, reads the request, never writes: a hung server or a proxy with nothing behind it.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.resume();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const startedAt = Date.now();
+      const c = spawnCli([
+        "run",
+        "x",
+        "--connect-timeout",
+        "0.5",
+        "--url",
+        `http://127.0.0.1:${port}`,
+      ]);
+      const code = await Promise.race([
+        c.exited,
+        new Promise<string>((r) => setTimeout(() => r("still waiting after 10 s"), 10_000)),
+      ]);
+      expect(code).toBe(3);
+      expect(Date.now() - startedAt).toBeGreaterThanOrEqual(500);
+      expect(sockets.size).toBe(1); // it did connect: the wait was for the answer
+      expect(c.err()).toBe(
+        `fermilink-runner: no answer from the server within 0.5 s (http://127.0.0.1:${port}); see --connect-timeout\n`,
+      );
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      silent.close();
+    }
+  });
+
+  it("bounds only the wait for the answer: a stream quiet for longer than --connect-timeout goes on", async () => {
+    server = await startTestServer();
+    // The provider says nothing for 1 s after its first line.
+    const r = await cli([
+      "run",
+      "#scenario=sleep-1s",
+      "--connect-timeout",
+      "0.3",
+      "--url",
+      server.baseUrl,
+    ]);
+    expect(r.err).toBe("");
+    expect(r.out).toContain("#scenario=sleep-1s"); // the echoed prompt, after the quiet second
+    // The scenario has no final result, so the run's own verdict is a failure: 1, not 3.
+    expect(r.out).toMatch(/^✗ completed, return code 0, /m);
+    expect(r.code).toBe(1);
+  });
+
   it("exits 2 on bad usage, naming the problem", async () => {
     const results = await Promise.all(
-      [["run", "x", "--bogus"], ["run"], ["run", "x", "--url", "ftp://h"], ["frobnicate"], []].map(
-        (args) => cli(args),
-      ),
+      [
+        ["run", "x", "--bogus"],
+        ["run"],
+        ["run", "x", "--url", "ftp://h"],
+        ["run", "x", "--connect-timeout", "0"],
+        ["run", "x", "--connect-timeout", "soon"],
+        ["frobnicate"],
+        [],
+      ].map((args) => cli(args)),
     );
-    expect(results.map((r) => r.code)).toEqual([2, 2, 2, 2, 2]);
+    expect(results.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2]);
     expect(results.map((r) => r.err.split("\n")[0])).toEqual([
       expect.stringMatching(/^fermilink-runner: Unknown option '--bogus'/),
       "fermilink-runner: run needs a prompt",
       'fermilink-runner: --url "ftp://h" is not an http(s) URL',
+      'fermilink-runner: --connect-timeout "0" is not a positive number of seconds',
+      'fermilink-runner: --connect-timeout "soon" is not a positive number of seconds',
       'fermilink-runner: unknown command "frobnicate"',
       "fermilink-runner: no command given",
     ]);

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { isAlive, killQuietly, readPidFile, waitUntilGone } from "../helpers/process-census.js";
-import { lastData, parseSse, startSseRun } from "../helpers/sse-client.js";
+import { lastData, parseSse, postRun, startSseRun } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -172,6 +172,98 @@ describe("the server process (src/main.ts)", () => {
     await waitUntilGone([inv.pid, grandchild], 5000);
     expect(isAlive(inv.pid)).toBe(false);
     expect(isAlive(grandchild)).toBe(false);
+  });
+
+  it("on SIGTERM writes its whole log before it exits, to a reader that lags", async () => {
+    // stdout is a pipe to a collector reading 4 KB every 10 ms (≈ 400 KB/s at most).
+    const got = path.join(home, "stdout");
+    const reader = spawn(
+      process.execPath,
+      [path.join(ROOT, "test/fixtures/slow-reader.mjs"), "0", "4096", "10", got],
+      { stdio: ["pipe", "ignore", "inherit"] },
+    );
+    const readerDone = new Promise((r) => reader.once("close", r));
+    const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: home,
+        FERMILINK_HOME: home,
+        FERMILINK_CODEX_BIN: FAKE_AGENT,
+        FERMILINK_RUNNER_PORT: "0",
+        FERMILINK_RUNNER_METRICS_PORT: "0",
+        FERMILINK_RUNNER_LOG_LEVEL: "debug",
+      },
+      stdio: ["ignore", reader.stdin ?? "ignore", "inherit"],
+    });
+    child = proc;
+    // The server holds the pipe now: the reader sees its end when the server exits.
+    reader.stdin?.destroy();
+    const exited = new Promise<number | null>((r) => proc.once("exit", r));
+    let port = 0;
+    for (let i = 0; i < 200 && port === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const match = /"port":(\d+)/.exec(await readFile(got, "utf8").catch(() => ""));
+      port = match ? Number(match[1]) : 0;
+    }
+    expect(port).toBeGreaterThan(0);
+    // Each malformed request is a debug line of 8 KB or more (its URL): over 240 KB in a burst,
+    // far more than the pipe holds, much of it still unread when the server is told to stop.
+    const target = `//[${"a".repeat(8000)}`;
+    for (let i = 0; i < 30; i++) {
+      const status = await new Promise<string>((resolve) => {
+        const socket = net.connect(port, "127.0.0.1", () =>
+          socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+        );
+        let answer = "";
+        socket.on("data", (d: Buffer) => {
+          answer += d.toString("latin1");
+        });
+        socket.on("error", () => resolve("closed"));
+        socket.on("close", () => resolve(answer.split("\r\n")[0] ?? ""));
+      });
+      expect(status).toBe("HTTP/1.1 400 Bad Request");
+    }
+    proc.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    await readerDone;
+    const lines = (await readFile(got, "utf8")).trimEnd().split("\n");
+    expect(lines.filter((l) => l.includes('"msg":"malformed request"'))).toHaveLength(30);
+    expect(JSON.parse(lines.at(-1) ?? "{}")).toMatchObject({ msg: "runner stopped" });
+  });
+
+  it("goes on serving when its stdout's reader goes away (EPIPE), and drains on SIGTERM", async () => {
+    const m = startMain({
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_LOG_LEVEL: "debug",
+    });
+    const port = await portOf(m);
+    // The log collector dies: every later write to stdout fails with EPIPE.
+    m.proc.stdout?.destroy();
+    // Each malformed request logs a line (debug), and each run several.
+    for (let i = 0; i < 5; i++) {
+      const status = await new Promise<string>((resolve) => {
+        const socket = net.connect(port, "127.0.0.1", () =>
+          socket.write(`GET //[x${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+        );
+        let answer = "";
+        socket.on("data", (d: Buffer) => {
+          answer += d.toString("latin1");
+        });
+        socket.on("error", () => resolve("closed"));
+        socket.on("close", () => resolve(answer.split("\r\n")[0] ?? ""));
+      });
+      expect(status).toBe("HTTP/1.1 400 Bad Request");
+    }
+    const run = await postRun(`http://127.0.0.1:${port}`, { user_prompt: "after the log" });
+    expect(run.status).toBe(200);
+    expect(run.events.at(-1)?.event).toBe("runner.exit");
+    expect(m.proc.exitCode).toBeNull();
+    m.proc.kill("SIGTERM");
+    expect(await m.exited).toBe(0);
+    expect(m.output().err).not.toMatch(/EPIPE|Unhandled/);
   });
 
   it("started by package.json's start script as npm runs it, a SIGTERM that npm passes on drains the server", async () => {

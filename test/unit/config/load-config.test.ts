@@ -153,6 +153,34 @@ describe("loadConfig", () => {
     expect(c.providerBins.codex).toBeNull();
     expect(c.scipkgRoot).toBe("/pk");
   });
+
+  it("refuses credentials in codex's base URL (its argv, readable by any user), never echoing them", () => {
+    for (const url of ["https://user:s3cret@llm.example/v1", "http://s3cret@llm.example:8080/v1"]) {
+      let err: unknown;
+      try {
+        loadConfig({ FERMILINK_CODEX_BASE_URL: url });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ConfigError);
+      const { problems, message } = err as ConfigError;
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(
+        /^FERMILINK_CODEX_BASE_URL="https?:\/\/\*\*\*@llm\.example(:8080)?\/v1" has credentials .*command line.*FERMILINK_CODEX_API_KEY/,
+      );
+      expect(message).not.toContain("s3cret");
+    }
+    // The others get their URL only in their environment (readable by the runner's user alone).
+    const c = loadConfig({
+      FERMILINK_CLAUDE_BASE_URL: "https://u:p@claude.example",
+      FERMILINK_GEMINI_BASE_URL: "https://u:p@gemini.example",
+      FERMILINK_OPENCODE_BASE_URL: "https://u:p@opencode.example/v1",
+      FERMILINK_CODEX_BASE_URL: "https://llm.example/v1/",
+    });
+    expect(c.providerEndpoints.claude.baseUrl).toBe("https://u:p@claude.example");
+    expect(c.providerEndpoints.opencode.baseUrl).toBe("https://u:p@opencode.example/v1");
+    expect(c.providerEndpoints.codex.baseUrl).toBe("https://llm.example/v1");
+  });
 });
 
 describe("paths the runner writes under", () => {
