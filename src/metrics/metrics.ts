@@ -92,6 +92,9 @@ export class RunnerMetrics implements StreamObserver {
       labelNames: ["scope"],
       registers,
     });
+    // Both series exist from the start at 0: a series that first appears at 1 shows no increase
+    // to rate() or increase(), so the first refusals after a restart would never alert.
+    for (const scope of ["user", "global"]) this.admissionRejections.inc({ scope }, 0);
     this.queueWait = new Histogram({
       name: "fermilink_runner_queue_wait_seconds",
       help: "Time from request to admission.",

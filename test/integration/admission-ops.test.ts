@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -8,6 +8,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterEach, describe, expect, it } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { type RunEvent, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { Prng } from "../helpers/prng.js";
 import { rawRequest } from "../helpers/raw-http.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -349,6 +350,9 @@ describe("ops endpoints and metrics", () => {
       /^fermilink_runner_runs_ended_total\{provider="codex",reason="completed"\} 1$/m,
     );
     expect(metrics).toMatch(/^runner_active_runs 0$/m);
+    // Both scopes are there before the first refusal, so rate() sees that one too.
+    expect(metrics).toMatch(/^fermilink_runner_admission_rejections_total\{scope="user"\} 0$/m);
+    expect(metrics).toMatch(/^fermilink_runner_admission_rejections_total\{scope="global"\} 0$/m);
     expect(metrics).toMatch(
       /^fermilink_runner_events_streamed_total\{face="sse",type="meta"\} 1$/m,
     );
@@ -382,4 +386,161 @@ describe("ops endpoints and metrics", () => {
       expect(remarks.filter((l) => !l.startsWith("nodejs_active_"))).toEqual([]);
     }
   });
+});
+
+describe("admission under random departures", () => {
+  /**
+   * Callers over SSE, Connect (HTTP/1.1) and gRPC (HTTP/2) leave at random
+   * points (before the answer, while queued for a slot or for their session,
+   * while the workspace is prepared or fails, while running) or read to the
+   * end, under tight limits. Whatever the mix, every slot and queue place
+   * comes back: the ops routes and the metrics gauges read zero for every
+   * key, the rejection counter has every refusal a caller saw (once), and
+   * each key can run again at once.
+   */
+  it("gives back every slot and queue place, as /ops and /metrics report", async () => {
+    const seed = Number(process.env.ADMISSION_CHAOS_SEED || 20_250_117);
+    const rng = new Prng(seed);
+    server = await startTestServer({
+      FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "3",
+      FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS: "2",
+      FERMILINK_RUNNER_MAX_QUEUE_SIZE: "4",
+      FERMILINK_RUNNER_MAX_PENDING_PER_USER: "2",
+    });
+    const s = server;
+    // A session whose workspace cannot be prepared: the run fails after it took its slot.
+    await mkdir(path.join(s.workspacesRoot, "broken"), { recursive: true });
+    await writeFile(path.join(s.workspacesRoot, "broken", "repo"), "not a directory");
+    const users = ["Alice", " alice", "ALICE\t", "bob", "Bob ", "carol", null, "", "  "];
+    const sharedSessions = ["shared-1", "shared-2", "broken"];
+    const connect = createClient(
+      RunService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    );
+    const grpc = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.next() * xs.length)] as T;
+    let refusals = 0;
+    let leftUnanswered = 0;
+    let leftQueued = 0;
+    const problems: string[] = [];
+    const sessionsUsed = new Set<string>();
+    const callers = Array.from({ length: 36 }, async (_, i) => {
+      const face = pick(["sse", "connect", "grpc"] as const);
+      const user = pick(users);
+      const sessionId = rng.next() < 0.4 ? pick(sharedSessions) : `own-${i}`;
+      sessionsUsed.add(sessionId);
+      // A slow run is always left: it would hold its slot for a minute.
+      const scenario = pick(["quick", "sleep-1s", "slow"] as const);
+      const leave =
+        scenario === "slow" || rng.next() < 0.7
+          ? {
+              afterMs: Math.floor(rng.next() ** 2 * 3000),
+              afterEvents: Math.floor(rng.next() * 4),
+            }
+          : null;
+      const jitterMs = Math.floor(rng.next() * 1000);
+      const prompt = scenario === "quick" ? `caller ${i}` : `#scenario=${scenario}`;
+      await new Promise((r) => setTimeout(r, jitterMs));
+      const ac = new AbortController();
+      const timer = leave ? setTimeout(() => ac.abort(), leave.afterMs) : undefined;
+      let seen = 0;
+      /** The server's answer arrived (a status on SSE, a first message or an error on Connect). */
+      let answered = false;
+      /** The caller's last event was a `queued` one: it is waiting for a slot or its session. */
+      let queued = false;
+      const onEvent = (kind: string) => {
+        answered = true;
+        queued = kind.startsWith("queued");
+        seen++;
+        if (leave && seen >= leave.afterEvents) ac.abort();
+      };
+      const where = `#${i} ${face} ${JSON.stringify(user)} ${sessionId} ${scenario}`;
+      try {
+        if (face === "sse") {
+          const res = await fetch(`${s.baseUrl}/run`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ user_prompt: prompt, user_id: user, session_id: sessionId }),
+            signal: ac.signal,
+          });
+          answered = true;
+          if (res.status === 429) refusals++;
+          if (res.status !== 200) {
+            const detail = (await res.json()) as { code: string };
+            if (res.status !== 429 && detail.code !== "WORKSPACE_SETUP_FAILED")
+              problems.push(`${where}: ${res.status} ${JSON.stringify(detail)}`);
+            return;
+          }
+          // Raced with the abort: Node 20's fetch never settles a body read when the abort
+          // comes after the last chunk arrived but before the read that would say done.
+          const gone = new Promise<never>((_, reject) =>
+            ac.signal.addEventListener("abort", () => reject(ac.signal.reason), { once: true }),
+          );
+          gone.catch(() => {});
+          const events = parseSse(res.body as ReadableStream<Uint8Array>, onEvent);
+          for (let n = await Promise.race([events.next(), gone]); !n.done; ) {
+            onEvent(n.value.event);
+            n = await Promise.race([events.next(), gone]);
+          }
+        } else {
+          const client = face === "connect" ? connect : grpc;
+          const req = { userPrompt: prompt, userId: user ?? "", sessionId };
+          for await (const ev of client.run(req, { signal: ac.signal }))
+            onEvent(ev.event.case ?? "");
+        }
+      } catch (err) {
+        if (ac.signal.aborted) {
+          if (!answered) leftUnanswered++;
+          if (queued) leftQueued++;
+          return;
+        }
+        const ce = ConnectError.from(err);
+        if (ce.code === Code.ResourceExhausted) refusals++;
+        else if (!(ce.code === Code.Internal && /workspace/i.test(ce.message)))
+          problems.push(`${where}: ${ce.code} ${ce.message}`);
+      } finally {
+        clearTimeout(timer);
+      }
+    });
+    await Promise.all(callers);
+    console.log(
+      `admission chaos seed ${seed}: ${JSON.stringify({ refusals, leftQueued, leftUnanswered })}`,
+    );
+    expect(problems, `ADMISSION_CHAOS_SEED=${seed}`).toEqual([]);
+    await until(() => s.app.pipeline.liveRuns === 0, "every run ended", 30_000);
+
+    const concurrency = await (await fetch(`${s.baseUrl}/ops/concurrency`)).json();
+    expect(concurrency).toMatchObject({
+      active_total: 0,
+      pending_total: 0,
+      global_utilization: 0,
+      queue_utilization: 0,
+    });
+    const keys = [
+      ...users.filter((u) => u?.trim()).map((u) => `user_id=${encodeURIComponent(u ?? "")}`),
+      ...[...sessionsUsed].map((id) => `session_id=${id}`),
+    ];
+    for (const q of keys) {
+      const a = await (await fetch(`${s.baseUrl}/ops/admission?${q}`)).json();
+      expect(a, q).toMatchObject({ can_run_now: true, per_user_active: 0, per_user_pending: 0 });
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
+    const sample = (name: string) => {
+      const values = [...metrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))];
+      return values.reduce((sum, m) => sum + Number(m[1]), 0);
+    };
+    expect(sample("runner_active_runs")).toBe(0);
+    expect(sample("runner_pending_runs")).toBe(0);
+    expect(sample("runner_global_run_utilization")).toBe(0);
+    expect(sample("runner_queue_utilization")).toBe(0);
+    // Every refusal a caller saw was counted once; a caller that left before its answer may
+    // have been refused unseen.
+    const rejections = sample("fermilink_runner_admission_rejections_total");
+    expect(rejections, `seed ${seed}`).toBeGreaterThanOrEqual(refusals);
+    expect(rejections, `seed ${seed}`).toBeLessThanOrEqual(refusals + leftUnanswered);
+    // Each key runs again at once: no slot or queue place was left counted against it.
+    const again = await postRun(s.baseUrl, { user_prompt: "after", user_id: "ALICE" });
+    expect(again.comments.filter((c) => c.startsWith("queued"))).toEqual([]);
+    expect(JSON.parse(again.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+  }, 90_000);
 });
