@@ -21,6 +21,13 @@ export interface LaunchOptions {
   cwd: string;
   /** Nice value for the provider and its scheduler autogroup (0 = the runner's priority). */
   niceness: number;
+  /**
+   * The run's abort: a start still waiting for the spawn helper then rejects
+   * with its reason at once (a wedged helper must not hold the run, or the
+   * runner's shutdown), and a provider the helper starts after that is
+   * killed. A direct spawn is synchronous: there is nothing to wait for.
+   */
+  signal?: AbortSignal;
 }
 
 export interface LaunchedChild {

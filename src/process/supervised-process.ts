@@ -89,6 +89,12 @@ export interface StartProcessOptions {
   killWaitMs?: number;
   /** Where a leader given up on is reported. */
   logger?: Pick<Logger, "warn">;
+  /**
+   * The run's abort: a start still waiting for the spawn helper rejects with
+   * its reason (launch.ts). Once started, the process is the caller's to
+   * terminate.
+   */
+  signal?: AbortSignal;
 }
 
 async function* tagged(
@@ -317,8 +323,10 @@ export async function startSupervisedProcess(
       env: opts.env,
       cwd: opts.cwd,
       niceness: opts.niceness ?? 0,
+      signal: opts.signal,
     });
   } catch (err) {
+    if (opts.signal?.aborted && err === opts.signal.reason) throw err;
     throw launchError(opts.bin, opts.cwd, err);
   }
   const pid = child.pid as number;

@@ -259,6 +259,8 @@ export async function executeRun(
         maxLineBytes: config.run.maxLineBytes,
         killGraceMs: config.run.killGraceMs,
         niceness: config.run.providerNice,
+        // A start the spawn helper has not answered yet ends with the run's abort, not after it.
+        signal: state.signal,
       })
       .catch((err: unknown) => {
         throw sandboxed ? bwrapStartError(spec.bin, err) : err;

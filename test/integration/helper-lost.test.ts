@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
-import { type SseEvent, startSseRun } from "../helpers/sse-client.js";
+import { parseSse, type SseEvent, startSseRun } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -49,5 +49,44 @@ describe("a run whose spawn helper dies", () => {
     const stored = server.app.pipeline.getRun(run.runId, { userId: null });
     expect(stored.exitReason).toBe("error");
     expect(stored.succeeded).toBe(false);
+  });
+});
+
+describe("a run whose spawn helper does not answer", () => {
+  it("ends at once when cancelled, without waiting for the helper", async () => {
+    const earlier = new Set(spawnHelperPids());
+    server = await startTestServer();
+    // The first run starts the helper.
+    const first = await startSseRun(server.baseUrl, { user_prompt: "hello" });
+    await rest(first.rest);
+    const helpers = spawnHelperPids().filter((pid) => !earlier.has(pid));
+    expect(helpers).toHaveLength(1);
+    const helper = helpers[0] as number;
+    // Wedged (stopped here): the run's start stays unanswered.
+    process.kill(helper, "SIGSTOP");
+    try {
+      const res = await fetch(`${server.baseUrl}/run`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ user_prompt: "#scenario=hold" }),
+      });
+      const events = parseSse(res.body as ReadableStream<Uint8Array>)[Symbol.asyncIterator]();
+      const meta = await events.next();
+      expect(meta.value?.event).toBe("meta");
+      const runId = JSON.parse(meta.value?.data ?? "{}").run_id;
+      const cancel = await fetch(`${server.baseUrl}/runs/${runId}/cancel`, { method: "POST" });
+      expect(cancel.status).toBe(200);
+      const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 5000).unref());
+      const after = await Promise.race([rest(events), hung]);
+      expect(after).not.toBe("hung");
+      const exit = JSON.parse(
+        (after as SseEvent[]).find((e) => e.event === "runner.exit")?.data ?? "{}",
+      );
+      expect(exit.reason).toBe("cancelled");
+      expect(exit.message).toMatch(/before its provider was started/);
+      expect(server.app.pipeline.liveRuns).toBe(0);
+    } finally {
+      process.kill(helper, "SIGCONT");
+    }
   });
 });

@@ -380,6 +380,8 @@ function toRunner(msg, handle) {
 
 process.on("disconnect", runnerGone);
 process.on("error", runnerGone);
+// The runner's close (SpawnHelper.close): its disconnect alone may never arrive, see below.
+process.on("SIGTERM", runnerGone);
 // 'disconnect' alone is not enough: while pipe handles still wait for the runner's
 // acknowledgement (a burst of starts), node defers it until they are acknowledged, which a
 // dead runner never does. A new parent (this process was re-parented) says the same for sure.

@@ -14,6 +14,7 @@ import type { Socket } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LaunchError, LaunchedChild, LaunchOptions } from "../launch.js";
+import { KILL_WAIT_MS } from "../terminate-group.js";
 import type { SpawnerMessage, SpawnRequest } from "./spawner-protocol.js";
 
 const HELPER = path.join(path.dirname(fileURLToPath(import.meta.url)), "spawner-child.mjs");
@@ -44,12 +45,14 @@ const HELPER_CLOSED =
 
 interface Starting {
   resolve(child: LaunchedChild): void;
-  reject(err: Error): void;
+  reject(err: unknown): void;
   pid?: number;
   stdout?: Socket;
   stderr?: Socket;
   exit: Promise<ExitInfo>;
   onExit(info: ExitInfo): void;
+  /** Its run was aborted before the helper answered: whatever the helper starts for it is killed. */
+  abandoned?: boolean;
 }
 
 /** A spawn error as the direct spawn() reports it (code ENOENT, EACCES, ...). */
@@ -85,6 +88,9 @@ export class SpawnHelper {
 
   /** Start one provider through the helper (forking the helper first if none runs). */
   launch = (opts: LaunchOptions): Promise<LaunchedChild> => {
+    // The signal stays here: it is no part of the request.
+    const { signal, ...spawnOpts } = opts;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const helper = this.helper ?? this.startHelper();
     const id = this.nextId++;
     return new Promise<LaunchedChild>((resolve, reject) => {
@@ -92,21 +98,56 @@ export class SpawnHelper {
       const exit = new Promise<ExitInfo>((r) => {
         onExit = r;
       });
-      this.children.set(id, { resolve, reject, exit, onExit });
-      const request: SpawnRequest = { type: "spawn", id, ...opts };
+      const onAbort = () => this.abandon(id, signal?.reason);
+      const settled = () => signal?.removeEventListener("abort", onAbort);
+      this.children.set(id, {
+        resolve: (child) => {
+          settled();
+          resolve(child);
+        },
+        reject: (err) => {
+          settled();
+          reject(err);
+        },
+        exit,
+        onExit,
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const request: SpawnRequest = { type: "spawn", id, ...spawnOpts };
       helper.send(request, (err: Error | null) => {
         if (err) this.fail(id, spawnError("", `The spawn helper is not reachable: ${err.message}`));
       });
     });
   };
 
-  /** Stop the helper; it SIGKILLs any group it still runs (the runner terminates its runs first). */
+  /**
+   * Stop the helper; it SIGKILLs any group it still runs (the runner
+   * terminates its runs first). Not by the disconnect alone: while pipes it
+   * sent wait for the runner's acknowledgement (a start whose run was aborted
+   * meanwhile), node defers the helper's 'disconnect' for good, and it would
+   * live on with that provider. A helper that does not exit in time (wedged)
+   * is killed, with every group the runner knows of.
+   */
   async close(): Promise<void> {
     const helper = this.helper;
     if (!helper || helper.exitCode !== null || helper.signalCode !== null) return;
     const gone = new Promise<void>((r) => helper.once("exit", () => r()));
     this.closed = helper;
+    helper.kill("SIGTERM");
     helper.disconnect();
+    let timer: NodeJS.Timeout | undefined;
+    const exited = await Promise.race([
+      gone.then(() => true),
+      new Promise<false>((r) => {
+        timer = setTimeout(() => r(false), KILL_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (exited) return;
+    helper.kill("SIGKILL");
+    for (const child of this.children.values()) {
+      if (child.pid !== undefined) this.killGroup(child.pid);
+    }
     await gone;
   }
 
@@ -146,6 +187,17 @@ export class SpawnHelper {
       handle?.destroy();
       return;
     }
+    if (child.abandoned) {
+      handle?.destroy();
+      if (msg.type === "spawned") {
+        child.pid = msg.pid;
+        this.killGroup(msg.pid);
+      } else {
+        // An error, or the exit of the group killed above: the helper is done with it.
+        this.children.delete(msg.id);
+      }
+      return;
+    }
     if (msg.type === "error") {
       this.fail(msg.id, spawnError(msg.code, msg.message, msg.wrapper));
     } else if (msg.type === "spawned") {
@@ -181,6 +233,23 @@ export class SpawnHelper {
     } catch {
       // Already gone.
     }
+  }
+
+  /**
+   * The run of a start the helper has not answered yet was aborted: its
+   * caller hears at once (a wedged helper may never answer). The entry stays
+   * until the helper answers, so a provider it starts after all is killed
+   * (onMessage); a helper that dies instead is handled as for any start.
+   */
+  private abandon(id: number, reason: unknown): void {
+    const child = this.children.get(id);
+    if (!child || child.abandoned) return;
+    child.abandoned = true;
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    if (child.pid !== undefined) this.killGroup(child.pid);
+    child.reject(reason);
+    child.onExit({ code: null, signal: null });
   }
 
   private fail(id: number, err: Error): void {

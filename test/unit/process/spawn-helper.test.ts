@@ -191,6 +191,90 @@ describe("SpawnHelper", () => {
     }
   });
 
+  it("ends a start the helper does not answer once its run is aborted, and kills the provider it starts later", async () => {
+    const warm = await start("#scenario=bench-one-line");
+    for await (const _ of warm.lines());
+    const helperPid = helper.helperPid as number;
+    // A wedged helper (stopped here): the start stays unanswered, which must not hold the run
+    // (its slot, its session, the runner's shutdown) until the helper answers, if ever.
+    process.kill(helperPid, "SIGSTOP");
+    const marker = `late-start-${process.pid}-${Date.now()}`;
+    const abort = new AbortController();
+    let resumed = false;
+    try {
+      const launching = startSupervisedProcess(
+        {
+          bin: "/bin/sh",
+          args: ["-c", "sleep 30; : $0", marker],
+          env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+          cwd,
+          maxLineBytes: 1 << 20,
+          killGraceMs: 200,
+          signal: abort.signal,
+        },
+        helper.launch,
+      );
+      const outcome = launching.then(started, (e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 100));
+      const reason = new Error("the run was cancelled");
+      abort.abort(reason);
+      const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 3000).unref());
+      expect(await Promise.race([outcome, hung])).toBe(reason);
+      expect(withMarker(marker)).toEqual([]);
+      // The helper, resumed, starts the provider after all: nobody supervises it, so it must die.
+      process.kill(helperPid, "SIGCONT");
+      resumed = true;
+      // The helper still serves the next run.
+      const next = await start("#scenario=bench-one-line");
+      for await (const _ of next.lines());
+      expect((await next.exited).code).toBe(0);
+      expect(helper.helperPid).toBe(helperPid);
+      // The helper answers in order: the late provider was reported before the next run's.
+      await waitUntilGone(withMarker(marker), 5000);
+    } finally {
+      if (!resumed) process.kill(helperPid, "SIGCONT");
+    }
+  });
+
+  it("closes even while a start its run gave up on is still being answered, and leaves nothing behind", async () => {
+    const warm = await start("#scenario=bench-one-line");
+    for await (const _ of warm.lines());
+    const helperPid = helper.helperPid as number;
+    const marker = `closing-start-${process.pid}-${Date.now()}`;
+    const abort = new AbortController();
+    const launching = helper
+      .launch({
+        bin: "/bin/sh",
+        args: ["-c", "sleep 30; : $0", marker],
+        env: {},
+        cwd,
+        niceness: 0,
+        signal: abort.signal,
+      })
+      .catch((e: unknown) => e);
+    // Given up on while the helper starts it: the pipes it then sends wait for an
+    // acknowledgement the closing runner never gives, which held the helper's disconnect.
+    abort.abort(new Error("aborted"));
+    expect(await launching).toEqual(new Error("aborted"));
+    const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 5000).unref());
+    expect(await Promise.race([helper.close().then(() => "closed"), hung])).toBe("closed");
+    await waitUntilGone([helperPid, ...withMarker(marker)], 5000);
+  });
+
+  it("closes a helper that does not answer (wedged) by killing it", async () => {
+    const warm = await start("#scenario=bench-one-line");
+    for await (const _ of warm.lines());
+    const helperPid = helper.helperPid as number;
+    process.kill(helperPid, "SIGSTOP");
+    const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 8000).unref());
+    try {
+      expect(await Promise.race([helper.close().then(() => "closed"), hung])).toBe("closed");
+      await waitUntilGone([helperPid], 5000);
+    } finally {
+      killQuietly(helperPid);
+    }
+  });
+
   it("reports a binary that cannot run as the spawn error", async () => {
     const err = await helper
       .launch({ bin: path.join(cwd, "missing"), args: [], env: {}, cwd, niceness: 0 })
