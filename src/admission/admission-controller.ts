@@ -63,6 +63,7 @@ export class AdmissionController {
   /** Observer calls waiting to run once the state is consistent. */
   readonly #outbox: (() => void)[] = [];
   #flushing = false;
+  #draining = false;
 
   /** Builds a controller with no active runs and an empty queue. */
   constructor(options: AdmissionControllerOptions) {
@@ -75,6 +76,14 @@ export class AdmissionController {
   }
 
   /** Slots held right now, over all keys. */
+  /**
+   * The runner is shutting down: no run is admitted any more (the pipeline
+   * answers 503 before asking), so `can_run_now` must not promise one.
+   */
+  markDraining(): void {
+    this.#draining = true;
+  }
+
   get activeTotal(): number {
     return this.#active;
   }
@@ -167,7 +176,10 @@ export class AdmissionController {
    */
   snapshotForUser(userKey: string): UserAdmissionSnapshot {
     const key = normalizeAdmissionKey(userKey);
-    const canRunNow = this.#canRun(key) && (this.#queue.size === 0 || this.#capScope(key) === null);
+    const canRunNow =
+      !this.#draining &&
+      this.#canRun(key) &&
+      (this.#queue.size === 0 || this.#capScope(key) === null);
     return {
       user_key: key,
       can_run_now: canRunNow,

@@ -333,6 +333,7 @@ export class RunPipeline {
    */
   async shutdown(graceMs: number): Promise<void> {
     this.closing = true;
+    this.deps.admission.markDraining();
     const abortAll = (onlyNotStarted: boolean) => {
       for (const { state } of this.runs.values()) {
         if (!onlyNotStarted || state.phase !== "running")

@@ -5,6 +5,7 @@ import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
 import { SPARES_DIRNAME } from "../../src/workspace/spare-workspaces.js";
@@ -369,6 +370,35 @@ describe("run lifecycle", () => {
     expect(await r.json()).toMatchObject({ code: "SHUTTING_DOWN" });
     await closing;
     expect((await busy).failedAt).toBe(-1);
+  });
+
+  it("while draining, /ops/admission and GetAdmission say a run cannot start now, as POST /run answers 503", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "5" });
+    const s = server;
+    const { it: reader } = await openRun(
+      s,
+      { session_id: "draining", user_prompt: "#scenario=slow" },
+      (e) => e.event === "agent",
+    );
+    const ops = createClient(
+      OpsService,
+      createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }),
+    );
+    const before = await (await fetch(`${s.baseUrl}/ops/admission?user_id=someone`)).json();
+    expect(before).toMatchObject({ can_run_now: true });
+    const closing = s.app.close();
+    // The live run holds the grace: the server still answers meanwhile.
+    const refused = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user_id: "someone", user_prompt: "x" }),
+    });
+    expect(refused.status).toBe(503);
+    const during = await (await fetch(`${s.baseUrl}/ops/admission?user_id=someone`)).json();
+    expect(during).toMatchObject({ user_key: "user:someone", can_run_now: false });
+    expect((await ops.getAdmission({ userId: "someone" })).canRunNow).toBe(false);
+    for (let n = await reader.next(); !n.done; n = await reader.next());
+    await closing;
   });
 
   it("a caller that leaves before its run's first event is not logged as an internal error", async () => {
