@@ -57,11 +57,11 @@ class EnvReader {
   httpUrl(name: string, opts: { argvOf?: string } = {}): string | null {
     const raw = this.str(name);
     if (raw === null) return null;
+    // Credentials masked in any problem: the message goes to stderr and the service's log.
+    const shown = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\\]*@/i, "$1***@");
     try {
       const u = new URL(raw);
       if (opts.argvOf !== undefined && (u.username !== "" || u.password !== "")) {
-        // Masked: the message goes to stderr and the service's log.
-        const shown = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\\]*@/i, "$1***@");
         this.problems.push(
           `${name}=${JSON.stringify(shown)} has credentials (user:password@): ${opts.argvOf} gets this URL on its command line, which any user of the host can read (ps). Give the key in ${name.replace(/_BASE_URL$/, "_API_KEY")} instead.`,
         );
@@ -71,7 +71,7 @@ class EnvReader {
     } catch {
       // reported below
     }
-    this.problems.push(`${name}=${JSON.stringify(raw)} is not an http(s) URL.`);
+    this.problems.push(`${name}=${JSON.stringify(shown)} is not an http(s) URL.`);
     return null;
   }
 

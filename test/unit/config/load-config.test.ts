@@ -181,6 +181,21 @@ describe("loadConfig", () => {
     expect(c.providerEndpoints.opencode.baseUrl).toBe("https://u:p@opencode.example/v1");
     expect(c.providerEndpoints.codex.baseUrl).toBe("https://llm.example/v1");
   });
+
+  it("never echoes credentials in a base URL that is not http(s)", () => {
+    let err: unknown;
+    try {
+      loadConfig({ FERMILINK_CLAUDE_BASE_URL: "ftp://user:s3cret@claude.example/" });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const { problems, message } = err as ConfigError;
+    expect(problems).toEqual([
+      'FERMILINK_CLAUDE_BASE_URL="ftp://***@claude.example/" is not an http(s) URL.',
+    ]);
+    expect(message).not.toContain("s3cret");
+  });
 });
 
 describe("paths the runner writes under", () => {
