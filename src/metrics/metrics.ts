@@ -1,5 +1,17 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { PROVIDER_IDS } from "../config/providers.js";
 import type { ExitReason } from "../events/run-event.js";
+
+/** The reasons a live run ends with (`interrupted` is found at a restart, never counted here). */
+const ENDED_REASONS: readonly ExitReason[] = [
+  "completed",
+  "timeout",
+  "cancelled",
+  "client_gone",
+  "shutdown",
+  "error",
+  "retries_exhausted",
+];
 
 /** The two streaming faces. */
 export type StreamFace = "sse" | "connect";
@@ -92,9 +104,14 @@ export class RunnerMetrics implements StreamObserver {
       labelNames: ["scope"],
       registers,
     });
-    // Both series exist from the start at 0: a series that first appears at 1 shows no increase
-    // to rate() or increase(), so the first refusals after a restart would never alert.
+    // Every series of a fixed label set exists from the start at 0: a series that first appears
+    // at 1 shows no increase to rate() or increase(), so the first refusals (or failed runs)
+    // after a restart would never alert.
     for (const scope of ["user", "global"]) this.admissionRejections.inc({ scope }, 0);
+    for (const provider of PROVIDER_IDS) {
+      this.runsStarted.inc({ provider }, 0);
+      for (const reason of ENDED_REASONS) this.runsEnded.inc({ provider, reason }, 0);
+    }
     this.queueWait = new Histogram({
       name: "fermilink_runner_queue_wait_seconds",
       help: "Time from request to admission.",

@@ -353,6 +353,14 @@ describe("ops endpoints and metrics", () => {
     // Both scopes are there before the first refusal, so rate() sees that one too.
     expect(metrics).toMatch(/^fermilink_runner_admission_rejections_total\{scope="user"\} 0$/m);
     expect(metrics).toMatch(/^fermilink_runner_admission_rejections_total\{scope="global"\} 0$/m);
+    // So are the run counters of every provider (and end reason), not only of those that ran.
+    expect(metrics).toMatch(/^fermilink_runner_runs_started_total\{provider="gemini"\} 0$/m);
+    expect(metrics).toMatch(
+      /^fermilink_runner_runs_ended_total\{provider="codex",reason="timeout"\} 0$/m,
+    );
+    expect(metrics).toMatch(
+      /^fermilink_runner_runs_ended_total\{provider="opencode",reason="retries_exhausted"\} 0$/m,
+    );
     expect(metrics).toMatch(
       /^fermilink_runner_events_streamed_total\{face="sse",type="meta"\} 1$/m,
     );
