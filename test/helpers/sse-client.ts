@@ -113,3 +113,31 @@ export async function lastData(events: AsyncIterator<SseEvent>): Promise<string>
   for (let n = await events.next(); !n.done; n = await events.next()) last = n.value.data;
   return last;
 }
+
+/** Every line break of Python's `str.splitlines` (what httpx's `aiter_lines` splits at). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: VT, FF and U+001C–U+001E are line breaks to Python.
+export const PY_BREAKS = /\r\n|[\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]/;
+
+/**
+ * The stream as FermiLink's web client (`_stream_runner`, spec §2.4) reads it: httpx's
+ * `aiter_lines`, `event:` and `data:` taken stripped, other lines (`id:`, comments) ignored,
+ * data lines joined with "\n", an event yielded on a blank line when it has data, and once
+ * more at the end of the body.
+ */
+export function parseLikeFermiLink(text: string): { event: string; data: string }[] {
+  const out: { event: string; data: string }[] = [];
+  let event = "";
+  let data: string[] = [];
+  const lines = text.split(PY_BREAKS);
+  if (lines.at(-1) === "") lines.pop();
+  for (const line of lines) {
+    if (line === "") {
+      if (data.length > 0) out.push({ event: event || "message", data: data.join("\n") });
+      event = "";
+      data = [];
+    } else if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).trim());
+  }
+  if (data.length > 0) out.push({ event: event || "message", data: data.join("\n") });
+  return out;
+}

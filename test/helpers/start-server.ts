@@ -50,6 +50,10 @@ export async function startTestServer(
     FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
     FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
     FERMILINK_RUNNER_LOG_LEVEL: "silent",
+    // Providers at the runner's priority: niced, they starve behind the other test worker's
+    // processes on a 2-core box, and a quick one then hits a short idle limit before its first
+    // line (a chaos run in CI). Niceness itself is tested in test/unit/process.
+    FERMILINK_RUNNER_PROVIDER_NICE: "0",
     // A few, so new sessions take the spare path, without 200 being made for every test server.
     FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
     ...env,

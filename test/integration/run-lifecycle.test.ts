@@ -12,6 +12,7 @@ import { SPARES_DIRNAME } from "../../src/workspace/spare-workspaces.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
 import { startGatedTestServer, startTestServer, type TestServer } from "../helpers/start-server.js";
+import { until } from "../helpers/until.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -202,6 +203,63 @@ describe("run lifecycle", () => {
     // Next in line once the first run ended, then the session's after the second.
     expect(rest.slice(0, 2)).toEqual(["queued 1/1", "meta"]);
     expect(rest.at(-1)).toBe("exit");
+  });
+
+  // FermiLink's test_cancel_streaming_response_releases_admission_slot (spec §9): a caller that
+  // reads meta and leaves while the provider would never exit finds nothing held within 2 s.
+  it("a caller that leaves right after meta frees its slot and queue place within 2 s", async () => {
+    // A kill grace far beyond the wait: the slot must not wait for it.
+    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "10" });
+    const s = server;
+    const { ac } = await openRun(
+      s,
+      { session_id: "after-meta", user_prompt: "#scenario=hold" },
+      (e) => e.event === "meta",
+    );
+    expect(await activeRuns(s)).toBe(1);
+    ac.abort();
+    // FermiLink's test allows 2 s; a loaded CI box gets 4 (still well inside the kill grace).
+    await until(async () => (await activeRuns(s)) === 0, "no slot or queue place held", 4000);
+  });
+
+  // FermiLink's test_cancel_during_setup_releases_admission_slot (spec §9): a caller that leaves
+  // after its slot was granted but before its provider started gives the slot back.
+  it("a caller that leaves during setup (slot granted, provider not started) frees its slot", async () => {
+    const s = await startGatedTestServer();
+    server = s;
+    const ops = async () =>
+      (await (await fetch(`${s.baseUrl}/ops/concurrency`)).json()) as {
+        active_total: number;
+        pending_total: number;
+      };
+    const first = await openRun(
+      s,
+      { session_id: "setup", user_prompt: "#scenario=gate" },
+      (e) => e.event === "agent",
+    );
+    const inv = path.join(s.workspacesRoot, "setup", "repo", ".fake-agent", "invocation.json");
+    const firstPid = JSON.parse(await readFile(inv, "utf8")).pid;
+    const ac = new AbortController();
+    const res = await fetch(`${s.baseUrl}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session_id: "setup", user_prompt: "second", user_id: "bob" }),
+      signal: ac.signal,
+    });
+    expect(res.status).toBe(200);
+    // Admitted (the slot is taken before the session wait), not queued for a slot.
+    await until(async () => (await ops()).active_total === 2, "the second run's slot");
+    expect(await ops()).toMatchObject({ active_total: 2, pending_total: 0 });
+    ac.abort();
+    await until(async () => (await ops()).active_total === 1, "the slot given back");
+    expect(await ops()).toMatchObject({ active_total: 1, pending_total: 0 });
+    // No provider was started for it, before or after the session came free.
+    await s.openGate();
+    while (!(await first.it.next()).done);
+    await until(async () => (await ops()).active_total === 0, "no slot held");
+    expect(JSON.parse(await readFile(inv, "utf8")).pid).toBe(firstPid);
+    const again = await postRun(s.baseUrl, { session_id: "setup", user_prompt: "again" });
+    expect(JSON.parse(again.events.at(-1)?.data ?? "{}").reason).toBe("completed");
   });
 
   it("writes keepalive comments on an idle stream (proxies see traffic) without adding frames", async () => {

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { lstat, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
 import net from "node:net";
 import path from "node:path";
@@ -7,11 +7,12 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { BUILTIN_TEMPLATE_DIR } from "../../src/workspace/agents-file.js";
 import { collect } from "../helpers/collect.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { rawRequest } from "../helpers/raw-http.js";
-import { postRun } from "../helpers/sse-client.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { parseLikeFermiLink, postRun } from "../helpers/sse-client.js";
+import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 import { streamedEvents } from "../helpers/streamed-events.js";
 
 let server: TestServer | undefined;
@@ -140,10 +141,13 @@ describe("POST /run (FermiLink SSE face)", () => {
         (l) => l.item?.type === "agent_message" && l.item.text.includes("hello world"),
       ),
     ).toBe(true);
-    const log = res.events.find((e) => e.event === "log");
-    expect(Object.keys(JSON.parse(log?.data ?? "{}"))).toEqual(["text"]);
-    // Byte-compatible with Python's json.dumps (", " / ": " separators).
-    expect(log?.data.startsWith('{"text": ')).toBe(true);
+    // An agent frame is the provider's stdout line as printed, not re-encoded.
+    expect(res.events.find((e) => e.event === "agent")?.data).toBe(
+      '{"type":"thread.started","thread_id":"thread_fake"}',
+    );
+    // The stderr line, as json.dumps({"text": line}) writes it (", " / ": " separators).
+    const logs = res.events.filter((e) => e.event === "log").map((e) => e.data);
+    expect(logs).toEqual(['{"text": "fake-agent: starting"}']);
 
     const exit = JSON.parse(res.events.at(-1)?.data ?? "{}");
     expect(exit.reason).toBe("completed");
@@ -155,12 +159,64 @@ describe("POST /run (FermiLink SSE face)", () => {
     );
     expect(existsSync(path.join(repo, "outputs"))).toBe(true);
     expect(existsSync(path.join(repo, ".git", "HEAD"))).toBe(true);
-    expect(existsSync(path.join(repo, "AGENTS.md"))).toBe(true);
+    // FERMILINK_SOFTWARE_ROOT names a missing directory here: the built-in template is used
+    // (FermiLink's test_resolve_source_dir_prefers_packaged_software).
+    expect(await readFile(path.join(repo, "AGENTS.md"), "utf8")).toBe(
+      await readFile(path.join(BUILTIN_TEMPLATE_DIR, "AGENTS.md"), "utf8"),
+    );
 
     const inv = await invocation(server, "s1");
     expect(inv.argv.at(-1)).toBe("hello world");
     expect(inv.argv.slice(0, 4)).toEqual(["exec", "--json", "--cd", repo]);
     expect(inv.stdin).toBe("devnull");
+  });
+
+  // FermiLink's tests/test_web_runner_integration.py (spec §9), read with its web client's parser:
+  // the frames' `id:` lines and keepalive comments must not change what that client sees.
+  it("reads as FermiLink's own web client reads it, a 70,000-character line included", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SSE_HEARTBEAT_SECONDS: "0.05" });
+    const read = async (body: unknown) => {
+      const res = await fetch(`${(server as TestServer).baseUrl}/run`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(200);
+      raw = await res.text();
+      return parseLikeFermiLink(raw);
+    };
+    let raw = "";
+    const events = await read({ session_id: "web", user_prompt: "#scenario=sleep-1s" });
+    // What the parser had to skip: frame ids and keepalive comments during the quiet second.
+    expect(raw).toContain("\nid: 2\n");
+    expect(raw).toContain("\n: keepalive\n");
+    expect(events[0]?.event).toBe("meta");
+    expect(JSON.parse(events[0]?.data ?? "{}").session_id).toBe("web");
+    expect(events.map((e) => e.event).filter((e) => e !== "agent" && e !== "log")).toEqual([
+      "meta",
+      "runner.exit",
+    ]);
+    expect(JSON.parse(events.at(-1)?.data ?? "{}")).toMatchObject({
+      reason: "completed",
+      return_code: 0,
+    });
+
+    const plain = await read({ session_id: "web", user_prompt: "runner prompt" });
+    const item = (e: { data: string }) => JSON.parse(e.data).item ?? {};
+    expect(plain.some((e) => e.event === "agent" && item(e).type === "agent_message")).toBe(true);
+    expect(plain.filter((e) => e.event === "log").map((e) => JSON.parse(e.data))).toEqual([
+      { text: "fake-agent: starting" },
+    ]);
+    expect(
+      await readFile(
+        path.join(server.workspacesRoot, "web", "repo", "projects", "memory.md"),
+        "utf8",
+      ),
+    ).toContain("#scenario=sleep-1s");
+
+    const huge = await read({ user_prompt: "#scenario=huge-line" });
+    expect(huge.some((e) => e.event === "agent" && item(e).text?.length === 70_000)).toBe(true);
+    expect(JSON.parse(huge.at(-1)?.data ?? "{}").reason).toBe("completed");
   });
 
   it("generates a session id when none is given", async () => {
@@ -183,6 +239,7 @@ describe("POST /run (FermiLink SSE face)", () => {
     const huge = await postRun(server.baseUrl, { user_prompt: "#scenario=huge-line" });
     const big = huge.events.filter((e) => e.event === "agent").map((e) => JSON.parse(e.data));
     expect(big.some((l) => l.item?.text?.length === 70_000)).toBe(true);
+    expect(JSON.parse(huge.events.at(-1)?.data ?? "{}").reason).toBe("completed");
 
     const bad = await postRun(server.baseUrl, { user_prompt: "#scenario=bad-utf8" });
     expect(bad.events.some((e) => e.event === "agent" && e.data.includes("\uFFFD"))).toBe(true);
@@ -797,6 +854,77 @@ describe("POST /run (FermiLink SSE face)", () => {
     const inv = await invocation(server, "narrow");
     expect(inv.argv).toContain("--sandbox");
     expect(inv.argv[inv.argv.indexOf("--sandbox") + 1]).toBe("read-only");
+  });
+
+  // FermiLink's test_resolve_run_policy_honors_bypass_policy, and its manual check that meta.agent
+  // matches the configured policy: under bypass the request's sandbox is ignored (null), the
+  // model and effort come from the policy, and codex is started without a sandbox.
+  it("reports the configured policy in meta.agent and argv: bypass ignores a requested sandbox", async () => {
+    server = await startTestServer({
+      FERMILINK_AGENT_SANDBOX_POLICY: "bypass",
+      FERMILINK_AGENT_MODEL: "gpt-5.3-codex",
+      FERMILINK_AGENT_REASONING_EFFORT: "high",
+    });
+    const res = await postRun(server.baseUrl, {
+      session_id: "bypass",
+      user_prompt: "hi",
+      sandbox: "read-only",
+    });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.events[0]?.data ?? "{}").agent).toEqual({
+      provider: "codex",
+      sandbox_policy: "bypass",
+      sandbox_mode: null,
+      model: "gpt-5.3-codex",
+      reasoning_effort: "high",
+    });
+    const { argv } = await invocation(server, "bypass");
+    expect(argv).toContain("--dangerously-bypass-approvals-and-sandbox");
+    expect(argv).not.toContain("--sandbox");
+    expect(argv.slice(argv.indexOf("--model"), argv.indexOf("--model") + 4)).toEqual([
+      "--model",
+      "gpt-5.3-codex",
+      "--config",
+      'model_reasoning_effort="high"',
+    ]);
+    expect(JSON.parse(res.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+  });
+
+  // FermiLink's test_ensure_template_agents_file_* (spec §9), through runs: the policy file is
+  // read for every run, so one session sees the provider change.
+  it("keeps only the active provider's alias to AGENTS.md as the policy file switches provider", async () => {
+    server = await startTestServer({
+      FERMILINK_CLAUDE_BIN: FAKE_AGENT,
+      FERMILINK_GEMINI_BIN: FAKE_AGENT,
+    });
+    const s = server;
+    const repo = path.join(s.workspacesRoot, "alias", "repo");
+    const agents = await readFile(path.join(BUILTIN_TEMPLATE_DIR, "AGENTS.md"), "utf8");
+    const runAs = async (provider: string) => {
+      await writeFile(path.join(s.home, "agent_runtime.json"), JSON.stringify({ provider }));
+      const res = await postRun(s.baseUrl, { session_id: "alias", user_prompt: "hi" });
+      expect(JSON.parse(res.events[0]?.data ?? "{}").agent.provider).toBe(provider);
+      expect(JSON.parse(res.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+    };
+    const aliasOf = async (name: string) => {
+      const file = path.join(repo, name);
+      if (!existsSync(file)) return null;
+      const link = (await lstat(file)).isSymbolicLink() ? await readlink(file) : "file";
+      return { link, text: await readFile(file, "utf8") };
+    };
+
+    await runAs("gemini");
+    expect(await aliasOf("GEMINI.md")).toEqual({ link: "AGENTS.md", text: agents });
+    expect(await aliasOf("CLAUDE.md")).toBeNull();
+    // The stale GEMINI.md link goes when claude is active.
+    await runAs("claude");
+    expect(await aliasOf("CLAUDE.md")).toEqual({ link: "AGENTS.md", text: agents });
+    expect(await aliasOf("GEMINI.md")).toBeNull();
+    // A real inactive alias file is the user's: kept. Codex has no alias.
+    await writeFile(path.join(repo, "GEMINI.md"), "user's own notes");
+    await runAs("codex");
+    expect(await aliasOf("CLAUDE.md")).toBeNull();
+    expect(await aliasOf("GEMINI.md")).toEqual({ link: "file", text: "user's own notes" });
   });
 
   it("answers 404 for unknown paths and 405 for GET /run", async () => {

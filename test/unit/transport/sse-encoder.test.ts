@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { RunEvent, RunEventBody } from "../../../src/events/run-event.js";
 import { pyJsonDumps } from "../../../src/transport/sse/py-json.js";
 import { encodeSseComment, encodeSseFrame } from "../../../src/transport/sse/sse-encoder.js";
-import { parseSse } from "../../helpers/sse-client.js";
+import { PY_BREAKS, parseLikeFermiLink, parseSse } from "../../helpers/sse-client.js";
 
 const ev = (body: RunEventBody, seq = 1): RunEvent => ({ runId: "r", seq, timeMs: 0, body });
 
@@ -15,33 +15,6 @@ async function parse(text: string) {
   });
   const out = [];
   for await (const e of parseSse(stream)) out.push(e);
-  return out;
-}
-
-/** Every line break of Python's `str.splitlines` (what httpx's `aiter_lines` splits at). */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: VT, FF and U+001C–U+001E are line breaks to Python.
-const PY_BREAKS = /\r\n|[\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]/;
-
-/**
- * The stream as FermiLink's web client reads it (spec §2.4): httpx's
- * `aiter_lines`, `event:` and `data:` taken stripped, data lines joined with
- * "\n", an event yielded on each blank line.
- */
-function parseLikeFermiLink(text: string): { event: string; data: string }[] {
-  const lines = text.split(PY_BREAKS);
-  if (lines.at(-1) === "") lines.pop();
-  const out: { event: string; data: string }[] = [];
-  let event = "";
-  let data: string[] = [];
-  for (const line of lines) {
-    if (line === "") {
-      if (event !== "" || data.length > 0)
-        out.push({ event: event || "message", data: data.join("\n") });
-      event = "";
-      data = [];
-    } else if (line.startsWith("event:")) event = line.slice(6).trim();
-    else if (line.startsWith("data:")) data.push(line.slice(5).trim());
-  }
   return out;
 }
 
