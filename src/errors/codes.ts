@@ -30,7 +30,7 @@ export const RUNNER_ERROR_CODES = [
    * helper died or missed its deadline, or the system refused a fork (EAGAIN, ENOMEM).
    */
   "PROVIDER_START_FAILED",
-  /** The requested scientific package is not installed (FermiLink's 400). */
+  /** The requested scientific package is not registered in registry.json (FermiLink's 400). */
   "PACKAGE_NOT_FOUND",
   /** The requested package id normalises to nothing (FermiLink's 400, spec §5.2): the caller's input. */
   "PACKAGE_ID_INVALID",
