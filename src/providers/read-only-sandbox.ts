@@ -271,6 +271,17 @@ const EXEC_ERRNO_BY_TEXT: Readonly<Record<string, string>> = {
   "Text file busy": "ETXTBSY",
 };
 
+const execFailurePrefix = (bin: string) => `bwrap: execvp ${bin}: `;
+
+/**
+ * Whether a sandboxed run's lines so far (`onlyLine` as for `sandboxExecFailure`,
+ * while it runs) may still be bwrap failing to exec `bin`: until they cannot,
+ * or its exit says, the CLI may never have started.
+ */
+export function maybeSandboxExecFailure(bin: string, onlyLine: string | null): boolean {
+  return onlyLine?.startsWith(execFailurePrefix(bin)) ?? false;
+}
+
 /**
  * The spawn error a direct start of `bin` would have given, when a sandboxed
  * run is bwrap failing to exec it (the CLI removed after the runner checked
@@ -284,9 +295,8 @@ export function sandboxExecFailure(
   exitCode: number | null,
   onlyLine: string | null,
 ): NodeJS.ErrnoException | null {
-  const prefix = `bwrap: execvp ${bin}: `;
-  if (exitCode !== 1 || onlyLine === null || !onlyLine.startsWith(prefix)) return null;
-  const said = onlyLine.slice(prefix.length);
+  if (exitCode !== 1 || !maybeSandboxExecFailure(bin, onlyLine)) return null;
+  const said = (onlyLine as string).slice(execFailurePrefix(bin).length);
   const code = EXEC_ERRNO_BY_TEXT[said];
   const err: NodeJS.ErrnoException = new Error(`spawn ${bin} ${code ?? said}`);
   if (code !== undefined) err.code = code;

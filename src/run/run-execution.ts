@@ -22,6 +22,7 @@ import type { ProviderAdapter } from "../providers/provider-adapter.js";
 import {
   bwrapForRun,
   bwrapStartError,
+  maybeSandboxExecFailure,
   sandboxExecFailure,
 } from "../providers/read-only-sandbox.js";
 import {
@@ -183,6 +184,17 @@ export async function executeRun(
       log().error({ err }, "run observer failed at the run's end");
     }
   };
+  /** Set once runs_started counted the run: once, and only when its provider really started. */
+  let startCounted = false;
+  const countStarted = (): void => {
+    if (startCounted) return;
+    startCounted = true;
+    try {
+      deps.observer.runStarted(plan.policy.provider);
+    } catch (err) {
+      log().error({ err }, "run observer failed at the provider's start");
+    }
+  };
   try {
     lease = await admit(deps, state, plan);
     throwIfAborted(state);
@@ -268,7 +280,8 @@ export async function executeRun(
     const running = proc;
     state.phase = "running";
     log().info({ pid: running.pid }, "provider started");
-    deps.observer.runStarted(plan.policy.provider);
+    // A sandboxed start is bwrap's: the CLI it execs is counted once its lines or exit show it ran.
+    if (!sandboxed) countStarted();
     const onAbort = () => void running.terminate();
     state.signal.addEventListener("abort", onAbort, { once: true });
     if (state.signal.aborted) onAbort();
@@ -294,6 +307,8 @@ export async function executeRun(
     /** The run's first line and how many it printed: a sandboxed CLI that never ran prints one. */
     let firstLine: ProcessLine | undefined;
     let lineCount = 0;
+    const onlyLine = () =>
+      lineCount === 1 && firstLine?.stream === "stderr" ? firstLine.text : null;
     // The run's lines before the one being read now (the journal's next event).
     const { journal } = state;
     const earlierLines: EarlierLines = (needle, pick) =>
@@ -303,6 +318,7 @@ export async function executeRun(
       idle?.refresh();
       firstLine ??= batch[0];
       lineCount += batch.length;
+      if (sandboxed && !maybeSandboxExecFailure(plan.bin, onlyLine())) countStarted();
       for (const line of batch) {
         if (line.stream === "stdout") {
           const body = agentLineBody(plan.adapter, line.text, line.truncated, earlierLines);
@@ -320,11 +336,11 @@ export async function executeRun(
     const exit = await running.exited;
     state.signal.removeEventListener("abort", onAbort);
     const aborted = state.abortReason;
-    if (sandboxed && !aborted) {
-      const onlyLine = lineCount === 1 && firstLine?.stream === "stderr" ? firstLine.text : null;
-      const failure = sandboxExecFailure(plan.bin, exit.code, onlyLine);
+    if (sandboxed) {
+      const failure = sandboxExecFailure(plan.bin, exit.code, onlyLine());
+      if (failure === null) countStarted();
       // Ends the run as a direct start of a missing CLI does, not as the CLI's exit code 1.
-      if (failure !== null) throw launchError(plan.bin, ws.repoDir, failure);
+      else if (!aborted) throw launchError(plan.bin, ws.repoDir, failure);
     }
     await releaseAll();
     const returnCode = returnCodeOf(exit);

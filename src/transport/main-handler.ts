@@ -12,7 +12,7 @@ import type { StreamObserver } from "../metrics/metrics.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
 import { createDirectRunStream } from "./connect/direct-run-stream.js";
-import { createConnectNodeHandler } from "./connect/node-adapter.js";
+import { createConnectNodeHandler, declaresUnaryBodyTooLarge } from "./connect/node-adapter.js";
 import { createOpsService } from "./connect/ops-service.js";
 import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
@@ -46,12 +46,23 @@ function redirectTo(req: AnyRequest, res: AnyResponse, target: string): void {
   res.end();
 }
 
+/** The unary procedures served (reflection's are streams), as request paths. */
+const UNARY_PROCEDURES: ReadonlySet<string> = new Set(
+  [RunService, OpsService, PackageService].flatMap((service) =>
+    service.methods
+      .filter((m) => m.methodKind === "unary")
+      .map((m) => `/${service.typeName}/${m.name}`),
+  ),
+);
+
 /**
- * Whether a request that asks `Expect: 100-continue` may send its body:
- * not to `POST /run` when its Content-Length is over the route's limit (the
- * route answers 413 at once, unread). For createDualProtocolServer.
+ * Whether a request that asks `Expect: 100-continue` may send its body: not
+ * when its Content-Length is over its route's limit and the route answers
+ * that unread, at once: `POST /run` (413) and a Connect or gRPC-Web unary call
+ * (`resource_exhausted`). For createDualProtocolServer.
  */
 export function continuesBody(req: AnyRequest): boolean {
+  if (declaresUnaryBodyTooLarge(req, UNARY_PROCEDURES)) return false;
   return !(
     req.method === "POST" &&
     requestPath(req.url ?? "/") === "/run" &&

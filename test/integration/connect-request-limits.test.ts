@@ -1,3 +1,4 @@
+import net from "node:net";
 import { gzipSync } from "node:zlib";
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
@@ -90,5 +91,80 @@ describe("request messages on connect-node's path are bounded as on the direct p
     expect(res.trailers["grpc-status"]).toBe(String(Code.ResourceExhausted));
     expect(res.closed).toBe(true);
     expect(res.rstCode).toBe(0);
+  });
+
+  /**
+   * An HTTP/1.1 call that asks `Expect: 100-continue`: its body is sent only once the server
+   * says `100 Continue`. What came back, and whether the server closed the connection.
+   */
+  const expectContinue = (port: number, path: string, type: string, body: Buffer) =>
+    new Promise<{ text: string; closed: boolean }>((resolve) => {
+      let text = "";
+      const socket = net.connect(port, "127.0.0.1", () => {
+        socket.write(
+          `POST ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: ${type}\r\n` +
+            `Content-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`,
+        );
+      });
+      const done = (closed: boolean) => {
+        clearTimeout(wait);
+        socket.destroy();
+        resolve({ text, closed });
+      };
+      // A server that invited the body waits for it: no answer then.
+      const wait = setTimeout(() => done(false), 3000);
+      socket.on("data", (d: Buffer) => {
+        const before = text;
+        text += d.toString("latin1");
+        if (
+          !before.startsWith("HTTP/1.1 100 Continue") &&
+          text.startsWith("HTTP/1.1 100 Continue")
+        ) {
+          socket.write(body);
+        }
+      });
+      socket.on("error", () => {});
+      socket.on("close", () => done(true));
+    });
+
+  it("answers a Connect or gRPC-Web unary call expecting 100-continue with a Content-Length over the limit at once, never inviting the body", async () => {
+    const s = await startTestServer();
+    server = s;
+    const over = await expectContinue(
+      s.app.port,
+      ADMISSION,
+      "application/json",
+      Buffer.alloc(2 * 1024 * 1024, " "),
+    );
+    expect(over.text).not.toContain("100 Continue");
+    expect(over.text.split("\r\n", 1)[0]).toBe("HTTP/1.1 429 Too Many Requests");
+    expect(JSON.parse(over.text.slice(over.text.indexOf("\r\n\r\n") + 4))).toEqual({
+      code: "resource_exhausted",
+      message: `message size ${2 * 1024 * 1024} is larger than configured readMaxBytes 1048576`,
+    });
+    // The body may still come after a refusal without 100 Continue: the connection ends.
+    expect(over.closed).toBe(true);
+    // gRPC-Web (one envelope: the message past its 5-byte prefix): refused unread as well.
+    const grpcWeb = await expectContinue(
+      s.app.port,
+      ADMISSION,
+      "application/grpc-web+proto",
+      envelope(0, Buffer.alloc(2 * 1024 * 1024)),
+    );
+    expect(grpcWeb.text).not.toContain("100 Continue");
+    expect(grpcWeb.text.split("\r\n", 1)[0]).toBe("HTTP/1.1 200 OK");
+    expect(grpcWeb.text).toContain(`grpc-status: ${Code.ResourceExhausted}`);
+    expect(grpcWeb.text).toContain(
+      `grpc-message: ${encodeURIComponent(`message size ${2 * 1024 * 1024} is larger than configured readMaxBytes 1048576`)}`,
+    );
+    expect(grpcWeb.closed).toBe(true);
+    // Within the limit the body is still invited, read and answered.
+    const within = await expectContinue(
+      s.app.port,
+      ADMISSION,
+      "application/proto",
+      Buffer.alloc(0),
+    );
+    expect(within.text.startsWith("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")).toBe(true);
   });
 });

@@ -80,47 +80,72 @@ describe.skipIf(lookup.bin === null)("an opencode read-only run inside bubblewra
     expect(exitOf(again.events).reason).toBe("completed");
   });
 
-  it("fails as a direct start does when opencode is removed between its check and the exec", async () => {
-    dir = await mkdtemp(path.join("/var/tmp", "flr-ocsb-"));
-    const opencode = path.join(dir, "opencode");
-    const gate = path.join(dir, "gate");
-    await fakeOpencode(opencode, gate);
-    server = await startTestServer({
-      FERMILINK_AGENT_PROVIDER: "opencode",
-      FERMILINK_OPENCODE_BIN: opencode,
-      FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1",
-    });
-    // The first run holds the only slot; the second passes its checks and queues behind it.
-    const holder = await startSseRun(server.baseUrl, {
-      session_id: "holder",
-      user_prompt: "hold",
-      sandbox: "read-only",
-    });
-    const res = await fetch(`${server.baseUrl}/run`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ session_id: "late", user_prompt: "hi", sandbox: "read-only" }),
-    });
-    expect(res.status).toBe(200);
-    let queued: () => void = () => {};
-    const isQueued = new Promise<void>((r) => {
-      queued = r;
-    });
-    const late = parseSse(res.body as ReadableStream<Uint8Array>, () => queued());
-    const lateEvents: SseEvent[] = [];
-    const lateDone = (async () => {
-      for await (const ev of late) lateEvents.push(ev);
-    })();
-    await isQueued;
-    await unlink(opencode);
-    await writeFile(gate, "");
-    for (let n = await holder.rest.next(); !n.done; n = await holder.rest.next());
-    await lateDone;
-    const exit = exitOf(lateEvents);
-    expect(exit.reason).toBe("error");
-    expect(exit.return_code ?? null).toBeNull();
-    expect(exit.message).toBe(
-      `Could not start the provider CLI ${opencode}: it does not exist, or it is a script whose interpreter (its #! line) does not (ENOENT). Install the CLI, or set the provider's FERMILINK_<PROVIDER>_BIN to its path.`,
-    );
-  });
+  // Through the spawn helper and spawned directly: either way bwrap itself starts.
+  it.each([
+    { how: "removed", spawnHelper: "true", code: "ENOENT" },
+    { how: "made non-executable", spawnHelper: "false", code: "EACCES" },
+  ])(
+    "fails as a direct start does, and is not counted as started, when opencode is $how between its check and the exec",
+    async ({ how, spawnHelper, code }) => {
+      dir = await mkdtemp(path.join("/var/tmp", "flr-ocsb-"));
+      const opencode = path.join(dir, "opencode");
+      const gate = path.join(dir, "gate");
+      await fakeOpencode(opencode, gate);
+      server = await startTestServer({
+        FERMILINK_AGENT_PROVIDER: "opencode",
+        FERMILINK_OPENCODE_BIN: opencode,
+        FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1",
+        FERMILINK_RUNNER_SPAWN_HELPER: spawnHelper,
+      });
+      // The first run holds the only slot; the second passes its checks and queues behind it.
+      const holder = await startSseRun(server.baseUrl, {
+        session_id: "holder",
+        user_prompt: "hold",
+        sandbox: "read-only",
+      });
+      const res = await fetch(`${server.baseUrl}/run`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ session_id: "late", user_prompt: "hi", sandbox: "read-only" }),
+      });
+      expect(res.status).toBe(200);
+      let queued: () => void = () => {};
+      const isQueued = new Promise<void>((r) => {
+        queued = r;
+      });
+      const late = parseSse(res.body as ReadableStream<Uint8Array>, () => queued());
+      const lateEvents: SseEvent[] = [];
+      const lateDone = (async () => {
+        for await (const ev of late) lateEvents.push(ev);
+      })();
+      await isQueued;
+      if (how === "removed") await unlink(opencode);
+      else await chmod(opencode, 0o644);
+      await writeFile(gate, "");
+      for (let n = await holder.rest.next(); !n.done; n = await holder.rest.next());
+      await lateDone;
+      const exit = exitOf(lateEvents);
+      expect(exit.reason).toBe("error");
+      expect(exit.return_code ?? null).toBeNull();
+      expect(exit.message).toMatch(
+        new RegExp(`^Could not start the provider CLI ${opencode}: .*\\(${code}\\)`),
+      );
+      if (how === "removed") {
+        expect(exit.message).toBe(
+          `Could not start the provider CLI ${opencode}: it does not exist, or it is a script whose interpreter (its #! line) does not (ENOENT). Install the CLI, or set the provider's FERMILINK_<PROVIDER>_BIN to its path.`,
+        );
+      }
+      // Only the holder's opencode ran; both runs ended, the late one in an error.
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${server.app.metricsPort}/metrics`)
+      ).text();
+      expect(metrics).toMatch(/^fermilink_runner_runs_started_total\{provider="opencode"\} 1$/m);
+      expect(metrics).toMatch(
+        /^fermilink_runner_runs_ended_total\{provider="opencode",reason="completed"\} 1$/m,
+      );
+      expect(metrics).toMatch(
+        /^fermilink_runner_runs_ended_total\{provider="opencode",reason="error"\} 1$/m,
+      );
+    },
+  );
 });

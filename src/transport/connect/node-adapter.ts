@@ -97,6 +97,58 @@ function answerUnimplemented(req: AnyRequest, res: AnyResponse, error: ConnectEr
   res.end();
 }
 
+/** A Connect unary call's content type, as connect-node reads it (its contentTypeUnaryRegExp). */
+const CONNECT_UNARY_CONTENT_TYPE = /^application\/(?:json(?:; ?charset=utf-?8)?|proto)$/i;
+/** Binary gRPC-Web (any codec; not grpc-web-text, whose body is base64). */
+const GRPC_WEB_BINARY_CONTENT_TYPE = /^application\/grpc-web(\+[^;\s]*)?\s*(;|$)/i;
+
+/**
+ * The declared body size of a POST to a unary procedure when it is over the
+ * limit for its one message, by protocol: the whole body in the Connect
+ * protocol, which connect-node then refuses `resource_exhausted` from that
+ * header alone; past the 5-byte envelope prefix in gRPC-Web, which
+ * connect-node refuses only once it read that prefix (so refused here unread).
+ * Null otherwise (any other protocol is left to connect-node).
+ */
+function unaryBodyOverLimit(
+  req: AnyRequest,
+): { protocol: "connect" | "grpc-web"; size: number } | null {
+  const declared = req.headers["content-length"];
+  if (req.method !== "POST" || typeof declared !== "string" || !/^\d+$/.test(declared)) return null;
+  const size = Number(declared);
+  const type = req.headers["content-type"] ?? "";
+  if (size > MAX_REQUEST_BYTES && CONNECT_UNARY_CONTENT_TYPE.test(type)) {
+    return { protocol: "connect", size };
+  }
+  if (size > MAX_REQUEST_BYTES + 5 && GRPC_WEB_BINARY_CONTENT_TYPE.test(type)) {
+    return { protocol: "grpc-web", size };
+  }
+  return null;
+}
+
+/**
+ * Whether `req` is a call to one of `unaryProcedures` that is refused unread
+ * because its Content-Length is over the limit (`unaryBodyOverLimit`): one
+ * that asks `Expect: 100-continue` must not be told to send its body.
+ */
+export function declaresUnaryBodyTooLarge(
+  req: AnyRequest,
+  unaryProcedures: ReadonlySet<string>,
+): boolean {
+  return (
+    unaryBodyOverLimit(req) !== null && unaryProcedures.has((req.url ?? "").split("?", 1)[0] ?? "")
+  );
+}
+
+/**
+ * A request body that fails with `error` at its first read, never reading the
+ * request: connect-node answers the error in the call's protocol, as it does
+ * the request guard's.
+ */
+function unreadBody(error: ConnectError): AsyncIterable<Uint8Array> {
+  return { [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(error) }) };
+}
+
 /**
  * Unary calls end at their deadline, as streams do (run-service.ts):
  * connect-node aborts the call's signal then but waits for a unary
@@ -160,8 +212,18 @@ export function createConnectNodeHandler(opts: {
     clampDeadline(uReq.header);
     // A message over readMaxBytes is refused unread: on HTTP/2 the upload must still end.
     stopReadingBodyIfUnread(req);
-    const body = uReq.body as AsyncIterable<Uint8Array>;
     const { input, methodKind } = handler.method;
+    const over = methodKind === "unary" ? unaryBodyOverLimit(req) : null;
+    const body =
+      over?.protocol === "grpc-web"
+        ? unreadBody(
+            // connect-node's words for the message the one envelope's prefix would declare.
+            new ConnectError(
+              `message size ${over.size - 5} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
+              Code.ResourceExhausted,
+            ),
+          )
+        : (uReq.body as AsyncIterable<Uint8Array>);
     const guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
     handler({ ...uReq, body: guarded })
       .then((uRes) => universalResponseToNodeResponse(uRes, res))

@@ -27,6 +27,7 @@ import type { CommandSpec } from "../../../src/providers/provider-adapter.js";
 import {
   bwrapForRun,
   findWorkingBwrap,
+  maybeSandboxExecFailure,
   RETRY_LOOKUP_MS,
   sandboxExecFailure,
 } from "../../../src/providers/read-only-sandbox.js";
@@ -144,6 +145,14 @@ describe("sandboxExecFailure", () => {
     expect(sandboxExecFailure(BIN, 0, line)).toBeNull();
     expect(sandboxExecFailure(BIN, 1, null)).toBeNull();
     expect(sandboxExecFailure("/other/opencode", 1, line)).toBeNull();
+  });
+
+  it("leaves a running CLI undecided only while its lines are just that report", () => {
+    const line = `bwrap: execvp ${BIN}: No such file or directory`;
+    expect(maybeSandboxExecFailure(BIN, line)).toBe(true);
+    expect(maybeSandboxExecFailure(BIN, null)).toBe(false);
+    expect(maybeSandboxExecFailure(BIN, "opencode: starting")).toBe(false);
+    expect(maybeSandboxExecFailure("/other/opencode", line)).toBe(false);
   });
 });
 
