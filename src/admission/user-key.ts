@@ -8,6 +8,8 @@
  * authenticated identity is the transport's job, not this module's.
  */
 
+import { pyStrip } from "./py-strip.js";
+
 /** The key used when nothing identifies the caller (spec §3, §1.4). */
 export const ANONYMOUS_KEY = "anonymous";
 
@@ -16,13 +18,13 @@ export const ANONYMOUS_KEY = "anonymous";
  * result becomes `"anonymous"`. Idempotent.
  */
 export function normalizeAdmissionKey(key: string): string {
-  const k = key.trim().toLowerCase();
+  const k = pyStrip(key).toLowerCase();
   return k === "" ? ANONYMOUS_KEY : k;
 }
 
 /** `lower(strip(user_id))`, or `undefined` when it is absent or blank. */
 function userPart(userId: string | undefined): string | undefined {
-  const u = userId?.trim().toLowerCase();
+  const u = userId === undefined ? undefined : pyStrip(userId).toLowerCase();
   return u ? u : undefined;
 }
 
@@ -47,6 +49,6 @@ export function admissionKeyForRun(userId: string | undefined, sessionId: string
 export function admissionKeyForQuery(userId?: string, sessionId?: string): string {
   const user = userPart(userId);
   if (user !== undefined) return normalizeAdmissionKey(`user:${user}`);
-  const session = sessionId?.trim() || ANONYMOUS_KEY;
+  const session = (sessionId === undefined ? "" : pyStrip(sessionId)) || ANONYMOUS_KEY;
   return normalizeAdmissionKey(`session:${session}`);
 }

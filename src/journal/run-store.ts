@@ -1,3 +1,4 @@
+import { pyStrip } from "../admission/py-strip.js";
 import type { AgentPolicy, ExitReason, RunEvent } from "../events/run-event.js";
 
 /** Where a run is in its life, as the store records it. */
@@ -101,5 +102,5 @@ export interface RunStore {
 
 /** How user ids compare (FermiLink's admission key rule: trimmed, lowercase). */
 export function normalizeUser(userId: string | null | undefined): string {
-  return (userId ?? "").trim().toLowerCase();
+  return pyStrip(userId ?? "").toLowerCase();
 }

@@ -1,3 +1,4 @@
+import { isPyBlank } from "../admission/py-strip.js";
 import { RunnerError, type ValidationDetail } from "../errors/runner-error.js";
 
 /** FermiLink's hard prompt limit (spec §7.4), counted in Unicode code points. */
@@ -29,7 +30,7 @@ export interface ValidRunRequest {
 
 function blankToNull(v: string | null | undefined): string | null {
   if (v === null || v === undefined) return null;
-  return v.trim() === "" ? null : v;
+  return isPyBlank(v) ? null : v;
 }
 
 /** Counts code points, not UTF-16 units: an emoji is one character, as in Python's len(). */

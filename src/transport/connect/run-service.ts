@@ -7,6 +7,7 @@ import {
   type RunRequest,
   type RunService,
 } from "../../../gen/fermilink/runner/v1/run_pb.js";
+import { isPyBlank } from "../../admission/py-strip.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
 import type { RunEvent } from "../../events/run-event.js";
@@ -17,7 +18,7 @@ import { StreamTally } from "../../metrics/stream-tally.js";
 import { listRunsPage } from "../../run/run-listing.js";
 import type { RunPipeline } from "../../run/run-pipeline.js";
 
-const blankToNull = (s: string) => (s.trim() === "" ? null : s);
+const blankToNull = (s: string) => (isPyBlank(s) ? null : s);
 
 /**
  * Why connect-node ended the call (its deadline, the client leaving), when it

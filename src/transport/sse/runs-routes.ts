@@ -1,3 +1,4 @@
+import { isPyBlank } from "../../admission/py-strip.js";
 import { RunnerError, toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import type { RunRecord } from "../../journal/run-store.js";
@@ -66,7 +67,7 @@ function optionalNonNegativeInt(raw: string | null | undefined, what: string): n
 
 /** A query value or header; null when absent or blank (blank says nothing). */
 function nonBlank(raw: string | undefined): string | null {
-  return raw === undefined || raw.trim() === "" ? null : raw;
+  return raw === undefined || isPyBlank(raw) ? null : raw;
 }
 
 /** Where a viewer resumes: `Last-Event-ID` (what EventSource sends on reconnect) beats `?after=`. */

@@ -6,6 +6,7 @@ import {
   admissionKeyForRun,
   normalizeAdmissionKey,
 } from "../../../src/admission/user-key.js";
+import { normalizeUser } from "../../../src/journal/run-store.js";
 import { makeController } from "./helpers.js";
 
 describe("admission keys (spec §1.1 step 2, §1.4, §3)", () => {
@@ -22,6 +23,17 @@ describe("admission keys (spec §1.1 step 2, §1.4, §3)", () => {
     expect(admissionKeyForQuery(undefined, "  S1 ")).toBe("session:s1");
     expect(admissionKeyForQuery("  ", "   ")).toBe("session:anonymous");
     expect(admissionKeyForQuery()).toBe("session:anonymous");
+  });
+
+  it("strips what Python's str.strip() strips, not what JS trim() does", () => {
+    // U+001C–U+001F and U+0085 are whitespace to Python (trim keeps them); U+FEFF is not (trim drops it).
+    expect(admissionKeyForRun("\x1cAlice\x85", "s1")).toBe("user:alice");
+    expect(admissionKeyForRun("\x1d\x1e\x1f", "abc")).toBe("session:abc");
+    expect(admissionKeyForRun("\ufeff", "abc")).toBe("user:\ufeff");
+    expect(admissionKeyForQuery("\x85", "\x1cS1\u3000")).toBe("session:s1");
+    expect(normalizeAdmissionKey("\u2028User:X\x1f")).toBe("user:x");
+    expect(normalizeUser("\x1cAlice ")).toBe(normalizeUser("alice"));
+    expect(normalizeUser("\ufeffalice")).not.toBe(normalizeUser("alice"));
   });
 
   it("normalizeAdmissionKey: strip().lower(), empty becomes anonymous", () => {
