@@ -45,7 +45,10 @@ export function serveWebUi(
     "cache-control": "no-cache",
     "x-content-type-options": "nosniff",
     "content-security-policy":
-      "default-src 'self'; connect-src *; style-src 'self'; script-src 'self'; img-src 'self' data:",
+      "default-src 'self'; connect-src *; style-src 'self'; script-src 'self'; img-src 'self' data:; " +
+      // No framing (a page that frames the app could trick a click on Run or Cancel), no <base> or
+      // plugin, and no form sent anywhere.
+      "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   });
   if (req.method === "HEAD") res.end();
   else res.end(asset.body);

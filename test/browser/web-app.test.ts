@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import net from "node:net";
 import path from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +17,8 @@ import {
 // In CI the browser is installed by .ci/run: missing it there is a failure, not a skip.
 const run = chromiumAvailable || process.env.CI ? describe : describe.skip;
 const ARTIFACTS = path.resolve("test-artifacts");
+/** MAX_SHOWN_EVENTS of web/src/render.ts (a DOM module, outside this project's tsconfig). */
+const MAX_SHOWN_EVENTS = 2000;
 
 let browser: Browser;
 let server: TestServer | undefined;
@@ -249,6 +252,195 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
       }
     } finally {
       await new Promise((r) => appServer.close(r));
+    }
+  });
+
+  it("shows provider output containing HTML as text: no element is made, no handler runs", async () => {
+    server = await startTestServer();
+    // The CSP would stop an inline handler; bypassing it shows that nothing is parsed as HTML at all.
+    const page = await browser.newPage({ bypassCSP: true });
+    await page.goto(`${server.baseUrl}/`);
+    const payload = '<img src=x onerror="window.__xss=(window.__xss||0)+1">';
+    await page.fill("#prompt", `#scenario=html-in-output ${payload}`);
+    await page.click("#start");
+    await page.locator(".ev-exit").waitFor();
+    await page.locator("#runs li", { hasText: "html-in-output" }).waitFor();
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 200)));
+    expect(await page.locator("#events img, #runs img").count()).toBe(0);
+    expect(await page.evaluate(() => (globalThis as { __xss?: number }).__xss)).toBeUndefined();
+    // Every kind of provider text arrived, each with the markup as literal text.
+    const text = (await page.locator("#events").textContent()) ?? "";
+    for (const shown of [
+      `msg ${payload}`,
+      `think ${payload}`,
+      `$ echo ${payload}`,
+      `out ${payload}`,
+      `add dir/${payload}.txt`,
+      `Tool srv${payload}.tool${payload}`,
+      `res ${payload}`,
+      `err ${payload}`,
+      `not json ${payload}`,
+      `stderr ${payload}`,
+    ])
+      expect(text).toContain(shown);
+    expect(await page.locator("#runs li .preview").first().textContent()).toContain(payload);
+    await page.close();
+  });
+
+  it("keeps at most MAX_SHOWN_EVENTS events on screen for a long stream, and says how many it dropped", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "#scenario=lines-5000");
+    await page.click("#start");
+    const exit = page.locator(".ev-exit");
+    await exit.waitFor({ timeout: 30_000 });
+    expect(await exit.getAttribute("data-reason")).toBe("completed");
+    // meta + 5000 messages + a stderr line + exit.
+    const total = 5003;
+    expect(await page.locator("#events > .ev:not(.ev-dropped)").count()).toBe(MAX_SHOWN_EVENTS);
+    expect(await page.locator(".ev-dropped").textContent()).toBe(
+      `${total - MAX_SHOWN_EVENTS} earlier events not shown`,
+    );
+    // The view followed the stream to its end (it scrolls once a frame).
+    expect(
+      await page.locator("#events").evaluate(async (el) => {
+        const frame = (globalThis as unknown as { requestAnimationFrame(cb: () => void): void })
+          .requestAnimationFrame;
+        for (let i = 0; i < 2; i++) await new Promise<void>((r) => frame(() => r()));
+        return el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
+      }),
+    ).toBe(true);
+    await page.close();
+  }, 60_000);
+
+  it("cancels as the user who started the run, even after the User field was changed", async () => {
+    const gated = await startGatedTestServer();
+    server = gated;
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#user", "wendy");
+    await page.fill("#prompt", "#scenario=gate cancel me");
+    await page.click("#start");
+    await page.locator(".ev-meta").waitFor();
+    await page.fill("#user", "mallory");
+    await page.locator("#user").blur();
+    await page.click("#cancel");
+    const exit = page.locator(".ev-exit");
+    await exit.waitFor();
+    expect(await exit.getAttribute("data-reason")).toBe("cancelled");
+    await gated.openGate();
+    await page.close();
+  });
+
+  it("shows the server's error code and message when a call fails", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "hi");
+    await page.fill("#session", "../escape");
+    await page.click("#start");
+    await page.locator("#status", { hasText: "InvalidArgument: " }).waitFor();
+    expect(await page.isEnabled("#start")).toBe(true);
+    await page.close();
+  });
+
+  it("says so when the connection drops in the middle of a run", async () => {
+    const gated = await startGatedTestServer();
+    server = gated;
+    // The page reaches the runner through a TCP relay whose connections the test cuts.
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(gated.app.port, "127.0.0.1");
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on("close", () => sockets.delete(s));
+        s.on("error", () => {});
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    try {
+      const page = await openApp(`http://127.0.0.1:${(relay.address() as AddressInfo).port}/`);
+      await page.fill("#prompt", "#scenario=gate drop me");
+      await page.check("#detach");
+      await page.click("#start");
+      await page.locator(".ev-meta").waitFor();
+      for (const s of sockets) s.destroy();
+      await page.locator("#status", { hasNotText: "Running" }).waitFor();
+      const status = (await page.locator("#status").textContent()) ?? "";
+      expect(status).toMatch(/^[A-Za-z]+: ./);
+      expect(await page.isEnabled("#start")).toBe(true);
+      await page.close();
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => relay.close(r));
+      await gated.openGate();
+    }
+  });
+});
+
+describe("the browser app's static files", () => {
+  /** A raw request: fetch would resolve dot segments before sending. */
+  function get(port: number, target: string) {
+    return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>(
+      (resolve, reject) => {
+        const req = http.request({ host: "127.0.0.1", port, path: target }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => {
+            body += c;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      },
+    );
+  }
+
+  it("serves the app with its type, no-cache, nosniff and a CSP that forbids framing", async () => {
+    server = await startTestServer();
+    const port = Number(new URL(server.baseUrl).port);
+    for (const [target, type] of [
+      ["/", "text/html; charset=utf-8"],
+      ["/index.html", "text/html; charset=utf-8"],
+      ["/app.js", "text/javascript; charset=utf-8"],
+      ["/style.css", "text/css; charset=utf-8"],
+    ] as const) {
+      const res = await get(port, target);
+      expect({ target, status: res.status, type: res.headers["content-type"] }).toEqual({
+        target,
+        status: 200,
+        type,
+      });
+      expect(res.headers["cache-control"]).toBe("no-cache");
+      expect(res.headers["x-content-type-options"]).toBe("nosniff");
+      const csp = String(res.headers["content-security-policy"]);
+      expect(csp).toContain("script-src 'self'");
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).toContain("object-src 'none'");
+      expect(csp).toContain("base-uri 'none'");
+    }
+  });
+
+  it("serves only its four files: no path reaches another file", async () => {
+    server = await startTestServer();
+    const port = Number(new URL(server.baseUrl).port);
+    for (const target of [
+      "/../package.json",
+      "/..%2fpackage.json",
+      "/%2e%2e/package.json",
+      "/app.js/../../package.json",
+      "//etc/passwd",
+      "/dist/app.js",
+      "/src/main.ts",
+      "/web/index.html",
+      "/index.html/",
+      "/app.js%00",
+      "/.%2e/.%2e/etc/passwd",
+      "/..\\package.json",
+    ]) {
+      const res = await get(port, target);
+      expect({ target, status: res.status }).toEqual({ target, status: 404 });
+      expect(res.body).not.toContain("fermilink-runner");
     }
   });
 });

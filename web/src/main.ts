@@ -31,8 +31,12 @@ const runIdLabel = $<HTMLSpanElement>("run-id");
 const runList = $<HTMLUListElement>("runs");
 const view = new EventView($<HTMLDivElement>("events"));
 
-/** The run on screen, once its first event named it. */
-let current: { runId: string } | null = null;
+/**
+ * The run on screen, once its first event named it, with the user it was
+ * started or attached as: Cancel names that user, not whatever the User field
+ * says by then (another user is told the run does not exist).
+ */
+let current: { runId: string; userId: string } | null = null;
 /**
  * The watch on screen, from the moment it starts: a new one stops it even
  * before its first event, and a watch that was replaced ends without touching
@@ -57,7 +61,11 @@ function replaceWatch(): AbortController {
 }
 
 /** Stream a run (new or attached) into the view until its exit event or until we stop watching. */
-async function watch(stream: AsyncIterable<RunEvent>, abort: AbortController): Promise<void> {
+async function watch(
+  stream: AsyncIterable<RunEvent>,
+  abort: AbortController,
+  userId: string,
+): Promise<void> {
   view.clear();
   current = null;
   runIdLabel.textContent = "";
@@ -67,7 +75,7 @@ async function watch(stream: AsyncIterable<RunEvent>, abort: AbortController): P
     for await (const event of stream) {
       if (watching !== abort) return;
       if (!current || current.runId !== event.runId) {
-        current = { runId: event.runId };
+        current = { runId: event.runId, userId };
         runIdLabel.textContent = event.runId;
         cancelButton.disabled = false;
         setStatus("Running…");
@@ -92,39 +100,38 @@ async function watch(stream: AsyncIterable<RunEvent>, abort: AbortController): P
 form.addEventListener("submit", (ev) => {
   ev.preventDefault();
   const abort = replaceWatch();
+  const userId = userInput.value.trim();
   setStatus("Starting…");
   void watch(
     runs.run(
       {
         userPrompt: promptInput.value,
         sessionId: sessionInput.value.trim(),
-        userId: userInput.value.trim(),
+        userId,
         packageId: packageSelect.value,
         detach: detachInput.checked,
       },
       { signal: abort.signal },
     ),
     abort,
+    userId,
   );
 });
 
 cancelButton.addEventListener("click", () => {
   if (!current) return;
-  const { runId } = current;
-  void runs
-    .cancel({ runId, userId: userInput.value.trim() })
-    .catch((err: unknown) => setStatus(describeError(err)));
+  const { runId, userId } = current;
+  void runs.cancel({ runId, userId }).catch((err: unknown) => setStatus(describeError(err)));
 });
 
 function attach(run: RunInfo): void {
   const abort = replaceWatch();
+  const userId = userInput.value.trim();
   setStatus(`Watching ${run.runId}…`);
   void watch(
-    runs.attach(
-      { runId: run.runId, afterSeq: 0n, userId: userInput.value.trim() },
-      { signal: abort.signal },
-    ),
+    runs.attach({ runId: run.runId, afterSeq: 0n, userId }, { signal: abort.signal }),
     abort,
+    userId,
   );
 }
 

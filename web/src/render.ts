@@ -36,6 +36,13 @@ const STATUS_TEXT: Partial<Record<ItemStatus, string>> = {
 };
 
 /**
+ * The most event elements kept on screen: a run can stream without end (a
+ * flood of provider lines), and every element kept costs memory and layout.
+ * The oldest go first; a note at the top counts them.
+ */
+export const MAX_SHOWN_EVENTS = 2000;
+
+/**
  * Renders a run's events into a container, readably: assistant text (deltas
  * appended), commands with their output and exit code (updated in place as
  * the provider reports progress), file changes, tool calls, usage, errors,
@@ -46,14 +53,39 @@ export class EventView {
   private lastMessage: HTMLElement | null = null;
   /** The last assistant message (with its deltas) or error, to recognise a result repeating it. */
   private lastText = "";
+  /** The item id each upserted element stands for, to forget it when it is dropped. */
+  private readonly keyOf = new WeakMap<Element, string>();
+  private readonly dropped = el("ev-dropped");
+  private droppedCount = 0;
+  /**
+   * Whether the view follows new events. Kept from scroll events rather than
+   * measured on every append: measuring after each append forces a layout
+   * per event, which a fast stream turns into a frozen page.
+   */
+  private follow = true;
+  /** The scrollTop the view last scrolled itself to: a scroll event at or past it is not the user's. */
+  private autoTop = 0;
+  private scrollQueued = false;
 
-  constructor(private readonly root: HTMLElement) {}
+  constructor(private readonly root: HTMLElement) {
+    root.addEventListener(
+      "scroll",
+      () => {
+        const atBottom = root.scrollTop + root.clientHeight >= root.scrollHeight - 4;
+        this.follow = atBottom || root.scrollTop >= this.autoTop - 4;
+      },
+      { passive: true },
+    );
+  }
 
   clear(): void {
     this.root.replaceChildren();
     this.byItemId.clear();
     this.lastMessage = null;
     this.lastText = "";
+    this.droppedCount = 0;
+    this.follow = true;
+    this.autoTop = 0;
   }
 
   add(event: RunEvent): void {
@@ -182,16 +214,44 @@ export class EventView {
     if (!div) {
       div = el(cls);
       this.byItemId.set(key, div);
+      this.keyOf.set(div, key);
       this.append(div);
     }
     div.textContent = text;
+    this.scrollSoon();
     return div;
   }
 
   private append(node: HTMLElement): void {
     if (!node.classList.contains("ev-message")) this.lastMessage = null;
-    const atBottom = this.root.scrollTop + this.root.clientHeight >= this.root.scrollHeight - 4;
     this.root.append(node);
-    if (atBottom) this.root.scrollTop = this.root.scrollHeight;
+    if (this.root.childElementCount - (this.droppedCount > 0 ? 1 : 0) > MAX_SHOWN_EVENTS)
+      this.dropOldest();
+    this.scrollSoon();
+  }
+
+  private dropOldest(): void {
+    const oldest =
+      this.droppedCount > 0 ? this.dropped.nextElementSibling : this.root.firstElementChild;
+    if (!oldest) return;
+    oldest.remove();
+    const key = this.keyOf.get(oldest);
+    if (key !== undefined) this.byItemId.delete(key);
+    if (oldest === this.lastMessage) this.lastMessage = null;
+    this.droppedCount++;
+    this.dropped.textContent = `${this.droppedCount} earlier events not shown`;
+    if (this.droppedCount === 1) this.root.prepend(this.dropped);
+  }
+
+  /** Scroll to the newest event once per frame, if the user has not scrolled away. */
+  private scrollSoon(): void {
+    if (!this.follow || this.scrollQueued) return;
+    this.scrollQueued = true;
+    requestAnimationFrame(() => {
+      this.scrollQueued = false;
+      if (!this.follow) return;
+      this.root.scrollTop = this.root.scrollHeight;
+      this.autoTop = this.root.scrollTop;
+    });
   }
 }

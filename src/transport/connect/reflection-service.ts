@@ -1,6 +1,9 @@
 import { create, createRegistry, type DescFile, toBinary } from "@bufbuild/protobuf";
-import { nestedTypes } from "@bufbuild/protobuf/reflect";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import {
+  type DescriptorProto,
+  type EnumDescriptorProto,
+  FileDescriptorProtoSchema,
+} from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -24,23 +27,39 @@ function withDependencies(roots: DescFile[]): Map<string, DescFile> {
 /**
  * Every fully-qualified name the files declare, with its file, scoped as
  * protoc scopes them (what `file_containing_symbol` is asked for): types,
- * fields, oneofs, methods, and enum values, which are siblings of their enum
- * (`fermilink.runner.v1.RUN_STATUS_QUEUED`, not `...RunStatus.RUN_STATUS_QUEUED`).
+ * fields, oneofs, methods, extensions, and enum values, which are siblings of
+ * their enum (`fermilink.runner.v1.RUN_STATUS_QUEUED`, not
+ * `...RunStatus.RUN_STATUS_QUEUED`). Read from the descriptor protos, not the
+ * Desc objects: those leave out names protoc still defines, the synthetic
+ * oneof of a proto3 `optional` field (`RunInfo._return_code`) and map entries.
  */
 function symbolFiles(files: Iterable<DescFile>): Map<string, DescFile> {
   const out = new Map<string, DescFile>();
   for (const file of files) {
-    for (const t of nestedTypes(file)) {
-      out.set(t.typeName, file);
-      if (t.kind === "message") {
-        for (const f of t.fields) out.set(`${t.typeName}.${f.name}`, file);
-        for (const o of t.oneofs) out.set(`${t.typeName}.${o.name}`, file);
-      } else if (t.kind === "enum") {
-        const scope = t.typeName.slice(0, t.typeName.lastIndexOf(".") + 1);
-        for (const v of t.values) out.set(scope + v.name, file);
-      } else if (t.kind === "service") {
-        for (const m of t.methods) out.set(`${t.typeName}.${m.name}`, file);
+    const pkg = file.proto.package ? `${file.proto.package}.` : "";
+    const enums = (list: EnumDescriptorProto[], scope: string) => {
+      for (const e of list) {
+        out.set(scope + e.name, file);
+        for (const v of e.value) out.set(scope + v.name, file);
       }
+    };
+    const messages = (list: DescriptorProto[], scope: string) => {
+      for (const m of list) {
+        const name = scope + m.name;
+        out.set(name, file);
+        for (const f of [...m.field, ...m.oneofDecl, ...m.extension]) {
+          out.set(`${name}.${f.name}`, file);
+        }
+        enums(m.enumType, `${name}.`);
+        messages(m.nestedType, `${name}.`);
+      }
+    };
+    messages(file.proto.messageType, pkg);
+    enums(file.proto.enumType, pkg);
+    for (const x of file.proto.extension) out.set(pkg + x.name, file);
+    for (const s of file.proto.service) {
+      out.set(pkg + s.name, file);
+      for (const m of s.method) out.set(`${pkg}${s.name}.${m.name}`, file);
     }
   }
   return out;

@@ -211,7 +211,14 @@ async function* guardEnvelopes(
       // Only plain and compressed messages are the caller's; other flags are left to connect-node.
       if ((flags & ~COMPRESSED) === 0) {
         if (one !== null && ++messages > 1) throw extraMessage(one);
-        await check(pending.subarray(done + 5, done + 5 + length), flags === COMPRESSED);
+        try {
+          await check(pending.subarray(done + 5, done + 5 + length), flags === COMPRESSED);
+        } catch (err) {
+          // The messages before it in this chunk were sound: a streaming call (reflection)
+          // answers them before ending with this error, as it does when they come apart.
+          if (done > 0) yield pending.subarray(0, done);
+          throw err;
+        }
       }
       done += 5 + length;
     }

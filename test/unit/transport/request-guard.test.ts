@@ -103,6 +103,28 @@ describe("guardRequestBody (envelope protocols)", () => {
     ).rejects.toThrow(/expected a binary-encoded fermilink\.runner\.v1\.GetAdmissionRequest/);
   });
 
+  it("passes the sound messages before an undecodable one in the same chunk, then refuses it", async () => {
+    const one = envelope(
+      toBinary(GetAdmissionRequestSchema, create(GetAdmissionRequestSchema, { userId: "u" })),
+    );
+    const bad = envelope(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    const passed: Uint8Array[] = [];
+    const guard = guardRequestBody(
+      inChunks(Buffer.concat([one, one, bad]), 1 << 20),
+      GRPC_WEB,
+      GetAdmissionRequestSchema,
+      1 << 20,
+      "bidi_streaming",
+    );
+    await expect(
+      (async () => {
+        for await (const c of guard) passed.push(c);
+      })(),
+    ).rejects.toThrow(/expected a binary-encoded/);
+    // A streaming handler answers these before the stream ends with the error.
+    expect(Buffer.concat(passed).equals(Buffer.concat([one, one]))).toBe(true);
+  });
+
   it("calls a body cut short under a prefix over the limit an incomplete envelope, as the direct path does", async () => {
     // The prefix claims 256 MiB; the body ends after 3 bytes.
     const body = Buffer.from([0, 0x10, 0, 0, 0, 1, 2, 3]);
