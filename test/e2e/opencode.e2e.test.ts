@@ -95,8 +95,9 @@ describe.skipIf(!haveCli("opencode"))("real opencode on a failing endpoint", () 
       );
       expect(failedCalls.length).toBe(2);
       const exit = run.events.at(-1)?.event;
+      // Ended by the runner's retry guard, not its idle timer (that would be `timeout`); no
+      // wall-clock bound: on a loaded CI box this run once took 51 s.
       expect(exit?.case === "exit" && exit.value.reason).toBe(ExitReason.RETRIES_EXHAUSTED);
-      expect(run.elapsedMs).toBeLessThan(40_000);
     },
     60_000,
   );
