@@ -56,6 +56,21 @@ async function portOf(m: ReturnType<typeof startMain>): Promise<number> {
   throw new Error(`the server did not start: ${m.output().err}`);
 }
 
+/** The status line the server at `port` answers a raw HTTP/1.1 request line with ("closed" on a reset). */
+function statusLineOf(port: number, requestLine: string): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const socket = net.connect(port, "127.0.0.1", () =>
+      socket.write(`${requestLine} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+    );
+    let answer = "";
+    socket.on("data", (d: Buffer) => {
+      answer += d.toString("latin1");
+    });
+    socket.on("error", () => resolve("closed"));
+    socket.on("close", () => resolve(answer.split("\r\n")[0] ?? ""));
+  });
+}
+
 /** Pids of the servers (argument dist/src/main.js, not a shell naming it) whose environment has FERMILINK_HOME=`homeDir`. */
 function serverPidsOf(homeDir: string): number[] {
   const pids: number[] = [];
@@ -211,18 +226,7 @@ describe("the server process (src/main.ts)", () => {
     // far more than the pipe holds, much of it still unread when the server is told to stop.
     const target = `//[${"a".repeat(8000)}`;
     for (let i = 0; i < 30; i++) {
-      const status = await new Promise<string>((resolve) => {
-        const socket = net.connect(port, "127.0.0.1", () =>
-          socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
-        );
-        let answer = "";
-        socket.on("data", (d: Buffer) => {
-          answer += d.toString("latin1");
-        });
-        socket.on("error", () => resolve("closed"));
-        socket.on("close", () => resolve(answer.split("\r\n")[0] ?? ""));
-      });
-      expect(status).toBe("HTTP/1.1 400 Bad Request");
+      expect(await statusLineOf(port, `GET ${target}`)).toBe("HTTP/1.1 400 Bad Request");
     }
     proc.kill("SIGTERM");
     expect(await exited).toBe(0);
@@ -244,18 +248,7 @@ describe("the server process (src/main.ts)", () => {
     m.proc.stdout?.destroy();
     // Each malformed request logs a line (debug), and each run several.
     for (let i = 0; i < 5; i++) {
-      const status = await new Promise<string>((resolve) => {
-        const socket = net.connect(port, "127.0.0.1", () =>
-          socket.write(`GET //[x${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
-        );
-        let answer = "";
-        socket.on("data", (d: Buffer) => {
-          answer += d.toString("latin1");
-        });
-        socket.on("error", () => resolve("closed"));
-        socket.on("close", () => resolve(answer.split("\r\n")[0] ?? ""));
-      });
-      expect(status).toBe("HTTP/1.1 400 Bad Request");
+      expect(await statusLineOf(port, `GET //[x${i}`)).toBe("HTTP/1.1 400 Bad Request");
     }
     const run = await postRun(`http://127.0.0.1:${port}`, { user_prompt: "after the log" });
     expect(run.status).toBe(200);

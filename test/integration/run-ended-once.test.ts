@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/log/logger.js";
 import type { RunObserver, RunPipelineDeps } from "../../src/run/run-deps.js";
-import { postRun } from "../helpers/sse-client.js";
+import { postRun, type SseResult } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -25,6 +25,20 @@ function failingAtRunEnded(): Writable {
   });
 }
 
+/**
+ * The run's stream ended with exactly one exit, `completed`; its id, once the
+ * producer (which finishes after the caller read the exit) let the run go.
+ */
+async function oneCompletedExit(app: TestServer["app"], run: SseResult): Promise<string> {
+  const exits = run.events.filter((e) => e.event === "runner.exit");
+  expect(exits.map((e) => JSON.parse(e.data).reason)).toEqual(["completed"]);
+  const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
+  for (let i = 0; i < 100 && app.pipeline.isLive(runId); i++)
+    await new Promise((r) => setTimeout(r, 20));
+  expect(app.pipeline.isLive(runId)).toBe(false);
+  return runId;
+}
+
 describe("a run that fails after its exit event", () => {
   it("is counted in runs_ended once and streams one exit event", async () => {
     server = await startTestServer(
@@ -33,13 +47,7 @@ describe("a run that fails after its exit event", () => {
     );
     const app = server.app;
     const run = await postRun(server.baseUrl, { user_prompt: "fine" });
-    const exits = run.events.filter((e) => e.event === "runner.exit");
-    expect(exits.map((e) => JSON.parse(e.data).reason)).toEqual(["completed"]);
-    const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
-    // The producer finishes after the caller read the exit: wait for it to let the run go.
-    for (let i = 0; i < 100 && app.pipeline.isLive(runId); i++)
-      await new Promise((r) => setTimeout(r, 20));
-    expect(app.pipeline.isLive(runId)).toBe(false);
+    const runId = await oneCompletedExit(app, run);
     // The stored run ends as the stream did: no second exit (of reason error) after the first.
     const stored = app.pipeline.getRun(runId, { userId: null });
     expect(stored).toMatchObject({ exitReason: "completed", succeeded: true });
@@ -71,12 +79,7 @@ describe("a run whose observer throws at its end", () => {
     deps.observer = throwing;
     const run = await postRun(server.baseUrl, { user_prompt: "fine" });
     expect(ended).toEqual(["completed"]);
-    const exits = run.events.filter((e) => e.event === "runner.exit");
-    expect(exits.map((e) => JSON.parse(e.data).reason)).toEqual(["completed"]);
-    const runId = JSON.parse(run.events.find((e) => e.event === "meta")?.data ?? "{}").run_id;
-    for (let i = 0; i < 100 && app.pipeline.isLive(runId); i++)
-      await new Promise((r) => setTimeout(r, 20));
-    expect(app.pipeline.isLive(runId)).toBe(false);
+    const runId = await oneCompletedExit(app, run);
     expect(app.pipeline.getRun(runId, { userId: null })).toMatchObject({
       status: "finished",
       exitReason: "completed",
