@@ -145,6 +145,14 @@ export async function executeRun(
       sessionId: plan.sessionId,
       provider: plan.policy.provider,
     }));
+  /** An observer call (metrics) that throws is logged: it must not change how the run goes. */
+  const observe = (when: string, call: () => void): void => {
+    try {
+      call();
+    } catch (err) {
+      log().error({ err }, `run observer failed at ${when}`);
+    }
+  };
   let lease: Lease | undefined;
   let unlock: (() => void) | undefined;
   let proc: SupervisedProcess | undefined;
@@ -178,22 +186,16 @@ export async function executeRun(
     // The exit first: `exited` now stops any later one, so an observer that throws must not
     // come between (the run would end with no exit in its journal, its row left running).
     state.emit({ type: "exit", durationMs, killedByRunner: false, succeeded: false, ...body });
-    try {
-      deps.observer.runEnded(plan.policy.provider, body.reason, durationMs);
-    } catch (err) {
-      log().error({ err }, "run observer failed at the run's end");
-    }
+    observe("the run's end", () =>
+      deps.observer.runEnded(plan.policy.provider, body.reason, durationMs),
+    );
   };
   /** Set once runs_started counted the run: once, and only when its provider really started. */
   let startCounted = false;
   const countStarted = (): void => {
     if (startCounted) return;
     startCounted = true;
-    try {
-      deps.observer.runStarted(plan.policy.provider);
-    } catch (err) {
-      log().error({ err }, "run observer failed at the provider's start");
-    }
+    observe("the provider's start", () => deps.observer.runStarted(plan.policy.provider));
   };
   try {
     lease = await admit(deps, state, plan);

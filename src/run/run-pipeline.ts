@@ -273,8 +273,7 @@ export class RunPipeline {
       const r = journal.recordWithPending(null);
       if (normalizeUser(r.userId) !== userNorm) continue;
       if (sessionId !== null && r.sessionId !== sessionId) continue;
-      if (after && newestFirst(r, { createdAtMs: after.createdAtMs, runId: after.runId }) <= 0)
-        continue;
+      if (after && newestFirst(r, after) <= 0) continue;
       out.push(r);
     }
     return out;

@@ -7,6 +7,12 @@ export type AnyRequest = Parameters<NodeHandlerFn>[0];
 /** A response on either protocol; connect-node narrows `write` because the two classes' overloads differ. */
 export type AnyResponse = Parameters<NodeHandlerFn>[1];
 
+/** The body size the request's Content-Length declares, or null when it declares none (or junk). */
+export function declaredBodyBytes(req: AnyRequest): number | null {
+  const declared = req.headers["content-length"];
+  return typeof declared === "string" && /^\d+$/.test(declared) ? Number(declared) : null;
+}
+
 /** Send a JSON body with a status (FermiLink's error shape is `{"detail": ...}`). */
 export function sendJson(res: AnyResponse, status: number, body: unknown): void {
   sendJsonText(res, status, JSON.stringify(body));

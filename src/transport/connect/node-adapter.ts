@@ -13,7 +13,12 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../../log/logger.js";
-import { type AnyRequest, type AnyResponse, stopReadingBodyIfUnread } from "../http-types.js";
+import {
+  type AnyRequest,
+  type AnyResponse,
+  declaredBodyBytes,
+  stopReadingBodyIfUnread,
+} from "../http-types.js";
 import { guardRequestBody, MAX_REQUEST_BYTES } from "./request-guard.js";
 
 /**
@@ -113,9 +118,8 @@ const GRPC_WEB_BINARY_CONTENT_TYPE = /^application\/grpc-web(\+[^;\s]*)?\s*(;|$)
 function unaryBodyOverLimit(
   req: AnyRequest,
 ): { protocol: "connect" | "grpc-web"; size: number } | null {
-  const declared = req.headers["content-length"];
-  if (req.method !== "POST" || typeof declared !== "string" || !/^\d+$/.test(declared)) return null;
-  const size = Number(declared);
+  const size = declaredBodyBytes(req);
+  if (req.method !== "POST" || size === null) return null;
   const type = req.headers["content-type"] ?? "";
   if (size > MAX_REQUEST_BYTES && CONNECT_UNARY_CONTENT_TYPE.test(type)) {
     return { protocol: "connect", size };

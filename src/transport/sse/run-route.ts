@@ -7,6 +7,7 @@ import type { RunPipeline } from "../../run/run-pipeline.js";
 import {
   type AnyRequest,
   type AnyResponse,
+  declaredBodyBytes,
   onClientGone,
   readBody,
   sendJson,
@@ -24,10 +25,7 @@ const MAX_BODY_BYTES = 1024 * 1024;
  * must not be told to send it (http-server.ts).
  */
 export function declaresRunBodyTooLarge(req: AnyRequest): boolean {
-  const declared = req.headers["content-length"];
-  return (
-    typeof declared === "string" && /^\d+$/.test(declared) && Number(declared) > MAX_BODY_BYTES
-  );
+  return (declaredBodyBytes(req) ?? 0) > MAX_BODY_BYTES;
 }
 
 /**
