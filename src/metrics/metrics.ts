@@ -127,7 +127,7 @@ export class RunnerMetrics implements StreamObserver {
     });
     this.runDuration = new Histogram({
       name: "fermilink_runner_run_duration_seconds",
-      help: "Time from request to the exit event, by provider and exit reason.",
+      help: "Time from request to the run's end, by provider and exit reason.",
       labelNames: ["provider", "reason"],
       buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 600, 1800, 3600],
       registers,

@@ -2,7 +2,7 @@ import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Lease } from "../admission/lease.js";
 import { RunnerError, toRunnerError } from "../errors/runner-error.js";
-import type { AgentPolicy, EarlierLines, RunEventBody } from "../events/run-event.js";
+import type { AgentPolicy, EarlierLines, ExitReason, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import {
@@ -49,9 +49,6 @@ export interface RunPlan {
   arrival: number;
 }
 
-/** How often a waiting run re-reports its queue position when it changed. */
-const QUEUE_REPORT_INTERVAL_MS = 1000;
-
 function throwIfAborted(state: RunState): void {
   const reason = state.abortReason;
   if (reason) throw reason;
@@ -81,46 +78,44 @@ function returnCodeOf(exit: ProcessExit): number | null {
 }
 
 /**
- * Waits for an admission slot, reporting `queued` events while it waits.
- * The controller's callback is synchronous, so the latest position is kept
- * here and reported by a ticker that respects the subscriber's backpressure.
+ * Waits for an admission slot, reporting `queued` events while it waits: the
+ * first at once (it answers the caller), then each new position in the turn
+ * it changed. The controller calls back from inside its own state change, once
+ * per change: the report waits for the end of the turn (setImmediate), so the
+ * moves of one turn (many callers leaving at once, a shutdown) are one event
+ * per waiter, and none goes out for a waiter granted in the same turn.
  */
 async function admit(deps: RunPipelineDeps, state: RunState, plan: RunPlan): Promise<Lease> {
   let latest: { position: number; size: number } | null = null;
   let reported: { position: number; size: number } | null = null;
-  const leasePromise = deps.admission.acquire(plan.userKey, {
-    signal: state.signal,
-    onQueueUpdate: (position, size) => {
-      latest = { position, size };
-    },
-  });
-  let settled = false;
-  leasePromise.then(
-    () => {
-      settled = true;
-    },
-    () => {
-      settled = true;
-    },
-  );
-  const report = async () => {
+  /** Set once the first position was reported: later ones wait for the end of their turn. */
+  let watching = false;
+  let scheduled: NodeJS.Immediate | undefined;
+  const report = () => {
+    scheduled = undefined;
     const current = latest;
-    if (settled || !current) return;
+    if (!current) return;
     if (reported && reported.position === current.position && reported.size === current.size)
       return;
     reported = current;
     state.emit({ type: "queued", position: current.position, queueSize: current.size });
   };
-  await report();
-  if (!settled && latest) {
-    const ticker = setInterval(() => void report(), QUEUE_REPORT_INTERVAL_MS);
-    try {
-      return await leasePromise;
-    } finally {
-      clearInterval(ticker);
-    }
+  const leasePromise = deps.admission.acquire(plan.userKey, {
+    signal: state.signal,
+    onQueueUpdate: (position, size) => {
+      latest = { position, size };
+      if (watching) scheduled ??= setImmediate(report);
+    },
+  });
+  report();
+  watching = true;
+  try {
+    return await leasePromise;
+  } finally {
+    // Granted or withdrawn: a report still due for this turn would come after it.
+    watching = false;
+    clearImmediate(scheduled);
   }
-  return leasePromise;
 }
 
 /**
@@ -169,6 +164,11 @@ export async function executeRun(
     unlock?.();
     lease?.release();
   };
+  /** Counts the run's end in runs_ended; `exited` makes it once. */
+  const countEnded = (reason: ExitReason, durationMs: number): void =>
+    observe("the run's end", () =>
+      deps.observer.runEnded(plan.policy.provider, reason, durationMs),
+    );
   /** Set once the run's exit event was produced: a run ends (and is counted) once. */
   let exited = false;
   const emitExit = (
@@ -186,9 +186,7 @@ export async function executeRun(
     // The exit first: `exited` now stops any later one, so an observer that throws must not
     // come between (the run would end with no exit in its journal, its row left running).
     state.emit({ type: "exit", durationMs, killedByRunner: false, succeeded: false, ...body });
-    observe("the run's end", () =>
-      deps.observer.runEnded(plan.policy.provider, body.reason, durationMs),
-    );
+    countEnded(body.reason, durationMs);
   };
   /** Set once runs_started counted the run: once, and only when its provider really started. */
   let startCounted = false;
@@ -367,6 +365,14 @@ export async function executeRun(
     log().info({ returnCode, reason }, "run ended");
   } catch (err) {
     if (!state.emittedAny) {
+      // An admitted run that ends before its first event (its workspace failed, its caller left
+      // while it prepared) has no exit event and no row, but it ended: runs_ended counts it as
+      // it counts a queued run that fails the same way after its `queued` event. One refused
+      // by admission never ran, and is a rejection instead.
+      if (lease !== undefined && !exited) {
+        exited = true;
+        countEnded(err instanceof RunAborted ? err.reason : "error", deps.now() - plan.startedAtMs);
+      }
       state.failBeforeFirstEvent(beforeFirstEvent(err));
       return;
     }

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
 import path from "node:path";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
@@ -109,6 +110,43 @@ describe("admission over the wire", () => {
     expect(JSON.parse(after.events.at(-1)?.data ?? "{}").reason).toBe("completed");
   });
 
+  it("tells a waiter its new place in the turn the queue moved, before the run admitted ahead of it ends", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    const s = server;
+    const client = createClient(RunService, createGrpcTransport({ baseUrl: s.baseUrl }));
+    const holder = await holdSlot(s, { session_id: "moves-holder" });
+    await holder.it.next();
+    const follow = (sessionId: string) => {
+      const seen: RunEvent[] = [];
+      const done = (async () => {
+        for await (const ev of client.run({ userPrompt: "quick", sessionId })) seen.push(ev);
+      })();
+      return { seen, done };
+    };
+    const next = follow("moves-next");
+    await until(() => next.seen.length > 0, "the first waiter's queued event");
+    const last = follow("moves-last");
+    await until(() => last.seen.length > 0, "the second waiter's queued event");
+    // The slot frees right after the second waiter queued: a report on a timer started then
+    // (1 s) would come long after the quick run admitted ahead of it has ended.
+    holder.ac.abort();
+    await Promise.all([next.done, last.done]);
+    const queued = last.seen.flatMap((ev) =>
+      ev.event.case === "queued" ? [[ev.event.value.position, ev.event.value.queueSize]] : [],
+    );
+    expect(queued).toEqual([
+      [2, 2],
+      [1, 1],
+    ]);
+    const at = (ev: RunEvent | undefined) => (ev?.time ? timestampMs(ev.time) : Number.NaN);
+    const moved = at(
+      last.seen.find((ev) => ev.event.case === "queued" && ev.event.value.position === 1),
+    );
+    const nextExit = next.seen.at(-1);
+    expect(nextExit?.event.case).toBe("exit");
+    expect(moved).toBeLessThanOrEqual(at(nextExit));
+  });
+
   it("sends queued events on the Connect face and resource_exhausted when full", async () => {
     server = await startTestServer({
       FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1",
@@ -138,6 +176,43 @@ describe("admission over the wire", () => {
 });
 
 describe("ops endpoints and metrics", () => {
+  it("counts an admitted run that fails before its first event in runs_ended, as a queued one", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "1" });
+    const s = server;
+    // A session whose workspace cannot be prepared: a run on it fails after taking its slot.
+    await mkdir(path.join(s.workspacesRoot, "broken"), { recursive: true });
+    await writeFile(path.join(s.workspacesRoot, "broken", "repo"), "not a directory");
+    // Admitted at once: it fails before any event, so the caller gets a status, not a stream.
+    const atOnce = await postRun(s.baseUrl, { user_prompt: "at once", session_id: "broken" });
+    expect(atOnce.status).toBe(500);
+    expect(JSON.parse(atOnce.text).code).toBe("WORKSPACE_SETUP_FAILED");
+    // Queued first: the same failure comes after its `queued` event, as an exit of reason error.
+    const holder = await holdSlot(s, { session_id: "holder" });
+    // Its meta, then its provider's first line: the provider started.
+    await holder.it.next();
+    await holder.it.next();
+    const queued = postRun(s.baseUrl, { user_prompt: "queued", session_id: "broken" });
+    await until(() => s.app.admission.pendingTotal === 1, "one queued run");
+    holder.ac.abort();
+    const late = await queued;
+    expect(late.comments).toContain("queued 1/1");
+    expect(JSON.parse(late.events.at(-1)?.data ?? "{}").reason).toBe("error");
+    await until(() => s.app.pipeline.liveRuns === 0, "every run ended");
+    const metrics = await (await fetch(`http://127.0.0.1:${s.app.metricsPort}/metrics`)).text();
+    // Both failed runs ended in an error, the holder as its caller left: each counted once, and
+    // only the holder's provider started.
+    expect(metrics).toMatch(
+      /^fermilink_runner_runs_ended_total\{provider="codex",reason="error"\} 2$/m,
+    );
+    expect(metrics).toMatch(
+      /^fermilink_runner_runs_ended_total\{provider="codex",reason="client_gone"\} 1$/m,
+    );
+    const ended = [...metrics.matchAll(/^fermilink_runner_runs_ended_total\{[^}]*\} (\d+)$/gm)];
+    expect(ended.reduce((sum, m) => sum + Number(m[1]), 0)).toBe(3);
+    expect(metrics).toMatch(/^fermilink_runner_runs_started_total\{provider="codex"\} 1$/m);
+    expect(metrics).toMatch(/^runner_active_runs 0$/m);
+  });
+
   it("counts streamed bytes in UTF-8: SSE the frames as written, Connect the provider lines", async () => {
     server = await startTestServer();
     const s = server;

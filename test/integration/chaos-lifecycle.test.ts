@@ -861,13 +861,33 @@ describe("chaos: random callers over every face", () => {
         problems.push(`stored runs nobody asked for: ${rs.map((r) => r.runId).join(", ")}`);
     }
 
-    // Every run that produced an event was counted as ended exactly once.
+    // Every run that produced an event was counted as ended exactly once, with its stored reason.
+    // So was an admitted run whose caller left before its first event (client_gone), which is
+    // stored nowhere: at most one such run per caller that left and has no stored run.
     const metrics = await (await fetch(`http://127.0.0.1:${app.metricsPort}/metrics`)).text();
-    const ended = [...metrics.matchAll(/^fermilink_runner_runs_ended_total\{[^}]*\} (\d+)$/gm)]
-      .map((m) => Number(m[1]))
-      .reduce((a, b) => a + b, 0);
-    if (ended !== records.length)
-      problems.push(`runs_ended_total ${ended}, stored runs ${records.length}`);
+    const endedBy = new Map<string, number>();
+    for (const m of metrics.matchAll(
+      /^fermilink_runner_runs_ended_total\{provider="\w+",reason="(\w+)"\} (\d+)$/gm,
+    ))
+      endedBy.set(m[1] as string, (endedBy.get(m[1] as string) ?? 0) + Number(m[2]));
+    const storedBy = new Map<string, number>();
+    for (const r of records) {
+      const reason = r.exitReason ?? "none";
+      storedBy.set(reason, (storedBy.get(reason) ?? 0) + 1);
+    }
+    const leftUnstored = outcomes.filter(
+      (o) => o.left && !o.refused && !byTag.has(o.plan.tag),
+    ).length;
+    for (const reason of new Set([...endedBy.keys(), ...storedBy.keys()])) {
+      const ended = endedBy.get(reason) ?? 0;
+      const stored = storedBy.get(reason) ?? 0;
+      const unstored = reason === "client_gone" ? leftUnstored : 0;
+      if (ended < stored || ended > stored + unstored)
+        problems.push(
+          `runs_ended_total{reason="${reason}"} ${ended}, stored runs ${stored}` +
+            ` (and ${unstored} callers that left with no stored run)`,
+        );
+    }
 
     // Nothing held open: no connection on the server, no fd beyond the baseline's pools.
     h2.abort();
