@@ -11,7 +11,7 @@ interface Asset {
  * The browser app (web/: a Connect-Web client built by `npm run build:web`
  * into web/dist/app.js, which is committed), read once at start-up and
  * served at `/`. Its CSP loads code and styles only from this runner; it may
- * call another runner (`?runner=`), which must list this origin for CORS.
+ * call a runner on localhost or 127.0.0.1 (`?runner=`), which must list this origin for CORS.
  */
 export function loadWebUi(webDir: string): Map<string, Asset> {
   const assets = new Map<string, Asset>();
@@ -45,7 +45,10 @@ export function serveWebUi(
     "cache-control": "no-cache",
     "x-content-type-options": "nosniff",
     "content-security-policy":
-      "default-src 'self'; connect-src *; style-src 'self'; script-src 'self'; img-src 'self' data:; " +
+      // Calls reach only this runner or one on this machine, as the app's `?runner=` rule says:
+      // a slip in that rule still cannot send a user's prompts to another host.
+      "default-src 'self'; connect-src 'self' http://localhost:* http://127.0.0.1:* https://localhost:* https://127.0.0.1:*; " +
+      "style-src 'self'; script-src 'self'; img-src 'self' data:; " +
       // No framing (a page that frames the app could trick a click on Run or Cancel), no <base> or
       // plugin, and no form sent anywhere.
       "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",

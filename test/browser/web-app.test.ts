@@ -255,6 +255,27 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     }
   });
 
+  it("ignores a ?runner= naming another host: nothing is sent there, runs go to the page's runner", async () => {
+    server = await startTestServer();
+    const foreign = "http://runner.example:9";
+    const page = await browser.newPage();
+    const sentAway: string[] = [];
+    page.on("request", (r) => {
+      if (!r.url().startsWith(server?.baseUrl ?? "")) sentAway.push(r.url());
+    });
+    await page.route(`${foreign}/**`, (route) => route.fulfill({ status: 500 }));
+    await page.goto(`${server.baseUrl}/?runner=${encodeURIComponent(foreign)}`);
+    expect(await page.locator("#connection").textContent()).toBe(server.baseUrl);
+    expect(await page.locator("#status").textContent()).toContain(`Ignored ?runner=${foreign}`);
+    await page.fill("#user", "wendy");
+    await page.fill("#prompt", "stays home");
+    await page.click("#start");
+    await page.locator(".ev-exit").waitFor();
+    expect(await page.locator(".ev-message").allTextContents()).toContain("stays home");
+    expect(sentAway).toEqual([]);
+    await page.close();
+  });
+
   it("shows provider output containing HTML as text: no element is made, no handler runs", async () => {
     server = await startTestServer();
     // The CSP would stop an inline handler; bypassing it shows that nothing is parsed as HTML at all.
@@ -310,6 +331,14 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
         return el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
       }),
     ).toBe(true);
+    // A replay comes all at once (more load than the live stream): the same limit and note.
+    await page.locator("#runs li button", { hasText: "Replay" }).click();
+    await page.locator("#status", { hasText: "Ended: completed" }).waitFor({ timeout: 30_000 });
+    expect(await page.locator("#events > .ev:not(.ev-dropped)").count()).toBe(MAX_SHOWN_EVENTS);
+    expect(await page.locator(".ev-exit").count()).toBe(1);
+    expect(await page.locator(".ev-dropped").textContent()).toBe(
+      `${total - MAX_SHOWN_EVENTS} earlier events not shown`,
+    );
     await page.close();
   }, 60_000);
 
@@ -366,14 +395,118 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
       for (const s of sockets) s.destroy();
       await page.locator("#status", { hasNotText: "Running" }).waitFor();
       const status = (await page.locator("#status").textContent()) ?? "";
-      expect(status).toMatch(/^[A-Za-z]+: ./);
+      expect(status).toMatch(/^The stream ended without the run's result \([A-Za-z]+: .+\)\. /);
+      expect(status).toContain("The run goes on: Re-attach follows it.");
       expect(await page.isEnabled("#start")).toBe(true);
+      // A re-attach that fails at once (still no connection) can be tried again.
+      await page.route("**/fermilink.runner.v1.RunService/Attach", (route) => route.abort());
+      const attachFailed = page.waitForEvent("requestfailed", (r) => r.url().endsWith("/Attach"));
+      await page.click("#reattach");
+      await attachFailed;
+      await page.locator("#reattach").waitFor({ state: "visible", timeout: 5000 });
+      expect(await page.locator("#status").textContent()).toMatch(
+        /^The stream ended without the run's result \([A-Za-z]+: .+\)\. The run goes on/,
+      );
+      await page.unroute("**/fermilink.runner.v1.RunService/Attach");
+      // Re-attach continues after the events shown: the view keeps them, none comes twice.
+      await page.click("#reattach");
+      await page.locator("#status", { hasText: "Running…" }).waitFor();
+      expect(await page.isHidden("#reattach")).toBe(true);
+      await gated.openGate();
+      const exit = page.locator(".ev-exit");
+      await exit.waitFor();
+      expect(await exit.getAttribute("data-reason")).toBe("completed");
+      expect(await page.locator(".ev-meta").count()).toBe(1);
+      expect(await page.locator(".ev-message").allTextContents()).toEqual([
+        "#scenario=gate drop me",
+      ]);
+      expect(await page.locator("#status").textContent()).toBe("Ended: completed");
       await page.close();
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise((r) => relay.close(r));
       await gated.openGate();
     }
+  });
+
+  it("says a stream that ends cleanly without the exit event ended without the run's result", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    // A Connect stream of one meta event and a clean end: no exit event, no error.
+    const frame = (flags: number, json: string) => {
+      const body = Buffer.from(json);
+      const head = Buffer.alloc(5);
+      head.writeUInt8(flags, 0);
+      head.writeUInt32BE(body.length, 1);
+      return Buffer.concat([head, body]);
+    };
+    await page.route("**/fermilink.runner.v1.RunService/Run", (route) =>
+      route.fulfill({
+        status: 200,
+        contentType: "application/connect+json",
+        body: Buffer.concat([
+          frame(0, JSON.stringify({ runId: "r-cut", seq: "1", meta: { sessionId: "s-cut" } })),
+          frame(2, "{}"),
+        ]),
+      }),
+    );
+    await page.fill("#prompt", "cut short");
+    await page.click("#start");
+    await page.locator(".ev-meta").waitFor();
+    await page.locator("#status", { hasNotText: "Running" }).waitFor();
+    expect(await page.locator("#status").textContent()).toBe(
+      "The stream ended without the run's result. Without detach the run ends when its caller is gone: Re-attach shows how it ended.",
+    );
+    expect(await page.isVisible("#reattach")).toBe(true);
+    await page.close();
+  });
+
+  it("keeps a run's outcome in the status line when the run list then fails to load", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.route("**/fermilink.runner.v1.RunService/ListRuns", (route) =>
+      route.fulfill({
+        status: 503,
+        contentType: "application/json",
+        body: JSON.stringify({ code: "unavailable", message: "list down" }),
+      }),
+    );
+    await page.fill("#prompt", "list fails after me");
+    await page.click("#start");
+    // The listing the run's end sets off (the page's first one was sent before the click).
+    const listing = await page.waitForRequest((r) => r.url().endsWith("/ListRuns"));
+    await listing.response();
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
+    expect(await page.locator("#status").textContent()).toBe("Ended: completed");
+    expect(await page.locator("#runs-status").textContent()).toBe(
+      "Run list unavailable: Unavailable: list down",
+    );
+    // A listing that works again clears the note.
+    await page.unroute("**/fermilink.runner.v1.RunService/ListRuns");
+    await page.click("#refresh-runs");
+    await page.locator("#runs li", { hasText: "list fails after me" }).waitFor();
+    expect(await page.locator("#runs-status").textContent()).toBe("");
+    await page.close();
+  });
+
+  it("replays a listed run as the user it was listed for, even if the User field changed since", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#user", "ann");
+    await page.locator("#user").blur();
+    await page.fill("#prompt", "ann's secret run");
+    await page.click("#start");
+    await page.locator(".ev-exit").waitFor();
+    const replay = page.locator("#runs li", { hasText: "ann's secret run" }).locator("button");
+    await replay.waitFor();
+    // Bob's listing (set off by leaving the field for the button) is held: ann's row stays.
+    await page.route("**/fermilink.runner.v1.RunService/ListRuns", () => {});
+    await page.fill("#user", "bob");
+    await replay.click();
+    await page.locator("#status", { hasNotText: /^(Watching|Running)/ }).waitFor();
+    expect(await page.locator("#status").textContent()).toBe("Ended: completed");
+    expect(await page.locator(".ev-message").allTextContents()).toEqual(["ann's secret run"]);
+    await page.close();
   });
 });
 
@@ -415,6 +548,10 @@ describe("the browser app's static files", () => {
       expect(res.headers["x-content-type-options"]).toBe("nosniff");
       const csp = String(res.headers["content-security-policy"]);
       expect(csp).toContain("script-src 'self'");
+      // Calls go only where the app's `?runner=` rule lets them: this runner or one on localhost.
+      expect(csp).toContain(
+        "connect-src 'self' http://localhost:* http://127.0.0.1:* https://localhost:* https://127.0.0.1:*;",
+      );
       expect(csp).toContain("frame-ancestors 'none'");
       expect(csp).toContain("object-src 'none'");
       expect(csp).toContain("base-uri 'none'");

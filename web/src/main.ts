@@ -9,10 +9,34 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { EventView, exitReasonName } from "./render.js";
 
-// The page talks to the runner that served it, or to `?runner=<url>` (another origin needs
-// FERMILINK_RUNNER_CORS_ORIGINS on that runner).
-const runnerUrl =
-  new URL(window.location.href).searchParams.get("runner") ?? window.location.origin;
+/**
+ * The runner the page talks to: the one that served it, or `?runner=<url>` when that is this
+ * page's origin or a runner on this machine (localhost or 127.0.0.1, any port: the app served
+ * from another local port during development). Any other host is refused, not asked about: a
+ * crafted link would otherwise send that host the user's prompts and user id. The CSP's
+ * connect-src (src/transport/web-ui.ts) allows the same. Another origin needs
+ * FERMILINK_RUNNER_CORS_ORIGINS on that runner.
+ */
+function chooseRunner(): { url: string; refused: string | null } {
+  const own = window.location.origin;
+  const asked = new URL(window.location.href).searchParams.get("runner");
+  if (asked === null) return { url: own, refused: null };
+  let target: URL;
+  try {
+    target = new URL(asked);
+  } catch {
+    return { url: own, refused: asked };
+  }
+  const local =
+    (target.protocol === "http:" || target.protocol === "https:") &&
+    (target.hostname === "localhost" || target.hostname === "127.0.0.1");
+  if (target.origin !== own && !local) return { url: own, refused: asked };
+  // Rebuilt from the parsed parts: method paths are appended to it, and a query or fragment
+  // left in it would swallow them.
+  return { url: `${target.origin}${target.pathname.replace(/\/+$/, "")}`, refused: null };
+}
+
+const { url: runnerUrl, refused: refusedRunner } = chooseRunner();
 const transport = createConnectTransport({ baseUrl: runnerUrl });
 const runs = createClient(RunService, transport);
 const packages = createClient(PackageService, transport);
@@ -27,6 +51,8 @@ const detachInput = $<HTMLInputElement>("detach");
 const startButton = $<HTMLButtonElement>("start");
 const cancelButton = $<HTMLButtonElement>("cancel");
 const statusLine = $<HTMLParagraphElement>("status");
+const reattachButton = $<HTMLButtonElement>("reattach");
+const runsStatus = $<HTMLParagraphElement>("runs-status");
 const runIdLabel = $<HTMLSpanElement>("run-id");
 const runList = $<HTMLUListElement>("runs");
 const view = new EventView($<HTMLDivElement>("events"));
@@ -43,6 +69,8 @@ let current: { runId: string; userId: string } | null = null;
  * the page (its buttons, status and run belong to the new one).
  */
 let watching: AbortController | null = null;
+/** A run whose stream ended before its exit event: Re-attach continues after the events shown. */
+let resumable: { runId: string; userId: string; afterSeq: bigint } | null = null;
 
 function setStatus(text: string): void {
   statusLine.textContent = text;
@@ -56,21 +84,36 @@ function describeError(err: unknown): string {
 /** Stop the watch on screen and take its place; returns the new watch's signal holder. */
 function replaceWatch(): AbortController {
   watching?.abort();
+  resumable = null;
+  reattachButton.hidden = true;
   watching = new AbortController();
   return watching;
+}
+
+interface WatchOptions {
+  /** The user the run is started or attached as (Cancel and Re-attach name it). */
+  userId: string;
+  /** Whether the run goes on when this stream ends early: detached, or watched through Attach. */
+  outlivesStream: boolean;
+  /** Resuming a dropped watch: the view keeps what it shows and the stream starts after it. */
+  resume?: { runId: string; afterSeq: bigint };
 }
 
 /** Stream a run (new or attached) into the view until its exit event or until we stop watching. */
 async function watch(
   stream: AsyncIterable<RunEvent>,
   abort: AbortController,
-  userId: string,
+  { userId, outlivesStream, resume }: WatchOptions,
 ): Promise<void> {
-  view.clear();
+  if (!resume) view.clear();
   current = null;
   runIdLabel.textContent = "";
   startButton.disabled = true;
   cancelButton.disabled = true;
+  let lastSeq = resume?.afterSeq ?? 0n;
+  // A resumed watch that fails before its first event can still be retried.
+  const known = resume ? { runId: resume.runId, userId } : null;
+  let exited = false;
   try {
     for await (const event of stream) {
       if (watching !== abort) return;
@@ -80,12 +123,18 @@ async function watch(
         cancelButton.disabled = false;
         setStatus("Running…");
       }
+      if (event.seq > lastSeq) lastSeq = event.seq;
       view.add(event);
-      if (event.event.case === "exit")
+      if (event.event.case === "exit") {
+        exited = true;
         setStatus(`Ended: ${exitReasonName(event.event.value.reason)}`);
+      }
     }
+    if (watching === abort && !exited)
+      endedEarly(undefined, current ?? known, lastSeq, outlivesStream);
   } catch (err) {
-    if (watching === abort) setStatus(describeError(err));
+    // An error after the exit event changes nothing about the run: its result stays on screen.
+    if (watching === abort && !exited) endedEarly(err, current ?? known, lastSeq, outlivesStream);
   } finally {
     if (watching === abort) {
       watching = null;
@@ -95,6 +144,33 @@ async function watch(
       void refreshRuns();
     }
   }
+}
+
+/**
+ * The watch on screen ended without the run's exit event (connection lost, runner gone): say so
+ * rather than leave "Running…", and offer to re-attach when the run is known. Attach works for
+ * live and finished runs alike, so it either follows the run on or shows how it ended.
+ */
+function endedEarly(
+  err: unknown,
+  run: { runId: string; userId: string } | null,
+  lastSeq: bigint,
+  outlivesStream: boolean,
+): void {
+  if (!run) {
+    setStatus(err === undefined ? "The stream ended before the run started." : describeError(err));
+    return;
+  }
+  const why = err === undefined ? "" : ` (${describeError(err)})`;
+  setStatus(
+    `The stream ended without the run's result${why}. ${
+      outlivesStream
+        ? "The run goes on: Re-attach follows it."
+        : "Without detach the run ends when its caller is gone: Re-attach shows how it ended."
+    }`,
+  );
+  resumable = { runId: run.runId, userId: run.userId, afterSeq: lastSeq };
+  reattachButton.hidden = false;
 }
 
 form.addEventListener("submit", (ev) => {
@@ -114,7 +190,7 @@ form.addEventListener("submit", (ev) => {
       { signal: abort.signal },
     ),
     abort,
-    userId,
+    { userId, outlivesStream: detachInput.checked },
   );
 });
 
@@ -124,25 +200,39 @@ cancelButton.addEventListener("click", () => {
   void runs.cancel({ runId, userId }).catch((err: unknown) => setStatus(describeError(err)));
 });
 
-function attach(run: RunInfo): void {
+/** Watch a listed run as the user it was listed for (the field may say another by the click). */
+function attach(run: RunInfo, userId: string): void {
   const abort = replaceWatch();
-  const userId = userInput.value.trim();
   setStatus(`Watching ${run.runId}…`);
   void watch(
     runs.attach({ runId: run.runId, afterSeq: 0n, userId }, { signal: abort.signal }),
     abort,
-    userId,
+    { userId, outlivesStream: true },
   );
 }
+
+reattachButton.addEventListener("click", () => {
+  if (!resumable) return;
+  const { runId, userId, afterSeq } = resumable;
+  const abort = replaceWatch();
+  setStatus(`Re-attaching to ${runId}…`);
+  void watch(runs.attach({ runId, afterSeq, userId }, { signal: abort.signal }), abort, {
+    userId,
+    outlivesStream: true,
+    resume: { runId, afterSeq },
+  });
+});
 
 /** Listings asked for: only the latest is shown (an earlier one, maybe another user's, can answer last). */
 let listings = 0;
 
 async function refreshRuns(): Promise<void> {
   const listing = ++listings;
+  const userId = userInput.value.trim();
   try {
-    const page = await runs.listRuns({ userId: userInput.value.trim(), pageSize: 20 });
+    const page = await runs.listRuns({ userId, pageSize: 20 });
     if (listing !== listings) return;
+    runsStatus.textContent = "";
     runList.replaceChildren(
       ...page.runs.map((run) => {
         const li = document.createElement("li");
@@ -165,13 +255,15 @@ async function refreshRuns(): Promise<void> {
         watchButton.type = "button";
         watchButton.className = "secondary";
         watchButton.textContent = live ? "Attach" : "Replay";
-        watchButton.addEventListener("click", () => attach(run));
+        watchButton.addEventListener("click", () => attach(run, userId));
         li.append(label, preview, watchButton);
         return li;
       }),
     );
   } catch (err) {
-    if (listing === listings) setStatus(describeError(err));
+    // Shown by the list, not in the status line: that holds the watched run's outcome.
+    if (listing === listings)
+      runsStatus.textContent = `Run list unavailable: ${describeError(err)}`;
   }
 }
 
@@ -193,5 +285,9 @@ async function loadPackages(): Promise<void> {
 $<HTMLButtonElement>("refresh-runs").addEventListener("click", () => void refreshRuns());
 userInput.addEventListener("change", () => void refreshRuns());
 $<HTMLSpanElement>("connection").textContent = runnerUrl;
+if (refusedRunner !== null)
+  setStatus(
+    `Ignored ?runner=${refusedRunner}: this app talks only to the runner that served it or one on localhost.`,
+  );
 void loadPackages();
 void refreshRuns();
