@@ -19,7 +19,7 @@ import { resolveActiveProvider } from "./run/active-provider.js";
 import type { RunPipelineDeps } from "./run/run-deps.js";
 import { RunPipeline } from "./run/run-pipeline.js";
 import { createDualProtocolServer } from "./transport/http-server.js";
-import { continuesBody, createMainHandler } from "./transport/main-handler.js";
+import { createMainHandler } from "./transport/main-handler.js";
 import { type MetricsServer, startMetricsServer } from "./transport/metrics-server.js";
 import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
 import { builtinSpareContent, prepareWorkspace } from "./workspace/prepare-workspace.js";
@@ -193,8 +193,6 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       corsOrigins: config.server.corsOrigins,
       webDir: path.join(PROJECT_ROOT, "web"),
     }),
-    {},
-    continuesBody,
   );
   // Before listening: the first run's memory and latency are then those of any later run.
   await workspaceFs.warm();

@@ -37,13 +37,6 @@ const H2_IDLE_TIMEOUT_MS = 180_000;
 export function createDualProtocolServer(
   handler: (req: AnyRequest, res: AnyResponse) => void,
   limits: { sniffTimeoutMs?: number; headersTimeoutMs?: number; h2IdleTimeoutMs?: number } = {},
-  /**
-   * Whether a request that asks `Expect: 100-continue` is told to send its
-   * body; false for one the handler answers unread (a body declared over its
-   * limit). Node's default tells every one, and the client then uploads what
-   * is never read.
-   */
-  continuesBody: (req: AnyRequest) => boolean = () => true,
 ): DualProtocolServer {
   const sniffTimeoutMs = limits.sniffTimeoutMs ?? SNIFF_TIMEOUT_MS;
   const headersTimeoutMs = limits.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
@@ -74,11 +67,9 @@ export function createDualProtocolServer(
   // Long-lived streams are the point of this service: no per-request timeout.
   h1.requestTimeout = 0;
   const h2 = http2.createServer({}, handler);
-  // Without a 100 Continue the client sends no body (RFC 9110 §10.1.1); node closes the
-  // HTTP/1.1 connection after such a response, as the body may still come.
   for (const server of [h1, h2] as const) {
     server.on("checkContinue", (req: AnyRequest, res: AnyResponse) => {
-      if (continuesBody(req)) res.writeContinue();
+      continueOnFirstRead(req, res);
       server.emit("request", req, res);
     });
   }
@@ -147,6 +138,30 @@ export function createDualProtocolServer(
     get connectionCount() {
       return sockets.size;
     },
+  };
+}
+
+/**
+ * Tell a request that asks `Expect: 100-continue` to send its body once its
+ * handler starts reading it, and only then, as Go's net/http does. Node's
+ * default invites every body at once, so a client uploaded what was never
+ * read: to a 404, 405 or 307, a CORS preflight, a call connect-node refuses
+ * by its headers (grpc-web-text, an unknown encoding), a body declared over
+ * its limit. Without a 100 Continue the client sends no body (RFC 9110
+ * §10.1.1), and node closes the HTTP/1.1 connection after the answer, as the
+ * body may still come. Every handler here reads a body before it answers
+ * (connect-node writes its headers only once the call's first answer is
+ * ready); one that answered first would get no 100, and a client waiting for
+ * it would send its body only after its own timeout (~1 s for curl).
+ */
+function continueOnFirstRead(req: AnyRequest, res: AnyResponse): void {
+  const read = req._read;
+  // Readable calls _read only when a consumer asks for data; node's own
+  // discard of an unread body comes after the response, when headersSent.
+  req._read = function (this: AnyRequest, size: number) {
+    req._read = read;
+    if (!res.headersSent) res.writeContinue();
+    read.call(this, size);
   };
 }
 

@@ -12,7 +12,7 @@ import type { StreamObserver } from "../metrics/metrics.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
 import { createDirectRunStream } from "./connect/direct-run-stream.js";
-import { createConnectNodeHandler, declaresUnaryBodyTooLarge } from "./connect/node-adapter.js";
+import { createConnectNodeHandler } from "./connect/node-adapter.js";
 import { createOpsService } from "./connect/ops-service.js";
 import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
@@ -22,7 +22,7 @@ import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "./ht
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
 import { requestPath } from "./request-path.js";
-import { declaresRunBodyTooLarge, handleRunRoute } from "./sse/run-route.js";
+import { handleRunRoute } from "./sse/run-route.js";
 import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
 import { RAW_REQUEST_HEADERS } from "./token-guard.js";
 import { loadWebUi, serveWebUi } from "./web-ui.js";
@@ -44,30 +44,6 @@ function redirectTo(req: AnyRequest, res: AnyResponse, target: string): void {
   const location = typeof host === "string" && host !== "" ? `http://${host}${target}` : target;
   res.writeHead(307, { location, "content-length": 0 });
   res.end();
-}
-
-/** The unary procedures served (reflection's are streams), as request paths. */
-const UNARY_PROCEDURES: ReadonlySet<string> = new Set(
-  [RunService, OpsService, PackageService].flatMap((service) =>
-    service.methods
-      .filter((m) => m.methodKind === "unary")
-      .map((m) => `/${service.typeName}/${m.name}`),
-  ),
-);
-
-/**
- * Whether a request that asks `Expect: 100-continue` may send its body: not
- * when its Content-Length is over its route's limit and the route answers
- * that unread, at once: `POST /run` (413) and a Connect or gRPC-Web unary call
- * (`resource_exhausted`). For createDualProtocolServer.
- */
-export function continuesBody(req: AnyRequest): boolean {
-  if (declaresUnaryBodyTooLarge(req, UNARY_PROCEDURES)) return false;
-  return !(
-    req.method === "POST" &&
-    requestPath(req.url ?? "/") === "/run" &&
-    declaresRunBodyTooLarge(req)
-  );
 }
 
 export function createMainHandler(deps: {

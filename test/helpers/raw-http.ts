@@ -48,3 +48,44 @@ export function rawRequest(
     });
   });
 }
+
+/**
+ * POST over HTTP/1.1 with `Expect: 100-continue`, as curl does for a large
+ * body: `body` is sent only once the server says `100 Continue`. What came
+ * back (raw), whether the server invited the body, and whether it closed the
+ * connection (a server that invited the body and then waits for it gives no
+ * answer within `waitMs`).
+ */
+export function expectContinue(
+  port: number,
+  path: string,
+  type: string,
+  body: Buffer,
+  waitMs = 3000,
+): Promise<{ text: string; continued: boolean; closed: boolean }> {
+  return new Promise((resolve) => {
+    let text = "";
+    let continued = false;
+    const socket = net.connect(port, "127.0.0.1", () => {
+      socket.write(
+        `POST ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: ${type}\r\n` +
+          `Content-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`,
+      );
+    });
+    const done = (closed: boolean) => {
+      clearTimeout(wait);
+      socket.destroy();
+      resolve({ text, continued, closed });
+    };
+    const wait = setTimeout(() => done(false), waitMs);
+    socket.on("data", (d: Buffer) => {
+      text += d.toString("latin1");
+      if (!continued && text.startsWith("HTTP/1.1 100 Continue\r\n\r\n")) {
+        continued = true;
+        socket.write(body);
+      }
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => done(true));
+  });
+}

@@ -1,11 +1,12 @@
-import net from "node:net";
 import { gzipSync } from "node:zlib";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
-import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { AttachRequestSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
+import { expectContinue } from "../helpers/raw-http.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
@@ -93,40 +94,6 @@ describe("request messages on connect-node's path are bounded as on the direct p
     expect(res.rstCode).toBe(0);
   });
 
-  /**
-   * An HTTP/1.1 call that asks `Expect: 100-continue`: its body is sent only once the server
-   * says `100 Continue`. What came back, and whether the server closed the connection.
-   */
-  const expectContinue = (port: number, path: string, type: string, body: Buffer) =>
-    new Promise<{ text: string; closed: boolean }>((resolve) => {
-      let text = "";
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.write(
-          `POST ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: ${type}\r\n` +
-            `Content-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`,
-        );
-      });
-      const done = (closed: boolean) => {
-        clearTimeout(wait);
-        socket.destroy();
-        resolve({ text, closed });
-      };
-      // A server that invited the body waits for it: no answer then.
-      const wait = setTimeout(() => done(false), 3000);
-      socket.on("data", (d: Buffer) => {
-        const before = text;
-        text += d.toString("latin1");
-        if (
-          !before.startsWith("HTTP/1.1 100 Continue") &&
-          text.startsWith("HTTP/1.1 100 Continue")
-        ) {
-          socket.write(body);
-        }
-      });
-      socket.on("error", () => {});
-      socket.on("close", () => done(true));
-    });
-
   it("answers a Connect or gRPC-Web unary call expecting 100-continue with a Content-Length over the limit at once, never inviting the body", async () => {
     const s = await startTestServer();
     server = s;
@@ -166,5 +133,86 @@ describe("request messages on connect-node's path are bounded as on the direct p
       Buffer.alloc(0),
     );
     expect(within.text.startsWith("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")).toBe(true);
+  });
+
+  it("invites the body of a streaming call only when it reads it: a small one is read and served, one declared over the limit is refused unread", async () => {
+    const s = await startTestServer();
+    server = s;
+    const ATTACH = `/${RunService.typeName}/Attach`;
+    const unknownRun = JSON.stringify({ runId: "no-such-run" });
+    const final = (text: string) => text.slice(text.indexOf("\r\n\r\n") + 4);
+    // connect-node's path (JSON), then the direct path (protobuf): the body is invited and read.
+    const json = await expectContinue(
+      s.app.port,
+      ATTACH,
+      "application/connect+json",
+      envelope(0, Buffer.from(unknownRun)),
+    );
+    expect(json.continued).toBe(true);
+    expect(final(json.text).split("\r\n", 1)[0]).toBe("HTTP/1.1 200 OK");
+    expect(json.text).toContain('"code":"not_found"');
+    const proto = await expectContinue(
+      s.app.port,
+      ATTACH,
+      "application/connect+proto",
+      envelope(
+        0,
+        toBinary(AttachRequestSchema, create(AttachRequestSchema, { runId: "no-such-run" })),
+      ),
+    );
+    expect(proto.continued).toBe(true);
+    expect(proto.text).toContain('"code":"not_found"');
+    // One message declared over the limit, on either path and in gRPC-Web: refused at once, unread.
+    for (const type of [
+      "application/connect+json",
+      "application/connect+proto",
+      "application/grpc-web+proto",
+    ]) {
+      const over = await expectContinue(
+        s.app.port,
+        ATTACH,
+        type,
+        envelope(0, Buffer.alloc(2 * 1024 * 1024, 0x20)),
+      );
+      expect({ type, continued: over.continued, closed: over.closed }).toEqual({
+        type,
+        continued: false,
+        closed: true,
+      });
+      expect(over.text.split("\r\n", 1)[0]).toBe("HTTP/1.1 200 OK");
+      expect(over.text).toContain(
+        type.startsWith("application/grpc-web")
+          ? `grpc-status: ${Code.ResourceExhausted}`
+          : '"code":"resource_exhausted"',
+      );
+    }
+  });
+
+  it("never invites the body of a call it answers by its headers alone", async () => {
+    const s = await startTestServer();
+    server = s;
+    // grpc-web-text (connect-node takes binary only: 415) and a procedure not served (unimplemented).
+    const text = await expectContinue(
+      s.app.port,
+      ADMISSION,
+      "application/grpc-web-text",
+      Buffer.from("AAAAAAA="),
+    );
+    expect(text.text.split("\r\n", 1)[0]).toBe("HTTP/1.1 415 Unsupported Media Type");
+    expect({ continued: text.continued, closed: text.closed }).toEqual({
+      continued: false,
+      closed: true,
+    });
+    const unknown = await expectContinue(
+      s.app.port,
+      `/${OpsService.typeName}/NoSuchMethod`,
+      "application/grpc-web+proto",
+      envelope(0, Buffer.alloc(0)),
+    );
+    expect(unknown.text).toContain(`grpc-status: ${Code.Unimplemented}\r\n`);
+    expect({ continued: unknown.continued, closed: unknown.closed }).toEqual({
+      continued: false,
+      closed: true,
+    });
   });
 });

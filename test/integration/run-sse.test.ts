@@ -10,7 +10,7 @@ import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { BUILTIN_TEMPLATE_DIR } from "../../src/workspace/agents-file.js";
 import { collect } from "../helpers/collect.js";
 import { h2Upload } from "../helpers/h2-upload.js";
-import { rawRequest } from "../helpers/raw-http.js";
+import { expectContinue, rawRequest } from "../helpers/raw-http.js";
 import { parseLikeFermiLink, postRun } from "../helpers/sse-client.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 import { streamedEvents } from "../helpers/streamed-events.js";
@@ -771,36 +771,80 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(final).toContain('"session_id": "expect-continue"');
   });
 
-  it("refuses an HTTP/2 request that expects 100-continue with a Content-Length over 1 MiB without a 100", async () => {
+  it("answers a request it never reads (404, 405, 307) without inviting its body", async () => {
+    const s = await startTestServer();
+    server = s;
+    const body = Buffer.from(JSON.stringify({ user_prompt: "hi" }));
+    for (const [target, status] of [
+      ["/no-such-route", "404 Not Found"],
+      ["/healthz", "405 Method Not Allowed"],
+      ["/run/", "307 Temporary Redirect"],
+    ] as const) {
+      const got = await expectContinue(s.app.port, target, "application/json", body);
+      expect({ target, status: got.text.split("\r\n", 1)[0] }).toEqual({
+        target,
+        status: `HTTP/1.1 ${status}`,
+      });
+      // The body may still come after an answer without 100 Continue: the connection ends.
+      expect({ target, continued: got.continued, closed: got.closed }).toEqual({
+        target,
+        continued: false,
+        closed: true,
+      });
+    }
+  });
+
+  it("invites an HTTP/2 body that expects 100-continue when it reads it, never one declared over 1 MiB", async () => {
     const s = await startTestServer();
     server = s;
     const session = http2.connect(s.baseUrl);
     session.on("error", () => {});
+    /** `body` is sent on a 100 Continue; `length` is the Content-Length declared. */
+    const call = (body: Buffer, length: number) =>
+      new Promise<{ status: number | undefined; continued: boolean; text: string }>((resolve) => {
+        let continued = false;
+        let status: number | undefined;
+        let text = "";
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/run",
+          "content-type": "application/json",
+          "content-length": String(length),
+          expect: "100-continue",
+        });
+        // A server that invited the body waits for it: no answer then.
+        const wait = setTimeout(() => resolve({ status, continued, text }), 5000);
+        stream.on("error", () => {});
+        stream.on("continue", () => {
+          continued = true;
+          stream.end(body);
+        });
+        stream.on("response", (h) => {
+          status = h[":status"];
+          if (status !== 200) stream.close();
+        });
+        stream.on("data", (d: Buffer) => {
+          text += d.toString();
+        });
+        stream.on("close", () => {
+          clearTimeout(wait);
+          resolve({ status, continued, text });
+        });
+      });
     try {
-      const got = await new Promise<{ status: number | undefined; continued: boolean }>(
-        (resolve) => {
-          let continued = false;
-          const stream = session.request({
-            ":method": "POST",
-            ":path": "/run",
-            "content-type": "application/json",
-            "content-length": String(2 * 1024 * 1024),
-            expect: "100-continue",
-          });
-          // A server that invited the body waits for it: no answer then.
-          const wait = setTimeout(() => resolve({ status: undefined, continued }), 3000);
-          stream.on("error", () => {});
-          stream.on("continue", () => {
-            continued = true;
-          });
-          stream.on("response", (h) => {
-            clearTimeout(wait);
-            resolve({ status: h[":status"], continued });
-            stream.close();
-          });
-        },
-      );
-      expect(got).toEqual({ status: 413, continued: false });
+      const over = await call(Buffer.alloc(0), 2 * 1024 * 1024);
+      expect({ status: over.status, continued: over.continued }).toEqual({
+        status: 413,
+        continued: false,
+      });
+      const body = Buffer.from(JSON.stringify({ user_prompt: "hi", session_id: "h2-continue" }));
+      const within = await call(body, body.length);
+      expect({ status: within.status, continued: within.continued }).toEqual({
+        status: 200,
+        continued: true,
+      });
+      expect(within.text).toContain("event: runner.exit");
+      expect(within.text).toContain('"session_id": "h2-continue"');
     } finally {
       session.close();
     }

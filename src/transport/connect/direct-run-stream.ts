@@ -28,6 +28,7 @@ import type { RunPipeline } from "../../run/run-pipeline.js";
 import {
   type AnyRequest,
   type AnyResponse,
+  declaredBodyBytes,
   onClientGone,
   readBody,
   responseClosed,
@@ -243,7 +244,9 @@ async function serve(
   onClientGone(req, res, () => caller.abort());
   let events: AsyncIterable<readonly RunEvent[]>;
   try {
-    const body = await readBody(req, MAX_REQUEST_BYTES);
+    // A body declared over the limit is refused unread: with `Expect: 100-continue`, never invited.
+    const declared = declaredBodyBytes(req) ?? 0;
+    const body = declared > MAX_REQUEST_BYTES ? null : await readBody(req, MAX_REQUEST_BYTES);
     if (body === null) {
       // The rest of the body is never read: the HTTP/1.1 connection closes, the h2 stream is reset.
       stopReadingBody(req, res);

@@ -1,3 +1,4 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -6,6 +7,9 @@ import {
   createConnectRouter,
   type Interceptor,
 } from "@connectrpc/connect";
+import { parseContentType as connectContentType } from "@connectrpc/connect/protocol-connect";
+import { parseContentType as grpcContentType } from "@connectrpc/connect/protocol-grpc";
+import { parseContentType as grpcWebContentType } from "@connectrpc/connect/protocol-grpc-web";
 import {
   compressionBrotli,
   compressionGzip,
@@ -102,46 +106,37 @@ function answerUnimplemented(req: AnyRequest, res: AnyResponse, error: ConnectEr
   res.end();
 }
 
-/** A Connect unary call's content type, as connect-node reads it (its contentTypeUnaryRegExp). */
-const CONNECT_UNARY_CONTENT_TYPE = /^application\/(?:json(?:; ?charset=utf-?8)?|proto)$/i;
-/** Binary gRPC-Web (any codec; not grpc-web-text, whose body is base64). */
-const GRPC_WEB_BINARY_CONTENT_TYPE = /^application\/grpc-web(\+[^;\s]*)?\s*(;|$)/i;
-
 /**
- * The declared body size of a POST to a unary procedure when it is over the
- * limit for its one message, by protocol: the whole body in the Connect
- * protocol, which connect-node then refuses `resource_exhausted` from that
- * header alone; past the 5-byte envelope prefix in gRPC-Web, which
- * connect-node refuses only once it read that prefix (so refused here unread).
- * Null otherwise (any other protocol is left to connect-node).
+ * Whether a body of `type` is one envelope for a call of `methodKind`: a
+ * unary or server-streaming call takes exactly one request message, and
+ * connect-node reads Connect streaming, gRPC and binary gRPC-Web as
+ * envelopes (its own content-type parsers say which protocol it takes a
+ * request in). Not a Connect unary body, the message itself, which
+ * connect-node refuses from its Content-Length alone; not grpc-web-text,
+ * which it refuses 415 unread.
  */
-function unaryBodyOverLimit(
-  req: AnyRequest,
-): { protocol: "connect" | "grpc-web"; size: number } | null {
-  const size = declaredBodyBytes(req);
-  if (req.method !== "POST" || size === null) return null;
-  const type = req.headers["content-type"] ?? "";
-  if (size > MAX_REQUEST_BYTES && CONNECT_UNARY_CONTENT_TYPE.test(type)) {
-    return { protocol: "connect", size };
-  }
-  if (size > MAX_REQUEST_BYTES + 5 && GRPC_WEB_BINARY_CONTENT_TYPE.test(type)) {
-    return { protocol: "grpc-web", size };
-  }
-  return null;
+function oneEnvelope(type: string, methodKind: DescMethod["methodKind"]): boolean {
+  if (methodKind !== "unary" && methodKind !== "server_streaming") return false;
+  const web = grpcWebContentType(type);
+  if (web) return !web.text;
+  if (grpcContentType(type)) return true;
+  return connectContentType(type)?.stream === true && methodKind === "server_streaming";
 }
 
 /**
- * Whether `req` is a call to one of `unaryProcedures` that is refused unread
- * because its Content-Length is over the limit (`unaryBodyOverLimit`): one
- * that asks `Expect: 100-continue` must not be told to send its body.
+ * The declared size of a call's one request message when it is over the
+ * limit and connect-node would refuse it only once it read the envelope's
+ * 5-byte prefix (and the guard, up to the limit): it is refused here unread,
+ * so a client that asked `Expect: 100-continue` is never told to upload it
+ * (http-server.ts). Null otherwise.
  */
-export function declaresUnaryBodyTooLarge(
+function envelopedMessageOverLimit(
   req: AnyRequest,
-  unaryProcedures: ReadonlySet<string>,
-): boolean {
-  return (
-    unaryBodyOverLimit(req) !== null && unaryProcedures.has((req.url ?? "").split("?", 1)[0] ?? "")
-  );
+  methodKind: DescMethod["methodKind"],
+): number | null {
+  const size = declaredBodyBytes(req);
+  if (req.method !== "POST" || size === null || size - 5 <= MAX_REQUEST_BYTES) return null;
+  return oneEnvelope(req.headers["content-type"] ?? "", methodKind) ? size - 5 : null;
 }
 
 /**
@@ -217,13 +212,13 @@ export function createConnectNodeHandler(opts: {
     // A message over readMaxBytes is refused unread: on HTTP/2 the upload must still end.
     stopReadingBodyIfUnread(req);
     const { input, methodKind } = handler.method;
-    const over = methodKind === "unary" ? unaryBodyOverLimit(req) : null;
+    const over = envelopedMessageOverLimit(req, methodKind);
     const body =
-      over?.protocol === "grpc-web"
+      over !== null
         ? unreadBody(
             // connect-node's words for the message the one envelope's prefix would declare.
             new ConnectError(
-              `message size ${over.size - 5} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
+              `message size ${over} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
               Code.ResourceExhausted,
             ),
           )

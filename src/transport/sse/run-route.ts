@@ -22,9 +22,9 @@ const MAX_BODY_BYTES = 1024 * 1024;
 /**
  * True when the request's Content-Length already says its body is over the
  * limit: it is answered 413 unread, so one that asks `Expect: 100-continue`
- * must not be told to send it (http-server.ts).
+ * is never told to send it (http-server.ts).
  */
-export function declaresRunBodyTooLarge(req: AnyRequest): boolean {
+function declaresRunBodyTooLarge(req: AnyRequest): boolean {
   return (declaredBodyBytes(req) ?? 0) > MAX_BODY_BYTES;
 }
 
