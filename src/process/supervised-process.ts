@@ -54,8 +54,11 @@ export interface SupervisedProcess {
   /**
    * stdout and stderr lines merged in arrival order, in batches (the lines one
    * pipe read completed), pull-based; ends at EOF of both. Call once (or `lines`).
+   * `onOutput` is called for every read from either pipe, also one that
+   * completes no line (a `\r` progress bar, the rest of a cut line): what an
+   * idle timer counts as the provider's activity.
    */
-  lineBatches(): AsyncIterable<ProcessLine[]>;
+  lineBatches(onOutput?: () => void): AsyncIterable<ProcessLine[]>;
   /** `lineBatches`, one line at a time. */
   lines(): AsyncIterable<ProcessLine>;
   /** Resolves once the leader exited and its group was cleaned up. Never rejects. */
@@ -97,12 +100,23 @@ export interface StartProcessOptions {
   signal?: AbortSignal;
 }
 
+/** `source`'s chunks, calling `onChunk` as each is read (before the splitter, which may hold it). */
+async function* noting(source: AsyncIterable<Buffer>, onChunk: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    onChunk();
+    yield chunk;
+  }
+}
+
 async function* tagged(
   stream: Readable,
   name: ProcessLine["stream"],
   max: number,
+  onOutput: (() => void) | undefined,
 ): AsyncGenerator<ProcessLine[]> {
-  for await (const batch of splitLineBatches(stream as AsyncIterable<Buffer>, max)) {
+  const chunks = stream as AsyncIterable<Buffer>;
+  const source = onOutput === undefined ? chunks : noting(chunks, onOutput);
+  for await (const batch of splitLineBatches(source, max)) {
     yield batch.map((l) => ({ stream: name, text: l.text, truncated: l.truncated }));
   }
 }
@@ -379,7 +393,7 @@ export async function startSupervisedProcess(
     async *lines() {
       for await (const batch of proc.lineBatches()) yield* batch;
     },
-    lineBatches() {
+    lineBatches(onOutput) {
       if (linesTaken) throw new Error("lines() can be called once");
       linesTaken = true;
       const cut = new AbortController();
@@ -395,8 +409,8 @@ export async function startSupervisedProcess(
       });
       const gen = merge(
         [
-          tagged(child.stdout, "stdout", opts.maxLineBytes),
-          tagged(child.stderr, "stderr", opts.maxLineBytes),
+          tagged(child.stdout, "stdout", opts.maxLineBytes, onOutput),
+          tagged(child.stderr, "stderr", opts.maxLineBytes, onOutput),
         ],
         cut.signal,
         () =>
@@ -406,12 +420,24 @@ export async function startSupervisedProcess(
       return (async function* () {
         let finished = false;
         try {
-          yield* gen;
+          // Not `yield* gen`: an abandoning consumer's return() would reach the pipes' readers,
+          // and they would close the pipes under a provider still shutting down (below).
+          for (let r = await gen.next(); !r.done; r = await gen.next()) yield r.value;
           finished = true;
         } finally {
           done = true;
           clearTimeout(cutTimer);
-          if (!finished) await terminate();
+          if (!finished) {
+            // SIGTERM first, and the pipes read (what they bring dropped) until the group is
+            // gone: closed earlier, they fail what a provider writes as it shuts down (EPIPE, a
+            // C CLI dies of SIGPIPE), and unread, a full pipe blocks it until its SIGKILL.
+            const ended = terminate();
+            void (async () => {
+              while (!(await gen.next()).done);
+            })().catch(() => {});
+            await ended;
+          }
+          // Also ends a drain still reading: a process out of the group may hold them for good.
           child.stdout.destroy();
           child.stderr.destroy();
         }

@@ -296,7 +296,8 @@ export async function executeRun(
     timers.push(
       setTimeout(() => state.abort(runAborted("timeout", config.run)), config.run.maxRuntimeMs),
     );
-    // One idle timer, pushed back (refresh) on every line: no allocation per line.
+    // One idle timer, pushed back (refresh) on every read from the pipes, not per line: a `\r`
+    // progress bar, or the rest of a line cut at maxLineBytes, completes none for as long as it runs.
     const idle =
       config.run.idleTimeoutMs > 0
         ? setTimeout(() => state.abort(runAborted("idle", config.run)), config.run.idleTimeoutMs)
@@ -314,8 +315,7 @@ export async function executeRun(
     const earlierLines: EarlierLines = (needle, pick) =>
       journal.history(journal.lastSeq + 1, needle, pick);
     // Lines keep flowing after an abort: what the provider printed before it died is never dropped.
-    for await (const batch of running.lineBatches()) {
-      idle?.refresh();
+    for await (const batch of running.lineBatches(idle ? () => idle.refresh() : undefined)) {
       firstLine ??= batch[0];
       lineCount += batch.length;
       if (sandboxed && !maybeSandboxExecFailure(plan.bin, onlyLine())) countStarted();

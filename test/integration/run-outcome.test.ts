@@ -38,6 +38,15 @@ describe("the runner's verdict on a run (runner.exit succeeded / killed_by_runne
     );
   });
 
+  it("counts a provider's \\r progress as activity for the idle timeout, though it completes no line", async () => {
+    // 4.5 s of progress with no line between two lines, against a 3 s idle limit.
+    server = await startTestServer({ FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "3" });
+    expect(await exitOf("#scenario=cr-progress")).toMatchObject({
+      reason: "completed",
+      succeeded: true,
+    });
+  });
+
   it("records that the runner killed a provider that exits 0 on SIGTERM (as gemini does)", async () => {
     server = await startTestServer({ FERMILINK_RUNNER_MAX_RUNTIME_SECONDS: "1" });
     const exit = await exitOf("#scenario=exit0-on-sigterm");

@@ -44,6 +44,8 @@ const HELPER_CLOSED =
   "The runner closed its spawn helper while the provider ran; its process group was killed, and its exit status is unknown.";
 
 interface Starting {
+  /** The helper asked to start it: another may already run while this one's death is handled. */
+  helper: ChildProcess;
   resolve(child: LaunchedChild): void;
   reject(err: unknown): void;
   pid?: number;
@@ -91,8 +93,8 @@ export class SpawnHelper {
     // The signal stays here: it is no part of the request.
     const { signal, ...spawnOpts } = opts;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const helper = this.helper ?? this.startHelper();
     const id = this.nextId++;
+    const request: SpawnRequest = { type: "spawn", id, ...spawnOpts };
     return new Promise<LaunchedChild>((resolve, reject) => {
       let onExit: (info: ExitInfo) => void = () => {};
       const exit = new Promise<ExitInfo>((r) => {
@@ -101,6 +103,7 @@ export class SpawnHelper {
       const onAbort = () => this.abandon(id, signal?.reason);
       const settled = () => signal?.removeEventListener("abort", onAbort);
       this.children.set(id, {
+        helper: this.helper ?? this.startHelper(),
         resolve: (child) => {
           settled();
           resolve(child);
@@ -113,12 +116,36 @@ export class SpawnHelper {
         onExit,
       });
       signal?.addEventListener("abort", onAbort, { once: true });
-      const request: SpawnRequest = { type: "spawn", id, ...spawnOpts };
-      helper.send(request, (err: Error | null) => {
-        if (err) this.fail(id, spawnError("", `The spawn helper is not reachable: ${err.message}`));
-      });
+      this.send(request, true);
     });
   };
+
+  /**
+   * Send a start to its helper. One that could not be written (the helper
+   * died, and the runner has not handled its exit and its channel's end yet)
+   * never reached a helper, so nothing was forked for it: once (`mayRetry`),
+   * it goes to a new helper instead of failing its run; the dead one's
+   * children stay its own (onHelperGone). A start that was written is never
+   * sent again, even when its helper dies unanswered: it may have forked the
+   * CLI already (found by its run id, see orphan-sweeper.ts), and a second
+   * one would run beside it. A helper the runner closed gets no successor.
+   */
+  private send(request: SpawnRequest, mayRetry: boolean): void {
+    const child = this.children.get(request.id);
+    if (!child) return;
+    const helper = child.helper;
+    helper.send(request, (err: Error | null) => {
+      if (!err) return;
+      const now = this.children.get(request.id);
+      if (now === child && mayRetry && !child.abandoned && helper !== this.closed) {
+        if (this.helper === helper) this.helper = null;
+        child.helper = this.helper ?? this.startHelper();
+        this.send(request, false);
+        return;
+      }
+      this.fail(request.id, spawnError("", `The spawn helper is not reachable: ${err.message}`));
+    });
+  }
 
   /**
    * Stop the helper; it SIGKILLs any group it still runs (the runner
@@ -276,6 +303,7 @@ export class SpawnHelper {
   private onHelperGone(helper: ChildProcess): void {
     if (this.helper === helper) this.helper = null;
     for (const [id, child] of this.children) {
+      if (child.helper !== helper) continue;
       if (child.pid === undefined || !(child.stdout && child.stderr)) {
         if (child.pid !== undefined) this.killGroup(child.pid);
         this.fail(id, spawnError("", "The spawn helper exited before the provider started."));

@@ -103,6 +103,29 @@ describe("SpawnHelper", () => {
     expect(helper.helperPid).not.toBe(first);
   });
 
+  it("gives a start made after the helper died, before the runner handled its death, a new helper", async () => {
+    const p = await start("#scenario=hold");
+    const first = helper.helperPid as number;
+    process.kill(first, "SIGKILL");
+    // Dead, and unreaped while this spins: the event loop, which would handle its exit and its
+    // channel's end, does not run until the start below has been sent. Its main thread is a
+    // zombie before its other threads are gone, and they hold its end of the channel until then.
+    const deadline = Date.now() + 10_000;
+    while (stateOf(first) !== "Z" || readdirSync(`/proc/${first}/task`).length > 1) {
+      if (Date.now() > deadline) throw new Error(`helper ${first} never died`);
+    }
+    const q = await start("#scenario=bench-one-line");
+    const lines: string[] = [];
+    for await (const l of q.lines()) lines.push(l.text);
+    expect(lines.length).toBeGreaterThan(0);
+    expect((await q.exited).code).toBe(0);
+    expect(parentOf(helper.helperPid as number)).toBe(process.pid);
+    expect(helper.helperPid).not.toBe(first);
+    // The run on the dead helper still ends as lost, and the new helper's run was not taken for one of its.
+    expect(await p.exited).toMatchObject({ lost: expect.stringMatching(/helper exited/) });
+    await waitUntilGone([p.pid], 5000);
+  });
+
   it("closing the helper (the runner going away) kills the groups it still runs", async () => {
     const p = await start("#scenario=slow");
     expect(isAlive(p.pid)).toBe(true);

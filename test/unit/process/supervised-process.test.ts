@@ -289,6 +289,66 @@ describe.each([
     expect((await p.exited).killedByRunner).toBe(true);
   });
 
+  it("keeps the pipes read until the group is gone when the consumer abandons lines(), so a provider's shutdown output does not fail", async () => {
+    // Past the pipes' buffers, written as it handles SIGTERM: pipes closed under it fail the
+    // write (EPIPE, exit 6 here); pipes left unread block it until its SIGKILL.
+    const script = `process.on("SIGTERM", () => {
+        const line = "z".repeat(99) + "\\n";
+        for (let i = 0; i < 20000; i++) process.stdout.write(line);
+        process.stdout.write("bye\\n", (err) => process.exit(err ? 6 : 0));
+      });
+      process.stdout.on("error", () => {});
+      process.stdout.write("ready\\n");
+      setInterval(() => {}, 1000);`;
+    const p = await startSupervisedProcess(
+      {
+        bin: process.execPath,
+        args: ["-e", script],
+        env: {},
+        cwd,
+        maxLineBytes: 1 << 20,
+        // Far past the test's timeout: only a provider that ends by itself ends this test.
+        killGraceMs: 60_000,
+      },
+      launcher,
+    );
+    for await (const line of p.lines()) {
+      expect(line.text).toBe("ready");
+      break;
+    }
+    expect(await p.exited).toEqual({ code: 0, signal: null, killedByRunner: true });
+    expect(isAlive(p.pid)).toBe(false);
+  });
+
+  it("reports every read from the pipes, also one that completes no line (\\r progress past maxLineBytes)", async () => {
+    // The second write comes only once the first one's cut line was seen: it completes no line.
+    const script = `process.stdout.write("\\r 10%".repeat(40));
+      const gate = setInterval(() => {
+        if (!require("fs").existsSync("gate")) return;
+        clearInterval(gate);
+        process.stdout.write("\\r 99%".repeat(40));
+      }, 10);`;
+    const p = await startSupervisedProcess(
+      {
+        bin: process.execPath,
+        args: ["-e", script],
+        env: {},
+        cwd,
+        maxLineBytes: 64,
+        killGraceMs: 300,
+      },
+      launcher,
+    );
+    const seen: string[] = [];
+    for await (const batch of p.lineBatches(() => seen.push("output"))) {
+      for (const line of batch) seen.push(line.truncated ? "cut line" : "line");
+      writeFileSync(path.join(cwd, "gate"), "");
+    }
+    expect(seen.filter((s) => s !== "output")).toEqual(["cut line"]);
+    expect(seen.lastIndexOf("output")).toBeGreaterThan(seen.indexOf("cut line"));
+    expect((await p.exited).code).toBe(0);
+  });
+
   it("pauses a flooding child while the consumer does not pull (backpressure)", async () => {
     const p = await start("#scenario=flood");
     const it = p.lines()[Symbol.asyncIterator]();
