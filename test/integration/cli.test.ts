@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { readdirSync, readFileSync, symlinkSync } from "node:fs";
+import { cpSync, lstatSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -453,17 +453,29 @@ describe("the bin's launcher (serve)", () => {
 describe("the packed package (npm pack)", () => {
   it("holds the build the bin runs, and serves runs when unpacked elsewhere", async () => {
     const dir = await tempHome();
-    // The build is dist/ as it is (the `prepare` script rebuilds it when npm packs for real).
-    const { stdout } = await run(
-      "npm",
-      ["pack", "--json", "--ignore-scripts", "--pack-destination", dir],
-      { cwd: ROOT },
-    );
+    // Packed from a copy of what package.json ships (copies: npm pack leaves links out), so its
+    // `prepare` script builds dist/ there, as a directory (the checkout's dist is a link), and
+    // nobody's dist/ is rebuilt meanwhile.
+    const checkout = path.join(dir, "checkout");
+    const { files: shipped } = JSON.parse(
+      readFileSync(path.join(ROOT, "package.json"), "utf8"),
+    ) as {
+      files: string[];
+    };
+    for (const entry of ["package.json", ...shipped.filter((f) => f !== "dist/")]) {
+      const rel = entry.replace(/^\/|\/$/g, "");
+      cpSync(path.join(ROOT, rel), path.join(checkout, rel), { recursive: true });
+    }
+    symlinkSync(path.join(ROOT, "node_modules"), path.join(checkout, "node_modules"));
+    const { stdout } = await run("npm", ["pack", "--json", "--pack-destination", dir], {
+      cwd: checkout,
+    });
     const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
     const files = new Set(packed?.files.map((f) => f.path));
-    const built = readdirSync(path.join(ROOT, "dist"), { recursive: true, withFileTypes: true })
+    expect(lstatSync(path.join(checkout, "dist")).isDirectory()).toBe(true);
+    const built = readdirSync(path.join(checkout, "dist"), { recursive: true, withFileTypes: true })
       .filter((e) => e.isFile())
-      .map((e) => path.relative(ROOT, path.join(e.parentPath, e.name)));
+      .map((e) => path.relative(checkout, path.join(e.parentPath, e.name)));
     expect(built).toContain("dist/src/cli/main.js");
     for (const file of [
       "bin/fermilink-runner.mjs",

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
 import { readdirSync, readFileSync, realpathSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
@@ -24,12 +24,18 @@ afterEach(async () => {
   await rm(home, { recursive: true, force: true });
 });
 
-/** `npm start`'s command, run directly so the signal reaches the server itself. */
-function startMain(env: Record<string, string>) {
+/**
+ * `npm start`'s command, run directly so the signal reaches the server itself. `stdio`: where its
+ * output goes instead (`output()` holds what went to a "pipe").
+ */
+function startMain(
+  env: Record<string, string>,
+  { stdio = ["ignore", "pipe", "pipe"] }: { stdio?: StdioOptions } = {},
+) {
   const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: home, FERMILINK_HOME: home, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio,
   });
   child = proc;
   let out = "";
@@ -198,23 +204,17 @@ describe("the server process (src/main.ts)", () => {
       { stdio: ["pipe", "ignore", "inherit"] },
     );
     const readerDone = new Promise((r) => reader.once("close", r));
-    const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: home,
-        FERMILINK_HOME: home,
+    const m = startMain(
+      {
         FERMILINK_CODEX_BIN: FAKE_AGENT,
         FERMILINK_RUNNER_PORT: "0",
         FERMILINK_RUNNER_METRICS_PORT: "0",
         FERMILINK_RUNNER_LOG_LEVEL: "debug",
       },
-      stdio: ["ignore", reader.stdin ?? "ignore", "inherit"],
-    });
-    child = proc;
+      { stdio: ["ignore", reader.stdin ?? "ignore", "inherit"] },
+    );
     // The server holds the pipe now: the reader sees its end when the server exits.
     reader.stdin?.destroy();
-    const exited = new Promise<number | null>((r) => proc.once("exit", r));
     let port = 0;
     for (let i = 0; i < 200 && port === 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
@@ -228,8 +228,8 @@ describe("the server process (src/main.ts)", () => {
     for (let i = 0; i < 30; i++) {
       expect(await statusLineOf(port, `GET ${target}`)).toBe("HTTP/1.1 400 Bad Request");
     }
-    proc.kill("SIGTERM");
-    expect(await exited).toBe(0);
+    m.proc.kill("SIGTERM");
+    expect(await m.exited).toBe(0);
     await readerDone;
     const lines = (await readFile(got, "utf8")).trimEnd().split("\n");
     expect(lines.filter((l) => l.includes('"msg":"malformed request"'))).toHaveLength(30);
@@ -267,8 +267,8 @@ describe("the server process (src/main.ts)", () => {
     const pkg = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")) as {
       scripts: Record<string, string>;
     };
-    // dist/ is built once for the whole test run; building again would pull it from under
-    // the other tests, so the build step becomes `true` (same `a && b` shape).
+    // dist/ is built once for the whole test run, so the build step becomes `true` (same
+    // `a && b` shape).
     const script = pkg.scripts.start?.replace("node scripts/build.mjs", "true") ?? "";
     expect(script).toMatch(/^true && /);
     const proc = spawn("sh", ["-c", script], {
