@@ -90,12 +90,31 @@ const SPARES_AT_START_MS = 5000;
  */
 export async function startApp(config: Config, opts: { logger?: Logger } = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
+  // Nothing may outlive a start that failed (an unusable store, a port taken): the `--version`
+  // child, the store's lock, listeners, timers. Each step that starts something registers here.
+  const undo: (() => unknown)[] = [];
+  try {
+    return await assemble(config, logger, undo);
+  } catch (err) {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch (cleanupErr) {
+        // The start's own error is the one to report; this one only goes to the log.
+        logger.warn({ err: cleanupErr }, "cleanup after a failed start-up failed");
+      }
+    }
+    throw err;
+  }
+}
 
+async function assemble(config: Config, logger: Logger, undo: (() => unknown)[]): Promise<App> {
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
   const { adapter, bin } = await resolveActiveProvider(config, PROJECT_BIN_DIR, logger);
   logger.info({ provider: adapter.id, bin }, "provider CLI found");
   // In the background: a slow `--version` (gemini takes seconds) must not delay start-up.
   const versionCheck = new AbortController();
+  undo.push(() => versionCheck.abort());
   void checkProviderVersion(
     adapter.id,
     bin,
@@ -124,6 +143,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   });
   // The run store first: runs the previous process left live are closed and their processes reaped.
   const store = new SqliteRunStore(config.store.path);
+  undo.push(() => store.close());
   const interrupted = recoverInterruptedRuns(store, Date.now());
   if (interrupted.size > 0) {
     const killed = await reapOrphans(interrupted);
@@ -133,6 +153,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     );
   }
   const retention = startRetention(store, config.store, logger);
+  undo.push(() => retention.stop());
   const packages = new PackageCatalog({
     scipkgRoot: config.scipkgRoot,
     envActive: config.scipkgActive,
@@ -147,8 +168,10 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
     fs: workspaceFs,
     logger,
   });
+  undo.push(() => spares.stop());
   // Providers are forked by a small helper process, not by the runner (spawner/spawner.ts).
   const spawnHelper = config.run.spawnHelper ? new SpawnHelper() : null;
+  undo.push(() => spawnHelper?.close());
   const launch = spawnHelper ? spawnHelper.launch : spawnDirect;
   const sweeper = new OrphanSweeper({
     intervalMs: config.run.orphanSweepMs,
@@ -194,6 +217,7 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
       webDir: path.join(PROJECT_ROOT, "web"),
     }),
   );
+  undo.push(() => server.close(0));
   // Before listening: the first run's memory and latency are then those of any later run.
   await workspaceFs.warm();
   // The spares too (0.1-1 s for 200 on this machine; reused after a restart): a burst right after
@@ -201,34 +225,21 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   // does not hold the start-up past the bound: the rest are made in the background.
   await spares.start();
   await spares.whenFilled(SPARES_AT_START_MS);
-  let port: number;
-  let metricsServer: MetricsServer;
-  try {
-    port = await explainListen(
-      () => server.listen(config.server.host, config.server.port),
-      { which: "main", host: config.server.host, port: config.server.port },
-      "FERMILINK_RUNNER",
-    );
-    metricsServer = await explainListen(
-      () =>
-        startMetricsServer(metrics.registry, {
-          host: config.server.metricsHost,
-          port: config.server.metricsPort,
-          token: config.metricsToken,
-        }),
-      { which: "metrics", host: config.server.metricsHost, port: config.server.metricsPort },
-      "FERMILINK_RUNNER_METRICS",
-    );
-  } catch (err) {
-    // Nothing may outlive a start that failed: the `--version` child, the listener, timers.
-    versionCheck.abort();
-    await server.close(0);
-    await spares.stop();
-    retention.stop();
-    await store.close();
-    await spawnHelper?.close();
-    throw err;
-  }
+  const port = await explainListen(
+    () => server.listen(config.server.host, config.server.port),
+    { which: "main", host: config.server.host, port: config.server.port },
+    "FERMILINK_RUNNER",
+  );
+  const metricsServer: MetricsServer = await explainListen(
+    () =>
+      startMetricsServer(metrics.registry, {
+        host: config.server.metricsHost,
+        port: config.server.metricsPort,
+        token: config.metricsToken,
+      }),
+    { which: "metrics", host: config.server.metricsHost, port: config.server.metricsPort },
+    "FERMILINK_RUNNER_METRICS",
+  );
   logger.info(
     { host: config.server.host, port, metricsPort: metricsServer.port },
     "runner listening",

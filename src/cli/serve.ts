@@ -1,6 +1,7 @@
 import { ListenError, startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
+import { createLogger } from "../log/logger.js";
 import { LAUNCHER_PID_ENV } from "./launcher.js";
 import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js";
 
@@ -27,15 +28,21 @@ export async function serve(): Promise<void> {
   }
   const youngGenerationMb = pretouchYoungGeneration();
   preloadFirstUse();
+  // Made here, not in startApp: a start that fails still has the log to flush.
+  const logger = createLogger(config.logLevel);
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
-    app = await startApp(config);
+    app = await startApp(config, { logger });
   } catch (err) {
     // A missing provider CLI, an unusable run store, a port taken: one line, no stack.
-    if (err instanceof RunnerError || err instanceof ListenError) {
-      process.stderr.write(`fermilink-runner: ${err.message}\n`);
-      process.exit(1);
-    }
+    const known = err instanceof RunnerError || err instanceof ListenError;
+    if (known) process.stderr.write(`fermilink-runner: ${err.message}\n`);
+    // The log says why it ends (a collector may be all an operator reads), and what start-up
+    // logged before reaches its reader: process.exit drops what stdout still holds.
+    if (known) logger.fatal(`start-up failed: ${err.message}`);
+    else logger.fatal({ err }, "start-up failed");
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    if (known) process.exit(1);
     throw err;
   }
   app.logger.info({ v8Flags, youngGenerationMb }, "V8 tuned");

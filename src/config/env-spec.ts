@@ -215,7 +215,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     name: "FERMILINK_CODEX_BASE_URL",
     default: null,
     description:
-      "Codex's model endpoint: OpenAI Responses API base, e.g. http://host/v1 (a custom codex model provider). No user:password@: codex gets it on its command line.",
+      "Codex's model endpoint: OpenAI Responses API base, e.g. http://host/v1 (a custom codex model provider). No user:password@ and no ?query: codex gets it on its command line.",
   },
   {
     name: "FERMILINK_CODEX_API_KEY",

@@ -57,13 +57,25 @@ class EnvReader {
   httpUrl(name: string, opts: { argvOf?: string } = {}): string | null {
     const raw = this.str(name);
     if (raw === null) return null;
-    // Credentials masked in any problem: the message goes to stderr and the service's log.
-    const shown = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\\]*@/i, "$1***@");
+    // Credentials and query values (?api-key=...) masked in any problem: the message goes to
+    // stderr and the service's log.
+    const shown = raw
+      .replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\\]*@/i, "$1***@")
+      .replace(/([?&])([^=&#]*=)?[^&#]*/g, "$1$2***");
+    const keyVar = name.replace(/_BASE_URL$/, "_API_KEY");
     try {
       const u = new URL(raw);
       if (opts.argvOf !== undefined && (u.username !== "" || u.password !== "")) {
         this.problems.push(
-          `${name}=${JSON.stringify(shown)} has credentials (user:password@): ${opts.argvOf} gets this URL on its command line, which any user of the host can read (ps). Give the key in ${name.replace(/_BASE_URL$/, "_API_KEY")} instead.`,
+          `${name}=${JSON.stringify(shown)} has credentials (user:password@): ${opts.argvOf} gets this URL on its command line, which any user of the host can read (ps). Give the key in ${keyVar} instead.`,
+        );
+        return null;
+      }
+      // Any query, not only one that looks like a key: codex appends its path to the URL as a
+      // string (it requests /v1?k=v/responses), so no query works there anyway.
+      if (opts.argvOf !== undefined && u.href.split("#", 1)[0]?.includes("?")) {
+        this.problems.push(
+          `${name}=${JSON.stringify(shown)} has a query string (?...): ${opts.argvOf} gets this URL on its command line, which any user of the host can read (ps), and appends its own path after the query, so no request would reach the endpoint. Give the key in ${keyVar} instead, and the URL without a query.`,
         );
         return null;
       }

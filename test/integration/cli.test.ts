@@ -409,6 +409,23 @@ describe("the bin's launcher (serve)", () => {
     expect(await s.exited).toBe(0);
   });
 
+  it("refuses a key in FERMILINK_CODEX_BASE_URL's query (codex's argv) at start-up, naming the variable, never echoing the key", async () => {
+    const home = await tempHome();
+    const bad = await cli(["serve"], {
+      FERMILINK_HOME: home,
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_CODEX_BASE_URL: "https://llm.example/v1?api-key=s3cret",
+    });
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain(
+      'FERMILINK_CODEX_BASE_URL="https://llm.example/v1?api-key=***" has a query string',
+    );
+    expect(bad.err).toContain("FERMILINK_CODEX_API_KEY");
+    expect(`${bad.out}${bad.err}`).not.toContain("s3cret");
+  });
+
   it("passes the server's end on: its exit code, or the signal that killed it", async () => {
     const bad = await cli(["serve"], { FERMILINK_RUNNER_PORT: "abc" });
     expect(bad.code).toBe(1);

@@ -7,7 +7,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
+import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { isAlive, killQuietly, readPidFile, waitUntilGone } from "../helpers/process-census.js";
+import { runRecord } from "../helpers/run-record.js";
 import { lastData, parseSse, postRun, startSseRun } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
@@ -154,6 +156,12 @@ describe("the server process (src/main.ts)", () => {
         expect(lines[0]).toMatch(/^fermilink-runner: cannot listen: /);
         expect(lines[0]).toContain(`port ${taken} on 127.0.0.1 is already in use`);
         expect(lines[0]).toContain(`set ${variable} to a free port`);
+        // The log (stdout) ends with the same reason, for a collector that reads only the log.
+        const last = JSON.parse(m.output().out.trimEnd().split("\n").at(-1) ?? "{}");
+        expect(last).toMatchObject({
+          level: 60,
+          msg: `start-up failed: ${lines[0]?.replace(/^fermilink-runner: /, "")}`,
+        });
         // The `--version` child was stopped with the start, not left to run out its 30 s.
         const versionPid = Number(await readFile(pidFile, "utf8"));
         expect(versionPid).toBeGreaterThan(0);
@@ -163,6 +171,84 @@ describe("the server process (src/main.ts)", () => {
       }
     },
   );
+
+  it("exits 1 naming the variable when the run store cannot be opened, leaving nothing running", async () => {
+    const storePath = path.join(home, "not-a-store.sqlite3");
+    await writeFile(storePath, "not a database, ".repeat(512));
+    // A provider whose `--version` (started in the background before the store is opened) would run for 30 s.
+    const codex = path.join(home, "slow-version-codex.sh");
+    const pidFile = path.join(home, "version.pid");
+    await writeFile(codex, `#!/bin/sh\necho $$ > '${pidFile}'\nexec sleep 30\n`, { mode: 0o755 });
+    const m = startMain({
+      FERMILINK_CODEX_BIN: codex,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_STORE_PATH: storePath,
+    });
+    expect(await m.exited).toBe(1);
+    const lines = m.output().err.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/is not a readable SQLite database .*FERMILINK_RUNNER_STORE_PATH/);
+    const versionPid = await readPidFile(pidFile);
+    expect(versionPid).toBeGreaterThan(0);
+    await waitUntilGone([versionPid], 3000);
+    expect(isAlive(versionPid)).toBe(false);
+  });
+
+  it("when start-up fails, writes its whole log, ending with why, to a reader that lags, and exits 1", async () => {
+    // Runs a previous process left live: start-up closes them and logs their ids in one line,
+    // about 1 MB here, more than the pipe (a socket: some 200 KB) and node's buffer behind it hold.
+    const store = new SqliteRunStore(path.join(home, "runner", "runs.sqlite3"));
+    const ids = Array.from({ length: 800 }, (_, i) => `${i}-${"r".repeat(1250)}`);
+    store.atomically(() => {
+      for (const id of ids) store.createRun(runRecord(id, { status: "running" }));
+    });
+    await store.close();
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(0, "127.0.0.1", r));
+    const taken = (holder.address() as net.AddressInfo).port;
+    try {
+      const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
+        cwd: ROOT,
+        env: {
+          PATH: process.env.PATH ?? "",
+          HOME: home,
+          FERMILINK_HOME: home,
+          FERMILINK_CODEX_BIN: FAKE_AGENT,
+          FERMILINK_RUNNER_PORT: String(taken),
+          FERMILINK_RUNNER_METRICS_PORT: "0",
+          FERMILINK_RUNNER_SPARE_WORKSPACES: "0",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      child = proc;
+      // The log's reader lags: it reads stdout only once the failure is on stderr.
+      let out = "";
+      let err = "";
+      proc.stderr?.on("data", (d: Buffer) => {
+        err += d.toString();
+        if (err.includes("\n") && proc.stdout?.listenerCount("data") === 0) {
+          proc.stdout.on("data", (o: Buffer) => {
+            out += o.toString();
+          });
+        }
+      });
+      const closedStdio = new Promise((r) => proc.once("close", r));
+      expect(await new Promise((r) => proc.once("exit", r))).toBe(1);
+      await closedStdio;
+      expect(err).toContain(`port ${taken} on 127.0.0.1 is already in use`);
+      const lines = out.trimEnd().split("\n");
+      const closed = lines.find((l) => l.includes('"msg":"closed runs left live'));
+      expect(closed, `the log as read: ${out.length} characters`).toBeDefined();
+      expect((JSON.parse(closed ?? "{}") as { runs?: string[] }).runs).toHaveLength(ids.length);
+      expect(JSON.parse(lines.at(-1) ?? "{}")).toMatchObject({
+        level: 60,
+        msg: expect.stringMatching(/^start-up failed: cannot listen: .* is already in use/),
+      });
+    } finally {
+      await new Promise((r) => holder.close(r));
+    }
+  });
 
   it("on SIGTERM ends live runs with reason shutdown, leaves no provider behind and exits 0", async () => {
     const m = startMain({

@@ -182,6 +182,38 @@ describe("loadConfig", () => {
     expect(c.providerEndpoints.codex.baseUrl).toBe("https://llm.example/v1");
   });
 
+  it("refuses a query string in codex's base URL (its argv; codex appends its path after it), never echoing it", () => {
+    for (const [url, shown] of [
+      ["https://llm.example/v1?api-key=s3cret", "https://llm.example/v1?api-key=***"],
+      [
+        "https://llm.example/v1/?key=s3cret&api-version=1",
+        "https://llm.example/v1/?key=***&api-version=***",
+      ],
+      ["http://llm.example:8080/v1?s3cret", "http://llm.example:8080/v1?***"],
+      ["https://llm.example/v1?", "https://llm.example/v1?***"],
+    ] as const) {
+      let err: unknown;
+      try {
+        loadConfig({ FERMILINK_CODEX_BASE_URL: url });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, url).toBeInstanceOf(ConfigError);
+      const { problems, message } = err as ConfigError;
+      expect(problems).toEqual([
+        `FERMILINK_CODEX_BASE_URL=${JSON.stringify(shown)} has a query string (?...): codex gets this URL on its command line, which any user of the host can read (ps), and appends its own path after the query, so no request would reach the endpoint. Give the key in FERMILINK_CODEX_API_KEY instead, and the URL without a query.`,
+      ]);
+      expect(message).not.toContain("s3cret");
+    }
+    // A fragment is no query; the others get their URL only in their environment.
+    const c = loadConfig({
+      FERMILINK_CODEX_BASE_URL: "https://llm.example/v1#a?b",
+      FERMILINK_CLAUDE_BASE_URL: "https://claude.example?key=k",
+    });
+    expect(c.providerEndpoints.codex.baseUrl).toBe("https://llm.example/v1#a?b");
+    expect(c.providerEndpoints.claude.baseUrl).toBe("https://claude.example?key=k");
+  });
+
   it("never echoes credentials in a base URL that is not http(s)", () => {
     let err: unknown;
     try {
