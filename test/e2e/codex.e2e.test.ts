@@ -27,6 +27,13 @@ describe.skipIf(!haveCli("codex"))(
       expect((first?.body as { model?: string } | undefined)?.model).toBe("fake-model");
     });
 
+    it("sends a prompt of - to the model instead of reading stdin for it", async () => {
+      const run = await runRealCli("codex", { mode: "text", answer: "done" }, { prompt: "-" });
+      expect(run.exit).toMatchObject({ reason: "completed", return_code: 0, succeeded: true });
+      const first = run.model.requests.find((r) => r.path === "/v1/responses");
+      expect(JSON.stringify(first?.body)).toContain('"text":"-\\n"');
+    });
+
     it.each([
       ["http401", /401/],
       ["http500", /./],

@@ -19,6 +19,16 @@ function tomlString(s: string): string {
 }
 
 /**
+ * The prompt argument. A prompt of exactly `-` is codex's "read the prompt
+ * from stdin", even after `--`, and stdin is /dev/null: codex 0.169 exits 1
+ * with "No prompt provided via stdin." and the model never sees it. A
+ * trailing newline, which the model reads as the same prompt, keeps it text.
+ */
+function codexPrompt(prompt: string): string {
+  return prompt === "-" ? "-\n" : prompt;
+}
+
+/**
  * `codex exec --json --cd <repo> [--dangerously-bypass-approvals-and-sandbox |
  * --sandbox <mode>] [--model m] [--config model_reasoning_effort="x"] -- <prompt>`.
  */
@@ -64,7 +74,7 @@ export function buildCodexCommand(input: BuildCommandInput): CommandSpec {
   }
   // clap: after `--` the prompt is positional even when it is `--help` or `resume`
   // (checked against codex 0.169: `exec -- resume` sends "resume" as the prompt).
-  args.push(END_OF_OPTIONS, input.prompt);
+  args.push(END_OF_OPTIONS, codexPrompt(input.prompt));
 
   const picked = pickChildEnv(input.hostEnv, CODEX_ENV_VARS, input.envPassthrough);
   const { env, codexHome } = applyCodexEnvRules(picked, input.hostEnv);

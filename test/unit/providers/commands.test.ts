@@ -279,6 +279,15 @@ describe("a prompt can never become a flag", () => {
     }
   });
 
+  it("codex never gets a bare - (its read-the-prompt-from-stdin), which stdin /dev/null leaves empty", () => {
+    const tail = argv("codex", policy("read-only"), "-").slice(-2);
+    expect(tail[0]).toBe("--");
+    expect(tail[1]).not.toBe("-");
+    expect(tail[1]?.trim()).toBe("-");
+    // Any other prompt travels byte for byte.
+    expect(argv("codex", policy("read-only"), "- ").at(-1)).toBe("- ");
+  });
+
   it("gemini sends it as one --prompt= token", () => {
     expect(argv("gemini", policy("read-only"), "-x\n--yolo").at(-1)).toBe("--prompt=-x\n--yolo");
   });
