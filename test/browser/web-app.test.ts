@@ -35,6 +35,20 @@ afterEach(async () => {
   server = undefined;
 });
 
+/**
+ * Records every text the status line shows from now on, even one replaced within the same turn
+ * (a replay's events come all at once). A string: this project's types have no DOM.
+ */
+async function recordStatus(page: Page): Promise<() => Promise<string[]>> {
+  await page.evaluate(`(() => {
+    const shown = (window.__statusShown = []);
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) shown.push(n.textContent);
+    }).observe(document.getElementById("status"), { childList: true });
+  })()`);
+  return async () => (await page.evaluate("window.__statusShown")) as string[];
+}
+
 async function openApp(url: string): Promise<Page> {
   const page = await browser.newPage();
   const errors: string[] = [];
@@ -489,6 +503,123 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     await page.close();
   });
 
+  it("shows a failed package list by the package field, never over a run's outcome", async () => {
+    server = await startTestServer();
+    const page = await browser.newPage();
+    // The page's package listing is held until a run has ended, then fails.
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    let failed!: () => void;
+    const answered = new Promise<void>((r) => {
+      failed = r;
+    });
+    await page.route("**/fermilink.runner.v1.PackageService/ListPackages", async (route) => {
+      await released;
+      await route.fulfill({
+        status: 503,
+        contentType: "application/json",
+        body: JSON.stringify({ code: "unavailable", message: "packages down" }),
+      });
+      failed();
+    });
+    await page.goto(`${server.baseUrl}/`);
+    await page.fill("#prompt", "packages fail after me");
+    await page.click("#start");
+    await page.locator("#status", { hasText: "Ended: completed" }).waitFor();
+    release();
+    await answered;
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
+    expect(await page.locator("#status").textContent()).toBe("Ended: completed");
+    expect(await page.locator("#packages-status").textContent()).toBe(
+      "Packages unavailable: Unavailable: packages down",
+    );
+    await page.close();
+  });
+
+  it("says a replayed run is replaying until its exit, never that it is running", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    await page.fill("#prompt", "replay me");
+    await page.click("#start");
+    await page.locator(".ev-exit").waitFor();
+    const row = page.locator("#runs li", { hasText: "replay me" });
+    await row.waitFor();
+    const runId = await row.getAttribute("data-run-id");
+    const shown = await recordStatus(page);
+    // A finished run cannot be cancelled: Cancel never comes on while it replays.
+    await page.evaluate(`(() => {
+      const cancel = document.getElementById("cancel");
+      const seen = (window.__cancelEnabled = []);
+      new MutationObserver(() => seen.push(!cancel.disabled)).observe(cancel, {
+        attributes: true,
+        attributeFilter: ["disabled"],
+      });
+    })()`);
+    await row.locator("button", { hasText: "Replay" }).click();
+    await page.waitForFunction("window.__statusShown.at(-1) === 'Ended: completed'");
+    expect(await shown()).toEqual([`Replaying ${runId}…`, "Ended: completed"]);
+    expect(await page.evaluate("window.__cancelEnabled")).not.toContain(true);
+    expect(await page.locator(".ev-message").allTextContents()).toEqual(["replay me"]);
+    await page.close();
+  });
+
+  it("shows a queued run's place in line, then Running… once it starts", async () => {
+    const gated = await startGatedTestServer();
+    server = gated;
+    const page = await openApp(`${server.baseUrl}/`);
+    // A detached run holds session q (left by a reload); the next run on q waits for it.
+    await page.fill("#session", "q");
+    await page.fill("#prompt", "#scenario=gate holds the session");
+    await page.check("#detach");
+    await page.click("#start");
+    await page.locator(".ev-meta").waitFor();
+    await page.reload();
+    const shown = await recordStatus(page);
+    await page.fill("#session", "q");
+    await page.fill("#prompt", "second in line");
+    await page.click("#start");
+    await page.locator(".ev-queued").waitFor();
+    expect(await page.locator("#status").textContent()).toBe("Queued: 1 of 1 in line…");
+    await gated.openGate();
+    await page.locator(".ev-exit").waitFor();
+    // Consecutive repeats collapsed: a wait for a slot and then for the session may both say 1 of 1.
+    const steps = (await shown()).filter((t, i, all) => t !== all[i - 1]);
+    expect(steps).toEqual(["Starting…", "Queued: 1 of 1 in line…", "Running…", "Ended: completed"]);
+    expect(await page.locator(".ev-message").allTextContents()).toEqual(["second in line"]);
+    await page.close();
+  });
+
+  it("lists each run with its date and time", async () => {
+    server = await startTestServer();
+    // A fixed locale and zone, so the shown text can be read back into an instant.
+    const page = await browser.newPage({ locale: "en-US", timezoneId: "UTC" });
+    await page.goto(`${server.baseUrl}/`);
+    const before = Date.now();
+    await page.fill("#prompt", "dated run");
+    await page.click("#start");
+    const row = page.locator("#runs li", { hasText: "dated run" });
+    await row.waitFor();
+    const after = Date.now();
+    const label = (await row.locator("span").first().textContent()) ?? "";
+    const m = /^(\d{1,2})\/(\d{1,2})\/(\d{4}), (\d{1,2}):(\d{2}):(\d{2})\s([AP]M) · /.exec(label);
+    expect(m, label).not.toBeNull();
+    const [, month, day, year, hour, minute, second, half] = (m ?? []).map(String);
+    const at = Date.UTC(
+      Number(year),
+      Number(month) - 1,
+      Number(day),
+      (Number(hour) % 12) + (half === "PM" ? 12 : 0),
+      Number(minute),
+      Number(second),
+    );
+    // Shown to the second: the run was created between the click and the listing.
+    expect(at).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000);
+    expect(at).toBeLessThanOrEqual(after);
+    await page.close();
+  });
+
   it("replays a listed run as the user it was listed for, even if the User field changed since", async () => {
     server = await startTestServer();
     const page = await openApp(`${server.baseUrl}/`);
@@ -503,7 +634,7 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     await page.route("**/fermilink.runner.v1.RunService/ListRuns", () => {});
     await page.fill("#user", "bob");
     await replay.click();
-    await page.locator("#status", { hasNotText: /^(Watching|Running)/ }).waitFor();
+    await page.locator("#status", { hasNotText: /^(Watching|Replaying|Running)/ }).waitFor();
     expect(await page.locator("#status").textContent()).toBe("Ended: completed");
     expect(await page.locator(".ev-message").allTextContents()).toEqual(["ann's secret run"]);
     await page.close();

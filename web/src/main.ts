@@ -53,6 +53,7 @@ const cancelButton = $<HTMLButtonElement>("cancel");
 const statusLine = $<HTMLParagraphElement>("status");
 const reattachButton = $<HTMLButtonElement>("reattach");
 const runsStatus = $<HTMLParagraphElement>("runs-status");
+const packagesStatus = $<HTMLParagraphElement>("packages-status");
 const runIdLabel = $<HTMLSpanElement>("run-id");
 const runList = $<HTMLUListElement>("runs");
 const view = new EventView($<HTMLDivElement>("events"));
@@ -70,7 +71,7 @@ let current: { runId: string; userId: string } | null = null;
  */
 let watching: AbortController | null = null;
 /** A run whose stream ended before its exit event: Re-attach continues after the events shown. */
-let resumable: { runId: string; userId: string; afterSeq: bigint } | null = null;
+let resumable: { runId: string; userId: string; afterSeq: bigint; replay: boolean } | null = null;
 
 function setStatus(text: string): void {
   statusLine.textContent = text;
@@ -97,13 +98,18 @@ interface WatchOptions {
   outlivesStream: boolean;
   /** Resuming a dropped watch: the view keeps what it shows and the stream starts after it. */
   resume?: { runId: string; afterSeq: bigint };
+  /**
+   * Replaying a finished run: its events come from the journal at once, so its queued and
+   * started moments are history, and the status says "Replaying" until its exit.
+   */
+  replay?: boolean;
 }
 
 /** Stream a run (new or attached) into the view until its exit event or until we stop watching. */
 async function watch(
   stream: AsyncIterable<RunEvent>,
   abort: AbortController,
-  { userId, outlivesStream, resume }: WatchOptions,
+  { userId, outlivesStream, resume, replay = false }: WatchOptions,
 ): Promise<void> {
   if (!resume) view.clear();
   current = null;
@@ -114,27 +120,40 @@ async function watch(
   // A resumed watch that fails before its first event can still be retried.
   const known = resume ? { runId: resume.runId, userId } : null;
   let exited = false;
+  /** What the status line says of a live run: still waiting for its turn, or started. */
+  let shown: "queued" | "running" | null = null;
   try {
     for await (const event of stream) {
       if (watching !== abort) return;
       if (!current || current.runId !== event.runId) {
         current = { runId: event.runId, userId };
         runIdLabel.textContent = event.runId;
-        cancelButton.disabled = false;
-        setStatus("Running…");
+        // A finished run cannot be cancelled.
+        cancelButton.disabled = replay;
       }
       if (event.seq > lastSeq) lastSeq = event.seq;
       view.add(event);
-      if (event.event.case === "exit") {
+      const e = event.event;
+      if (e.case === "exit") {
         exited = true;
-        setStatus(`Ended: ${exitReasonName(event.event.value.reason)}`);
+        setStatus(`Ended: ${exitReasonName(e.value.reason)}`);
+      } else if (replay) {
+        // The status set when the replay began stays until the exit.
+      } else if (e.case === "queued") {
+        shown = "queued";
+        setStatus(`Queued: ${e.value.position} of ${e.value.queueSize} in line…`);
+      } else if (shown !== "running") {
+        // Every queued event comes before meta; a resumed watch may start after meta.
+        shown = "running";
+        setStatus("Running…");
       }
     }
     if (watching === abort && !exited)
-      endedEarly(undefined, current ?? known, lastSeq, outlivesStream);
+      endedEarly(undefined, current ?? known, lastSeq, { outlivesStream, replay });
   } catch (err) {
     // An error after the exit event changes nothing about the run: its result stays on screen.
-    if (watching === abort && !exited) endedEarly(err, current ?? known, lastSeq, outlivesStream);
+    if (watching === abort && !exited)
+      endedEarly(err, current ?? known, lastSeq, { outlivesStream, replay });
   } finally {
     if (watching === abort) {
       watching = null;
@@ -155,7 +174,7 @@ function endedEarly(
   err: unknown,
   run: { runId: string; userId: string } | null,
   lastSeq: bigint,
-  outlivesStream: boolean,
+  { outlivesStream, replay }: { outlivesStream: boolean; replay: boolean },
 ): void {
   if (!run) {
     setStatus(err === undefined ? "The stream ended before the run started." : describeError(err));
@@ -164,12 +183,14 @@ function endedEarly(
   const why = err === undefined ? "" : ` (${describeError(err)})`;
   setStatus(
     `The stream ended without the run's result${why}. ${
-      outlivesStream
-        ? "The run goes on: Re-attach follows it."
-        : "Without detach the run ends when its caller is gone: Re-attach shows how it ended."
+      replay
+        ? "The run had ended: Re-attach replays the rest."
+        : outlivesStream
+          ? "The run goes on: Re-attach follows it."
+          : "Without detach the run ends when its caller is gone: Re-attach shows how it ended."
     }`,
   );
-  resumable = { runId: run.runId, userId: run.userId, afterSeq: lastSeq };
+  resumable = { runId: run.runId, userId: run.userId, afterSeq: lastSeq, replay };
   reattachButton.hidden = false;
 }
 
@@ -203,23 +224,29 @@ cancelButton.addEventListener("click", () => {
 /** Watch a listed run as the user it was listed for (the field may say another by the click). */
 function attach(run: RunInfo, userId: string): void {
   const abort = replaceWatch();
-  setStatus(`Watching ${run.runId}…`);
+  const replay = !isLive(run);
+  setStatus(replay ? `Replaying ${run.runId}…` : `Watching ${run.runId}…`);
   void watch(
     runs.attach({ runId: run.runId, afterSeq: 0n, userId }, { signal: abort.signal }),
     abort,
-    { userId, outlivesStream: true },
+    { userId, outlivesStream: true, replay },
   );
+}
+
+function isLive(run: RunInfo): boolean {
+  return run.status === RunStatus.QUEUED || run.status === RunStatus.RUNNING;
 }
 
 reattachButton.addEventListener("click", () => {
   if (!resumable) return;
-  const { runId, userId, afterSeq } = resumable;
+  const { runId, userId, afterSeq, replay } = resumable;
   const abort = replaceWatch();
-  setStatus(`Re-attaching to ${runId}…`);
+  setStatus(replay ? `Replaying ${runId}…` : `Re-attaching to ${runId}…`);
   void watch(runs.attach({ runId, afterSeq, userId }, { signal: abort.signal }), abort, {
     userId,
     outlivesStream: true,
     resume: { runId, afterSeq },
+    replay,
   });
 });
 
@@ -237,14 +264,14 @@ async function refreshRuns(): Promise<void> {
       ...page.runs.map((run) => {
         const li = document.createElement("li");
         li.dataset.runId = run.runId;
-        const live = run.status === RunStatus.QUEUED || run.status === RunStatus.RUNNING;
+        const live = isLive(run);
         const state = live
           ? run.status === RunStatus.QUEUED
             ? "queued"
             : "running"
           : exitReasonName(run.exitReason);
         const when = run.createdAt
-          ? new Date(Number(run.createdAt.seconds) * 1000).toLocaleTimeString()
+          ? new Date(Number(run.createdAt.seconds) * 1000).toLocaleString()
           : "";
         const label = document.createElement("span");
         label.textContent = `${when} · ${run.sessionId} · ${state}`;
@@ -278,7 +305,8 @@ async function loadPackages(): Promise<void> {
       packageSelect.append(opt);
     }
   } catch (err) {
-    setStatus(`Packages unavailable: ${describeError(err)}`);
+    // Shown by the package field, not in the status line: it may answer after a run has begun.
+    packagesStatus.textContent = `Packages unavailable: ${describeError(err)}`;
   }
 }
 
