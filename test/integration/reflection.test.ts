@@ -1,16 +1,26 @@
 import { execFile } from "node:child_process";
 import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  createFileRegistry,
+  fromBinary,
+  type MessageInitShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import {
   type DescriptorProto,
   type EnumDescriptorProto,
+  FieldDescriptorProto_Label,
+  FieldDescriptorProto_Type,
+  type FieldDescriptorProtoSchema,
   type FileDescriptorProto,
   FileDescriptorProtoSchema,
 } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   ServerReflection,
@@ -18,6 +28,7 @@ import {
   ServerReflectionResponseSchema,
 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1alpha } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { registerReflection } from "../../src/transport/connect/reflection-service.js";
 import { envelope } from "../helpers/envelope.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -38,6 +49,25 @@ function bufCurl(args: string[]): Promise<string> {
       err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
     );
   });
+}
+
+type Ask = MessageInitShape<typeof ServerReflectionRequestSchema>["messageRequest"];
+
+/** Each ask sent on one v1 reflection stream, and the answers, in order. */
+async function reflect(baseUrl: string, asks: Ask[]) {
+  const client = createClient(ServerReflection, createGrpcTransport({ baseUrl }));
+  async function* requests() {
+    for (const messageRequest of asks) yield { messageRequest };
+  }
+  const out = [];
+  for await (const res of client.serverReflectionInfo(requests())) out.push(res.messageResponse);
+  return out;
+}
+
+/** The leading comment source_code_info gives the element at `path`, if any. */
+function leadingComment(f: FileDescriptorProto, path: number[]): string | undefined {
+  return f.sourceCodeInfo?.location.find((l) => l.path.join(".") === path.join("."))
+    ?.leadingComments;
 }
 
 /**
@@ -134,6 +164,10 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
       { case: "fileContainingSymbol", value: "fermilink.runner.v1.GetConcurrencyResponse" },
       { case: "allExtensionNumbersOfType", value: "fermilink.runner.v1.RunRequest" },
       { case: "allExtensionNumbersOfType", value: "no.such.Type" },
+      {
+        case: "fileContainingExtension",
+        value: { containingType: "fermilink.runner.v1.RunRequest", extensionNumber: 100 },
+      },
     ];
     async function* requests() {
       for (const messageRequest of asks) yield { messageRequest };
@@ -148,6 +182,8 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
         // The answer first (grpc-go's order; older grpcurl reads only the first), then its imports.
         answers.push(`file ${names[0]} +${names.length - 1}`);
       } else if (m.case === "errorResponse") answers.push(`error ${m.value.errorCode}`);
+      else if (m.case === "allExtensionNumbersResponse")
+        answers.push(`${m.case} ${m.value.baseTypeName} [${m.value.extensionNumber.join(",")}]`);
       else answers.push(m.case ?? "none");
     }
     expect(answers).toEqual([
@@ -162,7 +198,8 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
       "error 5",
       "file fermilink/runner/v1/run.proto +2",
       "file fermilink/runner/v1/ops.proto +1",
-      "allExtensionNumbersResponse",
+      "allExtensionNumbersResponse fermilink.runner.v1.RunRequest []",
+      "error 5",
       "error 5",
     ]);
   });
@@ -232,6 +269,133 @@ describe("gRPC server reflection (buf curl as a real reflection client)", () => 
       ).toEqual(expected);
     },
   );
+
+  it("serves our files with their comments (source_code_info), as grpcurl describe shows them", async () => {
+    server = await startTestServer();
+    const [byName, bySymbol] = await reflect(server.baseUrl, [
+      { case: "fileByFilename", value: "fermilink/runner/v1/run.proto" },
+      { case: "fileContainingSymbol", value: "fermilink.runner.v1.GetConcurrencyResponse" },
+    ]);
+    const files = [byName, bySymbol].map((res) =>
+      (res?.case === "fileDescriptorResponse" ? res.value.fileDescriptorProto : []).map((b) =>
+        fromBinary(FileDescriptorProtoSchema, b),
+      ),
+    );
+    const run = files[0]?.[0];
+    expect(run?.name).toBe("fermilink/runner/v1/run.proto");
+    if (!run) return;
+    // Paths as descriptor.proto numbers them: service = 6, method = 2, message_type = 4, field = 2.
+    const service = run.service.findIndex((s) => s.name === "RunService");
+    const message = run.messageType.findIndex((m) => m.name === "RunRequest");
+    expect(leadingComment(run, [6, service])).toMatch(
+      /^ RunService starts coding-agent runs and streams every event of a run\.\n/,
+    );
+    expect(leadingComment(run, [6, service, 2, 0])).toMatch(/^ Run validates the request/);
+    expect(leadingComment(run, [4, message])).toBe(
+      " RunRequest carries FermiLink's `POST /run` body fields under the same names.\n",
+    );
+    const promptField = run.messageType[message]?.field.findIndex((f) => f.name === "user_prompt");
+    expect(leadingComment(run, [4, message, 2, promptField ?? -1])).toBe(
+      " The prompt: 1 to 10,000 Unicode code points (not UTF-16 units).\n",
+    );
+    // Another of our files has its comments too; an import (a well-known type) is served as it
+    // was embedded.
+    expect(files[1]?.map((f) => [f.name, (f.sourceCodeInfo?.location.length ?? 0) > 0])).toEqual([
+      ["fermilink/runner/v1/ops.proto", true],
+      ["google/protobuf/timestamp.proto", false],
+    ]);
+  });
+
+  it("answers extension questions from the files it serves", async () => {
+    // No served file of ours declares an extension: a proto2 pair that does, served by the same
+    // reflection service on a server of its own.
+    const field = (
+      name: string,
+      number: number,
+      type: FieldDescriptorProto_Type,
+    ): MessageInitShape<typeof FieldDescriptorProtoSchema> => ({
+      name,
+      number,
+      label: FieldDescriptorProto_Label.OPTIONAL,
+      type,
+      extendee: ".ext.Base",
+    });
+    const registry = createFileRegistry(
+      create(FileDescriptorProtoSchema, {
+        name: "ext/more.proto",
+        package: "ext",
+        syntax: "proto2",
+        dependency: ["ext/base.proto"],
+        extension: [field("more", 120, FieldDescriptorProto_Type.INT32)],
+      }),
+      (name) =>
+        name === "ext/base.proto"
+          ? create(FileDescriptorProtoSchema, {
+              name,
+              package: "ext",
+              syntax: "proto2",
+              messageType: [
+                { name: "Base", extensionRange: [{ start: 100, end: 200 }] },
+                {
+                  name: "Holder",
+                  extension: [field("note", 150, FieldDescriptorProto_Type.STRING)],
+                },
+              ],
+              extension: [field("tag", 100, FieldDescriptorProto_Type.STRING)],
+            })
+          : undefined,
+    );
+    const more = registry.getFile("ext/more.proto");
+    expect(more).toBeDefined();
+    if (!more) return;
+    const h2 = http2.createServer(
+      connectNodeAdapter({ routes: (router) => registerReflection(router, [more], []) }),
+    );
+    // The client transport keeps its session open: closing the server waits for it otherwise.
+    const sessions = new Set<http2.ServerHttp2Session>();
+    h2.on("session", (s) => sessions.add(s));
+    await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = h2.address() as AddressInfo;
+      const extension = (containingType: string, extensionNumber: number): Ask => ({
+        case: "fileContainingExtension",
+        value: { containingType, extensionNumber },
+      });
+      const answers = await reflect(`http://127.0.0.1:${port}`, [
+        { case: "allExtensionNumbersOfType", value: "ext.Base" },
+        { case: "allExtensionNumbersOfType", value: "ext.Holder" },
+        { case: "allExtensionNumbersOfType", value: "ext.Nope" },
+        extension("ext.Base", 120),
+        extension("ext.Base", 150),
+        extension("ext.Base", 100),
+        extension("ext.Base", 121),
+        extension("ext.Holder", 150),
+        extension("ext.Nope", 100),
+      ]);
+      expect(
+        answers.map((m) => {
+          if (m.case === "allExtensionNumbersResponse")
+            return `${m.value.baseTypeName} [${m.value.extensionNumber.join(",")}]`;
+          if (m.case === "fileDescriptorResponse")
+            return `file ${fromBinary(FileDescriptorProtoSchema, m.value.fileDescriptorProto[0] ?? new Uint8Array()).name}`;
+          return m.case === "errorResponse" ? `error ${m.value.errorCode}` : `${m.case}`;
+        }),
+      ).toEqual([
+        "ext.Base [100,120,150]",
+        "ext.Holder []",
+        "error 5",
+        "file ext/more.proto",
+        "file ext/base.proto",
+        "file ext/base.proto",
+        "error 5",
+        "error 5",
+        "error 5",
+      ]);
+    } finally {
+      for (const s of sessions) s.destroy();
+      await new Promise((resolve) => h2.close(resolve));
+    }
+  });
 
   it("answers every request sent before an undecodable one in the same write, then ends invalid_argument", async () => {
     server = await startTestServer();

@@ -1,4 +1,4 @@
-import { create, createRegistry, type DescFile, toBinary } from "@bufbuild/protobuf";
+import { create, createRegistry, type DescFile, type Registry, toBinary } from "@bufbuild/protobuf";
 import {
   type DescriptorProto,
   type EnumDescriptorProto,
@@ -7,6 +7,7 @@ import {
 import type { ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { sourceDescriptors } from "../../../gen/source_descriptors_pb.js";
 
 /**
  * A file and every file it imports, each once, dependencies first, by file
@@ -65,6 +66,22 @@ function symbolFiles(files: Iterable<DescFile>): Map<string, DescFile> {
   return out;
 }
 
+/**
+ * The extensions the files declare, by the full name of the message they extend, then by field
+ * number, with the file that declares each: what `all_extension_numbers_of_type` and
+ * `file_containing_extension` are asked for.
+ */
+function extensionFiles(registry: Registry): Map<string, Map<number, DescFile>> {
+  const out = new Map<string, Map<number, DescFile>>();
+  for (const desc of registry) {
+    if (desc.kind !== "extension") continue;
+    const numbers = out.get(desc.extendee.typeName) ?? new Map<number, DescFile>();
+    numbers.set(desc.number, desc.file);
+    out.set(desc.extendee.typeName, numbers);
+  }
+  return out;
+}
+
 /** What a reflection answer needs, whichever version asked. */
 type Answer =
   | { case: "fileDescriptorResponse"; value: { fileDescriptorProto: Uint8Array[] } }
@@ -90,9 +107,21 @@ export function registerReflection(
   const all = withDependencies(files);
   const registry = createRegistry(...all.values());
   const symbols = symbolFiles(all.values());
-  // Descriptors never change while the server runs: encode each file once.
+  const extensions = extensionFiles(registry);
+  // Descriptors never change while the server runs: encode each file once. Our own files go out
+  // as the compiler wrote them, comments included, so `grpcurl describe` shows their
+  // documentation; the embedded descriptors (well-known types, a file given here that is not
+  // in proto/) have none.
   const encoded = new Map(
-    [...all.values()].map((f) => [f.proto.name, toBinary(FileDescriptorProtoSchema, f.proto)]),
+    [...all.values()].map((f) => {
+      const withComments = sourceDescriptors[f.proto.name];
+      return [
+        f.proto.name,
+        withComments === undefined
+          ? toBinary(FileDescriptorProtoSchema, f.proto)
+          : new Uint8Array(Buffer.from(withComments, "base64")),
+      ];
+    }),
   );
   // The answer first, then what it imports, as grpc-go sends them: clients that take the first
   // file as the answer (grpcurl built with jhump/protoreflect before v1.10.3) found an import.
@@ -108,7 +137,7 @@ export function registerReflection(
     case: "errorResponse",
     value: { errorCode: NOT_FOUND, errorMessage: `${what} not found` },
   });
-  const answer = (req: { messageRequest: { case?: string; value?: unknown } }): Answer => {
+  const answer = (req: v1.ServerReflectionRequest | v1alpha.ServerReflectionRequest): Answer => {
     const r = req.messageRequest;
     switch (r.case) {
       case "listServices":
@@ -117,25 +146,27 @@ export function registerReflection(
           value: { service: serviceNames.map((name) => ({ name })) },
         };
       case "fileByFilename": {
-        const f = all.get(String(r.value));
-        return f ? fileAnswer(f) : notFound(`file ${String(r.value)}`);
+        const f = all.get(r.value);
+        return f ? fileAnswer(f) : notFound(`file ${r.value}`);
       }
       case "fileContainingSymbol": {
-        const f = symbols.get(String(r.value));
-        return f ? fileAnswer(f) : notFound(`symbol ${String(r.value)}`);
+        const f = symbols.get(r.value);
+        return f ? fileAnswer(f) : notFound(`symbol ${r.value}`);
       }
       case "allExtensionNumbersOfType": {
-        // No extensions are declared here: an empty list for a known message, else not found.
-        const type = registry.getMessage(String(r.value));
-        return type
-          ? {
-              case: "allExtensionNumbersResponse",
-              value: { baseTypeName: type.typeName, extensionNumber: [] },
-            }
-          : notFound(`type ${String(r.value)}`);
+        const type = registry.getMessage(r.value);
+        if (!type) return notFound(`type ${r.value}`);
+        const numbers = [...(extensions.get(type.typeName)?.keys() ?? [])];
+        return {
+          case: "allExtensionNumbersResponse",
+          value: { baseTypeName: type.typeName, extensionNumber: numbers.sort((a, b) => a - b) },
+        };
       }
-      case "fileContainingExtension":
-        return notFound("extension");
+      case "fileContainingExtension": {
+        const { containingType, extensionNumber } = r.value;
+        const f = extensions.get(containingType)?.get(extensionNumber);
+        return f ? fileAnswer(f) : notFound(`extension ${extensionNumber} of ${containingType}`);
+      }
       default:
         return {
           case: "errorResponse",
