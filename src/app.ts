@@ -144,11 +144,17 @@ async function assemble(config: Config, logger: Logger, undo: (() => unknown)[])
   // The run store first: runs the previous process left live are closed and their processes reaped.
   const store = new SqliteRunStore(config.store.path);
   undo.push(() => store.close());
-  const interrupted = recoverInterruptedRuns(store, Date.now());
+  // Reaped before their exits are written: an exit says the runner killed a provider only when
+  // one was found (a crash between a run's stored meta and its spawn left none).
+  const killed = await reapOrphans(new Set(store.liveRuns().map((r) => r.runId)));
+  const interrupted = recoverInterruptedRuns(
+    store,
+    Date.now(),
+    new Set(killed.map((p) => p.runId)),
+  );
   if (interrupted.size > 0) {
-    const killed = await reapOrphans(interrupted);
     logger.warn(
-      { runs: [...interrupted], killedPids: killed },
+      { runs: [...interrupted], killedPids: killed.map((p) => p.pid) },
       "closed runs left live by a previous runner process",
     );
   }

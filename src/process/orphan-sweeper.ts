@@ -102,7 +102,10 @@ export class OrphanSweeper {
     try {
       const killed = await reapOrphans(ids, this.opts.graceMs);
       if (killed.length > 0) {
-        this.opts.logger.warn({ pids: killed }, "killed processes that finished runs left behind");
+        this.opts.logger.warn(
+          { pids: killed.map((p) => p.pid) },
+          "killed processes that finished runs left behind",
+        );
       }
     } catch (err) {
       this.opts.logger.warn({ err }, "could not look for processes finished runs left behind");

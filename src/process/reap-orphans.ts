@@ -19,14 +19,20 @@ async function runIdOf(pid: string): Promise<string | null> {
   return null;
 }
 
-/** Pids of the processes whose environment names one of `runIds` (one pass over /proc). */
-async function findByRunId(runIds: ReadonlySet<string>): Promise<number[]> {
+/** A process found by its run id. */
+export interface RunProcess {
+  pid: number;
+  runId: string;
+}
+
+/** The processes whose environment names one of `runIds` (one pass over /proc). */
+async function findByRunId(runIds: ReadonlySet<string>): Promise<RunProcess[]> {
   const entries = await readdir("/proc").catch(() => [] as string[]);
-  const found: number[] = [];
+  const found: RunProcess[] = [];
   for (const name of entries) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     const runId = await runIdOf(name);
-    if (runId !== null && runIds.has(runId)) found.push(Number(name));
+    if (runId !== null && runIds.has(runId)) found.push({ pid: Number(name), runId });
   }
   return found;
 }
@@ -47,28 +53,30 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /**
  * End every process whose environment names one of `runIds` (Linux /proc;
- * elsewhere nothing is found). Returns the pids signalled. With a grace,
+ * elsewhere nothing is found). Returns the processes signalled, each with the
+ * run it belonged to (crash recovery says which runs still had one). With a grace,
  * they first get SIGTERM and up to `graceMs` to exit (a tool's cleanup, such
  * as removing its lock file, runs); then, or at once without a grace, a pass
  * stops everything it finds, so nothing it found can fork any more, and
  * SIGKILLs it; passes repeat until one finds nothing (a process may have
  * forked between the scan and its stop).
  */
-export async function reapOrphans(runIds: ReadonlySet<string>, graceMs = 0): Promise<number[]> {
+export async function reapOrphans(runIds: ReadonlySet<string>, graceMs = 0): Promise<RunProcess[]> {
   if (runIds.size === 0) return [];
-  const killed = new Set<number>();
+  // By pid: a process signalled in more than one pass is one process.
+  const killed = new Map<number, string>();
   if (graceMs > 0) {
     const found = await findByRunId(runIds);
     if (found.length === 0) return [];
-    for (const pid of found) if (signal(pid, "SIGTERM")) killed.add(pid);
+    for (const p of found) if (signal(p.pid, "SIGTERM")) killed.set(p.pid, p.runId);
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && found.some((pid) => signal(pid, 0))) await sleep(25);
+    while (Date.now() < deadline && found.some((p) => signal(p.pid, 0))) await sleep(25);
   }
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     const found = await findByRunId(runIds);
     if (found.length === 0) break;
-    const stopped = found.filter((pid) => signal(pid, "SIGSTOP"));
-    for (const pid of stopped) if (signal(pid, "SIGKILL")) killed.add(pid);
+    const stopped = found.filter((p) => signal(p.pid, "SIGSTOP"));
+    for (const p of stopped) if (signal(p.pid, "SIGKILL")) killed.set(p.pid, p.runId);
   }
-  return [...killed];
+  return [...killed].map(([pid, runId]) => ({ pid, runId }));
 }

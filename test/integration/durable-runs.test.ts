@@ -331,7 +331,7 @@ describe("a run whose start the store refused", () => {
     await s.app.close();
     const after = new SqliteRunStore(path.join(s.home, "runner", "runs.sqlite3"));
     try {
-      expect(recoverInterruptedRuns(after, Date.now()).has(runId)).toBe(true);
+      expect(recoverInterruptedRuns(after, Date.now(), new Set()).has(runId)).toBe(true);
       const rec = after.getRun(runId);
       expect(rec).toMatchObject({ status: "finished", exitReason: "interrupted" });
       expect(rec?.exitMessage).toMatch(

@@ -14,18 +14,24 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { MAX_UNSTORED_SHOWN } from "../../src/journal/run-journal.js";
-import { isAlive, readPidFile, waitUntilGone } from "../helpers/process-census.js";
+import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
+import { RUN_ID_ENV } from "../../src/process/reap-orphans.js";
+import { isAlive, killQuietly, readPidFile, waitUntilGone } from "../helpers/process-census.js";
+import { runRecord } from "../helpers/run-record.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 let home: string;
 const children: ChildProcess[] = [];
+/** Process groups a test started as a dead runner's providers (detached: group id = pid). */
+const orphans: number[] = [];
 
 beforeEach(async () => {
   home = await mkdtemp(path.join(tmpdir(), "flr-restart-"));
 });
 afterEach(async () => {
+  for (const pid of orphans.splice(0)) killQuietly(-pid);
   for (const c of children.splice(0))
     if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await rm(home, { recursive: true, force: true });
@@ -96,6 +102,18 @@ async function crashMidRun(env: Record<string, string>) {
   return { runId, provider, grandchild };
 }
 
+/** A run's final exit, as Attach gives it. */
+async function exitOfRun(port: number, runId: string) {
+  const client = createClient(
+    RunService,
+    createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }),
+  );
+  const events: RunEvent[] = [];
+  for await (const e of client.attach({ runId })) events.push(e);
+  const last = events.at(-1)?.event;
+  return last?.case === "exit" ? last.value : undefined;
+}
+
 describe("restart safety", () => {
   it("after kill -9 mid-run, a restart reports the run interrupted, keeps its events and leaves no provider", async () => {
     // Without the spawn helper the providers outlive the crash: the restart must find them.
@@ -153,8 +171,65 @@ describe("restart safety", () => {
   });
 
   it("with the spawn helper, kill -9 of the runner ends its providers at once, before any restart", async () => {
-    const { provider, grandchild } = await crashMidRun({});
+    const { runId, provider, grandchild } = await crashMidRun({});
     await waitUntilGone([provider, grandchild], 5000);
+    // Nothing is left to find, but the run printed: its provider ran, and died with the runner.
+    const second = await startServer();
+    const exit = await exitOfRun(second.port, runId);
+    expect(exit).toMatchObject({ reason: ExitReason.INTERRUPTED, killedByRunner: true });
+    expect(exit?.message).toMatch(/the provider had ended when the runner started again/);
+    second.proc.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
+  });
+
+  it("says the runner killed a provider only for runs whose processes the restart found", async () => {
+    // What a runner killed -9 left: two runs whose start (meta) was stored, one with a provider
+    // still running, the other dead between that write and its spawn (no process ever ran).
+    const store = new SqliteRunStore(path.join(home, "runner", "runs.sqlite3"));
+    for (const runId of ["orphaned", "unstarted"]) {
+      store.createRun(runRecord(runId, { userId: null, createdAtMs: Date.now() }));
+      store.appendEvents(runId, [
+        {
+          runId,
+          seq: 1,
+          timeMs: Date.now(),
+          body: {
+            type: "meta",
+            sessionId: "s",
+            agent: runRecord(runId).policy,
+            workspacePath: "/w",
+            package: null,
+          },
+        },
+      ]);
+      store.updateRun(runId, { status: "running", startedAtMs: Date.now() });
+    }
+    await store.close();
+    const provider = spawn("/bin/sh", ["-c", "sleep 60 & wait"], {
+      env: { PATH: process.env.PATH ?? "", [RUN_ID_ENV]: "orphaned" },
+      detached: true,
+      stdio: "ignore",
+    });
+    provider.unref();
+    const pid = provider.pid ?? -1;
+    expect(pid).toBeGreaterThan(0);
+    orphans.push(pid);
+
+    const second = await startServer();
+    await waitUntilGone([pid], 5000);
+    const unstarted = await exitOfRun(second.port, "unstarted");
+    expect(unstarted).toMatchObject({ reason: ExitReason.INTERRUPTED, killedByRunner: false });
+    expect(unstarted?.message).toMatch(
+      /no provider process of it was found when the runner started again: the runner stopped before starting the provider/,
+    );
+    expect(unstarted?.message).not.toMatch(/killed/);
+    const found = await exitOfRun(second.port, "orphaned");
+    expect(found).toMatchObject({ reason: ExitReason.INTERRUPTED, killedByRunner: true });
+    expect(found?.message).toMatch(
+      /were still running and were killed when the runner started again/,
+    );
+    second.proc.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
   });
 
   it("refuses to start a second runner on the same run store", async () => {

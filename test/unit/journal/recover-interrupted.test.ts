@@ -79,7 +79,7 @@ describe("recoverInterruptedRuns", () => {
     try {
       const stored = store.getRun("r")?.lastSeq ?? 0;
       expect(stored).toBe(513); // meta, then one full batch of 512: the last 188 lines were lost
-      expect(recoverInterruptedRuns(store, 9000)).toEqual(new Set(["r"]));
+      expect(recoverInterruptedRuns(store, 9000, new Set())).toEqual(new Set(["r"]));
       const rec = store.getRun("r");
       expect(rec).toMatchObject({ status: "finished", exitReason: "interrupted" });
       expect(rec?.lastSeq).toBe(stored + MAX_UNSTORED_SHOWN + 1);
@@ -107,15 +107,15 @@ describe("recoverInterruptedRuns", () => {
         throw new Error("kill -9 right here");
       }
     })(file);
-    expect(() => recoverInterruptedRuns(dying, 5000)).toThrow("kill -9 right here");
+    expect(() => recoverInterruptedRuns(dying, 5000, new Set())).toThrow("kill -9 right here");
     await dying.close();
     store = new SqliteRunStore(file);
     try {
-      recoverInterruptedRuns(store, 6000);
+      recoverInterruptedRuns(store, 6000, new Set());
       expect(exitsOf(store, "r")).toHaveLength(1);
       expect(store.getRun("r")).toMatchObject({ status: "finished", exitReason: "interrupted" });
       // Started once more: nothing is live, nothing changes.
-      expect(recoverInterruptedRuns(store, 7000).size).toBe(0);
+      expect(recoverInterruptedRuns(store, 7000, new Set()).size).toBe(0);
       expect(exitsOf(store, "r")).toHaveLength(1);
     } finally {
       await store.close();
@@ -145,7 +145,7 @@ describe("recoverInterruptedRuns", () => {
           },
         },
       ]);
-      expect(recoverInterruptedRuns(store, 9000)).toEqual(new Set(["r"]));
+      expect(recoverInterruptedRuns(store, 9000, new Set())).toEqual(new Set(["r"]));
       expect(store.readEvents("r", 0, 10).map((e) => e.seq)).toEqual([1, 2]);
       expect(store.getRun("r")).toMatchObject({
         status: "finished",
@@ -160,8 +160,20 @@ describe("recoverInterruptedRuns", () => {
     }
   });
 
-  it("says a provider was killed only for a run that could have started one", async () => {
+  it("says a provider was killed only for a run whose processes the restart found, or that printed", async () => {
     const store = new SqliteRunStore(file);
+    const meta = (runId: string): RunEvent => ({
+      runId,
+      seq: 1,
+      timeMs: 2,
+      body: {
+        type: "meta",
+        sessionId: "s",
+        agent: record(runId).policy,
+        workspacePath: "/w",
+        package: null,
+      },
+    });
     try {
       store.createRun(record("waiting", { status: "queued" }));
       store.appendEvents("waiting", [
@@ -172,19 +184,45 @@ describe("recoverInterruptedRuns", () => {
           body: { type: "queued", position: 1, queueSize: 1 },
         },
       ]);
-      store.createRun(record("live", { status: "running" }));
-      store.appendEvents("live", [log("live", 1)]);
-      recoverInterruptedRuns(store, 9000);
-      const [waiting] = exitsOf(store, "waiting");
-      const [live] = exitsOf(store, "live");
-      expect(waiting?.body).toMatchObject({ reason: "interrupted", killedByRunner: false });
+      // Its meta is stored before its spawn: the runner may have died before that.
+      for (const id of ["found", "unstarted"]) {
+        store.createRun(record(id, { status: "running" }));
+        store.appendEvents(id, [meta(id)]);
+      }
+      store.createRun(record("printed", { status: "running" }));
+      store.appendEvents("printed", [meta("printed"), log("printed", 2)]);
+      recoverInterruptedRuns(store, 9000, new Set(["found"]));
+      const exit = (id: string) => exitsOf(store, id)[0]?.body;
+      expect(exit("waiting")).toMatchObject({ reason: "interrupted", killedByRunner: false });
       // Queued in the store: waiting, or its start (meta) refused; both said, and why no provider ran.
-      expect(waiting?.body.type === "exit" && waiting.body.message).toMatch(
-        /before the store recorded this run's start \(it was waiting, or the store refused the record\); no provider process was started/,
-      );
-      expect(live?.body).toMatchObject({ reason: "interrupted", killedByRunner: true });
-      expect(live?.body.type === "exit" && live.body.message).toMatch(/provider process/);
+      expect(exit("waiting")).toMatchObject({
+        message: expect.stringMatching(
+          /before the store recorded this run's start \(it was waiting, or the store refused the record\); no provider process was started/,
+        ),
+      });
       expect(store.getRun("waiting")?.exitMessage).toMatch(/no provider process was started/);
+      // Nothing found, nothing printed: no claim that a provider ran, or that the runner killed one.
+      expect(exit("unstarted")).toMatchObject({
+        reason: "interrupted",
+        killedByRunner: false,
+        message: expect.stringMatching(
+          /no provider process of it was found .*: the runner stopped before starting the provider, or the provider ended with it before printing anything/,
+        ),
+      });
+      expect(store.getRun("unstarted")?.exitMessage).not.toMatch(/killed/);
+      expect(exit("found")).toMatchObject({
+        reason: "interrupted",
+        killedByRunner: true,
+        message: expect.stringMatching(
+          /were still running and were killed when the runner started again/,
+        ),
+      });
+      // It printed, so it ran: the spawn helper kills a provider when the runner dies.
+      expect(exit("printed")).toMatchObject({
+        reason: "interrupted",
+        killedByRunner: true,
+        message: expect.stringMatching(/the provider had ended when the runner started again/),
+      });
     } finally {
       await store.close();
     }
@@ -205,7 +243,7 @@ describe("recoverInterruptedRuns and retention", () => {
         },
       ]);
       // As app.ts starts: recovery, then retention (here a store capped far below that run).
-      expect(recoverInterruptedRuns(store, Date.now())).toEqual(new Set(["crashed"]));
+      expect(recoverInterruptedRuns(store, Date.now(), new Set())).toEqual(new Set(["crashed"]));
       const logged: unknown[] = [];
       const logger = {
         info: (o: unknown) => logged.push(o),

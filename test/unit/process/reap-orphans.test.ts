@@ -54,6 +54,9 @@ describe("reapOrphans", () => {
 
     const killed = await reapOrphans(new Set([runId]));
     expect(killed.length).toBeGreaterThan(10);
+    // Each once, with the run it belonged to (start-up recovery says which runs had a process).
+    expect(new Set(killed.map((p) => p.pid)).size).toBe(killed.length);
+    expect(killed.every((p) => p.runId === runId)).toBe(true);
     // SIGKILLed processes leave as soon as they run again; a survivor (sleep 30, or the loop) stays.
     await until(() => withRunId(runId).length === 0, "the killed processes gone");
     expect(withRunId(runId)).toEqual([]);
