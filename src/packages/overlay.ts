@@ -258,7 +258,11 @@ export async function overlayPackage(input: OverlayInput): Promise<PackageOverla
     const depReal = depSrc ? await realOrNull(depSrc) : null;
     if (depReal === null) {
       missingDeps.push(depId);
-      if (previousDeps.has(depId)) await removeEntry(dst);
+      // Its stale link (or copy) goes; a directory the agent put in the link's place stays.
+      await removeManaged(
+        depRoot,
+        (previous?.dependencies ?? []).filter((d) => d.name === depId),
+      );
       continue;
     }
     const st = await lstatOrNull(dst);
@@ -273,7 +277,9 @@ export async function overlayPackage(input: OverlayInput): Promise<PackageOverla
         continue;
       }
     } else if (st) {
-      if (previousDeps.has(depId) || allowReplace) await removeEntry(dst);
+      // As for top-level entries (spec §5.4 steps 6-7): a real directory there, even where the
+      // overlay's link was, is the agent's now (kept and reported), not deleted.
+      if (allowReplace) await removeEntry(dst);
       else {
         depCollisions.push(depId);
         continue;

@@ -1,5 +1,6 @@
+import { randomBytes } from "node:crypto";
 import { lstatSync, statSync } from "node:fs";
-import { cp, lstat, mkdir, writeFile } from "node:fs/promises";
+import { cp, lstat, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import type { PackageOverlaySummary } from "../packages/overlay.js";
@@ -164,6 +165,29 @@ async function ensureOutputs(repoDir: string): Promise<void> {
   // is left as the session made it: never created through, and no reason to fail every run.
   if ((await lstat(outputs).catch(() => null))?.isSymbolicLink()) return;
   await mkdir(outputs, { recursive: true });
+}
+
+/**
+ * The template tree as `repoDir`, whole or not at all: the copy is made under
+ * a staging name and renamed into place. Copied straight into `repoDir`, a
+ * copy that failed part way (disk full, an entry cp cannot copy) left a repo
+ * every later run took as made (it exists), so the rest of the template never
+ * arrived and the session's package overlay lost its first-run replacements.
+ */
+async function copyTemplate(template: string, repoDir: string): Promise<void> {
+  const staging = path.join(
+    path.dirname(repoDir),
+    `.${path.basename(repoDir)}-${randomBytes(6).toString("hex")}.tmp`,
+  );
+  try {
+    // Links are copied as they are: by default cp re-points a relative link at the template's
+    // own file, so an agent editing its copy would change the template of every later session.
+    await cp(template, staging, { recursive: true, errorOnExist: false, verbatimSymlinks: true });
+    await rename(staging, repoDir);
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 /** Which stage an op belongs to, for the error message when it fails. */
@@ -399,15 +423,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     const repoStat = await lstat(repoDir).catch(() => null);
     if (repoStat?.isSymbolicLink()) throw symlinkRefused(repoDir, "repo");
     const createdRepo = repoStat === null;
-    if (createdRepo) {
-      // Links are copied as they are: by default cp re-points a relative link at the template's
-      // own file, so an agent editing its copy would change the template of every later session.
-      await cp(opts.softwareRoot ?? BUILTIN_TEMPLATE_DIR, repoDir, {
-        recursive: true,
-        errorOnExist: false,
-        verbatimSymlinks: true,
-      });
-    }
+    if (createdRepo) await copyTemplate(opts.softwareRoot ?? BUILTIN_TEMPLATE_DIR, repoDir);
     // AGENTS.md and .git are disjoint paths: both at once.
     await Promise.all([
       syncAgentsFile(repoDir, agents, opts.providerAlias, opts.knownAliases),

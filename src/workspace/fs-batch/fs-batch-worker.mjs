@@ -9,6 +9,7 @@
 
 import { randomBytes } from "node:crypto";
 import {
+  constants,
   copyFileSync,
   lstatSync,
   mkdirSync,
@@ -77,9 +78,11 @@ function apply(op) {
     case "link":
       try {
         symlinkSync(op.target, op.path);
-      } catch {
-        // Where symlinks are not allowed the alias is a copy (spec §4.3 step 3).
-        copyFileSync(op.copyFrom, op.path);
+      } catch (err) {
+        // Something is there already: a copy over it would write through it if it is a link.
+        if (err.code === "EEXIST") throw err;
+        // Where symlinks are not allowed the alias is a copy (spec §4.3 step 3), made exclusively.
+        copyFileSync(op.copyFrom, op.path, constants.COPYFILE_EXCL);
       }
       return;
     case "claim":

@@ -18,7 +18,10 @@ const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), "fs-batch
 export type FsOp =
   | { op: "mkdir"; path: string; recursive?: boolean }
   | { op: "write"; path: string; content: string | Uint8Array; flag?: "w" | "wx"; mode?: number }
-  /** A relative symlink `path` -> `target`, or a copy of `copyFrom` where symlinks fail. */
+  /**
+   * A relative symlink `path` -> `target`, or a copy of `copyFrom` where symlinks
+   * fail; refused (EEXIST) when something is at `path` already.
+   */
   | { op: "link"; path: string; target: string; copyFrom: string }
   /** Move `from` to `to`, refused (EEXIST) when `to` exists. */
   | { op: "claim"; from: string; to: string }

@@ -186,6 +186,35 @@ describe("overlay (spec §5.4)", () => {
     expect(await readFile(path.join(repoDir, "notes"), "utf8")).toBe("agent's own");
   });
 
+  it("keeps a dependency link the agent replaced with its own directory, as a top-level entry", async () => {
+    await install({
+      p: { files: { skills: "" }, meta: { dependency_package_ids: ["dep"] } },
+      dep: { files: { x: "" } },
+    });
+    await overlay("p");
+    const dst = path.join(repoDir, "external_packages", "dep");
+    await rm(dst);
+    await mkdir(dst);
+    await writeFile(path.join(dst, "work.txt"), "agent's own");
+    const s = await overlay("p");
+    expect(await readFile(path.join(dst, "work.txt"), "utf8")).toBe("agent's own");
+    expect(s.dependency_collisions).toEqual(["dep"]);
+    expect(s.linked_dependency_count).toBe(0);
+    // Nor when the dependency is gone from the registry: only a stale link of it would go.
+    await writeFile(
+      path.join(sessionDir, ".package_manifest.json"),
+      JSON.stringify({
+        version: 1,
+        package_id: "p",
+        linked_dependency_packages: [{ package_id: "dep", mode: "symlink", source: "/x" }],
+      }),
+    );
+    await install({ p: { files: { skills: "" }, meta: { dependency_package_ids: ["dep"] } } });
+    const gone = await overlay("p");
+    expect(gone.missing_dependency_packages).toEqual(["dep"]);
+    expect(await readFile(path.join(dst, "work.txt"), "utf8")).toBe("agent's own");
+  });
+
   it("reports missing allow-listed entries and missing dependencies", async () => {
     await install({
       p: {

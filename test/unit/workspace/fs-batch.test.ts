@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -30,6 +30,19 @@ describe("FsBatchRunner", () => {
     expect([...(await readFile(path.join(d, "bin")))]).toEqual([1, 2]);
     expect((await stat(path.join(d, "bin"))).mode & 0o777).toBe(0o600);
     expect(await readlink(path.join(d, "alias"))).toBe("f.txt");
+  });
+
+  it("never copies over what is at a link's path already: a planted link is not written through", async () => {
+    const outside = path.join(root, "outside.txt");
+    await writeFile(outside, "not the runner's");
+    await writeFile(path.join(root, "AGENTS.md"), "policy");
+    const alias = path.join(root, "CLAUDE.md");
+    await symlink(outside, alias);
+    const result = await runner.run([
+      { op: "link", path: alias, target: "AGENTS.md", copyFrom: path.join(root, "AGENTS.md") },
+    ]);
+    expect(result).toMatchObject({ failedAt: 0, code: "EEXIST" });
+    expect(await readFile(outside, "utf8")).toBe("not the runner's");
   });
 
   it("stops at the first failing op and says which one, with its error code", async () => {

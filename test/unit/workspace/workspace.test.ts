@@ -205,6 +205,25 @@ describe("prepareWorkspace", () => {
     );
   });
 
+  it("copies the template whole or not at all: a copy that failed part way is made again by the next run", async () => {
+    const sw = path.join(root, "software");
+    await mkdir(sw);
+    await writeFile(path.join(sw, "a.py"), "a");
+    await writeFile(path.join(sw, "z.py"), "z");
+    // cp refuses a FIFO: the copy fails after some entries, as a full disk would.
+    execFileSync("mkfifo", [path.join(sw, "m.fifo")]);
+    await expect(prep("tpl-half", { softwareRoot: sw })).rejects.toMatchObject({
+      code: "WORKSPACE_SETUP_FAILED",
+    });
+    const sessionDir = path.join(root, "ws", "tpl-half");
+    expect(await readdir(sessionDir)).toEqual([]);
+    await rm(path.join(sw, "m.fifo"));
+    const ws = await prep("tpl-half", { softwareRoot: sw });
+    expect(ws.createdRepo).toBe(true);
+    expect(await readFile(path.join(ws.repoDir, "a.py"), "utf8")).toBe("a");
+    expect(await readFile(path.join(ws.repoDir, "z.py"), "utf8")).toBe("z");
+  });
+
   it("records the request without the FermiLink web's unified-memory instructions", async () => {
     // The web's UNIFIED_MEMORY_PROMPT_PREFIX (one version of its wording) + the transcript.
     const prefix = [
