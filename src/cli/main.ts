@@ -37,7 +37,8 @@ Options:
 
 Exit code: ${RUN_EXIT.succeeded} the run succeeded, ${RUN_EXIT.failed} it failed, ${RUN_EXIT.usage} bad usage,
 ${RUN_EXIT.unreachable} the server cannot be reached, does not answer in time or refuses the request
-(its code and message are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach).
+(its code and message are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach),
+${RUN_EXIT.brokenPipe} the reader of the output went away (| head).
 `;
 
 const SERVE_USAGE = `Usage: fermilink-runner serve
@@ -170,10 +171,12 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
   }
   const timeout = v["connect-timeout"];
   const timeoutS = timeout === undefined ? DEFAULT_CONNECT_TIMEOUT_MS / 1000 : Number(timeout);
-  // setTimeout takes up to 2^31-1 ms; a longer wait would fire at once.
-  if (timeout?.trim() === "" || !(timeoutS > 0 && timeoutS * 1000 <= 2 ** 31 - 1)) {
+  // setTimeout takes up to 2^31-1 ms; a longer wait would fire at once. The bound is named: a
+  // large number is a number of seconds, and "not a positive number" alone would puzzle.
+  const maxS = Math.floor((2 ** 31 - 1) / 1000);
+  if (timeout?.trim() === "" || !(timeoutS > 0 && timeoutS <= maxS)) {
     return usageError(
-      `--connect-timeout ${JSON.stringify(timeout)} is not a positive number of seconds`,
+      `--connect-timeout ${JSON.stringify(timeout)} is not a positive number of seconds up to ${maxS}`,
       RUN_USAGE,
     );
   }
@@ -191,9 +194,27 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
   });
 }
 
+/**
+ * A reader of our output that went away (`| head -1`, `| true`) fails the next write with EPIPE,
+ * which node raises as an unhandled 'error' event: a stack trace and exit 1 (for `--help`,
+ * `doctor`, or `run`'s last message on stderr). The shell's code for it instead, as a program
+ * killed by SIGPIPE would give. `run` also ends its call on it (run-command.ts). Not for `serve`:
+ * a server goes on when its log's reader goes away.
+ */
+let brokenPipe = false;
+const onBrokenPipe = (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EPIPE") throw err;
+  brokenPipe = true;
+  process.exitCode = RUN_EXIT.brokenPipe;
+};
+if (process.argv[2] !== "serve") {
+  process.stdout.on("error", onBrokenPipe);
+  process.stderr.on("error", onBrokenPipe);
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== null) process.exitCode = code;
+    if (code !== null) process.exitCode = brokenPipe ? RUN_EXIT.brokenPipe : code;
   },
   (err: unknown) => {
     process.stderr.write(`fermilink-runner: ${err instanceof Error ? err.message : String(err)}\n`);

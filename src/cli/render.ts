@@ -12,6 +12,31 @@ export interface Style {
   green(s: string): string;
   red(s: string): string;
   cyan(s: string): string;
+  /** The text as written: on a terminal, with no control sequence but colours left to obey. */
+  safe(s: string): string;
+}
+
+/**
+ * A colour sequence (SGR: ours, or a CLI's own colours), or one control character: any other
+ * sequence starts with one (ESC, CSI as 0x9b, BEL, backspace, CR), so showing that character
+ * defuses the sequence. Tab and newline are layout.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds.
+const CONTROL = /\x1b\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
+
+/**
+ * Provider output (model text, command output, raw lines) on a terminal: an agent's or a
+ * command's escape sequences would otherwise drive it (an OSC sets the window title or the
+ * clipboard, a CSI moves the cursor or clears the screen, a CR rewrites a line). Each control
+ * character is shown instead, caret-style (`^[`, `^M`; C1 as `\x9b`), as `cat -v` does.
+ */
+export function terminalSafe(s: string): string {
+  return s.replace(CONTROL, (m) => {
+    if (m.length > 1) return m;
+    const c = m.charCodeAt(0);
+    if (c < 0x20) return `^${String.fromCharCode(c + 64)}`;
+    return c === 0x7f ? "^?" : `\\x${c.toString(16)}`;
+  });
 }
 
 const ansi = (code: string) => (s: string) => `\x1b[${code}m${s}\x1b[0m`;
@@ -21,9 +46,11 @@ export const COLOR: Style = {
   green: ansi("32"),
   red: ansi("31"),
   cyan: ansi("36"),
+  safe: terminalSafe,
 };
 const id = (s: string) => s;
-export const PLAIN: Style = { dim: id, bold: id, green: id, red: id, cyan: id };
+/** Output to a file or a pipe: the provider's bytes as they are. */
+export const PLAIN: Style = { dim: id, bold: id, green: id, red: id, cyan: id, safe: id };
 
 export const EXIT_REASON_NAMES: Record<ExitReason, string> = {
   [ExitReason.UNSPECIFIED]: "unknown",
@@ -92,6 +119,13 @@ export function renderItem(item: AgentItem, st: Style): string | null {
 }
 
 /**
+ * Said after a line the runner cut at its line cap: without it the line reads as complete (a
+ * cut JSON line has no typed reading, so it shows raw).
+ */
+const cutMark = (truncated: boolean, st: Style) =>
+  truncated ? st.bold(" … [cut: longer than FERMILINK_RUNNER_MAX_LINE_BYTES]") : "";
+
+/**
  * One run event as terminal text (null: nothing to show). Pure, so the
  * rendering is tested without a terminal. `queued` is handled by the caller
  * (a spinner on a terminal).
@@ -109,12 +143,12 @@ export function renderEvent(event: RunEvent, st: Style): string | null {
       );
     }
     case "agent": {
-      if (e.value.items.length === 0) return st.dim(e.value.raw);
+      if (e.value.items.length === 0) return st.dim(e.value.raw) + cutMark(e.value.truncated, st);
       const parts = e.value.items.map((i) => renderItem(i, st)).filter((p) => p !== null);
       return parts.length > 0 ? parts.join("\n") : null;
     }
     case "log":
-      return st.dim(e.value.text);
+      return st.dim(e.value.text) + cutMark(e.value.truncated, st);
     case "exit": {
       const x = e.value;
       const secs = x.duration ? Number(x.duration.seconds) + x.duration.nanos / 1e9 : 0;
@@ -159,9 +193,9 @@ export class TerminalRenderer {
     const e = event.event;
     if (e.case !== "agent" || e.value.items.length === 0) {
       const text = renderEvent(event, this.st);
-      return text === null ? "" : this.line(text);
+      return text === null ? "" : this.st.safe(this.line(text));
     }
-    return e.value.items.map((item) => this.item(item)).join("");
+    return this.st.safe(e.value.items.map((item) => this.item(item)).join(""));
   }
 
   /** What is left to write when the stream ends: the newline of an open delta line. */

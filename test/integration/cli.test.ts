@@ -221,17 +221,19 @@ describe("fermilink-runner run", () => {
         ["run", "x", "--url", "ftp://h"],
         ["run", "x", "--connect-timeout", "0"],
         ["run", "x", "--connect-timeout", "soon"],
+        ["run", "x", "--connect-timeout", "3000000"],
         ["frobnicate"],
         [],
       ].map((args) => cli(args)),
     );
-    expect(results.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2]);
+    expect(results.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2, 2]);
     expect(results.map((r) => r.err.split("\n")[0])).toEqual([
       expect.stringMatching(/^fermilink-runner: Unknown option '--bogus'/),
       "fermilink-runner: run needs a prompt",
       'fermilink-runner: --url "ftp://h" is not an http(s) URL',
-      'fermilink-runner: --connect-timeout "0" is not a positive number of seconds',
-      'fermilink-runner: --connect-timeout "soon" is not a positive number of seconds',
+      'fermilink-runner: --connect-timeout "0" is not a positive number of seconds up to 2147483',
+      'fermilink-runner: --connect-timeout "soon" is not a positive number of seconds up to 2147483',
+      'fermilink-runner: --connect-timeout "3000000" is not a positive number of seconds up to 2147483',
       'fermilink-runner: unknown command "frobnicate"',
       "fermilink-runner: no command given",
     ]);
@@ -258,18 +260,61 @@ describe("fermilink-runner run", () => {
     c.proc.kill("SIGINT");
     expect(await c.exited).toBe(130);
     expect(c.err()).toContain(`interrupted; run ${runId} is ended by the server`);
-    const client = createClient(
-      RunService,
-      createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "1.1" }),
-    );
-    let info = await client.getRun({ runId });
-    for (let i = 0; i < 100 && info.status !== RunStatus.FINISHED; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      info = await client.getRun({ runId });
-    }
-    expect(info.exitReason).toBe(ExitReason.CLIENT_GONE);
+    expect((await finishedRun(server.baseUrl, runId)).exitReason).toBe(ExitReason.CLIENT_GONE);
+  });
+
+  it("exits 141 without a stack trace when the reader of its output goes away, ending the run", async () => {
+    server = await startTestServer();
+    const c = spawnCli(["run", "#scenario=slow", "--session", "pipe", "--url", server.baseUrl]);
+    const [, runId] = await c.waitForOut(/^run (\S+) · session pipe/m);
+    // `| head -1`: the reader closes its end; the next line (a tick every 200 ms) fails with EPIPE.
+    c.proc.stdout?.destroy();
+    expect(await c.exited).toBe(141);
+    expect(c.err()).toBe("");
+    expect((await finishedRun(server.baseUrl, runId)).exitReason).toBe(ExitReason.CLIENT_GONE);
+  });
+
+  it("exits 141 without a stack trace when the reader goes away before the first write", async () => {
+    // Closed right after the spawn, long before node has loaded the command: the first write
+    // (the help text, the doctor's report, run's error on stderr) fails with EPIPE.
+    const early = (
+      args: string[],
+      stream: "stdout" | "stderr",
+      env: Record<string, string> = {},
+    ) => {
+      const c = spawnCli(args, env);
+      c.proc[stream]?.destroy();
+      return c;
+    };
+    const home = await tempHome();
+    const [help, doctor, unreachable] = [
+      early(["--help"], "stdout"),
+      early(["doctor"], "stdout", {
+        FERMILINK_HOME: home,
+        FERMILINK_CODEX_BIN: FAKE_AGENT,
+        FERMILINK_CLAUDE_BIN: "/nonexistent/claude",
+        FERMILINK_GEMINI_BIN: "/nonexistent/gemini",
+        FERMILINK_OPENCODE_BIN: "/nonexistent/opencode",
+      }),
+      early(["run", "x", "--url", "http://127.0.0.1:9"], "stderr"),
+    ];
+    expect(await Promise.all([help.exited, doctor.exited, unreachable.exited])).toEqual([
+      141, 141, 141,
+    ]);
+    for (const c of [help, doctor]) expect(c.err()).toBe("");
   });
 });
+
+/** The run's record once it finished (or as it stands after 5 s). */
+async function finishedRun(baseUrl: string, runId: string | undefined) {
+  const client = createClient(RunService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+  let info = await client.getRun({ runId });
+  for (let i = 0; i < 100 && info.status !== RunStatus.FINISHED; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    info = await client.getRun({ runId });
+  }
+  return info;
+}
 
 describe("fermilink-runner --help", () => {
   it("describes each command without running it", async () => {

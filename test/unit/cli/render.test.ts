@@ -188,4 +188,51 @@ describe("terminal rendering of a stream", () => {
     const log = create(RunEventSchema, { event: { case: "log", value: { text: "oops" } } });
     expect(write([agent([], "raw line"), log, agent([result("")])])).toBe("raw line\noops\n");
   });
+
+  it("marks a line the runner cut at its line cap, stdout and stderr alike", () => {
+    const cutOut = create(RunEventSchema, {
+      event: { case: "agent", value: { raw: '{"type":"item.comp', items: [], truncated: true } },
+    });
+    const cutErr = create(RunEventSchema, {
+      event: { case: "log", value: { text: "xxxx", truncated: true } },
+    });
+    const mark = " … [cut: longer than FERMILINK_RUNNER_MAX_LINE_BYTES]";
+    expect(renderEvent(cutOut, PLAIN)).toBe(`{"type":"item.comp${mark}`);
+    expect(renderEvent(cutErr, PLAIN)).toBe(`xxxx${mark}`);
+    expect(renderEvent(cutErr, COLOR)).toBe(`\x1b[2mxxxx\x1b[0m\x1b[1m${mark}\x1b[0m`);
+  });
+});
+
+describe("provider text on a terminal", () => {
+  const onTerminal = (events: RunEvent[]) => {
+    const r = new TerminalRenderer(COLOR);
+    return events.map((e) => r.push(e)).join("") + r.end();
+  };
+  const hostile = "a\x1b]0;pwned\x07b\x1b[2Jc\rd\x9b31me\x7f";
+
+  it("shows the control characters of model text, commands and raw lines, and keeps colours", () => {
+    const out = onTerminal([
+      agent([message(hostile)]),
+      agent([
+        item({
+          case: "command",
+          value: { id: "c", command: "x", output: hostile, status: ItemStatus.COMPLETED },
+        }),
+      ]),
+      agent([], hostile),
+      agent([message("\x1b[32mgreen\x1b[0m")]),
+    ]);
+    // Nothing that moves, clears, titles or rewrites is left: only SGR sequences survive.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are the subject.
+    const sequences = out.match(/\x1b[^m]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f]/g) ?? [];
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are the subject.
+    expect(sequences.every((s) => /^\x1b\[[0-9;]*m$/.test(s))).toBe(true);
+    expect(out).toContain("a^[]0;pwned^Gb^[[2Jc^Md\\x9b31me^?");
+    expect(out).toContain("\x1b[32mgreen\x1b[0m");
+  });
+
+  it("leaves the provider's bytes as they are when the output is not a terminal", () => {
+    const r = new TerminalRenderer(PLAIN);
+    expect(r.push(agent([message(hostile)]))).toBe(`${hostile}\n`);
+  });
 });
