@@ -29,6 +29,16 @@ describe.skipIf(!haveCli("gemini"))(
       expect(run.model.requests.some((r) => r.path.endsWith(":streamGenerateContent"))).toBe(true);
     });
 
+    it("an empty model reply (invalid stream) fails the run, its result carrying gemini's reason", async () => {
+      const run = await runRealCli("gemini", { mode: "text", answer: "" }, { env: YOLO });
+      expect(run.exit.succeeded).toBe(false);
+      const result = run.items.find((k) => k.case === "result");
+      expect(result?.case === "result" && result.value).toMatchObject({
+        success: false,
+        text: expect.stringContaining("The model returned an empty response"),
+      });
+    });
+
     it.each(["http401", "http500"] as const)(
       "ends in seconds with a failure when the model answers %s",
       async (mode) => {

@@ -4,7 +4,7 @@
  * `tool_use {tool_name, tool_id, parameters}`, `tool_result {tool_id, status,
  * output | error}`, `error {severity, message}`, `result {status, error, stats}`.
  */
-import type { AgentItem } from "../../events/run-event.js";
+import { type AgentItem, type EarlierLines, NO_EARLIER_LINES } from "../../events/run-event.js";
 import {
   asItemStatus,
   asObject,
@@ -21,12 +21,17 @@ import {
 const SHELL_TOOL = "run_shell_command";
 
 /**
- * The tool name inside a call id; a `tool_result` line carries only the id,
- * so this is how it is paired with a shell command without keeping state.
- * Gemini CLI 0.61 builds ids as `<tool>__<tool>_<epoch ms>_<n>` (captured from
- * the real CLI); older builds used `<tool>-<epoch ms>-<hex>`.
+ * The tool name inside a call id, for a `tool_result` whose `tool_use` line is
+ * out of reach. Gemini CLI 0.61 builds ids as `<tool>__<raw id>`, the raw id
+ * being the model's own or, when it gave none, `<tool>_<epoch ms>_<n>`
+ * (captured from the real CLI); older builds used `<tool>-<epoch ms>-<hex>`.
+ * A tool name can itself hold `__` (an MCP tool's, `mcp_<server>_<tool>` with
+ * both parts the server's), so the name repeated in a generated raw id is
+ * matched whole before the first `__` is taken.
  */
 export function toolNameFromId(toolId: string): string {
+  const generated = /^(.+)__\1_\d+_\d+$/.exec(toolId);
+  if (generated?.[1]) return generated[1];
   const current = /^(.+?)__/.exec(toolId);
   if (current?.[1]) return current[1];
   const older = /^(.+)-\d{10,}-[0-9a-f]+$/i.exec(toolId);
@@ -54,14 +59,27 @@ function toolUseItems(event: JsonObject): AgentItem[] {
  */
 const POLICY_VIOLATION = "policy_violation";
 
-/** A result names only its tool id: a file tool's change comes without entries, to pair by id. */
-function toolResultItems(event: JsonObject): AgentItem[] {
+/** The tool name a `tool_use` line gave call `id`, or null. */
+function toolNameIn(raw: string, id: string): string | null {
+  const event = parseJsonObject(raw);
+  return event?.type === "tool_use" && event.tool_id === id ? asString(event.tool_name) : null;
+}
+
+/**
+ * A result names only its tool id: its tool's name comes from the call's
+ * `tool_use` line among the run's earlier lines (the id alone cannot always
+ * tell where the name ends), and a file tool's change comes without entries,
+ * to pair by id.
+ */
+function toolResultItems(event: JsonObject, earlier: EarlierLines): AgentItem[] {
   const id = asString(event.tool_id);
   const error = asObject(event.error);
   const refused = asString(error?.type) === POLICY_VIOLATION;
   const status = refused ? "declined" : asItemStatus(event.status);
   const output = asString(event.output) || asString(error?.message);
-  const name = toolNameFromId(id);
+  const named =
+    id === "" ? null : earlier(`"tool_id":${JSON.stringify(id)}`, (raw) => toolNameIn(raw, id));
+  const name = named || toolNameFromId(id);
   if (name === SHELL_TOOL) {
     return [{ kind: "command", id, command: "", output, exitCode: null, status }];
   }
@@ -70,7 +88,20 @@ function toolResultItems(event: JsonObject): AgentItem[] {
   return change ? [call, change] : [call];
 }
 
-function resultItems(event: JsonObject): AgentItem[] {
+/** The message of an `error` line of severity error, or null. */
+function severeErrorIn(raw: string): string | null {
+  const event = parseJsonObject(raw);
+  if (event?.type !== "error" || event.severity !== "error") return null;
+  return asString(event.message) || null;
+}
+
+/**
+ * A failed result's message. An invalid stream from the model (an empty
+ * reply, a malformed tool call, a blocked or cut-off answer) ends with a
+ * `result` carrying no `error`: gemini prints its reason just before, as an
+ * `error` line of severity error, which is read back here.
+ */
+function resultItems(event: JsonObject, earlier: EarlierLines): AgentItem[] {
   const items: AgentItem[] = [];
   const stats = asObject(event.stats);
   if (stats) {
@@ -79,9 +110,11 @@ function resultItems(event: JsonObject): AgentItem[] {
     );
   }
   const success = event.status === "success";
-  const text = asString(asObject(event.error)?.message);
   if (!success) {
-    const message = text || "Gemini run ended with an error.";
+    const message =
+      asString(asObject(event.error)?.message) ||
+      earlier('"severity":"error"', severeErrorIn) ||
+      "Gemini run ended with an error.";
     items.push({ kind: "error", message, retryable: false, fatal: true });
     items.push({ kind: "result", success, text: message });
   } else {
@@ -91,7 +124,10 @@ function resultItems(event: JsonObject): AgentItem[] {
 }
 
 /** Normalise one stdout line of Gemini's stream-json. Pure; never throws. */
-export function normalizeGeminiLine(line: string): AgentItem[] {
+export function normalizeGeminiLine(
+  line: string,
+  earlier: EarlierLines = NO_EARLIER_LINES,
+): AgentItem[] {
   const event = parseJsonObject(line);
   if (!event) return [];
   switch (asString(event.type)) {
@@ -111,14 +147,14 @@ export function normalizeGeminiLine(line: string): AgentItem[] {
     case "tool_use":
       return toolUseItems(event);
     case "tool_result":
-      return toolResultItems(event);
+      return toolResultItems(event, earlier);
     case "error": {
       // Mid-stream errors and warnings; the run's outcome comes with `result`.
       const message = asString(event.message);
       return message === "" ? [] : [{ kind: "error", message, retryable: false, fatal: false }];
     }
     case "result":
-      return resultItems(event);
+      return resultItems(event, earlier);
     default:
       return [];
   }

@@ -10,7 +10,7 @@ import type { AgentItem } from "../../../src/events/run-event.js";
 import { agentLineBody, resultOf } from "../../../src/providers/agent-line.js";
 import { normalizeClaudeLine } from "../../../src/providers/claude/normalize.js";
 import { normalizeCodexLine } from "../../../src/providers/codex/normalize.js";
-import { normalizeGeminiLine } from "../../../src/providers/gemini/normalize.js";
+import { normalizeGeminiLine, toolNameFromId } from "../../../src/providers/gemini/normalize.js";
 import { opencodeAdapter } from "../../../src/providers/opencode/index.js";
 import { normalizeOpencodeLine } from "../../../src/providers/opencode/normalize.js";
 import { readLines } from "../../helpers/read-lines.js";
@@ -67,6 +67,45 @@ describe("opencode step_finish", () => {
     const error = line({ type: "error", error: { name: "APIError", data: { message: "boom" } } });
     expect(runResult([stepFinish("unknown"), error])).toBe(false);
     expect(runResult([stepFinish("unknown"), stepFinish("length")])).toBe(false);
+  });
+});
+
+describe("gemini final result", () => {
+  it("an invalid stream's result (no `error` field) carries the reason printed before it (captured)", () => {
+    const lines = transcript("gemini", "real-invalid-stream");
+    const reason =
+      "The model returned an empty response with no text or thoughts. This may be a transient API issue; please try again.";
+    const last = readLines(normalizeGeminiLine, lines).at(-1) ?? [];
+    expect(last.filter((i) => i.kind === "error" || i.kind === "result")).toEqual([
+      { kind: "error", message: reason, retryable: false, fatal: true },
+      { kind: "result", success: false, text: reason },
+    ]);
+    // Read alone, the line still fails the run, with the generic message.
+    expect(normalizeGeminiLine(lines.at(-1) ?? "")).toContainEqual({
+      kind: "result",
+      success: false,
+      text: "Gemini run ended with an error.",
+    });
+  });
+
+  it("a tool name holding `__` stays whole on its result, with or without its call in reach", () => {
+    const name = "mcp_github__search_code";
+    const use = (id: string) => line({ type: "tool_use", tool_name: name, tool_id: id });
+    const result = (id: string) => line({ type: "tool_result", tool_id: id, status: "success" });
+    const nameOf = (items: AgentItem[]) => items.flatMap((i) => ("name" in i ? [i.name] : []));
+    // The raw id gemini makes when the model gave none repeats the name: the id alone tells it.
+    const generated = `${name}__${name}_1795925201000_0`;
+    expect(nameOf(normalizeGeminiLine(result(generated)))).toEqual([name]);
+    // A model's own raw id does not: the call's line tells it.
+    const given = `${name}__a1b2c3d4`;
+    expect(nameOf(readLines(normalizeGeminiLine, [use(given), result(given)]).flat())).toEqual([
+      name,
+      name,
+    ]);
+    expect(toolNameFromId("run_shell_command__run_shell_command_1795581904348_0")).toBe(
+      "run_shell_command",
+    );
+    expect(toolNameFromId("read_file-1764000000100-1a2b3c")).toBe("read_file");
   });
 });
 
