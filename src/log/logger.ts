@@ -88,9 +88,28 @@ function stdoutSink(): BoundedStdout {
   return sharedStdout;
 }
 
+const REDACTED = "[redacted]";
+
+/** Environment variables whose values are secrets: API keys, tokens (the metrics token too). */
+const SECRET_ENV_NAME = /_(?:KEY|TOKEN|SECRET)$/i;
+
+/**
+ * An `env` object as logged, secret values censored. A serializer because
+ * pino's redact paths take `*` only as a whole key (`env.*_KEY` names a key
+ * spelled `*_KEY`), and `env.*` would hide PATH and the rest too.
+ */
+function redactEnv(env: unknown): unknown {
+  if (typeof env !== "object" || env === null) return env;
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(env)) {
+    out[name] = SECRET_ENV_NAME.test(name) ? REDACTED : value;
+  }
+  return out;
+}
+
 /**
  * The one root logger: JSON lines with per-run child bindings (runId,
- * sessionId, userId, provider, pid). Tokens and keys are redacted by path so a
+ * sessionId, userId, provider, pid). Tokens and keys are redacted so a
  * careless `log.info({ env })` cannot leak them. Without `destination`: stdout,
  * bounded; an orderly exit calls `logger.flush(cb)` first.
  */
@@ -99,17 +118,15 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
     {
       level,
       base: { service: SERVICE },
+      serializers: { env: redactEnv },
       redact: {
         paths: [
-          "env.*_KEY",
-          "env.*_TOKEN",
-          "env.*_SECRET",
           "headers.authorization",
           'headers["x-runner-metrics-token"]',
           "metricsToken",
           "token",
         ],
-        censor: "[redacted]",
+        censor: REDACTED,
       },
     },
     destination ?? stdoutSink(),

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createContextKey } from "@connectrpc/connect";
+import { isPyBlank, pyStrip } from "../admission/py-strip.js";
 import { RunnerError } from "../errors/runner-error.js";
 import { firstHeader } from "./http-types.js";
 
@@ -26,7 +27,7 @@ export function presentedToken(
 ): string | undefined {
   const header = firstHeader(req, METRICS_TOKEN_HEADER);
   // A blank header says nothing: a bearer token beside it still counts.
-  if (!opts.bearer || (header !== undefined && header.trim() !== "")) return header;
+  if (!opts.bearer || (header !== undefined && !isPyBlank(header))) return header;
   const auth = firstHeader(req, "authorization");
   return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;
 }
@@ -43,7 +44,9 @@ export function checkMetricsToken(
   presented: string | null | undefined,
 ): void {
   if (expected === null) return;
-  const given = (presented ?? "").trim();
+  // Stripped as Python strips (FermiLink's guard): node hands over the bytes as latin-1, so a
+  // trailing U+0085 (NEL, byte 0x85) is whitespace there and must be here.
+  const given = pyStrip(presented ?? "");
   if (given === "") throw new RunnerError("UNAUTHENTICATED", "Missing X-Runner-Metrics-Token.");
   if (!timingSafeEqual(digest(given), digest(expected))) {
     throw new RunnerError("PERMISSION_DENIED", "Invalid X-Runner-Metrics-Token.");

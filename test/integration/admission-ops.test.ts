@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
 import http2 from "node:http2";
 import path from "node:path";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
@@ -342,6 +343,36 @@ describe("ops endpoints and metrics", () => {
       expect(h2Status).toBe(200);
     } finally {
       session.close();
+    }
+  });
+
+  it("strips the token header as Python does: a trailing byte 0x85 (NEL) is whitespace", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_METRICS_TOKEN: "s3cret" });
+    const { port, metricsPort } = server.app;
+    // node's client writes header values as latin-1, so U+0085 goes as the one byte 0x85.
+    const status = (p: number, target: string, value: string) =>
+      new Promise<number | undefined>((resolve, reject) => {
+        http
+          .get(
+            {
+              host: "127.0.0.1",
+              port: p,
+              path: target,
+              headers: { "x-runner-metrics-token": value },
+            },
+            (res) => {
+              res.resume();
+              resolve(res.statusCode);
+            },
+          )
+          .on("error", reject);
+      });
+    for (const [p, target] of [
+      [port, "/ops/concurrency"],
+      [metricsPort, "/metrics"],
+    ] as const) {
+      expect(await status(p, target, "s3cret\x85")).toBe(200);
+      expect(await status(p, target, "\x85")).toBe(401);
     }
   });
 

@@ -3,8 +3,9 @@ import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { MAX_PENDING_LOG_CHARS } from "../../../src/log/logger.js";
+import { createLogger, MAX_PENDING_LOG_CHARS } from "../../../src/log/logger.js";
 
 const FIXTURES = path.join(import.meta.dirname, "../../fixtures");
 const FLOOD = path.join(FIXTURES, "log-flood.ts");
@@ -104,5 +105,44 @@ describe("the root logger on stdout", () => {
     expect(order).toEqual([...order].sort((a, b) => a - b));
     expect(new Set(order).size).toBe(order.length);
     expect(kept.length).toBeGreaterThan(15_000);
+  });
+});
+
+describe("secrets in log lines", () => {
+  it("censors the secret variables of a logged env, keeps the rest, and the token fields", () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const logger = createLogger("info", sink);
+    logger.info(
+      {
+        env: {
+          PATH: "/usr/bin",
+          OPENAI_API_KEY: "sk-leak-1",
+          FERMILINK_RUNNER_METRICS_TOKEN: "leak-2",
+          AWS_SECRET: "leak-3",
+        },
+        headers: { authorization: "Bearer leak-4", "x-runner-metrics-token": "leak-5" },
+        metricsToken: "leak-6",
+      },
+      "careless",
+    );
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toMatch(/leak/);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({
+      env: {
+        PATH: "/usr/bin",
+        OPENAI_API_KEY: "[redacted]",
+        FERMILINK_RUNNER_METRICS_TOKEN: "[redacted]",
+        AWS_SECRET: "[redacted]",
+      },
+      headers: { authorization: "[redacted]", "x-runner-metrics-token": "[redacted]" },
+      metricsToken: "[redacted]",
+      msg: "careless",
+    });
   });
 });
