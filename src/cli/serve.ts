@@ -7,7 +7,7 @@ import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js
 
 /**
  * Start the server on the environment's configuration (what `npm start` and
- * `fermilink-runner serve` run) and drain on SIGTERM/SIGINT. Exit codes: 0
+ * `fermilink-runner serve` run) and drain on SIGTERM/SIGINT/SIGHUP. Exit codes: 0
  * clean stop, 1 bad config, missing provider, unusable run store or a port
  * that cannot be listened on (in use, privileged, no such address), 2 crash.
  */
@@ -70,6 +70,9 @@ export async function serve(): Promise<void> {
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  // A closed terminal (or the launcher passing one on): node's default would end the process
+  // at once, and live runs with no exit event, their callers' streams cut.
+  process.on("SIGHUP", stop);
   if (launcherPid > 0) {
     // The bin's launcher passes every stop signal on; a launcher killed outright passes none.
     watch = setInterval(() => {

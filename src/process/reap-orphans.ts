@@ -37,7 +37,20 @@ async function findByRunId(runIds: ReadonlySet<string>): Promise<RunProcess[]> {
   return found;
 }
 
-function signal(pid: number, sig: NodeJS.Signals | 0): boolean {
+/**
+ * False once `pid` has exited, a zombie included: a process that left its parent was handed to
+ * init (or to the runner as PID 1 in a container), which may reap it late or never, and waiting
+ * for its pid to vanish would spend the whole grace on a process already dead.
+ */
+async function isRunning(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, "latin1").catch(() => null);
+  if (stat === null) return false;
+  // The state follows the command name, which may itself hold ") ".
+  const state = stat.charAt(stat.lastIndexOf(")") + 2);
+  return state !== "Z" && state !== "X";
+}
+
+function signal(pid: number, sig: NodeJS.Signals): boolean {
   try {
     process.kill(pid, sig);
     return true;
@@ -70,7 +83,9 @@ export async function reapOrphans(runIds: ReadonlySet<string>, graceMs = 0): Pro
     if (found.length === 0) return [];
     for (const p of found) if (signal(p.pid, "SIGTERM")) killed.set(p.pid, p.runId);
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && found.some((p) => signal(p.pid, 0))) await sleep(25);
+    const anyRunning = async () =>
+      (await Promise.all(found.map((p) => isRunning(p.pid)))).includes(true);
+    while (Date.now() < deadline && (await anyRunning())) await sleep(25);
   }
   for (let pass = 0; pass < MAX_PASSES; pass++) {
     const found = await findByRunId(runIds);

@@ -281,6 +281,30 @@ describe("the server process (src/main.ts)", () => {
     expect(isAlive(grandchild)).toBe(false);
   });
 
+  it("on SIGHUP (its terminal closed) drains as on SIGTERM: live runs end with reason shutdown", async () => {
+    const m = startMain({
+      FERMILINK_CODEX_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_PORT: "0",
+      FERMILINK_RUNNER_METRICS_PORT: "0",
+      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
+      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+    });
+    const port = await portOf(m);
+    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
+      session_id: "hup",
+      user_prompt: "#scenario=grandchild",
+    });
+    const repo = path.join(home, "workspaces", "hup", "repo", ".fake-agent");
+    const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
+    m.proc.kill("SIGHUP");
+    // Node's default for SIGHUP ends the process at once: the stream would end with no exit.
+    expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
+    expect(await m.exited).toBe(0);
+    expect(m.output().out).toContain('"signal":"SIGHUP"');
+    await waitUntilGone([inv.pid], 5000);
+    expect(isAlive(inv.pid)).toBe(false);
+  });
+
   it("on SIGTERM writes its whole log before it exits, to a reader that lags", async () => {
     // stdout is a pipe to a collector reading 4 KB every 10 ms (≈ 400 KB/s at most).
     const got = path.join(home, "stdout");

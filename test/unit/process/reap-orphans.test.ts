@@ -98,6 +98,29 @@ describe("reapOrphans", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it("does not wait out the grace for a process that died as a zombie nobody reaps yet", async () => {
+    const runId = `reap-zombie-${process.pid}-${Date.now()}`;
+    started.push(runId);
+    // The run's process is the child of one that never waits for it (an orphan handed to an init
+    // that reaps late, or to a runner that is PID 1): once it dies it stays a zombie.
+    const parent = spawn("/bin/sh", ["-c", `${RUN_ID_ENV}=${runId} sleep 60 & exec sleep 120`], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      stdio: "ignore",
+    });
+    try {
+      await until(() => withRunId(runId).length === 1, "the run's process");
+      const [pid] = withRunId(runId);
+      const t0 = Date.now();
+      const killed = await reapOrphans(new Set([runId]), 5000);
+      expect(killed.map((p) => p.pid)).toEqual([pid]);
+      // SIGTERM ended it at once; its pid stays until its parent reaps it, which is never here.
+      expect(readFileSync(`/proc/${pid}/stat`, "utf8")).toMatch(/\) Z /);
+      expect(Date.now() - t0).toBeLessThan(2000);
+    } finally {
+      parent.kill("SIGKILL");
+    }
+  });
+
   it("finds nothing for no run ids", async () => {
     expect(await reapOrphans(new Set())).toEqual([]);
   });
