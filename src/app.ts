@@ -1,5 +1,6 @@
 import path from "node:path";
 import { AdmissionController } from "./admission/admission-controller.js";
+import { AuthTokens } from "./auth/auth-tokens.js";
 import type { Config } from "./config/config.js";
 import { recoverInterruptedRuns } from "./journal/recover-interrupted.js";
 import { startRetention } from "./journal/retention.js";
@@ -220,6 +221,7 @@ async function assemble(config: Config, logger: Logger, undo: (() => unknown)[])
       sseHeartbeatMs: config.run.sseHeartbeatMs,
       packages,
       corsOrigins: config.server.corsOrigins,
+      auth: config.authTokens.length > 0 ? new AuthTokens(config.authTokens) : null,
       webDir: path.join(PROJECT_ROOT, "web"),
     }),
   );

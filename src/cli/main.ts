@@ -30,6 +30,8 @@ Options:
   --detach          keep the run going when this command stops (Ctrl-C)
   --json            print every event as one JSON line (the proto's JSON form)
   --url URL         the server (default $FERMILINK_RUNNER_URL or ${DEFAULT_URL})
+  --token TOKEN     sent as \`Authorization: Bearer TOKEN\` on every call, for a server that
+                    has FERMILINK_RUNNER_AUTH_TOKENS (default $FERMILINK_RUNNER_TOKEN)
   --connect-timeout S
                     seconds to wait for the server to answer (default ${DEFAULT_CONNECT_TIMEOUT_MS / 1000}): connecting
                     and the run's start; the stream after that may stay quiet for longer
@@ -146,6 +148,7 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
       sandbox: { type: "string" },
       provider: { type: "string" },
       url: { type: "string" },
+      token: { type: "string" },
       "connect-timeout": { type: "string" },
       detach: { type: "boolean" },
       json: { type: "boolean" },
@@ -169,6 +172,17 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
     const source = v.url !== undefined ? "--url " : "FERMILINK_RUNNER_URL=";
     return usageError(`${source}${JSON.stringify(url)} is not an http(s) URL`, RUN_USAGE);
   }
+  // Blank is unset, as for the URL. A bad token is named by where it came from, never shown:
+  // it is a secret, and the terminal or a CI log may be read by others.
+  const envToken = process.env.FERMILINK_RUNNER_TOKEN?.trim() || undefined;
+  const token = v.token ?? envToken;
+  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+    const source = v.token !== undefined ? "--token" : "FERMILINK_RUNNER_TOKEN";
+    return usageError(
+      `${source} is blank or has a space, control or non-ASCII character (a token has none)`,
+      RUN_USAGE,
+    );
+  }
   const timeout = v["connect-timeout"];
   const timeoutS = timeout === undefined ? DEFAULT_CONNECT_TIMEOUT_MS / 1000 : Number(timeout);
   // setTimeout takes up to 2^31-1 ms; a longer wait would fire at once. The bound is named: a
@@ -183,6 +197,7 @@ async function runCommandFromArgs(args: string[]): Promise<number> {
   return runCommand({
     prompt,
     url,
+    token,
     session: v.session ?? "",
     package: v.package ?? "",
     user: v.user ?? "",

@@ -1,5 +1,5 @@
 import { toJsonString } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { type RunEvent, RunEventSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { COLOR, exitSucceeded, PLAIN, TerminalRenderer } from "./render.js";
@@ -7,6 +7,8 @@ import { COLOR, exitSucceeded, PLAIN, TerminalRenderer } from "./render.js";
 export interface RunCommandOptions {
   prompt: string;
   url: string;
+  /** Sent as `Authorization: Bearer <token>` on every call; never printed. */
+  token: string | undefined;
   session: string;
   package: string;
   user: string;
@@ -50,9 +52,20 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   const tty = out.isTTY === true && !opts.json;
   const st = tty ? COLOR : PLAIN;
   const renderer = new TerminalRenderer(st);
+  // On the transport, not the call: every call this command makes carries it.
+  const { token } = opts;
+  const bearer: Interceptor[] =
+    token === undefined
+      ? []
+      : [
+          (next) => (req) => {
+            req.header.set("Authorization", `Bearer ${token}`);
+            return next(req);
+          },
+        ];
   const client = createClient(
     RunService,
-    createConnectTransport({ baseUrl: opts.url, httpVersion: "1.1" }),
+    createConnectTransport({ baseUrl: opts.url, httpVersion: "1.1", interceptors: bearer }),
   );
   const abort = new AbortController();
   let stoppedBy: "sigint" | "epipe" | null = null;
@@ -130,6 +143,13 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     }
     const ce = ConnectError.from(err);
     process.stderr.write(`fermilink-runner: ${Code[ce.code]}: ${ce.rawMessage} (${opts.url})\n`);
+    // The server's message names the header; the fix on this side is an option.
+    if (ce.code === Code.Unauthenticated)
+      process.stderr.write(
+        token === undefined
+          ? "fermilink-runner: this server needs a token: pass it with --token or FERMILINK_RUNNER_TOKEN\n"
+          : "fermilink-runner: the token given (--token or FERMILINK_RUNNER_TOKEN) was not accepted\n",
+      );
     return RUN_EXIT.unreachable;
   } finally {
     clearTimeout(answerTimer);

@@ -1,3 +1,4 @@
+import type { AuthTokenEntry } from "../auth/auth-tokens.js";
 import type { ProviderId } from "./providers.js";
 
 /** A provider's model endpoint; null fields leave the CLI's own defaults. */
@@ -77,6 +78,8 @@ export interface Config {
   };
   /** FERMILINK_RUNNER_METRICS_TOKEN; null = ops endpoints are public. */
   metricsToken: string | null;
+  /** FERMILINK_RUNNER_AUTH_TOKENS; empty = no auth on the main port (FermiLink's contract). */
+  authTokens: readonly AuthTokenEntry[];
   agentEnv: AgentEnvPolicy;
   /** FERMILINK_<PROVIDER>_BIN, null when unset. */
   providerBins: Readonly<Record<ProviderId, string | null>>;

@@ -184,6 +184,12 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
       "When set, /ops/* and OpsService require header X-Runner-Metrics-Token, and /metrics that header or Authorization: Bearer.",
   },
   {
+    name: "FERMILINK_RUNNER_AUTH_TOKENS",
+    default: null,
+    description:
+      "Comma-separated service:<token> (may name any user) and user:<user_id>:<token> (that user only) entries, tokens of 16+ characters; when set, the main port's runs, /runs, /packages, RunService and PackageService require Authorization: Bearer <token>. Unset = no auth.",
+  },
+  {
     name: "FERMILINK_RUNNER_ENV_PASSTHROUGH",
     default: null,
     description:

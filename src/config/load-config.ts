@@ -1,6 +1,8 @@
 import { existsSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
+import type { AuthTokenEntry } from "../auth/auth-tokens.js";
+import { parseAuthTokens } from "../auth/auth-tokens.js";
 import { tryNormalizePackageId } from "../packages/package-id.js";
 import { PROJECT_ROOT } from "../project-root.js";
 import type { AgentEnvPolicy, Config, ProviderEndpoint } from "./config.js";
@@ -249,6 +251,15 @@ function readAgentEnv(r: EnvReader): AgentEnvPolicy {
   };
 }
 
+function readAuthTokens(r: EnvReader): AuthTokenEntry[] {
+  const name = "FERMILINK_RUNNER_AUTH_TOKENS";
+  const raw = r.str(name);
+  if (raw === null) return [];
+  const { entries, problems } = parseAuthTokens(name, raw);
+  r.problems.push(...problems);
+  return entries;
+}
+
 function readPassthrough(r: EnvReader): string[] {
   const raw = r.str("FERMILINK_RUNNER_ENV_PASSTHROUGH");
   if (raw === null) return [];
@@ -417,6 +428,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     // Its old name too (spec §7.3), as FermiLink reads it: a deployment that still sets only
     // that must not find its /ops endpoints public after the switch.
     metricsToken: r.str("FERMILINK_RUNNER_METRICS_TOKEN") ?? r.str("RUNNER_METRICS_TOKEN"),
+    authTokens: readAuthTokens(r),
     agentEnv: readAgentEnv(r),
     providerBins,
     providerEndpoints: Object.fromEntries(

@@ -40,9 +40,15 @@ export const RUNNER_ERROR_CODES = [
   "PACKAGE_OVERLAY_FAILED",
   /** The admission queue (global or the caller's) is full (FermiLink's 429). */
   "QUEUE_FULL",
-  /** A guarded endpoint was called without its token. */
+  /**
+   * A guarded endpoint was called without its token; on the main port (auth on), also
+   * with a bearer token the runner does not know.
+   */
   "UNAUTHENTICATED",
-  /** A guarded endpoint was called with a wrong token. */
+  /**
+   * A wrong metrics token; or a user token naming another user, or a run on a session
+   * another user owns (auth on).
+   */
   "PERMISSION_DENIED",
   /** The named run does not exist (or is not the caller's). */
   "RUN_NOT_FOUND",

@@ -63,6 +63,11 @@ export interface RunQuery {
  * batches writes so a call is one short transaction.
  */
 export interface RunStore {
+  /**
+   * Record `ownerNorm` (a normalised user id, "" = no user) as the session's
+   * owner unless it has one; returns the owner recorded. Retention keeps it.
+   */
+  claimSession(sessionId: string, ownerNorm: string, nowMs: number): string;
   createRun(record: RunRecord): void;
   updateRun(runId: string, update: RunUpdate): void;
   /** Append events (ascending seq, continuing the run's journal) in one transaction. */

@@ -15,9 +15,10 @@ import {
 /**
  * Bump with a step in `migrate` whenever SCHEMA changes. 2: events are keyed
  * by the run's integer `run_key`, not its 36-character id. 3: events are
- * stored in chunks (`event_chunks`), not a row each.
+ * stored in chunks (`event_chunks`), not a row each. 4: `sessions` records
+ * who owns a session (claimed by its first run while auth is on).
  */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /**
  * Schema 2's events table, one row per event, keyed by the run's `run_key`
@@ -93,6 +94,11 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user_norm, created_at_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_key ON runs (run_key);
+CREATE TABLE IF NOT EXISTS sessions (
+  session_id TEXT PRIMARY KEY,
+  owner_norm TEXT NOT NULL,
+  claimed_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 ${CHUNKS_TABLE}`;
 
 interface RunRow {
@@ -487,6 +493,17 @@ export class SqliteRunStore implements RunStore {
       this.statements.set(sql, s);
     }
     return s;
+  }
+
+  claimSession(sessionId: string, ownerNorm: string, nowMs: number): string {
+    // Two first runs at once: the insert that lands first owns it, and both read the same row.
+    this.stmt(
+      "INSERT OR IGNORE INTO sessions (session_id, owner_norm, claimed_at_ms) VALUES (?, ?, ?)",
+    ).run(sessionId, ownerNorm, nowMs);
+    const owner = this.stmt("SELECT owner_norm FROM sessions WHERE session_id = ?")
+      .pluck(true)
+      .get(sessionId) as string;
+    return owner;
   }
 
   createRun(r: RunRecord): void {

@@ -91,7 +91,7 @@ function stdoutSink(): BoundedStdout {
 const REDACTED = "[redacted]";
 
 /** Environment variables whose values are secrets: API keys, tokens (the metrics token too). */
-const SECRET_ENV_NAME = /_(?:KEY|TOKEN|SECRET)$/i;
+const SECRET_ENV_NAME = /_(?:KEY|TOKEN|SECRET)S?$/i;
 
 /**
  * An `env` object as logged, secret values censored. A serializer because
@@ -124,6 +124,8 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
           "headers.authorization",
           'headers["x-runner-metrics-token"]',
           "metricsToken",
+          "authTokens",
+          "env.FERMILINK_RUNNER_AUTH_TOKENS",
           "token",
         ],
         censor: REDACTED,

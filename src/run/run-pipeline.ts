@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { admissionKeyForRun } from "../admission/user-key.js";
+import { type Caller, callerUserId } from "../auth/auth-tokens.js";
 import { isProviderId } from "../config/providers.js";
 import { RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
@@ -70,7 +71,8 @@ export class RunPipeline {
    */
   async start(
     input: RunRequestInput,
-    opts: { callerSignal: AbortSignal; typedItems?: boolean },
+    /** `caller`: who the token names when auth is on; null or absent = auth off. */
+    opts: { callerSignal: AbortSignal; typedItems?: boolean; caller?: Caller | null },
   ): Promise<StartedRun> {
     const { config } = this.deps;
     const startedAtMs = this.deps.now();
@@ -78,9 +80,11 @@ export class RunPipeline {
     const arrival = noteCallerArrival();
     this.refuseIfClosing();
     const req = validateRunRequest(input);
+    const caller = opts.caller ?? null;
+    const userId = callerUserId(caller, req.userId);
     const sessionId = req.sessionId ?? generateSessionId();
     resolveSessionDir(config.workspacesRoot, sessionId);
-    const userKey = admissionKeyForRun(req.userId ?? undefined, sessionId);
+    const userKey = admissionKeyForRun(userId ?? undefined, sessionId);
     // A full queue answers 429 before any lookup (FermiLink's order: admission, then setup).
     const refused = this.deps.admission.refusal(userKey);
     if (refused) throw refused;
@@ -95,10 +99,12 @@ export class RunPipeline {
     const policy = resolveRunPolicy(runtime, req.sandbox ?? undefined, req.provider ?? undefined);
     this.refuseIfClosing();
     if (opts.callerSignal.aborted && !req.detach) throw runAborted("client_gone", config.run);
+    // Last of the checks, so a refused run claims nothing; still before a slot or the workspace.
+    if (caller !== null) this.claimSession(sessionId, userId);
 
     const record: RunRecord = {
       runId: randomUUID(),
-      userId: req.userId,
+      userId,
       sessionId,
       provider: policy.provider,
       policy,
@@ -128,7 +134,7 @@ export class RunPipeline {
         state.abort(storeWriteFailed(err));
       },
     });
-    const state = new RunState(journal, sessionId, req.userId);
+    const state = new RunState(journal, sessionId, userId);
     const onCallerGone = () => state.abort(runAborted("client_gone", config.run));
     if (!req.detach) opts.callerSignal.addEventListener("abort", onCallerGone, { once: true });
     const done = executeRun(this.deps, state, {
@@ -305,6 +311,21 @@ export class RunPipeline {
     if (!record) throw notFound(runId);
     this.checkVisible(record.userId, runId, viewer);
     return record;
+  }
+
+  /**
+   * With auth on, a session belongs to the user of its first run (no user is
+   * an owner too): a run by anyone else is refused, whatever token it has.
+   */
+  private claimSession(sessionId: string, userId: string | null): void {
+    const mine = normalizeUser(userId);
+    const owner = this.deps.store.claimSession(sessionId, mine, this.deps.now());
+    if (owner !== mine) {
+      throw new RunnerError(
+        "PERMISSION_DENIED",
+        `Session ${sessionId} belongs to another user: continue one of your own sessions, or omit session_id to start a new one.`,
+      );
+    }
   }
 
   /** Runs with a user id are visible only to that user; to anyone else they do not exist. */

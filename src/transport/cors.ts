@@ -1,8 +1,13 @@
 import { cors as connectCors } from "@connectrpc/connect";
 import type { AnyRequest, AnyResponse } from "./http-types.js";
 
-/** Headers browsers may send beyond Connect's: SSE resume and the caller's user id. */
-const EXTRA_ALLOWED_HEADERS = ["Last-Event-ID", "X-Fermilink-User-Id", "X-Runner-Metrics-Token"];
+/** Headers browsers may send beyond Connect's: SSE resume, the caller's user id and tokens. */
+const EXTRA_ALLOWED_HEADERS = [
+  "Authorization",
+  "Last-Event-ID",
+  "X-Fermilink-User-Id",
+  "X-Runner-Metrics-Token",
+];
 
 /**
  * One serialized origin (RFC 6454), or "null": what a browser sends. Node

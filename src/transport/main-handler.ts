@@ -1,4 +1,4 @@
-import { createContextValues } from "@connectrpc/connect";
+import { createContextValues, type Interceptor } from "@connectrpc/connect";
 import { file_fermilink_runner_v1_ops, OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import {
   file_fermilink_runner_v1_packages,
@@ -7,6 +7,9 @@ import {
 import { file_fermilink_runner_v1_run, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import type { AuthTokens, Caller } from "../auth/auth-tokens.js";
+import { toRunnerError } from "../errors/runner-error.js";
+import { toConnectError, toHttpError } from "../errors/status-table.js";
 import type { Logger } from "../log/logger.js";
 import type { StreamObserver } from "../metrics/metrics.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
@@ -18,13 +21,19 @@ import { createPackageService } from "./connect/package-service.js";
 import { registerReflection } from "./connect/reflection-service.js";
 import { createRunService } from "./connect/run-service.js";
 import { applyCors } from "./cors.js";
-import { type AnyRequest, type AnyResponse, methodAllowed, sendJson } from "./http-types.js";
+import {
+  type AnyRequest,
+  type AnyResponse,
+  methodAllowed,
+  sendJson,
+  stopReadingBodyIfUnread,
+} from "./http-types.js";
 import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.js";
 import { handlePackagesRoute } from "./packages-route.js";
 import { requestPath } from "./request-path.js";
 import { handleRunRoute } from "./sse/run-route.js";
 import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
-import { RAW_REQUEST_HEADERS } from "./token-guard.js";
+import { AUTH_CALLER, authenticate, RAW_REQUEST_HEADERS } from "./token-guard.js";
 import { loadWebUi, serveWebUi } from "./web-ui.js";
 
 /**
@@ -55,16 +64,34 @@ export function createMainHandler(deps: {
   packages: Pick<PackageCatalog, "list">;
   /** Origins allowed to call from a browser (FERMILINK_RUNNER_CORS_ORIGINS); empty = none. */
   corsOrigins: readonly string[];
+  /** The main port's bearer tokens (FERMILINK_RUNNER_AUTH_TOKENS); null = no auth. */
+  auth: AuthTokens | null;
   /** The browser app's directory (web/). */
   webDir: string;
 }) {
   const webUi = loadWebUi(deps.webDir);
+  /**
+   * The bearer token's caller on a guarded HTTP route (runs and packages), or
+   * undefined when the request was refused (answered 401 here).
+   */
+  const httpCaller = (req: AnyRequest, res: AnyResponse): Caller | null | undefined => {
+    try {
+      return authenticate(deps.auth, req);
+    } catch (err) {
+      stopReadingBodyIfUnread(req);
+      const { status, body } = toHttpError(toRunnerError(err));
+      res.setHeader("www-authenticate", "Bearer");
+      sendJson(res, status, body);
+      return undefined;
+    }
+  };
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     // Parsed for its query (and to refuse a target no URL can be made of); routed by the path as sent.
     const url = new URL(req.url ?? "/", "http://runner");
     const pathname = requestPath(req.url ?? "/");
     if (pathname === "/run") {
-      if (!methodAllowed(req, res, "POST")) return;
+      const caller = httpCaller(req, res);
+      if (caller === undefined || !methodAllowed(req, res, "POST")) return;
       handleRunRoute(
         req,
         res,
@@ -72,6 +99,7 @@ export function createMainHandler(deps: {
         deps.logger,
         deps.observer,
         deps.sseHeartbeatMs,
+        caller,
       ).catch((err: unknown) => {
         deps.logger.error({ err }, "POST /run crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
@@ -87,12 +115,21 @@ export function createMainHandler(deps: {
     }
     const runsRoute = matchRunsRoute(pathname);
     if (runsRoute) {
-      handleRunsRoute(req, res, url, runsRoute, {
-        pipeline: deps.pipeline,
-        logger: deps.logger,
-        observer: deps.observer,
-        heartbeatMs: deps.sseHeartbeatMs,
-      }).catch((err: unknown) => {
+      const caller = httpCaller(req, res);
+      if (caller === undefined) return;
+      handleRunsRoute(
+        req,
+        res,
+        url,
+        runsRoute,
+        {
+          pipeline: deps.pipeline,
+          logger: deps.logger,
+          observer: deps.observer,
+          heartbeatMs: deps.sseHeartbeatMs,
+        },
+        caller,
+      ).catch((err: unknown) => {
         deps.logger.error({ err }, "runs route crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
         else if (!res.writableEnded) res.destroy();
@@ -100,7 +137,7 @@ export function createMainHandler(deps: {
       return;
     }
     if (pathname === "/packages") {
-      if (!methodAllowed(req, res, "GET, HEAD")) return;
+      if (httpCaller(req, res) === undefined || !methodAllowed(req, res, "GET, HEAD")) return;
       handlePackagesRoute(res, deps.packages).catch((err: unknown) => {
         deps.logger.error({ err }, "GET /packages crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
@@ -120,7 +157,20 @@ export function createMainHandler(deps: {
     }
     sendJson(res, 404, { detail: "Not Found" });
   };
+  const guardedServices = new Set<string>([RunService.typeName, PackageService.typeName]);
+  /** The bearer token on RunService and PackageService (ops keeps its own, reflection is schema only). */
+  const authInterceptor: Interceptor = (next) => (req) => {
+    if (deps.auth === null || !guardedServices.has(req.service.typeName)) return next(req);
+    try {
+      const rawHeaders = req.contextValues.get(RAW_REQUEST_HEADERS) ?? [];
+      req.contextValues.set(AUTH_CALLER, authenticate(deps.auth, { rawHeaders }));
+    } catch (err) {
+      return Promise.reject(toConnectError(toRunnerError(err)));
+    }
+    return next(req);
+  };
   const connectHandler = createConnectNodeHandler({
+    interceptors: [authInterceptor],
     routes: (router) => {
       router.service(RunService, createRunService(deps.pipeline, deps.observer));
       router.service(OpsService, createOpsService(deps.ops));

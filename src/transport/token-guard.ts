@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createContextKey } from "@connectrpc/connect";
 import { isPyBlank, pyStrip } from "../admission/py-strip.js";
+import type { AuthTokens, Caller } from "../auth/auth-tokens.js";
 import { RunnerError } from "../errors/runner-error.js";
 import { firstHeader } from "./http-types.js";
 
@@ -17,6 +18,26 @@ export const RAW_REQUEST_HEADERS = createContextKey<readonly string[] | undefine
 });
 
 /**
+ * Who a Connect call's bearer token named (set by the auth interceptor);
+ * null when auth is off.
+ */
+export const AUTH_CALLER = createContextKey<Caller | null>(null, { description: "auth caller" });
+
+/** The first `Authorization: Bearer` header's token (the scheme in any case). */
+export function bearerToken(req: { readonly rawHeaders: readonly string[] }): string | undefined {
+  const auth = firstHeader(req, "authorization");
+  return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;
+}
+
+/** The caller a main-port request's bearer token names; null when auth is off. */
+export function authenticate(
+  auth: AuthTokens | null,
+  req: { readonly rawHeaders: readonly string[] },
+): Caller | null {
+  return auth === null ? null : auth.authenticate(bearerToken(req));
+}
+
+/**
  * The token a request presents: the first X-Runner-Metrics-Token header
  * (Starlette, hence FermiLink, reads the first of repeated headers), or with
  * `bearer`, when that is missing or blank, the first `Authorization: Bearer`.
@@ -28,8 +49,7 @@ export function presentedToken(
   const header = firstHeader(req, METRICS_TOKEN_HEADER);
   // A blank header says nothing: a bearer token beside it still counts.
   if (!opts.bearer || (header !== undefined && !isPyBlank(header))) return header;
-  const auth = firstHeader(req, "authorization");
-  return auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7) : undefined;
+  return bearerToken(req);
 }
 
 const digest = (s: string) => createHash("sha256").update(s, "utf8").digest();

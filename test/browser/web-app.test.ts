@@ -385,6 +385,97 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     await page.close();
   });
 
+  it("sends the Token field as a bearer token on every call, keeps it for the tab across a reload, and sends none when it is empty", async () => {
+    server = await startTestServer();
+    const token = "tok-0123456789abcdef";
+    const page = await openApp(`${server.baseUrl}/`);
+    // Every call the page makes, with the Authorization it carried (allHeaders: headers() may
+    // leave security-related ones out).
+    const calls: Promise<{ method: string; auth: string | undefined }>[] = [];
+    page.on("request", (r) => {
+      const method = /\/fermilink\.runner\.v1\.\w+\/(\w+)$/.exec(r.url())?.[1];
+      if (method !== undefined)
+        calls.push(r.allHeaders().then((h) => ({ method, auth: h.authorization })));
+    });
+    const sent = () => Promise.all(calls.splice(0));
+    expect(await page.getAttribute("#token", "type")).toBe("password");
+    expect(await page.getAttribute("#token", "autocomplete")).toBe("off");
+    await page.fill("#token", token);
+    await page.fill("#prompt", "with a token");
+    await page.click("#start");
+    await page.locator("#status", { hasText: "Ended: completed" }).waitFor();
+    await page.locator("#runs li", { hasText: "with a token" }).waitFor();
+    // The token's change reloads the packages and the list; then the run and the list after it.
+    const withToken = await sent();
+    expect(withToken.map((c) => c.method)).toEqual(
+      expect.arrayContaining(["ListPackages", "Run", "ListRuns"]),
+    );
+    for (const c of withToken)
+      expect(c, c.method).toEqual({ method: c.method, auth: `Bearer ${token}` });
+    // Kept for this tab only: sessionStorage, never localStorage.
+    expect(await page.evaluate("JSON.stringify(Object.values(sessionStorage))")).toBe(
+      JSON.stringify([token]),
+    );
+    expect(await page.evaluate("localStorage.length")).toBe(0);
+    await page.reload();
+    await page.locator("#runs li", { hasText: "with a token" }).waitFor();
+    expect(await page.inputValue("#token")).toBe(token);
+    const afterReload = await sent();
+    expect(afterReload.map((c) => c.method).sort()).toEqual(["ListPackages", "ListRuns"]);
+    for (const c of afterReload) expect(c.auth, c.method).toBe(`Bearer ${token}`);
+    // Emptied: nothing is kept and no header is sent.
+    await page.fill("#token", "");
+    await page.fill("#prompt", "without a token");
+    await page.click("#start");
+    await page.locator("#runs li", { hasText: "without a token" }).waitFor();
+    const without = await sent();
+    expect(without.map((c) => c.method)).toContain("Run");
+    for (const c of without) expect(c.auth, c.method).toBeUndefined();
+    expect(await page.evaluate("sessionStorage.length")).toBe(0);
+    await page.close();
+  });
+
+  it("says the runner needs a token when a call is refused as unauthenticated or not allowed", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    // What a runner with auth on answers (the server side is tested with the server): the end
+    // of the Run stream, and a unary refusal for the list.
+    const end = Buffer.from(
+      JSON.stringify({
+        error: { code: "unauthenticated", message: "send Authorization: Bearer <token>" },
+      }),
+    );
+    const head = Buffer.alloc(5);
+    head.writeUInt8(2, 0);
+    head.writeUInt32BE(end.length, 1);
+    await page.route("**/fermilink.runner.v1.RunService/Run", (route) =>
+      route.fulfill({
+        status: 200,
+        contentType: "application/connect+json",
+        body: Buffer.concat([head, end]),
+      }),
+    );
+    await page.route("**/fermilink.runner.v1.RunService/ListRuns", (route) =>
+      route.fulfill({
+        status: 403,
+        contentType: "application/json",
+        body: JSON.stringify({ code: "permission_denied", message: "that token is user alice's" }),
+      }),
+    );
+    await page.fill("#prompt", "refused");
+    await page.click("#start");
+    await page.locator("#status", { hasText: "token" }).waitFor();
+    expect(await page.locator("#status").textContent()).toBe(
+      "The runner needs a token: send Authorization: Bearer <token> (enter it in the Token field)",
+    );
+    expect(await page.isEnabled("#start")).toBe(true);
+    await page.locator("#runs-status", { hasText: "token" }).waitFor();
+    expect(await page.locator("#runs-status").textContent()).toBe(
+      "Run list unavailable: The token does not allow this: that token is user alice's",
+    );
+    await page.close();
+  });
+
   it("says so when the connection drops in the middle of a run", async () => {
     const gated = await startGatedTestServer();
     server = gated;

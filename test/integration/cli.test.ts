@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { cpSync, lstatSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -11,6 +12,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitReason, RunService, RunStatus } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
+import { envelope } from "../helpers/envelope.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { lastData, startSseRun } from "../helpers/sse-client.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -158,6 +160,64 @@ describe("fermilink-runner run", () => {
     expect(refused.err).toContain("NotFound: Requested package not found: nope");
     expect(down.code).toBe(3);
     expect(down.err).toMatch(/Unavailable: .*ECONNREFUSED.*\(http:\/\/127\.0\.0\.1:9\)/);
+  });
+
+  it("sends --token (else FERMILINK_RUNNER_TOKEN) as a bearer token, and exits 3 on a refusal without printing it", async () => {
+    // A server with auth on, as far as the client can tell: it records what each call sent and
+    // answers the refusal the runner gives, as the end of a Connect stream (JSON in any codec).
+    const seen: (string | undefined)[] = [];
+    const refusal = { code: "unauthenticated", message: "send Authorization: Bearer <token>" };
+    const refuser = http.createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/connect+proto" });
+        res.end(envelope(2, Buffer.from(JSON.stringify({ error: refusal }))));
+      });
+    });
+    await new Promise<void>((resolve) => refuser.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(refuser.address() as AddressInfo).port}`;
+    const flagToken = "flag-token-0123456789";
+    const envToken = "env-token-0123456789";
+    try {
+      const both = await cli(["run", "x", "--token", flagToken, "--url", url], {
+        FERMILINK_RUNNER_TOKEN: envToken,
+      });
+      const envOnly = await cli(["run", "x", "--url", url], { FERMILINK_RUNNER_TOKEN: envToken });
+      const none = await cli(["run", "x", "--url", url], { FERMILINK_RUNNER_TOKEN: " " });
+      expect(seen).toEqual([`Bearer ${flagToken}`, `Bearer ${envToken}`, undefined]);
+      for (const r of [both, envOnly, none]) {
+        expect(r.code).toBe(3);
+        expect(r.err).toContain(`Unauthenticated: ${refusal.message} (${url})`);
+        expect(`${r.out}${r.err}`).not.toContain("token-0123456789");
+      }
+      expect(none.err).toContain("pass it with --token or FERMILINK_RUNNER_TOKEN");
+      expect(both.err).toContain(
+        "the token given (--token or FERMILINK_RUNNER_TOKEN) was not accepted",
+      );
+      // A user token naming another user: the server's reason, the same exit.
+      refusal.code = "permission_denied";
+      refusal.message = "this token may only act for user alice";
+      const denied = await cli(["run", "x", "--user", "bob", "--url", url], {
+        FERMILINK_RUNNER_TOKEN: envToken,
+      });
+      expect(denied.code).toBe(3);
+      expect(denied.err).toBe(`fermilink-runner: PermissionDenied: ${refusal.message} (${url})\n`);
+    } finally {
+      refuser.close();
+    }
+    // Neither the help nor a refused token shows the token itself.
+    const [help, bad] = await Promise.all([
+      cli(["run", "--help"], { FERMILINK_RUNNER_TOKEN: envToken }),
+      cli(["run", "x", "--token", "two words"], { FERMILINK_RUNNER_TOKEN: envToken }),
+    ]);
+    expect(help.out).toContain("--token TOKEN");
+    expect(help.out).not.toContain(envToken);
+    expect(bad.code).toBe(2);
+    expect(bad.err.split("\n")[0]).toBe(
+      "fermilink-runner: --token is blank or has a space, control or non-ASCII character (a token has none)",
+    );
+    expect(bad.err).not.toContain("two words");
   });
 
   it("gives up on a server that takes the connection but never answers, and exits 3", async () => {

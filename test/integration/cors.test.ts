@@ -40,6 +40,7 @@ describe("CORS for browser clients on other origins", () => {
     expect(ok.headers.get("access-control-allow-methods")).toContain("POST");
     expect(ok.headers.get("access-control-allow-headers")).toContain("Connect-Protocol-Version");
     expect(ok.headers.get("access-control-allow-headers")).toContain("Last-Event-ID");
+    expect(ok.headers.get("access-control-allow-headers")).toContain("Authorization");
     const other = await preflight(server.baseUrl, "http://evil.example");
     expect(other.headers.get("access-control-allow-origin")).toBeNull();
     const get = await fetch(`${server.baseUrl}/packages`, {

@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { PackageService } from "../../gen/fermilink/runner/v1/packages_pb.js";
 import {
@@ -37,11 +37,26 @@ function chooseRunner(): { url: string; refused: string | null } {
 }
 
 const { url: runnerUrl, refused: refusedRunner } = chooseRunner();
-const transport = createConnectTransport({ baseUrl: runnerUrl });
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const tokenInput = $<HTMLInputElement>("token");
+/**
+ * The token is kept for this tab only (sessionStorage, not localStorage: it goes when the tab
+ * closes, and other tabs never see it), and per runner: `?runner=` may point the same page at
+ * another runner, which must not be sent this one's token.
+ */
+const TOKEN_KEY = `fermilink-runner.token ${runnerUrl}`;
+tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
+/** Read at each call, so a token typed after the page loaded is sent by the next call. */
+const bearer: Interceptor = (next) => (req) => {
+  const token = tokenInput.value.trim();
+  if (token !== "") req.header.set("Authorization", `Bearer ${token}`);
+  return next(req);
+};
+const transport = createConnectTransport({ baseUrl: runnerUrl, interceptors: [bearer] });
 const runs = createClient(RunService, transport);
 const packages = createClient(PackageService, transport);
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const form = $<HTMLFormElement>("run-form");
 const promptInput = $<HTMLTextAreaElement>("prompt");
 const sessionInput = $<HTMLInputElement>("session");
@@ -79,7 +94,12 @@ function setStatus(text: string): void {
 
 function describeError(err: unknown): string {
   const ce = ConnectError.from(err);
-  return ce.code === Code.Canceled ? "Stopped watching." : `${Code[ce.code]}: ${ce.rawMessage}`;
+  if (ce.code === Code.Canceled) return "Stopped watching.";
+  // A runner with auth on refuses every call without a good token: say what to fix, where.
+  if (ce.code === Code.Unauthenticated)
+    return `The runner needs a token: ${ce.rawMessage} (enter it in the Token field)`;
+  if (ce.code === Code.PermissionDenied) return `The token does not allow this: ${ce.rawMessage}`;
+  return `${Code[ce.code]}: ${ce.rawMessage}`;
 }
 
 /** Stop the watch on screen and take its place; returns the new watch's signal holder. */
@@ -297,6 +317,10 @@ async function refreshRuns(): Promise<void> {
 async function loadPackages(): Promise<void> {
   try {
     const list = await packages.listPackages({});
+    // Loaded again when the token changes: the first option is the field's own, and the choice stays.
+    const chosen = packageSelect.value;
+    packageSelect.replaceChildren(packageSelect.options[0] as HTMLOptionElement);
+    packagesStatus.textContent = "";
     for (const p of list.packages) {
       const opt = document.createElement("option");
       opt.value = p.id;
@@ -304,6 +328,8 @@ async function loadPackages(): Promise<void> {
       opt.disabled = !p.available;
       packageSelect.append(opt);
     }
+    packageSelect.value = chosen;
+    if (packageSelect.value !== chosen) packageSelect.value = "";
   } catch (err) {
     // Shown by the package field, not in the status line: it may answer after a run has begun.
     packagesStatus.textContent = `Packages unavailable: ${describeError(err)}`;
@@ -312,6 +338,17 @@ async function loadPackages(): Promise<void> {
 
 $<HTMLButtonElement>("refresh-runs").addEventListener("click", () => void refreshRuns());
 userInput.addEventListener("change", () => void refreshRuns());
+// Kept as typed, so a reload straight after typing keeps it too.
+tokenInput.addEventListener("input", () => {
+  const token = tokenInput.value.trim();
+  if (token === "") sessionStorage.removeItem(TOKEN_KEY);
+  else sessionStorage.setItem(TOKEN_KEY, token);
+});
+// What a missing token refused may be allowed now (and the reverse).
+tokenInput.addEventListener("change", () => {
+  void loadPackages();
+  void refreshRuns();
+});
 $<HTMLSpanElement>("connection").textContent = runnerUrl;
 if (refusedRunner !== null)
   setStatus(

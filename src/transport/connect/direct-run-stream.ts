@@ -16,6 +16,7 @@ import {
   RunRequestSchema,
   RunService,
 } from "../../../gen/fermilink/runner/v1/run_pb.js";
+import type { AuthTokens } from "../../auth/auth-tokens.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
 import type { RunEvent } from "../../events/run-event.js";
@@ -35,6 +36,7 @@ import {
   stopReadingBody,
   writeWithBackpressure,
 } from "../http-types.js";
+import { authenticate } from "../token-guard.js";
 import { MAX_REQUEST_BYTES, undecodableRequest } from "./request-guard.js";
 import { openAttach, openRun } from "./run-service.js";
 
@@ -213,11 +215,9 @@ class CallWriter {
  * The direct path's request handler: true when it took the call, false when
  * connect-node's handler should serve it.
  */
-export function createDirectRunStream(deps: {
-  pipeline: RunPipeline;
-  observer: StreamObserver;
-  logger: Logger;
-}): (req: AnyRequest, res: AnyResponse) => boolean {
+export function createDirectRunStream(
+  deps: DirectDeps,
+): (req: AnyRequest, res: AnyResponse) => boolean {
   return (req, res) => {
     const method = PATHS.get((req.url ?? "").split("?", 1)[0] ?? "");
     if (method === undefined) return false;
@@ -231,19 +231,35 @@ export function createDirectRunStream(deps: {
   };
 }
 
+interface DirectDeps {
+  pipeline: RunPipeline;
+  observer: StreamObserver;
+  logger: Logger;
+  /** The main port's bearer tokens; null = no auth. */
+  auth: AuthTokens | null;
+}
+
 async function serve(
   req: AnyRequest,
   res: AnyResponse,
   method: Method,
   out: CallWriter,
-  deps: { pipeline: RunPipeline; observer: StreamObserver; logger: Logger },
+  deps: DirectDeps,
 ): Promise<void> {
   const arrivedAt = Date.now();
   // A client that goes away ends its run (reason client_gone) unless it was detached.
-  const caller = new AbortController();
-  onClientGone(req, res, () => caller.abort());
+  const gone = new AbortController();
+  onClientGone(req, res, () => gone.abort());
   let events: AsyncIterable<readonly RunEvent[]>;
   try {
+    let caller: ReturnType<typeof authenticate>;
+    try {
+      caller = authenticate(deps.auth, req);
+    } catch (err) {
+      // Refused before its body is read, as connect-node refuses it (the auth interceptor).
+      stopReadingBody(req, res);
+      throw err;
+    }
     // A body declared over the limit is refused unread: with `Expect: 100-continue`, never invited.
     const declared = declaredBodyBytes(req) ?? 0;
     const body = declared > MAX_REQUEST_BYTES ? null : await readBody(req, MAX_REQUEST_BYTES);
@@ -258,8 +274,8 @@ async function serve(
     const message = requestMessage(body);
     events =
       method === "run"
-        ? await openRun(deps.pipeline, decode(RunRequestSchema, message), caller.signal)
-        : openAttach(deps.pipeline, decode(AttachRequestSchema, message), caller.signal);
+        ? await openRun(deps.pipeline, decode(RunRequestSchema, message), gone.signal, caller)
+        : openAttach(deps.pipeline, decode(AttachRequestSchema, message), caller, gone.signal);
   } catch (err) {
     out.finish(asConnectError(err, deps.logger));
     return;

@@ -186,12 +186,14 @@ export function createConnectNodeHandler(opts: {
   /** Requests for any other path. */
   fallback: (req: AnyRequest, res: AnyResponse) => void;
   contextValues: (req: AnyRequest) => ContextValues;
+  /** Run before the deadline's (the auth guard). */
+  interceptors?: readonly Interceptor[];
   logger: Logger;
 }): (req: AnyRequest, res: AnyResponse) => void {
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
     readMaxBytes: MAX_REQUEST_BYTES,
-    interceptors: [unaryDeadline],
+    interceptors: [...(opts.interceptors ?? []), unaryDeadline],
   });
   opts.routes(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));

@@ -8,6 +8,7 @@ import {
   type RunService,
 } from "../../../gen/fermilink/runner/v1/run_pb.js";
 import { isPyBlank } from "../../admission/py-strip.js";
+import { type Caller, callerUserId } from "../../auth/auth-tokens.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
 import type { RunEvent } from "../../events/run-event.js";
@@ -16,9 +17,15 @@ import { runEventToProto, runInfoToProto } from "../../events/to-proto.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
 import { StreamTally } from "../../metrics/stream-tally.js";
 import { listRunsPage } from "../../run/run-listing.js";
-import type { RunPipeline } from "../../run/run-pipeline.js";
+import type { RunPipeline, Viewer } from "../../run/run-pipeline.js";
+import { AUTH_CALLER } from "../token-guard.js";
 
 const blankToNull = (s: string) => (isPyBlank(s) ? null : s);
+
+/** The viewer a call's `user_id` names, as the call's token allows (auth-tokens.ts). */
+const viewerOf = (caller: Caller | null, userId: string): Viewer => ({
+  userId: callerUserId(caller, blankToNull(userId)),
+});
 
 /**
  * Why connect-node ended the call (its deadline, the client leaving), when it
@@ -45,6 +52,7 @@ export async function openRun(
   pipeline: RunPipeline,
   req: RunRequest,
   callerSignal: AbortSignal,
+  caller: Caller | null,
 ): Promise<AsyncIterable<readonly RunEvent[]>> {
   const started = await pipeline.start(
     {
@@ -56,7 +64,7 @@ export async function openRun(
       provider: req.provider,
       detach: req.detach,
     },
-    { callerSignal },
+    { callerSignal, caller },
   );
   return started.events;
 }
@@ -65,15 +73,10 @@ export async function openRun(
 export function openAttach(
   pipeline: RunPipeline,
   req: AttachRequest,
+  caller: Caller | null,
   viewerGone?: AbortSignal,
 ): AsyncIterable<readonly RunEvent[]> {
-  return pipeline.attach(
-    req.runId,
-    req.afterSeq,
-    { userId: blankToNull(req.userId) },
-    true,
-    viewerGone,
-  );
+  return pipeline.attach(req.runId, req.afterSeq, viewerOf(caller, req.userId), true, viewerGone);
 }
 
 /** A protobuf codec (not JSON): the call's events can be written from precomputed bytes. */
@@ -136,7 +139,10 @@ export function createRunService(
   return {
     async *run(req, ctx) {
       const arrivedAt = Date.now();
-      const events = await guarded(() => openRun(pipeline, req, ctx.signal), ctx.signal);
+      const events = await guarded(
+        () => openRun(pipeline, req, ctx.signal, ctx.values.get(AUTH_CALLER)),
+        ctx.signal,
+      );
       yield* toProtoStream(
         events,
         observer,
@@ -146,7 +152,10 @@ export function createRunService(
       );
     },
     async *attach(req, ctx) {
-      const events = await guarded(() => openAttach(pipeline, req, ctx.signal), ctx.signal);
+      const events = await guarded(
+        () => openAttach(pipeline, req, ctx.values.get(AUTH_CALLER), ctx.signal),
+        ctx.signal,
+      );
       yield* toProtoStream(
         events,
         observer,
@@ -155,22 +164,22 @@ export function createRunService(
         ctx.signal,
       );
     },
-    async cancel(req) {
+    async cancel(req, ctx) {
       const record = await guarded(() =>
-        pipeline.cancel(req.runId, { userId: blankToNull(req.userId) }),
+        pipeline.cancel(req.runId, viewerOf(ctx.values.get(AUTH_CALLER), req.userId)),
       );
       return runInfoToProto(record);
     },
-    async getRun(req) {
+    async getRun(req, ctx) {
       const record = await guarded(() =>
-        pipeline.getRun(req.runId, { userId: blankToNull(req.userId) }),
+        pipeline.getRun(req.runId, viewerOf(ctx.values.get(AUTH_CALLER), req.userId)),
       );
       return runInfoToProto(record);
     },
-    async listRuns(req) {
+    async listRuns(req, ctx) {
       const page = await guarded(() =>
         listRunsPage(pipeline, {
-          userId: blankToNull(req.userId),
+          userId: viewerOf(ctx.values.get(AUTH_CALLER), req.userId).userId,
           sessionId: blankToNull(req.sessionId),
           pageSize: req.pageSize,
           pageToken: req.pageToken,

@@ -1,3 +1,4 @@
+import type { Caller } from "../../auth/auth-tokens.js";
 import { toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import type { Logger } from "../../log/logger.js";
@@ -43,6 +44,8 @@ export async function handleRunRoute(
   logger: Logger,
   observer: StreamObserver,
   heartbeatMs: number,
+  /** Who the bearer token named; null = auth off. */
+  authCaller: Caller | null,
 ): Promise<void> {
   const arrivedAt = Date.now();
   const caller = new AbortController();
@@ -69,6 +72,7 @@ export async function handleRunRoute(
     started = await pipeline.start(parseRunBody(body, req.headers["content-type"]), {
       callerSignal: caller.signal,
       typedItems: false,
+      caller: authCaller,
     });
   } catch (err) {
     const re = toRunnerError(err);

@@ -1,4 +1,5 @@
 import { isPyBlank } from "../../admission/py-strip.js";
+import { type Caller, callerUserId } from "../../auth/auth-tokens.js";
 import { RunnerError, toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import type { RunRecord } from "../../journal/run-store.js";
@@ -45,11 +46,11 @@ export function runRecordJson(r: RunRecord): Record<string, unknown> {
   };
 }
 
-function viewerOf(req: AnyRequest, url: URL): Viewer {
+function viewerOf(req: AnyRequest, url: URL, caller: Caller | null): Viewer {
   // A blank `?user_id=` says nothing: the header is asked next.
   const userId =
     nonBlank(lastQueryValue(url, "user_id")) ?? nonBlank(firstHeader(req, USER_ID_HEADER));
-  return { userId };
+  return { userId: callerUserId(caller, userId) };
 }
 
 /**
@@ -111,12 +112,14 @@ export async function handleRunsRoute(
   url: URL,
   route: NonNullable<ReturnType<typeof matchRunsRoute>>,
   deps: { pipeline: RunPipeline; logger: Logger; observer: StreamObserver; heartbeatMs: number },
+  /** Who the bearer token named; null = auth off. */
+  caller: Caller | null,
 ): Promise<void> {
   // Every GET route answers HEAD too: the same status and headers, no body (RFC 9110 §9.3.2).
   const head = req.method === "HEAD";
   if (!methodAllowed(req, res, route.kind === "cancel" ? "POST" : "GET, HEAD")) return;
   try {
-    const viewer = viewerOf(req, url);
+    const viewer = viewerOf(req, url, caller);
     switch (route.kind) {
       case "list": {
         const page = listRunsPage(deps.pipeline, {

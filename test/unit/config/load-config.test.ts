@@ -4,6 +4,67 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../src/config/load-config.js";
 
+describe("FERMILINK_RUNNER_AUTH_TOKENS", () => {
+  const SVC = "svc-0123456789abcdef";
+  const ALICE = "alice-0123456789abcdef";
+  const problemsOf = (value: string): string[] => {
+    try {
+      loadConfig({ FERMILINK_HOME: "/srv/fl", FERMILINK_RUNNER_AUTH_TOKENS: value }, "/work");
+    } catch (e) {
+      return [...(e as ConfigError).problems];
+    }
+    return [];
+  };
+
+  it("is off when unset or blank", () => {
+    expect(loadConfig({ FERMILINK_HOME: "/srv/fl" }, "/work").authTokens).toEqual([]);
+    const blank = loadConfig(
+      { FERMILINK_HOME: "/srv/fl", FERMILINK_RUNNER_AUTH_TOKENS: "  " },
+      "/work",
+    );
+    expect(blank.authTokens).toEqual([]);
+  });
+
+  it("reads service and user entries; a user token is everything after the second colon", () => {
+    const c = loadConfig(
+      {
+        FERMILINK_HOME: "/srv/fl",
+        FERMILINK_RUNNER_AUTH_TOKENS: ` service:${SVC} , user:Alice:${ALICE}:x,`,
+      },
+      "/work",
+    );
+    expect(c.authTokens).toEqual([
+      { kind: "service", token: SVC },
+      { kind: "user", userId: "Alice", token: `${ALICE}:x` },
+    ]);
+  });
+
+  it("reports every bad entry at once, never quoting a token", () => {
+    const short = "short-token";
+    const spaced = "has a space 0123456789";
+    const problems = problemsOf(
+      [
+        `service:${short}`,
+        `user::${ALICE}`,
+        `user:bob`,
+        `admin:${SVC}`,
+        `user:carol:${spaced}`,
+        `service:${SVC}`,
+        `user:dave:${SVC}`,
+      ].join(","),
+    );
+    expect(problems).toHaveLength(6);
+    expect(problems[0]).toMatch(/entry 1 \(service\): .*11 characters; use at least 16/);
+    expect(problems[1]).toMatch(/entry 2 has no user id/);
+    expect(problems[2]).toMatch(/entry 3 has no user id/);
+    expect(problems[3]).toMatch(/entry 4 is neither service:<token> or user:<user_id>:<token>/);
+    expect(problems[4]).toMatch(/entry 5 \(user "carol"\): the token has whitespace/);
+    expect(problems[5]).toMatch(/entry 7 \(user "dave"\): the token is listed twice/);
+    const all = problems.join("\n");
+    for (const secret of [short, ALICE, SVC, "has a space"]) expect(all).not.toContain(secret);
+  });
+});
+
 describe("loadConfig", () => {
   it("gives FermiLink's defaults under FERMILINK_HOME and freezes the result", () => {
     const c = loadConfig({ FERMILINK_HOME: "/srv/fl" }, "/work");

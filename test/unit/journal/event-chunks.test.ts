@@ -180,7 +180,7 @@ describe("the run store's event chunks", () => {
     await migrated.close();
     open.splice(0);
     const after = new Database(file, { readonly: true });
-    expect(after.pragma("user_version", { simple: true })).toBe(3);
+    expect(after.pragma("user_version", { simple: true })).toBe(4);
     // 150 events in chunks of up to 64 (3), and the new run's one.
     expect((after.prepare("SELECT COUNT(*) AS n FROM event_chunks").get() as { n: number }).n).toBe(
       4,

@@ -560,6 +560,17 @@ describe("SqliteRunStore retention", () => {
     expect(store.prune({ endedBeforeMs: 0, maxBytes: 1 })).toBe(1);
     expect(store.getRun("live")?.status).toBe("running");
   });
+
+  it("keeps a session's owner: claimed once, whoever comes next, and through retention", () => {
+    expect(store.claimSession("s1", "alice", 1)).toBe("alice");
+    expect(store.claimSession("s1", "bob", 2)).toBe("alice");
+    expect(store.claimSession("s2", "", 3)).toBe("");
+    expect(store.claimSession("s2", "alice", 4)).toBe("");
+    const r = { ...record("r1"), sessionId: "s1", status: "finished" as const, endedAtMs: 5 };
+    store.createRun(r);
+    expect(store.prune({ endedBeforeMs: 1e15, maxBytes: 0 })).toBe(1);
+    expect(store.claimSession("s1", "bob", 6)).toBe("alice");
+  });
 });
 
 describe("SqliteRunStore sizes and reads", () => {
@@ -770,6 +781,8 @@ describe("SqliteRunStore schema", () => {
     migrated.appendEvents("new", [{ runId: "new", seq: 1, timeMs: 2000, body: line(1) }]);
     expect(migrated.readEvents("new", 0, 10)).toHaveLength(1);
     expect(migrated.readEvents("plain", 0, 10)).toHaveLength(3);
+    // Schema 4's sessions table is there: owners can be claimed.
+    expect(migrated.claimSession("s", "u", 1)).toBe("u");
     // Retention deletes a migrated run with its events.
     expect(migrated.prune({ endedBeforeMs: 150, maxBytes: 1e9 })).toBe(1);
     expect(migrated.readEvents("wide", 0, 10)).toEqual([]);
@@ -780,7 +793,7 @@ describe("SqliteRunStore schema", () => {
     // plain's 3 (one chunk) and new's 1; no per-event table left.
     expect(count("SELECT COUNT(*) AS n FROM event_chunks")).toBe(2);
     expect(count("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'events'")).toBe(0);
-    expect(after.pragma("user_version", { simple: true })).toBe(3);
+    expect(after.pragma("user_version", { simple: true })).toBe(4);
     await after.close();
   });
 });

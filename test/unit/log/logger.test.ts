@@ -146,3 +146,22 @@ describe("secrets in log lines", () => {
     });
   });
 });
+
+describe("the logger's redaction", () => {
+  it("never writes the auth tokens: the config's list, the variable, or an Authorization header", async () => {
+    const { PassThrough } = await import("node:stream");
+    const { createLogger } = await import("../../../src/log/logger.js");
+    const out = new PassThrough();
+    const chunks: string[] = [];
+    out.on("data", (c: Buffer) => chunks.push(c.toString()));
+    const log = createLogger("info", out);
+    const secret = "svc-token-0123456789abcdef";
+    log.info({ authTokens: [{ kind: "service", token: secret }] }, "config");
+    log.info({ env: { FERMILINK_RUNNER_AUTH_TOKENS: `service:${secret}` } }, "env");
+    log.info({ headers: { authorization: `Bearer ${secret}` } }, "request");
+    await new Promise((r) => setImmediate(r));
+    const text = chunks.join("");
+    expect(text.split("\n").filter(Boolean)).toHaveLength(3);
+    expect(text).not.toContain(secret);
+  });
+});
