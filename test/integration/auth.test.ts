@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -36,6 +37,23 @@ async function server(env: Record<string, string> = AUTH_ENV): Promise<TestServe
 }
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+const BIN = path.resolve(import.meta.dirname, "../../bin/fermilink-runner.mjs");
+
+/** `fermilink-runner run …` as a user types it: its exit code, stdout and stderr. */
+function cliRun(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, "run", ...args],
+      { env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env } },
+      (error, out, err) => resolve({ code: error ? Number(error.code) : 0, out, err }),
+    );
+  });
+}
 
 /** The run ids of a `/runs` listing. */
 async function runIds(res: Response): Promise<string[]> {
@@ -224,6 +242,26 @@ describe.each(Object.entries(transports))(
     });
   },
 );
+
+describe("the terminal client against a runner with auth", () => {
+  it("runs with --token or FERMILINK_RUNNER_TOKEN, and is refused without one or on another's session", async () => {
+    const s = await server();
+    const url = ["--url", s.baseUrl];
+    const bare = await cliRun(["hi", ...url, "--session", "t1"]);
+    expect(bare.code).toBe(3);
+    expect(bare.err).toContain("Unauthenticated");
+    expect(bare.err).toContain("pass it with --token or FERMILINK_RUNNER_TOKEN");
+    const alice = await cliRun(["hi", ...url, "--session", "t1", "--token", ALICE]);
+    expect(alice.err).toBe("");
+    expect(alice.code).toBe(0);
+    expect(alice.out).toContain("session t1");
+    // From the environment, as bob: alice's session is not his.
+    const bob = await cliRun(["hi", ...url, "--session", "t1"], { FERMILINK_RUNNER_TOKEN: BOB });
+    expect(bob.code).toBe(3);
+    expect(bob.err).toContain("PermissionDenied");
+    for (const r of [bare, alice, bob]) expect(r.out + r.err).not.toMatch(/token-0123456789/);
+  });
+});
 
 describe("sessions belong to the user who created them", () => {
   it("refuses another user's run on a session, also through a service token, across a restart", async () => {
