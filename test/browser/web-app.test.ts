@@ -386,8 +386,9 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
   });
 
   it("sends the Token field as a bearer token on every call, keeps it for the tab across a reload, and sends none when it is empty", async () => {
-    server = await startTestServer();
     const token = "tok-0123456789abcdef";
+    // A runner with auth on: the calls below succeed only with the token.
+    server = await startTestServer({ FERMILINK_RUNNER_AUTH_TOKENS: `service:${token}` });
     const page = await openApp(`${server.baseUrl}/`);
     // Every call the page makes, with the Authorization it carried (allHeaders: headers() may
     // leave security-related ones out).
@@ -423,11 +424,11 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     const afterReload = await sent();
     expect(afterReload.map((c) => c.method).sort()).toEqual(["ListPackages", "ListRuns"]);
     for (const c of afterReload) expect(c.auth, c.method).toBe(`Bearer ${token}`);
-    // Emptied: nothing is kept and no header is sent.
+    // Emptied: nothing is kept and no header is sent, so this runner refuses the run.
     await page.fill("#token", "");
     await page.fill("#prompt", "without a token");
     await page.click("#start");
-    await page.locator("#runs li", { hasText: "without a token" }).waitFor();
+    await page.locator("#status", { hasText: "The runner needs a token: " }).waitFor();
     const without = await sent();
     expect(without.map((c) => c.method)).toContain("Run");
     for (const c of without) expect(c.auth, c.method).toBeUndefined();
