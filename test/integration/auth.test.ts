@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
@@ -10,9 +12,10 @@ import {
 } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { PackageService } from "../../gen/fermilink/runner/v1/packages_pb.js";
-import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { RunRequestSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { collect } from "../helpers/collect.js";
+import { envelope } from "../helpers/envelope.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -260,6 +263,45 @@ describe("the terminal client against a runner with auth", () => {
     expect(bob.code).toBe(3);
     expect(bob.err).toContain("PermissionDenied");
     for (const r of [bare, alice, bob]) expect(r.out + r.err).not.toMatch(/token-0123456789/);
+  });
+});
+
+describe("a refused call on HTTP/1.1", () => {
+  it("reads a small body it refuses, so the client gets the refusal and the connection stays usable", async () => {
+    const s = await server();
+    const body = envelope(
+      0,
+      toBinary(RunRequestSchema, create(RunRequestSchema, { userPrompt: "hi" })),
+    );
+    const sock = net.connect(Number(new URL(s.baseUrl).port), "127.0.0.1");
+    let got = "";
+    sock.on("data", (d: Buffer) => {
+      got += d.toString("latin1");
+    });
+    const closed = new Promise<void>((r) => sock.once("close", () => r()));
+    sock.on("error", () => {});
+    // The Run call (the direct stream path) with no token: headers first, the body a moment
+    // later, as a client still writing it. Closing the connection after the refusal gave such a
+    // client a broken pipe (EPIPE) instead of the answer.
+    sock.write(
+      "POST /fermilink.runner.v1.RunService/Run HTTP/1.1\r\nHost: x\r\n" +
+        "Content-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\n" +
+        `Content-Length: ${body.length}\r\n\r\n`,
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    sock.write(body);
+    const until = async (done: () => boolean, what: string) => {
+      for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 25));
+      if (!done()) throw new Error(`${what}; got ${JSON.stringify(got)}`);
+    };
+    await until(() => got.includes("unauthenticated"), "no refusal");
+    expect(got).toMatch(/^HTTP\/1\.1 200 /);
+    expect(got.toLowerCase()).not.toContain("connection: close");
+    // The same connection serves the next request.
+    sock.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    await until(() => got.includes('{"status":"ok"}'), "no answer to the next request");
+    sock.end();
+    await closed;
   });
 });
 

@@ -256,8 +256,14 @@ async function serve(
     try {
       caller = authenticate(deps.auth, req);
     } catch (err) {
-      // Refused before its body is read, as connect-node refuses it (the auth interceptor).
-      stopReadingBody(req, res);
+      // Refused whatever its body says, but a body within the limit is still read (and dropped):
+      // closing the connection under a client still writing it (HTTP/1.1) gave that client a
+      // broken pipe instead of the refusal. A larger one is not read: the connection closes.
+      const declared = declaredBodyBytes(req) ?? 0;
+      const drained =
+        declared <= MAX_REQUEST_BYTES &&
+        (await readBody(req, MAX_REQUEST_BYTES).catch(() => null)) !== null;
+      if (!drained) stopReadingBody(req, res);
       throw err;
     }
     // A body declared over the limit is refused unread: with `Expect: 100-continue`, never invited.
