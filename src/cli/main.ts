@@ -40,7 +40,8 @@ Options:
 Exit code: ${RUN_EXIT.succeeded} the run succeeded, ${RUN_EXIT.failed} it failed, ${RUN_EXIT.usage} bad usage,
 ${RUN_EXIT.unreachable} the server cannot be reached, does not answer in time or refuses the request
 (its code and message are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach),
-${RUN_EXIT.brokenPipe} the reader of the output went away (| head).
+${RUN_EXIT.brokenPipe} the reader of the output went away (| head), ${RUN_EXIT.terminated} / ${RUN_EXIT.hangup} stopped by SIGTERM / SIGHUP
+(which end the run as Ctrl-C does).
 `;
 
 const SERVE_USAGE = `Usage: fermilink-runner serve

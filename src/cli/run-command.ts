@@ -34,6 +34,9 @@ export const RUN_EXIT = {
   usage: 2,
   unreachable: 3,
   interrupted: 130,
+  /** Stopped by SIGHUP (its terminal closed) or SIGTERM: 128 + the signal, as a shell reports it. */
+  hangup: 129,
+  terminated: 143,
   /** The reader of our output went away (`| head`): what a shell reports for SIGPIPE. */
   brokenPipe: 141,
 } as const;
@@ -68,7 +71,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     createConnectTransport({ baseUrl: opts.url, httpVersion: "1.1", interceptors: bearer }),
   );
   const abort = new AbortController();
-  let stoppedBy: "sigint" | "epipe" | null = null;
+  let stoppedBy: StopSignal | "epipe" | null = null;
   // A server that takes the connection but never answers (a hung process, a proxy with
   // nothing behind it) would otherwise leave this command waiting forever.
   let unanswered = false;
@@ -76,8 +79,11 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     unanswered = true;
     abort.abort();
   }, opts.connectTimeoutMs);
-  const onSigint = () => {
-    stoppedBy = "sigint";
+  // Ctrl-C, a closed terminal or a supervisor's stop: the call ends, so the run ends on the
+  // server (client_gone) unless detached, and the command says so. Node's default for SIGHUP and
+  // SIGTERM would end it silently mid-line.
+  const onSignal = (signal: StopSignal) => {
+    stoppedBy ??= signal;
     abort.abort();
   };
   // Without this, `run ... | head` dies on an unhandled EPIPE with a stack trace.
@@ -86,7 +92,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     stoppedBy ??= "epipe";
     abort.abort();
   };
-  process.once("SIGINT", onSigint);
+  for (const signal of STOP_SIGNALS) process.once(signal, onSignal);
   out.on("error", onOutError);
   let spinner: NodeJS.Timeout | undefined;
   let queuedText = "";
@@ -154,7 +160,7 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   } finally {
     clearTimeout(answerTimer);
     stopSpinner();
-    process.off("SIGINT", onSigint);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
   }
   out.write(renderer.end());
   if (stoppedBy !== null) return stopped(stoppedBy, last, opts.detach);
@@ -165,12 +171,20 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   return exitSucceeded(last) ? RUN_EXIT.succeeded : RUN_EXIT.failed;
 }
 
-function stopped(by: "sigint" | "epipe", last: RunEvent | undefined, detach: boolean): number {
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+type StopSignal = (typeof STOP_SIGNALS)[number];
+
+function stopped(by: StopSignal | "epipe", last: RunEvent | undefined, detach: boolean): number {
   if (by === "epipe") return RUN_EXIT.brokenPipe;
   const run = last?.runId ? `run ${last.runId}` : "the run";
   const fate = detach ? "goes on (detached)" : "is ended by the server";
   // On a terminal the line starts after the echoed ^C.
   const lead = process.stderr.isTTY ? "\n" : "";
-  process.stderr.write(`${lead}fermilink-runner: interrupted; ${run} ${fate}\n`);
-  return RUN_EXIT.interrupted;
+  const what = by === "SIGINT" ? "interrupted" : `stopped by ${by}`;
+  process.stderr.write(`${lead}fermilink-runner: ${what}; ${run} ${fate}\n`);
+  return by === "SIGINT"
+    ? RUN_EXIT.interrupted
+    : by === "SIGHUP"
+      ? RUN_EXIT.hangup
+      : RUN_EXIT.terminated;
 }

@@ -323,6 +323,23 @@ describe("fermilink-runner run", () => {
     expect((await finishedRun(server.baseUrl, runId)).exitReason).toBe(ExitReason.CLIENT_GONE);
   });
 
+  it("on SIGTERM or SIGHUP ends the call as Ctrl-C does, says so, and exits 143 or 129", async () => {
+    server = await startTestServer();
+    const s = server;
+    const stop = async (signal: "SIGTERM" | "SIGHUP", session: string) => {
+      const c = spawnCli(["run", "#scenario=slow", "--session", session, "--url", s.baseUrl]);
+      const [, runId] = await c.waitForOut(new RegExp(`^run (\\S+) · session ${session}`, "m"));
+      c.proc.kill(signal);
+      const code = await c.exited;
+      expect(c.err()).toContain(`stopped by ${signal}; run ${runId} is ended by the server`);
+      expect((await finishedRun(s.baseUrl, runId)).exitReason).toBe(ExitReason.CLIENT_GONE);
+      return code;
+    };
+    // Node's default would end the command by the signal itself, silently (null here).
+    expect(await stop("SIGTERM", "term")).toBe(143);
+    expect(await stop("SIGHUP", "hup")).toBe(129);
+  });
+
   it("exits 141 without a stack trace when the reader of its output goes away, ending the run", async () => {
     server = await startTestServer();
     const c = spawnCli(["run", "#scenario=slow", "--session", "pipe", "--url", server.baseUrl]);
