@@ -90,7 +90,7 @@ function stdoutSink(): BoundedStdout {
 
 const REDACTED = "[redacted]";
 
-/** Environment variables whose values are secrets: API keys, tokens (the metrics token too). */
+/** Environment variables whose values are secrets: API keys, tokens (the metrics token and FERMILINK_RUNNER_AUTH_TOKENS too). */
 const SECRET_ENV_NAME = /_(?:KEY|TOKEN|SECRET)S?$/i;
 
 /**
@@ -125,7 +125,6 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
           'headers["x-runner-metrics-token"]',
           "metricsToken",
           "authTokens",
-          "env.FERMILINK_RUNNER_AUTH_TOKENS",
           "token",
         ],
         censor: REDACTED,
