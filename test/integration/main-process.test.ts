@@ -64,6 +64,29 @@ async function portOf(m: ReturnType<typeof startMain>): Promise<number> {
   throw new Error(`the server did not start: ${m.output().err}`);
 }
 
+/**
+ * The built server with the fake agent (its drain grace `graceSeconds`, a 1 s kill grace) and
+ * one live SSE run of `scenario` on `session`: the run's open stream, the fake agent's
+ * directory, and its invocation (pid among it), for the shutdown tests.
+ */
+async function startMainWithLiveRun(session: string, scenario: string, graceSeconds: string) {
+  const m = startMain({
+    FERMILINK_CODEX_BIN: FAKE_AGENT,
+    FERMILINK_RUNNER_PORT: "0",
+    FERMILINK_RUNNER_METRICS_PORT: "0",
+    FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: graceSeconds,
+    FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+  });
+  const port = await portOf(m);
+  const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
+    session_id: session,
+    user_prompt: `#scenario=${scenario}`,
+  });
+  const repo = path.join(home, "workspaces", session, "repo", ".fake-agent");
+  const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
+  return { m, rest, repo, inv };
+}
+
 /** The status line the server at `port` answers a raw HTTP/1.1 request line with ("closed" on a reset). */
 function statusLineOf(port: number, requestLine: string): Promise<string> {
   return new Promise<string>((resolve) => {
@@ -251,26 +274,13 @@ describe("the server process (src/main.ts)", () => {
   });
 
   it("on SIGTERM ends live runs with reason shutdown, leaves no provider behind and exits 0", async () => {
-    const m = startMain({
-      FERMILINK_CODEX_BIN: FAKE_AGENT,
-      FERMILINK_RUNNER_PORT: "0",
-      FERMILINK_RUNNER_METRICS_PORT: "0",
-      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
-      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
-    });
-    const port = await portOf(m);
+    const { m, rest, repo, inv } = await startMainWithLiveRun("term", "grandchild", "0.2");
     // The server tuned its own V8 (src/cli/v8-tuning.ts; its test checks the effect), said
     // in the log line right after "runner listening".
     const tuned = '"v8Flags":["--no-allocation-site-pretenuring"],"youngGenerationMb":';
     for (let i = 0; i < 100 && !m.output().out.includes(tuned); i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(m.output().out).toContain(tuned);
-    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
-      session_id: "term",
-      user_prompt: "#scenario=grandchild",
-    });
-    const repo = path.join(home, "workspaces", "term", "repo", ".fake-agent");
-    const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
     // Found, or the test fails here: the checks below would pass on pid 0 and check nothing.
     const grandchild = await readPidFile(path.join(repo, "grandchild.pid"));
     m.proc.kill("SIGTERM");
@@ -282,20 +292,7 @@ describe("the server process (src/main.ts)", () => {
   });
 
   it("on SIGHUP (its terminal closed) drains as on SIGTERM: live runs end with reason shutdown", async () => {
-    const m = startMain({
-      FERMILINK_CODEX_BIN: FAKE_AGENT,
-      FERMILINK_RUNNER_PORT: "0",
-      FERMILINK_RUNNER_METRICS_PORT: "0",
-      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
-      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
-    });
-    const port = await portOf(m);
-    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
-      session_id: "hup",
-      user_prompt: "#scenario=grandchild",
-    });
-    const repo = path.join(home, "workspaces", "hup", "repo", ".fake-agent");
-    const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
+    const { m, rest, inv } = await startMainWithLiveRun("hup", "grandchild", "0.2");
     m.proc.kill("SIGHUP");
     // Node's default for SIGHUP ends the process at once: the stream would end with no exit.
     expect(JSON.parse(await lastData(rest)).reason).toBe("shutdown");
@@ -426,20 +423,7 @@ describe("the server process (src/main.ts)", () => {
   });
 
   it("a repeated SIGINT or SIGTERM during the drain does not cut it short: live runs still end with reason shutdown", async () => {
-    const m = startMain({
-      FERMILINK_CODEX_BIN: FAKE_AGENT,
-      FERMILINK_RUNNER_PORT: "0",
-      FERMILINK_RUNNER_METRICS_PORT: "0",
-      FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "1",
-      FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
-    });
-    const port = await portOf(m);
-    const { rest } = await startSseRun(`http://127.0.0.1:${port}`, {
-      session_id: "twice",
-      user_prompt: "#scenario=slow",
-    });
-    const repo = path.join(home, "workspaces", "twice", "repo", ".fake-agent");
-    const inv = JSON.parse(await readFile(path.join(repo, "invocation.json"), "utf8"));
+    const { m, rest, inv } = await startMainWithLiveRun("twice", "slow", "1");
     m.proc.kill("SIGINT");
     // Impatient: again while the live run has its grace (the bin's launcher passes each on).
     await new Promise((r) => setTimeout(r, 200));
