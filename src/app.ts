@@ -89,13 +89,24 @@ const SPARES_AT_START_MS = 5000;
  * The composition root: the only module that knows every stage. It builds
  * them from the frozen config, checks the provider CLI, and starts listening.
  */
-export async function startApp(config: Config, opts: { logger?: Logger } = {}): Promise<App> {
+export async function startApp(
+  config: Config,
+  opts: {
+    logger?: Logger;
+    /**
+     * Abandons the start (a stop signal before it listens): rejects with the signal's reason
+     * once what was started is undone, without waiting for a slow step to finish first.
+     */
+    signal?: AbortSignal;
+  } = {},
+): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
+  const signal = opts.signal ?? new AbortController().signal;
   // Nothing may outlive a start that failed (an unusable store, a port taken): the `--version`
   // child, the store's lock, listeners, timers. Each step that starts something registers here.
   const undo: (() => unknown)[] = [];
   try {
-    return await assemble(config, logger, undo);
+    return await assemble(config, logger, undo, signal);
   } catch (err) {
     for (const step of undo.reverse()) {
       try {
@@ -109,9 +120,28 @@ export async function startApp(config: Config, opts: { logger?: Logger } = {}): 
   }
 }
 
-async function assemble(config: Config, logger: Logger, undo: (() => unknown)[]): Promise<App> {
+/** `step`, or the abort's reason as soon as `signal` aborts (the step itself goes on unawaited). */
+function unlessAborted<T>(step: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([step, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
+}
+
+async function assemble(
+  config: Config,
+  logger: Logger,
+  undo: (() => unknown)[],
+  signal: AbortSignal,
+): Promise<App> {
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
-  const { adapter, bin } = await resolveActiveProvider(config, PROJECT_BIN_DIR, logger);
+  const { adapter, bin } = await unlessAborted(
+    resolveActiveProvider(config, PROJECT_BIN_DIR, logger),
+    signal,
+  );
   logger.info({ provider: adapter.id, bin }, "provider CLI found");
   // In the background: a slow `--version` (gemini takes seconds) must not delay start-up.
   const versionCheck = new AbortController();
@@ -147,7 +177,10 @@ async function assemble(config: Config, logger: Logger, undo: (() => unknown)[])
   undo.push(() => store.close());
   // Reaped before their exits are written: an exit says the runner killed a provider only when
   // one was found (a crash between a run's stored meta and its spawn left none).
-  const killed = await reapOrphans(new Set(store.liveRuns().map((r) => r.runId)));
+  const killed = await unlessAborted(
+    reapOrphans(new Set(store.liveRuns().map((r) => r.runId))),
+    signal,
+  );
   const interrupted = recoverInterruptedRuns(
     store,
     Date.now(),
@@ -227,12 +260,12 @@ async function assemble(config: Config, logger: Logger, undo: (() => unknown)[])
   );
   undo.push(() => server.close(0));
   // Before listening: the first run's memory and latency are then those of any later run.
-  await workspaceFs.warm();
+  await unlessAborted(workspaceFs.warm(), signal);
   // The spares too (0.1-1 s for 200 on this machine; reused after a restart): a burst right after
   // start-up finds them, and making them is no part of a run's memory or latency. A slow disk
   // does not hold the start-up past the bound: the rest are made in the background.
-  await spares.start();
-  await spares.whenFilled(SPARES_AT_START_MS);
+  await unlessAborted(spares.start(), signal);
+  await unlessAborted(spares.whenFilled(SPARES_AT_START_MS), signal);
   const port = await explainListen(
     () => server.listen(config.server.host, config.server.port),
     { which: "main", host: config.server.host, port: config.server.port },
@@ -248,6 +281,9 @@ async function assemble(config: Config, logger: Logger, undo: (() => unknown)[])
     { which: "metrics", host: config.server.metricsHost, port: config.server.metricsPort },
     "FERMILINK_RUNNER_METRICS",
   );
+  undo.push(() => metricsServer.close());
+  // Listening is quick and not abandoned midway (a listener bound after its undo would stay).
+  signal.throwIfAborted();
   logger.info(
     { host: config.server.host, port, metricsPort: metricsServer.port },
     "runner listening",
@@ -270,6 +306,9 @@ async function assemble(config: Config, logger: Logger, undo: (() => unknown)[])
         // 1. Refuse new runs and end live ones (after the grace) so every process group is reaped
         //    before any connection is cut: the exit events still reach their callers.
         versionCheck.abort();
+        // gRPC clients learn of the drain now, not when its grace ends: their next calls go to
+        // a new connection (another runner behind a balancer) while the live ones run out here.
+        server.goAway();
         await spares.stop();
         await pipeline.shutdown(config.run.shutdownGraceMs);
         await sweeper.stop();

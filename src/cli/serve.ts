@@ -1,3 +1,4 @@
+import os from "node:os";
 import { ListenError, startApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/load-config.js";
 import { RunnerError } from "../errors/runner-error.js";
@@ -9,7 +10,8 @@ import { preloadFirstUse, pretouchYoungGeneration, tuneV8 } from "./v8-tuning.js
  * Start the server on the environment's configuration (what `npm start` and
  * `fermilink-runner serve` run) and drain on SIGTERM/SIGINT/SIGHUP. Exit codes: 0
  * clean stop, 1 bad config, missing provider, unusable run store or a port
- * that cannot be listened on (in use, privileged, no such address), 2 crash.
+ * that cannot be listened on (in use, privileged, no such address), 2 crash,
+ * 143 / 130 / 129 a SIGTERM / SIGINT / SIGHUP before it listened (the start undone).
  */
 export async function serve(): Promise<void> {
   const v8Flags = tuneV8();
@@ -30,10 +32,26 @@ export async function serve(): Promise<void> {
   preloadFirstUse();
   // Made here, not in startApp: a start that fails still has the log to flush.
   const logger = createLogger(config.logLevel);
+  // A stop signal before the server listens abandons the start: node's default would end the
+  // process by the signal, leaving what start-up had started (the provider's `--version` child).
+  const startAbort = new AbortController();
+  const abortStart = (signal: NodeJS.Signals) => {
+    if (startAbort.signal.aborted) return;
+    logger.warn({ signal }, "stop signal during start-up; undoing it");
+    startAbort.abort(signal);
+  };
+  for (const signal of STOP_SIGNALS) process.on(signal, abortStart);
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
-    app = await startApp(config, { logger });
+    app = await startApp(config, { logger, signal: startAbort.signal });
   } catch (err) {
+    if (startAbort.signal.aborted) {
+      const signal = startAbort.signal.reason as NodeJS.Signals;
+      logger.info({ signal }, "start-up abandoned");
+      await new Promise<void>((resolve) => logger.flush(() => resolve()));
+      // As a process ended by the signal reports it to a shell: 128 + its number.
+      process.exit(128 + (os.constants.signals[signal] ?? 0));
+    }
     // A missing provider CLI, an unusable run store, a port taken: one line, no stack.
     const known = err instanceof RunnerError || err instanceof ListenError;
     if (known) process.stderr.write(`fermilink-runner: ${err.message}\n`);
@@ -68,11 +86,12 @@ export async function serve(): Promise<void> {
       },
     );
   };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
-  // A closed terminal (or the launcher passing one on): node's default would end the process
-  // at once, and live runs with no exit event, their callers' streams cut.
-  process.on("SIGHUP", stop);
+  // SIGHUP too: a closed terminal (or the launcher passing one on). Node's default would end the
+  // process at once, and live runs with no exit event, their callers' streams cut.
+  for (const signal of STOP_SIGNALS) {
+    process.off(signal, abortStart);
+    process.on(signal, stop);
+  }
   if (launcherPid > 0) {
     // The bin's launcher passes every stop signal on; a launcher killed outright passes none.
     watch = setInterval(() => {
@@ -82,6 +101,9 @@ export async function serve(): Promise<void> {
     watch.unref();
   }
 }
+
+/** The signals that stop the server: a drain once it listens, an abandoned start before. */
+const STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
 
 /** How often a server started by the bin's launcher checks that the launcher still runs. */
 const LAUNCHER_WATCH_MS = 250;

@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from "node:fs";
+
 /** Signal a whole process group; false when the group no longer exists. */
 export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   try {
@@ -11,14 +13,72 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** True while any process is still in the group (signal 0 probes without killing). */
+/** The state letter and process group of `/proc/<pid>/stat`, or null (gone, or no /proc). */
+function statOf(pid: number | string): { state: string; pgrp: number } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+  } catch {
+    return null;
+  }
+  // The command name, in parentheses, may itself hold ") ": the fields follow its last one.
+  const [state = "", , pgrp = ""] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { state, pgrp: Number(pgrp) };
+}
+
+/**
+ * Exited: a zombie, unless only its main thread exited and its other threads run on (the
+ * process then shows as a zombie too, but still runs).
+ */
+function exited(pid: number | string, state: string): boolean {
+  if (state === "X") return true;
+  if (state !== "Z") return false;
+  try {
+    return readdirSync(`/proc/${pid}/task`).length <= 1;
+  } catch {
+    return true; // Reaped meanwhile.
+  }
+}
+
+/**
+ * True while a process of the group is still running. A group whose every member has exited
+ * but is not reaped yet counts as gone: signal 0 still finds it, and an orphaned grandchild
+ * handed to a parent that reaps late or never (the runner as PID 1 without an init) would
+ * otherwise hold every termination for its whole grace and SIGKILL wait.
+ */
 export function groupExists(pgid: number): boolean {
+  return liveMember(pgid, pgid) !== 0;
+}
+
+/**
+ * A running member of the group (`hint` first: the one found last time, so a poll does not scan
+ * /proc again while it runs), or 0 once none is.
+ */
+function liveMember(pgid: number, hint: number): number {
   try {
     process.kill(-pgid, 0);
-    return true;
   } catch {
-    return false;
+    return 0;
   }
+  // /proc is read only for a group that signal 0 still finds.
+  const known = statOf(hint);
+  if (known !== null && known.pgrp === pgid && !exited(hint, known.state)) return hint;
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc");
+  } catch {
+    return pgid; // No /proc: signal 0 is all there is.
+  }
+  let members = 0;
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid)) continue;
+    const s = statOf(pid);
+    if (s === null || s.pgrp !== pgid) continue;
+    if (!exited(pid, s.state)) return Number(pid);
+    members++;
+  }
+  // None found at all: /proc hides them (hidepid, another pid namespace), so trust signal 0.
+  return members === 0 ? pgid : 0;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -37,12 +97,18 @@ export async function terminateGroup(
   killWaitMs = KILL_WAIT_MS,
 ): Promise<void> {
   if (!signalGroup(pgid, "SIGTERM")) return;
+  let member = pgid;
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
-    if (!groupExists(pgid)) return;
+    member = liveMember(pgid, member);
+    if (member === 0) return;
     await sleep(Math.min(25, Math.max(1, deadline - Date.now())));
   }
   if (!signalGroup(pgid, "SIGKILL")) return;
   const killDeadline = Date.now() + killWaitMs;
-  while (groupExists(pgid) && Date.now() < killDeadline) await sleep(10);
+  for (;;) {
+    member = liveMember(pgid, member);
+    if (member === 0 || Date.now() >= killDeadline) return;
+    await sleep(10);
+  }
 }

@@ -10,6 +10,11 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 export interface DualProtocolServer {
   /** Resolves with the bound port. */
   listen(host: string, port: number): Promise<number>;
+  /**
+   * Tell every open HTTP/2 connection to take its next calls elsewhere (a graceful GOAWAY,
+   * NO_ERROR): the calls already open on it run to their end, then it closes.
+   */
+  goAway(): void;
   /** Stop accepting; close idle keep-alive connections; destroy the rest after `forceAfterMs`. */
   close(forceAfterMs: number): Promise<void>;
   /** Open TCP connections (tests assert 0 after teardown). */
@@ -119,6 +124,10 @@ export function createDualProtocolServer(
           resolve(typeof addr === "object" && addr ? addr.port : port);
         });
       });
+    },
+    goAway() {
+      // Node's close() sends GOAWAY with the last stream it processed, so no open call is cut.
+      for (const s of sessions) s.close();
     },
     async close(forceAfterMs) {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));

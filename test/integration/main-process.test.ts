@@ -1,6 +1,6 @@
 import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
-import { readdirSync, readFileSync, realpathSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -119,6 +119,22 @@ function serverPidsOf(homeDir: string): number[] {
   return pids;
 }
 
+/** The pids whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
+}
+
 /** KB of the node binary's own pages (code and read-only data) resident in process `pid`. */
 async function nodeBinaryKb(pid: number): Promise<number> {
   const binary = realpathSync(process.execPath);
@@ -217,6 +233,67 @@ describe("the server process (src/main.ts)", () => {
     await waitUntilGone([versionPid], 3000);
     expect(isAlive(versionPid)).toBe(false);
   });
+
+  it.each([
+    ["SIGTERM", 143],
+    ["SIGHUP", 129],
+  ] as const)(
+    "a %s during start-up abandons it: what it started is stopped, and it exits %i",
+    async (signal, code) => {
+      // Start-up held deterministically: making the spare workspaces' git template runs `git
+      // init`, here one that writes its pid, then waits for the test's word (20 s at most)
+      // before the real git runs.
+      const realGit = (process.env.PATH ?? "")
+        .split(":")
+        .map((dir) => path.join(dir, "git"))
+        .find((file) => existsSync(file));
+      expect(realGit).toBeDefined();
+      const bin = path.join(home, "bin");
+      await mkdir(bin);
+      const gitPidFile = path.join(home, "git.pid");
+      const release = path.join(home, "release-git");
+      await writeFile(
+        path.join(bin, "git"),
+        `#!/bin/sh\necho $$ > '${gitPidFile}'\n` +
+          `for i in $(seq 400); do [ -e '${release}' ] && break; sleep 0.05; done\n` +
+          `exec '${realGit}' "$@"\n`,
+        { mode: 0o755 },
+      );
+      // A provider whose `--version` (started in the background at start-up) would run for 30 s.
+      const codex = path.join(home, "slow-version-codex.sh");
+      const versionPidFile = path.join(home, "version.pid");
+      await writeFile(codex, `#!/bin/sh\necho $$ > '${versionPidFile}'\nexec sleep 30\n`, {
+        mode: 0o755,
+      });
+      const m = startMain({
+        PATH: `${bin}:${process.env.PATH ?? ""}`,
+        FERMILINK_CODEX_BIN: codex,
+        FERMILINK_RUNNER_PORT: "0",
+        FERMILINK_RUNNER_METRICS_PORT: "0",
+        FERMILINK_RUNNER_SPARE_WORKSPACES: "1",
+      });
+      const versionPid = await readPidFile(versionPidFile);
+      const gitPid = await readPidFile(gitPidFile);
+      const server = m.proc.pid ?? 0;
+      const children = childrenOf(server);
+      // Found, or the checks below would check nothing: start-up is still waiting on git.
+      expect(children).toEqual(expect.arrayContaining([versionPid, gitPid]));
+      m.proc.kill(signal);
+      // The start's undo waits for the step under way (git, bounded by its own timeout).
+      await new Promise((r) => setTimeout(r, 200));
+      await writeFile(release, "");
+      expect(await m.exited).toBe(code);
+      const { out } = m.output();
+      expect(out).not.toContain('"msg":"runner listening"');
+      expect(out).toContain(`"signal":"${signal}"`);
+      expect(JSON.parse(out.trimEnd().split("\n").at(-1) ?? "{}")).toMatchObject({
+        msg: "start-up abandoned",
+      });
+      // Nothing the start began outlives it: the `--version` child was stopped with it.
+      await waitUntilGone(children, 3000);
+      expect(children.filter(isAlive)).toEqual([]);
+    },
+  );
 
   it("when start-up fails, writes its whole log, ending with why, to a reader that lags, and exits 1", async () => {
     // Runs a previous process left live: start-up closes them and logs their ids in one line,

@@ -524,6 +524,46 @@ describe("run lifecycle", () => {
     }
   });
 
+  it("shutdown sends HTTP/2 clients a graceful GOAWAY at once: a live call runs to its end, no new one opens on that connection", async () => {
+    server = await startTestServer({ FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "2" });
+    const session = http2.connect(server.baseUrl);
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/run" });
+      stream.end(JSON.stringify({ session_id: "h2drain", user_prompt: "#scenario=slow" }));
+      let body = "";
+      stream.setEncoding("utf8");
+      const ended = new Promise<void>((resolve) => stream.once("end", resolve));
+      stream.on("data", (d: string) => {
+        body += d;
+      });
+      await until(() => body.includes("event: agent"), "the run's first agent event");
+      const goaway = new Promise<{ code: number; lastStreamID: number; atMs: number }>((resolve) =>
+        session.once("goaway", (code: number, lastStreamID: number) =>
+          resolve({ code, lastStreamID, atMs: Date.now() }),
+        ),
+      );
+      const drainStart = Date.now();
+      const closing = server.app.close();
+      const got = await goaway;
+      // At the drain's start, well before its 2 s grace ends the run.
+      expect(got.atMs - drainStart).toBeLessThan(1000);
+      expect(got.code).toBe(http2.constants.NGHTTP2_NO_ERROR);
+      // The live call is covered by the GOAWAY: it goes on and gets its exit event.
+      expect(got.lastStreamID).toBeGreaterThanOrEqual(stream.id ?? Number.POSITIVE_INFINITY);
+      const beforeExit = body.length;
+      expect(() => session.request({ ":method": "GET", ":path": "/healthz" })).toThrow(
+        expect.objectContaining({ code: "ERR_HTTP2_GOAWAY_SESSION" }),
+      );
+      await ended;
+      await closing;
+      expect(body.length).toBeGreaterThan(beforeExit);
+      const exit = body.slice(body.lastIndexOf("event: runner.exit"));
+      expect(exit).toMatch(/"reason": ?"shutdown"/);
+    } finally {
+      session.close();
+    }
+  });
+
   it("shutdown ends a live run with reason shutdown and leaves no process behind", async () => {
     server = await startTestServer();
     const { it: reader } = await openRun(
