@@ -26,6 +26,7 @@ import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
 import { builtinSpareContent, prepareWorkspace } from "./workspace/prepare-workspace.js";
 import { SessionLock } from "./workspace/session-lock.js";
 import { SpareWorkspaces } from "./workspace/spare-workspaces.js";
+import { sweepStaging } from "./workspace/staging.js";
 
 /** A running runner: its bound ports and an ordered shutdown. */
 export interface App {
@@ -266,6 +267,13 @@ async function assemble(
   // does not hold the start-up past the bound: the rest are made in the background.
   await unlessAborted(spares.start(), signal);
   await unlessAborted(spares.whenFilled(SPARES_AT_START_MS), signal);
+  // In the background: a template copy a killed runner left can be large, and nothing waits for it.
+  void sweepStaging(config.workspacesRoot).then(
+    (removed) => {
+      if (removed.length > 0) logger.info({ removed }, "removed what stopped runners left staged");
+    },
+    (err: unknown) => logger.warn({ err }, "could not remove what stopped runners left staged"),
+  );
   const port = await explainListen(
     () => server.listen(config.server.host, config.server.port),
     { which: "main", host: config.server.host, port: config.server.port },

@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
-import { statSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { constants, statSync } from "node:fs";
+import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import { type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
+import { stagingPath } from "./staging.js";
 import { readUntrustedFileSync } from "./untrusted-file.js";
 
 /** A `.git` file holds one `gitdir: <path>` line. */
@@ -11,8 +12,15 @@ const MAX_GITDIR_FILE_BYTES = 64 * 1024;
 
 /**
  * FermiLink's validity rule (spec §4.3 step 4): `.git` dir with HEAD, or a
- * `gitdir:` file. Synchronous: a few stat calls and at most one read of a
- * small file, microseconds, where each thread-pool round trip costs more.
+ * `gitdir:` file; a `.git` dir also needs what git itself looks for before it
+ * takes a directory for a repo: a HEAD that is not empty, `objects/` and
+ * `refs/`. A runner killed while it wrote the repo leaves HEAD empty (created,
+ * not yet written) or missing, and `git init` killed part way can leave
+ * `objects/` out: git then says "not a git repository" in the session, or
+ * finds a repo above the workspaces root and works in that one. Such a `.git`
+ * counts as unfinished and is repaired (`ensureGitRepo`). Synchronous: a few
+ * stat calls and at most one read of a small file, microseconds, where each
+ * thread-pool round trip costs more.
  */
 export function isGitRepo(repoDir: string): boolean {
   const dotGit = path.join(repoDir, ".git");
@@ -25,7 +33,15 @@ export function isGitRepo(repoDir: string): boolean {
   };
   const st = stOf(dotGit);
   if (!st) return false;
-  if (st.isDirectory()) return stOf(path.join(dotGit, "HEAD")) !== undefined;
+  if (st.isDirectory()) {
+    const head = stOf(path.join(dotGit, "HEAD"));
+    return (
+      head !== undefined &&
+      !(head.isFile() && head.size === 0) &&
+      stOf(path.join(dotGit, "objects"))?.isDirectory() === true &&
+      stOf(path.join(dotGit, "refs"))?.isDirectory() === true
+    );
+  }
   // The agent can put anything at .git (a FIFO, a link to /dev/zero): read it as untrusted.
   return readUntrustedFileSync(dotGit, MAX_GITDIR_FILE_BYTES)?.startsWith("gitdir:") ?? false;
 }
@@ -121,8 +137,10 @@ export function gitSkeleton(
     made = (async () => {
       if (!isGitRepo(templateDir)) {
         await rm(templateDir, { recursive: true, force: true });
-        await mkdir(path.dirname(templateDir), { recursive: true });
-        const tmp = await mkdtemp(`${templateDir}.tmp-`);
+        // Made in this runner's staging directory: a runner killed during `git init` leaves
+        // nothing that the next one to start does not remove.
+        const tmp = await stagingPath(path.dirname(templateDir), "git-template");
+        await mkdir(tmp);
         try {
           await gitInit(tmp, env, target);
           await rename(tmp, templateDir);
@@ -193,6 +211,15 @@ async function realParents(dotGit: string, rel: string): Promise<boolean> {
  * planted inside is gone through (it could lead out of the session).
  */
 async function restoreGitDir(dotGit: string, skeleton: GitSkeleton): Promise<void> {
+  // An empty HEAD is a write cut short (git never leaves one): it holds nothing to keep, and
+  // the skeleton's takes its place. Not through a link: O_NOFOLLOW.
+  const head = path.join(dotGit, "HEAD");
+  const headSt = await lstat(head).catch(() => null);
+  const fresh = skeleton.files.find((f) => f.rel === "HEAD");
+  if (headSt?.isFile() && headSt.size === 0 && fresh !== undefined) {
+    const flags = constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW;
+    await writeFile(head, fresh.content, { flag: flags });
+  }
   for (const d of skeleton.dirs) {
     if (await realParents(dotGit, d)) await mkdir(path.join(dotGit, d)).catch(keepExisting);
   }

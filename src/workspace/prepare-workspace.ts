@@ -17,6 +17,7 @@ import { type FsBatchResult, type FsOp, workspaceFs } from "./fs-batch/fs-batch.
 import { ensureGitRepo, freshGitRepoOps, gitSkeleton, isGitRepo } from "./git-repo.js";
 import { resolveSessionDir, sessionRepoDir } from "./session-path.js";
 import type { SpareContent, SpareSource } from "./spare-workspaces.js";
+import { stagingPath } from "./staging.js";
 
 /** Input of `prepareWorkspace`. */
 export interface PrepareWorkspaceOptions {
@@ -173,20 +174,37 @@ async function ensureOutputs(repoDir: string): Promise<void> {
  * copy that failed part way (disk full, an entry cp cannot copy) left a repo
  * every later run took as made (it exists), so the rest of the template never
  * arrived and the session's package overlay lost its first-run replacements.
+ * The staging name is in this runner's staging directory (staging.ts), where
+ * a copy cut short by a kill is found and removed at the next start-up; a
+ * session directory on another file system (a link to another disk) gets it
+ * beside its repo instead, as a rename cannot cross file systems.
  */
-async function copyTemplate(template: string, repoDir: string): Promise<void> {
-  const staging = path.join(
-    path.dirname(repoDir),
-    `.${path.basename(repoDir)}-${randomBytes(6).toString("hex")}.tmp`,
-  );
+async function copyTemplate(
+  template: string,
+  repoDir: string,
+  workspacesRoot: string,
+): Promise<void> {
+  const copyVia = async (staging: string) => {
+    try {
+      // Links are copied as they are: by default cp re-points a relative link at the template's
+      // own file, so an agent editing its copy would change the template of every later session.
+      await cp(template, staging, { recursive: true, errorOnExist: false, verbatimSymlinks: true });
+      await rename(staging, repoDir);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    }
+  };
   try {
-    // Links are copied as they are: by default cp re-points a relative link at the template's
-    // own file, so an agent editing its copy would change the template of every later session.
-    await cp(template, staging, { recursive: true, errorOnExist: false, verbatimSymlinks: true });
-    await rename(staging, repoDir);
+    await copyVia(await stagingPath(workspacesRoot, path.basename(path.dirname(repoDir))));
   } catch (err) {
-    await rm(staging, { recursive: true, force: true });
-    throw err;
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    await copyVia(
+      path.join(
+        path.dirname(repoDir),
+        `.${path.basename(repoDir)}-${randomBytes(6).toString("hex")}.tmp`,
+      ),
+    );
   }
 }
 
@@ -423,7 +441,8 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     const repoStat = await lstat(repoDir).catch(() => null);
     if (repoStat?.isSymbolicLink()) throw symlinkRefused(repoDir, "repo");
     const createdRepo = repoStat === null;
-    if (createdRepo) await copyTemplate(opts.softwareRoot ?? BUILTIN_TEMPLATE_DIR, repoDir);
+    if (createdRepo)
+      await copyTemplate(opts.softwareRoot ?? BUILTIN_TEMPLATE_DIR, repoDir, opts.workspacesRoot);
     // AGENTS.md and .git are disjoint paths: both at once.
     await Promise.all([
       syncAgentsFile(repoDir, agents, opts.providerAlias, opts.knownAliases),

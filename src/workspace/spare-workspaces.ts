@@ -12,20 +12,24 @@
  * allocates nothing. Spares are made on the file-system worker only while it
  * has nothing else to do, so making them never delays a run.
  *
- * Layout: `<root>/.runner-spares/<layout key>/<tag>-<n>/`, each a complete
+ * Layout: `<root>/.runner-spares/<layout key>/<owner>/<n>/`, each a complete
  * new session (`.tmp/`, `repo/` with AGENTS.md, the empty git repo,
  * `projects/memory.md` empty, `outputs/`). The key hashes everything a spare
- * contains, so spares made by an earlier runner with the same template are
- * reused after a restart and any others are removed. A spare is built under
- * a `.building-` name and renamed when complete: a crash never leaves a
+ * contains; the owner is the runner that made or took over the spares
+ * (owner.ts). Runners sharing a root (a rolling deploy) each use only their
+ * own: at start-up a runner takes over the spares of its layout whose owner
+ * is gone (reused after a restart) and removes the rest of what gone runners
+ * left, never a live runner's, whatever its layout. A spare is built under a
+ * `.building-` name and renamed when complete: a crash never leaves a
  * half-made one where it could be taken.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { lstat, mkdir, readdir, rmdir } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../log/logger.js";
 import type { FsBatchRunner, FsOp, TreeOp } from "./fs-batch/fs-batch.js";
 import { freshGitRepoOps, type GitSkeleton } from "./git-repo.js";
+import { forgetFresh, keepFresh, ownerGone, runnerOwner } from "./owner.js";
 import { SESSION_TMP_DIRNAME } from "./session-path.js";
 
 /** Under the workspaces root; a dot name, so no session id can take it. */
@@ -33,6 +37,9 @@ export const SPARES_DIRNAME = ".runner-spares";
 
 /** Bump when the layout of a spare changes (the key then changes, and old spares go). */
 const LAYOUT_VERSION = "1";
+
+/** A ready spare's name in a runner's layout directory before spares had owners. */
+const LEGACY_SPARE = /^[0-9a-f]{8}-\d+$/;
 
 /** How long to wait before making spares again after one could not be made. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
@@ -86,8 +93,8 @@ export function spareTree(content: SpareContent): TreeOp[] {
 
 export class SpareWorkspaces implements SpareSource {
   private readonly ready: string[] = [];
-  /** This process's prefix for the spares it names: two runners never pick the same name. */
-  private readonly tag = randomBytes(4).toString("hex");
+  /** This runner's directory name in the layout's directory (owner.ts). */
+  private readonly owner: string;
   private made = 0;
   private dir: string | null = null;
   /** The spare layout's name on the file-system worker. */
@@ -109,9 +116,12 @@ export class SpareWorkspaces implements SpareSource {
       logger: Logger;
       /** The pause after a spare could not be made or claimed (tests shorten it). */
       retryAfterFailureMs?: number;
+      /** Whose spares these are (owner.ts); this process by default. */
+      owner?: string;
     },
   ) {
     this.retryAfterFailureMs = opts.retryAfterFailureMs ?? RETRY_AFTER_FAILURE_MS;
+    this.owner = opts.owner ?? runnerOwner();
   }
 
   /** Spares ready to be taken. */
@@ -134,19 +144,49 @@ export class SpareWorkspaces implements SpareSource {
     try {
       const content = await this.opts.content();
       const base = path.join(this.opts.workspacesRoot, SPARES_DIRNAME);
-      const dir = path.join(base, layoutKey(content));
+      const keyDir = path.join(base, layoutKey(content));
+      const dir = path.join(keyDir, this.owner);
       await mkdir(dir, { recursive: true });
       const stale: string[] = [];
-      for (const name of await readdir(base)) {
-        if (path.join(base, name) !== dir) stale.push(path.join(base, name));
+      const adopt: string[] = [];
+      for (const key of await readdir(base)) {
+        const at = path.join(base, key);
+        const names = await readdir(at).catch(() => null);
+        // Something else there, from no layout of spares.
+        if (names === null) stale.push(at);
+        for (const name of names ?? []) {
+          const from = path.join(at, name);
+          if (name === this.owner) {
+            // Made by an earlier pool of this process (tests make several): still this runner's.
+            for (const spare of (await readdir(from)).sort()) {
+              if (!/^\d+$/.test(spare)) stale.push(path.join(from, spare));
+              else if (at === keyDir) this.ready.push(path.join(from, spare));
+              this.made = Math.max(this.made, Number(spare) || 0);
+            }
+            if (at !== keyDir) stale.push(from);
+            continue;
+          }
+          if (LEGACY_SPARE.test(name)) {
+            // A spare of a runner from before owners (no way to tell whether it lives).
+            (at === keyDir ? adopt : stale).push(from);
+            continue;
+          }
+          const st = await lstat(from).catch(() => null);
+          // A live runner's spares, whatever their layout, are its own to use (a rolling deploy).
+          if (st === null || !ownerGone(name, st.mtimeMs)) continue;
+          // A gone runner's ready spares of this layout are taken over; the rest of its dir goes.
+          if (at === keyDir) {
+            for (const spare of await readdir(from).catch(() => [] as string[]))
+              if (/^\d+$/.test(spare)) adopt.push(path.join(from, spare));
+          }
+          stale.push(from);
+        }
       }
-      for (const name of (await readdir(dir)).sort()) {
-        if (/^[0-9a-f]{8}-\d+$/.test(name)) this.ready.push(path.join(dir, name));
-        else stale.push(path.join(dir, name));
-      }
-      this.tree = `spare-${path.basename(dir)}`;
+      this.tree = `spare-${path.basename(keyDir)}`;
       this.opts.fs.defineTree(this.tree, spareTree(content));
       this.dir = dir;
+      keepFresh(dir);
+      await this.adopt(adopt);
       if (stale.length > 0) {
         const removed = await this.opts.fs.run(stale.map((p): FsOp => ({ op: "remove", path: p })));
         if (removed.failedAt >= 0) {
@@ -156,6 +196,10 @@ export class SpareWorkspaces implements SpareSource {
           );
         }
       }
+      // Layouts no runner uses any more: their directories go once they are empty.
+      for (const key of await readdir(base)) {
+        if (path.join(base, key) !== keyDir) await rmdir(path.join(base, key)).catch(() => {});
+      }
     } catch (err) {
       this.opts.logger.warn(
         { err },
@@ -164,6 +208,29 @@ export class SpareWorkspaces implements SpareSource {
       return;
     }
     this.fill();
+  }
+
+  /**
+   * Move the ready spares a gone runner left into this one's directory, so
+   * they are this runner's to hand out (and to leave to the next). Another
+   * runner starting at the same time may take some of them first.
+   */
+  private async adopt(spares: readonly string[]): Promise<void> {
+    const { dir } = this;
+    if (dir === null) return;
+    const ops = spares.map(
+      (from): FsOp => ({
+        op: "claim",
+        from,
+        to: path.join(dir, String(++this.made)),
+      }),
+    );
+    for (let i = 0; i < ops.length; ) {
+      const result = await this.opts.fs.run(ops.slice(i));
+      const end = result.failedAt < 0 ? ops.length : i + result.failedAt;
+      for (const op of ops.slice(i, end)) if (op.op === "claim") this.ready.push(op.to);
+      i = end + 1;
+    }
   }
 
   take(): string | null {
@@ -202,6 +269,7 @@ export class SpareWorkspaces implements SpareSource {
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     await this.whenFilled();
+    if (this.dir !== null) forgetFresh(this.dir);
   }
 
   private fill(): void {
@@ -238,7 +306,7 @@ export class SpareWorkspaces implements SpareSource {
         await sleep(IDLE_POLL_MS);
         continue;
       }
-      const name = `${this.tag}-${++this.made}`;
+      const name = String(++this.made);
       const building = path.join(dir, `.building-${name}`);
       const result = await this.opts.fs.run([
         { op: "stamp", tree, at: building },

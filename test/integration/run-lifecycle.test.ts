@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
+import { runnerOwner } from "../../src/workspace/owner.js";
 import { SPARES_DIRNAME } from "../../src/workspace/spare-workspaces.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { parseSse, postRun, type SseEvent } from "../helpers/sse-client.js";
@@ -75,7 +76,12 @@ describe("run lifecycle", () => {
     await spares.whenFilled();
     expect(spares.readyCount).toBe(3);
     const [keyDir] = await readdir(path.join(server.workspacesRoot, SPARES_DIRNAME));
-    const spareDir = path.join(server.workspacesRoot, SPARES_DIRNAME, keyDir as string);
+    const spareDir = path.join(
+      server.workspacesRoot,
+      SPARES_DIRNAME,
+      keyDir as string,
+      runnerOwner(),
+    );
     const inodes = async () =>
       new Set(
         await Promise.all(

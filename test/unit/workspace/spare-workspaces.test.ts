@@ -1,3 +1,5 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
 import {
   lstat,
@@ -15,9 +17,11 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../../src/log/logger.js";
 import { FsBatchRunner } from "../../../src/workspace/fs-batch/fs-batch.js";
+import { ownerOf, runnerOwner } from "../../../src/workspace/owner.js";
 import { builtinSpareContent, prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
 import {
   SPARES_DIRNAME,
+  type SpareContent,
   type SpareOutcome,
   SpareWorkspaces,
 } from "../../../src/workspace/spare-workspaces.js";
@@ -33,12 +37,18 @@ beforeEach(async () => {
   fs = new FsBatchRunner();
 });
 afterEach(async () => {
+  for (const c of children.splice(0)) c.kill("SIGKILL");
   for (const p of pools.splice(0)) await p.stop();
   await fs.close();
   await rm(root, { recursive: true, force: true });
 });
 
-function pool(target: number, workspacesRoot = ws, retryAfterFailureMs?: number): SpareWorkspaces {
+function pool(
+  target: number,
+  workspacesRoot = ws,
+  retryAfterFailureMs?: number,
+  extra: { owner?: string; content?: () => Promise<SpareContent> } = {},
+): SpareWorkspaces {
   const p = new SpareWorkspaces({
     workspacesRoot,
     target,
@@ -46,9 +56,30 @@ function pool(target: number, workspacesRoot = ws, retryAfterFailureMs?: number)
     fs,
     logger: createLogger("silent"),
     ...(retryAfterFailureMs === undefined ? {} : { retryAfterFailureMs }),
+    ...extra,
   });
   pools.push(p);
   return p;
+}
+
+const children: ChildProcess[] = [];
+
+/** The owner token of another process that is running (killed after the test). */
+async function liveOwner(): Promise<string> {
+  const child = spawn("sleep", ["60"], { stdio: "ignore" });
+  children.push(child);
+  await once(child, "spawn");
+  return ownerOf(child.pid as number) as string;
+}
+
+/** The owner token of a process that ran and is gone. */
+async function deadOwner(): Promise<string> {
+  const child = spawn("sleep", ["60"], { stdio: "ignore" });
+  await once(child, "spawn");
+  const token = ownerOf(child.pid as number) as string;
+  child.kill("SIGKILL");
+  await once(child, "exit");
+  return token;
 }
 
 /** A pool started and filled. */
@@ -122,9 +153,11 @@ describe("SpareWorkspaces", () => {
     expect(spares.readyCount).toBe(3);
     const keyDirs = await readdir(path.join(ws, SPARES_DIRNAME));
     expect(keyDirs).toHaveLength(1);
-    const names = await readdir(path.join(ws, SPARES_DIRNAME, keyDirs[0] as string));
+    // Under this runner's own directory (owner.ts).
+    const mine = path.join(ws, SPARES_DIRNAME, keyDirs[0] as string, runnerOwner());
+    const names = await readdir(mine);
     expect(names.filter((n) => !n.startsWith("."))).toHaveLength(3);
-    const one = path.join(ws, SPARES_DIRNAME, keyDirs[0] as string, names[0] as string);
+    const one = path.join(mine, names[0] as string);
     const layout = await tree(one);
     expect(layout).toContain(".tmp/ 755");
     expect(layout).toContain('repo/projects/memory.md 644 ""');
@@ -212,20 +245,50 @@ describe("SpareWorkspaces", () => {
     expect(spares.readyCount).toBe(0);
   });
 
-  it("reuses an earlier runner's spares and removes half-made and outdated ones", async () => {
-    const first = await filledPool(2);
+  it("takes over a gone runner's spares of its layout and removes the rest of what gone runners left", async () => {
+    const dead = await deadOwner();
+    const first = pool(2, ws, undefined, { owner: dead });
+    await first.start();
+    await first.whenFilled();
     await first.stop();
+    const left = [first.take() as string, first.take() as string];
+    const inodes = new Set(await Promise.all(left.map(async (p) => (await stat(p)).ino)));
     const base = path.join(ws, SPARES_DIRNAME);
     const [key] = await readdir(base);
     const keyDir = path.join(base, key as string);
-    const before = (await readdir(keyDir)).sort();
-    await mkdir(path.join(keyDir, ".building-0000abcd-9", "repo"), { recursive: true });
-    await mkdir(path.join(base, "0123456789abcdef", "deadbeef-1"), { recursive: true });
+    // Half-made by the gone runner; another layout's, gone too; one from before owners.
+    await mkdir(path.join(keyDir, dead, ".building-3", "repo"), { recursive: true });
+    await mkdir(path.join(base, "0123456789abcdef", dead, "1"), { recursive: true });
+    await mkdir(path.join(base, "fedcba9876543210", "deadbeef-1"), { recursive: true });
 
     const second = await filledPool(2);
     expect(second.readyCount).toBe(2);
-    expect((await readdir(keyDir)).sort()).toEqual(before);
+    // The same directories, moved into this runner's own: none was made anew.
+    const taken = [second.take() as string, second.take() as string];
+    expect(taken.every((p) => path.dirname(p) === path.join(keyDir, runnerOwner()))).toBe(true);
+    expect(new Set(await Promise.all(taken.map(async (p) => (await stat(p)).ino)))).toEqual(inodes);
+    expect(await readdir(keyDir)).toEqual([runnerOwner()]);
     expect(await readdir(base)).toEqual([key]);
+  });
+
+  it("never removes or takes a live runner's spares, of its layout or of another (a rolling deploy)", async () => {
+    // Two other runners, alive: one with an older template (another layout), one with this one's.
+    const older = pool(2, ws, undefined, {
+      owner: await liveOwner(),
+      content: async () => ({ ...(await builtinSpareContent(ws)), agents: Buffer.from("old") }),
+    });
+    const same = pool(2, ws, undefined, { owner: await liveOwner() });
+    for (const p of [older, same]) {
+      await p.start();
+      await p.whenFilled();
+    }
+    const theirs = [older.take(), older.take(), same.take(), same.take()] as string[];
+
+    const mine = await filledPool(2);
+    expect(mine.readyCount).toBe(2);
+    for (const p of theirs) expect(existsSync(path.join(p, "repo", ".git", "HEAD")), p).toBe(true);
+    const own = [mine.take(), mine.take()] as string[];
+    expect(own.some((p) => theirs.includes(p))).toBe(false);
   });
 
   it("makes spares only while the worker has nothing else to do, and waits for them within a bound", async () => {

@@ -1,5 +1,6 @@
-import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, readdirSync } from "node:fs";
 import {
   link,
   lstat,
@@ -14,11 +15,16 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
+import { ownerGone, ownerOf, runnerOwner, STALE_AFTER_MS } from "../../../src/workspace/owner.js";
 import { prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
 import { SessionLock } from "../../../src/workspace/session-lock.js";
 import { generateSessionId, resolveSessionDir } from "../../../src/workspace/session-path.js";
+import { STAGING_DIRNAME, stagingPath, sweepStaging } from "../../../src/workspace/staging.js";
+
+const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "fixtures");
 
 let root: string;
 beforeEach(async () => {
@@ -295,6 +301,9 @@ describe("prepareWorkspace", () => {
       ["inactive alias linked", (r) => symlink("AGENTS.md", path.join(r, "GEMINI.md"))],
       [".git removed", (r) => rm(path.join(r, ".git"), { recursive: true })],
       [".git/HEAD removed", (r) => rm(path.join(r, ".git", "HEAD"))],
+      // What a runner killed while writing the repo leaves: a HEAD created and not yet written.
+      [".git/HEAD left empty", (r) => writeFile(path.join(r, ".git", "HEAD"), "")],
+      [".git/objects missing", (r) => rm(path.join(r, ".git", "objects"), { recursive: true })],
       ["memory.md removed", (r) => rm(path.join(r, "projects", "memory.md"))],
       ["outputs removed", (r) => rm(path.join(r, "outputs"), { recursive: true })],
     ];
@@ -410,6 +419,93 @@ describe("prepareWorkspace", () => {
     expect(git("log", "--format=%s")).toBe("the user's work\n");
     expect(git("config", "flr.marker").trim()).toBe("kept");
     expect(await readdir(outside)).toEqual([]);
+  });
+
+  it("repairs a .git whose HEAD a killed runner left empty, keeping the session's history", async () => {
+    const ws = await prep("empty-head");
+    const git = (...args: string[]) =>
+      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
+        cwd: ws.repoDir,
+      }).toString();
+    await writeFile(path.join(ws.repoDir, "result.txt"), "42\n");
+    git("add", "-A");
+    git("commit", "-qm", "the user's work");
+    const head = git("rev-parse", "HEAD").trim();
+    // The batch's order: memory.md comes after .git, so a kill there leaves it missing too.
+    await writeFile(path.join(ws.repoDir, ".git", "HEAD"), "");
+    await rm(path.join(ws.repoDir, "projects", "memory.md"));
+
+    const again = await prep("empty-head");
+    expect(again.createdRepo).toBe(false);
+    expect(git("rev-parse", "HEAD").trim()).toBe(head);
+    expect(git("log", "--format=%s")).toBe("the user's work\n");
+    expect(await readFile(path.join(ws.repoDir, "result.txt"), "utf8")).toBe("42\n");
+  });
+
+  it("leaves nothing of a template copy cut short by a kill once a runner starts, and never a live runner's", async () => {
+    const wsRoot = path.join(root, "ws");
+    const sw = path.join(root, "software");
+    await mkdir(sw);
+    // Enough files that the copy is still going when the first one lands.
+    await Promise.all(
+      Array.from({ length: 400 }, (_, i) => writeFile(path.join(sw, `f-${i}.txt`), "x")),
+    );
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(FIXTURES, "copy-then-die.ts"), wsRoot, sw],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+    expect({ code, signal }).toEqual({ code: null, signal: "SIGKILL" });
+    const dead = out.trim();
+    const copied = () =>
+      readdirSync(wsRoot, { recursive: true }).filter((p) => String(p).endsWith(".txt"));
+    expect(copied().length).toBeGreaterThan(0);
+    // A live runner's copy in progress (another process), and this one's own.
+    const live = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      await once(live, "spawn");
+      const liveOwner = ownerOf(live.pid as number) as string;
+      const liveCopy = path.join(wsRoot, STAGING_DIRNAME, liveOwner, "s2-0123");
+      await mkdir(liveCopy, { recursive: true });
+      const ownCopy = await stagingPath(wsRoot, "s3");
+      await mkdir(ownCopy);
+
+      expect(await sweepStaging(wsRoot)).toEqual([path.join(wsRoot, STAGING_DIRNAME, dead)]);
+      expect(copied()).toEqual([]);
+      expect(existsSync(liveCopy)).toBe(true);
+      expect(existsSync(ownCopy)).toBe(true);
+    } finally {
+      live.kill("SIGKILL");
+    }
+    // The session's next run copies the whole template.
+    const ws = await prep("s", { softwareRoot: sw });
+    expect(ws.createdRepo).toBe(true);
+    expect(readdirSync(ws.repoDir).filter((n) => n.endsWith(".txt"))).toHaveLength(400);
+  });
+
+  it("judges an owner from /proc in its own pid namespace, and elsewhere by how long ago it was touched", async () => {
+    expect(ownerGone(runnerOwner(), 0)).toBe(false);
+    const child = spawn("sleep", ["60"], { stdio: "ignore" });
+    await once(child, "spawn");
+    const token = ownerOf(child.pid as number) as string;
+    expect(ownerGone(token, 0)).toBe(false);
+    // The same pid with another start time is another process (the pid was reused).
+    const [boot, ns, pid, start] = token.split("-");
+    expect(ownerGone(`${boot}-${ns}-${pid}-${Number(start) + 1}`, Date.now())).toBe(true);
+    child.kill("SIGKILL");
+    await once(child, "exit");
+    expect(ownerGone(token, Date.now())).toBe(true);
+    // Another namespace (a container, a host on a shared volume): alive while it is touched.
+    const other = `${boot}-1-${pid}-${start}`;
+    expect(ownerGone(other, Date.now() - 60_000)).toBe(false);
+    expect(ownerGone(other, Date.now() - STALE_AFTER_MS - 60_000)).toBe(true);
+    // Names from before owners are nobody's.
+    expect(ownerGone("1a2b3c4d-7", Date.now())).toBe(true);
   });
 
   it("writes the provider's directories and files with a new and with an existing session", async () => {

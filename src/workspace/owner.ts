@@ -1,0 +1,114 @@
+/**
+ * Which runner process a directory under the workspaces root belongs to, so
+ * that several runners sharing one root (a rolling deploy, a restart that
+ * overlaps the old process) clean up only what a dead runner left: a
+ * half-made template copy, a spare it can no longer hand out.
+ *
+ * A runner names its directories with an owner token:
+ * `<boot id>-<pid namespace>-<pid>-<start time>`. A token of this boot and
+ * this pid namespace is judged from /proc: gone when that pid is not running,
+ * or runs a process that started at another time (the pid was reused). Any
+ * other token (another host on a shared volume, another container, an
+ * earlier boot) cannot be looked up: it counts as gone once its directory has
+ * not been touched for `STALE_AFTER_MS`, and a live runner touches its own
+ * every `HEARTBEAT_MS` (`keepFresh`).
+ */
+import { readFileSync, readlinkSync } from "node:fs";
+import { utimes } from "node:fs/promises";
+
+/** How often a runner touches the directories it owns. */
+const HEARTBEAT_MS = 5 * 60_000;
+
+/** A directory whose owner cannot be looked up is gone once it is this old. */
+export const STALE_AFTER_MS = 60 * 60_000;
+
+const TOKEN = /^([0-9a-f]{8})-(\d+)-(\d+)-(\d+)$/;
+
+function readOr(read: () => string, fallback: string): string {
+  try {
+    return read();
+  } catch {
+    return fallback;
+  }
+}
+
+/** The first 8 hex digits of this boot's id ("00000000" where there is none). */
+const BOOT = readOr(
+  () => readFileSync("/proc/sys/kernel/random/boot_id", "latin1").replaceAll("-", "").slice(0, 8),
+  "00000000",
+);
+
+/** The pid namespace's inode: a pid means the same process only within one namespace. */
+const PID_NS = readOr(() => readlinkSync("/proc/self/ns/pid").replace(/\D/g, ""), "0");
+
+/** State and start time (clock ticks after boot) of a process, or null when there is none. */
+function processStat(pid: number): { state: string; start: string } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may hold spaces and parentheses: fields are counted after its end.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const state = fields[0];
+  const start = fields[19];
+  return state === undefined || start === undefined ? null : { state, start };
+}
+
+/** The owner token of process `pid` of this namespace, or null when it is not running. */
+export function ownerOf(pid: number): string | null {
+  const st = processStat(pid);
+  return st === null ? null : `${BOOT}-${PID_NS}-${pid}-${st.start}`;
+}
+
+let self: string | undefined;
+
+/** This process's owner token. */
+export function runnerOwner(): string {
+  // Without /proc (not Linux) the token cannot be checked there: a random "start time" keeps it
+  // unique, and others judge it by its age as they do a token of another host.
+  self ??= ownerOf(process.pid) ?? `${BOOT}-0-${process.pid}-${Date.now()}`;
+  return self;
+}
+
+/**
+ * Whether the owner named `token` is gone, so that what it left may be
+ * removed or taken over. `mtimeMs`: when its directory was last touched. A
+ * name that is no token (left by a runner before owners existed) is gone.
+ */
+export function ownerGone(token: string, mtimeMs: number, nowMs = Date.now()): boolean {
+  const m = TOKEN.exec(token);
+  if (m === null) return true;
+  const [, boot, ns, pid, start] = m;
+  if (boot === BOOT && ns === PID_NS && ns !== "0") {
+    const st = processStat(Number(pid));
+    // A zombie has stopped writing: only its parent has not collected it yet.
+    return st === null || st.start !== start || st.state === "Z" || st.state === "X";
+  }
+  return nowMs - mtimeMs > STALE_AFTER_MS;
+}
+
+const fresh = new Set<string>();
+let heartbeat: NodeJS.Timeout | undefined;
+
+/**
+ * Touch `dir` every few minutes while this runner lives, so that a runner
+ * that cannot look this one up in /proc never takes it for gone.
+ */
+export function keepFresh(dir: string): void {
+  fresh.add(dir);
+  heartbeat ??= setInterval(() => {
+    const now = new Date();
+    for (const d of fresh) void utimes(d, now, now).catch(() => fresh.delete(d));
+  }, HEARTBEAT_MS).unref();
+}
+
+/** Stop touching `dir` (its owner is done with it). */
+export function forgetFresh(dir: string): void {
+  fresh.delete(dir);
+  if (fresh.size === 0) {
+    clearInterval(heartbeat);
+    heartbeat = undefined;
+  }
+}
