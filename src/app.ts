@@ -193,8 +193,6 @@ async function assemble(
       "closed runs left live by a previous runner process",
     );
   }
-  const retention = startRetention(store, config.store, logger);
-  undo.push(() => retention.stop());
   const packages = new PackageCatalog({
     scipkgRoot: config.scipkgRoot,
     envActive: config.scipkgActive,
@@ -246,6 +244,12 @@ async function assemble(
     now: Date.now,
     observer: metrics,
   });
+  // After the pipeline: retention keeps the owners of sessions it holds runs of.
+  const retention = startRetention(store, config.store, logger, Date.now, {
+    workspacesRoot: config.workspacesRoot,
+    sessionsInMemory: () => pipeline.sessionsInMemory(),
+  });
+  undo.push(() => retention.stop());
   const server = createDualProtocolServer(
     createMainHandler({
       pipeline,

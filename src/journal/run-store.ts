@@ -64,10 +64,21 @@ export interface RunQuery {
  */
 export interface RunStore {
   /**
-   * Record `ownerNorm` (a normalised user id, "" = no user) as the session's
-   * owner unless it has one; returns the owner recorded. Retention keeps it.
+   * The session's recorded owner (a normalised user id, "" = no user). A
+   * session without one is recorded as the user of its earliest stored run
+   * that names a user (runs made while auth was off), else as `ownerNorm`.
    */
   claimSession(sessionId: string, ownerNorm: string, nowMs: number): string;
+  /**
+   * Delete the owner records of sessions with no stored run, except those
+   * `keep` names; one transaction. `page`: only the first `limit` records (in
+   * session id order) after `after`; `next` is where the next page starts,
+   * null after the last. Without it, every record.
+   */
+  pruneSessions(
+    keep: (sessionId: string) => boolean,
+    page?: { after: string; limit: number },
+  ): { deleted: number; next: string | null };
   createRun(record: RunRecord): void;
   updateRun(runId: string, update: RunUpdate): void;
   /** Append events (ascending seq, continuing the run's journal) in one transaction. */

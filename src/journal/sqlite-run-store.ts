@@ -16,7 +16,9 @@ import {
  * Bump with a step in `migrate` whenever SCHEMA changes. 2: events are keyed
  * by the run's integer `run_key`, not its 36-character id. 3: events are
  * stored in chunks (`event_chunks`), not a row each. 4: `sessions` records
- * who owns a session (claimed by its first run while auth is on).
+ * who owns a session (claimed by its first run while auth is on). An index
+ * alone needs no bump: a runner of the same version reads the file as before
+ * (SCHEMA's `IF NOT EXISTS` adds it to a store at this version).
  */
 const SCHEMA_VERSION = 4;
 
@@ -94,6 +96,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user_norm, created_at_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_key ON runs (run_key);
+-- A session's runs, oldest first: its owner's backfill and the pruning of owners of sessions
+-- with no runs left are index lookups, not scans of every run.
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, created_at_ms, run_id);
 CREATE TABLE IF NOT EXISTS sessions (
   session_id TEXT PRIMARY KEY,
   owner_norm TEXT NOT NULL,
@@ -496,14 +501,47 @@ export class SqliteRunStore implements RunStore {
   }
 
   claimSession(sessionId: string, ownerNorm: string, nowMs: number): string {
-    // Two first runs at once: the insert that lands first owns it, and both read the same row.
-    this.stmt(
-      "INSERT OR IGNORE INTO sessions (session_id, owner_norm, claimed_at_ms) VALUES (?, ?, ?)",
-    ).run(sessionId, ownerNorm, nowMs);
-    const owner = this.stmt("SELECT owner_norm FROM sessions WHERE session_id = ?")
+    const recorded = this.stmt("SELECT owner_norm FROM sessions WHERE session_id = ?")
       .pluck(true)
-      .get(sessionId) as string;
+      .get(sessionId) as string | undefined;
+    if (recorded !== undefined) return recorded;
+    // No owner yet, but runs while auth was off may have named one: the session is the first
+    // such user's (their workspace and history are in it), not whoever comes first now.
+    const earliest = this.stmt(
+      `SELECT user_norm FROM runs WHERE session_id = ? AND user_norm <> ''
+        ORDER BY created_at_ms, run_id LIMIT 1`,
+    )
+      .pluck(true)
+      .get(sessionId) as string | undefined;
+    const owner = earliest ?? ownerNorm;
+    // Synchronous from the lookup on, so no other claim comes between.
+    this.stmt("INSERT INTO sessions (session_id, owner_norm, claimed_at_ms) VALUES (?, ?, ?)").run(
+      sessionId,
+      owner,
+      nowMs,
+    );
     return owner;
+  }
+
+  pruneSessions(
+    keep: (sessionId: string) => boolean,
+    page: { after: string; limit: number } = { after: "", limit: -1 },
+  ): { deleted: number; next: string | null } {
+    let deleted = 0;
+    let next: string | null = null;
+    this.db.transaction(() => {
+      const rows = this.stmt(
+        `SELECT session_id, EXISTS (SELECT 1 FROM runs r WHERE r.session_id = s.session_id)
+           FROM sessions s WHERE session_id > ? ORDER BY session_id LIMIT ?`,
+      )
+        .raw(true)
+        .all(page.after, page.limit) as [string, number][];
+      const del = this.stmt("DELETE FROM sessions WHERE session_id = ?");
+      for (const [id, stored] of rows)
+        if (stored === 0 && !keep(id)) deleted += del.run(id).changes;
+      if (page.limit >= 0 && rows.length === page.limit) next = rows[rows.length - 1]?.[0] ?? null;
+    })();
+    return { deleted, next };
   }
 
   createRun(r: RunRecord): void {

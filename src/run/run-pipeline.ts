@@ -60,6 +60,18 @@ export class RunPipeline {
     return this.runs.size;
   }
 
+  /**
+   * Sessions of the runs held in memory: live and queued ones (from their
+   * session's claim on, before the store has their row) and ended ones whose
+   * writes are pending. Retention keeps their owner records.
+   */
+  sessionsInMemory(): Set<string> {
+    const sessions = new Set<string>();
+    for (const { state } of this.runs.values()) sessions.add(state.sessionId);
+    for (const state of this.unwritten.values()) sessions.add(state.sessionId);
+    return sessions;
+  }
+
   /** Viewers of a live run waiting for its next event (0 when it is not live); for tests and ops. */
   viewersWaiting(runId: string): number {
     return this.runs.get(runId)?.state.journal.waitingViewers ?? 0;

@@ -32,7 +32,7 @@ import { handleOpsRoute, OPS_PATHS, type OpsRouteDeps } from "./ops/ops-routes.j
 import { handlePackagesRoute } from "./packages-route.js";
 import { requestPath } from "./request-path.js";
 import { handleRunRoute } from "./sse/run-route.js";
-import { handleRunsRoute, matchRunsRoute } from "./sse/runs-routes.js";
+import { handleRunsRoute, matchRunsRoute, runsRouteMethods } from "./sse/runs-routes.js";
 import { AUTH_CALLER, authenticate, RAW_REQUEST_HEADERS } from "./token-guard.js";
 import { loadWebUi, serveWebUi } from "./web-ui.js";
 
@@ -85,13 +85,24 @@ export function createMainHandler(deps: {
       return undefined;
     }
   };
+  /**
+   * A guarded route's method, then its token: a wrong method gets the 405 it gets with auth
+   * off (FastAPI's answer: the route is known, the method is not), and only a call the route
+   * would serve is asked for a token. Undefined when the request was answered here.
+   */
+  const guardedCaller = (
+    req: AnyRequest,
+    res: AnyResponse,
+    allow: "GET, HEAD" | "POST",
+  ): Caller | null | undefined =>
+    methodAllowed(req, res, allow) ? httpCaller(req, res) : undefined;
   const fermilinkRoutes = (req: AnyRequest, res: AnyResponse) => {
     // Parsed for its query (and to refuse a target no URL can be made of); routed by the path as sent.
     const url = new URL(req.url ?? "/", "http://runner");
     const pathname = requestPath(req.url ?? "/");
     if (pathname === "/run") {
-      const caller = httpCaller(req, res);
-      if (caller === undefined || !methodAllowed(req, res, "POST")) return;
+      const caller = guardedCaller(req, res, "POST");
+      if (caller === undefined) return;
       handleRunRoute(
         req,
         res,
@@ -115,7 +126,7 @@ export function createMainHandler(deps: {
     }
     const runsRoute = matchRunsRoute(pathname);
     if (runsRoute) {
-      const caller = httpCaller(req, res);
+      const caller = guardedCaller(req, res, runsRouteMethods(runsRoute));
       if (caller === undefined) return;
       handleRunsRoute(
         req,
@@ -137,7 +148,7 @@ export function createMainHandler(deps: {
       return;
     }
     if (pathname === "/packages") {
-      if (httpCaller(req, res) === undefined || !methodAllowed(req, res, "GET, HEAD")) return;
+      if (guardedCaller(req, res, "GET, HEAD") === undefined) return;
       handlePackagesRoute(res, deps.packages).catch((err: unknown) => {
         deps.logger.error({ err }, "GET /packages crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });

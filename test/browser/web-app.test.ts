@@ -804,3 +804,67 @@ describe("the browser app's static files", () => {
     }
   });
 });
+
+run("the browser app's package list and token field", () => {
+  it("offers to retry a failed package list, by its button or when the field is opened", async () => {
+    server = await startTestServer();
+    await writePackageRoot(path.join(server.home, "scientific_packages"), {
+      meep: { files: { "docs/x.md": "" } },
+    });
+    const page = await browser.newPage();
+    const down = (route: { fulfill(r: object): Promise<void> }) =>
+      route.fulfill({
+        status: 503,
+        contentType: "application/json",
+        body: JSON.stringify({ code: "unavailable", message: "packages down" }),
+      });
+    const LIST = "**/fermilink.runner.v1.PackageService/ListPackages";
+    await page.route(LIST, down);
+    await page.goto(`${server.baseUrl}/`);
+    await page.locator("#packages-status", { hasText: "packages down" }).waitFor();
+    await page.locator("#packages-retry").waitFor({ state: "visible" });
+    await page.unroute(LIST);
+    await page.click("#packages-retry");
+    await page.locator("#package option[value=meep]").waitFor({ state: "attached" });
+    expect(await page.locator("#packages-status").textContent()).toBe("");
+    expect(await page.isHidden("#packages-retry")).toBe(true);
+    // Failed again (a token change reloads it); opening the field asks once more.
+    await page.route(LIST, down);
+    await page.fill("#token", "changed-token");
+    await page.locator("#token").blur();
+    await page.locator("#packages-status", { hasText: "packages down" }).waitFor();
+    await page.unroute(LIST);
+    const asked = page.waitForRequest((r) => r.url().endsWith("/ListPackages"));
+    await page.focus("#package");
+    await (await asked).response();
+    await page.waitForFunction(`document.getElementById("packages-status").textContent === ""`);
+    expect(await page.isHidden("#packages-retry")).toBe(true);
+    expect(await page.locator("#package option[value=meep]").count()).toBe(1);
+    await page.close();
+  });
+
+  it("says plainly that a token with characters beyond Latin-1 cannot be sent", async () => {
+    server = await startTestServer();
+    const page = await openApp(`${server.baseUrl}/`);
+    const sent: string[] = [];
+    page.on("request", (r) => sent.push(r.url()));
+    // A dash a word processor made of "-": fetch refuses it in a header.
+    await page.fill("#token", "tok—0123456789abcdef");
+    await page.fill("#prompt", "never sent");
+    await page.click("#start");
+    await page.locator("#status", { hasText: "token" }).waitFor();
+    const said =
+      "The token in the Token field has characters an HTTP header cannot carry (only Latin-1 ones can be sent): check that it was copied whole, without typographic quotes or dashes";
+    expect(await page.locator("#status").textContent()).toBe(said);
+    expect(await page.isEnabled("#start")).toBe(true);
+    await page.locator("#runs-status", { hasText: "token" }).waitFor();
+    expect(await page.locator("#runs-status").textContent()).toBe(`Run list unavailable: ${said}`);
+    expect(sent.filter((u) => u.includes("/fermilink.runner.v1."))).toEqual([]);
+    // Latin-1 beyond ASCII can be sent: such a token reaches the runner.
+    await page.fill("#token", "tök-0123456789abcdef");
+    await page.fill("#prompt", "sent");
+    await page.click("#start");
+    await page.locator("#status", { hasText: "Ended: completed" }).waitFor();
+    await page.close();
+  });
+});

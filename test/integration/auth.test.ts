@@ -14,8 +14,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { PackageService } from "../../gen/fermilink/runner/v1/packages_pb.js";
 import { RunRequestSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { pruneSessionOwners, READ_GRACE_MS, startRetention } from "../../src/journal/retention.js";
+import type { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { collect } from "../helpers/collect.js";
 import { envelope } from "../helpers/envelope.js";
+import { h2Upload } from "../helpers/h2-upload.js";
 import { parseSse } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -148,6 +151,32 @@ describe("auth on the SSE and HTTP routes", () => {
     expect(await runIds(bobList)).toEqual([]);
     const svc = await fetch(`${s.baseUrl}/runs/${runId}?user_id=alice`, { headers: bearer(SVC) });
     expect(svc.status).toBe(200);
+  });
+
+  it("answers a wrong method on a guarded route 405 with Allow, as with auth off, before asking for a token", async () => {
+    const s = await server();
+    const runId = (await sseRun(s.baseUrl, { user_prompt: "hi" }, bearer(ALICE))).meta.run_id;
+    for (const [method, p, allow] of [
+      ["GET", "/run", "POST"],
+      ["HEAD", "/run", "POST"],
+      ["PUT", "/run", "POST"],
+      ["POST", "/runs", "GET, HEAD"],
+      ["DELETE", `/runs/${runId}`, "GET, HEAD"],
+      ["POST", `/runs/${runId}/events`, "GET, HEAD"],
+      ["GET", `/runs/${runId}/cancel`, "POST"],
+      ["POST", "/packages", "GET, HEAD"],
+    ] as const) {
+      const res = await fetch(`${s.baseUrl}${p}`, { method });
+      const got = { status: res.status, allow: res.headers.get("allow") };
+      expect({ method, p, ...got }).toEqual({ method, p, status: 405, allow });
+      expect(res.headers.get("www-authenticate"), `${method} ${p}`).toBeNull();
+    }
+    // A right method still needs the token, and a wrong one with a token gets the same 405.
+    expect((await fetch(`${s.baseUrl}/runs/${runId}/cancel`, { method: "POST" })).status).toBe(401);
+    expect((await fetch(`${s.baseUrl}/run`, { headers: bearer(ALICE) })).status).toBe(405);
+    // Over HTTP/2 too; a body sent with the wrong method does not leave the stream open.
+    const put = await h2Upload(s.baseUrl, { ":method": "PUT", ":path": "/run" }, 2 * 1024 * 1024);
+    expect([put.status, put.closed, put.rstCode]).toEqual([405, true, 0]);
   });
 
   it("leaves /healthz, the web app, ops, preflights and reflection open", async () => {
@@ -338,20 +367,55 @@ describe("sessions belong to the user who created them", () => {
     expect((await again(ALICE)).status).toBe(200);
   });
 
-  it("records no owner while auth is off (FermiLink's contract)", async () => {
+  it("records no owner while auth is off (FermiLink's contract); once on, a session is its earliest stored user's", async () => {
     const storeDir = await mkdtemp(path.join(tmpdir(), "flr-auth-store-"));
     dirs.push(storeDir);
     const store = { FERMILINK_RUNNER_STORE_PATH: path.join(storeDir, "runs.sqlite3") };
     const off = await server(store);
     const body = { user_prompt: "hi", session_id: "s1" };
+    const anonymous = { user_prompt: "hi", session_id: "s2" };
     expect((await sseRun(off.baseUrl, { ...body, user_id: "alice" })).status).toBe(200);
     expect((await sseRun(off.baseUrl, { ...body, user_id: "bob" })).status).toBe(200);
+    expect((await sseRun(off.baseUrl, anonymous)).status).toBe(200);
     expect((await fetch(`${off.baseUrl}/runs`)).status).toBe(200);
     await off.stop();
     servers.splice(servers.indexOf(off), 1);
-    // Turned on later, the session's first run under auth claims it.
+    // Turned on later: s1 is Alice's, whose run came first; Bob's later run there gives him nothing.
     const on = await server({ ...AUTH_ENV, ...store });
-    expect((await sseRun(on.baseUrl, body, bearer(BOB))).status).toBe(200);
-    expect((await sseRun(on.baseUrl, body, bearer(ALICE))).status).toBe(403);
+    expect((await sseRun(on.baseUrl, body, bearer(BOB))).status).toBe(403);
+    expect((await sseRun(on.baseUrl, body, bearer(ALICE))).status).toBe(200);
+    // A session whose stored runs name no user goes to its first run under auth.
+    expect((await sseRun(on.baseUrl, anonymous, bearer(BOB))).status).toBe(200);
+    expect((await sseRun(on.baseUrl, anonymous, bearer(ALICE))).status).toBe(403);
+  });
+
+  it("retention drops a session's owner once nothing of the session is left: no stored run, no workspace", async () => {
+    const s = await server();
+    const run = (sessionId: string, token: string) =>
+      sseRun(s.baseUrl, { user_prompt: "hi", session_id: sessionId }, bearer(token));
+    const store = (s.app.pipeline as unknown as { deps: { store: SqliteRunStore } }).deps.store;
+    const remains = {
+      workspacesRoot: s.workspacesRoot,
+      sessionsInMemory: () => s.app.pipeline.sessionsInMemory(),
+    };
+    for (const id of ["s1", "s2"]) expect((await run(id, ALICE)).status).toBe(200);
+    // Every run goes (the clock past their age and their readers' grace).
+    startRetention(
+      store,
+      { retentionMs: 0, maxBytes: 1024 ** 4 },
+      s.app.logger,
+      () => Date.now() + 2 * READ_GRACE_MS,
+    ).stop();
+    expect(await runIds(await fetch(`${s.baseUrl}/runs`, { headers: bearer(ALICE) }))).toEqual([]);
+    // The workspaces are still there: the sessions stay Alice's.
+    expect(await pruneSessionOwners(store, remains)).toBe(0);
+    expect((await run("s1", BOB)).status).toBe(403);
+    // Her s3 keeps its stored run when its workspace goes; s1, gone from disk too, is free.
+    expect((await run("s3", ALICE)).status).toBe(200);
+    for (const id of ["s1", "s3"]) await rm(path.join(s.workspacesRoot, id), { recursive: true });
+    expect(await pruneSessionOwners(store, remains)).toBe(1);
+    expect((await run("s1", BOB)).status).toBe(200);
+    expect((await run("s2", BOB)).status).toBe(403);
+    expect((await run("s3", BOB)).status).toBe(403);
   });
 });

@@ -47,9 +47,24 @@ const tokenInput = $<HTMLInputElement>("token");
  */
 const TOKEN_KEY = `fermilink-runner.token ${runnerUrl}`;
 tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
+/**
+ * Marks the error for a token that fetch cannot send: header values are Latin-1, and fetch
+ * refuses anything beyond with an error that says nothing of the token. (A cause, not a
+ * subclass: ConnectError's `instanceof` matches any ConnectError.)
+ */
+const TOKEN_NOT_SENDABLE = new Error("token not sendable");
+const tokenNotSendable = () =>
+  new ConnectError(
+    "The token in the Token field has characters an HTTP header cannot carry (only Latin-1 ones can be sent): check that it was copied whole, without typographic quotes or dashes",
+    Code.InvalidArgument,
+    undefined,
+    undefined,
+    TOKEN_NOT_SENDABLE,
+  );
 /** Read at each call, so a token typed after the page loaded is sent by the next call. */
 const bearer: Interceptor = (next) => (req) => {
   const token = tokenInput.value.trim();
+  if (/[\u0100-\u{10ffff}]/u.test(token)) throw tokenNotSendable();
   if (token !== "") req.header.set("Authorization", `Bearer ${token}`);
   return next(req);
 };
@@ -69,6 +84,7 @@ const statusLine = $<HTMLParagraphElement>("status");
 const reattachButton = $<HTMLButtonElement>("reattach");
 const runsStatus = $<HTMLParagraphElement>("runs-status");
 const packagesStatus = $<HTMLParagraphElement>("packages-status");
+const packagesRetry = $<HTMLButtonElement>("packages-retry");
 const runIdLabel = $<HTMLSpanElement>("run-id");
 const runList = $<HTMLUListElement>("runs");
 const view = new EventView($<HTMLDivElement>("events"));
@@ -95,6 +111,7 @@ function setStatus(text: string): void {
 function describeError(err: unknown): string {
   const ce = ConnectError.from(err);
   if (ce.code === Code.Canceled) return "Stopped watching.";
+  if (ce.cause === TOKEN_NOT_SENDABLE) return ce.rawMessage;
   // A runner with auth on refuses every call without a good token: say what to fix, where.
   if (ce.code === Code.Unauthenticated)
     return `The runner needs a token: ${ce.rawMessage} (enter it in the Token field)`;
@@ -314,9 +331,18 @@ async function refreshRuns(): Promise<void> {
   }
 }
 
+/** Package listings asked for: only the latest is shown (an earlier one may answer last). */
+let packageLoads = 0;
+/** The last listing failed: the next one is asked for by Retry or when the field is opened. */
+let packagesFailed = false;
+
 async function loadPackages(): Promise<void> {
+  const load = ++packageLoads;
   try {
     const list = await packages.listPackages({});
+    if (load !== packageLoads) return;
+    packagesFailed = false;
+    packagesRetry.hidden = true;
     // Loaded again when the token changes: the first option is the field's own, and the choice stays.
     const chosen = packageSelect.value;
     packageSelect.replaceChildren(packageSelect.options[0] as HTMLOptionElement);
@@ -331,12 +357,20 @@ async function loadPackages(): Promise<void> {
     packageSelect.value = chosen;
     if (packageSelect.value !== chosen) packageSelect.value = "";
   } catch (err) {
+    if (load !== packageLoads) return;
     // Shown by the package field, not in the status line: it may answer after a run has begun.
     packagesStatus.textContent = `Packages unavailable: ${describeError(err)}`;
+    packagesFailed = true;
+    packagesRetry.hidden = false;
   }
 }
 
 $<HTMLButtonElement>("refresh-runs").addEventListener("click", () => void refreshRuns());
+packagesRetry.addEventListener("click", () => void loadPackages());
+// Someone about to choose a package wants the list: a failed one is asked for again.
+packageSelect.addEventListener("focus", () => {
+  if (packagesFailed) void loadPackages();
+});
 userInput.addEventListener("change", () => void refreshRuns());
 // Kept as typed, so a reload straight after typing keeps it too.
 tokenInput.addEventListener("input", () => {

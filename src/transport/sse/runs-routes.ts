@@ -11,7 +11,6 @@ import {
   type AnyRequest,
   type AnyResponse,
   firstHeader,
-  methodAllowed,
   onClientGone,
   sendJson,
 } from "../http-types.js";
@@ -99,12 +98,20 @@ export function matchRunsRoute(
   return { kind: "get", runId };
 }
 
+/** The methods a `/runs...` route answers (checked by the caller, before the token). */
+export function runsRouteMethods(
+  route: NonNullable<ReturnType<typeof matchRunsRoute>>,
+): "GET, HEAD" | "POST" {
+  return route.kind === "cancel" ? "POST" : "GET, HEAD";
+}
+
 /**
  * The HTTP twins of Attach, Cancel, GetRun and ListRuns:
  * `GET /runs/{id}/events` streams a run in `POST /run`'s wire form and
  * resumes after `Last-Event-ID` (or `?after=`), so a browser EventSource
  * reconnects without losing or repeating a frame; once everything was sent
  * and the run has ended it answers 204, which tells EventSource to stop.
+ * The caller has checked the method (`runsRouteMethods`).
  */
 export async function handleRunsRoute(
   req: AnyRequest,
@@ -117,7 +124,6 @@ export async function handleRunsRoute(
 ): Promise<void> {
   // Every GET route answers HEAD too: the same status and headers, no body (RFC 9110 §9.3.2).
   const head = req.method === "HEAD";
-  if (!methodAllowed(req, res, route.kind === "cancel" ? "POST" : "GET, HEAD")) return;
   try {
     const viewer = viewerOf(req, url, caller);
     switch (route.kind) {

@@ -571,6 +571,50 @@ describe("SqliteRunStore retention", () => {
     expect(store.prune({ endedBeforeMs: 1e15, maxBytes: 0 })).toBe(1);
     expect(store.claimSession("s1", "bob", 6)).toBe("alice");
   });
+
+  it("gives a session with no owner to the user of its earliest stored run that names one, else to its first claimant", () => {
+    const add = (id: string, sessionId: string, userId: string | null, createdAtMs: number) =>
+      store.createRun(record(id, { sessionId, userId, createdAtMs }));
+    // Runs while auth was off: an anonymous one first, then Bob's, then Alice's.
+    add("a1", "s1", null, 100);
+    add("a2", "s1", "Alice", 300);
+    add("b1", "s1", " BOB ", 200);
+    expect(store.claimSession("s1", "alice", 400)).toBe("bob");
+    // Recorded: Bob's runs going does not hand the session to Alice.
+    store.prune({ endedBeforeMs: 0, maxBytes: 0 });
+    expect(store.claimSession("s1", "alice", 500)).toBe("bob");
+    add("n1", "s2", null, 100);
+    add("n2", "s2", "  ", 200);
+    expect(store.claimSession("s2", "carol", 600)).toBe("carol");
+    expect(store.claimSession("s2", "bob", 700)).toBe("carol");
+  });
+
+  it("prunes the owners of sessions with no stored run that nothing else keeps", () => {
+    for (const id of ["gone", "kept", "stored"]) store.claimSession(id, "alice", 1);
+    store.createRun(record("r", { sessionId: "stored", status: "finished", endedAtMs: 5 }));
+    const asked: string[] = [];
+    const keep = (id: string) => {
+      asked.push(id);
+      return id === "kept";
+    };
+    // A page at a time, in session id order: "gone" alone, then the rest.
+    expect(store.pruneSessions(keep, { after: "", limit: 1 })).toEqual({
+      deleted: 1,
+      next: "gone",
+    });
+    expect(store.pruneSessions(keep, { after: "gone", limit: 5 })).toEqual({
+      deleted: 0,
+      next: null,
+    });
+    expect(asked).toEqual(["gone", "kept"]);
+    expect(store.claimSession("gone", "bob", 2)).toBe("bob");
+    expect(store.claimSession("kept", "bob", 2)).toBe("alice");
+    expect(store.claimSession("stored", "bob", 2)).toBe("alice");
+    // Once its last run went, a session's owner goes too, in the next pass.
+    expect(store.prune({ endedBeforeMs: 1e15, maxBytes: 0 })).toBe(1);
+    expect(store.pruneSessions(() => false)).toEqual({ deleted: 3, next: null });
+    expect(store.claimSession("stored", "bob", 3)).toBe("bob");
+  });
 });
 
 describe("SqliteRunStore sizes and reads", () => {
