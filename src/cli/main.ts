@@ -39,7 +39,8 @@ Options:
 
 Exit code: ${RUN_EXIT.succeeded} the run succeeded, ${RUN_EXIT.failed} it failed, ${RUN_EXIT.usage} bad usage,
 ${RUN_EXIT.unreachable} the server cannot be reached, does not answer in time or refuses the request
-(its code and message are printed), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach),
+(its code and message are printed; no run started), ${RUN_EXIT.lost} the stream broke after the run started
+and before its end (its outcome is unknown), ${RUN_EXIT.interrupted} interrupted by Ctrl-C (which ends the run unless --detach),
 ${RUN_EXIT.brokenPipe} the reader of the output went away (| head), ${RUN_EXIT.terminated} / ${RUN_EXIT.hangup} stopped by SIGTERM / SIGHUP
 (which end the run as Ctrl-C does).
 `;

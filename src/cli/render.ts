@@ -102,7 +102,11 @@ export function renderItem(item: AgentItem, st: Style): string | null {
     case "usage": {
       const u = k.value;
       const cost = u.costUsd === undefined ? "" : `, $${u.costUsd.toFixed(4)}`;
-      const cached = u.cachedInputTokens > 0n ? ` (${u.cachedInputTokens} cached)` : "";
+      const cacheParts = [
+        u.cachedInputTokens > 0n ? `${u.cachedInputTokens} cached` : "",
+        u.cacheWriteInputTokens > 0n ? `${u.cacheWriteInputTokens} written to cache` : "",
+      ].filter((p) => p !== "");
+      const cached = cacheParts.length > 0 ? ` (${cacheParts.join(", ")})` : "";
       const reasoning = u.reasoningTokens > 0n ? `, ${u.reasoningTokens} reasoning` : "";
       return st.dim(
         `tokens: ${u.inputTokens} in${cached}, ${u.outputTokens} out${reasoning}${cost}`,

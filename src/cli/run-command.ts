@@ -32,7 +32,13 @@ export const RUN_EXIT = {
   succeeded: 0,
   failed: 1,
   usage: 2,
+  /** No run: the server could not be reached, did not answer in time, or refused the request. */
   unreachable: 3,
+  /**
+   * The stream ended after the run began (its first event) but before its exit event: the
+   * outcome is unknown, so a script must not take it for a refusal and simply start it again.
+   */
+  lost: 4,
   interrupted: 130,
   /** Stopped by SIGHUP (its terminal closed) or SIGTERM: 128 + the signal, as a shell reports it. */
   hangup: 129,
@@ -149,6 +155,8 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     }
     const ce = ConnectError.from(err);
     process.stderr.write(`fermilink-runner: ${Code[ce.code]}: ${ce.rawMessage} (${opts.url})\n`);
+    // The server refuses before the first event; an error after it is the stream breaking.
+    if (last !== undefined) return lostRun(last);
     // The server's message names the header; the fix on this side is an option.
     if (ce.code === Code.Unauthenticated)
       process.stderr.write(
@@ -164,11 +172,16 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
   }
   out.write(renderer.end());
   if (stoppedBy !== null) return stopped(stoppedBy, last, opts.detach);
-  if (last?.event.case !== "exit") {
-    process.stderr.write("fermilink-runner: the stream ended before the run's exit event\n");
-    return RUN_EXIT.failed;
-  }
+  if (last?.event.case !== "exit") return lostRun(last);
   return exitSucceeded(last) ? RUN_EXIT.succeeded : RUN_EXIT.failed;
+}
+
+function lostRun(last: RunEvent | undefined): number {
+  const run = last?.runId ? `run ${last.runId}` : "the run";
+  process.stderr.write(
+    `fermilink-runner: the stream ended before the run's exit event; the outcome of ${run} is unknown\n`,
+  );
+  return RUN_EXIT.lost;
 }
 
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;

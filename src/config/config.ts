@@ -57,7 +57,7 @@ export interface Config {
     killGraceMs: number;
     /** How long after a run's end, and between sweeps, its id is looked for in /proc (orphan-sweeper.ts). */
     orphanSweepMs: number;
-    /** Longest output line kept; longer lines are cut and flagged `truncated`. */
+    /** Longest output line kept; a longer one is cut (a JSON one stays JSON), flagged `truncated`. */
     maxLineBytes: number;
     /** On SIGTERM/SIGINT, how long live runs may go on before they are ended. */
     shutdownGraceMs: number;

@@ -149,7 +149,7 @@ export const ENV_SPECS: readonly EnvVarSpec[] = [
     name: "FERMILINK_RUNNER_MAX_LINE_BYTES",
     default: "8388608",
     description:
-      "Longest provider output line kept (65536-268435456); longer lines are cut and flagged truncated.",
+      "Longest provider output line kept (65536-268435456); longer lines are cut and flagged truncated (a JSON line stays JSON: its long strings are shortened and marked).",
   },
   {
     name: "FERMILINK_RUNNER_SUBPROCESS_STREAM_LIMIT",

@@ -234,6 +234,7 @@ function writeItem(w: Writer, item: AgentItem): void {
         w.num(3, tokens(item.outputTokens));
         w.num(4, tokens(item.reasoningTokens));
         if (item.costUsd !== null && item.costUsd !== undefined) w.double(5, item.costUsd);
+        w.num(6, tokens(item.cacheWriteInputTokens));
       });
       return;
     case "error":

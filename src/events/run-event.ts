@@ -65,6 +65,7 @@ export type AgentItem =
       outputTokens: number;
       reasoningTokens: number;
       costUsd: number | null;
+      cacheWriteInputTokens: number;
     }
   | { kind: "error"; message: string; retryable: boolean; fatal: boolean }
   | { kind: "result"; success: boolean; text: string };

@@ -74,6 +74,7 @@ function itemToProto(item: AgentItem): ProtoAgentItem {
             outputTokens: BigInt(Math.max(0, Math.trunc(item.outputTokens))),
             reasoningTokens: BigInt(Math.max(0, Math.trunc(item.reasoningTokens))),
             costUsd: item.costUsd ?? undefined,
+            cacheWriteInputTokens: BigInt(Math.max(0, Math.trunc(item.cacheWriteInputTokens))),
           },
         },
       });

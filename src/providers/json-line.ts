@@ -88,12 +88,14 @@ export function toInputJson(value: unknown): string {
 
 /**
  * A usage item. All providers are mapped to one convention, OpenAI's:
- * `inputTokens` counts every prompt token, cached ones included, and
- * `cachedInputTokens` is the cached part of it.
+ * `inputTokens` counts every prompt token, cached ones and those written to
+ * the cache included; `cachedInputTokens` (read from the cache) and
+ * `cacheWriteInputTokens` (written to it) are parts of it.
  */
 export function usageItem(parts: {
   input: unknown;
   cached?: unknown;
+  cacheWrite?: unknown;
   output: unknown;
   reasoning?: unknown;
   costUsd?: unknown;
@@ -105,6 +107,7 @@ export function usageItem(parts: {
     outputTokens: asCount(parts.output),
     reasoningTokens: asCount(parts.reasoning),
     costUsd: asNumber(parts.costUsd),
+    cacheWriteInputTokens: asCount(parts.cacheWrite),
   };
 }
 

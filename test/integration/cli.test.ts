@@ -7,10 +7,16 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { ExitReason, RunService, RunStatus } from "../../gen/fermilink/runner/v1/run_pb.js";
+import {
+  ExitReason,
+  RunEventSchema,
+  RunService,
+  RunStatus,
+} from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { envelope } from "../helpers/envelope.js";
 import { isAlive, waitUntilGone } from "../helpers/process-census.js";
@@ -160,6 +166,46 @@ describe("fermilink-runner run", () => {
     expect(refused.err).toContain("NotFound: Requested package not found: nope");
     expect(down.code).toBe(3);
     expect(down.err).toMatch(/Unavailable: .*ECONNREFUSED.*\(http:\/\/127\.0\.0\.1:9\)/);
+  });
+
+  it("exits 4, not 3, when the stream breaks after the run began: its outcome is unknown", async () => {
+    // A server that starts the run (its meta event), then drops the connection or ends the
+    // stream without the run's exit event.
+    const meta = toBinary(
+      RunEventSchema,
+      create(RunEventSchema, {
+        runId: "run-1",
+        seq: 1n,
+        event: { case: "meta", value: { sessionId: "s1" } },
+      }),
+    );
+    let ending: "drop" | "end" = "drop";
+    const breaker = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/connect+proto" });
+        res.write(envelope(0, meta), () => {
+          if (ending === "drop") setTimeout(() => res.socket?.destroy(), 50);
+          else res.end(envelope(2, Buffer.from("{}")));
+        });
+      });
+    });
+    await new Promise<void>((resolve) => breaker.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(breaker.address() as AddressInfo).port}`;
+    const lost =
+      "the stream ended before the run's exit event; the outcome of run run-1 is unknown";
+    try {
+      const dropped = await cli(["run", "x", "--url", url]);
+      expect(dropped.code).toBe(4);
+      expect(dropped.out).toMatch(/^run run-1 · session s1/m);
+      expect(dropped.err).toMatch(new RegExp(`\\(${url}\\)\nfermilink-runner: ${lost}\n$`));
+      ending = "end";
+      const ended = await cli(["run", "x", "--url", url]);
+      expect(ended.code).toBe(4);
+      expect(ended.err).toBe(`fermilink-runner: ${lost}\n`);
+    } finally {
+      breaker.close();
+    }
   });
 
   it("sends --token (else FERMILINK_RUNNER_TOKEN) as a bearer token, and exits 3 on a refusal without printing it", async () => {

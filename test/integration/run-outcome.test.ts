@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { postRun } from "../helpers/sse-client.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -56,5 +56,27 @@ describe("the runner's verdict on a run (runner.exit succeeded / killed_by_runne
       succeeded: false,
       killed_by_runner: true,
     });
+  });
+
+  it("keeps a Claude result line longer than FERMILINK_RUNNER_MAX_LINE_BYTES readable: the run succeeds", async () => {
+    server = await startTestServer({
+      FERMILINK_AGENT_PROVIDER: "claude",
+      FERMILINK_CLAUDE_BIN: FAKE_AGENT,
+      FERMILINK_RUNNER_MAX_LINE_BYTES: "65536",
+    });
+    const res = await postRun(server.baseUrl, { user_prompt: "#scenario=claude-long-result" });
+    const exit = JSON.parse(res.events.at(-1)?.data ?? "{}") as Record<string, unknown>;
+    expect(exit).toMatchObject({ reason: "completed", return_code: 0, succeeded: true });
+    // The line as sent: the same JSON, its long text cut and marked, its small fields whole.
+    const line = res.events.find((e) => e.event === "agent" && e.data.includes('"result"'));
+    const result = JSON.parse(line?.data ?? "{}") as Record<string, unknown>;
+    expect(result).toMatchObject({
+      type: "result",
+      subtype: "success",
+      is_error: false,
+      total_cost_usd: 0.5,
+      usage: { input_tokens: 3, cache_read_input_tokens: 5, output_tokens: 2 },
+    });
+    expect(result.result).toBe(`${"x".repeat(4096)}… [cut: ${100_000 - 4096} bytes]`);
   });
 });

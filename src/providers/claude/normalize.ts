@@ -235,13 +235,14 @@ function resultItems(event: JsonObject): AgentItem[] {
   const items: AgentItem[] = [];
   if (usage) {
     const cacheRead = asCount(usage.cache_read_input_tokens);
+    const cacheWrite = asCount(usage.cache_creation_input_tokens);
     // Anthropic's input_tokens excludes cache reads and writes; add them back (json-line.ts convention).
-    const input =
-      asCount(usage.input_tokens) + cacheRead + asCount(usage.cache_creation_input_tokens);
+    const input = asCount(usage.input_tokens) + cacheRead + cacheWrite;
     items.push(
       usageItem({
         input,
         cached: cacheRead,
+        cacheWrite,
         output: usage.output_tokens,
         costUsd: event.total_cost_usd,
       }),

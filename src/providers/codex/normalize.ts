@@ -137,6 +137,8 @@ export function normalizeCodexLine(line: string): AgentItem[] {
           usageItem({
             input: usage.input_tokens,
             cached: usage.cached_input_tokens,
+            // Codex ≥0.169 (real-tool-run transcript); like the cached count, part of input_tokens.
+            cacheWrite: usage.cache_write_input_tokens,
             output: usage.output_tokens,
             reasoning: usage.reasoning_output_tokens,
           }),

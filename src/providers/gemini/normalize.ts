@@ -59,17 +59,27 @@ function toolUseItems(event: JsonObject): AgentItem[] {
  */
 const POLICY_VIOLATION = "policy_violation";
 
-/** The tool name a `tool_use` line gave call `id`, or null. */
-function toolNameIn(raw: string, id: string): string | null {
+/** A call as its `tool_use` line gave it. */
+interface ToolUse {
+  name: string;
+  input: unknown;
+}
+
+/** The call `id` of a `tool_use` line, or null. */
+function toolUseIn(raw: string, id: string): ToolUse | null {
   const event = parseJsonObject(raw);
-  return event?.type === "tool_use" && event.tool_id === id ? asString(event.tool_name) : null;
+  return event?.type === "tool_use" && event.tool_id === id
+    ? { name: asString(event.tool_name), input: event.parameters }
+    : null;
 }
 
 /**
- * A result names only its tool id: its tool's name comes from the call's
- * `tool_use` line among the run's earlier lines (the id alone cannot always
- * tell where the name ends), and a file tool's change comes without entries,
- * to pair by id.
+ * A result names only its tool id: its tool's name and input come from the
+ * call's `tool_use` line among the run's earlier lines (the id alone cannot
+ * always tell where the name ends). A file tool's change ends, as Claude's
+ * does, for the path the call named, with the result's status (completed,
+ * failed or declined alike); with the call out of reach it has no entries
+ * and pairs by id.
  */
 function toolResultItems(event: JsonObject, earlier: EarlierLines): AgentItem[] {
   const id = asString(event.tool_id);
@@ -77,14 +87,15 @@ function toolResultItems(event: JsonObject, earlier: EarlierLines): AgentItem[] 
   const refused = asString(error?.type) === POLICY_VIOLATION;
   const status = refused ? "declined" : asItemStatus(event.status);
   const output = asString(event.output) || asString(error?.message);
-  const named =
-    id === "" ? null : earlier(`"tool_id":${JSON.stringify(id)}`, (raw) => toolNameIn(raw, id));
-  const name = named || toolNameFromId(id);
+  const use =
+    id === "" ? null : earlier(`"tool_id":${JSON.stringify(id)}`, (raw) => toolUseIn(raw, id));
+  const name = use?.name || toolNameFromId(id);
   if (name === SHELL_TOOL) {
     return [{ kind: "command", id, command: "", output, exitCode: null, status }];
   }
   const call: AgentItem = { kind: "tool_call", id, name, inputJson: "", output, status };
-  const change = fileChangeItem(FILE_TOOLS, { id, name, input: null, status });
+  const input = use?.name === name ? use.input : null;
+  const change = fileChangeItem(FILE_TOOLS, { id, name, input, status });
   return change ? [call, change] : [call];
 }
 

@@ -132,12 +132,14 @@ function stepFinishItems(part: JsonObject): AgentItem[] {
   const tokens = asObject(part.tokens);
   const cache = asObject(tokens?.cache);
   const cacheRead = asCount(cache?.read);
+  const cacheWrite = asCount(cache?.write);
   // opencode's `input` excludes cache reads and writes; add them back (json-line.ts convention).
-  const input = asCount(tokens?.input) + cacheRead + asCount(cache?.write);
+  const input = asCount(tokens?.input) + cacheRead + cacheWrite;
   const items: AgentItem[] = [
     usageItem({
       input,
       cached: cacheRead,
+      cacheWrite,
       output: tokens?.output,
       reasoning: tokens?.reasoning,
       costUsd: part.cost,

@@ -78,6 +78,13 @@ describe("terminal rendering of one event", () => {
       value: { inputTokens: 120n, cachedInputTokens: 100n, outputTokens: 7n, costUsd: 0.0123 },
     });
     expect(renderEvent(agent([usage]), PLAIN)).toBe("tokens: 120 in (100 cached), 7 out, $0.0123");
+    const cacheWrite = item({
+      case: "usage",
+      value: { inputTokens: 120n, cachedInputTokens: 100n, cacheWriteInputTokens: 20n },
+    });
+    expect(renderEvent(agent([cacheWrite]), PLAIN)).toBe(
+      "tokens: 120 in (100 cached, 20 written to cache), 0 out",
+    );
     const thinking = item({ case: "reasoning", value: { text: "hmm" } });
     expect(renderEvent(agent([thinking]), PLAIN)).toBe("(thinking) hmm");
     const error = item({ case: "error", value: { message: "quota", fatal: true } });

@@ -115,6 +115,7 @@ const edgeCases: RunEvent[] = [
     outputTokens: 12.7,
     reasoningTokens: -5,
     costUsd: 0,
+    cacheWriteInputTokens: 7,
   }),
   item({
     kind: "usage",
@@ -123,6 +124,7 @@ const edgeCases: RunEvent[] = [
     outputTokens: 3,
     reasoningTokens: 4,
     costUsd: null,
+    cacheWriteInputTokens: 0,
   }),
   item({
     kind: "usage",
@@ -131,6 +133,7 @@ const edgeCases: RunEvent[] = [
     outputTokens: 0,
     reasoningTokens: 0,
     costUsd: 0.0123,
+    cacheWriteInputTokens: 0,
   }),
   item({ kind: "error", message: "boom", retryable: true, fatal: false }),
   item({ kind: "error", message: "", retryable: false, fatal: true }),
@@ -154,6 +157,7 @@ const edgeCases: RunEvent[] = [
     outputTokens: 2 ** 64 - 2048,
     reasoningTokens: 2 ** 53 + 2,
     costUsd: null,
+    cacheWriteInputTokens: 2 ** 53 + 4,
   }),
 ];
 
@@ -230,6 +234,7 @@ describe("values no field can hold", () => {
       outputTokens: 0,
       reasoningTokens: 0,
       costUsd: null,
+      cacheWriteInputTokens: 0,
     });
     expect(() => encodeLineEvent(usage)).toThrow(RangeError);
     const beyondUint64 = item({
@@ -239,6 +244,7 @@ describe("values no field can hold", () => {
       outputTokens: 0,
       reasoningTokens: 0,
       costUsd: null,
+      cacheWriteInputTokens: 0,
     });
     expect(() => toBinary(RunEventSchema, runEventToProto(beyondUint64))).toThrow();
     expect(() => encodeLineEvent(beyondUint64)).toThrow(RangeError);

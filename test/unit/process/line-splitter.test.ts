@@ -1,12 +1,24 @@
 import { describe, expect, it } from "vitest";
 import { splitLines } from "../../../src/process/line-splitter.js";
 
-async function split(chunks: (string | Buffer)[], max = 1 << 20) {
+async function split(chunks: (string | Buffer)[], max = 1 << 20, keep?: number) {
   async function* src() {
     for (const c of chunks) yield Buffer.isBuffer(c) ? c : Buffer.from(c);
   }
   const out: { text: string; truncated: boolean }[] = [];
-  for await (const l of splitLines(src(), max)) out.push(l);
+  for await (const l of splitLines(src(), max, keep)) out.push(l);
+  return out;
+}
+
+/** `bytes` in pieces of 1 to 97 bytes, as a pipe may deliver them. */
+function pieces(bytes: Buffer, seed: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < bytes.length; ) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    const n = 1 + (seed % 97);
+    out.push(bytes.subarray(i, i + n));
+    i += n;
+  }
   return out;
 }
 
@@ -68,5 +80,66 @@ describe("splitLines", () => {
         .map((s) => new TextDecoder().decode(Buffer.from(s, "latin1")));
       expect((await split(chunks)).map((l) => l.text)).toEqual(expected);
     }
+  });
+
+  describe("a JSON line over the cap", () => {
+    // A Claude result line whose final text alone passes the cap.
+    const text = `${'é"\\\n\u{1F600}'.repeat(40)}${"x".repeat(5000)}`;
+    const event = {
+      total_cost_usd: 0.25,
+      usage: { input_tokens: 3, output_tokens: 2 },
+      permission_denials: [{ tool_input: { content: "y".repeat(3000) } }],
+      is_error: false,
+      result: text,
+      type: "result",
+      subtype: "success",
+    };
+    const line = Buffer.from(`${JSON.stringify(event)}\r\n`);
+    const cutMark = /… \[cut: (\d+) bytes\]$/;
+
+    it("keeps every small value, cuts each long string with a mark, stays JSON and within the cap", async () => {
+      for (let seed = 1; seed <= 40; seed++) {
+        // Cuts that fall inside escapes and multi-byte characters, at every phase of the text.
+        const keep = 50 + (seed % 13);
+        const got = await split([...pieces(line, seed), "next\n"], 1000, keep);
+        expect(got.map((l) => l.truncated)).toEqual([true, false]);
+        const kept = got[0]?.text ?? "";
+        expect(Buffer.byteLength(kept)).toBeLessThanOrEqual(1000);
+        expect(kept.endsWith("\r")).toBe(true);
+        const back = JSON.parse(kept) as typeof event;
+        const { result, permission_denials, ...small } = back;
+        const { result: _r, permission_denials: _p, ...smallBefore } = event;
+        expect(small).toEqual(smallBefore);
+        // The kept part is the text's start, whole characters and escapes; the mark counts the rest.
+        const head = result.replace(cutMark, "");
+        expect(text.startsWith(head)).toBe(true);
+        const cutBytes = Number(cutMark.exec(result)?.[1]);
+        expect(Buffer.byteLength(JSON.stringify(head)) + cutBytes).toBe(
+          Buffer.byteLength(JSON.stringify(text)),
+        );
+        const content = permission_denials[0]?.tool_input.content ?? "";
+        expect(content).toBe(`${"y".repeat(keep)}… [cut: ${3000 - keep} bytes]`);
+      }
+    });
+
+    it("keeps only the line's first bytes when its cut form would still pass the cap", async () => {
+      const many = Buffer.from(JSON.stringify({ a: Array(40).fill("z".repeat(60)) }));
+      const got = await split([...pieces(many, 3), "\nnext\n"], 1000, 64);
+      expect(got).toEqual([
+        { text: many.subarray(0, 1000).toString(), truncated: true },
+        { text: "next", truncated: false },
+      ]);
+    });
+
+    it("keeps only the first bytes of a JSON line that does not end as one value", async () => {
+      const open = Buffer.from(`{"a":"${"w".repeat(2000)}"} trailing`);
+      expect(await split([open, "\n"], 1000, 64)).toEqual([
+        { text: open.subarray(0, 1000).toString(), truncated: true },
+      ]);
+      const unended = Buffer.from(`{"a":"${"w".repeat(2000)}`);
+      expect(await split([unended], 1000, 64)).toEqual([
+        { text: unended.subarray(0, 1000).toString(), truncated: true },
+      ]);
+    });
   });
 });

@@ -93,6 +93,7 @@ function checkItemShape(item: AgentItem): void {
       item.cachedInputTokens,
       item.outputTokens,
       item.reasoningTokens,
+      item.cacheWriteInputTokens,
     ]) {
       expect(Number.isSafeInteger(n)).toBe(true);
       expect(n).toBeGreaterThanOrEqual(0);

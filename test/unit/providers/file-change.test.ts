@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { normalizeClaudeLine } from "../../../src/providers/claude/normalize.js";
 import { normalizeGeminiLine } from "../../../src/providers/gemini/normalize.js";
 import { normalizeOpencodeLine } from "../../../src/providers/opencode/normalize.js";
+import { readLines } from "../../helpers/read-lines.js";
 
 const line = (v: unknown) => JSON.stringify(v);
 const changesOf = (items: ReturnType<typeof normalizeClaudeLine>) =>
@@ -75,6 +76,52 @@ describe("file changes", () => {
     );
     expect(changesOf(done)).toEqual([
       { kind: "file_change", id: "replace__replace_1_0", changes: [], status: "completed" },
+    ]);
+  });
+
+  it("gemini: a file tool's result ends the change for the call's path, failed or not, as claude's does", () => {
+    const use = (id: string, name: string) =>
+      line({
+        type: "tool_use",
+        tool_name: name,
+        tool_id: id,
+        parameters: { file_path: `/r/${id}` },
+      });
+    const result = (id: string, status: string, type = "") =>
+      line({
+        type: "tool_result",
+        tool_id: id,
+        status,
+        ...(type ? { error: { type, message: "no" } } : { output: "" }),
+      });
+    const lines = [
+      use("w1", "write_file"),
+      use("e1", "replace"),
+      use("d1", "write_file"),
+      result("w1", "success"),
+      result("e1", "error", "edit_no_occurrence_found"),
+      result("d1", "error", "policy_violation"),
+    ];
+    const done = readLines(normalizeGeminiLine, lines).slice(3).flatMap(changesOf);
+    expect(done).toEqual([
+      {
+        kind: "file_change",
+        id: "w1",
+        changes: [{ path: "/r/w1", kind: "write" }],
+        status: "completed",
+      },
+      {
+        kind: "file_change",
+        id: "e1",
+        changes: [{ path: "/r/e1", kind: "update" }],
+        status: "failed",
+      },
+      {
+        kind: "file_change",
+        id: "d1",
+        changes: [{ path: "/r/d1", kind: "write" }],
+        status: "declined",
+      },
     ]);
   });
 
