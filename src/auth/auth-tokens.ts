@@ -56,6 +56,12 @@ export function parseAuthTokens(
     const who = entry.kind === "service" ? "(service)" : `(user ${JSON.stringify(entry.userId)})`;
     if (/\s/.test(entry.token)) {
       problems.push(`${where} ${who}: the token has whitespace; tokens are one word.`);
+    } else if (!/^[\x21-\x7e]*$/.test(entry.token)) {
+      // Clients send header bytes, not characters: beyond ASCII, what arrives depends on the
+      // client's encoding (fetch refuses anything past Latin-1), so such a token may never match.
+      problems.push(
+        `${where} ${who}: the token has characters outside printable ASCII, which an HTTP header does not carry reliably; use letters, digits and punctuation (e.g. openssl rand -hex 32).`,
+      );
     } else if (entry.token.length < MIN_TOKEN_CHARS) {
       problems.push(
         `${where} ${who}: the token has ${entry.token.length} characters; use at least ${MIN_TOKEN_CHARS} (e.g. openssl rand -hex 32).`,

@@ -39,6 +39,14 @@ describe("FERMILINK_RUNNER_AUTH_TOKENS", () => {
     ]);
   });
 
+  it("refuses a token with characters beyond printable ASCII, which a header cannot carry reliably", () => {
+    const problems = problemsOf(`service:${SVC}é,user:erin:${ALICE}\u2014,user:fay:${ALICE}\u0001`);
+    expect(problems).toHaveLength(3);
+    for (const [i, p] of problems.entries()) {
+      expect(p).toMatch(new RegExp(`entry ${i + 1} .*outside printable ASCII`));
+    }
+  });
+
   it("reports every bad entry at once, never quoting a token", () => {
     const short = "short-token";
     const spaced = "has a space 0123456789";
