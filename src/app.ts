@@ -234,7 +234,7 @@ async function assemble(
     config,
     logger,
     admission,
-    sessionLocks: new SessionLock(),
+    sessionLocks: new SessionLock({ root: config.workspacesRoot }),
     store,
     packages,
     prepareWorkspace: (input) =>

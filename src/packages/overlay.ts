@@ -1,5 +1,16 @@
 import type { Dirent } from "node:fs";
-import { cp, lstat, mkdir, readdir, realpath, rm, rmdir, symlink, unlink } from "node:fs/promises";
+import {
+  cp,
+  lstat,
+  mkdir,
+  readdir,
+  realpath,
+  rm,
+  rmdir,
+  stat,
+  symlink,
+  unlink,
+} from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
 import { writeJsonAtomic } from "./atomic-json.js";
@@ -60,6 +71,13 @@ async function realOrNull(p: string): Promise<string | null> {
   return realpath(p).catch(() => null);
 }
 
+/** FermiLink's error for a package directory that is not there (any more). */
+function rootInvalid(packageRoot: string, cause?: unknown): RunnerError {
+  return new RunnerError("PACKAGE_OVERLAY_FAILED", `Package root is invalid: ${packageRoot}`, {
+    cause,
+  });
+}
+
 function isInside(child: string, root: string): boolean {
   return child === root || child.startsWith(root + path.sep);
 }
@@ -113,9 +131,13 @@ async function linkOrCopy(
   }
 }
 
-/** Package entries to place: exportable, sorted, and only ones that stay inside the package. */
+/**
+ * Package entries to place: exportable, sorted, and only ones that stay
+ * inside the package (`rootReal`, the root's real path).
+ */
 async function selectEntries(
   packageRoot: string,
+  rootReal: string,
   configured: string[] | null,
 ): Promise<{
   selected: { name: string; source: string; isDir: boolean }[];
@@ -125,10 +147,9 @@ async function selectEntries(
   let dirents: Dirent[];
   try {
     dirents = await readdir(packageRoot, { withFileTypes: true });
-  } catch {
-    throw new RunnerError("PACKAGE_OVERLAY_FAILED", `Package root is invalid: ${packageRoot}`);
+  } catch (err) {
+    throw rootInvalid(packageRoot, err);
   }
-  const rootReal = await realpath(packageRoot);
   const exportable = dirents
     .map((d) => d.name)
     .filter(isExportableEntryName)
@@ -178,8 +199,10 @@ export async function overlayPackage(input: OverlayInput): Promise<PackageOverla
       { cause: err },
     );
   }
-  const packagePath = await realpath(packageRoot);
-  const { selected, missing, unsafe } = await selectEntries(packageRoot, configured);
+  const packagePath = await realpath(packageRoot).catch((err: unknown) => {
+    throw rootInvalid(packageRoot, err);
+  });
+  const { selected, missing, unsafe } = await selectEntries(packageRoot, packagePath, configured);
   const targetNames = new Set(selected.map((e) => e.name));
 
   const previous = await readManifest(input.sessionDir);
@@ -312,6 +335,11 @@ export async function overlayPackage(input: OverlayInput): Promise<PackageOverla
   // cannot replace) would otherwise fail every later run of the session.
   if ((await lstatOrNull(manifestFile))?.isDirectory()) await removeEntry(manifestFile);
   await writeJsonAtomic(manifestFile, manifest);
+  // A package removed while it was overlaid (an uninstall, a re-install) left links pointing
+  // nowhere, or every entry taken for unsafe and reported as a collision: the run would go on
+  // without it. Checked after the manifest, which records what was placed for the next overlay
+  // to clean up.
+  if (!(await stat(packageRoot).catch(() => null))?.isDirectory()) throw rootInvalid(packageRoot);
   return {
     package_id: packageId,
     package_path: packagePath,

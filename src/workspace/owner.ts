@@ -76,8 +76,15 @@ export function runnerOwner(): string {
  * Whether the owner named `token` is gone, so that what it left may be
  * removed or taken over. `mtimeMs`: when its directory was last touched. A
  * name that is no token (left by a runner before owners existed) is gone.
+ * `staleAfterMs`: the age at which a token that cannot be looked up is gone
+ * (what its owner refreshes more often may be judged sooner).
  */
-export function ownerGone(token: string, mtimeMs: number, nowMs = Date.now()): boolean {
+export function ownerGone(
+  token: string,
+  mtimeMs: number,
+  nowMs = Date.now(),
+  staleAfterMs = STALE_AFTER_MS,
+): boolean {
   const m = TOKEN.exec(token);
   if (m === null) return true;
   const [, boot, ns, pid, start] = m;
@@ -86,7 +93,7 @@ export function ownerGone(token: string, mtimeMs: number, nowMs = Date.now()): b
     // A zombie has stopped writing: only its parent has not collected it yet.
     return st === null || st.start !== start || st.state === "Z" || st.state === "X";
   }
-  return nowMs - mtimeMs > STALE_AFTER_MS;
+  return nowMs - mtimeMs > staleAfterMs;
 }
 
 const fresh = new Set<string>();

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,7 +19,7 @@ import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
 import { RUN_ID_ENV } from "../../src/process/reap-orphans.js";
 import { isAlive, killQuietly, readPidFile, waitUntilGone } from "../helpers/process-census.js";
 import { runRecord } from "../helpers/run-record.js";
-import { parseSse } from "../helpers/sse-client.js";
+import { lastData, parseSse, postRun, startSseRun } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -256,5 +257,63 @@ describe("restart safety", () => {
     expect(err).toContain("is in use by another runner process");
     first.proc.kill("SIGTERM");
     expect(await first.exited).toBe(0);
+  });
+
+  it("runs one session's runs one at a time across runners sharing a workspaces root, and takes over the session a killed runner held", async () => {
+    const shared = path.join(home, "workspaces");
+    const gate = path.join(home, "gate");
+    const env = {
+      FERMILINK_WORKSPACES_ROOT: shared,
+      FERMILINK_RUNNER_ENV_PASSTHROUGH: "FAKE_AGENT_GATE",
+      FAKE_AGENT_GATE: gate,
+    };
+    const a = await startServer(env);
+    // Its own home (run store), the same workspaces: the runner a balancer sends a retry to.
+    const b = await startServer({ ...env, FERMILINK_HOME: path.join(home, "b") });
+    const first = await startSseRun(`http://127.0.0.1:${a.port}`, {
+      session_id: "shared",
+      user_prompt: "#scenario=gate",
+    });
+    const res = await fetch(`http://127.0.0.1:${b.port}/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session_id: "shared", user_prompt: "second" }),
+    });
+    expect(res.status).toBe(200);
+    const comments: string[] = [];
+    const second = parseSse(res.body as ReadableStream<Uint8Array>, (c) => comments.push(c))[
+      Symbol.asyncIterator
+    ]();
+    const next = second.next();
+    // Queued behind the other runner's run: no workspace, no provider while that one runs.
+    const early = await Promise.race([
+      next,
+      new Promise((r) => setTimeout(() => r("waiting"), 1500)),
+    ]);
+    expect(early).toBe("waiting");
+    expect(comments).toContain("queued 1/1");
+    await writeFile(gate, "");
+    expect(JSON.parse(await lastData(first.rest)).reason).toBe("completed");
+    expect((await next).value?.event).toBe("meta");
+    expect(JSON.parse(await lastData(second)).reason).toBe("completed");
+    const lockFile = path.join(shared, ".runner-locks", "shared.lock");
+    expect(existsSync(lockFile)).toBe(false);
+
+    // A runner killed mid-run leaves its lock file; the other runner's run goes ahead all the same.
+    await startSseRun(`http://127.0.0.1:${a.port}`, {
+      session_id: "shared",
+      user_prompt: "#scenario=hold",
+    });
+    a.proc.kill("SIGKILL");
+    await a.exited;
+    expect((await readFile(lockFile, "latin1")).split("-")[2]).toBe(String(a.proc.pid));
+    const after = await postRun(`http://127.0.0.1:${b.port}`, {
+      session_id: "shared",
+      user_prompt: "after the crash",
+    });
+    expect(JSON.parse(after.events.at(-1)?.data ?? "{}").reason).toBe("completed");
+    expect(existsSync(lockFile)).toBe(false);
+    b.proc.kill("SIGTERM");
+    expect(await b.exited).toBe(0);
   });
 });

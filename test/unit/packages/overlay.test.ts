@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import {
   lstat,
   mkdir,
@@ -368,5 +369,72 @@ describe("overlay against hostile input", () => {
   it("refuses a broken overlay_entries with a typed error", async () => {
     await install({ p: { files: { ok: "" }, meta: { overlay_entries: ["../etc"] } } });
     await expect(overlay("p")).rejects.toMatchObject({ code: "PACKAGE_OVERLAY_FAILED" });
+  });
+
+  // The registry is read during the overlay: a fake one removes the package at a known point.
+  it("fails with FermiLink's 'Package root is invalid' when the package is removed after its entries are linked", async () => {
+    const dirs = await install({
+      p: {
+        files: { "skills/s.md": "", "docs/d.md": "" },
+        meta: { dependency_package_ids: ["dep"] },
+      },
+      dep: { files: { "lib/x": "" } },
+    });
+    const registry = await readRegistryFile(scipkg);
+    const meta = registry.packages.get("p");
+    if (!meta) throw new Error("test package p not registered");
+    const pkgDir = dirs.p as string;
+    // Looked up to link the dependencies, after the package's own entries.
+    const packages = new Map(registry.packages);
+    packages.get = (id) => {
+      if (id === "dep") rmSync(pkgDir, { recursive: true, force: true });
+      return registry.packages.get(id);
+    };
+    const run = overlayPackage({
+      sessionDir,
+      repoDir,
+      packageId: "p",
+      meta,
+      packages,
+      allowReplaceExisting: false,
+      now: new Date(),
+    });
+    await expect(run).rejects.toMatchObject({
+      code: "PACKAGE_OVERLAY_FAILED",
+      message: `Package root is invalid: ${pkgDir}`,
+    });
+    // The links were made before the package went: the manifest names them for the next overlay.
+    expect(await isLink(path.join(repoDir, "skills"))).toBe(true);
+    expect((await manifest()).linked_entries).toHaveLength(2);
+  });
+
+  it("fails with FermiLink's 'Package root is invalid' when the package is removed before its path is resolved", async () => {
+    const dirs = await install({ p: { files: { "skills/s.md": "" } } });
+    const registry = await readRegistryFile(scipkg);
+    const meta = registry.packages.get("p");
+    if (!meta) throw new Error("test package p not registered");
+    const pkgDir = dirs.p as string;
+    // Read once the installed path was found a directory, before its real path is taken.
+    const entries = meta.overlay_entries;
+    const vanishing = Object.defineProperty({ ...meta }, "overlay_entries", {
+      get: () => {
+        rmSync(pkgDir, { recursive: true, force: true });
+        return entries;
+      },
+    });
+    await expect(
+      overlayPackage({
+        sessionDir,
+        repoDir,
+        packageId: "p",
+        meta: vanishing,
+        packages: registry.packages,
+        allowReplaceExisting: false,
+        now: new Date(),
+      }),
+    ).rejects.toMatchObject({
+      code: "PACKAGE_OVERLAY_FAILED",
+      message: `Package root is invalid: ${pkgDir}`,
+    });
   });
 });

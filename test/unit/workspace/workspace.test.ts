@@ -9,8 +9,11 @@ import {
   readdir,
   readFile,
   readlink,
+  rename,
   rm,
+  stat,
   symlink,
+  utimes,
   writeFile,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -20,6 +23,11 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
 import { ownerGone, ownerOf, runnerOwner, STALE_AFTER_MS } from "../../../src/workspace/owner.js";
 import { prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
+import {
+  LOCK_STALE_AFTER_MS,
+  sessionLockFile,
+  touchHeldLocks,
+} from "../../../src/workspace/session-hold.js";
 import { SessionLock } from "../../../src/workspace/session-lock.js";
 import { generateSessionId, resolveSessionDir } from "../../../src/workspace/session-path.js";
 import { STAGING_DIRNAME, stagingPath, sweepStaging } from "../../../src/workspace/staging.js";
@@ -129,6 +137,105 @@ describe("SessionLock", () => {
     (await p2)();
     (await p3)();
     expect(lock.size).toBe(0);
+  });
+
+  /** A process holding `sessionId` of `wsRoot` as another runner would, once it says so. */
+  async function otherRunnerHolding(wsRoot: string, sessionId: string) {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(FIXTURES, "hold-session.ts"), wsRoot, sessionId],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const [line] = (await once(child.stdout, "data")) as [Buffer];
+    expect(line.toString()).toBe("held\n");
+    return child;
+  }
+
+  const holderOf = async (file: string) => (await readFile(file, "latin1")).split("\n")[0];
+  const settledYet = async (p: Promise<unknown>) => {
+    let settled = false;
+    p.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await new Promise((r) => setTimeout(r, 150));
+    return settled;
+  };
+
+  it("waits for another runner's run on the session (first in line), and takes over when that runner is killed", async () => {
+    const file = sessionLockFile(root, "s");
+    const other = await otherRunnerHolding(root, "s");
+    try {
+      expect(await holderOf(file)).toBe(ownerOf(other.pid as number));
+      const lock = new SessionLock({ root, pollMs: 20 });
+      const heard: string[] = [];
+      const hear = (who: string) => (position: number, waiting: number) =>
+        heard.push(`${who} ${position}/${waiting}`);
+      const ac = new AbortController();
+      const p1 = lock.acquire("s", ac.signal, hear("first"));
+      const p2 = lock.acquire("s", undefined, hear("second"));
+      expect(await settledYet(p2)).toBe(false);
+      expect(heard).toEqual(["first 1/1", "first 1/2", "second 2/2"]);
+      // Cancelled while it waits for the other runner: the next of this process is first in line.
+      ac.abort(new Error("cancelled"));
+      await expect(p1).rejects.toThrow("cancelled");
+      expect(await settledYet(p2)).toBe(false);
+      expect(heard.at(-1)).toBe("second 1/1");
+      expect(await holderOf(file)).toBe(ownerOf(other.pid as number));
+      other.kill("SIGKILL");
+      const release = await p2;
+      expect(await holderOf(file)).toBe(runnerOwner());
+      release();
+      expect(existsSync(file)).toBe(false);
+      expect(lock.size).toBe(0);
+    } finally {
+      other.kill("SIGKILL");
+    }
+  });
+
+  it("goes on once another runner releases the session, and leaves no lock file on either side", async () => {
+    const file = sessionLockFile(root, "s");
+    const other = await otherRunnerHolding(root, "s");
+    const lock = new SessionLock({ root, pollMs: 20 });
+    const p = lock.acquire("s");
+    expect(await settledYet(p)).toBe(false);
+    other.kill("SIGTERM");
+    const [code] = (await once(other, "exit")) as [number | null];
+    expect(code).toBe(0);
+    (await p)();
+    expect(existsSync(file)).toBe(false);
+  });
+
+  it("takes over a lock file this runner leaked or whose foreign holder went stale, and removes only its own", async () => {
+    const file = sessionLockFile(root, "s");
+    await mkdir(path.dirname(file), { recursive: true });
+    const lock = new SessionLock({ root, pollMs: 20 });
+    // Left by this very process (a release that failed): no run of it holds the session.
+    await writeFile(file, `${runnerOwner()}\n7\n`);
+    const r1 = await lock.acquire("s");
+    // Taken over meanwhile by another runner (it judged this one gone, and made its own lock
+    // file): that one is not removed.
+    const [boot, , pid, start] = runnerOwner().split("-");
+    const foreign = `${boot}-1-${pid}-${start}`;
+    await writeFile(`${file}.new`, `${foreign}\n1\n`);
+    await rename(`${file}.new`, file);
+    r1();
+    expect(await holderOf(file)).toBe(foreign);
+    // A holder in another container is live while its file is touched, gone once it is stale:
+    // after seconds, not the hour spares and staging directories are given.
+    const p = lock.acquire("s");
+    expect(await settledYet(p)).toBe(false);
+    const old = new Date(Date.now() - LOCK_STALE_AFTER_MS - 5_000);
+    expect(LOCK_STALE_AFTER_MS + 5_000).toBeLessThan(STALE_AFTER_MS);
+    await utimes(file, old, old);
+    const r2 = await p;
+    expect(await holderOf(file)).toBe(runnerOwner());
+    // Its own heartbeat keeps it from looking stale to the others.
+    await utimes(file, old, old);
+    await touchHeldLocks();
+    expect(Date.now() - (await stat(file)).mtimeMs).toBeLessThan(LOCK_STALE_AFTER_MS);
+    r2();
+    expect(existsSync(file)).toBe(false);
   });
 });
 
