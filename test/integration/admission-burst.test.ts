@@ -4,11 +4,18 @@ import { afterEach, describe, expect, it } from "vitest";
 import { callerArrivals, noteCallerArrival, runsPreparing } from "../../src/process/spawn-turns.js";
 import { parseSse } from "../helpers/sse-client.js";
 import {
+  FAKE_AGENT,
   type GatedTestServer,
   startGatedTestServer,
   startTestServer,
   type TestServer,
 } from "../helpers/start-server.js";
+
+/**
+ * The fake agent's `gate` scenario in perl: a burst starts over a hundred providers, and a node
+ * start each (a tenth of a second of CPU) made most of the test's time on a 2-core box.
+ */
+const GATE_AGENT = path.join(path.dirname(FAKE_AGENT), "gate-agent.pl");
 
 let server: TestServer | undefined;
 afterEach(async () => {
@@ -66,6 +73,7 @@ describe("admission under a burst of 200 simultaneous runs", () => {
     "from %i users admits, queues and refuses exactly as configured",
     async (users, want) => {
       const s = await startGatedTestServer({
+        FERMILINK_CODEX_BIN: GATE_AGENT,
         FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "20",
         FERMILINK_RUNNER_PER_USER_CONCURRENT_RUNS: "2",
         FERMILINK_RUNNER_MAX_QUEUE_SIZE: "50",

@@ -27,6 +27,12 @@ afterEach(async () => {
 });
 
 /**
+ * A few spare workspaces, as the in-process test servers keep: the default 200 are made before
+ * the server listens, up to 5 s per start on a loaded 2-core box, and no test here is about them.
+ */
+const FEW_SPARES = { FERMILINK_RUNNER_SPARE_WORKSPACES: "2" };
+
+/**
  * `npm start`'s command, run directly so the signal reaches the server itself. `stdio`: where its
  * output goes instead (`output()` holds what went to a "pipe").
  */
@@ -36,7 +42,7 @@ function startMain(
 ) {
   const proc = spawn(process.execPath, [...NODE_START_FLAGS, BUILT_MAIN], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", HOME: home, FERMILINK_HOME: home, ...env },
+    env: { PATH: process.env.PATH ?? "", HOME: home, FERMILINK_HOME: home, ...FEW_SPARES, ...env },
     stdio,
   });
   child = proc;
@@ -466,6 +472,7 @@ describe("the server process (src/main.ts)", () => {
         FERMILINK_RUNNER_METRICS_PORT: "0",
         FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0.2",
         FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+        ...FEW_SPARES,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });

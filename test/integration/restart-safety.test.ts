@@ -55,6 +55,9 @@ async function startServer(env: Record<string, string> = {}): Promise<{
       FERMILINK_RUNNER_METRICS_PORT: "0",
       FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "0",
       FERMILINK_RUNNER_KILL_GRACE_SECONDS: "1",
+      // Not the default 200, made before the server listens (seconds on a loaded box): no test
+      // here is about them.
+      FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],

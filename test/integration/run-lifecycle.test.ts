@@ -7,6 +7,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import type { RunState } from "../../src/run/run-state.js";
 import { workspaceFs } from "../../src/workspace/fs-batch/fs-batch.js";
 import { runnerOwner } from "../../src/workspace/owner.js";
 import { SPARES_DIRNAME } from "../../src/workspace/spare-workspaces.js";
@@ -337,7 +338,7 @@ describe("run lifecycle", () => {
 
   it("a cancel after the provider exited with its result (its group still being cleaned up) changes nothing", async () => {
     // The grandchild ignores SIGTERM and holds the pipes: the group takes the kill grace to go.
-    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "4" });
+    server = await startTestServer({ FERMILINK_RUNNER_KILL_GRACE_SECONDS: "2.5" });
     const { events, it: reader } = await openRun(
       server,
       { session_id: "done-then-cancel", user_prompt: "#scenario=done-leaving-stubborn-grandchild" },
@@ -358,8 +359,12 @@ describe("run lifecycle", () => {
     );
     await waitUntilGone([inv.pid], 5000);
     // The spawn helper reaped it; its word reaches the runner over IPC a moment later (a cancel
-    // before that is a cancel of a live provider). Well inside the group's 4 s kill grace.
-    await new Promise((r) => setTimeout(r, 1000));
+    // before that is a cancel of a live provider): the cancel waits until the run has it, and
+    // comes well inside the group's 2.5 s kill grace, which began with that exit.
+    const runs = (server.app.pipeline as unknown as { runs: Map<string, { state: RunState }> })
+      .runs;
+    await until(() => runs.get(runId)?.state.processExited === true, "the provider's exit heard");
+    expect(server.app.pipeline.liveRuns).toBe(1);
     const cancel = await fetch(`${server.baseUrl}/runs/${runId}/cancel`, { method: "POST" });
     expect(cancel.status).toBe(200);
     let last: SseEvent | undefined;
@@ -437,11 +442,12 @@ describe("run lifecycle", () => {
   });
 
   it("while draining, /ops/admission and GetAdmission say a run cannot start now, as POST /run answers 503", async () => {
-    server = await startTestServer({ FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "5" });
-    const s = server;
+    // A grace far longer than the checks take; the run, held at the gate, ends when they are done.
+    const s = await startGatedTestServer({ FERMILINK_RUNNER_SHUTDOWN_GRACE_SECONDS: "10" });
+    server = s;
     const { it: reader } = await openRun(
       s,
-      { session_id: "draining", user_prompt: "#scenario=slow" },
+      { session_id: "draining", user_prompt: "#scenario=gate" },
       (e) => e.event === "agent",
     );
     const ops = createClient(
@@ -461,6 +467,7 @@ describe("run lifecycle", () => {
     const during = await (await fetch(`${s.baseUrl}/ops/admission?user_id=someone`)).json();
     expect(during).toMatchObject({ user_key: "user:someone", can_run_now: false });
     expect((await ops.getAdmission({ userId: "someone" })).canRunNow).toBe(false);
+    await s.openGate();
     for (let n = await reader.next(); !n.done; n = await reader.next());
     await closing;
   });

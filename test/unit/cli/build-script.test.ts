@@ -146,6 +146,8 @@ describe("scripts/build.mjs", () => {
         FERMILINK_CODEX_BIN: FAKE_AGENT,
         FERMILINK_RUNNER_PORT: "0",
         FERMILINK_RUNNER_METRICS_PORT: "0",
+        // Not the default 200, made before the server listens (seconds on a loaded box).
+        FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
       },
       stdio: ["ignore", "pipe", "inherit"],
     });
