@@ -146,6 +146,10 @@ export async function runCommand(opts: RunCommandOptions): Promise<number> {
     stopSpinner();
     out.write(renderer.end());
     if (stoppedBy !== null) return stopped(stoppedBy, last, opts.detach);
+    // Broken after the exit event (the connection cut before the stream's end): the outcome
+    // is known and shown, so it decides, not the break.
+    if (last?.event.case === "exit")
+      return exitSucceeded(last) ? RUN_EXIT.succeeded : RUN_EXIT.failed;
     if (unanswered) {
       const seconds = opts.connectTimeoutMs / 1000;
       process.stderr.write(

@@ -33,6 +33,8 @@ const BACKSLASH = 0x5c;
 const isOpen = (b: number) => b === 0x7b || b === 0x5b;
 const isClose = (b: number) => b === 0x7d || b === 0x5d;
 const isSpace = (b: number) => b === 0x20 || b === 0x09 || b === 0x0d;
+/** A hex digit's value (`0-9`, `a-f`, `A-F`); what JSON does not allow gives some other number. */
+const hexValue = (b: number) => (b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x57);
 
 // Where the scanner of an oversized line is (plain numbers: `const enum` does not survive
 // isolatedModules builds).
@@ -74,6 +76,13 @@ class OversizedLine {
   /** In an escape: the byte after `\` comes next, or this many hex digits of a `\u`. */
   private escHead = false;
   private escLeft = 0;
+  /** The code unit a `\u` escape names, as its hex digits arrive. */
+  private escCode = 0;
+  /**
+   * The last escape was a high surrogate's: the escape of its low half stays with it, else the
+   * kept text would end in half a character (`\ud83d` alone, ensure_ascii output cut mid-pair).
+   */
+  private pairOpen = false;
 
   constructor(
     private readonly max: number,
@@ -155,6 +164,7 @@ class OversizedLine {
           if (b === QUOTE) {
             this.at = AT_COPY;
             this.kept = 0;
+            this.pairOpen = false;
           } else if (isOpen(b)) this.depth++;
           else if (isClose(b) && --this.depth === 0) this.at = AT_END;
           this.write(b);
@@ -163,15 +173,26 @@ class OversizedLine {
           if (this.escHead) {
             this.escHead = false;
             this.escLeft = b === 0x75 ? 4 : 0;
-          } else if (this.escLeft > 0) this.escLeft--;
-          else if (b === QUOTE) this.at = AT_VALUE;
-          else if (this.kept >= this.keep && (b & 0xc0) !== 0x80) {
+            this.escCode = 0;
+          } else if (this.escLeft > 0) {
+            this.escCode = this.escCode * 16 + hexValue(b);
+            if (--this.escLeft === 0)
+              this.pairOpen = this.escCode >= 0xd800 && this.escCode < 0xdc00;
+          } else if (b === QUOTE) this.at = AT_VALUE;
+          else if (
+            this.kept >= this.keep &&
+            (b & 0xc0) !== 0x80 &&
+            !(this.pairOpen && b === BACKSLASH)
+          ) {
             // A character's first byte, outside an escape: the cut starts here.
             this.at = AT_SKIP;
             this.cut = 0;
             i--;
             break;
-          } else if (b === BACKSLASH) this.escHead = true;
+          } else {
+            this.pairOpen = false;
+            if (b === BACKSLASH) this.escHead = true;
+          }
           this.kept++;
           this.write(b);
           break;
@@ -215,11 +236,13 @@ class OversizedLine {
 
 /**
  * Split a byte stream into lines on `\n` only (spec §2.1: a `\r` stays in the
- * text), skip empty lines, emit a final partial line at EOF. No line is held
- * beyond `maxLineBytes`: a longer one is flagged `truncated: true` and kept
- * as `OversizedLine` says (a JSON line with its long strings cut, else its
- * first `maxLineBytes` bytes, cut at a code point boundary, the rest up to
- * the next `\n` discarded). Bytes are decoded per line with U+FFFD for
+ * text), skip empty lines, emit a final partial line at EOF. No line is kept
+ * longer than `maxLineBytes`: a longer one is flagged `truncated: true` and
+ * kept as `OversizedLine` says (a JSON line with its long strings cut, else
+ * its first `maxLineBytes` bytes, cut at a code point boundary, the rest up
+ * to the next `\n` discarded). While it is read, an over-long JSON line holds
+ * its first `maxLineBytes` bytes and its cut form, so about twice the cap at
+ * most, and is emitted when it ends. Bytes are decoded per line with U+FFFD for
  * invalid sequences. Yields the lines each chunk completes as one batch (one
  * await per chunk, not per line). Pull-based: nothing is read while the
  * consumer does not pull, which is the backpressure that pauses the child's pipe.

@@ -168,7 +168,7 @@ describe("fermilink-runner run", () => {
     expect(down.err).toMatch(/Unavailable: .*ECONNREFUSED.*\(http:\/\/127\.0\.0\.1:9\)/);
   });
 
-  it("exits 4, not 3, when the stream breaks after the run began: its outcome is unknown", async () => {
+  it("exits 4, not 3, when the stream breaks after the run began (its outcome unknown), by the outcome when after its exit event", async () => {
     // A server that starts the run (its meta event), then drops the connection or ends the
     // stream without the run's exit event.
     const meta = toBinary(
@@ -179,14 +179,27 @@ describe("fermilink-runner run", () => {
         event: { case: "meta", value: { sessionId: "s1" } },
       }),
     );
-    let ending: "drop" | "end" = "drop";
+    // The run's exit event, succeeded: a drop after it leaves the outcome known.
+    const exit = toBinary(
+      RunEventSchema,
+      create(RunEventSchema, {
+        runId: "run-1",
+        seq: 2n,
+        event: { case: "exit", value: { reason: ExitReason.COMPLETED, succeeded: true } },
+      }),
+    );
+    let ending: "drop" | "end" | "dropAfterExit" = "drop";
     const breaker = http.createServer((req, res) => {
       req.resume();
       req.on("end", () => {
         res.writeHead(200, { "content-type": "application/connect+proto" });
-        res.write(envelope(0, meta), () => {
-          if (ending === "drop") setTimeout(() => res.socket?.destroy(), 50);
-          else res.end(envelope(2, Buffer.from("{}")));
+        const events =
+          ending === "dropAfterExit"
+            ? Buffer.concat([envelope(0, meta), envelope(0, exit)])
+            : envelope(0, meta);
+        res.write(events, () => {
+          if (ending === "end") res.end(envelope(2, Buffer.from("{}")));
+          else setTimeout(() => res.socket?.destroy(), 50);
         });
       });
     });
@@ -203,6 +216,10 @@ describe("fermilink-runner run", () => {
       const ended = await cli(["run", "x", "--url", url]);
       expect(ended.code).toBe(4);
       expect(ended.err).toBe(`fermilink-runner: ${lost}\n`);
+      ending = "dropAfterExit";
+      const afterExit = await cli(["run", "x", "--url", url]);
+      expect(afterExit.code).toBe(0);
+      expect(afterExit.err).not.toContain("unknown");
     } finally {
       breaker.close();
     }

@@ -122,6 +122,22 @@ describe("splitLines", () => {
       }
     });
 
+    it("never cuts between the two escapes of a surrogate pair (ensure_ascii output)", async () => {
+      // As Python's json.dumps writes it: every character past ASCII escaped, an emoji as two.
+      const ascii = `{"type":"result","result":${JSON.stringify(text).replace(
+        /[^\x20-\x7e]/g,
+        (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+      )},"is_error":false}\n`;
+      // The cut at every phase of the text's repeat, 24 bytes once escaped.
+      for (let keep = 40; keep < 66; keep++) {
+        const [got] = await split(pieces(Buffer.from(ascii), keep), 1000, keep);
+        const result = (JSON.parse(got?.text ?? "") as { result: string }).result;
+        const head = result.replace(cutMark, "");
+        expect(head).not.toMatch(/[\ud800-\udbff]$/);
+        expect(text.startsWith(head)).toBe(true);
+      }
+    });
+
     it("keeps only the line's first bytes when its cut form would still pass the cap", async () => {
       const many = Buffer.from(JSON.stringify({ a: Array(40).fill("z".repeat(60)) }));
       const got = await split([...pieces(many, 3), "\nnext\n"], 1000, 64);
