@@ -53,6 +53,15 @@ export function judgeVersion(provider: ProviderId, output: string): VersionRepor
   };
 }
 
+/**
+ * What a provider needs in its environment for `--version` as for a run, beyond `env`: gemini
+ * otherwise relaunches itself with a bigger heap (real-clis.md §3), two node starts (≈ 3.4
+ * CPU-seconds against 2.0) to print one line.
+ */
+const VERSION_ENV: Partial<Record<ProviderId, NodeJS.ProcessEnv>> = {
+  gemini: { GEMINI_CLI_NO_RELAUNCH: "true" },
+};
+
 /** Run `<bin> --version` (bounded, in the temp dir, stdin closed) and judge the answer. */
 export function checkProviderVersion(
   provider: ProviderId,
@@ -64,7 +73,7 @@ export function checkProviderVersion(
     const child = execFile(
       bin,
       ["--version"],
-      { timeout: 15_000, env, cwd: tmpdir(), signal },
+      { timeout: 15_000, env: { ...env, ...VERSION_ENV[provider] }, cwd: tmpdir(), signal },
       (err, stdout, stderr) => {
         if (err && !stdout) {
           resolve({

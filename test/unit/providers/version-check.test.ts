@@ -1,5 +1,12 @@
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { judgeVersion, parseVersion } from "../../../src/providers/version-check.js";
+import {
+  checkProviderVersion,
+  judgeVersion,
+  parseVersion,
+} from "../../../src/providers/version-check.js";
 
 describe("provider CLI version check", () => {
   it("reads the version each CLI prints", () => {
@@ -18,5 +25,27 @@ describe("provider CLI version check", () => {
     );
     expect(judgeVersion("opencode", "1.180.0").ok).toBe(false);
     expect(judgeVersion("claude", "garbage").message).toMatch(/could not read a version/);
+  });
+
+  it("asks gemini for its version without the relaunch a run also turns off", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "flr-version-"));
+    try {
+      // Prints a version only when it would not relaunch itself (as gemini then starts twice).
+      const bin = path.join(dir, "gemini");
+      await writeFile(
+        bin,
+        '#!/bin/sh\n[ "$GEMINI_CLI_NO_RELAUNCH" = true ] && echo 0.61.0 || echo relaunching\n',
+      );
+      await chmod(bin, 0o755);
+      const env = { PATH: process.env.PATH ?? "" };
+      expect(await checkProviderVersion("gemini", bin, env)).toMatchObject({
+        ok: true,
+        version: "0.61.0",
+      });
+      // Only gemini's: another provider's check gets the environment as given.
+      expect((await checkProviderVersion("codex", bin, env)).version).toBeNull();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
