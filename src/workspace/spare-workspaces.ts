@@ -23,8 +23,8 @@
  * `.building-` name and renamed when complete: a crash never leaves a
  * half-made one where it could be taken.
  */
-import { createHash } from "node:crypto";
-import { lstat, mkdir, readdir, rmdir } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { lstat, mkdir, readdir, rename, rmdir } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../log/logger.js";
 import type { FsBatchRunner, FsOp, TreeOp } from "./fs-batch/fs-batch.js";
@@ -37,6 +37,14 @@ export const SPARES_DIRNAME = ".runner-spares";
 
 /** Bump when the layout of a spare changes (the key then changes, and old spares go). */
 const LAYOUT_VERSION = "1";
+
+/**
+ * What a starting runner removes of a gone runner is first renamed to this
+ * prefix in one step, so that another runner starting at the same time, which
+ * takes spares out of it one rename each, gets a whole spare or none, never one
+ * half removed; what a removal cut short leaves is removed, never taken.
+ */
+const TRASH_PREFIX = ".trash-";
 
 /** A ready spare's name in a runner's layout directory before spares had owners. */
 const LEGACY_SPARE = /^[0-9a-f]{8}-\d+$/;
@@ -149,6 +157,8 @@ export class SpareWorkspaces implements SpareSource {
       await mkdir(dir, { recursive: true });
       const stale: string[] = [];
       const adopt: string[] = [];
+      /** What gone runners left: renamed aside (TRASH_PREFIX), then removed. */
+      const gone: string[] = [];
       for (const key of await readdir(base)) {
         const at = path.join(base, key);
         const names = await readdir(at).catch(() => null);
@@ -156,6 +166,10 @@ export class SpareWorkspaces implements SpareSource {
         if (names === null) stale.push(at);
         for (const name of names ?? []) {
           const from = path.join(at, name);
+          if (name.startsWith(TRASH_PREFIX)) {
+            stale.push(from);
+            continue;
+          }
           if (name === this.owner) {
             // Made by an earlier pool of this process (tests make several): still this runner's.
             for (const spare of (await readdir(from)).sort()) {
@@ -168,7 +182,7 @@ export class SpareWorkspaces implements SpareSource {
           }
           if (LEGACY_SPARE.test(name)) {
             // A spare of a runner from before owners (no way to tell whether it lives).
-            (at === keyDir ? adopt : stale).push(from);
+            (at === keyDir ? adopt : gone).push(from);
             continue;
           }
           const st = await lstat(from).catch(() => null);
@@ -179,7 +193,7 @@ export class SpareWorkspaces implements SpareSource {
             for (const spare of await readdir(from).catch(() => [] as string[]))
               if (/^\d+$/.test(spare)) adopt.push(path.join(from, spare));
           }
-          stale.push(from);
+          gone.push(from);
         }
       }
       this.tree = `spare-${path.basename(keyDir)}`;
@@ -187,6 +201,17 @@ export class SpareWorkspaces implements SpareSource {
       this.dir = dir;
       keepFresh(dir);
       await this.adopt(adopt);
+      for (const from of gone) {
+        const aside = path.join(path.dirname(from), TRASH_PREFIX + randomBytes(6).toString("hex"));
+        // Failing: another starting runner renamed it first, and removes it.
+        if (
+          await rename(from, aside).then(
+            () => true,
+            () => false,
+          )
+        )
+          stale.push(aside);
+      }
       if (stale.length > 0) {
         const removed = await this.opts.fs.run(stale.map((p): FsOp => ({ op: "remove", path: p })));
         if (removed.failedAt >= 0) {

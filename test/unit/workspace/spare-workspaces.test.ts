@@ -260,6 +260,9 @@ describe("SpareWorkspaces", () => {
     await mkdir(path.join(keyDir, dead, ".building-3", "repo"), { recursive: true });
     await mkdir(path.join(base, "0123456789abcdef", dead, "1"), { recursive: true });
     await mkdir(path.join(base, "fedcba9876543210", "deadbeef-1"), { recursive: true });
+    // What a removal cut short left (renamed aside first, so no runner takes a half-removed
+    // spare from it): removed, never taken, though it holds a spare's name.
+    await mkdir(path.join(keyDir, ".trash-0a1b2c3d4e5f", "1", "repo"), { recursive: true });
 
     const second = await filledPool(2);
     expect(second.readyCount).toBe(2);
