@@ -2,31 +2,33 @@ import path from "node:path";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 /**
- * The slowest files, slowest first (seconds alone on a 2-core CI box). They
- * start first, so that with files in parallel the run does not end with one
- * of them alone on a worker. Vitest orders by the durations in its cache, but
- * CI has none (`npm ci` empties node_modules, where it lives) and falls back
- * to file size, which put the slowest file (opencode.e2e, a short one) near
- * the end. A file missing here only loses its head start.
+ * The slowest files, slowest first (seconds in CI on a 2-core box, two files
+ * at a time, session 22). They start first, so that with files in parallel
+ * the run does not end with one of them alone on a worker. Vitest orders by
+ * the durations in its cache, but CI has none (`npm ci` empties node_modules,
+ * where it lives) and falls back to file size, which put the slowest file
+ * (opencode.e2e, a short one) near the end. A file missing here only loses
+ * its head start.
  */
 const SLOW_FIRST = [
-  "test/e2e/opencode.e2e.test.ts", // 75
-  "test/unit/process/supervised-process.test.ts", // 41
-  "test/integration/cli.test.ts", // 32
-  "test/integration/run-lifecycle.test.ts", // 31
-  "test/browser/web-app.test.ts", // 25
-  "test/e2e/gemini.e2e.test.ts", // 23
-  "test/integration/retention.test.ts", // 21
-  "test/integration/main-process.test.ts", // 20
+  "test/e2e/opencode.e2e.test.ts", // 98
+  "test/browser/web-app.test.ts", // 66
+  "test/integration/cli.test.ts", // 59
+  "test/unit/process/supervised-process.test.ts", // 51
+  "test/integration/run-lifecycle.test.ts", // 42
+  "test/e2e/gemini.e2e.test.ts", // 36
+  "test/integration/connect-contract-audit.test.ts", // 35
+  "test/integration/main-process.test.ts", // 28
+  "test/integration/retention.test.ts", // 28
+  "test/integration/run-sse.test.ts", // 25
+  "test/e2e/file-change.e2e.test.ts", // 22
+  "test/integration/restart-safety.test.ts", // 20
+  "test/e2e/claude.e2e.test.ts", // 20
+  "test/integration/direct-run-stream.test.ts", // 18
+  "test/integration/chaos-lifecycle.test.ts", // 17
   "test/unit/process/spawn-helper.test.ts", // 17
-  "test/integration/chaos-lifecycle.test.ts", // 15
-  "test/e2e/file-change.e2e.test.ts", // 15
-  "test/integration/admission-burst.test.ts", // 15
-  "test/e2e/claude.e2e.test.ts", // 13
-  "test/e2e/codex.e2e.test.ts", // 12
-  "test/integration/direct-run-stream.test.ts", // 11
-  "test/integration/run-sse.test.ts", // 10
-  "test/integration/restart-safety.test.ts", // 9
+  "test/integration/auth.test.ts", // 17
+  "test/e2e/codex.e2e.test.ts", // 16
 ];
 
 const rank = new Map(SLOW_FIRST.map((file, i) => [file, i]));

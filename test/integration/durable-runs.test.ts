@@ -511,6 +511,10 @@ describe("Cancel", () => {
     const liveIter = liveStream[Symbol.asyncIterator]();
     const liveFirst = (await liveIter.next()).value as RunEvent;
     const pid = await providerPid(s, "live");
+    // Its first line: the runner has the provider's start (its pipes) by then, not only the
+    // provider itself running (a cancel before the spawn helper's answer is a cancel of a start).
+    for (let n = await liveIter.next(); !n.done && n.value.event.case !== "agent"; )
+      n = await liveIter.next();
 
     const queuedIter = client
       .run({ sessionId: "queued", userPrompt: "#scenario=gated-lines", detach: true, userId: "u" })

@@ -298,12 +298,14 @@ describe("POST /run (FermiLink SSE face)", () => {
       },
     ]);
     // Nothing was created for any refused request, inside or outside the root: the root holds
-    // only the runner's own dot-named directories (its git template and spare workspaces).
+    // only the runner's own dot-named directories (its git template, spare workspaces, and the
+    // staging directory the template was made in).
     expect(existsSync(path.join(server.home, "escape"))).toBe(false);
     await server.app.spares.whenFilled();
     expect((await readdir(server.workspacesRoot)).sort()).toEqual([
       ".runner-git-template",
       ".runner-spares",
+      ".runner-staging",
     ]);
   });
 
@@ -339,6 +341,7 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect((await readdir(s.workspacesRoot)).sort()).toEqual([
       ".runner-git-template",
       ".runner-spares",
+      ".runner-staging",
     ]);
     const empty = await postRun(s.baseUrl, { user_prompt: "hi", session_id: "" });
     expect(empty.status).toBe(200);
