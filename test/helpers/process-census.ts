@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 
 /** True while `pid` exists and is not a zombie. */
@@ -47,4 +47,22 @@ export async function readPidFile(file: string, timeoutMs = 5000): Promise<numbe
     if (Date.now() > deadline) throw new Error(`no pid in ${file}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** The pids whose parent is `pid` (from /proc). */
+export function childrenOf(pid: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      // The command name may hold ") ": the fields follow its last one.
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
 }

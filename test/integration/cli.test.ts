@@ -19,7 +19,7 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { envelope } from "../helpers/envelope.js";
-import { isAlive, waitUntilGone } from "../helpers/process-census.js";
+import { childrenOf, isAlive, waitUntilGone } from "../helpers/process-census.js";
 import { lastData, startSseRun } from "../helpers/sse-client.js";
 import { FAKE_AGENT, startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -516,23 +516,6 @@ describe("fermilink-runner serve", () => {
     expect(await s.exited).toBe(0);
   });
 });
-
-/** Pids of `pid`'s children. */
-function childrenOf(pid: number): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) {
-        found.push(Number(entry));
-      }
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return found;
-}
 
 /** `serve` on a throw-away home with the fake agent; resolves once it listens. */
 async function startServe(env: Record<string, string> = {}, bin?: string) {

@@ -8,7 +8,13 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { NODE_START_FLAGS } from "../../src/cli/v8-tuning.js";
 import { SqliteRunStore } from "../../src/journal/sqlite-run-store.js";
-import { isAlive, killQuietly, readPidFile, waitUntilGone } from "../helpers/process-census.js";
+import {
+  childrenOf,
+  isAlive,
+  killQuietly,
+  readPidFile,
+  waitUntilGone,
+} from "../helpers/process-census.js";
 import { runRecord } from "../helpers/run-record.js";
 import { lastData, parseSse, postRun, startSseRun } from "../helpers/sse-client.js";
 import { BUILT_MAIN, FAKE_AGENT } from "../helpers/start-server.js";
@@ -120,22 +126,6 @@ function serverPidsOf(homeDir: string): number[] {
         pids.push(Number(entry));
     } catch {
       // Gone meanwhile, or not ours to read.
-    }
-  }
-  return pids;
-}
-
-/** The pids whose parent is `pid` (from /proc). */
-function childrenOf(pid: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === pid) pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
     }
   }
   return pids;

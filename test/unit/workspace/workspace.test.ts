@@ -239,6 +239,14 @@ describe("SessionLock", () => {
   });
 });
 
+/** Git in `repoDir`, as a committer named t (the repo's own config may have no identity). */
+function gitIn(repoDir: string): (...args: string[]) => string {
+  return (...args) =>
+    execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
+      cwd: repoDir,
+    }).toString();
+}
+
 describe("prepareWorkspace", () => {
   it("gives every new session its own working git repo, laid out like one pristine `git init`", async () => {
     const sessions = Array.from({ length: 12 }, (_, i) => `g${i}`);
@@ -487,10 +495,7 @@ describe("prepareWorkspace", () => {
     const ws = await prep("lean");
     const dotGit = path.join(ws.repoDir, ".git");
     expect((await readdir(dotGit)).sort()).toEqual(["HEAD", "config", "objects", "refs"]);
-    const git = (...args: string[]) =>
-      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
-        cwd: ws.repoDir,
-      }).toString();
+    const git = gitIn(ws.repoDir);
     git("add", "-A");
     git("commit", "-qm", "first");
     git("tag", "v1");
@@ -502,10 +507,7 @@ describe("prepareWorkspace", () => {
   it("keeps a session's git history when its .git lost HEAD, as FermiLink's `git init -q` does", async () => {
     const ws = await prep("lost-head");
     const dotGit = path.join(ws.repoDir, ".git");
-    const git = (...args: string[]) =>
-      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
-        cwd: ws.repoDir,
-      }).toString();
+    const git = gitIn(ws.repoDir);
     await writeFile(path.join(ws.repoDir, "result.txt"), "42\n");
     git("add", "-A");
     git("commit", "-qm", "the user's work");
@@ -530,10 +532,7 @@ describe("prepareWorkspace", () => {
 
   it("repairs a .git whose HEAD a killed runner left empty, keeping the session's history", async () => {
     const ws = await prep("empty-head");
-    const git = (...args: string[]) =>
-      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], {
-        cwd: ws.repoDir,
-      }).toString();
+    const git = gitIn(ws.repoDir);
     await writeFile(path.join(ws.repoDir, "result.txt"), "42\n");
     git("add", "-A");
     git("commit", "-qm", "the user's work");
