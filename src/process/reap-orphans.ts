@@ -1,4 +1,5 @@
 import { readdir, readFile } from "node:fs/promises";
+import { exitedState, parseProcStat } from "./proc-stat.js";
 
 /**
  * Every provider process (and whatever it spawns, which inherits the
@@ -43,11 +44,9 @@ async function findByRunId(runIds: ReadonlySet<string>): Promise<RunProcess[]> {
  * for its pid to vanish would spend the whole grace on a process already dead.
  */
 async function isRunning(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, "latin1").catch(() => null);
-  if (stat === null) return false;
-  // The state follows the command name, which may itself hold ") ".
-  const state = stat.charAt(stat.lastIndexOf(")") + 2);
-  return state !== "Z" && state !== "X";
+  const text = await readFile(`/proc/${pid}/stat`, "latin1").catch(() => null);
+  const stat = text === null ? null : parseProcStat(text);
+  return stat !== null && !exitedState(stat.state);
 }
 
 function signal(pid: number, sig: NodeJS.Signals): boolean {

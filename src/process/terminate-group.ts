@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
+import { exitedState, readProcStat } from "./proc-stat.js";
 
 /** Signal a whole process group; false when the group no longer exists. */
 export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
@@ -13,26 +14,13 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** The state letter and process group of `/proc/<pid>/stat`, or null (gone, or no /proc). */
-function statOf(pid: number | string): { state: string; pgrp: number } | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-  } catch {
-    return null;
-  }
-  // The command name, in parentheses, may itself hold ") ": the fields follow its last one.
-  const [state = "", , pgrp = ""] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { state, pgrp: Number(pgrp) };
-}
-
 /**
  * Exited: a zombie, unless only its main thread exited and its other threads run on (the
  * process then shows as a zombie too, but still runs).
  */
 function exited(pid: number | string, state: string): boolean {
+  if (!exitedState(state)) return false;
   if (state === "X") return true;
-  if (state !== "Z") return false;
   try {
     return readdirSync(`/proc/${pid}/task`).length <= 1;
   } catch {
@@ -61,7 +49,7 @@ function liveMember(pgid: number, hint: number): number {
     return 0;
   }
   // /proc is read only for a group that signal 0 still finds.
-  const known = statOf(hint);
+  const known = readProcStat(hint);
   if (known !== null && known.pgrp === pgid && !exited(hint, known.state)) return hint;
   let pids: string[];
   try {
@@ -72,7 +60,7 @@ function liveMember(pgid: number, hint: number): number {
   let members = 0;
   for (const pid of pids) {
     if (!/^\d+$/.test(pid)) continue;
-    const s = statOf(pid);
+    const s = readProcStat(pid);
     if (s === null || s.pgrp !== pgid) continue;
     if (!exited(pid, s.state)) return Number(pid);
     members++;

@@ -15,6 +15,7 @@
  */
 import { readFileSync, readlinkSync } from "node:fs";
 import { utimes } from "node:fs/promises";
+import { exitedState, readProcStat } from "../process/proc-stat.js";
 
 /** How often a runner touches the directories it owns. */
 const HEARTBEAT_MS = 5 * 60_000;
@@ -41,25 +42,10 @@ const BOOT = readOr(
 /** The pid namespace's inode: a pid means the same process only within one namespace. */
 const PID_NS = readOr(() => readlinkSync("/proc/self/ns/pid").replace(/\D/g, ""), "0");
 
-/** State and start time (clock ticks after boot) of a process, or null when there is none. */
-function processStat(pid: number): { state: string; start: string } | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-  } catch {
-    return null;
-  }
-  // The command name (field 2) may hold spaces and parentheses: fields are counted after its end.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const state = fields[0];
-  const start = fields[19];
-  return state === undefined || start === undefined ? null : { state, start };
-}
-
 /** The owner token of process `pid` of this namespace, or null when it is not running. */
 export function ownerOf(pid: number): string | null {
-  const st = processStat(pid);
-  return st === null ? null : `${BOOT}-${PID_NS}-${pid}-${st.start}`;
+  const st = readProcStat(pid);
+  return st === null ? null : `${BOOT}-${PID_NS}-${pid}-${st.startTime}`;
 }
 
 let self: string | undefined;
@@ -89,9 +75,9 @@ export function ownerGone(
   if (m === null) return true;
   const [, boot, ns, pid, start] = m;
   if (boot === BOOT && ns === PID_NS && ns !== "0") {
-    const st = processStat(Number(pid));
+    const st = readProcStat(Number(pid));
     // A zombie has stopped writing: only its parent has not collected it yet.
-    return st === null || st.start !== start || st.state === "Z" || st.state === "X";
+    return st === null || st.startTime !== start || exitedState(st.state);
   }
   return nowMs - mtimeMs > staleAfterMs;
 }
