@@ -49,6 +49,11 @@ async function recordStatus(page: Page): Promise<() => Promise<string[]>> {
   return async () => (await page.evaluate("window.__statusShown")) as string[];
 }
 
+/** A routed Connect error answer (unary JSON), as a runner sends it. */
+function connectError(status: number, code: string, message: string) {
+  return { status, contentType: "application/json", body: JSON.stringify({ code, message }) };
+}
+
 async function openApp(url: string): Promise<Page> {
   const page = await browser.newPage();
   const errors: string[] = [];
@@ -457,11 +462,7 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
       }),
     );
     await page.route("**/fermilink.runner.v1.RunService/ListRuns", (route) =>
-      route.fulfill({
-        status: 403,
-        contentType: "application/json",
-        body: JSON.stringify({ code: "permission_denied", message: "that token is user alice's" }),
-      }),
+      route.fulfill(connectError(403, "permission_denied", "that token is user alice's")),
     );
     await page.fill("#prompt", "refused");
     await page.click("#start");
@@ -571,11 +572,7 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     server = await startTestServer();
     const page = await openApp(`${server.baseUrl}/`);
     await page.route("**/fermilink.runner.v1.RunService/ListRuns", (route) =>
-      route.fulfill({
-        status: 503,
-        contentType: "application/json",
-        body: JSON.stringify({ code: "unavailable", message: "list down" }),
-      }),
+      route.fulfill(connectError(503, "unavailable", "list down")),
     );
     await page.fill("#prompt", "list fails after me");
     await page.click("#start");
@@ -609,11 +606,7 @@ run("the browser app served at / (Connect-Web in headless Chromium)", () => {
     });
     await page.route("**/fermilink.runner.v1.PackageService/ListPackages", async (route) => {
       await released;
-      await route.fulfill({
-        status: 503,
-        contentType: "application/json",
-        body: JSON.stringify({ code: "unavailable", message: "packages down" }),
-      });
+      await route.fulfill(connectError(503, "unavailable", "packages down"));
       failed();
     });
     await page.goto(`${server.baseUrl}/`);
@@ -813,11 +806,7 @@ run("the browser app's package list and token field", () => {
     });
     const page = await browser.newPage();
     const down = (route: { fulfill(r: object): Promise<void> }) =>
-      route.fulfill({
-        status: 503,
-        contentType: "application/json",
-        body: JSON.stringify({ code: "unavailable", message: "packages down" }),
-      });
+      route.fulfill(connectError(503, "unavailable", "packages down"));
     const LIST = "**/fermilink.runner.v1.PackageService/ListPackages";
     await page.route(LIST, down);
     await page.goto(`${server.baseUrl}/`);
