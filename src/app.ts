@@ -24,6 +24,7 @@ import { createMainHandler } from "./transport/main-handler.js";
 import { type MetricsServer, startMetricsServer } from "./transport/metrics-server.js";
 import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
 import { builtinSpareContent, prepareWorkspace } from "./workspace/prepare-workspace.js";
+import { sweepTakeoverLeftovers } from "./workspace/session-hold.js";
 import { SessionLock } from "./workspace/session-lock.js";
 import { SpareWorkspaces } from "./workspace/spare-workspaces.js";
 import { sweepStaging } from "./workspace/staging.js";
@@ -271,12 +272,17 @@ async function assemble(
   // does not hold the start-up past the bound: the rest are made in the background.
   await unlessAborted(spares.start(), signal);
   await unlessAborted(spares.whenFilled(SPARES_AT_START_MS), signal);
-  // In the background: a template copy a killed runner left can be large, and nothing waits for it.
-  void sweepStaging(config.workspacesRoot).then(
-    (removed) => {
-      if (removed.length > 0) logger.info({ removed }, "removed what stopped runners left staged");
+  // In the background: a template copy a killed runner left can be large, and nothing waits for it
+  // (nor for the lock files its session takeovers left moved aside).
+  void Promise.all([
+    sweepStaging(config.workspacesRoot),
+    sweepTakeoverLeftovers(config.workspacesRoot),
+  ]).then(
+    ([staged, locks]) => {
+      const removed = [...staged, ...locks];
+      if (removed.length > 0) logger.info({ removed }, "removed what stopped runners left behind");
     },
-    (err: unknown) => logger.warn({ err }, "could not remove what stopped runners left staged"),
+    (err: unknown) => logger.warn({ err }, "could not remove what stopped runners left behind"),
   );
   const port = await explainListen(
     () => server.listen(config.server.host, config.server.port),

@@ -14,8 +14,8 @@
  * every `HEARTBEAT_MS` (`keepFresh`).
  */
 import { readFileSync, readlinkSync } from "node:fs";
-import { utimes } from "node:fs/promises";
 import { exitedState, readProcStat } from "../process/proc-stat.js";
+import { Heartbeat } from "./heartbeat.js";
 
 /** How often a runner touches the directories it owns. */
 const HEARTBEAT_MS = 5 * 60_000;
@@ -82,8 +82,8 @@ export function ownerGone(
   return nowMs - mtimeMs > staleAfterMs;
 }
 
-const fresh = new Set<string>();
-let heartbeat: NodeJS.Timeout | undefined;
+/** The directories this runner owns (spares, staging), touched every few minutes. */
+const fresh = new Heartbeat(HEARTBEAT_MS);
 
 /**
  * Touch `dir` every few minutes while this runner lives, so that a runner
@@ -91,17 +91,9 @@ let heartbeat: NodeJS.Timeout | undefined;
  */
 export function keepFresh(dir: string): void {
   fresh.add(dir);
-  heartbeat ??= setInterval(() => {
-    const now = new Date();
-    for (const d of fresh) void utimes(d, now, now).catch(() => fresh.delete(d));
-  }, HEARTBEAT_MS).unref();
 }
 
 /** Stop touching `dir` (its owner is done with it). */
 export function forgetFresh(dir: string): void {
   fresh.delete(dir);
-  if (fresh.size === 0) {
-    clearInterval(heartbeat);
-    heartbeat = undefined;
-  }
 }

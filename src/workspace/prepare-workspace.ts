@@ -15,7 +15,7 @@ import {
 } from "./agents-file.js";
 import { type FsBatchResult, type FsOp, workspaceFs } from "./fs-batch/fs-batch.js";
 import { ensureGitRepo, freshGitRepoOps, gitSkeleton, isGitRepo } from "./git-repo.js";
-import { resolveSessionDir, sessionRepoDir } from "./session-path.js";
+import { MEMORY_TEMP_NAME, resolveSessionDir, sessionRepoDir } from "./session-path.js";
 import type { SpareContent, SpareSource } from "./spare-workspaces.js";
 import { stagingPath } from "./staging.js";
 
@@ -133,16 +133,31 @@ function memoryFileFailed(err: unknown): RunnerError {
 }
 
 /**
+ * A new session's `projects/memory.md` as file-system ops: written whole under
+ * MEMORY_TEMP_NAME, then renamed into place. `flag`: "w" fills the temporary
+ * file a spare holds, "wx" makes it in a `projects/` just made.
+ */
+function memoryFileOps(repoDir: string, text: string, flag: "w" | "wx"): FsOp[] {
+  const temp = path.join(repoDir, "projects", MEMORY_TEMP_NAME);
+  return [
+    { op: "write", path: temp, content: text, flag },
+    { op: "claim", from: temp, to: path.join(repoDir, "projects", "memory.md") },
+  ];
+}
+
+/**
  * `projects/memory.md`, created once and never overwritten (the agent owns it
- * afterwards). A symlinked `projects/` (the session keeps its notes elsewhere)
- * is never written through, as it may lead out of the session: with a
- * `memory.md` there already the runner has nothing to write, so the run goes on.
+ * afterwards), whole or not at all (MEMORY_TEMP_NAME). A symlinked `projects/`
+ * (the session keeps its notes elsewhere) is never written through, as it may
+ * lead out of the session: with a `memory.md` there already the runner has
+ * nothing to write, so the run goes on.
  */
 async function ensureMemoryFile(repoDir: string, text: string): Promise<void> {
   const projects = path.join(repoDir, "projects");
+  const file = path.join(projects, "memory.md");
   if ((await lstat(projects).catch(() => null))?.isSymbolicLink()) {
     // lstat: memory.md itself may be a link (or anything else the agent made); it is not opened.
-    if (await lstat(path.join(projects, "memory.md")).catch(() => null)) return;
+    if (await lstat(file).catch(() => null)) return;
     throw new RunnerError(
       "WORKSPACE_SETUP_FAILED",
       `Failed to initialize workspace memory file: ${projects} is a symlink and has no memory.md; the runner does not create files through it. Create memory.md where it points, or replace the link with a directory.`,
@@ -150,11 +165,14 @@ async function ensureMemoryFile(repoDir: string, text: string): Promise<void> {
   }
   try {
     await mkdir(projects, { recursive: true });
-    await writeFile(path.join(projects, "memory.md"), text, { flag: "wx" }).catch(
-      (err: NodeJS.ErrnoException) => {
-        if (err.code !== "EEXIST") throw err;
-      },
-    );
+    if (await lstat(file).catch(() => null)) return;
+    // What a write cut short left goes, and so does whatever the agent put at the name: removed,
+    // never written through, and the new file made exclusively.
+    const temp = path.join(projects, MEMORY_TEMP_NAME);
+    await rm(temp, { recursive: true, force: true });
+    await writeFile(temp, text, { flag: "wx" });
+    // No one else writes memory.md meanwhile: the session's runs are serialised, across runners too.
+    await rename(temp, file);
   } catch (err) {
     throw memoryFileFailed(err);
   }
@@ -385,12 +403,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
             ...aliasLinkOps(repoDir, opts.providerAlias),
           ],
         },
-        {
-          stage: "memory",
-          ops: [
-            { op: "write", path: path.join(repoDir, "projects", "memory.md"), content: memory },
-          ],
-        },
+        { stage: "memory", ops: memoryFileOps(repoDir, memory, "w") },
         { stage: "provider", ops: providerFileOps(providerFiles, sessionDir) },
       ]).catch((err: unknown) => {
         opts.spares?.settle(spare, "broken");
@@ -421,12 +434,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
           stage: "memory",
           ops: [
             { op: "mkdir", path: path.join(repoDir, "projects") },
-            {
-              op: "write",
-              path: path.join(repoDir, "projects", "memory.md"),
-              content: memory,
-              flag: "wx",
-            },
+            ...memoryFileOps(repoDir, memory, "wx"),
           ],
         },
         { stage: "workspace", ops: [{ op: "mkdir", path: path.join(repoDir, "outputs") }] },

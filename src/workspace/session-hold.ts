@@ -17,7 +17,6 @@
  * microseconds on the loop, where the asynchronous calls would be thread-pool
  * round trips on every run's start.
  */
-import { randomBytes } from "node:crypto";
 import {
   closeSync,
   fstatSync,
@@ -30,9 +29,10 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { utimes } from "node:fs/promises";
+import { lstat, readdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
+import { Heartbeat } from "./heartbeat.js";
 import { ownerGone, runnerOwner } from "./owner.js";
 
 /** Under the workspaces root; a dot name, so no session id can take it. */
@@ -51,29 +51,18 @@ const UNWRITTEN_GRACE_MS = 10_000;
 export const LOCK_STALE_AFTER_MS = 30_000;
 const LOCK_HEARTBEAT_MS = 5_000;
 
-/** Lock files this process holds now (any SessionLock of it). */
-const heldHere = new Set<string>();
-let heartbeat: NodeJS.Timeout | undefined;
+/** Lock files this process holds now (any SessionLock of it), kept fresh. */
+const heldHere = new Heartbeat(LOCK_HEARTBEAT_MS);
 
 /** Touch every lock file this process holds (its heartbeat; tests call it directly). */
-export async function touchHeldLocks(): Promise<void> {
-  const now = new Date();
-  // A file gone or replaced meanwhile is not this hold's to revive: utimes only touches what is there.
-  await Promise.all([...heldHere].map((f) => utimes(f, now, now).catch(() => {})));
+export function touchHeldLocks(): Promise<void> {
+  return heldHere.touch();
 }
 
-function track(file: string): void {
-  heldHere.add(file);
-  heartbeat ??= setInterval(() => void touchHeldLocks(), LOCK_HEARTBEAT_MS).unref();
-}
-
-function untrack(file: string): void {
-  heldHere.delete(file);
-  if (heldHere.size === 0) {
-    clearInterval(heartbeat);
-    heartbeat = undefined;
-  }
-}
+/** A lock file moved aside by a takeover: `<lock file>.<owner token>.stale`. */
+const STALE_SUFFIX = ".stale";
+/** What names the runner that moved it aside; older runners named it by 12 random hex digits. */
+const STALE_TAKER = /\.lock\.([0-9a-f]{8}-\d+-\d+-\d+|[0-9a-f]{12})\.stale$/;
 
 /** The lock file of `sessionId` (a valid id: a plain file name). */
 export function sessionLockFile(root: string, sessionId: string): string {
@@ -127,12 +116,12 @@ export function holdSession(root: string, sessionId: string): (() => void) | nul
     } finally {
       closeSync(fd);
     }
-    track(file);
+    heldHere.add(file);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      untrack(file);
+      heldHere.delete(file);
       try {
         // Still the file made here (a stat, where reading it back costs four calls): a runner that
         // took it for gone made its own, another inode, which a reused number would not share
@@ -187,8 +176,9 @@ function takeOverIfGone(file: string): boolean {
     closeSync(fd);
   }
   // Moved aside, then checked to be the file judged: two runners taking over one dead holder at
-  // once must not remove the hold the quicker one just made.
-  const aside = `${file}.${randomBytes(6).toString("hex")}.stale`;
+  // once must not remove the hold the quicker one just made. Named by this runner, so that what a
+  // kill here leaves is known to be nobody's once this runner is gone (sweepTakeoverLeftovers).
+  const aside = `${file}.${runnerOwner()}${STALE_SUFFIX}`;
   try {
     renameSync(file, aside);
   } catch (err) {
@@ -205,4 +195,40 @@ function takeOverIfGone(file: string): boolean {
   } finally {
     unlinkQuietly(aside);
   }
+}
+
+/**
+ * Remove what takeovers cut short by a kill left in `root`'s lock directory
+ * (start-up calls it): a lock file moved aside and never removed. A takeover
+ * holds its file aside for microseconds, so one is left over once the runner
+ * that moved it is gone (owner.ts, judged by the time of the move), or once
+ * it was moved LOCK_STALE_AFTER_MS ago, whoever moved it. Returns the files
+ * removed.
+ */
+export async function sweepTakeoverLeftovers(root: string, nowMs = Date.now()): Promise<string[]> {
+  const dir = path.join(root, LOCKS_DIRNAME);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const name of names) {
+    const taker = STALE_TAKER.exec(name)?.[1];
+    if (taker === undefined) continue;
+    const file = path.join(dir, name);
+    // ctime: the move aside (a rename sets it); mtime is still the holder's last touch.
+    const st = await lstat(file).catch(() => null);
+    if (st === null) continue;
+    const leftOver =
+      nowMs - st.ctimeMs > LOCK_STALE_AFTER_MS ||
+      // An older runner's random name names no one: only its age tells.
+      (taker.includes("-") && ownerGone(taker, st.ctimeMs, nowMs, LOCK_STALE_AFTER_MS));
+    // Failing: another runner starting at the same time removed it first.
+    if (
+      leftOver &&
+      (await unlink(file).then(
+        () => true,
+        () => false,
+      ))
+    )
+      removed.push(file);
+  }
+  return removed;
 }

@@ -41,3 +41,12 @@ export const SESSION_TMP_DIRNAME = ".tmp";
 export function sessionRepoDir(sessionDir: string): string {
   return path.join(sessionDir, "repo");
 }
+
+/**
+ * Where `projects/memory.md` is written before it is renamed into place, so a
+ * write cut short (a kill, a full disk) leaves no memory.md at all, which the
+ * next run writes whole, rather than an empty or partial one taken as the
+ * agent's. A fixed name: what a cut-short write left is replaced by that next
+ * write.
+ */
+export const MEMORY_TEMP_NAME = ".memory.md.tmp";

@@ -14,7 +14,7 @@
  *
  * Layout: `<root>/.runner-spares/<layout key>/<owner>/<n>/`, each a complete
  * new session (`.tmp/`, `repo/` with AGENTS.md, the empty git repo,
- * `projects/memory.md` empty, `outputs/`). The key hashes everything a spare
+ * `projects/.memory.md.tmp` empty, `outputs/`). The key hashes everything a spare
  * contains; the owner is the runner that made or took over the spares
  * (owner.ts). Runners sharing a root (a rolling deploy) each use only their
  * own: at start-up a runner takes over the spares of its layout whose owner
@@ -30,13 +30,13 @@ import type { Logger } from "../log/logger.js";
 import type { FsBatchRunner, FsOp, TreeOp } from "./fs-batch/fs-batch.js";
 import { freshGitRepoOps, type GitSkeleton } from "./git-repo.js";
 import { forgetFresh, keepFresh, ownerGone, runnerOwner } from "./owner.js";
-import { SESSION_TMP_DIRNAME } from "./session-path.js";
+import { MEMORY_TEMP_NAME, SESSION_TMP_DIRNAME } from "./session-path.js";
 
 /** Under the workspaces root; a dot name, so no session id can take it. */
 export const SPARES_DIRNAME = ".runner-spares";
 
 /** Bump when the layout of a spare changes (the key then changes, and old spares go). */
-const LAYOUT_VERSION = "1";
+const LAYOUT_VERSION = "2";
 
 /**
  * What a starting runner removes of a gone runner is first renamed to this
@@ -94,7 +94,8 @@ export function spareTree(content: SpareContent): TreeOp[] {
     { op: "write", path: "repo/AGENTS.md", content: content.agents },
     ...git,
     { op: "mkdir", path: "repo/projects" },
-    { op: "write", path: "repo/projects/memory.md", content: "" },
+    // Filled and renamed into place by the claim: made here, it costs the claim no inode.
+    { op: "write", path: `repo/projects/${MEMORY_TEMP_NAME}`, content: "" },
     { op: "mkdir", path: "repo/outputs" },
   ];
 }

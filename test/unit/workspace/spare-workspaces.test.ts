@@ -160,7 +160,8 @@ describe("SpareWorkspaces", () => {
     const one = path.join(mine, names[0] as string);
     const layout = await tree(one);
     expect(layout).toContain(".tmp/ 755");
-    expect(layout).toContain('repo/projects/memory.md 644 ""');
+    expect(layout).toContain('repo/projects/.memory.md.tmp 644 ""');
+    expect(layout.some((l) => l.startsWith("repo/projects/memory.md"))).toBe(false);
     expect(layout.some((l) => l.startsWith("repo/.git/HEAD "))).toBe(true);
   });
 

@@ -26,6 +26,7 @@ import { prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
 import {
   LOCK_STALE_AFTER_MS,
   sessionLockFile,
+  sweepTakeoverLeftovers,
   touchHeldLocks,
 } from "../../../src/workspace/session-hold.js";
 import { SessionLock } from "../../../src/workspace/session-lock.js";
@@ -237,6 +238,44 @@ describe("SessionLock", () => {
     r2();
     expect(existsSync(file)).toBe(false);
   });
+  it("sweeps a lock file a takeover cut short left aside: at once when its taker is gone, else once it was moved long ago", async () => {
+    const file = sessionLockFile(root, "s");
+    const dir = path.dirname(file);
+    await mkdir(dir, { recursive: true });
+    const sleeper = async () => {
+      const child = spawn("sleep", ["60"], { stdio: "ignore" });
+      await once(child, "spawn");
+      return { child, token: ownerOf(child.pid as number) as string };
+    };
+    const live = await sleeper();
+    const dead = await sleeper();
+    dead.child.kill("SIGKILL");
+    await once(dead.child, "exit");
+    const [boot, , pid, start] = runnerOwner().split("-");
+    const aside = (taker: string) => `${file}.${taker}.stale`;
+    const leftBy = {
+      dead: aside(dead.token),
+      live: aside(live.token),
+      // Another container: judged by when it was moved aside, as its lock files are.
+      foreign: aside(`${boot}-1-${pid}-${start}`),
+      // A runner from before takers were named: a random name.
+      older: aside("0123456789ab"),
+    };
+    // Lock files, one of a session whose id looks like a leftover's name.
+    const locks = [file, sessionLockFile(root, "x.lock.0123456789ab.stale")];
+    for (const f of [...Object.values(leftBy), ...locks]) await writeFile(f, `${dead.token}\n`);
+    try {
+      expect(await sweepTakeoverLeftovers(root)).toEqual([leftBy.dead]);
+      // A takeover holds its file aside for microseconds: moved that long ago, none is under way.
+      const later = Date.now() + LOCK_STALE_AFTER_MS + 5_000;
+      expect((await sweepTakeoverLeftovers(root, later)).sort()).toEqual(
+        [leftBy.live, leftBy.foreign, leftBy.older].sort(),
+      );
+      expect(readdirSync(dir).sort()).toEqual(locks.map((f) => path.basename(f)).sort());
+    } finally {
+      live.child.kill("SIGKILL");
+    }
+  });
 });
 
 /** Git in `repoDir`, as a committer named t (the repo's own config may have no identity). */
@@ -343,6 +382,57 @@ describe("prepareWorkspace", () => {
     expect(ws.createdRepo).toBe(true);
     expect(await readFile(path.join(ws.repoDir, "a.py"), "utf8")).toBe("a");
     expect(await readFile(path.join(ws.repoDir, "z.py"), "utf8")).toBe("z");
+  });
+
+  it("writes memory.md whole or not at all: a write cut short leaves none, and the next run writes it", async () => {
+    const wsRoot = path.join(root, "ws");
+    // The prompt is memory.md's "Original request": far past the cap, which every other file of
+    // a session (and node's own) stays under.
+    const size = 4 << 20;
+    const capped = async (sessionId: string, spare: "spare" | "") => {
+      const child = spawn(
+        "sh",
+        [
+          "-c",
+          'ulimit -f 2048 && exec "$@"',
+          "sh",
+          process.execPath,
+          "--import",
+          "tsx",
+          path.join(FIXTURES, "prepare-session.ts"),
+          wsRoot,
+          sessionId,
+          String(size),
+          spare,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      let out = "";
+      child.stdout.on("data", (b: Buffer) => {
+        out += b.toString();
+      });
+      const [code] = (await once(child, "exit")) as [number | null];
+      return { code, out };
+    };
+    // An existing session whose memory.md is gone takes the checking path.
+    await rm(path.join((await prep("checked")).repoDir, "projects", "memory.md"));
+    for (const [sessionId, spare] of [
+      ["new", ""],
+      ["from-spare", "spare"],
+      ["checked", ""],
+    ] as const) {
+      expect(await capped(sessionId, spare), sessionId).toEqual({
+        code: 0,
+        out: "WORKSPACE_SETUP_FAILED",
+      });
+      const projects = path.join(wsRoot, sessionId, "repo", "projects");
+      expect(existsSync(path.join(projects, "memory.md")), sessionId).toBe(false);
+      const ws = await prep(sessionId, { prompt: "x".repeat(size) });
+      const memory = await readFile(path.join(ws.repoDir, "projects", "memory.md"), "utf8");
+      expect(memory.length, sessionId).toBeGreaterThan(size);
+      expect(memory.endsWith("- (no progress yet)\n"), sessionId).toBe(true);
+      expect(await readdir(projects), sessionId).toEqual(["memory.md"]);
+    }
   });
 
   it("records the request without the FermiLink web's unified-memory instructions", async () => {
@@ -592,6 +682,34 @@ describe("prepareWorkspace", () => {
     const ws = await prep("s", { softwareRoot: sw });
     expect(ws.createdRepo).toBe(true);
     expect(readdirSync(ws.repoDir).filter((n) => n.endsWith(".txt"))).toHaveLength(400);
+  });
+
+  it("sweeps what runners before staging directories left staged once it is an hour old, and nothing else", async () => {
+    const wsRoot = path.join(root, "ws");
+    const ws = await prep("s");
+    const old = new Date(Date.now() - STALE_AFTER_MS - 60_000);
+    const staged = async (dir: string, age?: Date) => {
+      await mkdir(path.join(dir, "sub"), { recursive: true });
+      await writeFile(path.join(dir, "sub", "f.txt"), "x");
+      if (age) await utimes(dir, age, age);
+      return dir;
+    };
+    // A git template and a template copy whose runners were killed an hour ago.
+    const deadTemplate = await staged(path.join(wsRoot, ".runner-git-template.tmp-aB3xY9"), old);
+    const deadCopy = await staged(path.join(ws.sessionDir, ".repo-0123456789ab.tmp"), old);
+    // The same of an older runner still at work beside this one, and names it never made.
+    const kept = [
+      await staged(path.join(wsRoot, ".runner-git-template.tmp-Zz0000")),
+      await staged(path.join(wsRoot, "t", ".repo-ba9876543210.tmp")),
+      await staged(path.join(wsRoot, "t", ".repo-notours.tmp"), old),
+      await staged(path.join(wsRoot, "t", "repo-0123456789ab.tmp"), old),
+      await staged(path.join(wsRoot, ".repo-0123456789ab.tmp"), old),
+    ];
+    expect((await sweepStaging(wsRoot)).sort()).toEqual([deadCopy, deadTemplate].sort());
+    for (const dir of kept) expect(existsSync(dir), dir).toBe(true);
+    // The session itself is untouched.
+    expect((await prep("s")).createdRepo).toBe(false);
+    expect(await readdir(ws.sessionDir)).not.toContain(".repo-0123456789ab.tmp");
   });
 
   it("judges an owner from /proc in its own pid namespace, and elsewhere by how long ago it was touched", async () => {
