@@ -55,6 +55,23 @@ export class RunnerError extends Error {
   }
 }
 
+/** The most of a caller's value a message quotes (a refused session id shows as many). */
+const QUOTED_MAX_CHARS = 140;
+
+/**
+ * A caller's value as an error message quotes it: its first QUOTED_MAX_CHARS
+ * characters, then "…". A message that quoted a huge value whole went out as
+ * a gRPC status header (`grpc-message`) that HTTP/2 clients refuse: the
+ * caller got a broken stream (`internal`) instead of the error.
+ */
+export function quotedInput(value: string): string {
+  if (value.length <= QUOTED_MAX_CHARS) return value;
+  // Never half a surrogate pair: encodeURIComponent (grpc-message) throws on one.
+  const last = value.charCodeAt(QUOTED_MAX_CHARS - 1);
+  const end = last >= 0xd800 && last <= 0xdbff ? QUOTED_MAX_CHARS - 1 : QUOTED_MAX_CHARS;
+  return `${value.slice(0, end)}…`;
+}
+
 /** Narrow an unknown thrown value, wrapping anything foreign as INTERNAL. */
 export function toRunnerError(err: unknown): RunnerError {
   if (err instanceof RunnerError) return err;

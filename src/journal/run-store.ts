@@ -111,6 +111,12 @@ export interface RunStore {
    * reading them back) are left for a later call. Returns how many were deleted.
    */
   prune(opts: { endedBeforeMs: number; maxBytes: number; readSinceMs?: number }): number;
+  /**
+   * The key ListRuns' page tokens are signed with: random, made with the store
+   * and kept in it, so a token outlives a restart and works on any runner that
+   * opens the store, and reveals nothing a caller could check a guess against.
+   */
+  readonly pageTokenKey: Uint8Array;
   close(): void;
   /** After `close()`: every call fails, and a journal stops retrying its writes. */
   readonly isClosed: boolean;

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
@@ -17,8 +18,9 @@ import {
  * by the run's integer `run_key`, not its 36-character id. 3: events are
  * stored in chunks (`event_chunks`), not a row each. 4: `sessions` records
  * who owns a session (claimed by its first run while auth is on). An index
- * alone needs no bump: a runner of the same version reads the file as before
- * (SCHEMA's `IF NOT EXISTS` adds it to a store at this version).
+ * or a table an older runner never reads (`meta`) needs no bump: a runner of
+ * the same version reads the file as before (SCHEMA's `IF NOT EXISTS` adds it
+ * to a store at this version).
  */
 const SCHEMA_VERSION = 4;
 
@@ -103,6 +105,11 @@ CREATE TABLE IF NOT EXISTS sessions (
   session_id TEXT PRIMARY KEY,
   owner_norm TEXT NOT NULL,
   claimed_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Values kept for every runner that opens the store: page_token_key (RunStore.pageTokenKey).
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value BLOB NOT NULL
 ) WITHOUT ROWID;
 ${CHUNKS_TABLE}`;
 
@@ -325,6 +332,7 @@ export class SqliteRunStore implements RunStore {
   /** Holds the one-runner-per-store lock (`<file>.lock`) while this store is open. */
   private readonly lock: Database.Database;
   private readonly checkpointer: Checkpointer;
+  readonly pageTokenKey: Uint8Array;
 
   constructor(file: string, opts: { now?: () => number } = {}) {
     this.now = opts.now ?? Date.now;
@@ -353,6 +361,10 @@ export class SqliteRunStore implements RunStore {
       this.lock = lock;
       this.db = db;
       this.migrate(file);
+      this.pageTokenKey = this.db
+        .prepare("SELECT value FROM meta WHERE key = 'page_token_key'")
+        .pluck(true)
+        .get() as Buffer;
     } catch (err) {
       // Whatever failed (the lock, the file, a store refused or a migration), both are let go.
       db?.close();
@@ -486,6 +498,10 @@ export class SqliteRunStore implements RunStore {
           DROP TABLE events;`);
       }
       this.db.exec(SCHEMA);
+      // Made once, with the store (or the first time a runner that knows it opens an older one).
+      this.db
+        .prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('page_token_key', ?)")
+        .run(randomBytes(32));
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     })();
   }

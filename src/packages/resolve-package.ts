@@ -1,4 +1,4 @@
-import { RunnerError } from "../errors/runner-error.js";
+import { quotedInput, RunnerError } from "../errors/runner-error.js";
 import { normalizePackageId, tryNormalizePackageId } from "./package-id.js";
 import {
   type PackageMeta,
@@ -27,7 +27,10 @@ export async function checkRequested(
   const meta = registry.packages.get(id);
   if (!meta) {
     const why = registry.problem ? ` (the registry is unusable: ${registry.problem})` : "";
-    throw new RunnerError("PACKAGE_NOT_FOUND", `Requested package not found: ${id}${why}`);
+    throw new RunnerError(
+      "PACKAGE_NOT_FOUND",
+      `Requested package not found: ${quotedInput(id)}${why}`,
+    );
   }
   await resolveInstalledPath(meta);
   return { id, meta, source: "requested" };

@@ -10,7 +10,7 @@ import {
   type ProviderId,
   REASONING_EFFORTS,
 } from "../config/providers.js";
-import { RunnerError } from "../errors/runner-error.js";
+import { quotedInput, RunnerError } from "../errors/runner-error.js";
 import type { AgentPolicy } from "../events/run-event.js";
 import { asObject } from "./json-line.js";
 
@@ -144,7 +144,7 @@ function checkProvider(policy: RuntimePolicy, raw: string | undefined): void {
   if (!isProviderId(requested)) {
     throw new RunnerError(
       "PROVIDER_UNSUPPORTED",
-      `Provider '${raw?.trim()}' is not supported. Supported: ${PROVIDER_IDS.join(", ")}.`,
+      `Provider '${quotedInput(raw?.trim() ?? "")}' is not supported. Supported: ${PROVIDER_IDS.join(", ")}.`,
     );
   }
   if (requested !== policy.provider) {
@@ -172,7 +172,7 @@ function narrowSandbox(policy: RuntimePolicy, raw: string | undefined): string |
   if (requested !== null && !known && !isPolicyOwn) {
     throw new RunnerError(
       "SANDBOX_INVALID",
-      `Sandbox '${raw?.trim()}' is not a known mode. Allowed: ${SANDBOX_MODES.join(", ")}.`,
+      `Sandbox '${quotedInput(raw?.trim() ?? "")}' is not a known mode. Allowed: ${SANDBOX_MODES.join(", ")}.`,
     );
   }
   // Under bypass there is no sandbox at all; a valid request value is ignored (FermiLink test

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { RunnerError } from "../errors/runner-error.js";
 import { normalizeUser, type RunRecord } from "../journal/run-store.js";
 import type { RunPipeline, Viewer } from "./run-pipeline.js";
@@ -18,12 +18,28 @@ function invalid(message: string): RunnerError {
   return new RunnerError("REQUEST_INVALID", message);
 }
 
+/** 132 bits; a legacy token's listing had 16 characters, so the two never meet. */
+const LISTING_CHARS = 22;
+
 /**
  * The listing a page token belongs to (user and session filter): a position in
  * another user's or session's listing would page this one silently wrong, skipping
- * runs. A digest, so a token does not carry the user id in the clear.
+ * runs. Keyed by the store's secret: a plain digest let whoever saw a token
+ * test guesses of the user id against it.
  */
-function listingOf(userId: string | null, sessionId: string | null): string {
+function listingOf(key: Uint8Array, userId: string | null, sessionId: string | null): string {
+  return createHmac("sha256", key)
+    .update(JSON.stringify([normalizeUser(userId), sessionId]))
+    .digest("base64url")
+    .slice(0, LISTING_CHARS);
+}
+
+/**
+ * The listing as tokens issued before it was keyed named it (an unkeyed
+ * SHA-256): a client paging across the upgrade goes on. It reveals nothing
+ * those tokens did not already show.
+ */
+function legacyListingOf(userId: string | null, sessionId: string | null): string {
   return createHash("sha256")
     .update(JSON.stringify([normalizeUser(userId), sessionId]))
     .digest("base64url")
@@ -33,7 +49,8 @@ function listingOf(userId: string | null, sessionId: string | null): string {
 /** Page tokens are opaque to callers: the position after the last run of the previous page. */
 function decodeToken(
   token: string,
-  listing: string,
+  key: Uint8Array,
+  input: ListRunsInput,
 ): { createdAtMs: number; runId: string } | null {
   if (token === "") return null;
   let parsed: unknown;
@@ -49,6 +66,10 @@ function decodeToken(
     typeof parsed[1] === "string" &&
     typeof parsed[2] === "string"
   ) {
+    const listing =
+      parsed[2].length === LISTING_CHARS
+        ? listingOf(key, input.userId, input.sessionId)
+        : legacyListingOf(input.userId, input.sessionId);
     if (parsed[2] !== listing) {
       throw invalid(
         "page_token belongs to another listing (a different user_id or session_id); pass the same ones as for the first page, or omit it.",
@@ -75,14 +96,15 @@ export function listRunsPage(
     );
   }
   const viewer: Viewer = { userId: input.userId };
-  const listing = listingOf(input.userId, input.sessionId);
+  const key = pipeline.pageTokenKey;
   const rows = pipeline.listRuns({
     viewer,
     sessionId: input.sessionId,
     limit: size + 1,
-    after: decodeToken(input.pageToken, listing),
+    after: decodeToken(input.pageToken, key, input),
   });
   const runs = rows.slice(0, size);
   const last = runs.at(-1);
-  return { runs, nextPageToken: rows.length > size && last ? encodeToken(last, listing) : "" };
+  if (rows.length <= size || !last) return { runs, nextPageToken: "" };
+  return { runs, nextPageToken: encodeToken(last, listingOf(key, input.userId, input.sessionId)) };
 }

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { admissionKeyForRun } from "../admission/user-key.js";
 import { type Caller, callerUserId } from "../auth/auth-tokens.js";
 import { isProviderId } from "../config/providers.js";
-import { RunnerError } from "../errors/runner-error.js";
+import { quotedInput, RunnerError } from "../errors/runner-error.js";
 import type { RunEvent } from "../events/run-event.js";
 import { followRunBatches, type RunEventSource } from "../fanout/follow-run.js";
 import { type LineReader, readBack } from "../journal/rehydrate.js";
@@ -250,6 +250,11 @@ export class RunPipeline {
     return this.findStored(runId, viewer);
   }
 
+  /** The key page tokens are signed with (the store's: `RunStore.pageTokenKey`). */
+  get pageTokenKey(): Uint8Array {
+    return this.deps.store.pageTokenKey;
+  }
+
   /** The caller's runs, newest first, optionally for one session. */
   listRuns(opts: {
     viewer: Viewer;
@@ -398,7 +403,7 @@ function requireRunId(runId: string): void {
 function notFound(runId: string): RunnerError {
   return new RunnerError(
     "RUN_NOT_FOUND",
-    `No run ${runId} is visible to this caller (check the run id and user_id).`,
+    `No run ${quotedInput(runId)} is visible to this caller (check the run id and user_id).`,
   );
 }
 

@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import {
   Code,
   ConnectError,
@@ -19,6 +20,7 @@ import {
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { collect } from "../helpers/collect.js";
 import { h2Upload } from "../helpers/h2-upload.js";
+import { rawRequest } from "../helpers/raw-http.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { until } from "../helpers/until.js";
 
@@ -277,6 +279,65 @@ describe("a procedure the server does not serve", () => {
       404,
       "application/json",
     ]);
+  });
+});
+
+describe("a wrong HTTP method on a procedure", () => {
+  /** Status and Allow of one h2c request. */
+  const h2Answer = (baseUrl: string, headers: http2.OutgoingHttpHeaders) =>
+    new Promise<{ status: unknown; allow: unknown }>((resolve, reject) => {
+      const session = http2.connect(baseUrl);
+      session.on("error", reject);
+      const stream = session.request(headers, { endStream: true });
+      stream.on("error", reject);
+      stream.on("response", (h) => {
+        resolve({ status: h[":status"], allow: h.allow });
+        session.destroy();
+      });
+    });
+
+  // RFC 9110 §15.5.6: a 405 names the methods the target serves. connect-node sent none.
+  it("is a 405 that names POST in Allow, over HTTP/1.1 and HTTP/2, streaming or unary, any protocol", async () => {
+    server = await startTestServer();
+    const base = server.baseUrl;
+    const port = Number(new URL(base).port);
+    const paths = [
+      "/fermilink.runner.v1.RunService/Run",
+      "/fermilink.runner.v1.RunService/GetRun",
+      "/fermilink.runner.v1.PackageService/ListPackages",
+    ];
+    const types = ["application/connect+proto", "application/json", "application/grpc"];
+    for (const p of paths) {
+      for (const method of ["GET", "PUT", "HEAD", "DELETE"]) {
+        for (const type of types) {
+          const h1 = await rawRequest(port, method, p, [
+            ["Content-Type", type],
+            ["Connect-Protocol-Version", "1"],
+          ]);
+          expect({ p, method, type, status: h1.status, allow: h1.headers.allow }).toEqual({
+            p,
+            method,
+            type,
+            status: 405,
+            allow: "POST",
+          });
+        }
+        const h2 = await h2Answer(base, {
+          ":method": method,
+          ":path": p,
+          "content-type": "application/connect+proto",
+        });
+        expect({ p, method, ...h2 }).toEqual({ p, method, status: 405, allow: "POST" });
+      }
+    }
+    // The right method is served as before, without an Allow.
+    const ok = await fetch(`${base}/fermilink.runner.v1.PackageService/ListPackages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "connect-protocol-version": "1" },
+      body: "{}",
+    });
+    expect([ok.status, ok.headers.get("allow")]).toEqual([200, null]);
+    await ok.arrayBuffer();
   });
 });
 

@@ -1,5 +1,7 @@
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -30,6 +32,16 @@ async function gatedServer(env: Record<string, string> = {}) {
   server = s;
   return { s, openGate: s.openGate };
 }
+
+/** A ListRuns page token's position and listing. */
+const tokenParts = (token: string) =>
+  JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as [number, string, string];
+/** The listing a page token named before it was keyed: SHA-256 of the filter, 16 characters. */
+const unkeyedListing = (user: string, session: string | null) =>
+  createHash("sha256")
+    .update(JSON.stringify([user, session]))
+    .digest("base64url")
+    .slice(0, 16);
 
 const seqs = (events: RunEvent[]) => events.map((e) => Number(e.seq));
 const exitOf = (events: RunEvent[]) => {
@@ -640,6 +652,10 @@ describe("ListRuns, GetRun and visibility", () => {
     // A token pages only the listing that issued it: another user's, or the same user's with
     // another session filter, would silently skip runs (vic's run is newer than uma's cursor).
     const umaPage = await client.listRuns({ userId: "uma", pageSize: 2 });
+    // The token names its listing by a keyed digest, none a caller can recompute from a guess.
+    const [, , listing] = tokenParts(umaPage.nextPageToken);
+    expect(unkeyedListing("uma", null).startsWith(listing.slice(0, 8))).toBe(false);
+    expect(listing).toMatch(/^[\w-]{22}$/);
     const asVic = await client
       .listRuns({ userId: "vic", pageSize: 2, pageToken: umaPage.nextPageToken })
       .catch((e: unknown) => e);
@@ -653,6 +669,53 @@ describe("ListRuns, GetRun and visibility", () => {
       `${s.baseUrl}/runs?user_id=vic&page_token=${encodeURIComponent(umaPage.nextPageToken)}`,
     );
     expect(overHttp.status).toBe(422);
+  });
+
+  it("takes a page token after a restart on the same store, and one issued before tokens were keyed", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "flr-tokens-"));
+    const env = { FERMILINK_RUNNER_STORE_PATH: path.join(dir, "runs.db") };
+    const listRuns = (s: TestServer, req: { userId: string; pageToken: string }) =>
+      createClient(RunService, createConnectTransport({ baseUrl: s.baseUrl, httpVersion: "1.1" }))
+        .listRuns({ ...req, pageSize: 2 })
+        .then(
+          (page) => page.runs.map((r) => r.runId),
+          (e: unknown) => ConnectError.from(e).rawMessage,
+        );
+    try {
+      server = await startTestServer(env);
+      const client = createClient(
+        RunService,
+        createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "1.1" }),
+      );
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const events = await collect(
+          client.run({ sessionId: "t", userPrompt: `${i}`, userId: "uma" }),
+        );
+        ids.push(events[0]?.runId ?? "");
+      }
+      const token = (await client.listRuns({ userId: "uma", pageSize: 2 })).nextPageToken;
+      await server.stop();
+      server = await startTestServer(env);
+      expect(await listRuns(server, { userId: "uma", pageToken: token })).toEqual([ids[0]]);
+      expect(await listRuns(server, { userId: "vic", pageToken: token })).toMatch(
+        /another listing/,
+      );
+      // The same position as an older runner wrote it: the listing an unkeyed SHA-256.
+      const [createdAtMs, runId] = tokenParts(token);
+      const legacy = (user: string) =>
+        Buffer.from(JSON.stringify([createdAtMs, runId, unkeyedListing(user, null)])).toString(
+          "base64url",
+        );
+      expect(await listRuns(server, { userId: "uma", pageToken: legacy("uma") })).toEqual([ids[0]]);
+      expect(await listRuns(server, { userId: "vic", pageToken: legacy("uma") })).toMatch(
+        /another listing/,
+      );
+    } finally {
+      await server?.stop();
+      server = undefined;
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   // FastAPI reads a scalar query parameter's last value, and /ops/admission does: a gateway that

@@ -74,6 +74,40 @@ describe.each(Object.entries(transports))("RunService.Run via %s", (_name, makeT
       expect({ req, code: err?.code }).toEqual({ req, code });
       expect(err?.rawMessage.length).toBeGreaterThan(5);
     }
+    // A huge value is quoted in part: quoted whole, its message made a grpc-message header
+    // HTTP/2 clients refuse, and the call ended `internal` with no word of what was wrong.
+    // An emoji straddles the cut: half of one made the header impossible to write.
+    const huge = `${"v".repeat(139)}${"\u{1F600}".repeat(50_000)}`;
+    const hugeCases: [Parameters<typeof client.run>[0], Code, RegExp][] = [
+      [
+        { userPrompt: "hi", sandbox: huge },
+        Code.InvalidArgument,
+        /^Sandbox 'v{139}…' .* Allowed: /,
+      ],
+      [
+        { userPrompt: "hi", provider: huge },
+        Code.Unimplemented,
+        /^Provider 'v{139}…' .* Supported: /,
+      ],
+      [
+        // Its id is normalised first (the emoji dropped).
+        { userPrompt: "hi", packageId: "k".repeat(100_000) },
+        Code.NotFound,
+        /^Requested package not found: k{140}…$/,
+      ],
+    ];
+    for (const [req, code, message] of hugeCases) {
+      const err = ConnectError.from(await collect(client.run(req)).catch((e: unknown) => e));
+      expect({ code: err.code, message: err.rawMessage }).toEqual({
+        code,
+        message: expect.stringMatching(message),
+      });
+    }
+    const getRun = ConnectError.from(await client.getRun({ runId: huge }).catch((e: unknown) => e));
+    expect([getRun.code, getRun.rawMessage]).toEqual([
+      Code.NotFound,
+      expect.stringMatching(/^No run v{139}… is visible/),
+    ]);
   });
 
   it("cancelling the call ends the run and frees its slot", async () => {

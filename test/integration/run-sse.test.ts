@@ -286,6 +286,12 @@ describe("POST /run (FermiLink SSE face)", () => {
     expect(JSON.parse(tooLong.text).detail).toBe("Prompt too long.");
     const pkg = await postRun(base, { user_prompt: "hi", package_id: " No Such Package " });
     expect(JSON.parse(pkg.text).detail).toBe("Requested package not found: no-such-package");
+    // A huge value is quoted in part, not sent back whole.
+    const sandbox = await postRun(base, { user_prompt: "hi", sandbox: "s".repeat(500_000) });
+    expect([sandbox.status, JSON.parse(sandbox.text).detail]).toEqual([
+      422,
+      `Sandbox '${"s".repeat(140)}…' is not a known mode. Allowed: read-only, workspace-write, danger-full-access.`,
+    ]);
     const notJson = await postRun(base, null, { rawBody: "{not json" });
     expect(notJson.status).toBe(422);
     expect(JSON.parse(notJson.text).detail).toEqual([

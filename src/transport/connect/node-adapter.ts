@@ -7,6 +7,7 @@ import {
   createConnectRouter,
   type Interceptor,
 } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { parseContentType as connectContentType } from "@connectrpc/connect/protocol-connect";
 import { parseContentType as grpcContentType } from "@connectrpc/connect/protocol-grpc";
 import { parseContentType as grpcWebContentType } from "@connectrpc/connect/protocol-grpc-web";
@@ -170,6 +171,23 @@ const unaryDeadline: Interceptor = (next) => (req) => {
 };
 
 /**
+ * connect-node's 405 with the `Allow` it leaves out (RFC 9110 §15.5.6 requires
+ * one): the methods the procedure serves. connect-node lists GET for a method
+ * declared free of side effects, which its Connect GET serves only when unary.
+ */
+function withAllow(
+  uRes: UniversalServerResponse,
+  handler: UniversalHandler,
+): UniversalServerResponse {
+  const { allowedMethods, method } = handler;
+  const allow = allowedMethods.filter((m) => m !== "GET" || method.methodKind === "unary");
+  // connect-node answers every 405 with one shared object: a new response, that one left as is.
+  const header = new Headers(uRes.header);
+  header.set("allow", allow.join(", "));
+  return { ...uRes, header };
+}
+
+/**
  * connect-node's `connectNodeAdapter` (same router options, paths and
  * fallback), with each request body checked on its way in (request-guard.ts:
  * a message that does not decode is `invalid_argument`, not connect-node's
@@ -227,7 +245,9 @@ export function createConnectNodeHandler(opts: {
         : (uReq.body as AsyncIterable<Uint8Array>);
     const guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
     handler({ ...uReq, body: guarded })
-      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+      .then((uRes) =>
+        universalResponseToNodeResponse(uRes.status === 405 ? withAllow(uRes, handler) : uRes, res),
+      )
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
         opts.logger.error(
