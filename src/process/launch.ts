@@ -23,9 +23,10 @@ export interface LaunchOptions {
   niceness: number;
   /**
    * The run's abort: a start still waiting for the spawn helper then rejects
-   * with its reason at once (a wedged helper must not hold the run, or the
-   * runner's shutdown), and a provider the helper starts after that is
-   * killed. A direct spawn is synchronous: there is nothing to wait for.
+   * with a `StartAbandoned` once the helper answered, or after a short bound
+   * (a wedged helper must not hold the run, or the runner's shutdown), and a
+   * provider the helper starts after that is killed. A direct spawn is
+   * synchronous: there is nothing to wait for.
    */
   signal?: AbortSignal;
 }
@@ -59,7 +60,33 @@ export interface LaunchError extends NodeJS.ErrnoException {
   wrapper?: string;
 }
 
-/** Rejects with a `LaunchError` when the process cannot be started. */
+/**
+ * How far a start got that its run's abort ended while the spawn helper had
+ * it: `not-started` (the helper could not start it, or never got it),
+ * `killed` (the provider started, and the runner killed its group), or
+ * `unknown` (no answer in time: whatever the helper starts later is killed).
+ */
+export type AbandonedStart = "not-started" | "killed" | "unknown";
+
+/**
+ * What a launcher rejects with for a start its run's abort ended midway: the
+ * abort's reason, and how far the start got, so the run's exit can say what
+ * the runner did (run-execution.ts).
+ */
+export class StartAbandoned extends Error {
+  override readonly name = "StartAbandoned";
+  constructor(
+    readonly reason: unknown,
+    readonly outcome: AbandonedStart,
+  ) {
+    super(`The provider's start was abandoned (${outcome}).`);
+  }
+}
+
+/**
+ * Rejects with a `LaunchError` when the process cannot be started, or a
+ * `StartAbandoned` when its run was aborted while it started.
+ */
 export type Launcher = (opts: LaunchOptions) => Promise<LaunchedChild>;
 
 /** Fork the runner itself (blocks its event loop for the fork; see spawn-turns.ts). */

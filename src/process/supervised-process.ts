@@ -7,6 +7,7 @@ import {
   type LaunchedChild,
   type Launcher,
   type LeaderExit,
+  StartAbandoned,
   spawnDirect,
 } from "./launch.js";
 import { splitLineBatches } from "./line-splitter.js";
@@ -94,8 +95,8 @@ export interface StartProcessOptions {
   logger?: Pick<Logger, "warn">;
   /**
    * The run's abort: a start still waiting for the spawn helper rejects with
-   * its reason (launch.ts). Once started, the process is the caller's to
-   * terminate.
+   * its reason, or a `StartAbandoned` carrying it and how far the start got
+   * (launch.ts). Once started, the process is the caller's to terminate.
    */
   signal?: AbortSignal;
 }
@@ -323,7 +324,8 @@ export function launchError(bin: string, cwd: string, err: unknown): RunnerError
  * Start the provider (see launch.ts: detached, stdin from /dev/null, exactly
  * the given env) and supervise it. Rejects with PROVIDER_BINARY_MISSING when
  * the binary cannot be executed, PROVIDER_START_FAILED when the launch failed
- * for another reason (see `launchError`).
+ * for another reason (see `launchError`); with the abort's reason, or a
+ * `StartAbandoned`, when the run was aborted while it started.
  */
 export async function startSupervisedProcess(
   opts: StartProcessOptions,
@@ -340,7 +342,9 @@ export async function startSupervisedProcess(
       signal: opts.signal,
     });
   } catch (err) {
-    if (opts.signal?.aborted && err === opts.signal.reason) throw err;
+    if (err instanceof StartAbandoned || (opts.signal?.aborted && err === opts.signal.reason)) {
+      throw err;
+    }
     throw launchError(opts.bin, opts.cwd, err);
   }
   const pid = child.pid as number;

@@ -15,6 +15,11 @@ export class RunAborted extends Error {
     message: string,
     /** The message for a run aborted while queued or preparing: nothing was killed. */
     readonly messageBeforeStart: string = message,
+    /**
+     * The message for a run aborted while the spawn helper was starting its
+     * provider and did not answer in time: it may start it yet (it is killed then).
+     */
+    readonly messageWhileStarting: string = messageBeforeStart,
   ) {
     super(message);
   }
@@ -22,9 +27,14 @@ export class RunAborted extends Error {
 
 const KILLED = "the runner ended the provider's process group";
 
-/** An abort that ends the provider's process group, or says none had been started yet. */
+/** An abort that ends the provider's process group, or says none had been started (yet). */
 function ending(reason: AbortReason, why: string): RunAborted {
-  return new RunAborted(reason, `${why}; ${KILLED}.`, `${why}, before its provider was started.`);
+  return new RunAborted(
+    reason,
+    `${why}; ${KILLED}.`,
+    `${why}, before its provider was started.`,
+    `${why}, while its provider was being started; the runner kills whatever the spawn helper starts for it.`,
+  );
 }
 
 /** Build the abort for a reason, with a message that says what happened and which knob applies. */

@@ -4,6 +4,7 @@ import type { Lease } from "../admission/lease.js";
 import { RunnerError, toRunnerError } from "../errors/runner-error.js";
 import type { AgentPolicy, EarlierLines, ExitReason, RunEventBody } from "../events/run-event.js";
 import type { Logger } from "../log/logger.js";
+import { StartAbandoned } from "../process/launch.js";
 import { RUN_ID_ENV } from "../process/reap-orphans.js";
 import {
   callersArrivingSince,
@@ -363,7 +364,10 @@ export async function executeRun(
       succeeded: !aborted && returnCode === 0 && lastResult === true,
     });
     log().info({ returnCode, reason }, "run ended");
-  } catch (err) {
+  } catch (caught) {
+    // A start the abort ended midway says how far it got; what ended the run is the abort.
+    const startOutcome = caught instanceof StartAbandoned ? caught.outcome : null;
+    const err = caught instanceof StartAbandoned ? caught.reason : caught;
     if (!state.emittedAny) {
       // An admitted run that ends before its first event (its workspace failed, its caller left
       // while it prepared) has no exit event and no row, but it ended: runs_ended counts it as
@@ -378,12 +382,17 @@ export async function executeRun(
     }
     await releaseAll();
     if (err instanceof RunAborted) {
+      const killed = proc !== undefined || startOutcome === "killed";
       emitExit({
         reason: err.reason,
         returnCode: null,
         signal: null,
-        message: proc !== undefined ? err.message : err.messageBeforeStart,
-        killedByRunner: proc !== undefined,
+        message: killed
+          ? err.message
+          : startOutcome === "unknown"
+            ? err.messageWhileStarting
+            : err.messageBeforeStart,
+        killedByRunner: killed,
       });
     } else {
       const re = toRunnerError(err);

@@ -13,7 +13,13 @@ import { accessSync, constants } from "node:fs";
 import type { Socket } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { LaunchError, LaunchedChild, LaunchOptions } from "../launch.js";
+import {
+  type AbandonedStart,
+  type LaunchError,
+  type LaunchedChild,
+  type LaunchOptions,
+  StartAbandoned,
+} from "../launch.js";
 import { KILL_WAIT_MS } from "../terminate-group.js";
 import type { SpawnerMessage, SpawnRequest } from "./spawner-protocol.js";
 
@@ -43,6 +49,14 @@ const HELPER_LOST =
 const HELPER_CLOSED =
   "The runner closed its spawn helper while the provider ran; its process group was killed, and its exit status is unknown.";
 
+/**
+ * How long a start whose run was aborted waits for the helper's answer, so
+ * the run's exit can say whether a provider was started (and killed): the
+ * helper answers in milliseconds, and a wedged one must not hold a cancel or
+ * the runner's shutdown for longer than this.
+ */
+export const ABANDON_WAIT_MS = 1000;
+
 interface Starting {
   /** The helper asked to start it: another may already run while this one's death is handled. */
   helper: ChildProcess;
@@ -53,8 +67,12 @@ interface Starting {
   stderr?: Socket;
   exit: Promise<ExitInfo>;
   onExit(info: ExitInfo): void;
-  /** Its run was aborted before the helper answered: whatever the helper starts for it is killed. */
-  abandoned?: boolean;
+  /**
+   * Its run was aborted before the helper answered: whatever the helper
+   * starts for it is killed, and its caller hears how far the start got once
+   * that is known, or after the wait (`settleAbandoned`).
+   */
+  abandoned?: { reason: unknown; timer?: NodeJS.Timeout; settled: boolean };
 }
 
 /** A spawn error as the direct spawn() reports it (code ENOENT, EACCES, ...). */
@@ -77,10 +95,19 @@ export class SpawnHelper {
 
   /** How long a shared provider may take to lead its own group (the helper's default: 5 s). */
   private readonly groupLeaderDeadlineMs: number | null;
+  /** How long an aborted start waits for the helper's answer (ABANDON_WAIT_MS). */
+  private readonly abandonWaitMs: number;
 
-  constructor(opts: { groupExec?: string | null; groupLeaderDeadlineMs?: number } = {}) {
+  constructor(
+    opts: {
+      groupExec?: string | null;
+      groupLeaderDeadlineMs?: number;
+      abandonWaitMs?: number;
+    } = {},
+  ) {
     this.groupExec = opts.groupExec === undefined ? findGroupExec() : opts.groupExec;
     this.groupLeaderDeadlineMs = opts.groupLeaderDeadlineMs ?? null;
+    this.abandonWaitMs = opts.abandonWaitMs ?? ABANDON_WAIT_MS;
   }
 
   /** The helper's pid while one runs (for diagnostics and tests). */
@@ -219,9 +246,11 @@ export class SpawnHelper {
       if (msg.type === "spawned") {
         child.pid = msg.pid;
         this.killGroup(msg.pid);
+        this.settleAbandoned(child, "killed");
       } else {
         // An error, or the exit of the group killed above: the helper is done with it.
         this.children.delete(msg.id);
+        this.settleAbandoned(child, "not-started");
       }
       return;
     }
@@ -263,19 +292,38 @@ export class SpawnHelper {
   }
 
   /**
-   * The run of a start the helper has not answered yet was aborted: its
-   * caller hears at once (a wedged helper may never answer). The entry stays
-   * until the helper answers, so a provider it starts after all is killed
-   * (onMessage); a helper that dies instead is handled as for any start.
+   * The run of a start the helper has not answered yet was aborted. Its
+   * caller hears once the helper answers (a provider it started is killed
+   * first), or after `abandonWaitMs`: a wedged helper may never answer. The
+   * entry stays until the helper answers, so a provider it starts after all
+   * is killed (onMessage); one that dies instead leaves it unknown
+   * (onHelperGone).
    */
   private abandon(id: number, reason: unknown): void {
     const child = this.children.get(id);
     if (!child || child.abandoned) return;
-    child.abandoned = true;
+    child.abandoned = { reason, settled: false };
     child.stdout?.destroy();
     child.stderr?.destroy();
-    if (child.pid !== undefined) this.killGroup(child.pid);
-    child.reject(reason);
+    if (child.pid !== undefined) {
+      // One of its pipes has arrived: the provider runs.
+      this.killGroup(child.pid);
+      this.settleAbandoned(child, "killed");
+      return;
+    }
+    child.abandoned.timer = setTimeout(
+      () => this.settleAbandoned(child, "unknown"),
+      this.abandonWaitMs,
+    );
+  }
+
+  /** Tell an abandoned start's caller how far it got; the first outcome known counts. */
+  private settleAbandoned(child: Starting, outcome: AbandonedStart): void {
+    const abandoned = child.abandoned;
+    if (!abandoned || abandoned.settled) return;
+    abandoned.settled = true;
+    clearTimeout(abandoned.timer);
+    child.reject(new StartAbandoned(abandoned.reason, outcome));
     child.onExit({ code: null, signal: null });
   }
 
@@ -285,6 +333,11 @@ export class SpawnHelper {
     this.children.delete(id);
     child.stdout?.destroy();
     child.stderr?.destroy();
+    if (child.abandoned) {
+      // Only a start that never reached a helper fails here once its run gave up on it (send).
+      this.settleAbandoned(child, "not-started");
+      return;
+    }
     child.reject(err);
     child.onExit({ code: null, signal: null });
   }
@@ -304,6 +357,13 @@ export class SpawnHelper {
     if (this.helper === helper) this.helper = null;
     for (const [id, child] of this.children) {
       if (child.helper !== helper) continue;
+      if (child.abandoned) {
+        // Whatever it may have forked unannounced dies with it or is swept by its run id.
+        if (child.pid !== undefined) this.killGroup(child.pid);
+        this.children.delete(id);
+        this.settleAbandoned(child, "unknown");
+        continue;
+      }
       if (child.pid === undefined || !(child.stdout && child.stderr)) {
         if (child.pid !== undefined) this.killGroup(child.pid);
         this.fail(id, spawnError("", "The spawn helper exited before the provider started."));

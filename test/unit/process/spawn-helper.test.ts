@@ -17,7 +17,7 @@ import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
 import { createLogger } from "../../../src/log/logger.js";
-import type { LaunchedChild, Launcher } from "../../../src/process/launch.js";
+import { type LaunchedChild, type Launcher, StartAbandoned } from "../../../src/process/launch.js";
 import { RUN_ID_ENV, reapOrphans } from "../../../src/process/reap-orphans.js";
 import { findGroupExec, SpawnHelper } from "../../../src/process/spawner/spawner.js";
 import { startSupervisedProcess } from "../../../src/process/supervised-process.js";
@@ -214,7 +214,7 @@ describe("SpawnHelper", () => {
     }
   });
 
-  it("ends a start the helper does not answer once its run is aborted, and kills the provider it starts later", async () => {
+  it("ends a start the helper does not answer within the wait once its run is aborted, and kills the provider it starts later", async () => {
     const warm = await start("#scenario=bench-one-line");
     for await (const _ of warm.lines());
     const helperPid = helper.helperPid as number;
@@ -240,9 +240,12 @@ describe("SpawnHelper", () => {
       const outcome = launching.then(started, (e: unknown) => e);
       await new Promise((r) => setTimeout(r, 100));
       const reason = new Error("the run was cancelled");
+      const abortedAt = Date.now();
       abort.abort(reason);
       const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 3000).unref());
-      expect(await Promise.race([outcome, hung])).toBe(reason);
+      // Not at once: the helper gets its second (ABANDON_WAIT_MS) to say whether it started one.
+      expect(await Promise.race([outcome, hung])).toEqual(new StartAbandoned(reason, "unknown"));
+      expect(Date.now() - abortedAt).toBeGreaterThanOrEqual(900);
       expect(withMarker(marker)).toEqual([]);
       // The helper, resumed, starts the provider after all: nobody supervises it, so it must die.
       process.kill(helperPid, "SIGCONT");
@@ -277,11 +280,52 @@ describe("SpawnHelper", () => {
       .catch((e: unknown) => e);
     // Given up on while the helper starts it: the pipes it then sends wait for an
     // acknowledgement the closing runner never gives, which held the helper's disconnect.
-    abort.abort(new Error("aborted"));
-    expect(await launching).toEqual(new Error("aborted"));
+    const reason = new Error("aborted");
+    abort.abort(reason);
     const hung = new Promise<"hung">((r) => setTimeout(() => r("hung"), 5000).unref());
     expect(await Promise.race([helper.close().then(() => "closed"), hung])).toBe("closed");
+    // Whether the helper got to start it or not, nothing of it is left.
+    expect(await launching).toMatchObject({ name: "StartAbandoned", reason });
     await waitUntilGone([helperPid, ...withMarker(marker)], 5000);
+  });
+
+  it("tells a start aborted before the helper's answer that its provider was started and killed", async () => {
+    const marker = `killed-start-${process.pid}-${Date.now()}`;
+    const abort = new AbortController();
+    const launching = startSupervisedProcess(
+      {
+        bin: "/bin/sh",
+        args: ["-c", "sleep 30; : $0", marker],
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+        cwd,
+        maxLineBytes: 1 << 20,
+        killGraceMs: 200,
+        signal: abort.signal,
+      },
+      helper.launch,
+    ).then(started, (e: unknown) => e);
+    // Sent, not answered yet: the helper forks it all the same.
+    const reason = new Error("the run was cancelled");
+    abort.abort(reason);
+    expect(await launching).toEqual(new StartAbandoned(reason, "killed"));
+    await waitUntilGone(withMarker(marker), 5000);
+  });
+
+  it("tells a start aborted before the helper's answer that none was started when the helper could not start it", async () => {
+    const abort = new AbortController();
+    const launching = helper
+      .launch({
+        bin: path.join(cwd, "missing"),
+        args: [],
+        env: {},
+        cwd,
+        niceness: 0,
+        signal: abort.signal,
+      })
+      .catch((e: unknown) => e);
+    const reason = new Error("the run was cancelled");
+    abort.abort(reason);
+    expect(await launching).toEqual(new StartAbandoned(reason, "not-started"));
   });
 
   it("closes a helper that does not answer (wedged) by killing it", async () => {
