@@ -134,28 +134,71 @@ export function gitSkeleton(
 ): Promise<GitSkeleton> {
   let made = pristine.get(templateDir);
   if (!made) {
-    made = (async () => {
-      if (!isGitRepo(templateDir)) {
-        await rm(templateDir, { recursive: true, force: true });
-        // Made in this runner's staging directory: a runner killed during `git init` leaves
-        // nothing that the next one to start does not remove.
-        const tmp = await stagingPath(path.dirname(templateDir), "git-template");
-        await mkdir(tmp);
-        try {
-          await gitInit(tmp, env, target);
-          await rename(tmp, templateDir);
-        } catch (err) {
-          await rm(tmp, { recursive: true, force: true });
-          if (!isGitRepo(templateDir)) throw err;
-        }
-      }
-      return readSkeleton(path.join(templateDir, ".git"));
-    })();
+    made = sharedOrOwnSkeleton(templateDir, env, target);
     pristine.set(templateDir, made);
     // A failure (git missing) is retried by the next run rather than cached forever.
     made.catch(() => pristine.delete(templateDir));
   }
   return made;
+}
+
+/** The shared template's layout, or null when it is not valid or went away while it was read. */
+async function readShared(templateDir: string): Promise<GitSkeleton | null> {
+  if (!isGitRepo(templateDir)) return null;
+  return readSkeleton(path.join(templateDir, ".git")).catch(() => null);
+}
+
+/**
+ * Runners sharing the workspaces root (a rolling deploy) share the template,
+ * and one may replace it (found broken) while another reads it: a read of
+ * the shared one that fails falls back to a repo of this runner's own, and
+ * this runner's own is read before it is put in place, so that the layout
+ * this runner keeps never depends on a tree another runner may move.
+ */
+async function sharedOrOwnSkeleton(
+  templateDir: string,
+  env: NodeJS.ProcessEnv,
+  target: string,
+): Promise<GitSkeleton> {
+  const shared = await readShared(templateDir);
+  if (shared) return shared;
+  const root = path.dirname(templateDir);
+  // Made in this runner's staging directory: a runner killed during `git init` leaves
+  // nothing that the next one to start does not remove.
+  const tmp = await stagingPath(root, "git-template");
+  await mkdir(tmp);
+  try {
+    try {
+      await gitInit(tmp, env, target);
+    } catch (err) {
+      // Another runner's template can still serve where this host's git failed.
+      const theirs = await readShared(templateDir);
+      if (theirs) return theirs;
+      throw err;
+    }
+    const own = await readSkeleton(path.join(tmp, ".git"));
+    if (!isGitRepo(templateDir)) {
+      // Moved aside whole, not removed in place: a removal under way there could catch a template
+      // another runner renames in meanwhile, and readers would see half a tree.
+      const aside = await stagingPath(root, "broken-git-template");
+      try {
+        await rename(templateDir, aside);
+        await rm(aside, { recursive: true, force: true });
+      } catch {
+        // Nothing there (ENOENT); or it stays in this runner's staging, swept once it is gone.
+      }
+    }
+    const taken = await rename(tmp, templateDir).then(
+      () => false,
+      // Another runner's template is there: used when it is valid, so that runners sharing a root
+      // agree on the layout. Any other failure leaves the template to the next runner.
+      (err: NodeJS.ErrnoException) => err.code === "ENOTEMPTY" || err.code === "EEXIST",
+    );
+    return (taken ? await readShared(templateDir) : null) ?? own;
+  } finally {
+    // Nothing left to remove once it was renamed into place.
+    await rm(tmp, { recursive: true, force: true });
+  }
 }
 
 /**

@@ -26,6 +26,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  type Stats,
   unlinkSync,
   writeSync,
 } from "node:fs";
@@ -58,6 +59,17 @@ const heldHere = new Heartbeat(LOCK_HEARTBEAT_MS);
 export function touchHeldLocks(): Promise<void> {
   return heldHere.touch();
 }
+
+/**
+ * Held by the one runner taking over a session's lock file:
+ * `<lock file>.takeover`, naming that runner. A session's lock file always
+ * ends in `.lock`, so this name is never one. One a killed taker left is
+ * removed by the next runner to take that session over (removeLeftoverGuard).
+ */
+const TAKEOVER_SUFFIX = ".takeover";
+
+/** A takeover guard this old is a leftover, whoever made it: a taker holds it for microseconds. */
+const TAKEOVER_STALE_AFTER_MS = 10_000;
 
 /** A lock file moved aside by a takeover: `<lock file>.<owner token>.stale`. */
 const STALE_SUFFIX = ".stale";
@@ -145,39 +157,70 @@ function unlinkQuietly(file: string): void {
   }
 }
 
+/** The first line of an open file (null while it has none) and the file's stat. */
+function firstLine(fd: number): { line: string | null; st: Stats } {
+  const st = fstatSync(fd);
+  const text = readFileSync(fd, "latin1");
+  const end = text.indexOf("\n");
+  return { line: end < 0 ? null : text.slice(0, end), st };
+}
+
 /**
- * Remove `file` when its holder is gone; true when it is gone (removed here
- * or meanwhile), false while its holder lives.
+ * Whether `file`'s holder is gone: its inode number when it is, "absent"
+ * when there is no file, "held" while its holder lives.
  */
-function takeOverIfGone(file: string): boolean {
+function judge(file: string): number | "absent" | "held" {
   let fd: number;
   try {
     fd = openSync(file, "r");
   } catch (err) {
-    return codeOf(err) === "ENOENT";
+    return codeOf(err) === "ENOENT" ? "absent" : "held";
   }
-  let ino: number;
   try {
-    const st = fstatSync(fd);
-    ino = st.ino;
-    const text = readFileSync(fd, "latin1");
-    const end = text.indexOf("\n");
-    if (end < 0) {
-      if (Date.now() - st.mtimeMs < UNWRITTEN_GRACE_MS) return false;
-    } else {
-      const owner = text.slice(0, end);
-      const gone =
-        owner === runnerOwner()
+    const { line: owner, st } = firstLine(fd);
+    const gone =
+      owner === null
+        ? Date.now() - st.mtimeMs >= UNWRITTEN_GRACE_MS
+        : owner === runnerOwner()
           ? !heldHere.has(file)
           : ownerGone(owner, st.mtimeMs, Date.now(), LOCK_STALE_AFTER_MS);
-      if (!gone) return false;
-    }
+    return gone ? st.ino : "held";
   } finally {
     closeSync(fd);
   }
-  // Moved aside, then checked to be the file judged: two runners taking over one dead holder at
-  // once must not remove the hold the quicker one just made. Named by this runner, so that what a
-  // kill here leaves is known to be nobody's once this runner is gone (sweepTakeoverLeftovers).
+}
+
+/**
+ * Remove `file` when its holder is gone; true when it is gone (removed here
+ * or meanwhile), false while its holder lives or another runner takes it
+ * over now.
+ */
+function takeOverIfGone(file: string): boolean {
+  const first = judge(file);
+  if (typeof first === "string") return first === "absent";
+  // One taker at a time: two that judged one dead holder gone would otherwise both move the lock
+  // file aside, the later one the lock the quicker one just made, and a third runner could create
+  // its own while that one is aside, so that two held the session.
+  const guard = `${file}${TAKEOVER_SUFFIX}`;
+  const entered = enterTakeover(guard);
+  if (entered === null) return false;
+  try {
+    // Judged again: the quicker taker may have removed it, and a new holder made its own.
+    const ino = judge(file);
+    return typeof ino === "string" ? ino === "absent" : removeIfStill(file, ino);
+  } finally {
+    leaveTakeover(guard, entered);
+  }
+}
+
+/**
+ * Remove `file` if it is still inode `ino`. Among runners that take over
+ * one at a time nothing replaces it meanwhile; runners from before session
+ * 23 take over without the guard, hence the move aside, then the check.
+ * Named by this runner, so that what a kill here leaves is known to be
+ * nobody's once this runner is gone (sweepTakeoverLeftovers).
+ */
+function removeIfStill(file: string, ino: number): boolean {
   const aside = `${file}.${runnerOwner()}${STALE_SUFFIX}`;
   try {
     renameSync(file, aside);
@@ -194,6 +237,67 @@ function takeOverIfGone(file: string): boolean {
     return false;
   } finally {
     unlinkQuietly(aside);
+  }
+}
+
+/** The takeover guard made by this runner (its stat), or null while another runner takes over. */
+function enterTakeover(guard: string): Stats | null {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(guard, "wx", 0o600);
+    } catch (err) {
+      if (codeOf(err) !== "EEXIST" || attempt > 0 || !removeLeftoverGuard(guard)) return null;
+      continue;
+    }
+    try {
+      writeSync(fd, `${runnerOwner()}\n`);
+      return fstatSync(fd);
+    } catch (err) {
+      unlinkQuietly(guard);
+      throw holdFailed(guard, err);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return null;
+}
+
+/**
+ * Remove a takeover guard its taker left (killed during the microseconds
+ * it holds one): its taker is gone, or it is TAKEOVER_STALE_AFTER_MS old.
+ * True when it is gone.
+ */
+function removeLeftoverGuard(guard: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(guard, "r");
+  } catch (err) {
+    return codeOf(err) === "ENOENT";
+  }
+  let judged: Stats;
+  try {
+    const { line: taker, st } = firstLine(fd);
+    const now = Date.now();
+    const leftOver =
+      now - st.mtimeMs > TAKEOVER_STALE_AFTER_MS ||
+      (taker !== null && ownerGone(taker, st.mtimeMs, now, TAKEOVER_STALE_AFTER_MS));
+    if (!leftOver) return false;
+    judged = st;
+  } finally {
+    closeSync(fd);
+  }
+  leaveTakeover(guard, judged);
+  return true;
+}
+
+/** Remove `guard` if it is still the one `made` describes. */
+function leaveTakeover(guard: string, made: Stats): void {
+  try {
+    const st = lstatSync(guard);
+    if (st.ino === made.ino && st.birthtimeMs === made.birthtimeMs) unlinkSync(guard);
+  } catch {
+    // Gone already: removed as a leftover by a runner that judged this one gone.
   }
 }
 

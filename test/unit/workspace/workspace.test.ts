@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, renameSync } from "node:fs";
 import {
   link,
   lstat,
@@ -21,9 +21,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RunnerError } from "../../../src/errors/runner-error.js";
+import { type GitSkeleton, gitSkeleton, isGitRepo } from "../../../src/workspace/git-repo.js";
 import { ownerGone, ownerOf, runnerOwner, STALE_AFTER_MS } from "../../../src/workspace/owner.js";
 import { prepareWorkspace } from "../../../src/workspace/prepare-workspace.js";
 import {
+  holdSession,
   LOCK_STALE_AFTER_MS,
   sessionLockFile,
   sweepTakeoverLeftovers,
@@ -238,6 +240,84 @@ describe("SessionLock", () => {
     r2();
     expect(existsSync(file)).toBe(false);
   });
+  it("lets one runner at a time hold a session whose dead holder several take over at once", async () => {
+    const takers = Array.from({ length: 4 }, () =>
+      spawn(
+        process.execPath,
+        ["--import", "tsx", path.join(FIXTURES, "hammer-takeover.ts"), root, "s", "1500"],
+        { stdio: ["pipe", "pipe", "inherit"] },
+      ),
+    );
+    try {
+      const said = takers.map(async (child) => {
+        let out = "";
+        child.stdout.on("data", (b: Buffer) => {
+          out += b.toString();
+        });
+        await once(child, "exit");
+        return out;
+      });
+      const ready = takers.map((c) => once(c.stdout, "data"));
+      await Promise.all(ready);
+      for (const c of takers) c.stdin.write("go\n");
+      const counts = (await Promise.all(said)).map((out) =>
+        out.replace("ready\n", "").trim().split(" ").map(Number),
+      );
+      const holds = counts.reduce((n, [h = 0]) => n + h, 0);
+      const overlaps = counts.reduce((n, [, o = 0]) => n + o, 0);
+      // Every hold after the first took over a dead holder's lock.
+      expect(holds).toBeGreaterThan(50);
+      expect(overlaps).toBe(0);
+      // No takeover left its guard or a file moved aside.
+      expect(readdirSync(path.join(root, ".runner-locks"))).toEqual(["s.lock"]);
+    } finally {
+      for (const c of takers) c.kill("SIGKILL");
+    }
+  });
+
+  it("waits while another runner takes the session over, and removes a takeover guard its taker left", async () => {
+    const file = sessionLockFile(root, "s");
+    const guard = `${file}.takeover`;
+    await mkdir(path.dirname(file), { recursive: true });
+    const live = spawn("sleep", ["60"], { stdio: "ignore" });
+    const dead = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      await Promise.all([once(live, "spawn"), once(dead, "spawn")]);
+      const liveTaker = ownerOf(live.pid as number) as string;
+      const deadTaker = ownerOf(dead.pid as number) as string;
+      dead.kill("SIGKILL");
+      await once(dead, "exit");
+      // The holder is gone, and a live runner is taking over: that runner's to finish.
+      await writeFile(file, "gone\n");
+      await writeFile(guard, `${liveTaker}\n`);
+      expect(holdSession(root, "s")).toBeNull();
+      expect(await readFile(file, "latin1")).toBe("gone\n");
+      // Its taker killed in the microseconds it holds one: removed at once.
+      await writeFile(guard, `${deadTaker}\n`);
+      const r1 = holdSession(root, "s");
+      expect(r1).not.toBeNull();
+      expect(await holderOf(file)).toBe(runnerOwner());
+      expect(existsSync(guard)).toBe(false);
+      r1?.();
+      // A live taker's guard left 10 s ago (its taker stopped there, or never wrote its name).
+      await writeFile(file, "gone\n");
+      for (const text of [`${liveTaker}\n`, ""]) {
+        await writeFile(guard, text);
+        expect(holdSession(root, "s")).toBeNull();
+        const old = new Date(Date.now() - 11_000);
+        await utimes(guard, old, old);
+        const r = holdSession(root, "s");
+        expect(r).not.toBeNull();
+        expect(existsSync(guard)).toBe(false);
+        r?.();
+        await writeFile(file, "gone\n");
+      }
+    } finally {
+      live.kill("SIGKILL");
+      dead.kill("SIGKILL");
+    }
+  });
+
   it("sweeps a lock file a takeover cut short left aside: at once when its taker is gone, else once it was moved long ago", async () => {
     const file = sessionLockFile(root, "s");
     const dir = path.dirname(file);
@@ -305,6 +385,72 @@ describe("prepareWorkspace", () => {
     expect(
       execFileSync("git", ["rev-parse", "--git-dir"], { cwd: later.repoDir }).toString().trim(),
     ).toBe(".git");
+  });
+
+  describe("the git template runners sharing a root share", () => {
+    const branchOf = (skeleton: GitSkeleton) =>
+      skeleton.files.find((f) => f.rel === "HEAD")?.content.toString();
+    /** This runner's git, whose repos are on a branch named "own" (whatever the host's config). */
+    const ownGit = {
+      PATH: process.env.PATH,
+      GIT_CONFIG_COUNT: "1",
+      GIT_CONFIG_KEY_0: "init.defaultBranch",
+      GIT_CONFIG_VALUE_0: "own",
+    };
+    /** What is staged in the owners' staging directories (which stay). */
+    const stagedLeft = (wsRoot: string) =>
+      readdirSync(path.join(wsRoot, STAGING_DIRNAME), { recursive: true }).filter((p) =>
+        String(p).includes("/"),
+      );
+
+    it("falls back to a repo of its own when the template it found valid is moved away while it reads it", async () => {
+      const wsRoot = path.join(root, "ws");
+      const template = path.join(wsRoot, ".runner-git-template");
+      await mkdir(template, { recursive: true });
+      execFileSync("git", ["-c", "init.defaultBranch=shared", "init", "-q"], { cwd: template });
+      const p = gitSkeleton(template, ownGit, wsRoot);
+      // Validated, its read under way: another runner, which judged it broken before it was
+      // finished, moves it aside now.
+      renameSync(template, path.join(root, "moved"));
+      const skeleton = await p;
+      expect(branchOf(skeleton)).toBe("ref: refs/heads/own\n");
+      expect(skeleton.dirs).toEqual(expect.arrayContaining(["objects", "refs", "refs/heads"]));
+      // This runner's own took the free place, and nothing is left staged.
+      expect(await readFile(path.join(template, ".git", "HEAD"), "utf8")).toBe(
+        "ref: refs/heads/own\n",
+      );
+      expect(stagedLeft(wsRoot)).toEqual([]);
+    });
+
+    it("uses another runner's template that took the place first, and moves a broken one aside whole", async () => {
+      const wsRoot = path.join(root, "ws");
+      const template = path.join(wsRoot, ".runner-git-template");
+      // A template a killed runner left half written (HEAD created, not written).
+      await mkdir(path.join(template, ".git", "objects"), { recursive: true });
+      await writeFile(path.join(template, ".git", "HEAD"), "");
+      // Another runner finishes its template while this one's `git init` runs.
+      const bin = path.join(root, "bin");
+      await mkdir(bin);
+      await writeFile(
+        path.join(bin, "git"),
+        `#!/bin/sh\n/usr/bin/git "$@" || exit $?\n` +
+          `rm -rf "$TEMPLATE" && mkdir "$TEMPLATE" && cd "$TEMPLATE" && /usr/bin/git -c init.defaultBranch=theirs init -q\n`,
+        { mode: 0o755 },
+      );
+      const env = { ...ownGit, PATH: `${bin}:${process.env.PATH}`, TEMPLATE: template };
+      const skeleton = await gitSkeleton(template, env, wsRoot);
+      expect(branchOf(skeleton)).toBe("ref: refs/heads/theirs\n");
+      expect(stagedLeft(wsRoot)).toEqual([]);
+
+      // Broken again, and no other runner: this one's own repo replaces it.
+      const wsRoot2 = path.join(root, "ws2");
+      const template2 = path.join(wsRoot2, ".runner-git-template");
+      await mkdir(path.join(template2, ".git", "objects"), { recursive: true });
+      await writeFile(path.join(template2, ".git", "HEAD"), "");
+      expect(branchOf(await gitSkeleton(template2, ownGit, wsRoot2))).toBe("ref: refs/heads/own\n");
+      expect(isGitRepo(template2)).toBe(true);
+      expect(stagedLeft(wsRoot2)).toEqual([]);
+    });
   });
 
   it("creates the repo once from the built-in template and keeps memory.md across runs", async () => {
