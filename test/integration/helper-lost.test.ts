@@ -43,6 +43,15 @@ function processesOfRun(runId: string): number[] {
   return pids;
 }
 
+/** The run's processes once they are gone, or after 5 s (a kill takes a moment to land). */
+async function processesOfRunAfterAWhile(runId: string): Promise<number[]> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && processesOfRun(runId).length > 0) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return processesOfRun(runId);
+}
+
 async function rest(events: AsyncIterator<SseEvent>): Promise<SseEvent[]> {
   const out: SseEvent[] = [];
   for (let n = await events.next(); !n.done; n = await events.next()) out.push(n.value);
@@ -131,11 +140,7 @@ describe("a run cancelled while its spawn helper has not answered its start", ()
       resume();
       const next = await startSseRun(server?.baseUrl as string, { user_prompt: "hello" });
       expect(exitOf(await rest(next.rest)).reason).toBe("completed");
-      const deadline = Date.now() + 5000;
-      while (Date.now() < deadline && processesOfRun(runId).length > 0) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      expect(processesOfRun(runId)).toEqual([]);
+      expect(await processesOfRunAfterAWhile(runId)).toEqual([]);
     } finally {
       resume();
     }
@@ -155,11 +160,7 @@ describe("a run cancelled while its spawn helper has not answered its start", ()
       );
       expect(exit.killed_by_runner).toBe(true);
       expect(server?.app.pipeline.liveRuns).toBe(0);
-      const deadline = Date.now() + 5000;
-      while (Date.now() < deadline && processesOfRun(runId).length > 0) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      expect(processesOfRun(runId)).toEqual([]);
+      expect(await processesOfRunAfterAWhile(runId)).toEqual([]);
     } finally {
       resume();
     }
