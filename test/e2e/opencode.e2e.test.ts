@@ -1,8 +1,57 @@
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitReason } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { opencodeFailedCall } from "../../src/providers/opencode/retry-guard.js";
 import { findWorkingBwrap } from "../../src/providers/read-only-sandbox.js";
-import { haveCli, runRealCli } from "./real-cli-harness.js";
+import type { FakeModel, RecordedRequest } from "../fixtures/fake-model/fake-model.js";
+import { until } from "../helpers/until.js";
+import { haveCli, type RealRun, runRealCli } from "./real-cli-harness.js";
+
+/**
+ * The stalled-stream test waits 25 s on the runner's idle timer, most of it with opencode asleep
+ * in the hung call. So its run is started first, and the other tests start once it is in that
+ * call: its start-up, which that timer bounds, has the CPU to itself as before, and its wait runs
+ * beside them (it has its own runner and fake model). Its test, last, only checks what it did.
+ * Settled either way: a failure is that test's, not an unhandled rejection.
+ */
+let stalled: Promise<{ run: RealRun } | { error: unknown }> | undefined;
+
+/** The conversation call (tools offered), not the title call opencode makes beside it. */
+const isConversationCall = (r: RecordedRequest) =>
+  r.path === "/v1/chat/completions" && JSON.stringify(r.body).includes('"tools"');
+
+beforeAll(async () => {
+  if (!haveCli("opencode")) return;
+  let model: FakeModel | undefined;
+  let settled = false;
+  stalled = runRealCli(
+    "opencode",
+    { mode: "hang" },
+    {
+      env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "25" },
+      onModel: (m) => {
+        model = m;
+      },
+    },
+  )
+    .then(
+      (run) => ({ run }),
+      (error: unknown) => ({ error }),
+    )
+    .finally(() => {
+      settled = true;
+    });
+  // Ended before it got there: its test says why.
+  await until(
+    () => settled || (model?.requests.some(isConversationCall) ?? false),
+    "the stalled run's conversation call",
+    60_000,
+  );
+}, 70_000);
+
+// Also when its test is filtered out: its runner is stopped before the file ends.
+afterAll(async () => {
+  await stalled;
+}, 60_000);
 
 describe.skipIf(!haveCli("opencode"))(
   "real opencode through the runner (fake model on 127.0.0.1)",
@@ -107,17 +156,13 @@ describe.skipIf(!haveCli("opencode"))("real opencode on a stalled model stream",
   // A stream that sends headers and then nothing: opencode's own chunk timeout is 30 s (then one
   // retry); the runner's idle timer, set above opencode's silent start-up, ends it sooner.
   it("is ended by the runner's idle timer, as killed by the runner", async () => {
-    const run = await runRealCli(
-      "opencode",
-      { mode: "hang" },
-      { env: { FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS: "25" } },
-    );
+    const result = await stalled;
+    if (result === undefined || "error" in result) throw result?.error ?? new Error("not started");
+    const { run } = result;
     expect(run.exit).toMatchObject({ reason: "timeout", succeeded: false, killed_by_runner: true });
     expect(String(run.exit.message)).toContain("FERMILINK_RUNNER_IDLE_TIMEOUT_SECONDS=25");
     // It was hanging in the conversation call (tools offered), not still starting up.
-    const calls = run.model.requests.filter(
-      (r) => r.path === "/v1/chat/completions" && JSON.stringify(r.body).includes('"tools"'),
-    );
+    const calls = run.model.requests.filter(isConversationCall);
     expect(calls.length).toBeGreaterThan(0);
     expect(run.elapsedMs).toBeLessThan(45_000);
   }, 60_000);

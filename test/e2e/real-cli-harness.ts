@@ -58,13 +58,20 @@ export interface RealRun {
 export async function runRealCli(
   id: ProviderId,
   script: FakeModelScript | ((repoDir: string) => FakeModelScript),
-  opts: { env?: Record<string, string>; prompt?: string; modelDown?: boolean } = {},
+  opts: {
+    env?: Record<string, string>;
+    prompt?: string;
+    modelDown?: boolean;
+    /** Called with the fake model once it listens, before the runner starts. */
+    onModel?: (model: FakeModel) => void;
+  } = {},
 ): Promise<RealRun> {
   const home = await mkdtemp(path.join("/var/tmp", "flr-e2e-"));
   // The session repo the runner will create (FERMILINK_HOME/workspaces/<session>/repo).
   const repoDir = path.join(home, "workspaces", "e2e", "repo");
   const model = await startFakeModel(typeof script === "function" ? script(repoDir) : script);
   if (opts.modelDown) await model.close();
+  opts.onModel?.(model);
   let server: TestServer | undefined;
   try {
     const upper = id.toUpperCase();
