@@ -80,8 +80,8 @@ export class Checkpointer {
         codeRangeSizeMb: 4,
       },
     });
-    // Never keeps the runner alive: the store's close stops it.
-    this.worker.unref();
+    // Not unref'd: the store's close awaits its exit, which an unref'd worker would let the
+    // process skip (it ended mid-shutdown). A 'message' listener refs a worker again anyway.
     this.exited = new Promise((resolve) => this.worker.once("exit", () => resolve()));
     this.worker.on("message", (msg: { error: string | null }) => {
       this.inFlight = false;

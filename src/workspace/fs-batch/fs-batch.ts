@@ -62,6 +62,8 @@ interface Pending {
 
 export class FsBatchRunner {
   private worker: Worker | null = null;
+  /** Batches the current worker has not answered: while there are any, it keeps the process alive. */
+  private inFlight = 0;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly trees = new Map<string, readonly TreeOp[]>();
@@ -70,6 +72,7 @@ export class FsBatchRunner {
   run(ops: readonly FsOp[]): Promise<FsBatchResult> {
     const worker = this.worker ?? this.start();
     const id = this.nextId++;
+    if (this.inFlight++ === 0) worker.ref();
     return new Promise<FsBatchResult>((resolve, reject) => {
       this.pending.set(id, { worker, resolve, reject });
       worker.postMessage({ id, ops });
@@ -122,12 +125,11 @@ export class FsBatchRunner {
       execArgv: [],
       resourceLimits: { maxYoungGenerationSizeMb: 2 },
     });
-    // Never keeps the runner alive: callers waiting on a batch hold their own requests.
-    worker.unref();
     worker.on("message", (msg: { id: number } & FsBatchResult) => {
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
+      if (worker === this.worker && --this.inFlight === 0) worker.unref();
       p.resolve({ failedAt: msg.failedAt, code: msg.code, message: msg.message });
     });
     worker.on("error", () => {}); // reported through "exit"
@@ -140,6 +142,10 @@ export class FsBatchRunner {
       }
     });
     for (const [tree, ops] of this.trees) worker.postMessage({ id: 0, tree, ops });
+    // An idle worker never keeps the process alive (a runner stopped in-process, a CLI), a batch
+    // in flight does (run). After the 'message' listener, which refs the worker again.
+    worker.unref();
+    this.inFlight = 0;
     this.worker = worker;
     return worker;
   }

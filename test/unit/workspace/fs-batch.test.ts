@@ -1,9 +1,31 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FsBatchRunner } from "../../../src/workspace/fs-batch/fs-batch.js";
+
+const FS_BATCH_TS = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../../../src/workspace/fs-batch/fs-batch.ts",
+);
+
+/** Run `body` (ESM, `runner` an FsBatchRunner) in a node process; its exit once it ended, or null after 15 s. */
+async function exitOfProcess(body: string): Promise<number | null> {
+  const script = `import { FsBatchRunner } from ${JSON.stringify(FS_BATCH_TS)};
+    const runner = new FsBatchRunner();
+    ${body}`;
+  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  const [code] = (await once(child, "exit")) as [number | null];
+  clearTimeout(killer);
+  return code;
+}
 
 let root: string;
 let runner: FsBatchRunner;
@@ -104,4 +126,15 @@ describe("FsBatchRunner", () => {
       await runner.run([{ op: "stamp", tree: "nope", at: path.join(root, "c") }]),
     ).toMatchObject({ failedAt: 0, message: "unknown tree nope" });
   });
+
+  it("keeps the process alive while a batch is in flight, and never once its worker is idle", async () => {
+    const file = path.join(root, "written.txt");
+    // Not awaited: nothing else holds the process, yet the batch is done before it exits.
+    const inFlight = `void runner.run([{ op: "write", path: ${JSON.stringify(file)}, content: "done" }]);`;
+    expect(await exitOfProcess(inFlight)).toBe(0);
+    expect(await readFile(file, "utf8")).toBe("done");
+    // A worker left idle (a runner stopped in-process, without closing the shared worker): the
+    // process ends by itself, not at the 15 s kill (exit null).
+    expect(await exitOfProcess("await runner.warm();")).toBe(0);
+  }, 40_000);
 });
