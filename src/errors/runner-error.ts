@@ -64,11 +64,11 @@ const QUOTED_MAX_CHARS = 140;
  * a gRPC status header (`grpc-message`) that HTTP/2 clients refuse: the
  * caller got a broken stream (`internal`) instead of the error.
  */
-export function quotedInput(value: string): string {
-  if (value.length <= QUOTED_MAX_CHARS) return value;
+export function quotedInput(value: string, maxChars = QUOTED_MAX_CHARS): string {
+  if (value.length <= maxChars) return value;
   // Never half a surrogate pair: encodeURIComponent (grpc-message) throws on one.
-  const last = value.charCodeAt(QUOTED_MAX_CHARS - 1);
-  const end = last >= 0xd800 && last <= 0xdbff ? QUOTED_MAX_CHARS - 1 : QUOTED_MAX_CHARS;
+  const last = value.charCodeAt(maxChars - 1);
+  const end = last >= 0xd800 && last <= 0xdbff ? maxChars - 1 : maxChars;
   return `${value.slice(0, end)}…`;
 }
 

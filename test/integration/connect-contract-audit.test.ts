@@ -19,6 +19,7 @@ import {
   RunStatus,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
 import { collect } from "../helpers/collect.js";
+import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
 import { rawRequest } from "../helpers/raw-http.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -279,6 +280,97 @@ describe("a procedure the server does not serve", () => {
       404,
       "application/json",
     ]);
+  });
+});
+
+/** One raw gRPC call over h2c: its trailers (empty when none came), or "hung" after 5 s. */
+function grpcTrailers(
+  baseUrl: string,
+  path: string,
+  contentType: string,
+  message: string,
+): Promise<http2.IncomingHttpHeaders | "hung"> {
+  return new Promise((resolve, reject) => {
+    // A client that takes a large header list, so that what the server sent is what is seen.
+    const session = http2.connect(baseUrl, { settings: { maxHeaderListSize: 4 * 1024 * 1024 } });
+    session.on("error", reject);
+    const hung = setTimeout(() => {
+      session.destroy();
+      resolve("hung");
+    }, 5000);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": contentType,
+      te: "trailers",
+    });
+    let trailers: http2.IncomingHttpHeaders = {};
+    stream.on("trailers", (t) => {
+      trailers = t;
+    });
+    stream.on("error", reject);
+    stream.resume();
+    stream.on("close", () => {
+      clearTimeout(hung);
+      session.close();
+      resolve(trailers);
+    });
+    stream.end(envelope(0, Buffer.from(message)));
+  });
+}
+
+describe("a status that would quote the caller's request", () => {
+  // gRPC clients refuse a status header list past a bound (grpcio: 8 KiB by default).
+  const statusOf = (t: http2.IncomingHttpHeaders | "hung") =>
+    t === "hung"
+      ? t
+      : {
+          status: t["grpc-status"],
+          message: decodeURIComponent(String(t["grpc-message"] ?? "")),
+          bytes: String(t["grpc-message"] ?? "").length,
+        };
+
+  it("quotes a JSON value it cannot decode in part, and a lone surrogate still ends the call", async () => {
+    server = await startTestServer();
+    const attach = "/fermilink.runner.v1.RunService/Attach";
+    // protobuf-es quotes the refused value whole: the header was as large as the request.
+    const huge = await grpcTrailers(
+      server.baseUrl,
+      attach,
+      "application/grpc+json",
+      JSON.stringify({ runId: "r", afterSeq: "9".repeat(500_000) }),
+    );
+    expect(statusOf(huge)).toEqual({
+      status: String(Code.InvalidArgument),
+      message: expect.stringMatching(/^cannot decode field .*after_seq from JSON: .*9{100}.*…$/),
+      bytes: expect.any(Number),
+    });
+    expect(huge !== "hung" && String(huge["grpc-message"]).length).toBeLessThan(8192);
+    // encodeURIComponent throws on a lone surrogate: connect-node never ended such a call.
+    const lone = await grpcTrailers(
+      server.baseUrl,
+      attach,
+      "application/grpc+json",
+      '{"runId":"r","afterSeq":"\\ud800"}',
+    );
+    expect(statusOf(lone)).toEqual({
+      status: String(Code.InvalidArgument),
+      message: expect.stringContaining("\ufffd"),
+      bytes: expect.any(Number),
+    });
+  });
+
+  it("quotes an unknown procedure's path in part", async () => {
+    server = await startTestServer();
+    for (const path of [`/a/b/${"{".repeat(15_000)}`, `/${"x".repeat(15_000)}/Run`]) {
+      const t = await grpcTrailers(server.baseUrl, path, "application/grpc", "");
+      expect(statusOf(t)).toEqual({
+        status: String(Code.Unimplemented),
+        message: expect.stringMatching(/^(malformed method name: |unknown service ).*…/),
+        bytes: expect.any(Number),
+      });
+      expect(t !== "hung" && String(t["grpc-message"]).length).toBeLessThan(1024);
+    }
   });
 });
 

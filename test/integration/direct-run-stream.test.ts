@@ -6,6 +6,7 @@
  * check the direct path's own protocol handling with raw requests.
  */
 import http2 from "node:http2";
+import { Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
@@ -23,6 +24,7 @@ import {
   RunEventSchema,
   RunService,
 } from "../../gen/fermilink/runner/v1/run_pb.js";
+import { createLogger } from "../../src/log/logger.js";
 import { writeBuffersAllocated } from "../../src/transport/connect/direct-run-stream.js";
 import { collect } from "../helpers/collect.js";
 import { envelope } from "../helpers/envelope.js";
@@ -413,6 +415,40 @@ describe("RunService written directly (protobuf gRPC and Connect streaming)", ()
     } finally {
       session.destroy();
     }
+  });
+
+  it("takes a client that resets its call mid-upload as gone, logging no error", async () => {
+    const lines: string[] = [];
+    const log = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    server = await startTestServer({}, { logger: createLogger("warn", log) });
+    const session = http2.connect(server.baseUrl);
+    try {
+      const calls = Array.from({ length: 20 }, () => {
+        const call = session.request({
+          ":method": "POST",
+          ":path": RUN,
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        call.on("error", () => {});
+        // The request's message, and no end of stream: the body is still being read.
+        call.write(envelope(0, new Uint8Array(0)));
+        setImmediate(() => call.close(http2.constants.NGHTTP2_CANCEL));
+        return call;
+      });
+      await Promise.all(calls.map((c) => new Promise((r) => c.on("close", r))));
+      // The server sees each reset at once; what it logged for them followed within a tick.
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      session.destroy();
+    }
+    expect(lines.filter((l) => l.includes("RunService call failed"))).toEqual([]);
+    expect(server.app.pipeline.liveRuns).toBe(0);
   });
 
   it("maps a runner error to its code with a readable message (gRPC)", async () => {

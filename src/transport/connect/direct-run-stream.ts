@@ -268,7 +268,14 @@ async function serve(
     }
     // A body declared over the limit is refused unread: with `Expect: 100-continue`, never invited.
     const declared = declaredBodyBytes(req) ?? 0;
-    const body = declared > MAX_REQUEST_BYTES ? null : await readBody(req, MAX_REQUEST_BYTES);
+    let body: Buffer | null;
+    try {
+      body = declared > MAX_REQUEST_BYTES ? null : await readBody(req, MAX_REQUEST_BYTES);
+    } catch {
+      // The client went away mid-upload (as on POST /run): nobody to answer, and nothing went
+      // wrong here. Taken for a runner failure, each such call logged an error with its stack.
+      return;
+    }
     if (body === null) {
       // The rest of the body is never read: the HTTP/1.1 connection closes, the h2 stream is reset.
       stopReadingBody(req, res);

@@ -17,6 +17,7 @@ import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
+import { quotedInput } from "../../errors/runner-error.js";
 import type { Logger } from "../../log/logger.js";
 import {
   type AnyRequest,
@@ -70,14 +71,19 @@ const GRPC_CONTENT_TYPE = /^application\/grpc(-web(-text)?)?(\+[^;\s]*)?\s*(;|$)
  * "Received http2 header with status: 404"), never learning what was missing.
  */
 function unimplemented(path: string, services: ReadonlySet<string>): ConnectError {
+  // The path is the caller's, up to node's header limit: quoted whole, it made a grpc-message
+  // trailer past what gRPC clients take (grpcio: 8 KiB), and the call ended without its status.
   const m = /^\/([^/]+)\/([^/]+)$/.exec(path);
   if (!m)
-    return new ConnectError(`malformed method name: ${JSON.stringify(path)}`, Code.Unimplemented);
+    return new ConnectError(
+      `malformed method name: ${JSON.stringify(quotedInput(path))}`,
+      Code.Unimplemented,
+    );
   const [, service = "", method = ""] = m;
   return new ConnectError(
     services.has(service)
-      ? `unknown method ${method} for service ${service}`
-      : `unknown service ${service}`,
+      ? `unknown method ${quotedInput(method)} for service ${service}`
+      : `unknown service ${quotedInput(service)}`,
     Code.Unimplemented,
   );
 }

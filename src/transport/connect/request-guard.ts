@@ -8,14 +8,16 @@
  * ("parse binary: ..."), and it parses before any interceptor runs, so the
  * check sits on the request body instead: messages pass through unchanged
  * once they decoded, one envelope at a time (a bidi stream is never held).
- * JSON bodies are left to connect-node, which already answers them
- * `invalid_argument` ("cannot decode message ... from JSON: ...").
+ * JSON messages are decoded here too, only so that the error connect-node
+ * would give (`invalid_argument`, protobuf-es's words) goes out bounded
+ * (undecodableJson).
  */
 
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, fromJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { quotedInput } from "../../errors/runner-error.js";
 
 /**
  * A request message is a prompt of at most 10,000 code points plus a few ids:
@@ -42,15 +44,45 @@ export function undecodableRequest(schema: DescMessage, err: unknown): ConnectEr
   );
 }
 
+/**
+ * The most of a JSON decode error a status repeats: protobuf-es quotes the
+ * refused value whole. Percent-encoded in `grpc-message` (up to 9 bytes a
+ * character), this stays within the 8 KiB of metadata grpcio takes.
+ */
+const JSON_ERROR_MAX_CHARS = 400;
+
+/** Lone surrogates (a JSON `"\ud800"`): `u` mode matches a surrogate only outside a pair. */
+const LONE_SURROGATE = /[\ud800-\udfff]/gu;
+
+/**
+ * A request message that is not JSON of its type, in connect-node's words,
+ * the refused value cut and made well-formed: connect-node put protobuf-es's
+ * message as it was into `grpc-message`, where a value near 1 MiB made a
+ * header gRPC clients refuse (the call ended without its status), and a lone
+ * surrogate made encodeURIComponent throw, so the call never ended at all.
+ */
+export function undecodableJson(err: unknown): ConnectError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new ConnectError(
+    quotedInput(why.replace(LONE_SURROGATE, "\ufffd"), JSON_ERROR_MAX_CHARS),
+    Code.InvalidArgument,
+  );
+}
+
 /** How a request carries its message, from its content type; null: nothing to check here. */
-function framing(header: Headers): { kind: "whole" | "envelopes"; encodingHeader: string } | null {
+function framing(
+  header: Headers,
+): { kind: "whole" | "envelopes"; encodingHeader: string; json: boolean } | null {
   const type = (header.get("content-type") ?? "").split(";", 1)[0]?.trim().toLowerCase() ?? "";
-  if (type === "application/proto") return { kind: "whole", encodingHeader: "content-encoding" };
-  if (type === "application/connect+proto") {
-    return { kind: "envelopes", encodingHeader: "connect-content-encoding" };
+  const json = type.endsWith("json");
+  if (type === "application/proto" || type === "application/json") {
+    return { kind: "whole", encodingHeader: "content-encoding", json };
   }
-  if (/^application\/grpc(-web)?(\+proto)?$/.test(type)) {
-    return { kind: "envelopes", encodingHeader: "grpc-encoding" };
+  if (type === "application/connect+proto" || type === "application/connect+json") {
+    return { kind: "envelopes", encodingHeader: "connect-content-encoding", json };
+  }
+  if (/^application\/grpc(-web)?(\+proto|\+json)?$/.test(type)) {
+    return { kind: "envelopes", encodingHeader: "grpc-encoding", json };
   }
   return null;
 }
@@ -94,6 +126,15 @@ export function guardRequestBody(
         if (err instanceof ConnectError && err.code === Code.ResourceExhausted) return;
         throw err;
       }
+    }
+    if (how.json) {
+      try {
+        // As connect-node reads it (serialization.ts: non-fatal UTF-8, unknown fields ignored).
+        fromJsonString(schema, new TextDecoder().decode(message), { ignoreUnknownFields: true });
+      } catch (err) {
+        throw undecodableJson(err);
+      }
+      return;
     }
     try {
       fromBinary(schema, message);
