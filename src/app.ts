@@ -175,7 +175,9 @@ async function assemble(
     },
   });
   // The run store first: runs the previous process left live are closed and their processes reaped.
-  const store = new SqliteRunStore(config.store.path);
+  const store = new SqliteRunStore(config.store.path, {
+    onLockLost: (message) => logger.error(message),
+  });
   undo.push(() => store.close());
   // Reaped before their exits are written: an exit says the runner killed a provider only when
   // one was found (a crash between a run's stored meta and its spawn left none).

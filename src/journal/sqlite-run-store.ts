@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { RunnerError } from "../errors/runner-error.js";
@@ -181,6 +181,45 @@ const BACKSTOP_CHECKPOINT_PAGES = 25_000;
  */
 const WAL_FILE_LIMIT_BYTES = 16 * 1024 * 1024;
 
+/**
+ * How often the store looks that its lock file is still the one it holds. A lock file removed
+ * (by hand, or by a cleaner of old files: it is never written after its creation) would let
+ * another runner take a new one at that path, then close this runner's live runs as a crashed
+ * runner's and kill their providers.
+ */
+const LOCK_CHECK_MS = 1000;
+
+/**
+ * The one-runner-per-store lock at `lockPath`, taken: a database of its own held exclusively
+ * until closed. Throws SQLite's error (SQLITE_BUSY: another runner holds it).
+ */
+function takeLock(lockPath: string): Database.Database {
+  const lock = new Database(lockPath);
+  try {
+    lock.pragma("locking_mode = EXCLUSIVE");
+    // First: setting the journal mode reads the file, which another runner's lock refuses.
+    lock.pragma("busy_timeout = 200");
+    // The lock's one write (a new file's first page) needs no rollback journal on disk: in
+    // exclusive mode SQLite keeps a journal file open until close, a stray `.lock-journal`.
+    lock.pragma("journal_mode = MEMORY");
+    lock.exec("BEGIN EXCLUSIVE; COMMIT;");
+    return lock;
+  } catch (err) {
+    lock.close();
+    throw err;
+  }
+}
+
+/** The file at `p` (device and inode), or null when there is none or it cannot be looked at. */
+function fileIdentity(p: string): string | null {
+  try {
+    const st = statSync(p, { throwIfNoEntry: false });
+    return st === undefined ? null : `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
 /** What the log takes beyond the text: per event (its record's fields) and per transaction (pages). */
 const LOG_BYTES_PER_EVENT = 24;
 const LOG_BYTES_PER_TX = 3 * 4096;
@@ -330,12 +369,30 @@ export class SqliteRunStore implements RunStore {
    */
   private readonly now: () => number;
   /** Holds the one-runner-per-store lock (`<file>.lock`) while this store is open. */
-  private readonly lock: Database.Database;
+  private lock: Database.Database;
+  private readonly lockPath: string;
+  /** `fileIdentity` of the lock file held, compared with what its path names (`keepLock`). */
+  private lockId: string | null;
+  private readonly lockTimer: NodeJS.Timeout;
+  /** Told when the lock's path names another file that cannot be taken (once until it can). */
+  private readonly onLockLost: (message: string) => void;
+  private lockLostReported = false;
   private readonly checkpointer: Checkpointer;
   readonly pageTokenKey: Uint8Array;
 
-  constructor(file: string, opts: { now?: () => number } = {}) {
+  constructor(
+    file: string,
+    opts: {
+      now?: () => number;
+      /** Told when the lock file was removed or replaced and another process holds the new one. */
+      onLockLost?: (message: string) => void;
+      /** How often the lock file is checked (tests); LOCK_CHECK_MS by default. */
+      lockCheckMs?: number;
+    } = {},
+  ) {
     this.now = opts.now ?? Date.now;
+    this.onLockLost = opts.onLockLost ?? (() => {});
+    this.lockPath = `${file}.lock`;
     mkdirSync(path.dirname(file), { recursive: true });
     // One runner per store: at start-up a runner closes the runs it finds live and kills their
     // processes, which must never hit another runner's runs. The store itself is shared with this
@@ -345,16 +402,9 @@ export class SqliteRunStore implements RunStore {
     let lock: Database.Database | undefined;
     let db: Database.Database | undefined;
     try {
-      lock = new Database(`${file}.lock`);
+      lock = takeLock(this.lockPath);
       db = new Database(file);
-      lock.pragma("locking_mode = EXCLUSIVE");
-      // First: setting the journal mode reads the file, which another runner's lock refuses.
-      lock.pragma("busy_timeout = 200");
-      // The lock's one write (a new file's first page) needs no rollback journal on disk: in
-      // exclusive mode SQLite keeps a journal file open until close, a stray `.lock-journal`.
-      lock.pragma("journal_mode = MEMORY");
       db.pragma("busy_timeout = 200");
-      lock.exec("BEGIN EXCLUSIVE; COMMIT;");
       db.pragma("journal_mode = WAL");
       db.pragma("synchronous = NORMAL");
       db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
@@ -371,6 +421,8 @@ export class SqliteRunStore implements RunStore {
       lock?.close();
       throw err instanceof RunnerError ? err : storeOpenError(file, err);
     }
+    this.lockId = fileIdentity(this.lockPath);
+    this.lockTimer = setInterval(() => this.keepLock(), opts.lockCheckMs ?? LOCK_CHECK_MS).unref();
     this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
     // The log restarts from its beginning once checkpointed; its file is then cut back to this.
     this.db.pragma(`journal_size_limit = ${WAL_FILE_LIMIT_BYTES}`);
@@ -436,6 +488,30 @@ export class SqliteRunStore implements RunStore {
       return bytes;
     });
     this.atomicTx = this.db.transaction((fn: () => void) => fn());
+  }
+
+  /**
+   * When the lock's path no longer names the file held (LOCK_CHECK_MS), the lock is taken
+   * again there, so a runner started later still finds the store in use. If another process
+   * holds that path's lock already, two runners share the store: told once.
+   */
+  private keepLock(): void {
+    if (!this.lock.open || fileIdentity(this.lockPath) === this.lockId) return;
+    let fresh: Database.Database;
+    try {
+      fresh = takeLock(this.lockPath);
+    } catch (err) {
+      if (this.lockLostReported) return;
+      this.lockLostReported = true;
+      this.onLockLost(
+        `The run store's lock file ${this.lockPath} was removed or replaced while this runner held it, and it cannot be taken again (${(err as Error).message}): another runner may be using the same store and closing this one's runs. Stop the other runner; give each runner its own FERMILINK_RUNNER_STORE_PATH.`,
+      );
+      return;
+    }
+    this.lock.close();
+    this.lock = fresh;
+    this.lockId = fileIdentity(this.lockPath);
+    this.lockLostReported = false;
   }
 
   atomically(fn: () => void): void {
@@ -716,6 +792,7 @@ export class SqliteRunStore implements RunStore {
    * next runner; nothing is lost either way.)
    */
   close(): Promise<void> {
+    clearInterval(this.lockTimer);
     const stopped = this.checkpointer.close();
     if (this.db.open) this.db.close();
     if (this.lock.open) this.lock.close();

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { lstatSync, statSync } from "node:fs";
+import { lstatSync, type Stats, statSync } from "node:fs";
 import { cp, lstat, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { RunnerError } from "../errors/runner-error.js";
@@ -254,14 +254,17 @@ function providerFileOps(files: ProviderFiles, sessionDir: string): FsOp[] {
 
 const underSession = (p: string, sessionDir: string) => p.startsWith(`${sessionDir}/`);
 
-/** Something (a link included) at `p`; false when it cannot be looked at either. */
-function exists(p: string): boolean {
+/** What is at `p`, a link not followed; undefined when nothing is, or it cannot be looked at. */
+function lstatQuiet(p: string): Stats | undefined {
   try {
-    return lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+    return lstatSync(p, { throwIfNoEntry: false });
   } catch {
-    return false;
+    return undefined;
   }
 }
+
+/** Something (a link included) at `p`; false when it cannot be looked at either. */
+const exists = (p: string): boolean => lstatQuiet(p) !== undefined;
 
 /** A real directory (not a link to one) at `p`. */
 const isRealDir = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
@@ -369,6 +372,16 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
   const repoDir = sessionRepoDir(sessionDir);
   const providerFiles = opts.providerFiles ?? { dirs: [], files: [] };
   try {
+    // Not followed: a link there (to /, or to another session's directory) would have the
+    // runner make the session, and run its agent, wherever it points.
+    const found = lstatQuiet(sessionDir);
+    if (found?.isSymbolicLink()) throw symlinkRefused(sessionDir, "session directory");
+    if (found !== undefined && !found.isDirectory()) {
+      throw new RunnerError(
+        "WORKSPACE_SETUP_FAILED",
+        `Workspace session directory at ${sessionDir} is not a directory; move it aside to start the session again.`,
+      );
+    }
     const agents = await templateAgentsText(opts.softwareRoot);
     const gitEnv = opts.gitEnv ?? { PATH: process.env.PATH };
     const gitTemplate = path.join(opts.workspacesRoot, GIT_TEMPLATE_DIRNAME);
@@ -381,7 +394,7 @@ export async function prepareWorkspace(opts: PrepareWorkspaceOptions): Promise<P
     // A new session on the built-in template without a package is made in one batch (or claimed).
     const builtinPlain = opts.softwareRoot === null && pkg === null;
     // A session seen to exist claims no spare (the claim would fail): a worker round trip saved.
-    const seen = exists(sessionDir);
+    const seen = found !== undefined;
     if (
       seen &&
       pkg === null &&

@@ -760,6 +760,58 @@ describe("SqliteRunStore schema", () => {
     await fixed.close();
   });
 
+  it("takes its lock again when the lock file is removed or replaced, so another runner still finds the store in use", async () => {
+    const { existsSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } = await import(
+      "node:fs"
+    );
+    const Database = (await import("better-sqlite3")).default;
+    const file = path.join(dir, "relock.sqlite3");
+    const lockPath = `${file}.lock`;
+    const lost: string[] = [];
+    const held = new SqliteRunStore(file, { lockCheckMs: 20, onLockLost: (m) => lost.push(m) });
+    try {
+      await rm(lockPath);
+      await until(() => existsSync(lockPath), "the removed lock file made again");
+      expect(() => new SqliteRunStore(file)).toThrow(/in use by another runner process/);
+      // Replaced (a restore from a backup): the new file is taken too.
+      writeFileSync(`${lockPath}.restored`, "");
+      const restored = statSync(`${lockPath}.restored`);
+      renameSync(`${lockPath}.restored`, lockPath);
+      // This process has the restored file open: the store took it (a try to open the store
+      // instead would hold the lock for a moment, and the store would report it lost).
+      const opened = () =>
+        readdirSync("/proc/self/fd").some((fd) => {
+          const st = statSync(`/proc/self/fd/${fd}`, { throwIfNoEntry: false });
+          return st?.dev === restored.dev && st.ino === restored.ino;
+        });
+      await until(opened, "the replaced lock file taken");
+      expect(() => new SqliteRunStore(file)).toThrow(/in use by another runner process/);
+      // Another process took the path's lock first (in one go, before the next check): said once.
+      rmSync(lockPath);
+      const other = new Database(lockPath);
+      other.pragma("locking_mode = EXCLUSIVE");
+      other.exec("BEGIN EXCLUSIVE; COMMIT;");
+      await until(() => lost.length > 0, "the lost lock reported");
+      expect(lost[0]).toMatch(
+        /lock file .*relock\.sqlite3\.lock was removed or replaced while this runner held it, and it cannot be taken again .*give each runner its own FERMILINK_RUNNER_STORE_PATH/,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      expect(lost).toHaveLength(1);
+      // Let go: this runner holds it again.
+      other.close();
+      await until(() => {
+        try {
+          new SqliteRunStore(file).close();
+          return false;
+        } catch {
+          return true;
+        }
+      }, "the lock taken again once free");
+    } finally {
+      await held.close();
+    }
+  });
+
   it("refuses a store of a newer schema, and lets go of it: once fixed, the next store opens it", async () => {
     const Database = (await import("better-sqlite3")).default;
     const newer = path.join(dir, "newer.sqlite3");

@@ -244,7 +244,7 @@ describe("SessionLock", () => {
     const takers = Array.from({ length: 4 }, () =>
       spawn(
         process.execPath,
-        ["--import", "tsx", path.join(FIXTURES, "hammer-takeover.ts"), root, "s", "1500"],
+        ["--import", "tsx", path.join(FIXTURES, "hammer-takeover.ts"), root, "s", "8000", "150"],
         { stdio: ["pipe", "pipe", "inherit"] },
       ),
     );
@@ -265,8 +265,10 @@ describe("SessionLock", () => {
       );
       const holds = counts.reduce((n, [h = 0]) => n + h, 0);
       const overlaps = counts.reduce((n, [, o = 0]) => n + o, 0);
-      // Every hold after the first took over a dead holder's lock.
-      expect(holds).toBeGreaterThan(50);
+      // Every hold after the first took over a dead holder's lock: 600 races, in 2-3 s on a quiet
+      // box, showed 40-100 overlaps without the guard. A loaded box may stop them at the 8 s
+      // bound with fewer, so the bound only says the takers ran.
+      expect(holds).toBeGreaterThan(20);
       expect(overlaps).toBe(0);
       // No takeover left its guard or a file moved aside.
       expect(readdirSync(path.join(root, ".runner-locks"))).toEqual(["s.lock"]);
@@ -693,6 +695,29 @@ describe("prepareWorkspace", () => {
     });
     expect(await readdir(outside)).toEqual([]);
     expect((await lstat(path.join(ws.repoDir, "projects"))).isSymbolicLink()).toBe(true);
+  });
+
+  it("refuses a session directory that is a symlink or a file, creating nothing where a link points", async () => {
+    const ws = path.join(root, "ws");
+    const outside = path.join(root, "outside");
+    await mkdir(outside);
+    const other = await prep("other-session");
+    await symlink(outside, path.join(ws, "to-outside"));
+    // Another session's directory: the fast path for a session in place must not take it either.
+    await symlink(other.sessionDir, path.join(ws, "to-other"));
+    await writeFile(path.join(ws, "a-file"), "not a session");
+    for (const id of ["to-outside", "to-other"]) {
+      await expect(prep(id), id).rejects.toMatchObject({
+        code: "WORKSPACE_SETUP_FAILED",
+        message: `Workspace session directory at ${path.join(ws, id)} is a symlink; refusing to write through it.`,
+      });
+    }
+    await expect(prep("a-file")).rejects.toMatchObject({
+      code: "WORKSPACE_SETUP_FAILED",
+      message: expect.stringMatching(/a-file is not a directory; move it aside/),
+    });
+    expect(await readdir(outside)).toEqual([]);
+    expect(await readFile(path.join(ws, "a-file"), "utf8")).toBe("not a session");
   });
 
   it("runs a session whose symlinked projects directory has its memory.md, writing nothing through it", async () => {
