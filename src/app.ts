@@ -176,7 +176,7 @@ async function assemble(
   });
   // The run store first: runs the previous process left live are closed and their processes reaped.
   const store = new SqliteRunStore(config.store.path, {
-    onLockLost: (message) => logger.error(message),
+    onProblem: (message) => logger.error(message),
   });
   undo.push(() => store.close());
   // Reaped before their exits are written: an exit says the runner killed a provider only when

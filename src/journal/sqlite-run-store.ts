@@ -374,9 +374,14 @@ export class SqliteRunStore implements RunStore {
   /** `fileIdentity` of the lock file held, compared with what its path names (`keepLock`). */
   private lockId: string | null;
   private readonly lockTimer: NodeJS.Timeout;
-  /** Told when the lock's path names another file that cannot be taken (once until it can). */
-  private readonly onLockLost: (message: string) => void;
+  /**
+   * Told when the lock's path names another file that cannot be taken (once until it can), or
+   * the store's path no longer names the file open here (once).
+   */
+  private readonly onProblem: (message: string) => void;
   private lockLostReported = false;
+  /** `fileIdentity` of the store file opened, null once its loss was reported. */
+  private storeId: string | null;
   private readonly checkpointer: Checkpointer;
   readonly pageTokenKey: Uint8Array;
 
@@ -384,14 +389,17 @@ export class SqliteRunStore implements RunStore {
     file: string,
     opts: {
       now?: () => number;
-      /** Told when the lock file was removed or replaced and another process holds the new one. */
-      onLockLost?: (message: string) => void;
+      /**
+       * Told when the lock file was removed or replaced and another process holds the new one,
+       * or when the store file was removed or replaced.
+       */
+      onProblem?: (message: string) => void;
       /** How often the lock file is checked (tests); LOCK_CHECK_MS by default. */
       lockCheckMs?: number;
     } = {},
   ) {
     this.now = opts.now ?? Date.now;
-    this.onLockLost = opts.onLockLost ?? (() => {});
+    this.onProblem = opts.onProblem ?? (() => {});
     this.lockPath = `${file}.lock`;
     mkdirSync(path.dirname(file), { recursive: true });
     // One runner per store: at start-up a runner closes the runs it finds live and kills their
@@ -422,7 +430,11 @@ export class SqliteRunStore implements RunStore {
       throw err instanceof RunnerError ? err : storeOpenError(file, err);
     }
     this.lockId = fileIdentity(this.lockPath);
-    this.lockTimer = setInterval(() => this.keepLock(), opts.lockCheckMs ?? LOCK_CHECK_MS).unref();
+    this.storeId = fileIdentity(file);
+    this.lockTimer = setInterval(() => {
+      this.keepLock();
+      this.checkStoreFile(file);
+    }, opts.lockCheckMs ?? LOCK_CHECK_MS).unref();
     this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
     // The log restarts from its beginning once checkpointed; its file is then cut back to this.
     this.db.pragma(`journal_size_limit = ${WAL_FILE_LIMIT_BYTES}`);
@@ -503,7 +515,7 @@ export class SqliteRunStore implements RunStore {
     } catch (err) {
       if (this.lockLostReported) return;
       this.lockLostReported = true;
-      this.onLockLost(
+      this.onProblem(
         `The run store's lock file ${this.lockPath} was removed or replaced while this runner held it, and it cannot be taken again (${(err as Error).message}): another runner may be using the same store and closing this one's runs. Stop the other runner; give each runner its own FERMILINK_RUNNER_STORE_PATH.`,
       );
       return;
@@ -512,6 +524,19 @@ export class SqliteRunStore implements RunStore {
     this.lock = fresh;
     this.lockId = fileIdentity(this.lockPath);
     this.lockLostReported = false;
+  }
+
+  /**
+   * SQLite goes on writing to a store file removed or replaced under it (a cleaner, a restore
+   * done while the runner runs), and the next runner to start never sees those writes: said
+   * once, so the operator can restart it before more is written there.
+   */
+  private checkStoreFile(file: string): void {
+    if (this.storeId === null || !this.db.open || fileIdentity(file) === this.storeId) return;
+    this.storeId = null;
+    this.onProblem(
+      `The run store ${file} was removed or replaced while this runner had it open: what it writes from now on goes to the file it opened, which the next runner to start will not see. Restart the runner to open the store at that path.`,
+    );
   }
 
   atomically(fn: () => void): void {

@@ -768,7 +768,7 @@ describe("SqliteRunStore schema", () => {
     const file = path.join(dir, "relock.sqlite3");
     const lockPath = `${file}.lock`;
     const lost: string[] = [];
-    const held = new SqliteRunStore(file, { lockCheckMs: 20, onLockLost: (m) => lost.push(m) });
+    const held = new SqliteRunStore(file, { lockCheckMs: 20, onProblem: (m) => lost.push(m) });
     try {
       await rm(lockPath);
       await until(() => existsSync(lockPath), "the removed lock file made again");
@@ -809,6 +809,25 @@ describe("SqliteRunStore schema", () => {
       }, "the lock taken again once free");
     } finally {
       await held.close();
+    }
+  });
+
+  it("says once that its store file was removed or replaced under it, since what it writes then is lost", async () => {
+    const file = path.join(dir, "removed.sqlite3");
+    const said: string[] = [];
+    const store = new SqliteRunStore(file, { lockCheckMs: 20, onProblem: (m) => said.push(m) });
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(said).toEqual([]);
+      await rm(file);
+      await until(() => said.length > 0, "the removed store file reported");
+      expect(said[0]).toMatch(
+        /The run store .*removed\.sqlite3 was removed or replaced while this runner had it open: .*Restart the runner/,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      expect(said).toHaveLength(1);
+    } finally {
+      await store.close();
     }
   });
 
