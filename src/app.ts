@@ -100,6 +100,8 @@ export async function startApp(
      * once what was started is undone, without waiting for a slow step to finish first.
      */
     signal?: AbortSignal;
+    /** How long a request's body may take to arrive; 60 s unless a test shortens it. */
+    bodyTimeoutMs?: number;
   } = {},
 ): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
@@ -108,7 +110,7 @@ export async function startApp(
   // child, the store's lock, listeners, timers. Each step that starts something registers here.
   const undo: (() => unknown)[] = [];
   try {
-    return await assemble(config, logger, undo, signal);
+    return await assemble(config, logger, undo, signal, opts.bodyTimeoutMs);
   } catch (err) {
     for (const step of undo.reverse()) {
       try {
@@ -138,6 +140,7 @@ async function assemble(
   logger: Logger,
   undo: (() => unknown)[],
   signal: AbortSignal,
+  bodyTimeoutMs: number | undefined,
 ): Promise<App> {
   // Start-up check (spec §1.0): the policy's provider CLI must exist, with FermiLink's message.
   const { adapter, bin } = await unlessAborted(
@@ -264,6 +267,7 @@ async function assemble(
       corsOrigins: config.server.corsOrigins,
       auth: config.authTokens.length > 0 ? new AuthTokens(config.authTokens) : null,
       webDir: path.join(PROJECT_ROOT, "web"),
+      bodyTimeoutMs,
     }),
   );
   undo.push(() => server.close(0));

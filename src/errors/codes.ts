@@ -11,6 +11,11 @@ export const RUNNER_ERROR_CODES = [
    * recurses: FastAPI fails to read it before validating (its 400).
    */
   "BODY_UNREADABLE",
+  /**
+   * The request's body had not ended 60 s after it arrived (a client that stalls mid-upload):
+   * nothing was started.
+   */
+  "BODY_TIMEOUT",
   /** `user_prompt` is empty. */
   "PROMPT_EMPTY",
   /** `user_prompt` has more than 10,000 Unicode code points (FermiLink's 413). */

@@ -14,6 +14,7 @@ export interface ValidationDetail {
 const CALLER_CAUSED: ReadonlySet<RunnerErrorCode> = new Set<RunnerErrorCode>([
   "REQUEST_INVALID",
   "BODY_UNREADABLE",
+  "BODY_TIMEOUT",
   "PROMPT_EMPTY",
   "PROMPT_TOO_LONG",
   "SESSION_ID_INVALID",

@@ -17,6 +17,9 @@ interface Mapping {
 export const STATUS_TABLE: Readonly<Record<RunnerErrorCode, Mapping>> = {
   REQUEST_INVALID: { connect: Code.InvalidArgument, http: 422 },
   BODY_UNREADABLE: { connect: Code.InvalidArgument, http: 400 },
+  // HTTP's own status for a request not sent in time (RFC 9110 §15.5.9), as node answers headers
+  // that take too long.
+  BODY_TIMEOUT: { connect: Code.DeadlineExceeded, http: 408 },
   PROMPT_EMPTY: { connect: Code.InvalidArgument, http: 422 },
   PROMPT_TOO_LONG: { connect: Code.InvalidArgument, http: 413 },
   SESSION_ID_INVALID: { connect: Code.InvalidArgument, http: 422 },

@@ -1,5 +1,6 @@
 import http2 from "node:http2";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import { armBodyDeadline } from "./body-deadline.js";
 
 type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
 /** A request on either protocol the main port speaks (HTTP/1.1 or h2c), as connect-node types it. */
@@ -170,12 +171,23 @@ function resetAfterResponse(req: http2.Http2ServerRequest, ifUnread: boolean): v
 /**
  * Read a request body up to `limit` bytes; null when it is larger. Plain
  * listeners, not `for await`: an async iterator per request is a measurable
- * share of a refusal's cost when a flood of callers is answered 429.
+ * share of a refusal's cost when a flood of callers is answered 429. Rejects
+ * with BODY_TIMEOUT when the body has not ended `timeoutMs` after the call
+ * (body-deadline.ts); the caller answers it and calls stopReadingBody.
  */
-export function readBody(req: AnyRequest, limit: number): Promise<Buffer | null> {
+export function readBody(
+  req: AnyRequest,
+  limit: number,
+  timeoutMs: number,
+): Promise<Buffer | null> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const disarm = armBodyDeadline(timeoutMs, (err) => {
+      cleanup();
+      req.pause();
+      reject(err);
+    });
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
@@ -200,6 +212,7 @@ export function readBody(req: AnyRequest, limit: number): Promise<Buffer | null>
       reject(new Error("request closed before its body ended"));
     };
     const cleanup = () => {
+      disarm();
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onError);

@@ -14,6 +14,7 @@ import type { Logger } from "../log/logger.js";
 import type { StreamObserver } from "../metrics/metrics.js";
 import type { PackageCatalog } from "../packages/package-catalog.js";
 import type { RunPipeline } from "../run/run-pipeline.js";
+import { BODY_TIMEOUT_MS } from "./body-deadline.js";
 import { createDirectRunStream } from "./connect/direct-run-stream.js";
 import { createConnectNodeHandler } from "./connect/node-adapter.js";
 import { createOpsService } from "./connect/ops-service.js";
@@ -68,8 +69,11 @@ export function createMainHandler(deps: {
   auth: AuthTokens | null;
   /** The browser app's directory (web/). */
   webDir: string;
+  /** How long a request's body may take to arrive; BODY_TIMEOUT_MS unless a test shortens it. */
+  bodyTimeoutMs?: number;
 }) {
   const webUi = loadWebUi(deps.webDir);
+  const bodyTimeoutMs = deps.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
   /**
    * The bearer token's caller on a guarded HTTP route (runs and packages), or
    * undefined when the request was refused (answered 401 here).
@@ -111,6 +115,7 @@ export function createMainHandler(deps: {
         deps.observer,
         deps.sseHeartbeatMs,
         caller,
+        bodyTimeoutMs,
       ).catch((err: unknown) => {
         deps.logger.error({ err }, "POST /run crashed");
         if (!res.headersSent) sendJson(res, 500, { detail: "Internal runner error." });
@@ -208,8 +213,9 @@ export function createMainHandler(deps: {
     // The token guard reads the first of repeated headers (token-guard.ts).
     contextValues: (req) => createContextValues().set(RAW_REQUEST_HEADERS, req.rawHeaders),
     logger: deps.logger,
+    bodyTimeoutMs,
   });
-  const directRunStream = createDirectRunStream(deps);
+  const directRunStream = createDirectRunStream({ ...deps, bodyTimeoutMs });
   return (req: AnyRequest, res: AnyResponse) => {
     try {
       if (applyCors(req, res, deps.corsOrigins)) return;

@@ -20,7 +20,8 @@ export interface H2UploadResult {
 export async function h2Upload(
   baseUrl: string,
   headers: http2.OutgoingHttpHeaders,
-  bytes: number,
+  /** That many spaces, or these bytes. */
+  bytes: number | Buffer,
   waitMs = 3000,
 ): Promise<H2UploadResult> {
   const session = http2.connect(baseUrl);
@@ -38,7 +39,7 @@ export async function h2Upload(
       trailers = t;
     });
     stream.on("data", (c: Buffer) => chunks.push(c));
-    stream.write(Buffer.alloc(bytes, 0x20));
+    stream.write(typeof bytes === "number" ? Buffer.alloc(bytes, 0x20) : bytes);
     const closed = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), waitMs);
       stream.once("close", () => {

@@ -36,7 +36,8 @@ export interface TestServer {
  */
 export async function startTestServer(
   env: Record<string, string> = {},
-  opts: { logger?: Logger } = {},
+  /** `bodyTimeoutMs`: how long a request's body may take to arrive (a stalled one is refused). */
+  opts: { logger?: Logger; bodyTimeoutMs?: number } = {},
 ): Promise<TestServer> {
   const home = await mkdtemp(path.join(tmpdir(), "flr-test-"));
   const config = loadConfig({
@@ -58,7 +59,10 @@ export async function startTestServer(
     FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
     ...env,
   });
-  const app = await startApp(config, { logger: opts.logger ?? createLogger(config.logLevel) });
+  const app = await startApp(config, {
+    logger: opts.logger ?? createLogger(config.logLevel),
+    bodyTimeoutMs: opts.bodyTimeoutMs,
+  });
   return {
     app,
     home,

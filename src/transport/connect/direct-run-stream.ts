@@ -17,7 +17,7 @@ import {
   RunService,
 } from "../../../gen/fermilink/runner/v1/run_pb.js";
 import type { AuthTokens } from "../../auth/auth-tokens.js";
-import { toRunnerError } from "../../errors/runner-error.js";
+import { RunnerError, toRunnerError } from "../../errors/runner-error.js";
 import { toConnectError } from "../../errors/status-table.js";
 import type { RunEvent } from "../../events/run-event.js";
 import { EnvelopeBuffer } from "../../events/run-event-wire.js";
@@ -237,6 +237,8 @@ interface DirectDeps {
   logger: Logger;
   /** The main port's bearer tokens; null = no auth. */
   auth: AuthTokens | null;
+  /** How long the request message may take to arrive (body-deadline.ts). */
+  bodyTimeoutMs: number;
 }
 
 async function serve(
@@ -262,7 +264,7 @@ async function serve(
       const declared = declaredBodyBytes(req) ?? 0;
       const drained =
         declared <= MAX_REQUEST_BYTES &&
-        (await readBody(req, MAX_REQUEST_BYTES).catch(() => null)) !== null;
+        (await readBody(req, MAX_REQUEST_BYTES, deps.bodyTimeoutMs).catch(() => null)) !== null;
       if (!drained) stopReadingBody(req, res);
       throw err;
     }
@@ -270,11 +272,17 @@ async function serve(
     const declared = declaredBodyBytes(req) ?? 0;
     let body: Buffer | null;
     try {
-      body = declared > MAX_REQUEST_BYTES ? null : await readBody(req, MAX_REQUEST_BYTES);
-    } catch {
+      body =
+        declared > MAX_REQUEST_BYTES
+          ? null
+          : await readBody(req, MAX_REQUEST_BYTES, deps.bodyTimeoutMs);
+    } catch (err) {
       // The client went away mid-upload (as on POST /run): nobody to answer, and nothing went
       // wrong here. Taken for a runner failure, each such call logged an error with its stack.
-      return;
+      if (!(err instanceof RunnerError)) return;
+      // Its body stalled (BODY_TIMEOUT): answered, and the rest of it is never read.
+      stopReadingBody(req, res);
+      throw err;
     }
     if (body === null) {
       // The rest of the body is never read: the HTTP/1.1 connection closes, the h2 stream is reset.

@@ -19,10 +19,12 @@ import {
 } from "@connectrpc/connect-node";
 import { quotedInput } from "../../errors/runner-error.js";
 import type { Logger } from "../../log/logger.js";
+import { bodyWithDeadline } from "../body-deadline.js";
 import {
   type AnyRequest,
   type AnyResponse,
   declaredBodyBytes,
+  stopReadingBody,
   stopReadingBodyIfUnread,
 } from "../http-types.js";
 import { guardRequestBody, MAX_REQUEST_BYTES } from "./request-guard.js";
@@ -147,6 +149,15 @@ function envelopedMessageOverLimit(
 }
 
 /**
+ * A call that takes exactly one request message, whose body must then arrive
+ * in time (body-deadline.ts). A bidi stream (reflection) sends its messages
+ * when it likes.
+ */
+function oneMessage(methodKind: DescMethod["methodKind"]): boolean {
+  return methodKind === "unary" || methodKind === "server_streaming";
+}
+
+/**
  * A request body that fails with `error` at its first read, never reading the
  * request: connect-node answers the error in the call's protocol, as it does
  * the request guard's.
@@ -213,6 +224,8 @@ export function createConnectNodeHandler(opts: {
   /** Run before the deadline's (the auth guard). */
   interceptors?: readonly Interceptor[];
   logger: Logger;
+  /** How long a call's one request message may take to arrive (body-deadline.ts). */
+  bodyTimeoutMs: number;
 }): (req: AnyRequest, res: AnyResponse) => void {
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
@@ -239,16 +252,23 @@ export function createConnectNodeHandler(opts: {
     stopReadingBodyIfUnread(req);
     const { input, methodKind } = handler.method;
     const over = envelopedMessageOverLimit(req, methodKind);
-    const body =
-      over !== null
-        ? unreadBody(
-            // connect-node's words for the message the one envelope's prefix would declare.
-            new ConnectError(
-              `message size ${over} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
-              Code.ResourceExhausted,
-            ),
-          )
-        : (uReq.body as AsyncIterable<Uint8Array>);
+    const read = uReq.body as AsyncIterable<Uint8Array>;
+    let body: AsyncIterable<Uint8Array>;
+    if (over !== null) {
+      // connect-node's words for the message the one envelope's prefix would declare.
+      body = unreadBody(
+        new ConnectError(
+          `message size ${over} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
+          Code.ResourceExhausted,
+        ),
+      );
+    } else if (oneMessage(methodKind)) {
+      // On expiry the rest is never read: HTTP/1.1 closes after the answer. HTTP/2's reset is
+      // already asked for (above); asked again, it finds the stream closed.
+      body = bodyWithDeadline(req, read, opts.bodyTimeoutMs, () => stopReadingBody(req, res));
+    } else {
+      body = read;
+    }
     const guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
     handler({ ...uReq, body: guarded })
       .then((uRes) =>

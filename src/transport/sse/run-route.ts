@@ -1,5 +1,5 @@
 import type { Caller } from "../../auth/auth-tokens.js";
-import { toRunnerError } from "../../errors/runner-error.js";
+import { RunnerError, toRunnerError } from "../../errors/runner-error.js";
 import { toHttpError } from "../../errors/status-table.js";
 import type { Logger } from "../../log/logger.js";
 import type { StreamObserver } from "../../metrics/metrics.js";
@@ -46,6 +46,8 @@ export async function handleRunRoute(
   heartbeatMs: number,
   /** Who the bearer token named; null = auth off. */
   authCaller: Caller | null,
+  /** How long the body may take to arrive (body-deadline.ts). */
+  bodyTimeoutMs: number,
 ): Promise<void> {
   const arrivedAt = Date.now();
   const caller = new AbortController();
@@ -55,9 +57,14 @@ export async function handleRunRoute(
   // `Expect: 100-continue`, sent); a chunked one only once it passed the limit.
   if (!declaresRunBodyTooLarge(req)) {
     try {
-      body = await readBody(req, MAX_BODY_BYTES);
-    } catch {
+      body = await readBody(req, MAX_BODY_BYTES, bodyTimeoutMs);
+    } catch (err) {
       // The client went away mid-upload: nobody to answer, and nothing went wrong here.
+      if (!(err instanceof RunnerError)) return;
+      // Its body stalled: 408, and the connection (HTTP/2: the stream) closes, the rest unread.
+      stopReadingBody(req, res);
+      const { status, body } = toHttpError(err);
+      sendJson(res, status, body);
       return;
     }
   }

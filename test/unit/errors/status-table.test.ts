@@ -17,6 +17,8 @@ describe("error status table", () => {
     // The caller's malformed package id vs the server's broken package: both FermiLink's 400.
     expect(STATUS_TABLE.PACKAGE_ID_INVALID).toEqual({ connect: Code.InvalidArgument, http: 400 });
     expect(STATUS_TABLE.PACKAGE_INVALID).toEqual({ connect: Code.FailedPrecondition, http: 400 });
+    // A body that did not arrive in time: HTTP's own 408, and the deadline a gRPC caller knows.
+    expect(STATUS_TABLE.BODY_TIMEOUT).toEqual({ connect: Code.DeadlineExceeded, http: 408 });
     // A start failure that is not the binary's (spawn helper gone or late): transient.
     expect(STATUS_TABLE.PROVIDER_START_FAILED).toEqual({ connect: Code.Unavailable, http: 503 });
   });
