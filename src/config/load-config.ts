@@ -151,13 +151,16 @@ class EnvReader {
       return def;
     }
     const value = Number(raw);
-    if (value < min || value > max) {
+    // `-0` is 0 to Number: FERMILINK_RUNNER_PORT=-0 was taken as "any free port".
+    const signed = min >= 0 && raw.startsWith("-");
+    if (signed || value < min || value > max) {
       // No made-up upper bound in the message when there is none to speak of.
       const range =
-        max === Number.MAX_SAFE_INTEGER && value < min
+        max === Number.MAX_SAFE_INTEGER && value <= min
           ? `at least ${min}`
           : `between ${min} and ${max}`;
-      this.problems.push(`${name}=${raw} must be ${range}.`);
+      const how = signed && value >= min ? ", without a minus sign" : "";
+      this.problems.push(`${name}=${raw} must be ${range}${how}.`);
       return def;
     }
     return value;

@@ -13,7 +13,7 @@ export const RUNNER_ERROR_CODES = [
   "BODY_UNREADABLE",
   /**
    * The request's body had not ended 60 s after it arrived (a client that stalls mid-upload):
-   * nothing was started.
+   * nothing was started. On a reflection stream: no request message for 60 s.
    */
   "BODY_TIMEOUT",
   /** `user_prompt` is empty. */

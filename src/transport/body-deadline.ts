@@ -6,7 +6,10 @@
  * descriptor) for good. Every body this service reads is one small message
  * (≤ 1 MiB; no method streams its requests but reflection's), so it must
  * have ended this long after the request arrived; what the call streams
- * back afterwards is not bounded by this.
+ * back afterwards is not bounded by this. Reflection's bidi stream sends its
+ * messages when it likes, so there the bound is between messages instead: a
+ * client quiet that long (none since the stream began or since its last one)
+ * has its stream ended.
  */
 import type { ConnectError } from "@connectrpc/connect";
 import { RunnerError } from "../errors/runner-error.js";
@@ -21,6 +24,14 @@ export function bodyTimedOut(ms: number): RunnerError {
   return new RunnerError(
     "BODY_TIMEOUT",
     `The request body did not arrive within ${ms / 1000} s: send the whole request message at once.`,
+  );
+}
+
+/** The failure of a bidi stream on which no request message came for `ms`. */
+export function streamIdled(ms: number): RunnerError {
+  return new RunnerError(
+    "BODY_TIMEOUT",
+    `No request message arrived on this stream within ${ms / 1000} s: open a new stream when there is more to ask.`,
   );
 }
 
@@ -39,24 +50,28 @@ export function armBodyDeadline(ms: number, expired: (err: RunnerError) => void)
  * `body` (the request's, as connect-node reads it) failing with BODY_TIMEOUT
  * (`deadline_exceeded`) when it has not ended `ms` after now: connect-node
  * answers that in the call's protocol. `onExpire` runs first, while the
- * answer is still to be written.
+ * answer is still to be written. With `idle`, the `ms` start again at each
+ * chunk read: `body` must then yield whole messages (request-guard.ts), so
+ * that half of one does not count as one.
  */
 export function bodyWithDeadline(
   req: AnyRequest,
   body: AsyncIterable<Uint8Array>,
   ms: number,
   onExpire: () => void,
+  idle = false,
 ): AsyncIterable<Uint8Array> {
   const it = body[Symbol.asyncIterator]();
   let timedOut: ConnectError | null = null;
   let failWaiting: ((err: ConnectError) => void) | null = null;
-  const stop = armBodyDeadline(ms, (err) => {
+  const expired = (err: RunnerError) => {
     req.off("close", disarm);
     // connect-node answers any other error `internal`.
-    timedOut = toConnectError(err);
+    timedOut = toConnectError(idle ? streamIdled(ms) : err);
     onExpire();
     failWaiting?.(timedOut);
-  });
+  };
+  let stop = armBodyDeadline(ms, expired);
   // A body connect-node never reads (a call it refuses by its headers) ends with its request.
   const disarm = () => {
     stop();
@@ -72,6 +87,10 @@ export function bodyWithDeadline(
         (r) => {
           failWaiting = null;
           if (r.done) disarm();
+          else if (idle && timedOut === null) {
+            stop();
+            stop = armBodyDeadline(ms, expired);
+          }
           resolve(r);
         },
         (err: unknown) => {

@@ -52,6 +52,9 @@ const LEGACY_SPARE = /^[0-9a-f]{8}-\d+$/;
 /** How long to wait before making spares again after one could not be made. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
 
+/** The longest pause between attempts to set the pool up, in pauses after a failure. */
+const MAX_OPEN_BACKOFF = 16;
+
 /** How often a filler waiting for the worker to be idle looks again. */
 const IDLE_POLL_MS = 25;
 
@@ -112,6 +115,9 @@ export class SpareWorkspaces implements SpareSource {
   private filling: Promise<void> | null = null;
   private failedAtMs = Number.NEGATIVE_INFINITY;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Failed attempts to set the pool up, since the last that worked. */
+  private openFailures = 0;
+  private openTimer: NodeJS.Timeout | undefined;
   private readonly retryAfterFailureMs: number;
   private stopped = false;
 
@@ -141,7 +147,10 @@ export class SpareWorkspaces implements SpareSource {
   /**
    * Find the spares an earlier runner left, remove outdated ones, and start
    * making the rest in the background. A failure here only leaves the pool
-   * empty: new sessions are then created file by file, as without it.
+   * empty for a while: new sessions are then created file by file, as without
+   * it, and the pool is set up again after a pause that doubles with each
+   * failure (a passing failure, such as the git template not made yet, had
+   * left a runner without spares for its whole life).
    */
   start(): Promise<void> {
     this.starting ??= this.begin();
@@ -149,7 +158,7 @@ export class SpareWorkspaces implements SpareSource {
   }
 
   private async begin(): Promise<void> {
-    if (this.opts.target <= 0) return;
+    if (this.opts.target <= 0 || this.stopped) return;
     try {
       const content = await this.opts.content();
       const base = path.join(this.opts.workspacesRoot, SPARES_DIRNAME);
@@ -160,6 +169,8 @@ export class SpareWorkspaces implements SpareSource {
       const adopt: string[] = [];
       /** What gone runners left: renamed aside (TRASH_PREFIX), then removed. */
       const gone: string[] = [];
+      /** This runner's ready spares: handed out only once the pool is set up. */
+      const own: string[] = [];
       for (const key of await readdir(base)) {
         const at = path.join(base, key);
         const names = await readdir(at).catch(() => null);
@@ -175,7 +186,7 @@ export class SpareWorkspaces implements SpareSource {
             // Made by an earlier pool of this process (tests make several): still this runner's.
             for (const spare of (await readdir(from)).sort()) {
               if (!/^\d+$/.test(spare)) stale.push(path.join(from, spare));
-              else if (at === keyDir) this.ready.push(path.join(from, spare));
+              else if (at === keyDir) own.push(path.join(from, spare));
               this.made = Math.max(this.made, Number(spare) || 0);
             }
             if (at !== keyDir) stale.push(from);
@@ -200,6 +211,7 @@ export class SpareWorkspaces implements SpareSource {
       this.tree = `spare-${path.basename(keyDir)}`;
       this.opts.fs.defineTree(this.tree, spareTree(content));
       this.dir = dir;
+      this.ready.push(...own);
       keepFresh(dir);
       await this.adopt(adopt);
       for (const from of gone) {
@@ -227,13 +239,41 @@ export class SpareWorkspaces implements SpareSource {
         if (path.join(base, key) !== keyDir) await rmdir(path.join(base, key)).catch(() => {});
       }
     } catch (err) {
-      this.opts.logger.warn(
-        { err },
-        "spare workspaces unavailable; new sessions are made file by file",
-      );
-      return;
+      // Set up, but not tidied (what gone runners left stays): its spares serve all the same.
+      if (this.dir !== null) {
+        this.opts.logger.warn({ err }, "could not remove outdated spare workspaces");
+      } else {
+        this.retryOpen(err);
+        return;
+      }
+    }
+    if (this.openFailures > 0) {
+      this.opts.logger.info({ failedAttempts: this.openFailures }, "spare workspaces available");
+      this.openFailures = 0;
     }
     this.fill();
+  }
+
+  /**
+   * Set the pool up again after a pause, doubled with each failure up to
+   * MAX_OPEN_BACKOFF pauses. Only the first failure is logged: a cause that
+   * lasts would otherwise log for good.
+   */
+  private retryOpen(err: unknown): void {
+    this.openFailures++;
+    const pauseMs =
+      this.retryAfterFailureMs * Math.min(2 ** (this.openFailures - 1), MAX_OPEN_BACKOFF);
+    if (this.openFailures === 1) {
+      this.opts.logger.warn(
+        { err, retryInMs: pauseMs },
+        "spare workspaces unavailable for now; new sessions are made file by file",
+      );
+    }
+    this.openTimer = setTimeout(() => {
+      this.openTimer = undefined;
+      // Held as the start is: stop() waits for an attempt under way.
+      this.starting = this.begin();
+    }, pauseMs).unref();
   }
 
   /**
@@ -294,6 +334,8 @@ export class SpareWorkspaces implements SpareSource {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    clearTimeout(this.openTimer);
+    this.openTimer = undefined;
     await this.whenFilled();
     if (this.dir !== null) forgetFresh(this.dir);
   }

@@ -3,7 +3,8 @@
  * (src/transport/body-deadline.ts, shortened here to LIMIT_MS): 408 on the
  * SSE route, `deadline_exceeded` on Connect and gRPC (the direct path and
  * connect-node's), its connection or stream closed, nothing admitted. A
- * request whose body ended streams on past the deadline.
+ * request whose body ended streams on past the deadline. A reflection stream
+ * (bidi) is bounded between its messages instead.
  */
 import { readdirSync } from "node:fs";
 import http2 from "node:http2";
@@ -14,6 +15,10 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterEach, describe, expect, it } from "vitest";
 import { OpsService } from "../../gen/fermilink/runner/v1/ops_pb.js";
 import { ExitReason, RunRequestSchema, RunService } from "../../gen/fermilink/runner/v1/run_pb.js";
+import {
+  ServerReflection,
+  ServerReflectionRequestSchema,
+} from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { collect } from "../helpers/collect.js";
 import { envelope } from "../helpers/envelope.js";
 import { h2Upload } from "../helpers/h2-upload.js";
@@ -60,6 +65,18 @@ const partialRunEnvelope = () =>
   ).subarray(0, 7);
 
 const RUN = `/${RunService.typeName}/Run`;
+const REFLECT = `/${ServerReflection.typeName}/ServerReflectionInfo`;
+
+const listServices = () =>
+  envelope(
+    0,
+    toBinary(
+      ServerReflectionRequestSchema,
+      create(ServerReflectionRequestSchema, {
+        messageRequest: { case: "listServices", value: "" },
+      }),
+    ),
+  );
 
 describe("a request body that stalls", () => {
   it("is answered 408 on POST /run (HTTP/1.1) and its connection closed, while a run whose body came streams on", async () => {
@@ -204,5 +221,56 @@ describe("a request body that stalls", () => {
       const last = events.at(-1)?.event;
       expect(last?.case === "exit" && ExitReason[last.value.reason]).toBe("COMPLETED");
     }
+  });
+
+  it.each([
+    ["sends nothing", Buffer.alloc(0), 0],
+    ["sends part of a message", listServices().subarray(0, 6), 0],
+    [
+      "sends a message, then part of one",
+      Buffer.concat([listServices(), listServices().subarray(0, 3)]),
+      1,
+    ],
+  ])(
+    "ends a reflection stream whose client %s with deadline_exceeded, and the stream closed",
+    async (_, bytes, answered) => {
+      server = await startTestServer({}, { bodyTimeoutMs: LIMIT_MS });
+      const t0 = Date.now();
+      const got = await h2Upload(
+        server.baseUrl,
+        { ":path": REFLECT, te: "trailers", "content-type": "application/grpc" },
+        bytes,
+      );
+      expect(got.status).toBe(200);
+      expect(got.trailers["grpc-status"]).toBe(String(Code.DeadlineExceeded));
+      expect(decodeURIComponent(String(got.trailers["grpc-message"]))).toContain(
+        "No request message arrived on this stream within 0.4 s",
+      );
+      expect([got.closed, got.rstCode]).toEqual([true, http2.constants.NGHTTP2_NO_ERROR]);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(LIMIT_MS - 50);
+      // Each whole message sent was answered first.
+      let answers = 0;
+      for (let at = 0; at < got.body.length; at += 5 + got.body.readUInt32BE(at + 1)) answers++;
+      expect(answers).toBe(answered);
+    },
+  );
+
+  it("never cuts a reflection stream whose messages keep coming, however long it lasts", async () => {
+    server = await startTestServer({}, { bodyTimeoutMs: LIMIT_MS });
+    const client = createClient(ServerReflection, createGrpcTransport({ baseUrl: server.baseUrl }));
+    const asks = 6;
+    async function* requests() {
+      for (let i = 0; i < asks; i++) {
+        // Over the stream's life, well past the limit; each within it of the one before.
+        if (i > 0) await new Promise((r) => setTimeout(r, LIMIT_MS / 2));
+        yield { messageRequest: { case: "listServices" as const, value: "" } };
+      }
+    }
+    const t0 = Date.now();
+    const answers = await collect(client.serverReflectionInfo(requests()));
+    expect(Date.now() - t0).toBeGreaterThan(2 * LIMIT_MS);
+    expect(answers.map((a) => a.messageResponse.case)).toEqual(
+      Array(asks).fill("listServicesResponse"),
+    );
   });
 });

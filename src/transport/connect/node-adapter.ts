@@ -151,7 +151,7 @@ function envelopedMessageOverLimit(
 /**
  * A call that takes exactly one request message, whose body must then arrive
  * in time (body-deadline.ts). A bidi stream (reflection) sends its messages
- * when it likes.
+ * when it likes, each within that time of the one before.
  */
 function oneMessage(methodKind: DescMethod["methodKind"]): boolean {
   return methodKind === "unary" || methodKind === "server_streaming";
@@ -269,7 +269,18 @@ export function createConnectNodeHandler(opts: {
     } else {
       body = read;
     }
-    const guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
+    let guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
+    if (!oneMessage(methodKind)) {
+      // Timed on the guard's output, which passes whole messages only: a quiet client, or one
+      // that sent half a message, held its stream (and, on HTTP/2, its connection) for good.
+      guarded = bodyWithDeadline(
+        req,
+        guarded,
+        opts.bodyTimeoutMs,
+        () => stopReadingBody(req, res),
+        true,
+      );
+    }
     handler({ ...uReq, body: guarded })
       .then((uRes) =>
         universalResponseToNodeResponse(uRes.status === 405 ? withAllow(uRes, handler) : uRes, res),

@@ -184,6 +184,27 @@ describe("loadConfig", () => {
     );
   });
 
+  it("refuses a minus sign on every unsigned setting, -0 too (it was taken as 0: any free port)", () => {
+    expect(() => loadConfig({ FERMILINK_RUNNER_PORT: "-0" })).toThrow(
+      "FERMILINK_RUNNER_PORT=-0 must be between 0 and 65535, without a minus sign.",
+    );
+    expect(() => loadConfig({ FERMILINK_RUNNER_STORE_MAX_MB: "-00" })).toThrow(
+      "FERMILINK_RUNNER_STORE_MAX_MB=-00 must be at least 1.",
+    );
+    for (const name of [
+      "FERMILINK_RUNNER_PORT",
+      "FERMILINK_RUNNER_METRICS_PORT",
+      "FERMILINK_RUNNER_PROVIDER_NICE",
+      "FERMILINK_RUNNER_MAX_QUEUE_SIZE",
+      "FERMILINK_RUNNER_MAX_PENDING_PER_USER",
+      "FERMILINK_RUNNER_SPARE_WORKSPACES",
+    ]) {
+      expect(() => loadConfig({ [name]: "-0" })).toThrow(`${name}=-0 must be`);
+      expect(() => loadConfig({ [name]: "0" })).not.toThrow();
+    }
+    expect(loadConfig({ FERMILINK_RUNNER_PORT: "+0" }).server.port).toBe(0);
+  });
+
   it("keeps as many spare workspaces as runs can start at once, unless told otherwise", () => {
     expect(loadConfig({}).spareWorkspaces).toBe(200);
     expect(loadConfig({ FERMILINK_RUNNER_GLOBAL_CONCURRENT_RUNS: "7" }).spareWorkspaces).toBe(7);

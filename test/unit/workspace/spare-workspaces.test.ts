@@ -14,6 +14,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../../src/log/logger.js";
 import { FsBatchRunner } from "../../../src/workspace/fs-batch/fs-batch.js";
@@ -332,6 +333,62 @@ describe("SpareWorkspaces", () => {
     expect(broken.take()).toBeNull();
     const made = await prep("still-works", broken, blocked);
     expect(made.createdRepo).toBe(true);
+  });
+
+  it("gets its content again after a pause when it could not at start-up, logging the first failure", async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(JSON.parse(String(chunk)));
+        done();
+      },
+    });
+    let calls = 0;
+    const spares = new SpareWorkspaces({
+      workspacesRoot: ws,
+      target: 2,
+      content: async () => {
+        // Twice unavailable (a git that failed for a moment), then there.
+        if (++calls <= 2) throw new Error("git init failed");
+        return builtinSpareContent(ws);
+      },
+      fs,
+      logger: createLogger("info", sink),
+      retryAfterFailureMs: 50,
+    });
+    pools.push(spares);
+    await spares.start();
+    await spares.whenFilled();
+    expect(spares.take()).toBeNull();
+    for (let i = 0; i < 200 && spares.readyCount < 2; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect([calls, spares.readyCount]).toEqual([3, 2]);
+    const said = lines.map((l) => l.msg).filter((m) => m.startsWith("spare workspaces"));
+    expect(said).toEqual([
+      "spare workspaces unavailable for now; new sessions are made file by file",
+      "spare workspaces available",
+    ]);
+    // One made after the retry becomes a new session, as any spare does.
+    const spare = spares.take() as string;
+    spares.settle(spare, "unused");
+    const inode = (await stat(spare)).ino;
+    const made = await prep("after-retry", spares);
+    expect((await stat(made.sessionDir)).ino).toBe(inode);
+  });
+
+  it("stops trying to set up once stopped", async () => {
+    let calls = 0;
+    const spares = pool(2, ws, 20, {
+      content: async () => {
+        calls++;
+        throw new Error("never there");
+      },
+    });
+    await spares.start();
+    await spares.stop();
+    const after = calls;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(calls).toBe(after);
   });
 
   it("makes spares again after the pause that follows a failure, with no claim to wake it", async () => {
