@@ -252,35 +252,27 @@ export function createConnectNodeHandler(opts: {
     stopReadingBodyIfUnread(req);
     const { input, methodKind } = handler.method;
     const over = envelopedMessageOverLimit(req, methodKind);
-    const read = uReq.body as AsyncIterable<Uint8Array>;
-    let body: AsyncIterable<Uint8Array>;
-    if (over !== null) {
-      // connect-node's words for the message the one envelope's prefix would declare.
-      body = unreadBody(
-        new ConnectError(
-          `message size ${over} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
-          Code.ResourceExhausted,
-        ),
-      );
-    } else if (oneMessage(methodKind)) {
-      // On expiry the rest is never read: HTTP/1.1 closes after the answer. HTTP/2's reset is
-      // already asked for (above); asked again, it finds the stream closed.
-      body = bodyWithDeadline(req, read, opts.bodyTimeoutMs, () => stopReadingBody(req, res));
-    } else {
-      body = read;
-    }
-    let guarded = guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind);
-    if (!oneMessage(methodKind)) {
-      // Timed on the guard's output, which passes whole messages only: a quiet client, or one
-      // that sent half a message, held its stream (and, on HTTP/2, its connection) for good.
-      guarded = bodyWithDeadline(
-        req,
-        guarded,
-        opts.bodyTimeoutMs,
-        () => stopReadingBody(req, res),
-        true,
-      );
-    }
+    const body =
+      over !== null
+        ? unreadBody(
+            // connect-node's words for the message the one envelope's prefix would declare.
+            new ConnectError(
+              `message size ${over} is larger than configured readMaxBytes ${MAX_REQUEST_BYTES}`,
+              Code.ResourceExhausted,
+            ),
+          )
+        : (uReq.body as AsyncIterable<Uint8Array>);
+    // Timed on the guard's output, which passes whole messages only: a call's one message must
+    // have arrived in time, a bidi stream's each in time of the one before (half a message does
+    // not count). On expiry the rest is never read: HTTP/1.1 closes after the answer, HTTP/2's
+    // reset is already asked for (above) and, asked again, finds the stream closed.
+    const guarded = bodyWithDeadline(
+      req,
+      guardRequestBody(body, uReq.header, input, MAX_REQUEST_BYTES, methodKind),
+      opts.bodyTimeoutMs,
+      () => stopReadingBody(req, res),
+      !oneMessage(methodKind),
+    );
     handler({ ...uReq, body: guarded })
       .then((uRes) =>
         universalResponseToNodeResponse(uRes.status === 405 ? withAllow(uRes, handler) : uRes, res),
