@@ -59,6 +59,21 @@ const parentOf = (pid: number) => {
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
 };
 
+/** A supervised `sleep 30` through the helper, found by `marker` in its command line. */
+const startSleeper = (marker: string, signal: AbortSignal) =>
+  startSupervisedProcess(
+    {
+      bin: "/bin/sh",
+      args: ["-c", "sleep 30; : $0", marker],
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      cwd,
+      maxLineBytes: 1 << 20,
+      killGraceMs: 200,
+      signal,
+    },
+    helper.launch,
+  );
+
 const start = (prompt: string) =>
   startSupervisedProcess(
     {
@@ -225,18 +240,7 @@ describe("SpawnHelper", () => {
     const abort = new AbortController();
     let resumed = false;
     try {
-      const launching = startSupervisedProcess(
-        {
-          bin: "/bin/sh",
-          args: ["-c", "sleep 30; : $0", marker],
-          env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
-          cwd,
-          maxLineBytes: 1 << 20,
-          killGraceMs: 200,
-          signal: abort.signal,
-        },
-        helper.launch,
-      );
+      const launching = startSleeper(marker, abort.signal);
       const outcome = launching.then(started, (e: unknown) => e);
       await new Promise((r) => setTimeout(r, 100));
       const reason = new Error("the run was cancelled");
@@ -292,18 +296,7 @@ describe("SpawnHelper", () => {
   it("tells a start aborted before the helper's answer that its provider was started and killed", async () => {
     const marker = `killed-start-${process.pid}-${Date.now()}`;
     const abort = new AbortController();
-    const launching = startSupervisedProcess(
-      {
-        bin: "/bin/sh",
-        args: ["-c", "sleep 30; : $0", marker],
-        env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
-        cwd,
-        maxLineBytes: 1 << 20,
-        killGraceMs: 200,
-        signal: abort.signal,
-      },
-      helper.launch,
-    ).then(started, (e: unknown) => e);
+    const launching = startSleeper(marker, abort.signal).then(started, (e: unknown) => e);
     // Sent, not answered yet: the helper forks it all the same.
     const reason = new Error("the run was cancelled");
     abort.abort(reason);
