@@ -13,8 +13,9 @@
  *      places) hit by the same burst, so 160 callers are refused while the
  *      others start; against a bare node server that answers every caller of
  *      the same flood 429 at once (bench/fixtures/bare-429-server.ts: what
- *      machine, loopback and client cost by themselves), and a 429 from a
- *      full but otherwise quiet runner.
+ *      machine, loopback and client cost by themselves; it warms up as the
+ *      runner does at start-up), and a 429 from a full but otherwise quiet
+ *      runner.
  * Replaces bench/admission-ops.ts (ops and 429 latency), whose figures are here.
  */
 import {
@@ -168,7 +169,14 @@ await Promise.all(overCapHeads.map((h) => h.body?.cancel().catch(() => {})));
 await runner.stop();
 
 // 2. Overload: 20 slots and 20 queue places; the same burst, so 160 callers get a 429.
-const bare429 = await startFixtureServer<{ port: number }>("bench/fixtures/bare-429-server.ts");
+// As warm as the runner when the flood comes: the same start-up warm-up (its default, or the
+// count BENCH_RUNNER_ENV gives the runners).
+const warmUpRequests =
+  (JSON.parse(process.env.BENCH_RUNNER_ENV ?? "{}") as Record<string, string>)
+    .FERMILINK_RUNNER_WARMUP_REQUESTS ?? "1000";
+const bare429 = await startFixtureServer<{ port: number }>("bench/fixtures/bare-429-server.ts", {
+  FERMILINK_RUNNER_WARMUP_REQUESTS: warmUpRequests,
+});
 const bareUrl = `http://127.0.0.1:${bare429.info.port}`;
 const bareFlood429: number[] = [];
 const small = await startRunner({

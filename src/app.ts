@@ -22,6 +22,7 @@ import { RunPipeline } from "./run/run-pipeline.js";
 import { createDualProtocolServer } from "./transport/http-server.js";
 import { createMainHandler } from "./transport/main-handler.js";
 import { type MetricsServer, startMetricsServer } from "./transport/metrics-server.js";
+import { warmUp } from "./transport/warm-up.js";
 import { workspaceFs } from "./workspace/fs-batch/fs-batch.js";
 import { builtinSpareContent, prepareWorkspace } from "./workspace/prepare-workspace.js";
 import { sweepTakeoverLeftovers } from "./workspace/session-hold.js";
@@ -256,21 +257,37 @@ async function assemble(
     sessionsInMemory: () => pipeline.sessionsInMemory(),
   });
   undo.push(() => retention.stop());
-  const server = createDualProtocolServer(
-    createMainHandler({
-      pipeline,
-      logger,
-      ops: { admission, metricsToken: config.metricsToken, now: Date.now },
-      observer: metrics,
-      sseHeartbeatMs: config.run.sseHeartbeatMs,
-      packages,
-      corsOrigins: config.server.corsOrigins,
-      auth: config.authTokens.length > 0 ? new AuthTokens(config.authTokens) : null,
-      webDir: path.join(PROJECT_ROOT, "web"),
-      bodyTimeoutMs,
-    }),
-  );
+  const handler = createMainHandler({
+    pipeline,
+    logger,
+    ops: { admission, metricsToken: config.metricsToken, now: Date.now },
+    observer: metrics,
+    sseHeartbeatMs: config.run.sseHeartbeatMs,
+    packages,
+    corsOrigins: config.server.corsOrigins,
+    auth: config.authTokens.length > 0 ? new AuthTokens(config.authTokens) : null,
+    webDir: path.join(PROJECT_ROOT, "web"),
+    bodyTimeoutMs,
+  });
+  const server = createDualProtocolServer(handler);
   undo.push(() => server.close(0));
+  // Beside the spares (the file-system worker's work); before listening, so the first callers
+  // meet compiled code.
+  const warming =
+    config.warmUpRequests > 0
+      ? warmUp(handler, {
+          requests: config.warmUpRequests,
+          token: (config.authTokens.find((t) => t.kind === "service") ?? config.authTokens[0])
+            ?.token,
+          signal,
+        }).catch((err: unknown) => {
+          // Only a lost optimisation: the runner serves as well, its first callers a little slower.
+          logger.warn({ err }, "warm-up failed; listening without it");
+          return null;
+        })
+      : null;
+  // An abandoned start waits for it: no private listener outlives the undo.
+  undo.push(() => warming);
   // Before listening: the first run's memory and latency are then those of any later run.
   await unlessAborted(workspaceFs.warm(), signal);
   // The spares too (0.1-1 s for 200 on this machine; reused after a restart): a burst right after
@@ -290,6 +307,11 @@ async function assemble(
     },
     (err: unknown) => logger.warn({ err }, "could not remove what stopped runners left behind"),
   );
+  const w = await unlessAborted(warming ?? Promise.resolve(null), signal);
+  if (w !== null) {
+    if (w.failed > 0) logger.warn(w, "warm-up: some requests were not answered as expected");
+    else logger.info(w, "warmed up");
+  }
   const port = await explainListen(
     () => server.listen(config.server.host, config.server.port),
     { which: "main", host: config.server.host, port: config.server.port },

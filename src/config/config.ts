@@ -28,6 +28,8 @@ export interface Config {
   workspacesRoot: string;
   /** FERMILINK_RUNNER_SPARE_WORKSPACES: new-session directories kept ready (0 = none). */
   spareWorkspaces: number;
+  /** FERMILINK_RUNNER_WARMUP_REQUESTS: requests sent through the handler before listening (0 = none). */
+  warmUpRequests: number;
   /** FERMILINK_SCIPKG_ROOT (or FERMILINK_SCIENTIFIC_PACKAGES_ROOT), absolute. */
   scipkgRoot: string;
   /** FERMILINK_SCIPKG_ACTIVE. */

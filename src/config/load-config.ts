@@ -376,6 +376,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       0,
       10_000,
     ),
+    warmUpRequests: r.int("FERMILINK_RUNNER_WARMUP_REQUESTS", 1000, 0, 100_000),
     scipkgRoot: abs(
       r.str("FERMILINK_SCIPKG_ROOT") ??
         r.str("FERMILINK_SCIENTIFIC_PACKAGES_ROOT") ??

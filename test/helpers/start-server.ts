@@ -57,6 +57,8 @@ export async function startTestServer(
     FERMILINK_RUNNER_PROVIDER_NICE: "0",
     // A few, so new sessions take the spare path, without 200 being made for every test server.
     FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
+    // No start-up warm-up (≈ 0.8 s each): test/integration/warm-up.test.ts covers it.
+    FERMILINK_RUNNER_WARMUP_REQUESTS: "0",
     ...env,
   });
   const app = await startApp(config, {

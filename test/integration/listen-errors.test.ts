@@ -31,6 +31,7 @@ describe("a listen address the runner cannot use", () => {
         FERMILINK_CODEX_BIN: FAKE_AGENT,
         FERMILINK_RUNNER_LOG_LEVEL: "silent",
         FERMILINK_RUNNER_SPARE_WORKSPACES: "0",
+        FERMILINK_RUNNER_WARMUP_REQUESTS: "0",
         ...env,
       });
       const err = await startApp(config, { logger: createLogger("silent") }).catch(

@@ -58,6 +58,7 @@ async function startServer(env: Record<string, string> = {}): Promise<{
       // Not the default 200, made before the server listens (seconds on a loaded box): no test
       // here is about them.
       FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
+      FERMILINK_RUNNER_WARMUP_REQUESTS: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -247,6 +248,7 @@ describe("restart safety", () => {
         FERMILINK_CODEX_BIN: FAKE_AGENT,
         FERMILINK_RUNNER_PORT: "0",
         FERMILINK_RUNNER_METRICS_PORT: "0",
+        FERMILINK_RUNNER_WARMUP_REQUESTS: "0",
       },
       stdio: ["ignore", "ignore", "pipe"],
     });

@@ -148,6 +148,7 @@ describe("scripts/build.mjs", () => {
         FERMILINK_RUNNER_METRICS_PORT: "0",
         // Not the default 200, made before the server listens (seconds on a loaded box).
         FERMILINK_RUNNER_SPARE_WORKSPACES: "2",
+        FERMILINK_RUNNER_WARMUP_REQUESTS: "0",
       },
       stdio: ["ignore", "pipe", "inherit"],
     });
