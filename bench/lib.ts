@@ -5,6 +5,7 @@
  */
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
@@ -295,10 +296,13 @@ export async function spawnLikeRunner(
   onStdout: (chunk: Buffer) => void = () => {},
   niceness = 0,
 ): Promise<{ ms: number; spawnMs: number }> {
+  // A run id of its own (the same length): the runner's orphan sweeper kills what still carries
+  // an ended run's id, and took a replay of that run's provider for one (a baseline of 2,492 lines).
+  const env = { ...inv.env, FERMILINK_RUN_ID: randomUUID() };
   const t = performance.now();
   const child = spawn(process.execPath, [FAKE_AGENT, ...inv.argv.slice(0, -1), prompt], {
     cwd: inv.cwd,
-    env: inv.env,
+    env,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
