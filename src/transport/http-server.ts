@@ -87,7 +87,11 @@ export function createDualProtocolServer(
     s.once("close", () => sessions.delete(s));
   });
 
-  const tcp = net.createServer((socket) => {
+  // Node's HTTP servers turn Nagle's algorithm off on each connection (`noDelay`, their default;
+  // its http2 does it for its sessions), a plain net.Server does not: HTTP/1.1 answers went out
+  // with it on, so a small write (an SSE frame, a Connect message) that followed one not yet
+  // acknowledged waited for the ACK, which a client may delay by 40-200 ms.
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
