@@ -18,6 +18,7 @@
  *      runner.
  * Replaces bench/admission-ops.ts (ops and 429 latency), whose figures are here.
  */
+import { ENV_SPECS } from "../src/config/env-spec.js";
 import {
   type CoresUsed,
   fmtRange,
@@ -169,13 +170,15 @@ await Promise.all(overCapHeads.map((h) => h.body?.cancel().catch(() => {})));
 await runner.stop();
 
 // 2. Overload: 20 slots and 20 queue places; the same burst, so 160 callers get a 429.
-// As warm as the runner when the flood comes: the same start-up warm-up (its default, or the
-// count BENCH_RUNNER_ENV gives the runners).
+// As warm as the runner when the flood comes: the same start-up warm-up (the count
+// BENCH_RUNNER_ENV gives the runners, or the runner's own default).
+const WARMUP = "FERMILINK_RUNNER_WARMUP_REQUESTS";
 const warmUpRequests =
-  (JSON.parse(process.env.BENCH_RUNNER_ENV ?? "{}") as Record<string, string>)
-    .FERMILINK_RUNNER_WARMUP_REQUESTS ?? "1000";
+  (JSON.parse(process.env.BENCH_RUNNER_ENV ?? "{}") as Record<string, string>)[WARMUP] ??
+  ENV_SPECS.find((s) => s.name === WARMUP)?.default ??
+  "0";
 const bare429 = await startFixtureServer<{ port: number }>("bench/fixtures/bare-429-server.ts", {
-  FERMILINK_RUNNER_WARMUP_REQUESTS: warmUpRequests,
+  [WARMUP]: warmUpRequests,
 });
 const bareUrl = `http://127.0.0.1:${bare429.info.port}`;
 const bareFlood429: number[] = [];
