@@ -1,10 +1,9 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/log/logger.js";
 import type { AnyRequest, AnyResponse } from "../../src/transport/http-types.js";
 import { warmUp } from "../../src/transport/warm-up.js";
+import { capturedLog } from "../helpers/captured-log.js";
 import { postRun } from "../helpers/sse-client.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 
@@ -13,18 +12,6 @@ afterEach(async () => {
   await server?.stop();
   server = undefined;
 });
-
-/** A logger at `debug` whose lines the test reads, parsed. */
-function capturedLog() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of String(chunk).split("\n")) if (l !== "") lines.push(JSON.parse(l));
-      done();
-    },
-  });
-  return { logger: createLogger("debug", stream), lines };
-}
 
 /** Listening sockets and connections this process holds (node's own resource names). */
 function tcpHandles(): { servers: number; sockets: number } {
@@ -37,7 +24,7 @@ function tcpHandles(): { servers: number; sockets: number } {
 
 describe("start-up warm-up", () => {
   it("answers its requests by the checks before admission before the runner listens: nothing admitted, stored, counted or left open", async () => {
-    const { logger, lines } = capturedLog();
+    const { logger, lines } = capturedLog("debug");
     server = await startTestServer({ FERMILINK_RUNNER_WARMUP_REQUESTS: "300" }, { logger });
     const msgs = lines.map((l) => l.msg);
     const warmed = lines.find((l) => l.msg === "warmed up");
@@ -66,7 +53,7 @@ describe("start-up warm-up", () => {
   });
 
   it("with auth on, carries a token: its run requests reach the same checks (no 401)", async () => {
-    const { logger, lines } = capturedLog();
+    const { logger, lines } = capturedLog("debug");
     server = await startTestServer(
       {
         FERMILINK_RUNNER_WARMUP_REQUESTS: "30",

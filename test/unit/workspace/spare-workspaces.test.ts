@@ -14,7 +14,6 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../../src/log/logger.js";
 import { FsBatchRunner } from "../../../src/workspace/fs-batch/fs-batch.js";
@@ -26,6 +25,7 @@ import {
   type SpareOutcome,
   SpareWorkspaces,
 } from "../../../src/workspace/spare-workspaces.js";
+import { capturedLog } from "../../helpers/captured-log.js";
 
 let root: string;
 let ws: string;
@@ -336,13 +336,7 @@ describe("SpareWorkspaces", () => {
   });
 
   it("gets its content again after a pause when it could not at start-up, logging the first failure", async () => {
-    const lines: { level: number; msg: string }[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(JSON.parse(String(chunk)));
-        done();
-      },
-    });
+    const { logger, lines } = capturedLog("info");
     let calls = 0;
     const spares = new SpareWorkspaces({
       workspacesRoot: ws,
@@ -353,7 +347,7 @@ describe("SpareWorkspaces", () => {
         return builtinSpareContent(ws);
       },
       fs,
-      logger: createLogger("info", sink),
+      logger,
       retryAfterFailureMs: 50,
     });
     pools.push(spares);
@@ -363,7 +357,7 @@ describe("SpareWorkspaces", () => {
     for (let i = 0; i < 200 && spares.readyCount < 2; i++)
       await new Promise((r) => setTimeout(r, 20));
     expect([calls, spares.readyCount]).toEqual([3, 2]);
-    const said = lines.map((l) => l.msg).filter((m) => m.startsWith("spare workspaces"));
+    const said = lines.map((l) => l.msg ?? "").filter((m) => m.startsWith("spare workspaces"));
     expect(said).toEqual([
       "spare workspaces unavailable for now; new sessions are made file by file",
       "spare workspaces available",
